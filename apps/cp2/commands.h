@@ -1,0 +1,17 @@
+// Subcommand registration for the cp2 program; all logic lives in the library.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace cp2::app {
+
+struct Command {
+  CLI::App* sub;
+  std::function<int()> run;  // called when `sub` was parsed
+};
+
+Command register_convert(CLI::App& app);
+Command register_demo(CLI::App& app);
+
+}  // namespace cp2::app

@@ -1,0 +1,24 @@
+// Shared basics: the one exception type thrown at boundaries, thread setup.
+#pragma once
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace cp2 {
+
+// Every user-facing failure (bad file, bad key, bad value) is a cp2::Error whose
+// message names the file/key/value, what was expected and what was found.
+// `main` catches it once, prints it and exits non-zero.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& msg) : std::runtime_error(msg) {}
+};
+
+// Debian's LibTorch starts with one intra-op thread; cp2 defaults to all cores.
+// n <= 0 means "all cores". Returns the number set.
+int set_threads(int n);
+
+// Human-readable shape such as [64, 3, 7, 7].
+std::string shape_str(const std::vector<long>& sizes);
+
+}  // namespace cp2

@@ -1,0 +1,216 @@
+#include "cp2/io/checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "cp2/common.h"
+#include "cp2/io/zip.h"
+
+namespace cp2::io {
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open file (" + std::strerror(errno) + ")");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) throw Error(path + ": read error");
+  return ss.str();
+}
+
+namespace {
+
+at::Tensor storage_from_bytes(std::string_view bytes, at::ScalarType dt, int64_t numel, const std::string& where) {
+  at::Tensor t = at::empty({numel}, at::TensorOptions().dtype(dt));
+  size_t need = static_cast<size_t>(numel) * t.element_size();
+  if (bytes.size() < need)
+    throw Error(where + ": storage holds " + std::to_string(bytes.size()) + " bytes, expected " +
+                std::to_string(need) + " (truncated or corrupt file)");
+  if (need) std::memcpy(t.data_ptr(), bytes.data(), need);
+  return t;
+}
+
+const py::ObjPtr& pid_field(const py::ObjPtr& pid, size_t k, const std::string& where) {
+  if (pid->kind != py::Kind::Tuple || pid->items.size() <= k || pid->items[0]->s != "storage")
+    throw Error(where + ": unexpected persistent id " + pid->type_name() + " (not a torch storage reference)");
+  return pid->items[k];
+}
+
+Checkpoint load_zip(std::string bytes, const std::string& path) {
+  ZipReader zip(std::move(bytes), path);
+  std::string pkl;
+  for (const auto& n : zip.names())
+    if (n.size() >= 8 && n.compare(n.size() - 8, 8, "data.pkl") == 0 && n.find('/') == n.size() - 9) pkl = n;
+  if (pkl.empty())
+    throw Error(path + ": zip archive has no <archive>/data.pkl entry; it is not a torch.save checkpoint");
+  std::string prefix = pkl.substr(0, pkl.size() - 8);
+  if (zip.has(prefix + "byteorder") && zip.read(prefix + "byteorder") != "little")
+    throw Error(path + ": big-endian checkpoints are not supported");
+  std::map<std::string, at::Tensor> cache;
+  py::PersistentLoad load = [&](const py::ObjPtr& pid) {
+    std::string cls = pid_field(pid, 1, path)->s;
+    std::string key = pid_field(pid, 2, path)->s;
+    int64_t numel = pid_field(pid, 4, path)->i;
+    auto dt = py::storage_dtype(cls, path + " (storage " + key + ")");
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      std::string entry = prefix + "data/" + key;
+      it = cache.emplace(key, storage_from_bytes(zip.read(entry), dt, numel, path + ": " + entry)).first;
+    }
+    return py::tensor(it->second);
+  };
+  std::string_view data = zip.read(pkl);
+  size_t pos = 0;
+  Checkpoint c;
+  c.root = py::unpickle(data, pos, load, path + ": " + pkl);
+  c.format = Format::Zip;
+  c.path = path;
+  return c;
+}
+
+// Legacy stream (torch < 1.6 or _use_new_zipfile_serialization=False): five pickles
+// (magic, protocol 1001, sys_info, the object, storage keys), then each storage's
+// int64 element count and raw bytes, in key order.
+Checkpoint load_legacy(const std::string& bytes, const std::string& path) {
+  static const unsigned char kMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+  py::PersistentLoad no_load = [&](const py::ObjPtr&) -> py::ObjPtr {
+    throw Error(path + ": unexpected storage reference in the legacy header");
+  };
+  size_t pos = 0;
+  auto magic = py::unpickle(bytes, pos, no_load, path);
+  if (magic->kind != py::Kind::Bytes || magic->s != std::string(reinterpret_cast<const char*>(kMagic), 10))
+    throw Error(path + ": not a PyTorch checkpoint (a pickle, but without torch's legacy magic number)");
+  auto proto = py::unpickle(bytes, pos, no_load, path);
+  if (proto->kind != py::Kind::Int || proto->i != 1001)
+    throw Error(path + ": legacy checkpoint protocol " + std::to_string(proto->i) + ", expected 1001");
+  auto sys_info = py::unpickle(bytes, pos, no_load, path);
+  if (auto le = sys_info->get("little_endian"); le && le->kind == py::Kind::Bool && !le->b)
+    throw Error(path + ": big-endian checkpoints are not supported");
+
+  std::map<std::string, at::Tensor> storages;
+  py::PersistentLoad load = [&](const py::ObjPtr& pid) {
+    std::string cls = pid_field(pid, 1, path)->s;
+    std::string key = pid_field(pid, 2, path)->s;
+    int64_t numel = pid_field(pid, 4, path)->i;
+    auto dt = py::storage_dtype(cls, path + " (storage " + key + ")");
+    auto it = storages.find(key);
+    if (it == storages.end()) it = storages.emplace(key, at::empty({numel}, at::TensorOptions().dtype(dt))).first;
+    at::Tensor s = it->second;
+    if (pid->items.size() > 5 && pid->items[5]->kind == py::Kind::Tuple) {  // (view_key, offset, view_size)
+      const auto& v = pid->items[5]->items;
+      s = s.narrow(0, v[1]->i, v[2]->i);
+    }
+    return py::tensor(s);
+  };
+  Checkpoint c;
+  c.root = py::unpickle(bytes, pos, load, path);
+  auto keys = py::unpickle(bytes, pos, no_load, path);
+  if (keys->kind != py::Kind::List) throw Error(path + ": legacy storage key list missing (corrupt file)");
+  for (const auto& k : keys->items) {
+    auto it = storages.find(k->s);
+    if (it == storages.end()) throw Error(path + ": storage '" + k->s + "' listed but never referenced");
+    if (pos + 8 > bytes.size())
+      throw Error(path + ": truncated: storage '" + k->s + "' header missing at byte " + std::to_string(pos));
+    int64_t numel;
+    std::memcpy(&numel, bytes.data() + pos, 8);
+    pos += 8;
+    at::Tensor& s = it->second;
+    if (numel != s.numel())
+      throw Error(path + ": storage '" + k->s + "' holds " + std::to_string(numel) + " elements, expected " +
+                  std::to_string(s.numel()) + " (corrupt file)");
+    size_t n = static_cast<size_t>(numel) * s.element_size();
+    if (pos + n > bytes.size())
+      throw Error(path + ": truncated: storage '" + k->s + "' needs " + std::to_string(n) + " bytes at offset " +
+                  std::to_string(pos) + ", file has " + std::to_string(bytes.size()) + " bytes");
+    if (n) std::memcpy(s.data_ptr(), bytes.data() + pos, n);
+    pos += n;
+  }
+  c.format = Format::Legacy;
+  c.path = path;
+  return c;
+}
+
+void flatten_into(const std::string& prefix, const py::ObjPtr& o, std::vector<std::pair<std::string, py::ObjPtr>>& out) {
+  auto join = [&](const std::string& k) { return prefix.empty() ? k : prefix + "." + k; };
+  if (o->kind == py::Kind::Dict) {
+    for (const auto& [k, v] : o->dict) {
+      std::string ks = k->kind == py::Kind::Str ? k->s : k->kind == py::Kind::Int ? std::to_string(k->i) : k->type_name();
+      flatten_into(join(ks), v, out);
+    }
+  } else if ((o->kind == py::Kind::List || o->kind == py::Kind::Tuple) && !o->items.empty()) {
+    bool has_nested = false;
+    for (auto& x : o->items) has_nested |= x->kind == py::Kind::Dict || x->kind == py::Kind::Tensor;
+    if (!has_nested) { out.emplace_back(prefix, o); return; }
+    for (size_t k = 0; k < o->items.size(); ++k) flatten_into(join(std::to_string(k)), o->items[k], out);
+  } else {
+    out.emplace_back(prefix, o);
+  }
+}
+
+}  // namespace
+
+Checkpoint load_checkpoint(const std::string& path) {
+  std::string bytes = read_file(path);
+  if (bytes.empty()) throw Error(path + ": file is empty; expected a PyTorch checkpoint");
+  if (bytes.size() >= 4 && bytes.compare(0, 4, "PK\x03\x04") == 0) return load_zip(std::move(bytes), path);
+  if (bytes.size() >= 2 && static_cast<uint8_t>(bytes[0]) == 0x80 && static_cast<uint8_t>(bytes[1]) <= 5)
+    return load_legacy(bytes, path);
+  if (bytes.size() > 262 && bytes.compare(257, 5, "ustar") == 0)
+    throw Error(path + ": a tar-format checkpoint (torch < 0.4); re-save it with a newer torch");
+  throw Error(path + ": not a PyTorch checkpoint: expected a zip archive (torch >= 1.6) or a legacy pickle stream, "
+              "found neither");
+}
+
+std::vector<std::pair<std::string, py::ObjPtr>> flatten(const py::ObjPtr& root) {
+  std::vector<std::pair<std::string, py::ObjPtr>> out;
+  flatten_into("", root, out);
+  return out;
+}
+
+py::ObjPtr to_state_dict(const TensorList& tensors) {
+  auto d = py::dict(true);
+  for (const auto& [k, t] : tensors) py::set(d, k, py::tensor(t));
+  return d;
+}
+
+void save_checkpoint(const std::string& path, const py::ObjPtr& root) {
+  std::vector<at::Tensor> storages;
+  std::string pkl = py::pickle(root, [&](const at::Tensor& t) {
+    storages.push_back(t);
+    return std::to_string(storages.size() - 1);
+  });
+  std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error(path + ": cannot write checkpoint (" + std::strerror(errno) + ")");
+  try {
+    ZipWriter zip(f, tmp);
+    zip.add("archive/data.pkl", pkl.data(), pkl.size());
+    zip.add("archive/byteorder", "little", 6);
+    for (size_t k = 0; k < storages.size(); ++k)
+      zip.add("archive/data/" + std::to_string(k), storages[k].data_ptr(), storages[k].numel() * storages[k].element_size());
+    zip.add("archive/version", "3\n", 2);
+    zip.finish();
+    if (std::fflush(f) != 0 || fsync(fileno(f)) != 0)
+      throw Error(path + ": cannot flush checkpoint (" + std::strerror(errno) + ", disk full?)");
+  } catch (...) {
+    std::fclose(f);
+    std::remove(tmp.c_str());
+    throw;
+  }
+  if (std::fclose(f) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot close checkpoint (" + std::strerror(errno) + ")");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot rename temp file into place (" + std::strerror(errno) + ")");
+  }
+}
+
+}  // namespace cp2::io

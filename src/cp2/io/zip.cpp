@@ -1,0 +1,155 @@
+#include "cp2/io/zip.h"
+
+#include <zlib.h>
+
+#include <cstring>
+
+#include "cp2/common.h"
+
+namespace cp2::io {
+namespace {
+
+uint16_t u16(const std::string& b, uint64_t at) {
+  return static_cast<uint16_t>(static_cast<uint8_t>(b[at]) | (static_cast<uint8_t>(b[at + 1]) << 8));
+}
+uint32_t u32(const std::string& b, uint64_t at) { return u16(b, at) | (static_cast<uint32_t>(u16(b, at + 2)) << 16); }
+uint64_t u64(const std::string& b, uint64_t at) { return u32(b, at) | (static_cast<uint64_t>(u32(b, at + 4)) << 32); }
+
+void le(std::string& s, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+}  // namespace
+
+ZipReader::ZipReader(std::string bytes, std::string path) : bytes_(std::move(bytes)), path_(std::move(path)) {
+  const std::string& b = bytes_;
+  auto fail = [&](const std::string& what) {
+    throw Error(path_ + ": not a readable zip checkpoint (" + what + "); the file may be truncated or corrupt");
+  };
+  if (b.size() < 22) fail("file has only " + std::to_string(b.size()) + " bytes");
+  // End-of-central-directory record: the last signature within the final 64 KiB + 22 bytes.
+  int64_t eocd = -1;
+  int64_t lo = std::max<int64_t>(0, static_cast<int64_t>(b.size()) - 22 - 65535);
+  for (int64_t i = static_cast<int64_t>(b.size()) - 22; i >= lo; --i) {
+    if (u32(b, i) == 0x06054b50) { eocd = i; break; }
+  }
+  if (eocd < 0) fail("no end-of-central-directory record");
+  uint64_t count = u16(b, eocd + 10), cd_size = u32(b, eocd + 12), cd_off = u32(b, eocd + 16);
+  if (count == 0xffff || cd_size == 0xffffffffu || cd_off == 0xffffffffu) {
+    // Zip64: the locator sits right before the classic record.
+    if (eocd < 20 || u32(b, eocd - 20) != 0x07064b50) fail("zip64 locator missing");
+    uint64_t z = u64(b, eocd - 20 + 8);
+    if (z + 56 > b.size() || u32(b, z) != 0x06064b50) fail("zip64 directory record missing");
+    count = u64(b, z + 32);
+    cd_size = u64(b, z + 40);
+    cd_off = u64(b, z + 48);
+  }
+  if (cd_off + cd_size > b.size()) fail("central directory lies past the end of the file");
+  uint64_t p = cd_off;
+  for (uint64_t i = 0; i < count; ++i) {
+    if (p + 46 > b.size() || u32(b, p) != 0x02014b50) fail("bad central directory entry " + std::to_string(i));
+    Entry e;
+    e.method = u16(b, p + 10);
+    e.crc = u32(b, p + 16);
+    e.comp_size = u32(b, p + 20);
+    e.size = u32(b, p + 24);
+    uint16_t nlen = u16(b, p + 28), xlen = u16(b, p + 30), clen = u16(b, p + 32);
+    e.local_offset = u32(b, p + 42);
+    if (p + 46 + nlen + xlen + clen > b.size()) fail("central directory entry past end of file");
+    std::string name = b.substr(p + 46, nlen);
+    // Zip64 extra field: only the fields saturated in the fixed header are present, in order.
+    uint64_t x = p + 46 + nlen, xend = x + xlen;
+    while (x + 4 <= xend) {
+      uint16_t id = u16(b, x), sz = u16(b, x + 2);
+      if (id == 0x0001) {
+        uint64_t q = x + 4;
+        if (e.size == 0xffffffffu) { e.size = u64(b, q); q += 8; }
+        if (e.comp_size == 0xffffffffu) { e.comp_size = u64(b, q); q += 8; }
+        if (e.local_offset == 0xffffffffu) { e.local_offset = u64(b, q); }
+      }
+      x += 4 + sz;
+    }
+    names_.push_back(name);
+    entries_[name] = e;
+    p += 46 + nlen + xlen + clen;
+  }
+}
+
+std::string_view ZipReader::read(const std::string& name) {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw Error(path_ + ": zip entry '" + name + "' is missing");
+  const Entry& e = it->second;
+  const std::string& b = bytes_;
+  if (e.local_offset + 30 > b.size() || u32(b, e.local_offset) != 0x04034b50)
+    throw Error(path_ + ": zip entry '" + name + "' has no local header (truncated or corrupt file)");
+  uint64_t data = e.local_offset + 30 + u16(b, e.local_offset + 26) + u16(b, e.local_offset + 28);
+  if (data + e.comp_size > b.size())
+    throw Error(path_ + ": zip entry '" + name + "' needs " + std::to_string(e.comp_size) + " bytes at offset " +
+                std::to_string(data) + " but the file has " + std::to_string(b.size()) + " bytes (truncated file)");
+  std::string_view raw(b.data() + data, e.comp_size);
+  if (e.method == 0) {
+    if (e.size != e.comp_size) throw Error(path_ + ": zip entry '" + name + "' has inconsistent sizes");
+    return raw;
+  }
+  if (e.method != 8)
+    throw Error(path_ + ": zip entry '" + name + "' uses compression method " + std::to_string(e.method) +
+                "; expected 0 (stored) or 8 (deflate)");
+  auto cached = inflated_.find(name);
+  if (cached != inflated_.end()) return cached->second;
+  std::string out(e.size, '\0');
+  z_stream zs{};
+  inflateInit2(&zs, -MAX_WBITS);
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data()));
+  zs.avail_in = static_cast<uInt>(raw.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  int rc = inflate(&zs, Z_FINISH);
+  inflateEnd(&zs);
+  if (rc != Z_STREAM_END) throw Error(path_ + ": zip entry '" + name + "' failed to inflate (corrupt data)");
+  return inflated_.emplace(name, std::move(out)).first->second;
+}
+
+void ZipWriter::put(const void* p, size_t n) {
+  if (n && std::fwrite(p, 1, n, f_) != n)
+    throw Error(path_ + ": write failed after " + std::to_string(pos_) + " bytes (disk full?)");
+  pos_ += n;
+}
+
+void ZipWriter::add(const std::string& name, const void* data, size_t n) {
+  if (pos_ + n + 4096 >= 0xffffffffull)
+    throw Error(path_ + ": checkpoint would exceed 4 GiB; cp2 does not write zip64 yet");
+  Rec r{name, static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(data), static_cast<uInt>(n))),
+        n, pos_, 0};
+  // Pad with an extra field (id "FB", as torch's writer) so the data starts 64-byte aligned.
+  uint64_t start = pos_ + 30 + name.size() + 4;
+  uint16_t pad = static_cast<uint16_t>((64 - start % 64) % 64);
+  r.extra_len = static_cast<uint16_t>(4 + pad);
+  std::string h;
+  le(h, 0x04034b50, 4); le(h, 20, 2); le(h, 0, 2); le(h, 0, 2); le(h, 0, 2); le(h, 0x21, 2);
+  le(h, r.crc, 4); le(h, n, 4); le(h, n, 4); le(h, name.size(), 2); le(h, r.extra_len, 2);
+  h += name;
+  le(h, 0x4246, 2); le(h, pad, 2);
+  h.append(pad, 'Z');
+  put(h.data(), h.size());
+  put(data, n);
+  recs_.push_back(r);
+}
+
+void ZipWriter::finish() {
+  uint64_t cd_start = pos_;
+  for (const Rec& r : recs_) {
+    std::string h;
+    le(h, 0x02014b50, 4); le(h, 20, 2); le(h, 20, 2); le(h, 0, 2); le(h, 0, 2); le(h, 0, 2); le(h, 0x21, 2);
+    le(h, r.crc, 4); le(h, r.size, 4); le(h, r.size, 4); le(h, r.name.size(), 2); le(h, 0, 2); le(h, 0, 2);
+    le(h, 0, 2); le(h, 0, 2); le(h, 0, 4); le(h, r.offset, 4);
+    h += r.name;
+    put(h.data(), h.size());
+  }
+  uint64_t cd_size = pos_ - cd_start;
+  std::string e;
+  le(e, 0x06054b50, 4); le(e, 0, 2); le(e, 0, 2); le(e, recs_.size(), 2); le(e, recs_.size(), 2);
+  le(e, cd_size, 4); le(e, cd_start, 4); le(e, 0, 2);
+  put(e.data(), e.size());
+}
+
+}  // namespace cp2::io

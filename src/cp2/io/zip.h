@@ -1,0 +1,56 @@
+// Minimal ZIP reader/writer for PyTorch's checkpoint container (torch >= 1.6 writes
+// an uncompressed zip: <archive>/data.pkl, <archive>/data/<storage key>, <archive>/version).
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cp2::io {
+
+class ZipReader {
+ public:
+  // Takes ownership of the whole file's bytes; `path` is used in error messages.
+  ZipReader(std::string bytes, std::string path);
+  const std::vector<std::string>& names() const { return names_; }
+  bool has(const std::string& name) const { return entries_.count(name) > 0; }
+  // Bytes of an entry (stored entries are not copied; deflated ones are inflated once).
+  std::string_view read(const std::string& name);
+
+ private:
+  struct Entry {
+    uint16_t method = 0;
+    uint32_t crc = 0;
+    uint64_t comp_size = 0, size = 0, local_offset = 0;
+  };
+  std::string bytes_, path_;
+  std::vector<std::string> names_;
+  std::map<std::string, Entry> entries_;
+  std::map<std::string, std::string> inflated_;
+};
+
+class ZipWriter {
+ public:
+  // Writes to an already opened stream; `path` is used in error messages.
+  ZipWriter(std::FILE* f, std::string path) : f_(f), path_(std::move(path)) {}
+  // Stored (uncompressed) entry, its data aligned to 64 bytes as torch's writer does.
+  void add(const std::string& name, const void* data, size_t n);
+  void finish();
+
+ private:
+  void put(const void* p, size_t n);
+  struct Rec {
+    std::string name;
+    uint32_t crc;
+    uint64_t size, offset;
+    uint16_t extra_len;
+  };
+  std::FILE* f_;
+  std::string path_;
+  uint64_t pos_ = 0;
+  std::vector<Rec> recs_;
+};
+
+}  // namespace cp2::io

@@ -1,0 +1,86 @@
+// The cp2 program itself: exit codes and messages as a user sees them.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include "../helpers.h"
+
+using cp2::test::fixture;
+
+namespace {
+
+struct Run {
+  int rc;
+  std::string out;
+};
+
+Run run(const std::string& args) {
+  std::string cmd = std::string(CP2_BINARY) + " " + args + " 2>&1";
+  Run r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int st = pclose(p);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+TEST(Cli, HelpForEverySubcommand) {
+  for (const char* sub : {"", "convert", "demo"}) {
+    auto r = run(std::string(sub) + " --help");
+    EXPECT_EQ(r.rc, 0) << sub;
+    EXPECT_NE(r.out.find("--help"), std::string::npos);
+  }
+  EXPECT_NE(run("--help").out.find("convert"), std::string::npos);
+}
+
+TEST(Cli, ConvertListPrintsKeysShapesDtypes) {
+  auto r = run("convert --list " + fixture("moco_r18_legacy.pt"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("legacy format"), std::string::npos);
+  EXPECT_NE(r.out.find("state_dict.module.encoder_q.layer4.1.conv2.weight\t[512, 512, 3, 3] Float"), std::string::npos);
+  EXPECT_NE(r.out.find("epoch\tint 800"), std::string::npos);
+  EXPECT_NE(r.out.find("optimizer.param_groups.0.momentum\tfloat 0.9"), std::string::npos);
+}
+
+TEST(Cli, ConvertMocoToTorchvisionAndBack) {
+  std::string out = ::testing::TempDir() + "cli_tv.pt";
+  auto r = run("convert " + fixture("moco_r18_legacy.pt") + " " + out + " --to torchvision --arch 18");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("layout moco"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dropped: module.encoder_q.fc.0.weight"), std::string::npos) << r.out;
+  auto back = run("convert --list " + out);
+  EXPECT_NE(back.out.find("\nconv1.weight\t[64, 3, 7, 7] Float"), std::string::npos) << back.out;
+  EXPECT_EQ(back.out.find("fc."), std::string::npos);
+}
+
+TEST(Cli, BadInputsExitNonZeroWithOneMessage) {
+  auto missing = run("convert /nonexistent/x.pt /tmp/y.pt");
+  EXPECT_EQ(missing.rc, 1);
+  EXPECT_NE(missing.out.find("error: /nonexistent/x.pt: cannot open file"), std::string::npos) << missing.out;
+
+  std::string trunc = ::testing::TempDir() + "cli_trunc.pt";
+  std::string bytes = cp2::io::read_file(fixture("resnet18_os16.pt"));
+  std::ofstream(trunc, std::ios::binary) << bytes.substr(0, bytes.size() / 3);
+  auto t = run("convert " + trunc + " /tmp/y.pt");
+  EXPECT_EQ(t.rc, 1);
+  EXPECT_NE(t.out.find("truncated"), std::string::npos) << t.out;
+
+  auto wrong = run("convert " + fixture("resnet18_os16.pt") + " /tmp/y.pt --arch 50 --strict");
+  EXPECT_EQ(wrong.rc, 1);
+  EXPECT_NE(wrong.out.find("mismatched: backbone.layer1.0.conv1.weight expected [64, 64, 1, 1], found [64, 64, 3, 3]"),
+            std::string::npos) << wrong.out;
+
+  auto preset = run("convert " + fixture("resnet18_os16.pt") + " /tmp/y.pt --to keras");
+  EXPECT_EQ(preset.rc, 1);
+  EXPECT_NE(preset.out.find("'keras'"), std::string::npos) << preset.out;
+
+  auto dtype = run("convert --list " + fixture("complex.pt"));
+  EXPECT_EQ(dtype.rc, 1);
+  EXPECT_NE(dtype.out.find("ComplexFloatStorage"), std::string::npos) << dtype.out;
+}
+
+}  // namespace

@@ -1,0 +1,44 @@
+// Shared test helpers: fixture paths, reading PyTorch-written tensor files, error checks.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+
+#include "cp2/common.h"
+#include "cp2/io/checkpoint.h"
+
+namespace cp2::test {
+
+inline std::string fixture(const std::string& name) { return std::string(CP2_FIXTURES) + "/" + name; }
+
+// Tensors of a flat dict file written by tools/make_parity_fixtures.py.
+inline std::map<std::string, at::Tensor> load_tensors(const std::string& path) {
+  std::map<std::string, at::Tensor> out;
+  for (auto& [k, v] : io::flatten(io::load_checkpoint(path).root))
+    if (v->kind == py::Kind::Tensor) out[k] = v->tensor;
+  return out;
+}
+
+// max |a - b| / max |b|: error relative to the output's scale (element-wise relative
+// error is meaningless where outputs cross zero).
+inline double max_rel(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  if (a.sizes() != b.sizes()) return 1e9;
+  return ((a.to(at::kDouble) - b.to(at::kDouble)).abs().max() / b.to(at::kDouble).abs().max().clamp_min(1e-30))
+      .item<double>();
+}
+
+// Runs `fn`, expects a cp2::Error whose message contains every fragment.
+template <class Fn>
+void expect_error(Fn fn, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected cp2::Error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
+  }
+}
+
+}  // namespace cp2::test

@@ -1,0 +1,144 @@
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "../helpers.h"
+#include "cp2/io/checkpoint.h"
+
+using namespace cp2;
+using cp2::test::expect_error;
+using cp2::test::fixture;
+
+namespace {
+
+std::string write_bytes(const std::string& name, const std::string& bytes) {
+  std::string p = ::testing::TempDir() + name;
+  std::ofstream(p, std::ios::binary) << bytes;
+  return p;
+}
+
+class Dtypes : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Dtypes, EveryDtypeSharedStoragesAndNestedValues) {
+  auto ck = io::load_checkpoint(fixture(GetParam()));
+  EXPECT_EQ(ck.format, GetParam().find("legacy") != std::string::npos ? io::Format::Legacy : io::Format::Zip);
+  ASSERT_EQ(ck.root->kind, py::Kind::Dict);
+  EXPECT_TRUE(ck.root->ordered);
+  auto base = torch::arange(12, torch::kFloat).reshape({3, 4}) / 4;
+  auto t = [&](const char* k) { return ck.root->get(k)->tensor; };
+  EXPECT_TRUE(torch::equal(t("f32"), base));
+  EXPECT_EQ(t("f16").scalar_type(), torch::kHalf);
+  EXPECT_TRUE(torch::equal(t("f16").to(torch::kFloat), base));  // quarters are exact in fp16/bf16
+  EXPECT_EQ(t("bf16").scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(t("bf16").to(torch::kFloat), base));
+  EXPECT_TRUE(torch::equal(t("f64"), base.to(torch::kDouble)));
+  EXPECT_TRUE(torch::equal(t("i64"), torch::arange(-5, 5, torch::kLong)));
+  EXPECT_TRUE(torch::equal(t("i32"), torch::arange(-5, 5, torch::kInt)));
+  EXPECT_TRUE(torch::equal(t("i16"), torch::arange(-5, 5, torch::kShort)));
+  EXPECT_TRUE(torch::equal(t("i8"), torch::arange(-5, 5, torch::kChar)));
+  EXPECT_TRUE(torch::equal(t("u8"), torch::arange(0, 250, 25, torch::kByte)));
+  EXPECT_TRUE(torch::equal(t("bool"), torch::arange(6) % 2 == 0));
+  auto shared = torch::arange(20, torch::kFloat);
+  EXPECT_TRUE(torch::equal(t("shared"), shared));
+  EXPECT_TRUE(torch::equal(t("view"), shared.slice(0, 3, 9)));
+  EXPECT_TRUE(torch::equal(t("strided"), shared.view({4, 5}).t()));
+  EXPECT_FALSE(t("strided").is_contiguous());
+  EXPECT_EQ(t("view").data_ptr<float>(), t("shared").data_ptr<float>() + 3);  // one storage, as in Python
+  EXPECT_EQ(t("scalar").dim(), 0);
+  EXPECT_EQ(t("scalar").item<float>(), 2.5f);
+  EXPECT_EQ(t("empty").sizes(), (std::vector<int64_t>{0, 3}));
+
+  auto nested = ck.root->get("nested");
+  EXPECT_TRUE(torch::equal(nested->get("a")->get("b")->tensor, torch::ones({2})));
+  EXPECT_EQ(nested->get("epoch")->i, 7);
+  EXPECT_EQ(nested->get("lr")->f, 0.5);
+  EXPECT_EQ(nested->get("name")->s, "resnet50");
+  EXPECT_TRUE(nested->get("flag")->b);
+  EXPECT_EQ(nested->get("none")->kind, py::Kind::None);
+  EXPECT_EQ(nested->get("list")->items.size(), 3u);
+  EXPECT_EQ(nested->get("big")->i, int64_t(1) << 40);
+  EXPECT_EQ(nested->get("neg")->i, -3);
+
+  std::map<std::string, std::string> flat;
+  for (auto& [k, v] : io::flatten(ck.root)) flat[k] = v->type_name();
+  EXPECT_EQ(flat["nested.a.b"], "Tensor");
+  EXPECT_EQ(flat["nested.3"], "str");  // int dict keys are stringified
+  EXPECT_EQ(flat["nested.list"], "list");
+}
+
+INSTANTIATE_TEST_SUITE_P(BothContainers, Dtypes, ::testing::Values("dtypes.pt", "dtypes_legacy.pt"));
+
+TEST(Checkpoint, WriteReadRoundTrip) {
+  auto root = py::dict();
+  auto sd = io::to_state_dict({{"a.weight", torch::randn({3, 4})},
+                               {"b", torch::arange(5, torch::kLong)},
+                               {"h", torch::randn({2, 2}).to(torch::kHalf)},
+                               {"bf", torch::randn({7}).to(torch::kBFloat16)},
+                               {"nc", torch::randn({4, 6}).t()}});
+  py::set(root, "model", sd);
+  py::set(root, "epoch", py::integer(3));
+  py::set(root, "big", py::integer(int64_t(1) << 45));
+  py::set(root, "lr", py::real(0.015));
+  py::set(root, "name", py::str("résumé"));
+  py::set(root, "list", py::list({py::integer(-1), py::boolean(false), py::none()}));
+  std::string p = ::testing::TempDir() + "roundtrip.pt";
+  io::save_checkpoint(p, root);
+  auto back = io::load_checkpoint(p);
+  ASSERT_EQ(back.format, io::Format::Zip);
+  auto m = back.root->get("model");
+  ASSERT_TRUE(m && m->ordered);
+  ASSERT_EQ(m->dict.size(), sd->dict.size());
+  for (size_t k = 0; k < m->dict.size(); ++k) {
+    EXPECT_EQ(m->dict[k].first->s, sd->dict[k].first->s);
+    EXPECT_TRUE(torch::equal(m->dict[k].second->tensor, sd->dict[k].second->tensor));
+  }
+  EXPECT_EQ(back.root->get("epoch")->i, 3);
+  EXPECT_EQ(back.root->get("big")->i, int64_t(1) << 45);
+  EXPECT_DOUBLE_EQ(back.root->get("lr")->f, 0.015);
+  EXPECT_EQ(back.root->get("name")->s, "résumé");
+  EXPECT_EQ(back.root->get("list")->items[0]->i, -1);
+  EXPECT_FALSE(std::ifstream(p + ".tmp").good());  // temp file renamed away
+}
+
+TEST(CheckpointErrors, MissingFile) {
+  expect_error([] { io::load_checkpoint("/nonexistent/w.pt"); }, {"/nonexistent/w.pt", "cannot open"});
+}
+
+TEST(CheckpointErrors, EmptyAndNotACheckpoint) {
+  auto e = write_bytes("empty.pt", "");
+  expect_error([&] { io::load_checkpoint(e); }, {e, "empty"});
+  auto txt = write_bytes("text.pt", "hello, this is a text file and not a checkpoint\n");
+  expect_error([&] { io::load_checkpoint(txt); }, {txt, "not a PyTorch checkpoint"});
+  // A pickle that is not torch's legacy stream.
+  auto pk = write_bytes("plain.pkl", std::string("\x80\x02K\x05.", 5));
+  expect_error([&] { io::load_checkpoint(pk); }, {pk, "magic number"});
+}
+
+TEST(CheckpointErrors, TruncatedZip) {
+  std::string bytes = io::read_file(fixture("resnet18_os16.pt"));
+  for (double frac : {0.5, 0.999}) {
+    auto p = write_bytes("trunc_zip.pt", bytes.substr(0, static_cast<size_t>(bytes.size() * frac)));
+    expect_error([&] { io::load_checkpoint(p); }, {p, "truncated"});
+  }
+}
+
+TEST(CheckpointErrors, TruncatedLegacy) {
+  std::string bytes = io::read_file(fixture("resnet18_os16_legacy.pt"));
+  for (size_t n : {size_t(40), size_t(3000), bytes.size() / 2, bytes.size() - 1}) {
+    auto p = write_bytes("trunc_legacy.pt", bytes.substr(0, n));
+    expect_error([&] { io::load_checkpoint(p); }, {p, "truncated"});
+  }
+}
+
+TEST(CheckpointErrors, UnsupportedDtype) {
+  auto p = fixture("complex.pt");
+  expect_error([&] { io::load_checkpoint(p); }, {p, "ComplexFloatStorage", "expected one of", "FloatStorage"});
+}
+
+TEST(CheckpointErrors, UnwritableDestination) {
+  auto root = io::to_state_dict({{"w", torch::ones({2})}});
+  expect_error([&] { io::save_checkpoint("/nonexistent/dir/out.pt", root); }, {"/nonexistent/dir/out.pt", "cannot write"});
+}
+
+}  // namespace

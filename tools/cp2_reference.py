@@ -1,0 +1,96 @@
+"""Independent PyTorch references for cp2's parity tests (tests only; cp2 never needs Python).
+
+- ResNet-50: torchvision's own model (replace_stride_with_dilation for OS 16/8).
+- ResNet-18 dilated: torchvision refuses to dilate BasicBlock, so the reference patches a
+  torchvision resnet18 with mmsegmentation's rule: in a dilated stage the first block uses
+  half the dilation (contract_dilation) and only conv1 of each block is dilated.
+- ASPP head: a rebuild of mmsegmentation's ASPPHead plus CP²'s contrast_conv projection.
+"""
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+
+def resnet(depth, output_stride):
+    if depth == 50:
+        dil = {32: [False, False, False], 16: [False, False, True], 8: [False, True, True]}[output_stride]
+        return torchvision.models.resnet50(replace_stride_with_dilation=dil)
+    assert depth == 18
+    m = torchvision.models.resnet18()
+    dilations = {32: (1, 1, 1, 1), 16: (1, 1, 1, 2), 8: (1, 1, 2, 4)}[output_stride]
+    for stage, d in enumerate(dilations):
+        if d == 1:
+            continue
+        layer = getattr(m, f"layer{stage + 1}")
+        for b, block in enumerate(layer):
+            bd = d // 2 if b == 0 else d
+            if b == 0:
+                block.conv1.stride = (1, 1)
+                if block.downsample is not None:
+                    block.downsample[0].stride = (1, 1)
+            block.conv1.dilation = (bd, bd)
+            block.conv1.padding = (bd, bd)
+    return m
+
+
+def resnet_features(m, x):
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+
+
+class ConvModule(nn.Module):
+    def __init__(self, cin, cout, k, padding=0, dilation=1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, padding=padding, dilation=dilation, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class ASPPHead(nn.Module):
+    def __init__(self, cin=2048, ch=512, dilations=(1, 6, 12, 18), proj=128, num_classes=21):
+        super().__init__()
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvModule(cin, ch, 1))
+        self.aspp_modules = nn.ModuleList(
+            [ConvModule(cin, ch, 1) if d == 1 else ConvModule(cin, ch, 3, padding=d, dilation=d) for d in dilations])
+        self.bottleneck = ConvModule((len(dilations) + 1) * ch, ch, 3, padding=1)
+        self.contrast_conv = nn.Sequential(nn.Conv2d(ch, ch, 1), nn.ReLU(), nn.Conv2d(ch, proj, 1))
+        self.dropout = nn.Dropout2d(0.1)
+        self.conv_seg = nn.Conv2d(ch, num_classes, 1)
+
+    def features(self, x):
+        pool = F.interpolate(self.image_pool(x), size=x.shape[2:], mode="bilinear", align_corners=False)
+        return self.bottleneck(torch.cat([pool] + [m(x) for m in self.aspp_modules], 1))
+
+    def project(self, f):
+        return self.contrast_conv(f)
+
+    def classify(self, f):
+        return self.conv_seg(self.dropout(f))
+
+
+class Segmentor(nn.Module):
+    def __init__(self, depth, output_stride, num_classes=21):
+        super().__init__()
+        self.backbone = resnet(depth, output_stride)
+        del self.backbone.fc
+        self.decode_head = ASPPHead(2048 if depth >= 50 else 512, num_classes=num_classes)
+
+    def features(self, x):
+        return self.decode_head.features(resnet_features(self.backbone, x))
+
+
+def randomize_bn(model, gen):
+    """Zero-initialised last BNs hide errors inside residual branches (SPEC §2)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Writes the PyTorch side of cp2's parity and checkpoint tests into --out.
+
+Files (each weights file in both containers: NAME.pt = zip, NAME_legacy.pt = legacy):
+  resnet{18,50}_os{16,8}.pt      torchvision-named state dict (BN randomised)
+  resnet{18,50}_os{16,8}_io.pt   input, eval output, train output, bn1 running_mean after it
+  seg_r{18,50}_os16.pt           backbone.* + decode_head.* (ASPP + contrast_conv + conv_seg)
+  seg_r{18,50}_os16_io.pt        input, projection/logits (eval), projection (train),
+                                 head_input / head_* for the ASPP head alone
+  moco_r18_legacy.pt             MoCo v2 training-checkpoint layout (legacy container)
+  cp2_authors_r18.pt             CP² authors' layout (module.encoder_q.backbone.* ...)
+  dtypes.pt, dtypes_legacy.pt    every supported dtype, shared storages, strided views
+  complex.pt                     a complex64 tensor (unsupported dtype)
+"""
+import argparse
+import os
+import sys
+from collections import OrderedDict
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cp2_reference as ref  # noqa: E402
+
+H, W = 72, 88  # deliberately not square and not a multiple of 32
+
+
+def save_both(obj, path):
+    torch.save(obj, path + ".pt")
+    torch.save(obj, path + "_legacy.pt", _use_new_zipfile_serialization=False)
+
+
+def resnet_fixture(out, depth, os_, gen):
+    m = ref.resnet(depth, os_)
+    ref.randomize_bn(m, gen)
+    sd = m.state_dict()
+    save_both(sd, f"{out}/resnet{depth}_os{os_}")
+    x = torch.randn(2, 3, H, W, generator=gen)
+    with torch.no_grad():
+        m.eval()
+        y_eval = ref.resnet_features(m, x)
+        m.train()
+        y_train = ref.resnet_features(m, x)
+    torch.save({"input": x, "out_eval": y_eval, "out_train": y_train,
+                "bn1_running_mean_after_train": m.bn1.running_mean.clone()}, f"{out}/resnet{depth}_os{os_}_io.pt")
+
+
+def segmentor_fixture(out, depth, gen):
+    s = ref.Segmentor(depth, 16)
+    ref.randomize_bn(s, gen)
+    with torch.no_grad():  # make conv_seg's scale visible (it is not initialised to 0.01 here)
+        for p in s.decode_head.contrast_conv.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.01)
+    save_both(s.state_dict(), f"{out}/seg_r{depth}_os16")
+    x = torch.randn(2, 3, H, W, generator=gen)
+    hin = torch.randn(2, s.decode_head.image_pool[1].conv.in_channels, 5, 6, generator=gen)
+    d = {"input": x, "head_input": hin}
+    with torch.no_grad():
+        s.eval()
+        f = s.features(x)
+        d["project_eval"] = s.decode_head.project(f)
+        d["logits_eval"] = s.decode_head.classify(f)
+        hf = s.decode_head.features(hin)
+        d["head_features_eval"] = hf
+        d["head_project_eval"] = s.decode_head.project(hf)
+        d["head_logits_eval"] = s.decode_head.classify(hf)
+        s.train()
+        d["project_train"] = s.decode_head.project(s.features(x))
+        d["head_project_train"] = s.decode_head.project(s.decode_head.features(hin))
+    torch.save(d, f"{out}/seg_r{depth}_os16_io.pt")
+
+
+def moco_fixture(out, gen):
+    """MoCo v2's training checkpoint: {'epoch','arch','state_dict','optimizer'}, encoder_q with
+    a 2-layer MLP fc, encoder_k, queue; saved by torch < 1.6, i.e. the legacy container."""
+    q = ref.resnet(18, 32)
+    ref.randomize_bn(q, gen)
+    q.fc = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 128))
+    sd = OrderedDict()
+    for k, v in q.state_dict().items():
+        sd["module.encoder_q." + k] = v
+    for k, v in q.state_dict().items():
+        sd["module.encoder_k." + k] = v + 0.5 if v.is_floating_point() else v
+    sd["module.queue"] = torch.randn(128, 16, generator=gen)
+    sd["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
+    opt = torch.optim.SGD(q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    q(torch.randn(2, 3, 32, 32, generator=gen)).sum().backward()
+    opt.step()
+    ck = {"epoch": 800, "arch": "resnet18", "state_dict": sd, "optimizer": opt.state_dict()}
+    torch.save(ck, f"{out}/moco_r18_legacy.pt", _use_new_zipfile_serialization=False)
+
+
+def cp2_authors_fixture(out, gen):
+    s = ref.Segmentor(18, 16)
+    ref.randomize_bn(s, gen)
+    del s.decode_head.conv_seg
+    sd = OrderedDict()
+    for k, v in s.state_dict().items():
+        sd["module.encoder_q." + k] = v
+        sd["module.encoder_k." + k] = v.clone()
+    sd["module.queue"] = torch.randn(128, 16, generator=gen)
+    sd["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
+    torch.save({"epoch": 20, "arch": "resnet18", "state_dict": sd}, f"{out}/cp2_authors_r18.pt")
+
+
+def dtypes_fixture(out):
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 4
+    shared = torch.arange(20, dtype=torch.float32)
+    obj = OrderedDict([
+        ("f32", base), ("f16", base.half()), ("bf16", base.bfloat16()), ("f64", base.double()),
+        ("i64", torch.arange(-5, 5)), ("i32", torch.arange(-5, 5, dtype=torch.int32)),
+        ("i16", torch.arange(-5, 5, dtype=torch.int16)), ("i8", torch.arange(-5, 5, dtype=torch.int8)),
+        ("u8", torch.arange(0, 250, 25, dtype=torch.uint8)), ("bool", torch.arange(6) % 2 == 0),
+        ("shared", shared), ("view", shared[3:9]), ("strided", shared.view(4, 5).t()),
+        ("scalar", torch.tensor(2.5)), ("empty", torch.zeros(0, 3)),
+        ("nested", {"a": {"b": torch.ones(2)}, "epoch": 7, "lr": 0.5, "name": "resnet50", "flag": True,
+                    "none": None, "list": [1, 2, 3], "big": 2 ** 40, "neg": -3, 3: "int key"}),
+    ])
+    save_both(obj, f"{out}/dtypes")
+    torch.save({"z": torch.zeros(2, dtype=torch.complex64)}, f"{out}/complex.pt")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    gen = torch.Generator().manual_seed(1234)
+    torch.manual_seed(1234)
+    for depth in (18, 50):
+        for os_ in (16, 8):
+            resnet_fixture(args.out, depth, os_, gen)
+        segmentor_fixture(args.out, depth, gen)
+    moco_fixture(args.out, gen)
+    cp2_authors_fixture(args.out, gen)
+    dtypes_fixture(args.out)
+    print(f"parity fixtures written to {args.out} with torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
