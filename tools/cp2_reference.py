@@ -94,3 +94,45 @@ def randomize_bn(model, gen):
                 m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
                 m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
                 m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+
+
+def cp2_training_forward(enc_q, enc_k, queue, queue_ptr, batch, m=0.999, T=0.2, dense_weight=0.2, stride=16):
+    """One CP² training step's forward, written from the authors' formulas (SPEC §2-3):
+    momentum update, normalised dense features, masked pooling, instance + dense losses,
+    accuracies, then the circular enqueue. Returns (loss dict, new queue, new ptr)."""
+    with torch.no_grad():
+        for pq, pk in zip(enc_q.parameters(), enc_k.parameters()):
+            pk.mul_(m).add_(pq.detach(), alpha=1 - m)
+    q = F.normalize(enc_q.decode_head.project(enc_q.features(batch["im_q"])), dim=1)
+    with torch.no_grad():
+        k = F.normalize(enc_k.decode_head.project(enc_k.features(batch["im_k"])), dim=1)
+    s = stride
+    mq = batch["mask_q"][:, s // 2::s, s // 2::s].flatten(1).float()
+    mk = batch["mask_k"][:, s // 2::s, s // 2::s].flatten(1).float()
+    qf, kf = q.flatten(2), k.flatten(2)
+    q_ins = F.normalize(torch.einsum("ncp,np->nc", qf, mq), dim=1)
+    k_ins = F.normalize(torch.einsum("ncp,np->nc", kf, mk), dim=1)
+    l_pos = torch.einsum("nc,nc->n", q_ins, k_ins).unsqueeze(-1)
+    l_neg = torch.einsum("nc,ck->nk", q_ins, queue)
+    logits = torch.cat([l_pos, l_neg], 1) / T
+    labels = torch.zeros(logits.shape[0], dtype=torch.long)
+    loss_ins = F.cross_entropy(logits, labels)
+    dense = torch.einsum("ncx,ncy->nxy", qf, kf)
+    logp = F.log_softmax(dense, dim=1)
+    pos = mq[:, :, None] * mk[:, None, :]
+    loss_dense = ((-logp * pos).sum((1, 2)) / pos.sum((1, 2))).mean()
+    total = loss_ins + dense_weight * loss_dense
+    with torch.no_grad():
+        top = logits.topk(5, 1).indices
+        acc1 = (top[:, 0] == 0).float().mean() * 100
+        acc5 = (top == 0).any(1).float().mean() * 100
+        best = dense.flatten(1).argmax(1)
+        acc_dense = (pos.flatten(1).gather(1, best[:, None]) > 0).float().mean() * 100
+        n, K = k_ins.shape[0], queue.shape[1]
+        ptr = int(queue_ptr)
+        new_queue = queue.clone()
+        for i in range(n):
+            new_queue[:, (ptr + i) % K] = k_ins[i]
+        new_ptr = (ptr + n) % K
+    return ({"loss_ins": loss_ins, "loss_dense": loss_dense, "total": total, "acc1": acc1, "acc5": acc5,
+             "acc_dense": acc_dense}, new_queue, new_ptr)

@@ -11,7 +11,13 @@ Files (each weights file in both containers: NAME.pt = zip, NAME_legacy.pt = leg
   cp2_authors_r18.pt             CP² authors' layout (module.encoder_q.backbone.* ...)
   dtypes.pt, dtypes_legacy.pt    every supported dtype, shared storages, strided views
   complex.pt                     a complex64 tensor (unsupported dtype)
+  cp2_step_r{18_96,50_224}.pt    CP² pretraining state (authors' keys: module.encoder_q/k.*, queue,
+                                 queue_ptr near K so the enqueue wraps), key encoder != query encoder
+  cp2_step_*_batch.pt            im_q, im_k, mask_q, mask_k (the `cp2 loss --batch` format)
+  cp2_step_*_ref.pt              reference losses, accuracies, queue after enqueue; for R18 also
+                                 every query-encoder gradient (grad.<name>)
 """
+import copy
 import argparse
 import os
 import sys
@@ -120,6 +126,52 @@ def dtypes_fixture(out):
     torch.save({"z": torch.zeros(2, dtype=torch.complex64)}, f"{out}/complex.pt")
 
 
+def random_masks(n, size, gen):
+    """Foreground rectangles covering 50-80 % of the image, as the copy-paste composer makes."""
+    masks = torch.zeros(n, size, size)
+    for i in range(n):
+        area = size * size * (0.5 + 0.3 * torch.rand(1, generator=gen).item())
+        h = min(size, int(round(area ** 0.5)))
+        w = min(size, int(round(area / h)))
+        y = int(torch.randint(0, size - h + 1, (1,), generator=gen))
+        x = int(torch.randint(0, size - w + 1, (1,), generator=gen))
+        masks[i, y:y + h, x:x + w] = 1
+    return masks
+
+
+def cp2_step_fixture(out, depth, size, n, K, gen, grads):
+    q = ref.Segmentor(depth, 16)
+    del q.decode_head.conv_seg
+    ref.randomize_bn(q, gen)
+    k = copy.deepcopy(q)
+    ref.randomize_bn(k, gen)
+    with torch.no_grad():
+        for p in k.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.01)
+    queue = torch.nn.functional.normalize(torch.randn(128, K, generator=gen), dim=0)
+    ptr = torch.tensor([K - 1])
+    sd = OrderedDict()
+    for name, enc in (("encoder_q", q), ("encoder_k", k)):
+        for key, v in enc.state_dict().items():
+            sd[f"module.{name}.{key}"] = v
+    sd["module.queue"], sd["module.queue_ptr"] = queue, ptr
+    tag = f"cp2_step_r{depth}_{size}"
+    torch.save({"state_dict": sd, "epoch": 0}, f"{out}/{tag}.pt")
+    batch = {"im_q": torch.randn(n, 3, size, size, generator=gen), "im_k": torch.randn(n, 3, size, size, generator=gen),
+             "mask_q": random_masks(n, size, gen), "mask_k": random_masks(n, size, gen)}
+    torch.save(batch, f"{out}/{tag}_batch.pt")
+    q.train()
+    k.train()
+    losses, new_queue, new_ptr = ref.cp2_training_forward(q, k, queue, ptr, batch)
+    res = {kk: v.detach() for kk, v in losses.items()}
+    res["queue_after"], res["queue_ptr_after"] = new_queue, torch.tensor([new_ptr])
+    if grads:
+        losses["total"].backward()
+        for name, p in q.named_parameters():
+            res["grad." + name] = p.grad.clone()
+    torch.save(res, f"{out}/{tag}_ref.pt")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -135,6 +187,8 @@ def main():
     moco_fixture(args.out, gen)
     cp2_authors_fixture(args.out, gen)
     dtypes_fixture(args.out)
+    cp2_step_fixture(args.out, 18, 96, 4, 256, gen, grads=True)
+    cp2_step_fixture(args.out, 50, 224, 2, 256, gen, grads=False)
     print(f"parity fixtures written to {args.out} with torch {torch.__version__}")
 
 

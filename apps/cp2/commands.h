@@ -13,5 +13,6 @@ struct Command {
 
 Command register_convert(CLI::App& app);
 Command register_demo(CLI::App& app);
+Command register_loss(CLI::App& app);
 
 }  // namespace cp2::app

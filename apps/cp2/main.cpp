@@ -11,7 +11,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads, "intra-op threads (default: all cores)");
-  std::vector<cp2::app::Command> cmds{cp2::app::register_convert(app), cp2::app::register_demo(app)};
+  std::vector<cp2::app::Command> cmds{cp2::app::register_convert(app), cp2::app::register_demo(app),
+                                       cp2::app::register_loss(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

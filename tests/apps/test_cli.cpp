@@ -29,7 +29,7 @@ Run run(const std::string& args) {
 }
 
 TEST(Cli, HelpForEverySubcommand) {
-  for (const char* sub : {"", "convert", "demo"}) {
+  for (const char* sub : {"", "convert", "demo", "loss"}) {
     auto r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.rc, 0) << sub;
     EXPECT_NE(r.out.find("--help"), std::string::npos);
@@ -81,6 +81,27 @@ TEST(Cli, BadInputsExitNonZeroWithOneMessage) {
   auto dtype = run("convert --list " + fixture("complex.pt"));
   EXPECT_EQ(dtype.rc, 1);
   EXPECT_NE(dtype.out.find("ComplexFloatStorage"), std::string::npos) << dtype.out;
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Cli, LossPrintsTheReferenceLosses) {
+  auto r = run("loss --arch 18 --checkpoint " + fixture("cp2_step_r18_96.pt") + " --batch " +
+               fixture("cp2_step_r18_96_batch.pt"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto ref = cp2::test::load_tensors(fixture("cp2_step_r18_96_ref.pt"));
+  auto pos = r.out.find("\ntotal ");
+  ASSERT_NE(pos, std::string::npos) << r.out;
+  double total = std::stod(r.out.substr(pos + 7));
+  EXPECT_NEAR(total, ref["total"].item<double>(), 1e-5 * std::abs(ref["total"].item<double>()));
+  EXPECT_NE(r.out.find("0 missing, 0 unexpected, 0 shape-mismatched"), std::string::npos);
+
+  auto wrong = run("loss --arch 50 --checkpoint " + fixture("cp2_step_r18_96.pt") + " --batch " +
+                   fixture("cp2_step_r18_96_batch.pt"));
+  EXPECT_EQ(wrong.rc, 1);
+  EXPECT_NE(wrong.out.find("strict load failed"), std::string::npos) << wrong.out;
 }
 
 }  // namespace

@@ -1,0 +1,69 @@
+#include "cp2/pretrain/loss.h"
+
+#include <torch/torch.h>
+
+#include "cp2/common.h"
+
+namespace cp2::pretrain {
+
+namespace F = torch::nn::functional;
+
+at::Tensor feature_mask(const at::Tensor& mask, int64_t stride, int64_t h, int64_t w) {
+  if (mask.dim() != 3)
+    throw Error("mask: expected N x H x W, found " + shape_str(mask.sizes().vec()));
+  auto centres = [&](int64_t n, int64_t size) {
+    auto idx = torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(mask.device())) * stride + stride / 2;
+    return idx.clamp_max(size - 1);
+  };
+  return mask.index_select(1, centres(h, mask.size(1))).index_select(2, centres(w, mask.size(2)));
+}
+
+namespace {
+// Masked sum over pixels, then L2 normalisation (SPEC §3; the normalisation makes sum
+// and mean pooling identical).
+at::Tensor masked_pool(const at::Tensor& f, const at::Tensor& m) {
+  return F::normalize((f * m.unsqueeze(1)).sum(2), F::NormalizeFuncOptions().dim(1));
+}
+}  // namespace
+
+LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mq, const at::Tensor& mk,
+                   const at::Tensor& queue, const LossOptions& opt) {
+  LossParts out;
+  const int64_t n = q.size(0);
+  auto zero = torch::zeros({}, q.options());
+  out.total = zero;
+  {
+    torch::NoGradGuard ng;
+    out.k_ins = masked_pool(k, mk);
+  }
+  if (opt.use_instance) {
+    auto q_ins = masked_pool(q, mq);
+    auto l_pos = (q_ins * out.k_ins).sum(1, true);
+    auto l_neg = torch::mm(q_ins, queue);
+    auto logits = torch::cat({l_pos, l_neg}, 1) / opt.temperature;
+    auto labels = torch::zeros({n}, torch::TensorOptions().dtype(torch::kLong).device(q.device()));
+    out.loss_ins = F::cross_entropy(logits, labels);
+    out.total = out.total + out.loss_ins;
+    torch::NoGradGuard ng;
+    auto top = std::get<1>(logits.topk(std::min<int64_t>(5, logits.size(1)), 1));
+    out.acc1 = (top.select(1, 0) == 0).sum().item<double>() * 100.0 / n;
+    out.acc5 = (top == 0).any(1).sum().item<double>() * 100.0 / n;
+  }
+  if (opt.use_dense) {
+    // logits[n, x, y] = q[n,:,x] . k[n,:,y]; log-softmax over the query-pixel axis x (dim 1),
+    // positives where both pixels are foreground (the authors' formulation).
+    auto logits = torch::bmm(q.transpose(1, 2), k);
+    auto logp = torch::log_softmax(logits, 1);
+    auto pos = mq.unsqueeze(2) * mk.unsqueeze(1);
+    auto per_image = -(logp * pos).sum({1, 2}) / pos.sum({1, 2});
+    out.loss_dense = per_image.mean();
+    out.total = out.total + opt.dense_weight * out.loss_dense;
+    torch::NoGradGuard ng;
+    auto best = logits.flatten(1).argmax(1);
+    auto hit = pos.flatten(1).gather(1, best.unsqueeze(1)).squeeze(1);
+    out.acc_dense = (hit > 0).sum().item<double>() * 100.0 / n;
+  }
+  return out;
+}
+
+}  // namespace cp2::pretrain

@@ -1,0 +1,31 @@
+// CP² losses (SPEC §3), as the authors compute them, on L2-normalised dense features.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+namespace cp2::pretrain {
+
+// Image-resolution masks (N x H x W, 1 = foreground) sampled at the centres of the
+// stride x stride feature cells: the authors' mask[:, s/2::s, s/2::s], generalised to
+// any input size by taking exactly h x w centres (clamped to the last row/column).
+at::Tensor feature_mask(const at::Tensor& mask, int64_t stride, int64_t h, int64_t w);
+
+struct LossParts {
+  at::Tensor loss_ins, loss_dense, total;  // scalars; undefined parts count as 0 in total
+  at::Tensor k_ins;                        // N x D instance keys to enqueue (no grad)
+  double acc1 = 0, acc5 = 0;               // instance top-1 / top-5 (%)
+  double acc_dense = 0;                    // % of images whose arg-max dense logit is a positive pair
+};
+
+struct LossOptions {
+  double temperature = 0.2;  // instance logits only; the authors' dense logits have none
+  double dense_weight = 0.2;
+  bool use_instance = true;
+  bool use_dense = true;
+};
+
+// q, k: N x D x P (each pixel L2-normalised over D); mq, mk: N x P masks (float 0/1);
+// queue: D x K normalised keys. k, mk and queue carry no gradient.
+LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mq, const at::Tensor& mk,
+                   const at::Tensor& queue, const LossOptions& opt);
+
+}  // namespace cp2::pretrain

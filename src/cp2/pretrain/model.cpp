@@ -1,0 +1,118 @@
+#include "cp2/pretrain/model.h"
+
+#include <torch/torch.h>
+
+#include "cp2/common.h"
+
+namespace cp2::pretrain {
+
+namespace F = torch::nn::functional;
+
+Mode parse_mode(const std::string& s) {
+  if (s == "cp2") return Mode::Cp2;
+  if (s == "instance-only") return Mode::InstanceOnly;
+  if (s == "dense-only") return Mode::DenseOnly;
+  if (s == "no-copy-paste") return Mode::NoCopyPaste;
+  throw Error("mode: expected one of cp2, instance-only, dense-only, no-copy-paste; found '" + s + "'");
+}
+
+std::string mode_name(Mode m) {
+  switch (m) {
+    case Mode::Cp2: return "cp2";
+    case Mode::InstanceOnly: return "instance-only";
+    case Mode::DenseOnly: return "dense-only";
+    case Mode::NoCopyPaste: return "no-copy-paste";
+  }
+  return "?";
+}
+
+void CP2Options::validate() const {
+  encoder.validate();
+  if (encoder.head.proj_channels <= 0) throw Error("head.proj_channels: pretraining needs a projection (> 0)");
+  if (queue_size <= 0) throw Error("queue_size: expected > 0, found " + std::to_string(queue_size));
+  if (momentum < 0 || momentum > 1) throw Error("momentum: expected 0..1, found " + std::to_string(momentum));
+  if (loss.temperature <= 0) throw Error("temperature: expected > 0, found " + std::to_string(loss.temperature));
+  if (key_bn_splits < 1) throw Error("key_bn_splits: expected >= 1, found " + std::to_string(key_bn_splits));
+}
+
+torch::Tensor dense_embed(models::SegmentorImpl& enc, const torch::Tensor& x) {
+  return F::normalize(enc.project(x), F::NormalizeFuncOptions().dim(1)).flatten(2);
+}
+
+CP2ModelImpl::CP2ModelImpl(CP2Options opt) : opt_(std::move(opt)) {
+  opt_.encoder.head.num_classes = 0;
+  opt_.validate();
+  switch (opt_.mode) {
+    case Mode::Cp2: break;
+    case Mode::InstanceOnly: case Mode::NoCopyPaste: opt_.loss.use_dense = false; break;
+    case Mode::DenseOnly: opt_.loss.use_instance = false; break;
+  }
+  encoder_q = register_module("encoder_q", models::Segmentor(opt_.encoder));
+  encoder_k = register_module("encoder_k", models::Segmentor(opt_.encoder));
+  torch::NoGradGuard ng;
+  auto pq = encoder_q->parameters(), pk = encoder_k->parameters();
+  for (size_t i = 0; i < pq.size(); ++i) {
+    pk[i].copy_(pq[i]);
+    pk[i].set_requires_grad(false);
+  }
+  auto bq = encoder_q->buffers(), bk = encoder_k->buffers();
+  for (size_t i = 0; i < bq.size(); ++i) bk[i].copy_(bq[i]);
+  queue = register_buffer("queue", F::normalize(torch::randn({opt_.encoder.head.proj_channels, opt_.queue_size}),
+                                                F::NormalizeFuncOptions().dim(0)));
+  queue_ptr = register_buffer("queue_ptr", torch::zeros({1}, torch::kLong));
+}
+
+void CP2ModelImpl::momentum_update() {
+  torch::NoGradGuard ng;
+  auto pq = encoder_q->parameters(), pk = encoder_k->parameters();
+  for (size_t i = 0; i < pq.size(); ++i) pk[i].mul_(opt_.momentum).add_(pq[i].detach(), 1.0 - opt_.momentum);
+}
+
+torch::Tensor CP2ModelImpl::key_features(const torch::Tensor& im_k) {
+  if (opt_.key_bn_splits == 1) return dense_embed(*encoder_k, im_k);
+  if (im_k.size(0) % opt_.key_bn_splits != 0)
+    throw Error("key_bn_splits: batch " + std::to_string(im_k.size(0)) + " is not divisible by " +
+                std::to_string(opt_.key_bn_splits));
+  std::vector<torch::Tensor> parts;
+  for (auto& chunk : im_k.chunk(opt_.key_bn_splits, 0)) parts.push_back(dense_embed(*encoder_k, chunk));
+  return torch::cat(parts, 0);
+}
+
+LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Tensor& im_k, torch::Tensor mask_q,
+                                     torch::Tensor mask_k) {
+  if (im_q.dim() != 4 || im_q.sizes() != im_k.sizes())
+    throw Error("batch: im_q and im_k must both be N x 3 x H x W, found " + shape_str(im_q.sizes().vec()) + " and " +
+                shape_str(im_k.sizes().vec()));
+  if (opt_.mode == Mode::NoCopyPaste) {
+    mask_q = torch::ones({im_q.size(0), im_q.size(2), im_q.size(3)}, im_q.options());
+    mask_k = mask_q;
+  }
+  for (auto* m : {&mask_q, &mask_k})
+    if (m->dim() != 3 || m->size(0) != im_q.size(0) || m->size(1) != im_q.size(2) || m->size(2) != im_q.size(3))
+      throw Error("batch: masks must be N x H x W = " +
+                  shape_str({im_q.size(0), im_q.size(2), im_q.size(3)}) + ", found " + shape_str(m->sizes().vec()));
+  auto q4 = encoder_q->project(im_q);
+  const int64_t h = q4.size(2), w = q4.size(3);
+  auto q = F::normalize(q4, F::NormalizeFuncOptions().dim(1)).flatten(2);
+  torch::Tensor k;
+  {
+    torch::NoGradGuard ng;
+    momentum_update();  // before the key forward, as MoCo/CP² do
+    k = key_features(im_k);
+  }
+  const int64_t s = opt_.encoder.backbone.output_stride;
+  auto mq = feature_mask(mask_q.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
+  auto mk = feature_mask(mask_k.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
+  return cp2_loss(q, k, mq, mk, queue.detach(), opt_.loss);
+}
+
+void CP2ModelImpl::enqueue(const torch::Tensor& keys) {
+  torch::NoGradGuard ng;
+  const int64_t n = keys.size(0), K = queue.size(1);
+  int64_t ptr = queue_ptr.item<int64_t>();
+  auto idx = (torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(queue.device())) + ptr) % K;
+  queue.index_copy_(1, idx, keys.t().to(queue.dtype()));
+  queue_ptr.fill_((ptr + n) % K);
+}
+
+}  // namespace cp2::pretrain

@@ -1,0 +1,53 @@
+// CP²'s pretraining model (SPEC §2): query and key encoders (segmentors with the 128-d
+// projection), momentum update of the key encoder, a queue of K instance keys.
+#pragma once
+#include <string>
+
+#include "cp2/models/segmentor.h"
+#include "cp2/pretrain/loss.h"
+
+namespace cp2::pretrain {
+
+// Table 6's rows (SPEC §4).
+enum class Mode { Cp2, InstanceOnly, DenseOnly, NoCopyPaste };
+Mode parse_mode(const std::string& s);  // throws listing the valid names
+std::string mode_name(Mode m);
+
+struct CP2Options {
+  models::SegmentorOptions encoder;  // projection head; no classifier
+  int64_t queue_size = 65536;
+  double momentum = 0.999;
+  LossOptions loss;
+  Mode mode = Mode::Cp2;
+  // Key-encoder BN over groups of the batch (MoCo's single-process stand-in for
+  // shuffle-BN); 1 = plain BN. Multi-process shuffle-BN plugs in at the same place.
+  int key_bn_splits = 1;
+  void validate() const;
+};
+
+class CP2ModelImpl : public torch::nn::Module {
+ public:
+  explicit CP2ModelImpl(CP2Options opt);
+  // θk ← m·θk + (1 − m)·θq over parameters (MoCo; buffers keep their own statistics).
+  void momentum_update();
+  // One training step's forward: momentum update, both encoders, losses. Masks are
+  // N x H x W at image resolution (ignored in no-copy-paste mode: all ones).
+  LossParts forward_step(const torch::Tensor& im_q, const torch::Tensor& im_k, torch::Tensor mask_q,
+                         torch::Tensor mask_k);
+  // Writes keys (N x D) circularly into the queue after the loss is formed.
+  void enqueue(const torch::Tensor& keys);
+  const CP2Options& options() const { return opt_; }
+
+  models::Segmentor encoder_q{nullptr}, encoder_k{nullptr};
+  torch::Tensor queue, queue_ptr;
+
+ private:
+  torch::Tensor key_features(const torch::Tensor& im_k);
+  CP2Options opt_;
+};
+TORCH_MODULE(CP2Model);
+
+// N x D x P features, each pixel L2-normalised over D.
+torch::Tensor dense_embed(models::SegmentorImpl& enc, const torch::Tensor& x);
+
+}  // namespace cp2::pretrain

@@ -1,0 +1,26 @@
+// Pretraining files: the batch format of `cp2 loss --batch` / `cp2 pretrain --dump-batch`
+// and loading a CP² pretraining state (cp2's or the authors' key names).
+#pragma once
+#include <string>
+
+#include "cp2/io/weights.h"
+#include "cp2/pretrain/model.h"
+
+namespace cp2::pretrain {
+
+// im_q, im_k: N x 3 x H x W normalised composites; mask_q, mask_k: N x H x W, 1 = foreground.
+struct Batch {
+  torch::Tensor im_q, im_k, mask_q, mask_k;
+};
+
+Batch load_batch(const std::string& path);  // validates keys and shapes, naming the file
+void save_batch(const std::string& path, const Batch& b);
+
+// Queue length K stored in a pretraining checkpoint (its `queue` tensor), or 0 if none.
+int64_t stored_queue_size(const std::string& path);
+
+// Loads encoder_q.*, encoder_k.*, queue, queue_ptr (optionally under `state_dict` or
+// `model`, optionally with a `module.` prefix) into `m`.
+io::LoadReport load_pretrain_state(CP2ModelImpl& m, const std::string& path, bool strict);
+
+}  // namespace cp2::pretrain

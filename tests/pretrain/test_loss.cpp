@@ -1,0 +1,129 @@
+// CP² loss parity against tools/cp2_reference.py (an independent PyTorch computation of
+// the authors' formulas). Tolerances: losses and queue 1e-5 relative, query-encoder
+// gradients 1e-4 relative to each tensor's largest gradient (R18@96 only: at R50@224
+// float32 gradients move by ~1 % between runs through ReLUs near zero).
+#include <torch/torch.h>
+
+#include <cstdio>
+
+#include "../helpers.h"
+#include "cp2/pretrain/state_io.h"
+
+using namespace cp2;
+using cp2::test::fixture;
+using cp2::test::load_tensors;
+using cp2::test::max_rel;
+
+namespace {
+
+pretrain::CP2Model load_model(int depth, pretrain::Mode mode = pretrain::Mode::Cp2) {
+  pretrain::CP2Options o;
+  o.encoder.backbone.depth = depth;
+  o.queue_size = 256;
+  o.mode = mode;
+  pretrain::CP2Model m(o);
+  std::string tag = "cp2_step_r" + std::to_string(depth) + (depth == 18 ? "_96" : "_224");
+  auto rep = pretrain::load_pretrain_state(*m, fixture(tag + ".pt"), /*strict=*/true);
+  EXPECT_TRUE(rep.clean());
+  m->train();
+  return m;
+}
+
+double rel1(const torch::Tensor& a, const torch::Tensor& b) {
+  return std::abs(a.item<double>() - b.item<double>()) / std::abs(b.item<double>());
+}
+
+struct Case {
+  int depth;
+  bool grads;
+};
+class LossParity : public ::testing::TestWithParam<Case> {};
+
+TEST_P(LossParity, LossesAccuraciesQueueAndGradientsMatchReference) {
+  auto c = GetParam();
+  std::string tag = "cp2_step_r" + std::to_string(c.depth) + (c.depth == 18 ? "_96" : "_224");
+  auto m = load_model(c.depth);
+  auto b = pretrain::load_batch(fixture(tag + "_batch.pt"));
+  auto ref = load_tensors(fixture(tag + "_ref.pt"));
+  auto r = m->forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
+  double e_ins = rel1(r.loss_ins, ref["loss_ins"]), e_dense = rel1(r.loss_dense, ref["loss_dense"]),
+         e_tot = rel1(r.total, ref["total"]);
+  std::printf("[parity] %s loss_ins %.8f (rel %.2e) loss_dense %.8f (rel %.2e) total rel %.2e\n", tag.c_str(),
+              r.loss_ins.item<double>(), e_ins, r.loss_dense.item<double>(), e_dense, e_tot);
+  EXPECT_LE(e_ins, 1e-5);
+  EXPECT_LE(e_dense, 1e-5);
+  EXPECT_LE(e_tot, 1e-5);
+  EXPECT_DOUBLE_EQ(r.acc1, ref["acc1"].item<double>());
+  EXPECT_DOUBLE_EQ(r.acc5, ref["acc5"].item<double>());
+  EXPECT_DOUBLE_EQ(r.acc_dense, ref["acc_dense"].item<double>());
+  if (c.grads) {
+    r.total.backward();
+    double worst = 0;
+    int n = 0;
+    for (const auto& p : m->encoder_q->named_parameters()) {
+      ASSERT_TRUE(ref.count("grad." + p.key())) << p.key();
+      ASSERT_TRUE(p.value().grad().defined()) << p.key();
+      worst = std::max(worst, max_rel(p.value().grad(), ref["grad." + p.key()]));
+      ++n;
+    }
+    std::printf("[parity] %s %d query-encoder gradients, worst rel %.2e\n", tag.c_str(), n, worst);
+    EXPECT_LE(worst, 1e-4);
+    for (const auto& p : m->encoder_k->parameters()) EXPECT_FALSE(p.grad().defined());
+  }
+  m->enqueue(r.k_ins);  // ptr starts at K - 1: the write wraps around
+  EXPECT_LE(max_rel(m->queue, ref["queue_after"]), 1e-5);
+  EXPECT_EQ(m->queue_ptr.item<int64_t>(), ref["queue_ptr_after"].item<int64_t>());
+}
+
+INSTANTIATE_TEST_SUITE_P(All, LossParity, ::testing::Values(Case{18, true}, Case{50, false}),
+                         [](const auto& i) { return i.param.depth == 18 ? std::string("R18_96") : std::string("R50_224"); });
+
+TEST(FeatureMask, CellCentresForAnySize) {
+  auto mask = torch::rand({2, 96, 96}).gt(0.5).to(torch::kFloat);
+  auto f = pretrain::feature_mask(mask, 16, 6, 6);
+  auto want = mask.slice(1, 8, 96, 16).slice(2, 8, 96, 16);  // the authors' mask[:, 8::16, 8::16]
+  EXPECT_TRUE(torch::equal(f, want));
+  auto odd = torch::rand({1, 100, 70});
+  auto g = pretrain::feature_mask(odd, 16, 7, 5);  // 7 cells: the last centre (104) clamps to row 99
+  EXPECT_EQ(g.sizes(), (std::vector<int64_t>{1, 7, 5}));
+  EXPECT_EQ(g[0][6][4].item<float>(), odd[0][99][69].item<float>());
+}
+
+TEST(Modes, LossPartsFollowTable6) {
+  auto b = pretrain::load_batch(fixture("cp2_step_r18_96_batch.pt"));
+  auto ref = load_tensors(fixture("cp2_step_r18_96_ref.pt"));
+  {
+    auto m = load_model(18, pretrain::Mode::InstanceOnly);
+    auto r = m->forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
+    EXPECT_FALSE(r.loss_dense.defined());
+    EXPECT_LE(rel1(r.total, ref["loss_ins"]), 1e-5);  // same masked pooling, no dense term
+  }
+  {
+    auto m = load_model(18, pretrain::Mode::DenseOnly);
+    auto r = m->forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
+    EXPECT_FALSE(r.loss_ins.defined());
+    EXPECT_LE(std::abs(r.total.item<double>() - 0.2 * ref["loss_dense"].item<double>()), 1e-5);
+  }
+  {
+    auto m = load_model(18, pretrain::Mode::NoCopyPaste);
+    auto r = m->forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
+    auto m2 = load_model(18, pretrain::Mode::InstanceOnly);
+    auto ones = torch::ones_like(b.mask_q);
+    auto r2 = m2->forward_step(b.im_q, b.im_k, ones, ones);  // global average pooling = all-ones masks
+    EXPECT_DOUBLE_EQ(r.total.item<double>(), r2.total.item<double>());
+    EXPECT_GT(std::abs(r.total.item<double>() - ref["loss_ins"].item<double>()), 1e-4);
+  }
+  cp2::test::expect_error([] { pretrain::parse_mode("dense"); }, {"'dense'", "instance-only"});
+}
+
+TEST(BatchFile, BadShapesNameTheFile) {
+  pretrain::Batch b{torch::zeros({2, 3, 32, 32}), torch::zeros({2, 3, 32, 32}), torch::zeros({2, 32, 32}),
+                    torch::zeros({2, 16, 32})};
+  std::string p = ::testing::TempDir() + "bad_batch.pt";
+  pretrain::save_batch(p, b);
+  cp2::test::expect_error([&] { pretrain::load_batch(p); }, {p, "masks expected N x H x W = [2, 32, 32]", "[2, 16, 32]"});
+  auto ck = fixture("cp2_step_r18_96.pt");
+  cp2::test::expect_error([&] { pretrain::load_batch(ck); }, {ck, "'im_q'"});
+}
+
+}  // namespace
