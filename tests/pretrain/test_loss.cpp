@@ -116,6 +116,36 @@ TEST(Modes, LossPartsFollowTable6) {
   cp2::test::expect_error([] { pretrain::parse_mode("dense"); }, {"'dense'", "instance-only"});
 }
 
+TEST(KeyBn, SplitBnNormalisesEachGroupOfTheKeyBatch) {
+  auto b = pretrain::load_batch(fixture("cp2_step_r18_96_batch.pt"));
+  pretrain::CP2Options o;
+  o.encoder.backbone.depth = 18;
+  o.queue_size = 256;
+  o.key_bn_splits = 2;
+  pretrain::CP2Model split(o);
+  pretrain::load_pretrain_state(*split, fixture("cp2_step_r18_96.pt"), true);
+  split->train();
+  auto r = split->forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
+  // By hand: momentum update, then each half of the key batch through its own BN statistics.
+  auto plain = load_model(18);
+  plain->momentum_update();
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> keys;
+  for (int64_t c = 0; c < 2; ++c) {
+    auto k = pretrain::dense_embed(*plain->encoder_k, b.im_k.slice(0, 2 * c, 2 * c + 2));
+    auto mk = pretrain::feature_mask(b.mask_k.slice(0, 2 * c, 2 * c + 2), 16, 6, 6).flatten(1);
+    keys.push_back(torch::nn::functional::normalize((k * mk.unsqueeze(1)).sum(2),
+                                                    torch::nn::functional::NormalizeFuncOptions().dim(1)));
+  }
+  EXPECT_LE(max_rel(r.k_ins, torch::cat(keys, 0)), 1e-6);
+  auto whole = load_model(18)->forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
+  EXPECT_GT(max_rel(r.k_ins, whole.k_ins), 1e-3);  // and it differs from plain BN
+  o.key_bn_splits = 3;
+  pretrain::CP2Model bad(o);
+  cp2::test::expect_error([&] { bad->forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k); },
+                          {"key_bn_splits", "batch 4 is not divisible by 3"});
+}
+
 TEST(BatchFile, BadShapesNameTheFile) {
   pretrain::Batch b{torch::zeros({2, 3, 32, 32}), torch::zeros({2, 3, 32, 32}), torch::zeros({2, 32, 32}),
                     torch::zeros({2, 16, 32})};
