@@ -290,8 +290,6 @@ class Unpickler {
       if (need > storage.numel())
         fail("tensor of size " + shape_str(std::vector<long>(sizes.begin(), sizes.end())) + " needs " +
              std::to_string(need) + " storage elements, storage has " + std::to_string(storage.numel()));
-      bool rg = a.size() > 4 && as_int(a[4]);
-      (void)rg;  // requires_grad is irrelevant for loading weights
       return tensor(storage.as_strided(sizes, strides, off));
     }
     if (f == "torch._utils._rebuild_parameter" || f == "torch._utils._rebuild_parameter_with_state") {
