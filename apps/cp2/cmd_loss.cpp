@@ -21,7 +21,8 @@ int run_loss(const LossArgs& a) {
   pretrain::CP2Options o;
   o.encoder.backbone.depth = a.depth;
   o.encoder.backbone.output_stride = a.output_stride;
-  o.queue_size = a.queue > 0 ? a.queue : pretrain::stored_queue_size(a.checkpoint);
+  auto state = pretrain::read_pretrain_state(a.checkpoint);  // read once: these files reach 0.5 GB
+  o.queue_size = a.queue > 0 ? a.queue : pretrain::stored_queue_size(state);
   if (o.queue_size <= 0) throw Error(a.checkpoint + ": no 'queue' tensor; give --queue K");
   o.momentum = a.momentum;
   o.loss.temperature = a.temperature;
@@ -29,7 +30,7 @@ int run_loss(const LossArgs& a) {
   o.mode = pretrain::parse_mode(a.mode);
   o.key_bn_splits = a.key_bn_splits;
   pretrain::CP2Model model(o);
-  auto rep = pretrain::load_pretrain_state(*model, a.checkpoint, /*strict=*/true);
+  auto rep = pretrain::load_pretrain_state(*model, state, a.checkpoint, /*strict=*/true);
   std::printf("%s\n", rep.str().c_str());
   auto b = pretrain::load_batch(a.batch);
   model->train();  // BN in training mode, as in a real step

@@ -132,7 +132,7 @@ TEST(KeyBn, SplitBnNormalisesEachGroupOfTheKeyBatch) {
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> keys;
   for (int64_t c = 0; c < 2; ++c) {
-    auto k = pretrain::dense_embed(*plain->encoder_k, b.im_k.slice(0, 2 * c, 2 * c + 2));
+    auto k = pretrain::dense_embed(*plain->encoder_k, b.im_k.slice(0, 2 * c, 2 * c + 2)).flatten(2);
     auto mk = pretrain::feature_mask(b.mask_k.slice(0, 2 * c, 2 * c + 2), 16, 6, 6).flatten(1);
     keys.push_back(torch::nn::functional::normalize((k * mk.unsqueeze(1)).sum(2),
                                                     torch::nn::functional::NormalizeFuncOptions().dim(1)));

@@ -30,8 +30,7 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
                    const at::Tensor& queue, const LossOptions& opt) {
   LossParts out;
   const int64_t n = q.size(0);
-  auto zero = torch::zeros({}, q.options());
-  out.total = zero;
+  out.total = torch::zeros({}, q.options());
   {
     torch::NoGradGuard ng;
     out.k_ins = masked_pool(k, mk);

@@ -36,7 +36,7 @@ void CP2Options::validate() const {
 }
 
 torch::Tensor dense_embed(models::SegmentorImpl& enc, const torch::Tensor& x) {
-  return F::normalize(enc.project(x), F::NormalizeFuncOptions().dim(1)).flatten(2);
+  return F::normalize(enc.project(x), F::NormalizeFuncOptions().dim(1));
 }
 
 CP2ModelImpl::CP2ModelImpl(CP2Options opt) : opt_(std::move(opt)) {
@@ -69,13 +69,13 @@ void CP2ModelImpl::momentum_update() {
 }
 
 torch::Tensor CP2ModelImpl::key_features(const torch::Tensor& im_k) {
-  if (opt_.key_bn_splits == 1) return dense_embed(*encoder_k, im_k);
+  if (opt_.key_bn_splits == 1) return dense_embed(*encoder_k, im_k).flatten(2);
   if (im_k.size(0) % opt_.key_bn_splits != 0)
     throw Error("key_bn_splits: batch " + std::to_string(im_k.size(0)) + " is not divisible by " +
                 std::to_string(opt_.key_bn_splits));
   std::vector<torch::Tensor> parts;
   for (auto& chunk : im_k.chunk(opt_.key_bn_splits, 0)) parts.push_back(dense_embed(*encoder_k, chunk));
-  return torch::cat(parts, 0);
+  return torch::cat(parts, 0).flatten(2);
 }
 
 LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Tensor& im_k, torch::Tensor mask_q,
@@ -91,9 +91,9 @@ LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Ten
     if (m->dim() != 3 || m->size(0) != im_q.size(0) || m->size(1) != im_q.size(2) || m->size(2) != im_q.size(3))
       throw Error("batch: masks must be N x H x W = " +
                   shape_str({im_q.size(0), im_q.size(2), im_q.size(3)}) + ", found " + shape_str(m->sizes().vec()));
-  auto q4 = encoder_q->project(im_q);
+  auto q4 = dense_embed(*encoder_q, im_q);
   const int64_t h = q4.size(2), w = q4.size(3);
-  auto q = F::normalize(q4, F::NormalizeFuncOptions().dim(1)).flatten(2);
+  auto q = q4.flatten(2);
   torch::Tensor k;
   {
     torch::NoGradGuard ng;

@@ -47,7 +47,7 @@ class CP2ModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(CP2Model);
 
-// N x D x P features, each pixel L2-normalised over D.
+// N x D x h x w projected features, each pixel L2-normalised over D.
 torch::Tensor dense_embed(models::SegmentorImpl& enc, const torch::Tensor& x);
 
 }  // namespace cp2::pretrain

@@ -7,14 +7,6 @@
 
 namespace cp2::pretrain {
 
-namespace {
-io::TensorList strip_module(const io::TensorList& sd) {
-  io::TensorList out;
-  for (const auto& [k, t] : sd) out.emplace_back(k.rfind("module.", 0) == 0 ? k.substr(7) : k, t);
-  return out;
-}
-}  // namespace
-
 Batch load_batch(const std::string& path) {
   auto ck = io::load_checkpoint(path);
   auto get = [&](const char* key, int dim) {
@@ -30,9 +22,9 @@ Batch load_batch(const std::string& path) {
   if (b.im_q.sizes() != b.im_k.sizes() || b.im_q.size(1) != 3)
     throw Error(path + ": im_q and im_k must both be N x 3 x H x W, found " + shape_str(b.im_q.sizes().vec()) +
                 " and " + shape_str(b.im_k.sizes().vec()));
-  std::vector<long> want{b.im_q.size(0), b.im_q.size(2), b.im_q.size(3)};
+  std::vector<int64_t> want{b.im_q.size(0), b.im_q.size(2), b.im_q.size(3)};
   for (auto* m : {&b.mask_q, &b.mask_k})
-    if (m->sizes().vec() != std::vector<int64_t>(want.begin(), want.end()))
+    if (m->sizes().vec() != want)
       throw Error(path + ": masks expected N x H x W = " + shape_str(want) + ", found " + shape_str(m->sizes().vec()));
   return b;
 }
@@ -46,15 +38,26 @@ void save_batch(const std::string& path, const Batch& b) {
   io::save_checkpoint(path, root);
 }
 
-int64_t stored_queue_size(const std::string& path) {
-  for (const auto& [k, t] : strip_module(io::find_state_dict(io::load_checkpoint(path))))
+io::TensorList read_pretrain_state(const std::string& path) {
+  io::TensorList out;
+  for (const auto& [k, t] : io::find_state_dict(io::load_checkpoint(path)))
+    out.emplace_back(k.rfind("module.", 0) == 0 ? k.substr(7) : k, t);
+  return out;
+}
+
+int64_t stored_queue_size(const io::TensorList& state) {
+  for (const auto& [k, t] : state)
     if (k == "queue" && t.dim() == 2) return t.size(1);
   return 0;
 }
 
+io::LoadReport load_pretrain_state(CP2ModelImpl& m, const io::TensorList& state, const std::string& source,
+                                   bool strict) {
+  return io::load_state(m, state, strict, source);
+}
+
 io::LoadReport load_pretrain_state(CP2ModelImpl& m, const std::string& path, bool strict) {
-  auto sd = strip_module(io::find_state_dict(io::load_checkpoint(path)));
-  return io::load_state(m, sd, strict, path);
+  return load_pretrain_state(m, read_pretrain_state(path), path, strict);
 }
 
 }  // namespace cp2::pretrain

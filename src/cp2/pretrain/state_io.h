@@ -16,11 +16,17 @@ struct Batch {
 Batch load_batch(const std::string& path);  // validates keys and shapes, naming the file
 void save_batch(const std::string& path, const Batch& b);
 
-// Queue length K stored in a pretraining checkpoint (its `queue` tensor), or 0 if none.
-int64_t stored_queue_size(const std::string& path);
+// The state dict of a pretraining checkpoint (under `state_dict`, `model` or the top
+// level), `module.` prefixes stripped: encoder_q.*, encoder_k.*, queue, queue_ptr.
+io::TensorList read_pretrain_state(const std::string& path);
 
-// Loads encoder_q.*, encoder_k.*, queue, queue_ptr (optionally under `state_dict` or
-// `model`, optionally with a `module.` prefix) into `m`.
+// Queue length K of such a state (its `queue` tensor), or 0 if none.
+int64_t stored_queue_size(const io::TensorList& state);
+
+// Loads a state from read_pretrain_state into `m`; `source` names it in the report.
+io::LoadReport load_pretrain_state(CP2ModelImpl& m, const io::TensorList& state, const std::string& source,
+                                   bool strict);
+// Reads and loads in one go.
 io::LoadReport load_pretrain_state(CP2ModelImpl& m, const std::string& path, bool strict);
 
 }  // namespace cp2::pretrain
