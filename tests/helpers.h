@@ -2,6 +2,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <string>
 
@@ -11,6 +12,15 @@
 namespace cp2::test {
 
 inline std::string fixture(const std::string& name) { return std::string(CP2_FIXTURES) + "/" + name; }
+
+// A fresh, empty folder for one test (build/test_tmp/<name>); names are unique per test
+// so parallel ctest processes never share one.
+inline std::string temp_dir(const std::string& name) {
+  auto p = std::filesystem::path(CP2_FIXTURES).parent_path() / "test_tmp" / name;
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
+}
 
 // Tensors of a flat dict file written by tools/make_parity_fixtures.py.
 inline std::map<std::string, at::Tensor> load_tensors(const std::string& path) {

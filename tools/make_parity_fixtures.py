@@ -14,6 +14,7 @@ Files (each weights file in both containers: NAME.pt = zip, NAME_legacy.pt = leg
   cp2_step_r{18_96,50_224}.pt    CP² pretraining state (authors' keys: module.encoder_q/k.*, queue,
                                  queue_ptr near K so the enqueue wraps), key encoder != query encoder
   cp2_step_*_batch.pt            im_q, im_k, mask_q, mask_k (the `cp2 loss --batch` format)
+  aug_input.png, aug_ref.pt     torchvision augmentation outputs (tools/aug_fixtures.py)
   cp2_step_*_ref.pt              reference losses, accuracies, queue after enqueue; for R18 also
                                  every query-encoder gradient (grad.<name>)
 """
@@ -26,6 +27,7 @@ from collections import OrderedDict
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import aug_fixtures  # noqa: E402
 import cp2_reference as ref  # noqa: E402
 
 H, W = 72, 88  # deliberately not square and not a multiple of 32
@@ -189,6 +191,7 @@ def main():
     dtypes_fixture(args.out)
     cp2_step_fixture(args.out, 18, 96, 4, 256, gen, grads=True)
     cp2_step_fixture(args.out, 50, 224, 2, 256, gen, grads=False)
+    aug_fixtures.write(args.out)
     print(f"parity fixtures written to {args.out} with torch {torch.__version__}")
 
 

@@ -3,15 +3,13 @@
 #pragma once
 #include <string>
 
+#include "cp2/data/batch.h"
 #include "cp2/io/weights.h"
 #include "cp2/pretrain/model.h"
 
 namespace cp2::pretrain {
 
-// im_q, im_k: N x 3 x H x W normalised composites; mask_q, mask_k: N x H x W, 1 = foreground.
-struct Batch {
-  torch::Tensor im_q, im_k, mask_q, mask_k;
-};
+using Batch = data::Batch;
 
 Batch load_batch(const std::string& path);  // validates keys and shapes, naming the file
 void save_batch(const std::string& path, const Batch& b);

@@ -1,0 +1,334 @@
+#include "cp2/data/augment.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "cp2/common.h"
+
+// Everything here runs in loader threads: plain loops over CPU buffers, no ATen
+// kernels, so the data pipeline never competes for LibTorch's intra-op thread pool.
+namespace cp2::data {
+
+void ViewOptions::validate() const {
+  auto bad = [](const std::string& key, const std::string& expected, double found) {
+    throw Error("view." + key + ": expected " + expected + ", found " + std::to_string(found));
+  };
+  if (size < 8) bad("size", ">= 8", size);
+  if (!(scale_min > 0 && scale_min <= scale_max && scale_max <= 1)) bad("scale_min/scale_max", "0 < min <= max <= 1", scale_min);
+  if (!(ratio_min > 0 && ratio_min <= ratio_max)) bad("ratio_min/ratio_max", "0 < min <= max", ratio_min);
+  for (auto [k, v] : {std::pair{"jitter_p", jitter_p}, {"gray_p", gray_p}, {"blur_p", blur_p}, {"flip_p", flip_p}})
+    if (v < 0 || v > 1) bad(k, "a probability in [0, 1]", v);
+  if (brightness < 0 || contrast < 0 || saturation < 0) bad("brightness/contrast/saturation", ">= 0", std::min({brightness, contrast, saturation}));
+  if (hue < 0 || hue > 0.5) bad("hue", "0..0.5", hue);
+  if (!(sigma_min > 0 && sigma_min <= sigma_max)) bad("sigma_min/sigma_max", "0 < min <= max", sigma_min);
+  if (blur_kernel < 0 || (blur_kernel > 0 && blur_kernel % 2 == 0)) bad("blur_kernel", "0 (auto) or an odd size", blur_kernel);
+  for (double s : std) if (s <= 0) bad("std", "> 0", s);
+}
+
+// Python's round() (half to even), as torchvision's int(round(...)).
+static int64_t pyround(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
+
+Box sample_resized_crop(int64_t H, int64_t W, double smin, double smax, double rmin, double rmax, Rng& rng) {
+  const double area = static_cast<double>(H) * W, lr0 = std::log(rmin), lr1 = std::log(rmax);
+  for (int t = 0; t < 10; ++t) {
+    double target = area * rng.uniform(smin, smax);
+    double aspect = std::exp(rng.uniform(lr0, lr1));
+    int64_t w = pyround(std::sqrt(target * aspect)), h = pyround(std::sqrt(target / aspect));
+    if (0 < w && w <= W && 0 < h && h <= H) {
+      int64_t i = rng.randint(0, H - h + 1), j = rng.randint(0, W - w + 1);
+      return {i, j, h, w};
+    }
+  }
+  double in_ratio = static_cast<double>(W) / H;
+  int64_t w = W, h = H;
+  if (in_ratio < rmin) h = pyround(w / rmin);
+  else if (in_ratio > rmax) w = pyround(h * rmax);
+  return {(H - h) / 2, (W - w) / 2, h, w};
+}
+
+Box sample_erasing(int64_t H, int64_t W, double smin, double smax, double rmin, double rmax, Rng& rng) {
+  const double area = static_cast<double>(H) * W, lr0 = std::log(rmin), lr1 = std::log(rmax);
+  for (int t = 0; t < 10; ++t) {
+    double target = area * rng.uniform(smin, smax);
+    double aspect = std::exp(rng.uniform(lr0, lr1));
+    int64_t h = pyround(std::sqrt(target * aspect)), w = pyround(std::sqrt(target / aspect));
+    if (!(h < H && w < W)) continue;
+    int64_t i = rng.randint(0, H - h + 1), j = rng.randint(0, W - w + 1);
+    return {i, j, h, w};
+  }
+  // Fallback (see header): centred, minimum area, ratio 1, shrunk to fit, never empty.
+  int64_t side = std::max<int64_t>(1, pyround(std::sqrt(area * smin)));
+  int64_t h = std::min(side, H - 1 > 0 ? H - 1 : 1), w = std::min(side, W - 1 > 0 ? W - 1 : 1);
+  return {(H - h) / 2, (W - w) / 2, h, w};
+}
+
+ViewParams draw_view(int64_t H, int64_t W, const ViewOptions& o, Rng& rng) {
+  ViewParams p;
+  p.crop = sample_resized_crop(H, W, o.scale_min, o.scale_max, o.ratio_min, o.ratio_max, rng);
+  p.jitter = rng.bernoulli(o.jitter_p);
+  if (p.jitter) {
+    auto perm = rng.permutation(4);
+    for (int i = 0; i < 4; ++i) p.order[i] = static_cast<int>(perm[i]);
+    p.brightness = rng.uniform(std::max(0.0, 1 - o.brightness), 1 + o.brightness);
+    p.contrast = rng.uniform(std::max(0.0, 1 - o.contrast), 1 + o.contrast);
+    p.saturation = rng.uniform(std::max(0.0, 1 - o.saturation), 1 + o.saturation);
+    p.hue = rng.uniform(-o.hue, o.hue);
+  }
+  p.gray = rng.bernoulli(o.gray_p);
+  p.blur = rng.bernoulli(o.blur_p);
+  if (p.blur) {
+    p.sigma = rng.uniform(o.sigma_min, o.sigma_max);
+    p.kernel = o.blur_kernel > 0 ? o.blur_kernel : 2 * static_cast<int>(std::ceil(3 * p.sigma)) + 1;
+  }
+  p.flip = rng.bernoulli(o.flip_p);
+  return p;
+}
+
+namespace {
+
+// PIL / torchvision antialiased bilinear weights for one axis: output o samples the
+// triangle filter widened by the downscale factor around centre (o + 0.5) * scale.
+struct AxisWeights {
+  std::vector<int64_t> start, count;
+  std::vector<float> w;  // count[o] weights at o * max_taps
+  int64_t taps = 0;
+};
+
+AxisWeights axis_weights(int64_t in, int64_t out) {
+  AxisWeights a;
+  const double scale = static_cast<double>(in) / out, fscale = std::max(scale, 1.0), support = fscale;
+  a.taps = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
+  a.start.resize(out);
+  a.count.resize(out);
+  a.w.assign(out * a.taps, 0.f);
+  for (int64_t o = 0; o < out; ++o) {
+    const double c = (o + 0.5) * scale;
+    int64_t lo = std::max<int64_t>(static_cast<int64_t>(c - support + 0.5), 0);
+    int64_t hi = std::min<int64_t>(static_cast<int64_t>(c + support + 0.5), in);
+    int64_t n = std::min(hi - lo, a.taps);
+    double total = 0;
+    std::vector<double> tmp(n);
+    for (int64_t k = 0; k < n; ++k) {
+      double x = (k + lo - c + 0.5) / fscale;
+      tmp[k] = std::max(0.0, 1.0 - std::abs(x));
+      total += tmp[k];
+    }
+    for (int64_t k = 0; k < n; ++k) a.w[o * a.taps + k] = static_cast<float>(total > 0 ? tmp[k] / total : 0);
+    a.start[o] = lo;
+    a.count[o] = n;
+  }
+  return a;
+}
+
+inline float gray_of(float r, float g, float b) { return 0.299f * r + 0.587f * g + 0.114f * b; }
+inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
+
+void check_float_image(const at::Tensor& img) {
+  TORCH_CHECK(img.dim() == 3 && img.size(0) == 3 && img.scalar_type() == at::kFloat && img.is_contiguous() &&
+                  img.device().is_cpu(),
+              "expected a contiguous float 3 x H x W CPU image");
+}
+
+}  // namespace
+
+at::Tensor resized_crop(const at::Tensor& img_u8, const Box& b, int size) {
+  TORCH_CHECK(img_u8.dim() == 3 && img_u8.size(0) == 3 && img_u8.scalar_type() == at::kByte, "expected uint8 3 x H x W");
+  const int64_t H = img_u8.size(1), W = img_u8.size(2);
+  TORCH_CHECK(b.top >= 0 && b.left >= 0 && b.height > 0 && b.width > 0 && b.top + b.height <= H && b.left + b.width <= W,
+              "crop box outside the image");
+  auto src = img_u8.contiguous();
+  const uint8_t* s = src.data_ptr<uint8_t>();
+  auto ax = axis_weights(b.width, size), ay = axis_weights(b.height, size);
+  // Horizontal pass over the crop's rows, then vertical.
+  std::vector<float> tmp(3 * b.height * size);
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t y = 0; y < b.height; ++y) {
+      const uint8_t* row = s + (c * H + b.top + y) * W + b.left;
+      float* t = tmp.data() + (c * b.height + y) * size;
+      for (int64_t o = 0; o < size; ++o) {
+        const float* w = ax.w.data() + o * ax.taps;
+        const uint8_t* r = row + ax.start[o];
+        float acc = 0;
+        for (int64_t k = 0; k < ax.count[o]; ++k) acc += w[k] * r[k];
+        t[o] = acc;
+      }
+    }
+  auto out = torch::empty({3, size, size}, torch::kFloat);
+  float* d = out.data_ptr<float>();
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t o = 0; o < size; ++o) {
+      const float* w = ay.w.data() + o * ay.taps;
+      float* dst = d + (c * size + o) * size;
+      std::fill(dst, dst + size, 0.f);
+      for (int64_t k = 0; k < ay.count[o]; ++k) {
+        const float* src_row = tmp.data() + (c * b.height + ay.start[o] + k) * size;
+        for (int64_t x = 0; x < size; ++x) dst[x] += w[k] * src_row[x];
+      }
+      for (int64_t x = 0; x < size; ++x) dst[x] = clamp01(dst[x] / 255.f);
+    }
+  return out;
+}
+
+void adjust_brightness(at::Tensor& img, double f) {
+  check_float_image(img);
+  float* p = img.data_ptr<float>();
+  for (int64_t i = 0, n = img.numel(); i < n; ++i) p[i] = clamp01(p[i] * static_cast<float>(f));
+}
+
+void adjust_contrast(at::Tensor& img, double f) {
+  check_float_image(img);
+  const int64_t n = img.size(1) * img.size(2);
+  float* r = img.data_ptr<float>();
+  float *g = r + n, *b = g + n;
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += gray_of(r[i], g[i], b[i]);
+  const float mean = static_cast<float>(sum / n), ff = static_cast<float>(f), base = (1 - ff) * mean;
+  for (int64_t i = 0; i < 3 * n; ++i) r[i] = clamp01(ff * r[i] + base);
+}
+
+void adjust_saturation(at::Tensor& img, double f) {
+  check_float_image(img);
+  const int64_t n = img.size(1) * img.size(2);
+  float* r = img.data_ptr<float>();
+  float *g = r + n, *b = g + n;
+  const float ff = static_cast<float>(f);
+  for (int64_t i = 0; i < n; ++i) {
+    float base = (1 - ff) * gray_of(r[i], g[i], b[i]);
+    r[i] = clamp01(ff * r[i] + base);
+    g[i] = clamp01(ff * g[i] + base);
+    b[i] = clamp01(ff * b[i] + base);
+  }
+}
+
+void adjust_hue(at::Tensor& img, double shift) {
+  // PIL's path, which MoCo v2 runs: 8-bit RGB -> 8-bit HSV (Convert.c rgb2hsv), H += the
+  // shift as uint8 (int(shift * 255), wrapping), back with hsv2rgb's rounding. A float HSV
+  // rotation differs from it by ~1.5 grey levels on average; this matches it.
+  check_float_image(img);
+  const int64_t n = img.size(1) * img.size(2);
+  float* R = img.data_ptr<float>();
+  float *G = R + n, *B = G + n;
+  const auto dh = static_cast<uint8_t>(static_cast<int>(shift * 255.0) & 0xFF);
+  auto u8 = [](float v) { return static_cast<int>(std::nearbyint(clamp01(v) * 255.f)); };
+  auto clip8 = [](int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); };
+  for (int64_t i = 0; i < n; ++i) {
+    const int r = u8(R[i]), g = u8(G[i]), b = u8(B[i]);
+    const int mx = std::max({r, g, b}), mn = std::min({r, g, b});
+    int outr = mx, outg = mx, outb = mx;
+    if (mx != mn) {
+      const float cr = static_cast<float>(mx - mn), s = cr / static_cast<float>(mx);
+      const float rc = (mx - r) / cr, gc = (mx - g) / cr, bc = (mx - b) / cr;
+      float h = r == mx ? bc - gc : (g == mx ? 2.0f + rc - bc : 4.0f + gc - rc);
+      h = static_cast<float>(std::fmod(h / 6.0 + 1.0, 1.0));
+      const auto uh = static_cast<uint8_t>(clip8(static_cast<int>(h * 255.0)) + dh);
+      const int us = clip8(static_cast<int>(s * 255.0));
+      if (us != 0) {
+        const int v = mx;
+        const int sector = static_cast<int>(std::floor(static_cast<float>(uh) * 6.0 / 255.0));
+        const float f = static_cast<float>(static_cast<float>(uh) * 6.0 / 255.0 - sector);
+        const float fs = us / 255.0f;
+        const int p = clip8(static_cast<int>(std::round(v * (1.0 - fs))));
+        const int q = clip8(static_cast<int>(std::round(v * (1.0 - fs * f))));
+        const int t = clip8(static_cast<int>(std::round(v * (1.0 - fs * (1.0 - f)))));
+        switch (sector % 6) {
+          case 0: outr = v, outg = t, outb = p; break;
+          case 1: outr = q, outg = v, outb = p; break;
+          case 2: outr = p, outg = v, outb = t; break;
+          case 3: outr = p, outg = q, outb = v; break;
+          case 4: outr = t, outg = p, outb = v; break;
+          default: outr = v, outg = p, outb = q; break;
+        }
+      }
+    }
+    R[i] = outr / 255.f;
+    G[i] = outg / 255.f;
+    B[i] = outb / 255.f;
+  }
+}
+
+void to_grayscale(at::Tensor& img) {
+  check_float_image(img);
+  const int64_t n = img.size(1) * img.size(2);
+  float* r = img.data_ptr<float>();
+  float *g = r + n, *b = g + n;
+  for (int64_t i = 0; i < n; ++i) r[i] = g[i] = b[i] = gray_of(r[i], g[i], b[i]);
+}
+
+at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma) {
+  check_float_image(img);
+  TORCH_CHECK(kernel > 0 && kernel % 2 == 1 && sigma > 0, "blur kernel must be odd and sigma > 0");
+  const int64_t H = img.size(1), W = img.size(2);
+  const int half = kernel / 2;
+  // torchvision's kernel: exp(-x^2 / 2 sigma^2) on x = -half..half, normalised.
+  std::vector<float> k(kernel);
+  double total = 0;
+  for (int i = 0; i < kernel; ++i) {
+    double x = i - half;
+    k[i] = static_cast<float>(std::exp(-0.5 * (x / sigma) * (x / sigma)));
+    total += k[i];
+  }
+  for (auto& v : k) v = static_cast<float>(v / total);
+  auto reflect = [](int64_t i, int64_t n) {  // numpy/torch "reflect" (edge not repeated)
+    if (n == 1) return int64_t{0};
+    while (i < 0 || i >= n) i = i < 0 ? -i : 2 * (n - 1) - i;
+    return i;
+  };
+  auto out = torch::empty_like(img);
+  std::vector<float> tmp(H * W);
+  const float* s = img.data_ptr<float>();
+  float* d = out.data_ptr<float>();
+  for (int64_t c = 0; c < 3; ++c) {
+    const float* sc = s + c * H * W;
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x) {
+        float acc = 0;
+        for (int t = 0; t < kernel; ++t) acc += k[t] * sc[y * W + reflect(x + t - half, W)];
+        tmp[y * W + x] = acc;
+      }
+    float* dc = d + c * H * W;
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x) {
+        float acc = 0;
+        for (int t = 0; t < kernel; ++t) acc += k[t] * tmp[reflect(y + t - half, H) * W + x];
+        dc[y * W + x] = acc;
+      }
+  }
+  return out;
+}
+
+void hflip(at::Tensor& img) {
+  check_float_image(img);
+  const int64_t H = img.size(1), W = img.size(2);
+  float* p = img.data_ptr<float>();
+  for (int64_t r = 0; r < 3 * H; ++r) std::reverse(p + r * W, p + (r + 1) * W);
+}
+
+void normalize(at::Tensor& img, const std::array<double, 3>& mean, const std::array<double, 3>& std) {
+  check_float_image(img);
+  const int64_t n = img.size(1) * img.size(2);
+  float* p = img.data_ptr<float>();
+  for (int c = 0; c < 3; ++c) {
+    const float m = static_cast<float>(mean[c]), inv = static_cast<float>(1.0 / std[c]);
+    for (int64_t i = 0; i < n; ++i) p[c * n + i] = (p[c * n + i] - m) * inv;
+  }
+}
+
+at::Tensor apply_view(const at::Tensor& img_u8, const ViewParams& p, const ViewOptions& o) {
+  auto x = resized_crop(img_u8, p.crop, o.size);
+  if (p.jitter)
+    for (int op : p.order) switch (op) {
+        case 0: adjust_brightness(x, p.brightness); break;
+        case 1: adjust_contrast(x, p.contrast); break;
+        case 2: adjust_saturation(x, p.saturation); break;
+        default: adjust_hue(x, p.hue); break;
+      }
+  if (p.gray) to_grayscale(x);
+  if (p.blur) x = gaussian_blur(x, p.kernel, p.sigma);
+  if (p.flip) hflip(x);
+  normalize(x, o.mean, o.std);
+  return x;
+}
+
+}  // namespace cp2::data

@@ -1,0 +1,24 @@
+// Reading images and listing image folders for pretraining (SPEC §6: any folder of
+// images; ImageNet's root/<class>/<image> or flat).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+namespace cp2::data {
+
+// 3 x H x W uint8 RGB. Grey and 16-bit files are converted as PIL's convert("RGB")
+// would; EXIF orientation is ignored (PIL does not apply it either). Throws cp2::Error
+// naming the file when it is missing or cannot be decoded.
+at::Tensor read_image(const std::string& path);
+
+// Writes a 3 x H x W (RGB) or H x W uint8 tensor as PNG/JPEG by extension.
+void write_image(const std::string& path, const at::Tensor& img);
+
+// Every image file (jpg, jpeg, png, bmp, webp, tif, tiff; any case) under `root`,
+// recursively, sorted by path so the order is the same on every machine.
+// Throws naming the folder when it is missing, not a folder, or holds no image.
+std::vector<std::string> list_images(const std::string& root);
+
+}  // namespace cp2::data

@@ -1,0 +1,181 @@
+#include "cp2/data/loader.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstring>
+#include <opencv2/core.hpp>
+
+#include "cp2/common.h"
+#include "cp2/data/image.h"
+
+namespace cp2::data {
+
+// Streams of the data RNG (Rng::derive keys): one per order, one for sample draws.
+enum : uint64_t { kStreamFg = 1, kStreamBg0 = 2, kStreamBg1 = 3, kStreamSample = 4 };
+
+PretrainDataset::PretrainDataset(const std::string& root, CopyPasteOptions opt, uint64_t seed)
+    : PretrainDataset(list_images(root), std::move(opt), seed) {}
+
+PretrainDataset::PretrainDataset(std::vector<std::string> files, CopyPasteOptions opt, uint64_t seed)
+    : files_(std::move(files)), opt_(std::move(opt)), seed_(seed) {
+  opt_.validate();
+  if (files_.empty()) throw Error("dataset: no images");
+  cv::setNumThreads(0);  // decoding runs in our own workers; no OpenCV pool on top
+}
+
+std::shared_ptr<const PretrainDataset::Orders> PretrainDataset::orders(int64_t epoch) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = orders_.find(epoch);
+  if (it != orders_.end()) return it->second;
+  auto o = std::make_shared<Orders>();
+  const auto e = static_cast<uint64_t>(epoch);
+  const int64_t n = size();
+  o->fg = Rng::derive(seed_, {kStreamFg, e}).permutation(n);
+  if (opt_.copy_paste) {
+    o->bg0 = Rng::derive(seed_, {kStreamBg0, e}).permutation(n);
+    o->bg1 = Rng::derive(seed_, {kStreamBg1, e}).permutation(n);
+  }
+  while (orders_.size() >= 2) orders_.erase(orders_.begin());
+  orders_[epoch] = o;
+  return o;
+}
+
+at::Tensor PretrainDataset::read(const std::vector<int64_t>& order, int64_t pos) {
+  const int64_t n = size();
+  for (int64_t t = 0; t < n; ++t) {
+    const auto& path = files_[order[(pos + t) % n]];
+    try {
+      return read_image(path);
+    } catch (const Error& e) {
+      skipped_.fetch_add(1);
+      std::lock_guard<std::mutex> lk(mu_);
+      if (bad_.insert(path).second) std::fprintf(stderr, "warning: skipping unreadable image: %s\n", e.what());
+    }
+  }
+  throw Error("dataset: none of the " + std::to_string(n) + " images can be read");
+}
+
+std::vector<std::string> PretrainDataset::bad_files() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return {bad_.begin(), bad_.end()};
+}
+
+Sample PretrainDataset::get(int64_t epoch, int64_t index) {
+  auto o = orders(epoch);
+  const int64_t pos = index % size();
+  auto fg = read(o->fg, pos);
+  at::Tensor bg0, bg1;
+  if (opt_.copy_paste) {
+    bg0 = read(o->bg0, pos);
+    bg1 = read(o->bg1, pos);
+  }
+  auto rng = Rng::derive(seed_, {kStreamSample, static_cast<uint64_t>(epoch), static_cast<uint64_t>(index)});
+  return compose(fg, bg0, bg1, opt_, rng);
+}
+
+void LoaderOptions::validate() const {
+  if (batch < 1) throw Error("batch: expected >= 1, found " + std::to_string(batch));
+  if (workers < 0) throw Error("workers: expected >= 0, found " + std::to_string(workers));
+  if (prefetch < 1) throw Error("prefetch: expected >= 1, found " + std::to_string(prefetch));
+}
+
+PretrainLoader::PretrainLoader(std::shared_ptr<PretrainDataset> ds, LoaderOptions opt)
+    : ds_(std::move(ds)), opt_(opt) {
+  opt_.validate();
+  for (int i = 0; i < opt_.workers; ++i) threads_.emplace_back([this] { worker_loop(); });
+}
+
+PretrainLoader::~PretrainLoader() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+int64_t PretrainLoader::batches_per_epoch() const {
+  const int64_t n = ds_->size() / opt_.batch;
+  if (n == 0)
+    throw Error("dataset: " + std::to_string(ds_->size()) + " images, fewer than one batch of " +
+                std::to_string(opt_.batch) + " (batches drop the last incomplete one)");
+  return n;
+}
+
+Batch PretrainLoader::build(int64_t epoch, int64_t b) {
+  const int64_t B = opt_.batch, S = ds_->options().view.size;
+  Batch out;
+  out.im_q = torch::empty({B, 3, S, S});
+  out.im_k = torch::empty({B, 3, S, S});
+  out.mask_q = torch::empty({B, S, S});
+  out.mask_k = torch::empty({B, S, S});
+  auto put = [](at::Tensor& dst, int64_t i, const at::Tensor& src) {  // memcpy: no ATen kernel in workers
+    const auto n = src.numel();
+    std::memcpy(dst.data_ptr<float>() + i * n, src.data_ptr<float>(), n * sizeof(float));
+  };
+  for (int64_t i = 0; i < B; ++i) {
+    auto s = ds_->get(epoch, b * B + i);
+    put(out.im_q, i, s.im_q);
+    put(out.im_k, i, s.im_k);
+    put(out.mask_q, i, s.mask_q);
+    put(out.mask_k, i, s.mask_k);
+  }
+  return out;
+}
+
+void PretrainLoader::start(int64_t epoch, int64_t first, int64_t end) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++generation_;
+    epoch_ = epoch;
+    next_assign_ = next_consume_ = first;
+    end_ = end;
+    ready_.clear();
+    error_ = nullptr;
+  }
+  cv_.notify_all();
+}
+
+void PretrainLoader::worker_loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (true) {
+    cv_.wait(lk, [this] { return stop_ || (next_assign_ < end_ && next_assign_ < next_consume_ + opt_.prefetch); });
+    if (stop_) return;
+    const int64_t b = next_assign_++, epoch = epoch_;
+    const uint64_t gen = generation_;
+    lk.unlock();
+    Batch batch;
+    std::exception_ptr err;
+    try {
+      batch = build(epoch, b);
+    } catch (...) {
+      err = std::current_exception();
+    }
+    lk.lock();
+    if (gen != generation_) continue;  // the epoch was restarted meanwhile
+    if (err) error_ = err;
+    else ready_[b] = std::move(batch);
+    cv_.notify_all();
+  }
+}
+
+std::optional<Batch> PretrainLoader::next() {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (next_consume_ >= end_) return std::nullopt;
+  if (threads_.empty()) {
+    const int64_t b = next_consume_++;
+    lk.unlock();
+    return build(epoch_, b);
+  }
+  cv_.wait(lk, [this] { return error_ || ready_.count(next_consume_); });
+  if (error_) std::rethrow_exception(error_);
+  auto it = ready_.find(next_consume_);
+  Batch b = std::move(it->second);
+  ready_.erase(it);
+  ++next_consume_;
+  cv_.notify_all();
+  return b;
+}
+
+}  // namespace cp2::data

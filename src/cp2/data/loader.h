@@ -1,0 +1,97 @@
+// Pretraining data: the image folder, per-epoch orders for the foreground and the two
+// background streams, and a multi-threaded loader with prefetch. Sample i of epoch e
+// depends only on (seed, e, i): batches are identical for any worker count or timing,
+// and a run resumed at batch b sees exactly the batches it would have seen.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cp2/data/batch.h"
+#include "cp2/data/copypaste.h"
+
+namespace cp2::data {
+
+class PretrainDataset {
+ public:
+  // Lists `root` (throws when missing or empty).
+  PretrainDataset(const std::string& root, CopyPasteOptions opt, uint64_t seed);
+  PretrainDataset(std::vector<std::string> files, CopyPasteOptions opt, uint64_t seed);
+
+  int64_t size() const { return static_cast<int64_t>(files_.size()); }
+  const std::vector<std::string>& files() const { return files_; }
+  const CopyPasteOptions& options() const { return opt_; }
+
+  // Sample `index` of `epoch` (thread-safe). The foreground and the two backgrounds
+  // come from three independent shuffles of the dataset (the authors' three samplers).
+  // An unreadable image is skipped: the next image of the same stream's order is used,
+  // a warning is printed once per file, and the skip is counted.
+  Sample get(int64_t epoch, int64_t index);
+
+  // Skipped reads since the last call (the epoch summary), and the files seen bad so far.
+  int64_t take_skipped() { return skipped_.exchange(0); }
+  std::vector<std::string> bad_files() const;
+
+ private:
+  struct Orders {
+    std::vector<int64_t> fg, bg0, bg1;
+  };
+  std::shared_ptr<const Orders> orders(int64_t epoch);
+  at::Tensor read(const std::vector<int64_t>& order, int64_t pos);
+
+  std::vector<std::string> files_;
+  CopyPasteOptions opt_;
+  uint64_t seed_;
+  mutable std::mutex mu_;
+  std::map<int64_t, std::shared_ptr<const Orders>> orders_;  // last two epochs cached
+  std::set<std::string> bad_;
+  std::atomic<int64_t> skipped_{0};
+};
+
+struct LoaderOptions {
+  int64_t batch = 32;
+  int workers = 2;   // 0 = build batches on the calling thread
+  int prefetch = 2;  // batches built ahead of the consumer
+  void validate() const;
+};
+
+class PretrainLoader {
+ public:
+  PretrainLoader(std::shared_ptr<PretrainDataset> ds, LoaderOptions opt);
+  ~PretrainLoader();
+  PretrainLoader(const PretrainLoader&) = delete;
+  PretrainLoader& operator=(const PretrainLoader&) = delete;
+
+  // Full batches per epoch (drop_last). Throws if the dataset holds fewer images than a batch.
+  int64_t batches_per_epoch() const;
+  // Starts epoch `epoch` at batch `first`, ending before batch `end` (<= batches_per_epoch).
+  void start(int64_t epoch, int64_t first, int64_t end);
+  // The next batch of the started range, or nullopt at its end. Rethrows a worker's error.
+  std::optional<Batch> next();
+  // Builds one batch directly (what the workers do).
+  Batch build(int64_t epoch, int64_t b);
+
+ private:
+  void worker_loop();
+
+  std::shared_ptr<PretrainDataset> ds_;
+  LoaderOptions opt_;
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  uint64_t generation_ = 0;
+  int64_t epoch_ = 0, next_assign_ = 0, next_consume_ = 0, end_ = 0;
+  std::map<int64_t, Batch> ready_;
+  std::exception_ptr error_;
+};
+
+}  // namespace cp2::data
