@@ -14,6 +14,8 @@ Files (each weights file in both containers: NAME.pt = zip, NAME_legacy.pt = leg
   cp2_step_r{18_96,50_224}.pt    CP² pretraining state (authors' keys: module.encoder_q/k.*, queue,
                                  queue_ptr near K so the enqueue wraps), key encoder != query encoder
   cp2_step_*_batch.pt            im_q, im_k, mask_q, mask_k (the `cp2 loss --batch` format)
+  moco_r18_io.pt                 input and MoCo v2 embedding (eval) of moco_r18's encoder_q
+  optim_ref.pt                   torch.optim SGD / AdamW after three steps
   aug_input.png, aug_ref.pt     torchvision augmentation outputs (tools/aug_fixtures.py)
   cp2_step_*_ref.pt              reference losses, accuracies, queue after enqueue; for R18 also
                                  every query-encoder gradient (grad.<name>)
@@ -92,10 +94,42 @@ def moco_fixture(out, gen):
     sd["module.queue"] = torch.randn(128, 16, generator=gen)
     sd["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
     opt = torch.optim.SGD(q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
-    q(torch.randn(2, 3, 32, 32, generator=gen)).sum().backward()
+    q(torch.randn(2, 3, 32, 32, generator=gen)).mean().backward()  # a small step: weights stay sane
     opt.step()
     ck = {"epoch": 800, "arch": "resnet18", "state_dict": sd, "optimizer": opt.state_dict()}
     torch.save(ck, f"{out}/moco_r18_legacy.pt", _use_new_zipfile_serialization=False)
+    # cp2's moco mode must compute MoCo v2's embedding: torchvision ResNet + MLP fc.
+    x = torch.randn(2, 3, 40, 48, generator=gen)
+    q.eval()
+    with torch.no_grad():
+        torch.save({"input": x, "embed_eval": q(x)}, f"{out}/moco_r18_io.pt")
+
+
+def optim_fixture(out, gen):
+    """Three torch.optim steps (SGD with momentum + weight decay; AdamW) with a new lr each
+    step, on fixed parameters and gradients."""
+    p0 = [torch.randn(5, 3, generator=gen), torch.randn(7, generator=gen)]
+    grads = [[torch.randn(p.shape, generator=gen) for p in p0] for _ in range(3)]
+    lrs = [0.05, 0.03, 0.01]
+    res = {f"p0.{i}": p for i, p in enumerate(p0)}
+    for s in range(3):
+        for i, g in enumerate(grads[s]):
+            res[f"grad.{s}.{i}"] = g
+    res["lr"] = torch.tensor(lrs, dtype=torch.float64)
+    makers = {"sgd": lambda ps: torch.optim.SGD(ps, lr=1.0, momentum=0.9, weight_decay=1e-4),
+              "adamw": lambda ps: torch.optim.AdamW(ps, lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)}
+    for name, make in makers.items():
+        ps = [p.clone().requires_grad_() for p in p0]
+        opt = make(ps)
+        for s in range(3):
+            for p, g in zip(ps, grads[s]):
+                p.grad = g.clone()
+            for group in opt.param_groups:
+                group["lr"] = lrs[s]
+            opt.step()
+        for i, p in enumerate(ps):
+            res[f"{name}.{i}"] = p.detach().clone()
+    torch.save(res, f"{out}/optim_ref.pt")
 
 
 def cp2_authors_fixture(out, gen):
@@ -192,6 +226,7 @@ def main():
     cp2_step_fixture(args.out, 18, 96, 4, 256, gen, grads=True)
     cp2_step_fixture(args.out, 50, 224, 2, 256, gen, grads=False)
     aug_fixtures.write(args.out)
+    optim_fixture(args.out, gen)
     print(f"parity fixtures written to {args.out} with torch {torch.__version__}")
 
 

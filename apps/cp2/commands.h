@@ -14,5 +14,7 @@ struct Command {
 Command register_convert(CLI::App& app);
 Command register_demo(CLI::App& app);
 Command register_loss(CLI::App& app);
+Command register_pretrain(CLI::App& app);
+Command register_synth(CLI::App& app);
 
 }  // namespace cp2::app

@@ -9,10 +9,12 @@
 int main(int argc, char** argv) {
   CLI::App app{"cp2: CP² copy-paste contrastive pretraining for semantic segmentation (LibTorch)"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--threads) may also follow the subcommand
   int threads = 0;
   app.add_option("--threads", threads, "intra-op threads (default: all cores)");
   std::vector<cp2::app::Command> cmds{cp2::app::register_convert(app), cp2::app::register_demo(app),
-                                       cp2::app::register_loss(app)};
+                                       cp2::app::register_loss(app), cp2::app::register_pretrain(app),
+                                       cp2::app::register_synth(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "../helpers.h"
+#include "cp2/pretrain/state_io.h"
 
 using cp2::test::fixture;
 
@@ -29,7 +30,7 @@ Run run(const std::string& args) {
 }
 
 TEST(Cli, HelpForEverySubcommand) {
-  for (const char* sub : {"", "convert", "demo", "loss"}) {
+  for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth"}) {
     auto r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.rc, 0) << sub;
     EXPECT_NE(r.out.find("--help"), std::string::npos);
@@ -105,3 +106,42 @@ TEST(Cli, LossPrintsTheReferenceLosses) {
 }
 
 }  // namespace
+
+TEST(Cli, PretrainDumpBatchThenLossOnTheRunsCheckpoint) {
+  auto dir = cp2::test::temp_dir("cli_pretrain");
+  auto r = run("synth --out " + dir + "/img --count 16 --width 96 --height 80");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const std::string common = "pretrain --config " + std::string(CP2_CONFIGS) + "/cpu_tiny.yaml --data " + dir +
+                             "/img --threads 2 --quiet --out " + dir + "/run";
+  r = run(common + " --dump-batch " + dir + "/batch.pt");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto b = cp2::pretrain::load_batch(dir + "/batch.pt");
+  EXPECT_EQ(b.im_q.sizes(), (std::vector<int64_t>{8, 3, 64, 64}));
+  EXPECT_EQ(b.mask_q.sizes(), (std::vector<int64_t>{8, 64, 64}));
+  r = run(common + " --max-steps 1");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("stopped after step 1"), std::string::npos) << r.out;
+  r = run("loss --checkpoint " + dir + "/run/checkpoints/checkpoint_00000001.pt --batch " + dir +
+          "/batch.pt --arch 18 --momentum 0.99");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("loss_dense"), std::string::npos) << r.out;
+  // Resume from the run folder: its stored config, continuing at step 1.
+  r = run("pretrain --resume " + dir + "/run --threads 2 --quiet --max-steps 2");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("stopped after step 2: 1 steps"), std::string::npos) << r.out;
+}
+
+TEST(Cli, PretrainConfigErrors) {
+  auto r = run("pretrain --data /tmp --set train.epoch=3");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("error: --set: unknown key 'train.epoch' (did you mean 'train.epochs'?)"), std::string::npos) << r.out;
+  r = run("pretrain --data /tmp --batch zero");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("key 'train.batch': expected an integer, found 'zero'"), std::string::npos) << r.out;
+  r = run("pretrain --data /tmp --print-config --set model.mode=moco");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("mode: moco"), std::string::npos) << r.out;
+  r = run("pretrain --config-keys");
+  EXPECT_EQ(r.rc, 0);
+  EXPECT_NE(r.out.find("train.checkpoint_every_iters"), std::string::npos);
+}

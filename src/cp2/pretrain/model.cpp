@@ -13,7 +13,29 @@ Mode parse_mode(const std::string& s) {
   if (s == "instance-only") return Mode::InstanceOnly;
   if (s == "dense-only") return Mode::DenseOnly;
   if (s == "no-copy-paste") return Mode::NoCopyPaste;
-  throw Error("mode: expected one of cp2, instance-only, dense-only, no-copy-paste; found '" + s + "'");
+  if (s == "moco") return Mode::Moco;
+  throw Error("mode: expected one of " + mode_names() + "; found '" + s + "'");
+}
+
+std::string mode_names() { return "cp2, instance-only, dense-only, no-copy-paste, moco"; }
+
+bool uses_copy_paste(Mode m) { return m != Mode::NoCopyPaste && m != Mode::Moco; }
+
+MocoEncoderImpl::MocoEncoderImpl(int depth, int64_t dim)
+    : models::ResNetImpl([depth] {
+        models::ResNetOptions o;
+        o.depth = depth;
+        o.output_stride = 32;  // MoCo's plain torchvision ResNet
+        return o;
+      }()) {
+  const int64_t c = options().out_channels();
+  fc = register_module("fc", torch::nn::Sequential(torch::nn::Linear(c, c), torch::nn::ReLU(),
+                                                   torch::nn::Linear(c, dim)));
+}
+
+torch::Tensor MocoEncoderImpl::embed(const torch::Tensor& x) {
+  auto f = models::ResNetImpl::forward(x).back();
+  return fc->forward(f.mean({2, 3}));
 }
 
 std::string mode_name(Mode m) {
@@ -22,6 +44,7 @@ std::string mode_name(Mode m) {
     case Mode::InstanceOnly: return "instance-only";
     case Mode::DenseOnly: return "dense-only";
     case Mode::NoCopyPaste: return "no-copy-paste";
+    case Mode::Moco: return "moco";
   }
   return "?";
 }
@@ -44,38 +67,60 @@ CP2ModelImpl::CP2ModelImpl(CP2Options opt) : opt_(std::move(opt)) {
   opt_.validate();
   switch (opt_.mode) {
     case Mode::Cp2: break;
-    case Mode::InstanceOnly: case Mode::NoCopyPaste: opt_.loss.use_dense = false; break;
+    case Mode::InstanceOnly: case Mode::NoCopyPaste: case Mode::Moco: opt_.loss.use_dense = false; break;
     case Mode::DenseOnly: opt_.loss.use_instance = false; break;
   }
-  encoder_q = register_module("encoder_q", models::Segmentor(opt_.encoder));
-  encoder_k = register_module("encoder_k", models::Segmentor(opt_.encoder));
-  torch::NoGradGuard ng;
-  auto pq = encoder_q->parameters(), pk = encoder_k->parameters();
-  for (size_t i = 0; i < pq.size(); ++i) {
-    pk[i].copy_(pq[i]);
-    pk[i].set_requires_grad(false);
+  if (opt_.mode == Mode::Moco) {
+    moco_q = register_module("encoder_q", MocoEncoder(opt_.encoder.backbone.depth, opt_.encoder.head.proj_channels));
+    moco_k = register_module("encoder_k", MocoEncoder(opt_.encoder.backbone.depth, opt_.encoder.head.proj_channels));
+  } else {
+    encoder_q = register_module("encoder_q", models::Segmentor(opt_.encoder));
+    encoder_k = register_module("encoder_k", models::Segmentor(opt_.encoder));
   }
-  auto bq = encoder_q->buffers(), bk = encoder_k->buffers();
-  for (size_t i = 0; i < bq.size(); ++i) bk[i].copy_(bq[i]);
+  for (auto& p : k_module().parameters()) p.set_requires_grad(false);
+  sync_key_encoder();
   queue = register_buffer("queue", F::normalize(torch::randn({opt_.encoder.head.proj_channels, opt_.queue_size}),
                                                 F::NormalizeFuncOptions().dim(0)));
   queue_ptr = register_buffer("queue_ptr", torch::zeros({1}, torch::kLong));
 }
 
+void CP2ModelImpl::sync_key_encoder() {
+  torch::NoGradGuard ng;
+  auto pq = q_module().parameters(), pk = k_module().parameters();
+  for (size_t i = 0; i < pq.size(); ++i) pk[i].copy_(pq[i]);
+  auto bq = q_module().buffers(), bk = k_module().buffers();
+  for (size_t i = 0; i < bq.size(); ++i) bk[i].copy_(bq[i]);
+}
+
+torch::nn::Module& CP2ModelImpl::q_module() {
+  return moco_q ? static_cast<torch::nn::Module&>(*moco_q) : static_cast<torch::nn::Module&>(*encoder_q);
+}
+torch::nn::Module& CP2ModelImpl::k_module() {
+  return moco_k ? static_cast<torch::nn::Module&>(*moco_k) : static_cast<torch::nn::Module&>(*encoder_k);
+}
+
 void CP2ModelImpl::momentum_update() {
   torch::NoGradGuard ng;
-  auto pq = encoder_q->parameters(), pk = encoder_k->parameters();
+  auto pq = q_module().parameters(), pk = k_module().parameters();
   for (size_t i = 0; i < pq.size(); ++i) pk[i].mul_(opt_.momentum).add_(pq[i].detach(), 1.0 - opt_.momentum);
 }
 
+torch::Tensor CP2ModelImpl::embed(bool query, const torch::Tensor& x) {
+  if (moco_q) {  // N x D x 1: one "pixel", so the instance loss below is MoCo's
+    auto e = (query ? moco_q : moco_k)->embed(x);
+    return F::normalize(e, F::NormalizeFuncOptions().dim(1)).unsqueeze(2);
+  }
+  return dense_embed(query ? *encoder_q : *encoder_k, x).flatten(2);
+}
+
 torch::Tensor CP2ModelImpl::key_features(const torch::Tensor& im_k) {
-  if (opt_.key_bn_splits == 1) return dense_embed(*encoder_k, im_k).flatten(2);
+  if (opt_.key_bn_splits == 1) return embed(false, im_k);
   if (im_k.size(0) % opt_.key_bn_splits != 0)
     throw Error("key_bn_splits: batch " + std::to_string(im_k.size(0)) + " is not divisible by " +
                 std::to_string(opt_.key_bn_splits));
   std::vector<torch::Tensor> parts;
-  for (auto& chunk : im_k.chunk(opt_.key_bn_splits, 0)) parts.push_back(dense_embed(*encoder_k, chunk));
-  return torch::cat(parts, 0).flatten(2);
+  for (auto& chunk : im_k.chunk(opt_.key_bn_splits, 0)) parts.push_back(embed(false, chunk));
+  return torch::cat(parts, 0);
 }
 
 LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Tensor& im_k, torch::Tensor mask_q,
@@ -83,7 +128,7 @@ LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Ten
   if (im_q.dim() != 4 || im_q.sizes() != im_k.sizes())
     throw Error("batch: im_q and im_k must both be N x 3 x H x W, found " + shape_str(im_q.sizes().vec()) + " and " +
                 shape_str(im_k.sizes().vec()));
-  if (opt_.mode == Mode::NoCopyPaste) {
+  if (!uses_copy_paste(opt_.mode)) {
     mask_q = torch::ones({im_q.size(0), im_q.size(2), im_q.size(3)}, im_q.options());
     mask_k = mask_q;
   }
@@ -91,18 +136,27 @@ LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Ten
     if (m->dim() != 3 || m->size(0) != im_q.size(0) || m->size(1) != im_q.size(2) || m->size(2) != im_q.size(3))
       throw Error("batch: masks must be N x H x W = " +
                   shape_str({im_q.size(0), im_q.size(2), im_q.size(3)}) + ", found " + shape_str(m->sizes().vec()));
-  auto q4 = dense_embed(*encoder_q, im_q);
-  const int64_t h = q4.size(2), w = q4.size(3);
-  auto q = q4.flatten(2);
-  torch::Tensor k;
+  torch::Tensor q, k, mq, mk;
+  int64_t h = 1, w = 1;
+  if (moco_q) {
+    q = embed(true, im_q);
+  } else {
+    auto q4 = dense_embed(*encoder_q, im_q);
+    h = q4.size(2), w = q4.size(3);
+    q = q4.flatten(2);
+  }
   {
     torch::NoGradGuard ng;
     momentum_update();  // before the key forward, as MoCo/CP² do
     k = key_features(im_k);
   }
-  const int64_t s = opt_.encoder.backbone.output_stride;
-  auto mq = feature_mask(mask_q.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
-  auto mk = feature_mask(mask_k.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
+  if (moco_q) {
+    mq = mk = torch::ones({im_q.size(0), 1}, q.options());
+  } else {
+    const int64_t s = opt_.encoder.backbone.output_stride;
+    mq = feature_mask(mask_q.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
+    mk = feature_mask(mask_k.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
+  }
   return cp2_loss(q, k, mq, mk, queue.detach(), opt_.loss);
 }
 

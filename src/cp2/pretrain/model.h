@@ -8,10 +8,25 @@
 
 namespace cp2::pretrain {
 
-// Table 6's rows (SPEC §4).
-enum class Mode { Cp2, InstanceOnly, DenseOnly, NoCopyPaste };
+// Table 6's rows (SPEC §4), and MoCo v2 itself (the Quick Tuning base).
+enum class Mode { Cp2, InstanceOnly, DenseOnly, NoCopyPaste, Moco };
 Mode parse_mode(const std::string& s);  // throws listing the valid names
 std::string mode_name(Mode m);
+std::string mode_names();  // "cp2, instance-only, dense-only, no-copy-paste, moco"
+// Whether the mode composes copy-paste views (no-copy-paste and moco use plain views).
+bool uses_copy_paste(Mode m);
+
+// MoCo v2's encoder: a torchvision ResNet (no dilation) + global average pooling + the
+// 2-layer MLP head `fc.0` (C -> C), ReLU, `fc.2` (C -> dim), so its keys are the MoCo
+// release's (`encoder_q.conv1.weight`, ..., `encoder_q.fc.2.bias`).
+class MocoEncoderImpl : public models::ResNetImpl {
+ public:
+  MocoEncoderImpl(int depth, int64_t dim);
+  // N x dim, not normalised.
+  torch::Tensor embed(const torch::Tensor& x);
+  torch::nn::Sequential fc{nullptr};
+};
+TORCH_MODULE(MocoEncoder);
 
 struct CP2Options {
   models::SegmentorOptions encoder;  // projection head; no classifier
@@ -28,6 +43,9 @@ struct CP2Options {
 class CP2ModelImpl : public torch::nn::Module {
  public:
   explicit CP2ModelImpl(CP2Options opt);
+  // θk ← θq and the key BN statistics from the query's (MoCo's initialisation; call
+  // after re-initialising or loading the query encoder).
+  void sync_key_encoder();
   // θk ← m·θk + (1 − m)·θq over parameters (MoCo; buffers keep their own statistics).
   void momentum_update();
   // One training step's forward: momentum update, both encoders, losses. Masks are
@@ -37,11 +55,18 @@ class CP2ModelImpl : public torch::nn::Module {
   // Writes keys (N x D) circularly into the queue after the loss is formed.
   void enqueue(const torch::Tensor& keys);
   const CP2Options& options() const { return opt_; }
+  // The query encoder (the trained one) and the key encoder, whatever their type.
+  torch::nn::Module& q_module();
+  torch::nn::Module& k_module();
 
+  // The encoders, registered as `encoder_q` / `encoder_k`: segmentors, or in moco mode
+  // MoCo encoders (then encoder_q/encoder_k are null).
   models::Segmentor encoder_q{nullptr}, encoder_k{nullptr};
+  MocoEncoder moco_q{nullptr}, moco_k{nullptr};
   torch::Tensor queue, queue_ptr;
 
  private:
+  torch::Tensor embed(bool query, const torch::Tensor& x);  // N x D x P, normalised
   torch::Tensor key_features(const torch::Tensor& im_k);
   CP2Options opt_;
 };

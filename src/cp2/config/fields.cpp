@@ -1,0 +1,271 @@
+#include "cp2/config/fields.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+#include <stdexcept>
+
+#include "cp2/common.h"
+
+namespace cp2::config {
+
+namespace {
+
+std::string trim(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+int64_t parse_int(const std::string& s) {
+  size_t pos = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(s, &pos);
+  } catch (...) {
+    pos = 0;
+  }
+  if (pos == 0 || pos != s.size()) throw std::invalid_argument("an integer");
+  return v;
+}
+
+double parse_double(const std::string& s) {
+  size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &pos);
+  } catch (...) {
+    pos = 0;
+  }
+  if (pos == 0 || pos != s.size() || !std::isfinite(v)) throw std::invalid_argument("a finite number");
+  return v;
+}
+
+std::string show_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.10g", v);
+  std::string s = buf;
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+
+// Levenshtein distance, for "did you mean".
+size_t distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> d(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) d[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t prev = d[0];
+    d[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t cur = d[j];
+      d[j] = std::min({d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      prev = cur;
+    }
+  }
+  return d[b.size()];
+}
+
+}  // namespace
+
+void Fields::add(const std::string& key, int& v, const std::string& help) {
+  fields_.push_back({key, "int", help, [&v](const std::string& s) {
+                       int64_t x = parse_int(s);
+                       if (x < INT32_MIN || x > INT32_MAX) throw std::invalid_argument("a 32-bit integer");
+                       v = static_cast<int>(x);
+                     },
+                     [&v] { return std::to_string(v); }});
+}
+void Fields::add(const std::string& key, int64_t& v, const std::string& help) {
+  fields_.push_back({key, "int", help, [&v](const std::string& s) { v = parse_int(s); },
+                     [&v] { return std::to_string(v); }});
+}
+void Fields::add(const std::string& key, uint64_t& v, const std::string& help) {
+  fields_.push_back({key, "int", help,
+                     [&v](const std::string& s) {
+                       int64_t x = parse_int(s);
+                       if (x < 0) throw std::invalid_argument("a non-negative integer");
+                       v = static_cast<uint64_t>(x);
+                     },
+                     [&v] { return std::to_string(v); }});
+}
+void Fields::add(const std::string& key, double& v, const std::string& help) {
+  fields_.push_back({key, "float", help, [&v](const std::string& s) { v = parse_double(s); },
+                     [&v] { return show_double(v); }});
+}
+void Fields::add(const std::string& key, bool& v, const std::string& help) {
+  fields_.push_back({key, "bool", help,
+                     [&v](const std::string& s) {
+                       if (s == "true" || s == "True" || s == "yes" || s == "1" || s == "on") v = true;
+                       else if (s == "false" || s == "False" || s == "no" || s == "0" || s == "off") v = false;
+                       else throw std::invalid_argument("true or false");
+                     },
+                     [&v] { return std::string(v ? "true" : "false"); }});
+}
+void Fields::add(const std::string& key, std::string& v, const std::string& help) {
+  fields_.push_back({key, "string", help, [&v](const std::string& s) { v = s; },
+                     [&v] {  // always quoted, so paths with ':' or '#' survive the YAML round trip
+                       std::string q = "\"";
+                       for (char c : v) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+                       return q + "\"";
+                     }});
+}
+void Fields::add(const std::string& key, std::array<double, 3>& v, const std::string& help) {
+  fields_.push_back({key, "3 floats", help,
+                     [&v](const std::string& s0) {
+                       std::string s = trim(s0);
+                       if (s.size() < 2 || s.front() != '[' || s.back() != ']')
+                         throw std::invalid_argument("a list of 3 numbers like [0.5, 0.5, 0.5]");
+                       std::stringstream ss(s.substr(1, s.size() - 2));
+                       std::array<double, 3> out{};
+                       std::string item;
+                       int n = 0;
+                       while (std::getline(ss, item, ',')) {
+                         if (n >= 3) throw std::invalid_argument("a list of 3 numbers like [0.5, 0.5, 0.5]");
+                         out[n++] = parse_double(trim(item));
+                       }
+                       if (n != 3) throw std::invalid_argument("a list of 3 numbers like [0.5, 0.5, 0.5]");
+                       v = out;
+                     },
+                     [&v] { return "[" + show_double(v[0]) + ", " + show_double(v[1]) + ", " + show_double(v[2]) + "]"; }});
+}
+void Fields::add_choice(const std::string& key, std::string& v, std::vector<std::string> choices,
+                        const std::string& help) {
+  std::string list;
+  for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
+  fields_.push_back({key, "one of " + list, help,
+                     [&v, choices, list](const std::string& s) {
+                       if (std::find(choices.begin(), choices.end(), s) == choices.end())
+                         throw std::invalid_argument("one of " + list);
+                       v = s;
+                     },
+                     [&v] { return v; }});
+}
+
+const Fields::Field* Fields::find(const std::string& key) const {
+  for (const auto& f : fields_)
+    if (f.key == key) return &f;
+  return nullptr;
+}
+
+void Fields::set(const std::string& key, const std::string& value, const std::string& origin) {
+  const Field* f = find(key);
+  if (!f) {
+    std::string best;
+    size_t bd = 1000;
+    for (const auto& g : fields_) {
+      size_t d = distance(key, g.key);
+      if (d < bd) bd = d, best = g.key;
+    }
+    std::string msg = origin + ": unknown key '" + key + "'";
+    if (bd <= 3) msg += " (did you mean '" + best + "'?)";
+    msg += "; valid keys:";
+    for (const auto& g : fields_) msg += "\n  " + g.key + " (" + g.type + ")";
+    throw Error(msg);
+  }
+  try {
+    f->parse(trim(value));
+  } catch (const std::invalid_argument& e) {
+    throw Error(origin + ": key '" + key + "': expected " + e.what() + ", found '" + value + "'");
+  }
+}
+
+void Fields::apply_overrides(const std::vector<std::string>& items, const std::string& origin) {
+  for (const auto& it : items) {
+    auto eq = it.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Error(origin + ": expected key=value, found '" + it + "'");
+    set(trim(it.substr(0, eq)), it.substr(eq + 1), origin);
+  }
+}
+
+namespace {
+void walk(Fields& f, const YAML::Node& n, const std::string& prefix, const std::string& origin) {
+  if (n.IsMap()) {
+    for (const auto& kv : n) {
+      auto k = kv.first.as<std::string>();
+      walk(f, kv.second, prefix.empty() ? k : prefix + "." + k, origin);
+    }
+  } else if (n.IsSequence()) {
+    std::string s = "[";
+    for (size_t i = 0; i < n.size(); ++i) {
+      if (!n[i].IsScalar()) throw Error(origin + ": key '" + prefix + "': expected a list of numbers");
+      s += (i ? ", " : "") + n[i].as<std::string>();
+    }
+    f.set(prefix, s + "]", origin);
+  } else if (n.IsScalar()) {
+    f.set(prefix, n.as<std::string>(), origin);
+  } else if (n.IsNull()) {
+    f.set(prefix, "", origin);
+  }
+}
+}  // namespace
+
+void Fields::load_yaml_text(const std::string& text, const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw Error(origin + ": invalid YAML: " + e.what());
+  }
+  if (root.IsNull()) return;
+  if (!root.IsMap()) throw Error(origin + ": expected a YAML map of keys at the top");
+  walk(*this, root, "", origin);
+}
+
+void Fields::load_yaml_file(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw Error(path + ": config file not found or unreadable");
+  } catch (const YAML::Exception& e) {
+    throw Error(path + ": invalid YAML: " + e.what());
+  }
+  if (root.IsNull()) return;
+  if (!root.IsMap()) throw Error(path + ": expected a YAML map of keys at the top");
+  walk(*this, root, "", path);
+}
+
+std::string Fields::to_yaml() const {
+  // Keys are "section.name" (at most one level of nesting is used by cp2's configs).
+  std::ostringstream o;
+  std::string section;
+  for (const auto& f : fields_) {
+    auto dot = f.key.find('.');
+    std::string sec = dot == std::string::npos ? "" : f.key.substr(0, dot);
+    std::string name = dot == std::string::npos ? f.key : f.key.substr(dot + 1);
+    if (sec != section) {
+      section = sec;
+      if (!sec.empty()) o << sec << ":\n";
+    }
+    o << (sec.empty() ? "" : "  ") << name << ": " << f.show() << "\n";
+  }
+  return o.str();
+}
+
+std::string Fields::describe() const {
+  std::ostringstream o;
+  size_t w = 0;
+  for (const auto& f : fields_) w = std::max(w, f.key.size() + f.show().size() + 3);
+  for (const auto& f : fields_) {
+    std::string kv = f.key + " = " + f.show();
+    o << "  " << kv << std::string(w + 2 - kv.size(), ' ') << f.help << "\n";
+  }
+  return o.str();
+}
+
+std::vector<std::string> Fields::keys() const {
+  std::vector<std::string> k;
+  for (const auto& f : fields_) k.push_back(f.key);
+  return k;
+}
+
+std::string Fields::get(const std::string& key) const {
+  const Field* f = find(key);
+  if (!f) throw Error("unknown key '" + key + "'");
+  return f->show();
+}
+
+}  // namespace cp2::config

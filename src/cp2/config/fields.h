@@ -1,0 +1,50 @@
+// Declarative config keys: each subsystem's options struct lists its keys once (name,
+// variable, help); YAML files, `--set key=value` overrides and the resolved-config dump
+// all go through this table. Unknown keys and bad values are errors naming the key, the
+// expected type or choices, the value found, and (for unknown keys) the valid keys.
+#pragma once
+#include <array>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cp2::config {
+
+class Fields {
+ public:
+  void add(const std::string& key, int& v, const std::string& help);
+  void add(const std::string& key, int64_t& v, const std::string& help);
+  void add(const std::string& key, uint64_t& v, const std::string& help);
+  void add(const std::string& key, double& v, const std::string& help);
+  void add(const std::string& key, bool& v, const std::string& help);
+  void add(const std::string& key, std::string& v, const std::string& help);
+  void add(const std::string& key, std::array<double, 3>& v, const std::string& help);
+  // A string restricted to `choices`.
+  void add_choice(const std::string& key, std::string& v, std::vector<std::string> choices, const std::string& help);
+
+  // Sets one key from text; `origin` (a file or "command line") prefixes errors.
+  void set(const std::string& key, const std::string& value, const std::string& origin);
+  // "key=value" items.
+  void apply_overrides(const std::vector<std::string>& items, const std::string& origin = "--set");
+  // A YAML file of nested maps (`train: {epochs: 2}` is key train.epochs).
+  void load_yaml_file(const std::string& path);
+  void load_yaml_text(const std::string& text, const std::string& origin);
+
+  // Nested YAML of every key's current value, in declaration order.
+  std::string to_yaml() const;
+  // One line per key: name, current value, help (for --help-config).
+  std::string describe() const;
+  std::vector<std::string> keys() const;
+  std::string get(const std::string& key) const;
+
+ private:
+  struct Field {
+    std::string key, type, help;
+    std::function<void(const std::string&)> parse;  // throws std::invalid_argument with the expectation
+    std::function<std::string()> show;
+  };
+  const Field* find(const std::string& key) const;
+  std::vector<Field> fields_;
+};
+
+}  // namespace cp2::config

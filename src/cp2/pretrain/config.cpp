@@ -1,0 +1,142 @@
+#include "cp2/pretrain/config.h"
+
+#include <cstdio>
+
+#include "cp2/common.h"
+#include "cp2/io/keymap.h"
+
+namespace cp2::pretrain {
+
+void TrainOptions::validate() const {
+  auto pos = [](const char* key, int64_t v, int64_t min) {
+    if (v < min) throw Error(std::string("train.") + key + ": expected >= " + std::to_string(min) + ", found " + std::to_string(v));
+  };
+  pos("batch", batch, 1);
+  pos("epochs", epochs, 1);
+  pos("iters_per_epoch", iters_per_epoch, 0);
+  pos("log_every", log_every, 1);
+  pos("checkpoint_every_epochs", checkpoint_every_epochs, 0);
+  pos("checkpoint_every_iters", checkpoint_every_iters, 0);
+  pos("keep_last", keep_last, 1);
+  if (out.empty()) throw Error("train.out: expected a run folder, found an empty string");
+  io::parse_preset(init_preset);
+}
+
+config::Fields PretrainConfig::fields() {
+  config::Fields f;
+  f.add("data.root", data.root, "image folder (root/<class>/<image> or flat)");
+  f.add("data.workers", data.workers, "loader threads (0 = load on the training thread)");
+  f.add("data.prefetch", data.prefetch, "batches prepared ahead");
+  auto& v = aug.view;
+  f.add("view.size", v.size, "crop size of every view");
+  f.add("view.scale_min", v.scale_min, "RandomResizedCrop minimum area");
+  f.add("view.scale_max", v.scale_max, "RandomResizedCrop maximum area");
+  f.add("view.ratio_min", v.ratio_min, "RandomResizedCrop minimum aspect ratio");
+  f.add("view.ratio_max", v.ratio_max, "RandomResizedCrop maximum aspect ratio");
+  f.add("view.jitter_p", v.jitter_p, "ColorJitter probability");
+  f.add("view.brightness", v.brightness, "ColorJitter brightness");
+  f.add("view.contrast", v.contrast, "ColorJitter contrast");
+  f.add("view.saturation", v.saturation, "ColorJitter saturation");
+  f.add("view.hue", v.hue, "ColorJitter hue (<= 0.5)");
+  f.add("view.gray_p", v.gray_p, "RandomGrayscale probability");
+  f.add("view.blur_p", v.blur_p, "Gaussian blur probability");
+  f.add("view.sigma_min", v.sigma_min, "blur sigma minimum");
+  f.add("view.sigma_max", v.sigma_max, "blur sigma maximum");
+  f.add("view.blur_kernel", v.blur_kernel, "blur kernel size (0 = 2*ceil(3 sigma)+1)");
+  f.add("view.flip_p", v.flip_p, "horizontal flip probability");
+  f.add("view.mean", v.mean, "normalisation mean (RGB, 0..1)");
+  f.add("view.std", v.std, "normalisation std (RGB, 0..1)");
+  f.add("copy_paste.erase_scale_min", aug.erase_scale_min, "foreground share of a composite, minimum");
+  f.add("copy_paste.erase_scale_max", aug.erase_scale_max, "foreground share of a composite, maximum");
+  f.add("copy_paste.erase_ratio_min", aug.erase_ratio_min, "erased rectangle aspect ratio, minimum");
+  f.add("copy_paste.erase_ratio_max", aug.erase_ratio_max, "erased rectangle aspect ratio, maximum");
+  f.add("model.arch", model.arch, "ResNet depth: 18, 34, 50, 101");
+  f.add("model.output_stride", model.output_stride, "8, 16 or 32 (moco mode: always 32)");
+  f.add("model.head_channels", model.head_channels, "ASPP channels");
+  f.add("model.proj_channels", model.proj_channels, "projection / embedding dimension");
+  f.add_choice("model.mode", model.mode, {"cp2", "instance-only", "dense-only", "no-copy-paste", "moco"},
+               "what to train (Table 6 rows; moco = MoCo v2)");
+  f.add("model.queue", model.queue, "queue length K");
+  f.add("model.momentum", model.momentum, "key encoder momentum m");
+  f.add("model.key_bn_splits", model.key_bn_splits, "key-encoder split-BN groups (1 = plain BN)");
+  f.add("loss.temperature", model.temperature, "instance-loss temperature");
+  f.add("loss.dense_weight", model.dense_weight, "weight of the dense loss");
+  f.add_choice("optim.name", optim.name, {"sgd", "adamw"}, "optimizer");
+  f.add("optim.lr", optim.lr, "learning rate at batch 256 (scaled by batch/256)");
+  f.add("optim.momentum", optim.momentum, "SGD momentum");
+  f.add("optim.weight_decay", optim.weight_decay, "weight decay (AdamW: decoupled)");
+  f.add("optim.beta1", optim.beta1, "AdamW beta1");
+  f.add("optim.beta2", optim.beta2, "AdamW beta2");
+  f.add("optim.eps", optim.eps, "AdamW epsilon");
+  f.add_choice("optim.schedule", optim.schedule, {"cosine-epoch", "cosine-iter", "constant"}, "learning-rate schedule");
+  f.add("train.batch", train.batch, "images per step");
+  f.add("train.epochs", train.epochs, "epochs");
+  f.add("train.iters_per_epoch", train.iters_per_epoch, "cap on steps per epoch (0 = whole dataset)");
+  f.add("train.seed", train.seed, "seed of weights, queue and data");
+  f.add("train.log_every", train.log_every, "steps between log lines");
+  f.add("train.checkpoint_every_epochs", train.checkpoint_every_epochs, "epochs between checkpoints (0 = off)");
+  f.add("train.checkpoint_every_iters", train.checkpoint_every_iters, "steps between checkpoints (0 = off)");
+  f.add("train.keep_last", train.keep_last, "checkpoints kept");
+  f.add("train.out", train.out, "run folder");
+  f.add("train.init", train.init, "Quick Tuning: checkpoint for the backbone (empty = from scratch)");
+  f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
+               "key layout of train.init");
+  f.add("train.device", train.device, "cpu, cuda, cuda:N");
+  return f;
+}
+
+CP2Options PretrainConfig::model_options() const {
+  CP2Options o;
+  o.mode = parse_mode(model.mode);
+  o.encoder.backbone.depth = model.arch;
+  o.encoder.backbone.output_stride = o.mode == Mode::Moco ? 32 : model.output_stride;
+  o.encoder.head.channels = model.head_channels;
+  o.encoder.head.proj_channels = model.proj_channels;
+  o.queue_size = model.queue;
+  o.momentum = model.momentum;
+  o.key_bn_splits = model.key_bn_splits;
+  o.loss.temperature = model.temperature;
+  o.loss.dense_weight = model.dense_weight;
+  return o;
+}
+
+data::CopyPasteOptions PretrainConfig::aug_options() const {
+  auto a = aug;
+  a.copy_paste = uses_copy_paste(parse_mode(model.mode));
+  return a;
+}
+
+data::LoaderOptions PretrainConfig::loader_options() const {
+  data::LoaderOptions l;
+  l.batch = train.batch;
+  l.workers = data.workers;
+  l.prefetch = data.prefetch;
+  return l;
+}
+
+void PretrainConfig::validate() const {
+  if (data.root.empty()) throw Error("data.root: expected an image folder (--data DIR or data.root in the config)");
+  aug_options().validate();
+  model_options().validate();
+  optim.validate();
+  train.validate();
+  loader_options().validate();
+  if (train.batch % model.key_bn_splits != 0)
+    throw Error("model.key_bn_splits: " + std::to_string(model.key_bn_splits) + " does not divide train.batch " +
+                std::to_string(train.batch));
+  if (model.queue % train.batch != 0)
+    std::fprintf(stderr, "warning: model.queue %lld is not a multiple of train.batch %lld (MoCo asserts it; cp2 wraps)\n",
+                 static_cast<long long>(model.queue), static_cast<long long>(train.batch));
+}
+
+std::string resolve_config(PretrainConfig& cfg, const ConfigSources& src) {
+  auto f = cfg.fields();
+  if (!src.file.empty()) f.load_yaml_file(src.file);
+  else if (!src.stored_config.empty()) f.load_yaml_text(src.stored_config, src.stored_origin);
+  for (const auto& [k, v] : src.flags) f.set(k, v, "command line");
+  f.apply_overrides(src.sets);
+  cfg.validate();
+  return f.to_yaml();
+}
+
+}  // namespace cp2::pretrain

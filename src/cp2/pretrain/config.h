@@ -1,0 +1,76 @@
+// `cp2 pretrain`'s configuration: one struct per subsystem (data/view/copy-paste, model,
+// loss, optimizer, training), all bound to dotted keys for YAML files and --set.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cp2/config/fields.h"
+#include "cp2/data/copypaste.h"
+#include "cp2/data/loader.h"
+#include "cp2/pretrain/model.h"
+#include "cp2/train/optim.h"
+
+namespace cp2::pretrain {
+
+struct DataConfig {
+  std::string root;  // image folder
+  int workers = 2, prefetch = 4;
+};
+
+struct ModelConfig {
+  int arch = 50, output_stride = 16;
+  int head_channels = 512, proj_channels = 128;
+  std::string mode = "cp2";
+  int64_t queue = 65536;
+  double momentum = 0.999;
+  int key_bn_splits = 1;
+  double temperature = 0.2, dense_weight = 0.2;
+};
+
+struct TrainOptions {
+  int64_t batch = 256, epochs = 200;
+  int64_t iters_per_epoch = 0;  // cap per epoch (0 = the whole dataset)
+  uint64_t seed = 0;
+  int64_t log_every = 10;
+  int64_t checkpoint_every_epochs = 1, checkpoint_every_iters = 0;  // 0 = off
+  int keep_last = 2;
+  std::string out = "runs/pretrain";
+  std::string init;                 // Quick Tuning: backbone checkpoint
+  std::string init_preset = "moco";  // its key layout
+  std::string device = "cpu";
+  void validate() const;
+};
+
+struct PretrainConfig {
+  DataConfig data;
+  data::CopyPasteOptions aug;
+  ModelConfig model;
+  train::OptimOptions optim;
+  TrainOptions train;
+
+  // The key table bound to this object's members (keep the object alive while using it).
+  config::Fields fields();
+  // Resolved options for the subsystems.
+  CP2Options model_options() const;
+  data::CopyPasteOptions aug_options() const;  // copy-paste off in no-copy-paste / moco
+  data::LoaderOptions loader_options() const;
+  double lr() const { return optim.lr * static_cast<double>(train.batch) / 256.0; }  // linear scaling
+  void validate() const;  // every subsystem, plus cross-key checks
+};
+
+// Where a run's settings come from, lowest precedence first: the defaults, the config
+// file (or, when resuming without one, the config stored in the checkpoint), the
+// command-line flags (key, value), then --set key=value items.
+struct ConfigSources {
+  std::string file;
+  std::string stored_config;  // YAML text from a checkpoint
+  std::string stored_origin;
+  std::vector<std::pair<std::string, std::string>> flags;
+  std::vector<std::string> sets;
+};
+
+// Fills `cfg` and validates it; returns the resolved config as YAML.
+std::string resolve_config(PretrainConfig& cfg, const ConfigSources& src);
+
+}  // namespace cp2::pretrain

@@ -1,0 +1,372 @@
+#include "cp2/pretrain/trainer.h"
+
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cp2/common.h"
+#include "cp2/io/checkpoint.h"
+#include "cp2/io/keymap.h"
+#include "cp2/models/init.h"
+#include "cp2/pretrain/state_io.h"
+
+namespace fs = std::filesystem;
+
+namespace cp2::pretrain {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+torch::Device parse_device(const std::string& s) {
+  std::unique_ptr<torch::Device> d;
+  try {
+    d = std::make_unique<torch::Device>(s);
+  } catch (const std::exception&) {
+    throw Error("train.device: expected cpu, cuda or cuda:N, found '" + s + "'");
+  }
+  if (d->is_cuda() && !torch::cuda::is_available())
+    throw Error("train.device: '" + s + "' requested but this LibTorch build has no usable CUDA device");
+  return *d;
+}
+
+std::string checkpoint_name(int64_t step) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "checkpoint_%08lld.pt", static_cast<long long>(step));
+  return buf;
+}
+
+std::vector<fs::path> list_checkpoints(const fs::path& dir) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    auto n = e.path().filename().string();
+    if (n.rfind("checkpoint_", 0) == 0 && e.path().extension() == ".pt") out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string fmt_time(double s) {
+  if (!std::isfinite(s) || s < 0) return "--:--";
+  long t = std::lround(s);
+  char buf[32];
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else std::snprintf(buf, sizeof buf, "%02ld:%02ld", t / 60, t % 60);
+  return buf;
+}
+
+struct Position {
+  int64_t epoch = 0, iter = 0, step = 0;  // next epoch / batch within it / global step
+};
+
+// Everything a resumed run needs, as a PyTorch-readable file: the authors' `state_dict`
+// (encoder_q.*, encoder_k.*, queue, queue_ptr) plus optimizer, position, RNG and config.
+py::ObjPtr make_checkpoint(CP2ModelImpl& m, const train::Optimizer& opt, const Position& pos,
+                           const std::string& config_text, int arch) {
+  auto cpu = [](io::TensorList l) {
+    for (auto& [k, t] : l) t = t.to(torch::kCPU);
+    return l;
+  };
+  auto root = py::dict();
+  auto meta = py::dict();
+  py::set(meta, "format", py::integer(1));
+  py::set(meta, "kind", py::str("pretrain"));
+  py::set(root, "cp2", meta);
+  py::set(root, "arch", py::str("resnet" + std::to_string(arch)));
+  py::set(root, "epoch", py::integer(pos.epoch));
+  py::set(root, "iteration", py::integer(pos.iter));
+  py::set(root, "step", py::integer(pos.step));
+  py::set(root, "state_dict", io::to_state_dict(cpu(io::state_dict(m))));
+  auto o = py::dict();
+  py::set(o, "name", py::str(opt.options().name));
+  py::set(o, "state", io::to_state_dict(cpu(opt.state())));
+  py::set(root, "optimizer", o);
+  auto rng = py::dict();
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lk(gen.mutex());
+    py::set(rng, "torch_cpu", py::tensor(gen.get_state()));
+  }
+  py::set(root, "rng", rng);
+  py::set(root, "config", py::str(config_text));
+  return root;
+}
+
+int64_t get_int(const py::ObjPtr& root, const std::string& key, const std::string& path) {
+  auto o = root->get(key);
+  if (!o || o->kind != py::Kind::Int) throw Error(path + ": not a cp2 pretraining checkpoint (no integer '" + key + "')");
+  return o->i;
+}
+
+class Progress {
+ public:
+  Progress(bool enabled, int64_t log_every) : enabled_(enabled), tty_(isatty(fileno(stderr))), every_(log_every) {}
+  void update(const std::string& line, int64_t step, bool force) {
+    if (!enabled_) return;
+    if (tty_) {
+      std::fprintf(stderr, "\r%-*s", static_cast<int>(std::max<size_t>(width_, line.size())), line.c_str());
+      width_ = line.size();
+      std::fflush(stderr);
+    } else if (force || step % every_ == 0) {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+  }
+  void message(const std::string& msg) {
+    if (!enabled_) return;
+    if (tty_ && width_) std::fprintf(stderr, "\n");
+    width_ = 0;
+    std::fprintf(stderr, "%s\n", msg.c_str());
+  }
+  void done() {
+    if (enabled_ && tty_ && width_) std::fprintf(stderr, "\n");
+    width_ = 0;
+  }
+
+ private:
+  bool enabled_, tty_;
+  int64_t every_;
+  size_t width_ = 0;
+};
+
+}  // namespace
+
+std::string resolve_checkpoint(const std::string& file_or_run) {
+  std::error_code ec;
+  if (fs::is_regular_file(file_or_run, ec)) return file_or_run;
+  if (!fs::exists(file_or_run, ec)) throw Error(file_or_run + ": no such checkpoint or run folder");
+  auto list = list_checkpoints(fs::path(file_or_run) / "checkpoints");
+  if (list.empty()) list = list_checkpoints(file_or_run);
+  if (list.empty()) throw Error(file_or_run + ": run folder holds no checkpoints/checkpoint_*.pt");
+  return list.back().string();
+}
+
+std::string checkpoint_config(const std::string& path) {
+  auto ck = io::load_checkpoint(path);
+  auto c = ck.root->get("config");
+  if (!c || c->kind != py::Kind::Str) throw Error(path + ": not a cp2 pretraining checkpoint (no 'config')");
+  return c->s;
+}
+
+RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
+  cfg.validate();
+  const auto device = parse_device(cfg.train.device);
+  const auto mopt = cfg.model_options();
+  const auto& T = cfg.train;
+  Progress progress(rc.progress, T.log_every);
+
+  // Model: seeded init (mmsegmentation's for the segmentor encoders), the queue from the
+  // same seed, then Quick Tuning weights for the query backbone, then k <- q.
+  torch::manual_seed(T.seed);
+  CP2Model model(mopt);
+  models::init_weights(model->q_module(), T.seed);
+  if (!T.init.empty() && rc.resume.empty()) {
+    auto ck = io::load_checkpoint(T.init);
+    auto mapped = io::map_to_segmentor(ck, io::parse_preset(T.init_preset));
+    io::TensorList tensors = mapped.tensors;
+    if (mopt.mode == Mode::Moco) {  // the MoCo encoder has the bare ResNet names
+      io::TensorList bare;
+      for (auto& [k, t] : tensors)
+        if (k.rfind("backbone.", 0) == 0) bare.emplace_back(k.substr(9), t);
+      tensors = bare;
+    }
+    auto rep = io::load_state(model->q_module(), tensors, /*strict=*/false, T.init);
+    progress.message("Quick Tuning init (" + io::preset_name(mapped.preset) + " layout, " +
+                     std::to_string(mapped.dropped.size()) + " keys dropped):\n" + rep.str());
+    if (!rep.mismatched.empty())
+      throw Error(T.init + ": does not fit model.arch=" + std::to_string(cfg.model.arch) + " (" +
+                  std::to_string(rep.mismatched.size()) + " mis-shaped tensors, first: " + rep.mismatched[0].key +
+                  " expected " + shape_str(rep.mismatched[0].expected) + ", found " +
+                  shape_str(rep.mismatched[0].found) + ")");
+  }
+  model->sync_key_encoder();
+  model->to(device);
+
+  train::NamedTensors params;
+  for (auto& p : model->q_module().named_parameters()) params.emplace_back("encoder_q." + p.key(), p.value());
+  train::Optimizer opt(params, cfg.optim);
+
+  // Run folder.
+  const fs::path out = T.out, ckdir = out / "checkpoints";
+  std::error_code ec;
+  fs::create_directories(ckdir, ec);
+  if (ec) throw Error(ckdir.string() + ": cannot create run folder (" + ec.message() + ")");
+
+  Position pos;
+  std::string last_ckpt;
+  if (!rc.resume.empty()) {
+    last_ckpt = resolve_checkpoint(rc.resume);
+    auto ck = io::load_checkpoint(last_ckpt);
+    auto meta = ck.root->get("cp2");
+    auto kind = meta ? meta->get("kind") : nullptr;
+    if (!kind || kind->kind != py::Kind::Str || kind->s != "pretrain")
+      throw Error(last_ckpt + ": not a cp2 pretraining checkpoint (expected cp2.kind = 'pretrain')");
+    io::TensorList state;
+    for (auto& [k, t] : io::find_state_dict(ck)) state.emplace_back(k, t);
+    load_pretrain_state(*model, state, last_ckpt, /*strict=*/true);
+    auto o = ck.root->get("optimizer");
+    auto st = o ? o->get("state") : nullptr;
+    auto name = o ? o->get("name") : nullptr;
+    if (!st || !name || name->kind != py::Kind::Str) throw Error(last_ckpt + ": no optimizer state to resume from");
+    if (name->s != cfg.optim.name)
+      throw Error(last_ckpt + ": optimizer '" + name->s + "' saved, optim.name is '" + cfg.optim.name + "'");
+    train::NamedTensors ost;
+    for (auto& [k, v] : st->dict)
+      if (v->kind == py::Kind::Tensor) ost.emplace_back(k->s, v->tensor);
+    opt.load_state(ost, last_ckpt);
+    pos = {get_int(ck.root, "epoch", last_ckpt), get_int(ck.root, "iteration", last_ckpt),
+           get_int(ck.root, "step", last_ckpt)};
+    if (auto rng = ck.root->get("rng"); rng && rng->get("torch_cpu")) {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lk(gen.mutex());
+      gen.set_state(rng->get("torch_cpu")->tensor);
+    }
+    progress.message("resumed from " + last_ckpt + " at epoch " + std::to_string(pos.epoch) + ", iteration " +
+                     std::to_string(pos.iter) + " (step " + std::to_string(pos.step) + ")");
+  }
+  {
+    std::ofstream f(out / "config.yaml");
+    f << rc.config_text;
+    if (!f) throw Error((out / "config.yaml").string() + ": cannot write");
+  }
+
+  auto ds = std::make_shared<data::PretrainDataset>(cfg.data.root, cfg.aug_options(), T.seed);
+  data::PretrainLoader loader(ds, cfg.loader_options());
+  const int64_t bpe = loader.batches_per_epoch();
+  const int64_t iters = T.iters_per_epoch > 0 ? std::min(T.iters_per_epoch, bpe) : bpe;
+  if (pos.iter >= iters) pos = {pos.epoch + 1, 0, pos.step};
+
+  if (!rc.dump_batch.empty()) {
+    loader.start(pos.epoch, pos.iter, pos.iter + 1);
+    save_batch(rc.dump_batch, *loader.next());
+    progress.message("wrote the batch of epoch " + std::to_string(pos.epoch) + ", iteration " +
+                     std::to_string(pos.iter) + " to " + rc.dump_batch);
+    return {};
+  }
+
+  std::ofstream log(out / "log.jsonl", std::ios::app);
+  if (!log) throw Error((out / "log.jsonl").string() + ": cannot write");
+
+  RunSummary sum;
+  sum.first_step = sum.last_step = pos.step;
+  int64_t saved_step = -1;
+  auto save = [&](const Position& p) {
+    if (p.step == saved_step) return;
+    auto path = (ckdir / checkpoint_name(p.step)).string();
+    io::save_checkpoint(path, make_checkpoint(*model, opt, p, rc.config_text, cfg.model.arch));
+    saved_step = p.step;
+    last_ckpt = path;
+    auto all = list_checkpoints(ckdir);
+    for (size_t i = 0; i + T.keep_last < all.size(); ++i) fs::remove(all[i], ec);
+  };
+
+  const int64_t total_steps = T.epochs * iters;
+  const double lr0 = cfg.lr();
+  const auto t0 = Clock::now();
+  double data_wait = 0;
+  progress.message("pretraining " + cfg.model.mode + ": resnet" + std::to_string(cfg.model.arch) + ", " +
+                   std::to_string(ds->size()) + " images, " + std::to_string(iters) + " steps/epoch x " +
+                   std::to_string(T.epochs) + " epochs, batch " + std::to_string(T.batch) + ", lr " +
+                   std::to_string(lr0) + ", run folder " + out.string());
+  model->train();
+  for (int64_t epoch = pos.epoch; epoch < T.epochs; ++epoch) {
+    loader.start(epoch, pos.iter, iters);
+    int64_t it = pos.iter;
+    while (true) {
+      auto tw = Clock::now();
+      auto batch = loader.next();
+      data_wait += seconds_since(tw);
+      if (!batch) break;
+      const double lr = train::scheduled_lr(cfg.optim, lr0, epoch, it, iters, T.epochs);
+      auto to = [&](const at::Tensor& t) { return t.to(device, /*non_blocking=*/true); };
+      auto parts = model->forward_step(to(batch->im_q), to(batch->im_k), to(batch->mask_q), to(batch->mask_k));
+      const double loss = parts.total.item<double>();
+      auto val = [](const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; };
+      if (!std::isfinite(loss))
+        throw Error("step " + std::to_string(pos.step) + " (epoch " + std::to_string(epoch) + ", iteration " +
+                    std::to_string(it) + "): loss is not finite (loss_ins " + std::to_string(val(parts.loss_ins)) +
+                    ", loss_dense " + std::to_string(val(parts.loss_dense)) + "); stopped without updating. " +
+                    (last_ckpt.empty() ? std::string("No checkpoint was written yet.")
+                                       : "Last good checkpoint: " + last_ckpt));
+      opt.zero_grad();
+      parts.total.backward();
+      opt.step(lr);
+      model->enqueue(parts.k_ins);
+      ++it;
+      ++pos.step;
+      sum.losses.push_back(loss);
+      sum.last_step = pos.step;
+      const Position here = it >= iters ? Position{epoch + 1, 0, pos.step} : Position{epoch, it, pos.step};
+
+      const double el = seconds_since(t0);
+      const int64_t done = pos.step - sum.first_step;
+      const double ips = done * T.batch / std::max(el, 1e-9);
+      const bool last = pos.step == total_steps || (rc.max_steps > 0 && pos.step >= rc.max_steps);
+      if (pos.step % T.log_every == 0 || last) {
+        nlohmann::json j = {{"step", pos.step}, {"epoch", epoch}, {"iter", it}, {"lr", lr}, {"loss", loss},
+                            {"loss_ins", val(parts.loss_ins)}, {"loss_dense", val(parts.loss_dense)},
+                            {"acc1", parts.acc1}, {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense},
+                            {"img_per_s", ips}, {"data_wait_s", data_wait}, {"elapsed_s", el}};
+        log << j.dump() << "\n";
+        log.flush();
+      }
+      char line[512];
+      const double eta = (total_steps - pos.step) * el / std::max<int64_t>(done, 1);
+      const int bar_w = 20, filled = static_cast<int>(bar_w * pos.step / std::max<int64_t>(total_steps, 1));
+      std::snprintf(line, sizeof line,
+                    "epoch %lld/%lld [%s%s] %lld/%lld %.2f img/s ETA %s loss %.4f (ins %.4f dense %.4f) acc1 %.1f "
+                    "acc5 %.1f dense %.1f lr %.5f",
+                    static_cast<long long>(epoch + 1), static_cast<long long>(T.epochs),
+                    std::string(filled, '#').c_str(), std::string(bar_w - filled, '.').c_str(),
+                    static_cast<long long>(pos.step), static_cast<long long>(total_steps), ips, fmt_time(eta).c_str(),
+                    loss, val(parts.loss_ins), val(parts.loss_dense), parts.acc1, parts.acc5, parts.acc_dense, lr);
+      progress.update(line, pos.step, last);
+
+      if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) save(here);
+      if (rc.max_steps > 0 && pos.step >= rc.max_steps) {
+        save(here);
+        progress.done();
+        sum.seconds = el;
+        sum.images_per_s = ips;
+        sum.last_checkpoint = last_ckpt;
+        sum.skipped_images = ds->take_skipped();
+        return sum;
+      }
+    }
+    pos.iter = 0;
+    if (int64_t sk = ds->take_skipped(); sk > 0) {
+      sum.skipped_images += sk;
+      progress.message("epoch " + std::to_string(epoch + 1) + ": skipped " + std::to_string(sk) +
+                       " unreadable image reads (" + std::to_string(ds->bad_files().size()) + " files so far)");
+    }
+    const Position end{epoch + 1, 0, pos.step};
+    if ((T.checkpoint_every_epochs > 0 && (epoch + 1) % T.checkpoint_every_epochs == 0) || epoch + 1 == T.epochs)
+      save(end);
+  }
+  progress.done();
+  sum.finished = true;
+  sum.seconds = seconds_since(t0);
+  sum.images_per_s = (sum.last_step - sum.first_step) * T.batch / std::max(sum.seconds, 1e-9);
+  sum.last_checkpoint = last_ckpt;
+  nlohmann::json s = {{"steps", sum.last_step},
+                      {"steps_this_run", sum.last_step - sum.first_step},
+                      {"seconds", sum.seconds},
+                      {"images_per_s", sum.images_per_s},
+                      {"final_loss", sum.losses.empty() ? 0.0 : sum.losses.back()},
+                      {"skipped_image_reads", sum.skipped_images},
+                      {"checkpoint", sum.last_checkpoint}};
+  std::ofstream(out / "summary.json") << s.dump(2) << "\n";
+  return sum;
+}
+
+}  // namespace cp2::pretrain

@@ -1,0 +1,37 @@
+// The pretraining loop (SPEC §5): data → CP² step → SGD/AdamW with cosine decay, with
+// Quick Tuning initialisation, atomic checkpoints, exact resume, progress and JSONL logs.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "cp2/pretrain/config.h"
+
+namespace cp2::pretrain {
+
+struct RunControl {
+  std::string config_text;  // the resolved config as YAML (stored in checkpoints)
+  std::string resume;       // checkpoint file or run folder (latest checkpoint); "" = fresh
+  std::string dump_batch;   // write the first batch there and stop
+  int64_t max_steps = 0;    // stop after this global step, writing a checkpoint (0 = run to the end)
+  bool progress = true;     // progress bar / log lines on stderr
+};
+
+struct RunSummary {
+  int64_t first_step = 0, last_step = 0;  // global steps run: [first_step, last_step)
+  std::vector<double> losses;             // total loss per step run
+  std::string last_checkpoint;
+  double seconds = 0, images_per_s = 0;
+  int64_t skipped_images = 0;
+  bool finished = false;  // reached the last epoch (not stopped by max_steps)
+};
+
+// Runs (or resumes) a pretraining job. Throws cp2::Error on bad input, and on a
+// non-finite loss (naming the step; the last good checkpoint stays).
+RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc);
+
+// The newest checkpoint of a run folder (or the file itself); throws if none.
+std::string resolve_checkpoint(const std::string& file_or_run);
+// The resolved config stored in a cp2 pretraining checkpoint.
+std::string checkpoint_config(const std::string& path);
+
+}  // namespace cp2::pretrain

@@ -1,0 +1,115 @@
+#include "cp2/train/optim.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <map>
+
+#include "cp2/common.h"
+
+namespace cp2::train {
+
+void OptimOptions::validate() const {
+  if (name != "sgd" && name != "adamw") throw Error("optim.name: expected sgd or adamw, found '" + name + "'");
+  if (!(lr > 0)) throw Error("optim.lr: expected > 0, found " + std::to_string(lr));
+  if (momentum < 0 || momentum >= 1) throw Error("optim.momentum: expected 0 <= m < 1, found " + std::to_string(momentum));
+  if (weight_decay < 0) throw Error("optim.weight_decay: expected >= 0, found " + std::to_string(weight_decay));
+  if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) throw Error("optim.beta1/beta2: expected 0 <= b < 1");
+  if (!(eps > 0)) throw Error("optim.eps: expected > 0");
+  if (schedule != "cosine-epoch" && schedule != "cosine-iter" && schedule != "constant")
+    throw Error("optim.schedule: expected cosine-epoch, cosine-iter or constant, found '" + schedule + "'");
+}
+
+double scheduled_lr(const OptimOptions& o, double lr0, int64_t epoch, int64_t iter, int64_t iters_per_epoch,
+                    int64_t epochs) {
+  if (o.schedule == "constant") return lr0;
+  double e = static_cast<double>(epoch);
+  if (o.schedule == "cosine-iter" && iters_per_epoch > 0) e += static_cast<double>(iter) / iters_per_epoch;
+  return lr0 * 0.5 * (1.0 + std::cos(M_PI * e / static_cast<double>(epochs)));
+}
+
+Optimizer::Optimizer(NamedTensors params, OptimOptions o)
+    : params_(std::move(params)), opt_(std::move(o)), buf1_(params_.size()), buf2_(params_.size()) {
+  opt_.validate();
+}
+
+void Optimizer::zero_grad() {
+  for (auto& [n, p] : params_)
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();  // set_to_none, PyTorch 2.x's default
+}
+
+void Optimizer::step(double lr) {
+  torch::NoGradGuard ng;
+  ++steps_;
+  const bool sgd = opt_.name == "sgd";
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i].second;
+    if (!p.grad().defined()) continue;
+    auto g = p.grad();
+    if (sgd) {
+      if (opt_.weight_decay != 0) g = g.add(p, opt_.weight_decay);
+      if (opt_.momentum != 0) {
+        if (!buf1_[i].defined()) buf1_[i] = g.clone();
+        else buf1_[i].mul_(opt_.momentum).add_(g);
+        g = buf1_[i];
+      }
+      p.add_(g, -lr);
+    } else {
+      p.mul_(1 - lr * opt_.weight_decay);
+      if (!buf1_[i].defined()) {
+        buf1_[i] = torch::zeros_like(p);
+        buf2_[i] = torch::zeros_like(p);
+      }
+      buf1_[i].mul_(opt_.beta1).add_(g, 1 - opt_.beta1);
+      buf2_[i].mul_(opt_.beta2).addcmul_(g, g, 1 - opt_.beta2);
+      const double bc1 = 1 - std::pow(opt_.beta1, static_cast<double>(steps_));
+      const double bc2 = 1 - std::pow(opt_.beta2, static_cast<double>(steps_));
+      auto denom = (buf2_[i].sqrt() / std::sqrt(bc2)).add_(opt_.eps);
+      p.addcdiv_(buf1_[i], denom, -lr / bc1);
+    }
+  }
+}
+
+NamedTensors Optimizer::state() const {
+  NamedTensors out;
+  const bool sgd = opt_.name == "sgd";
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!buf1_[i].defined()) continue;
+    out.emplace_back((sgd ? "momentum_buffer." : "exp_avg.") + params_[i].first, buf1_[i]);
+    if (!sgd) out.emplace_back("exp_avg_sq." + params_[i].first, buf2_[i]);
+  }
+  out.emplace_back("step", torch::tensor(steps_, torch::kLong));
+  return out;
+}
+
+void Optimizer::load_state(const NamedTensors& s, const std::string& source) {
+  std::map<std::string, at::Tensor> m(s.begin(), s.end());
+  auto step = m.find("step");
+  if (step == m.end()) throw Error(source + ": optimizer state lacks 'step'");
+  steps_ = step->second.item<int64_t>();
+  const bool sgd = opt_.name == "sgd";
+  torch::NoGradGuard ng;
+  size_t found = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& [name, p] = params_[i];
+    auto fetch = [&](const std::string& key) -> at::Tensor {
+      auto it = m.find(key);
+      if (it == m.end()) return {};
+      if (it->second.sizes() != p.sizes())
+        throw Error(source + ": optimizer buffer '" + key + "' expected " + shape_str(p.sizes().vec()) + ", found " +
+                    shape_str(it->second.sizes().vec()));
+      return it->second.to(p.device(), p.scalar_type()).clone();
+    };
+    buf1_[i] = fetch((sgd ? "momentum_buffer." : "exp_avg.") + name);
+    if (!sgd) {
+      buf2_[i] = fetch("exp_avg_sq." + name);
+      if (buf1_[i].defined() != buf2_[i].defined()) throw Error(source + ": optimizer state of '" + name + "' is incomplete");
+    }
+    found += buf1_[i].defined();
+  }
+  if (steps_ > 0 && found == 0 && opt_.momentum != 0)
+    throw Error(source + ": optimizer state holds no " + opt_.name + " buffer for this model's parameters (" +
+                std::to_string(s.size()) + " entries; saved by another optimizer or model?)");
+}
+
+}  // namespace cp2::train

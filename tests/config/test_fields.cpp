@@ -1,0 +1,76 @@
+// Config keys: YAML files, overrides, errors listing what is valid, round trips.
+#include <fstream>
+
+#include "../helpers.h"
+#include "cp2/config/fields.h"
+#include "cp2/pretrain/config.h"
+
+namespace cp2::test {
+namespace {
+
+TEST(ConfigFields, YamlOverridesAndRoundTrip) {
+  pretrain::PretrainConfig cfg;
+  auto f = cfg.fields();
+  f.load_yaml_text("train:\n  epochs: 7\n  out: \"runs/a: b\"\nview:\n  mean: [0.5, 0.25, 0.125]\nmodel:\n  mode: dense-only\n",
+                   "test.yaml");
+  f.apply_overrides({"train.batch=12", "optim.name=adamw"});
+  EXPECT_EQ(cfg.train.epochs, 7);
+  EXPECT_EQ(cfg.train.out, "runs/a: b");
+  EXPECT_EQ(cfg.train.batch, 12);
+  EXPECT_EQ(cfg.optim.name, "adamw");
+  EXPECT_EQ(cfg.model.mode, "dense-only");
+  EXPECT_DOUBLE_EQ(cfg.aug.view.mean[2], 0.125);
+  // The dump reads back to the same values.
+  pretrain::PretrainConfig again;
+  auto g = again.fields();
+  g.load_yaml_text(f.to_yaml(), "dump");
+  EXPECT_EQ(g.to_yaml(), f.to_yaml());
+  EXPECT_EQ(again.train.out, "runs/a: b");
+}
+
+TEST(ConfigFields, UnknownKeysAndBadValuesListWhatIsValid) {
+  pretrain::PretrainConfig cfg;
+  auto f = cfg.fields();
+  expect_error([&] { f.set("train.epoch", "3", "cfg.yaml"); },
+               {"cfg.yaml", "unknown key 'train.epoch'", "did you mean 'train.epochs'", "train.batch (int)", "optim.lr (float)"});
+  expect_error([&] { f.set("train.epochs", "three", "--set"); }, {"--set", "train.epochs", "an integer", "'three'"});
+  expect_error([&] { f.set("model.mode", "dense", "cfg.yaml"); },
+               {"model.mode", "one of cp2, instance-only, dense-only, no-copy-paste, moco", "'dense'"});
+  expect_error([&] { f.set("view.mean", "[1, 2]", "x"); }, {"view.mean", "3 numbers"});
+  expect_error([&] { f.set("optim.lr", "nan", "x"); }, {"optim.lr", "finite number"});
+  expect_error([&] { f.apply_overrides({"train.epochs"}); }, {"key=value", "train.epochs"});
+  expect_error([&] { f.load_yaml_text("train: [1, 2", "broken.yaml"); }, {"broken.yaml", "invalid YAML"});
+  expect_error([&] { f.load_yaml_file("/nonexistent/cp2.yaml"); }, {"/nonexistent/cp2.yaml", "not found"});
+}
+
+TEST(ConfigFields, ValidateRejectsBadValuesNamingTheKey) {
+  pretrain::PretrainConfig cfg;
+  cfg.data.root = "/tmp";
+  cfg.train.batch = 0;
+  expect_error([&] { cfg.validate(); }, {"train.batch", ">= 1", "0"});
+  cfg.train.batch = 6;
+  cfg.model.key_bn_splits = 4;
+  expect_error([&] { cfg.validate(); }, {"model.key_bn_splits", "does not divide", "6"});
+  cfg.model.key_bn_splits = 1;
+  cfg.aug.view.gray_p = 1.5;
+  expect_error([&] { cfg.validate(); }, {"view.gray_p", "probability", "1.5"});
+  cfg.aug.view.gray_p = 0.2;
+  cfg.model.arch = 19;
+  expect_error([&] { cfg.validate(); }, {"19"});
+  pretrain::PretrainConfig empty;
+  expect_error([&] { empty.validate(); }, {"data.root"});
+}
+
+TEST(ConfigFields, ShippedConfigsLoad) {
+  for (const char* name : {"cp2_r50_224.yaml", "cp2_r50_224_quick_tuning.yaml", "moco_r50_224.yaml", "cpu_r18_96.yaml",
+                           "cpu_tiny.yaml"}) {
+    pretrain::PretrainConfig cfg;
+    auto f = cfg.fields();
+    EXPECT_NO_THROW(f.load_yaml_file(std::string(CP2_CONFIGS) + "/" + name)) << name;
+    cfg.data.root = cfg.data.root.empty() ? "/tmp" : cfg.data.root;
+    EXPECT_NO_THROW(cfg.validate()) << name;
+  }
+}
+
+}  // namespace
+}  // namespace cp2::test
