@@ -5,7 +5,8 @@ set -euo pipefail
 PKGS=(
   build-essential cmake ccache pkg-config
   libtorch-dev libgloo-dev libopenblas0-pthread   # LibTorch; c10d headers need gloo; fast BLAS
-  libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libfmt-dev zlib1g-dev libpng-dev libopencv-dev
+  libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libfmt-dev zlib1g-dev libpng-dev libjpeg-dev
+  libopencv-dev
   libgtest-dev
   python3 python3-torch python3-torchvision        # tests only: PyTorch oracle for parity
 )

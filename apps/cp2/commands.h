@@ -16,5 +16,6 @@ Command register_demo(CLI::App& app);
 Command register_loss(CLI::App& app);
 Command register_pretrain(CLI::App& app);
 Command register_synth(CLI::App& app);
+Command register_bench(CLI::App& app);
 
 }  // namespace cp2::app

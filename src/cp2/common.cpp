@@ -13,6 +13,8 @@ int set_threads(int n) {
   return n;
 }
 
+int get_threads() { return at::get_num_threads(); }
+
 std::string shape_str(const std::vector<long>& sizes) {
   std::string s = "[";
   for (size_t i = 0; i < sizes.size(); ++i) {

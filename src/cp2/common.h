@@ -17,6 +17,7 @@ class Error : public std::runtime_error {
 // Debian's LibTorch starts with one intra-op thread; cp2 defaults to all cores.
 // n <= 0 means "all cores". Returns the number set.
 int set_threads(int n);
+int get_threads();
 
 // Human-readable shape such as [64, 3, 7, 7].
 std::string shape_str(const std::vector<long>& sizes);

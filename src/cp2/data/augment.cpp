@@ -138,35 +138,57 @@ at::Tensor resized_crop(const at::Tensor& img_u8, const Box& b, int size) {
   const int64_t H = img_u8.size(1), W = img_u8.size(2);
   TORCH_CHECK(b.top >= 0 && b.left >= 0 && b.height > 0 && b.width > 0 && b.top + b.height <= H && b.left + b.width <= W,
               "crop box outside the image");
-  auto src = img_u8.contiguous();
+  // Interleaved (H x W x 3 memory viewed as 3 x H x W, what read_image returns) or planar.
+  const bool hwc = img_u8.stride(0) == 1 && img_u8.stride(2) == 3 && img_u8.stride(1) == 3 * W;
+  auto src = hwc ? img_u8 : img_u8.contiguous();
   const uint8_t* s = src.data_ptr<uint8_t>();
   auto ax = axis_weights(b.width, size), ay = axis_weights(b.height, size);
-  // Horizontal pass over the crop's rows, then vertical.
-  std::vector<float> tmp(3 * b.height * size);
-  for (int64_t c = 0; c < 3; ++c)
-    for (int64_t y = 0; y < b.height; ++y) {
-      const uint8_t* row = s + (c * H + b.top + y) * W + b.left;
-      float* t = tmp.data() + (c * b.height + y) * size;
-      for (int64_t o = 0; o < size; ++o) {
-        const float* w = ax.w.data() + o * ax.taps;
-        const uint8_t* r = row + ax.start[o];
-        float acc = 0;
-        for (int64_t k = 0; k < ax.count[o]; ++k) acc += w[k] * r[k];
-        t[o] = acc;
+  // Separable, vertical pass first: it runs over whole rows of the crop (vectorisable),
+  // shrinking the tall input before the per-output horizontal pass. PIL runs the passes
+  // the other way round; without intermediate rounding the order does not change the result.
+  // tmp is planar: 3 x size x width.
+  std::vector<float> tmp(3 * size * b.width);
+  if (hwc) {
+    std::vector<float> acc(3 * b.width);
+    for (int64_t o = 0; o < size; ++o) {
+      std::fill(acc.begin(), acc.end(), 0.f);
+      const float* w = ay.w.data() + o * ay.taps;
+      for (int64_t k = 0; k < ay.count[o]; ++k) {
+        const uint8_t* row = s + ((b.top + ay.start[o] + k) * W + b.left) * 3;
+        const float wk = w[k];
+        for (int64_t j = 0; j < 3 * b.width; ++j) acc[j] += wk * static_cast<float>(row[j]);
+      }
+      for (int64_t c = 0; c < 3; ++c) {
+        float* t = tmp.data() + (c * size + o) * b.width;
+        for (int64_t x = 0; x < b.width; ++x) t[x] = acc[3 * x + c];
       }
     }
+  } else {
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t o = 0; o < size; ++o) {
+        float* t = tmp.data() + (c * size + o) * b.width;
+        std::fill(t, t + b.width, 0.f);
+        const float* w = ay.w.data() + o * ay.taps;
+        for (int64_t k = 0; k < ay.count[o]; ++k) {
+          const uint8_t* row = s + (c * H + b.top + ay.start[o] + k) * W + b.left;
+          const float wk = w[k];
+          for (int64_t x = 0; x < b.width; ++x) t[x] += wk * static_cast<float>(row[x]);
+        }
+      }
+  }
   auto out = torch::empty({3, size, size}, torch::kFloat);
   float* d = out.data_ptr<float>();
   for (int64_t c = 0; c < 3; ++c)
-    for (int64_t o = 0; o < size; ++o) {
-      const float* w = ay.w.data() + o * ay.taps;
-      float* dst = d + (c * size + o) * size;
-      std::fill(dst, dst + size, 0.f);
-      for (int64_t k = 0; k < ay.count[o]; ++k) {
-        const float* src_row = tmp.data() + (c * b.height + ay.start[o] + k) * size;
-        for (int64_t x = 0; x < size; ++x) dst[x] += w[k] * src_row[x];
+    for (int64_t y = 0; y < size; ++y) {
+      const float* t = tmp.data() + (c * size + y) * b.width;
+      float* dst = d + (c * size + y) * size;
+      for (int64_t o = 0; o < size; ++o) {
+        const float* w = ax.w.data() + o * ax.taps;
+        const float* r = t + ax.start[o];
+        float acc = 0;
+        for (int64_t k = 0; k < ax.count[o]; ++k) acc += w[k] * r[k];
+        dst[o] = clamp01(acc * (1.f / 255.f));
       }
-      for (int64_t x = 0; x < size; ++x) dst[x] = clamp01(dst[x] / 255.f);
     }
   return out;
 }
@@ -211,7 +233,8 @@ void adjust_hue(at::Tensor& img, double shift) {
   float* R = img.data_ptr<float>();
   float *G = R + n, *B = G + n;
   const auto dh = static_cast<uint8_t>(static_cast<int>(shift * 255.0) & 0xFF);
-  auto u8 = [](float v) { return static_cast<int>(std::nearbyint(clamp01(v) * 255.f)); };
+  auto u8 = [](float v) { return static_cast<int>(clamp01(v) * 255.f + 0.5f); };
+  auto iround = [](double v) { return static_cast<int>(v + 0.5); };  // v >= 0: C round()
   auto clip8 = [](int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); };
   for (int64_t i = 0; i < n; ++i) {
     const int r = u8(R[i]), g = u8(G[i]), b = u8(B[i]);
@@ -221,17 +244,18 @@ void adjust_hue(at::Tensor& img, double shift) {
       const float cr = static_cast<float>(mx - mn), s = cr / static_cast<float>(mx);
       const float rc = (mx - r) / cr, gc = (mx - g) / cr, bc = (mx - b) / cr;
       float h = r == mx ? bc - gc : (g == mx ? 2.0f + rc - bc : 4.0f + gc - rc);
-      h = static_cast<float>(std::fmod(h / 6.0 + 1.0, 1.0));
+      double hd = h / 6.0 + 1.0;  // in (0, 2): fmod(hd, 1) without the libm call
+      h = static_cast<float>(hd >= 1.0 ? hd - 1.0 : hd);
       const auto uh = static_cast<uint8_t>(clip8(static_cast<int>(h * 255.0)) + dh);
       const int us = clip8(static_cast<int>(s * 255.0));
       if (us != 0) {
         const int v = mx;
-        const int sector = static_cast<int>(std::floor(static_cast<float>(uh) * 6.0 / 255.0));
+        const int sector = static_cast<int>(static_cast<float>(uh) * 6.0 / 255.0);  // >= 0: floor
         const float f = static_cast<float>(static_cast<float>(uh) * 6.0 / 255.0 - sector);
         const float fs = us / 255.0f;
-        const int p = clip8(static_cast<int>(std::round(v * (1.0 - fs))));
-        const int q = clip8(static_cast<int>(std::round(v * (1.0 - fs * f))));
-        const int t = clip8(static_cast<int>(std::round(v * (1.0 - fs * (1.0 - f)))));
+        const int p = clip8(iround(v * (1.0 - fs)));
+        const int q = clip8(iround(v * (1.0 - fs * f)));
+        const int t = clip8(iround(v * (1.0 - fs * (1.0 - f))));
         switch (sector % 6) {
           case 0: outr = v, outg = t, outb = p; break;
           case 1: outr = q, outg = v, outb = p; break;
@@ -275,25 +299,35 @@ at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma) {
     while (i < 0 || i >= n) i = i < 0 ? -i : 2 * (n - 1) - i;
     return i;
   };
+  // Separable passes over reflect-padded copies, so the inner loops are plain and vectorise.
   auto out = torch::empty_like(img);
-  std::vector<float> tmp(H * W);
   const float* s = img.data_ptr<float>();
   float* d = out.data_ptr<float>();
+  std::vector<float> row(W + 2 * half), tmp(H * W);
+  std::vector<int64_t> ry(H + 2 * half);
+  for (int64_t y = 0; y < H + 2 * half; ++y) ry[y] = reflect(y - half, H);
   for (int64_t c = 0; c < 3; ++c) {
     const float* sc = s + c * H * W;
-    for (int64_t y = 0; y < H; ++y)
-      for (int64_t x = 0; x < W; ++x) {
-        float acc = 0;
-        for (int t = 0; t < kernel; ++t) acc += k[t] * sc[y * W + reflect(x + t - half, W)];
-        tmp[y * W + x] = acc;
+    for (int64_t y = 0; y < H; ++y) {
+      for (int64_t x = 0; x < W + 2 * half; ++x) row[x] = sc[y * W + reflect(x - half, W)];
+      float* t = tmp.data() + y * W;
+      std::fill(t, t + W, 0.f);
+      for (int tap = 0; tap < kernel; ++tap) {
+        const float kt = k[tap];
+        const float* r = row.data() + tap;
+        for (int64_t x = 0; x < W; ++x) t[x] += kt * r[x];
       }
+    }
     float* dc = d + c * H * W;
-    for (int64_t y = 0; y < H; ++y)
-      for (int64_t x = 0; x < W; ++x) {
-        float acc = 0;
-        for (int t = 0; t < kernel; ++t) acc += k[t] * tmp[reflect(y + t - half, H) * W + x];
-        dc[y * W + x] = acc;
+    for (int64_t y = 0; y < H; ++y) {
+      float* dst = dc + y * W;
+      std::fill(dst, dst + W, 0.f);
+      for (int tap = 0; tap < kernel; ++tap) {
+        const float kt = k[tap];
+        const float* r = tmp.data() + ry[y + tap] * W;
+        for (int64_t x = 0; x < W; ++x) dst[x] += kt * r[x];
       }
+    }
   }
   return out;
 }

@@ -8,7 +8,8 @@
 
 namespace cp2::data {
 
-// 3 x H x W uint8 RGB. Grey and 16-bit files are converted as PIL's convert("RGB")
+// 3 x H x W uint8 RGB, a view of interleaved H x W x 3 memory (what decoders produce,
+// and what resized_crop reads fastest). Grey and 16-bit files are converted as PIL's convert("RGB")
 // would; EXIF orientation is ignored (PIL does not apply it either). Throws cp2::Error
 // naming the file when it is missing or cannot be decoded.
 at::Tensor read_image(const std::string& path);

@@ -60,6 +60,9 @@ struct LoaderOptions {
   int64_t batch = 32;
   int workers = 2;   // 0 = build batches on the calling thread
   int prefetch = 2;  // batches built ahead of the consumer
+  // CPU priority of the loader threads: idle (SCHED_IDLE: only CPU the step leaves
+  // unused), low (nice 19) or normal.
+  std::string priority = "idle";
   void validate() const;
 };
 

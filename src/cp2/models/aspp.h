@@ -32,6 +32,9 @@ class ConvModuleImpl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x);
   torch::nn::Conv2d conv{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
+
+ private:
+  torch::Tensor conv_forward(const torch::Tensor& x);
 };
 TORCH_MODULE(ConvModule);
 

@@ -27,6 +27,8 @@ config::Fields PretrainConfig::fields() {
   f.add("data.root", data.root, "image folder (root/<class>/<image> or flat)");
   f.add("data.workers", data.workers, "loader threads (0 = load on the training thread)");
   f.add("data.prefetch", data.prefetch, "batches prepared ahead");
+  f.add_choice("data.priority", data.priority, {"idle", "low", "normal"},
+               "loader thread priority (idle: only CPU the training step leaves unused)");
   auto& v = aug.view;
   f.add("view.size", v.size, "crop size of every view");
   f.add("view.scale_min", v.scale_min, "RandomResizedCrop minimum area");
@@ -111,6 +113,7 @@ data::LoaderOptions PretrainConfig::loader_options() const {
   l.batch = train.batch;
   l.workers = data.workers;
   l.prefetch = data.prefetch;
+  l.priority = data.priority;
   return l;
 }
 

@@ -141,6 +141,19 @@ class Progress {
 
 }  // namespace
 
+StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& b, double lr) {
+  StepResult r;
+  r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
+  r.loss = r.parts.total.item<double>();
+  r.finite = std::isfinite(r.loss);
+  if (!r.finite) return r;
+  opt.zero_grad();
+  r.parts.total.backward();
+  opt.step(lr);
+  model.enqueue(r.parts.k_ins);
+  return r;
+}
+
 std::string resolve_checkpoint(const std::string& file_or_run) {
   std::error_code ec;
   if (fs::is_regular_file(file_or_run, ec)) return file_or_run;
@@ -289,19 +302,16 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       if (!batch) break;
       const double lr = train::scheduled_lr(cfg.optim, lr0, epoch, it, iters, T.epochs);
       auto to = [&](const at::Tensor& t) { return t.to(device, /*non_blocking=*/true); };
-      auto parts = model->forward_step(to(batch->im_q), to(batch->im_k), to(batch->mask_q), to(batch->mask_k));
-      const double loss = parts.total.item<double>();
+      auto res = train_step(*model, opt, {to(batch->im_q), to(batch->im_k), to(batch->mask_q), to(batch->mask_k)}, lr);
+      const auto& parts = res.parts;
+      const double loss = res.loss;
       auto val = [](const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; };
-      if (!std::isfinite(loss))
+      if (!res.finite)
         throw Error("step " + std::to_string(pos.step) + " (epoch " + std::to_string(epoch) + ", iteration " +
                     std::to_string(it) + "): loss is not finite (loss_ins " + std::to_string(val(parts.loss_ins)) +
                     ", loss_dense " + std::to_string(val(parts.loss_dense)) + "); stopped without updating. " +
                     (last_ckpt.empty() ? std::string("No checkpoint was written yet.")
                                        : "Last good checkpoint: " + last_ckpt));
-      opt.zero_grad();
-      parts.total.backward();
-      opt.step(lr);
-      model->enqueue(parts.k_ins);
       ++it;
       ++pos.step;
       sum.losses.push_back(loss);

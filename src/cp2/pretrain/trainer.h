@@ -25,6 +25,17 @@ struct RunSummary {
   bool finished = false;  // reached the last epoch (not stopped by max_steps)
 };
 
+struct StepResult {
+  LossParts parts;
+  double loss = 0;
+  bool finite = true;  // false: nothing was updated
+};
+
+// One optimisation step on a batch (already on the model's device): forward (momentum
+// update, both encoders, losses), then — if the loss is finite — backward, optimizer
+// step at `lr`, enqueue. The loop, the benchmark and the tests share it.
+StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& batch, double lr);
+
 // Runs (or resumes) a pretraining job. Throws cp2::Error on bad input, and on a
 // non-finite loss (naming the step; the last good checkpoint stays).
 RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc);

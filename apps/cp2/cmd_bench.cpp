@@ -1,0 +1,39 @@
+// cp2 bench pretrain: throughput of the data pipeline, the model step and end to end.
+#include <cstdio>
+
+#include "commands.h"
+#include "cp2/common.h"
+#include "cp2/pretrain/bench.h"
+
+namespace cp2::app {
+
+Command register_bench(CLI::App& app) {
+  auto o = std::make_shared<pretrain::BenchOptions>();
+  auto* c = app.add_subcommand("bench", "Benchmarks (see docs/benchmarks.md)");
+  c->require_subcommand(1);
+  auto* p = c->add_subcommand("pretrain", "images/s of data pipeline, model step and end to end, and peak RSS");
+  p->add_option("--data", o->data, "image folder (e.g. from cp2 synth)")->required();
+  p->add_option("--arch", o->arch, "ResNet depth")->capture_default_str();
+  p->add_option("--size", o->size, "view size")->capture_default_str();
+  p->add_option("--batch", o->batch, "batch size")->capture_default_str();
+  p->add_option("--queue", o->queue, "queue length K")->capture_default_str();
+  p->add_option("--workers", o->workers, "loader threads")->capture_default_str();
+  p->add_option("--prefetch", o->prefetch, "batches prepared ahead")->capture_default_str();
+  p->add_option("--priority", o->priority, "loader thread priority: idle, low, normal")->capture_default_str();
+  p->add_option("--mode", o->mode, "cp2, instance-only, dense-only, no-copy-paste, moco")->capture_default_str();
+  p->add_option("--steps", o->steps, "timed steps per phase")->capture_default_str();
+  p->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str();
+  p->add_option("--rounds", o->rounds, "alternating rounds of model-step and end-to-end timing")->capture_default_str();
+  p->add_option("--data-batches", o->data_batches, "batches timed in the data phase (default 4 x steps)");
+  p->add_option("--device", o->device, "cpu, cuda, cuda:N")->capture_default_str();
+  return {c, [o, p] {
+            if (!p->parsed()) return 1;
+            std::printf("cp2 bench pretrain: resnet%d-ASPP %s @%d, batch %lld, K %lld, %d intra-op threads, %d workers\n",
+                        o->arch, o->mode.c_str(), o->size, static_cast<long long>(o->batch),
+                        static_cast<long long>(o->queue), get_threads(), o->workers);
+            pretrain::bench_pretrain(*o, true);
+            return 0;
+          }};
+}
+
+}  // namespace cp2::app

@@ -1,0 +1,131 @@
+#include "cp2/pretrain/bench.h"
+
+#include <sys/resource.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "cp2/common.h"
+#include "cp2/models/init.h"
+#include "cp2/pretrain/config.h"
+#include "cp2/pretrain/trainer.h"
+
+namespace cp2::pretrain {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;  // KiB on Linux
+}
+}  // namespace
+
+BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
+  PretrainConfig cfg;
+  cfg.data.root = o.data;
+  cfg.data.workers = o.workers;
+  cfg.data.prefetch = o.prefetch;
+  cfg.data.priority = o.priority;
+  cfg.aug.view.size = o.size;
+  cfg.model.arch = o.arch;
+  cfg.model.queue = o.queue;
+  cfg.model.mode = o.mode;
+  cfg.train.batch = o.batch;
+  cfg.train.device = o.device;
+  cfg.validate();
+  if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
+    throw Error("bench: expected --steps >= 1, --rounds >= 1 and --warmup >= 0");
+  const torch::Device device(o.device);
+  BenchResult r;
+
+  auto ds = std::make_shared<data::PretrainDataset>(o.data, cfg.aug_options(), 0);
+  const int64_t nb = o.data_batches > 0 ? o.data_batches : 4 * o.steps;
+  {
+    data::PretrainLoader loader(ds, cfg.loader_options());
+    const int64_t bpe = loader.batches_per_epoch();
+    loader.start(0, 0, 1);  // warm the workers and the page cache a little
+    loader.next();
+    auto t = Clock::now();
+    int64_t got = 0;
+    for (int64_t e = 1; got < nb; ++e) {
+      loader.start(e, 0, std::min(bpe, nb - got));
+      while (loader.next()) ++got;
+    }
+    r.data_img_s = got * o.batch / since(t);
+  }
+  if (verbose) std::printf("data pipeline  %8.2f img/s  (%d workers, %lld batches)\n", r.data_img_s, o.workers,
+                           static_cast<long long>(nb));
+
+  torch::manual_seed(0);
+  CP2Model model(cfg.model_options());
+  models::init_weights(model->q_module(), 0);
+  model->sync_key_encoder();
+  model->to(device);
+  model->train();
+  train::NamedTensors params;
+  for (auto& p : model->q_module().named_parameters()) params.emplace_back(p.key(), p.value());
+  train::Optimizer opt(params, cfg.optim);
+  const double lr = cfg.lr();
+  auto to_dev = [&](const data::Batch& b) -> data::Batch {
+    return {b.im_q.to(device), b.im_k.to(device), b.mask_q.to(device), b.mask_k.to(device)};
+  };
+
+  // (b) and (c) alternate in rounds so that drifting machine speed (shared VMs vary by
+  // 10-20 % over a minute) hits both alike; the medians are reported.
+  data::LoaderOptions single = cfg.loader_options();
+  single.workers = 0;
+  data::PretrainLoader fixed_loader(ds, single);
+  fixed_loader.start(0, 0, 1);
+  const auto fixed = to_dev(*fixed_loader.next());
+  data::PretrainLoader loader(ds, cfg.loader_options());
+  const int64_t bpe = loader.batches_per_epoch();
+  int64_t epoch = 0, left_in_epoch = 0;
+  auto next = [&]() {
+    if (left_in_epoch == 0) {
+      loader.start(++epoch, 0, bpe);
+      left_in_epoch = bpe;
+    }
+    --left_in_epoch;
+    return *loader.next();
+  };
+  for (int i = 0; i < o.warmup; ++i) train_step(*model, opt, fixed, lr);
+  for (int i = 0; i < o.warmup; ++i) train_step(*model, opt, to_dev(next()), lr);
+  std::vector<double> step_rates, e2e_rates;
+  for (int round = 0; round < o.rounds; ++round) {
+    auto t = Clock::now();
+    for (int i = 0; i < o.steps; ++i) train_step(*model, opt, fixed, lr);
+    step_rates.push_back(o.steps * o.batch / since(t));
+    t = Clock::now();
+    for (int i = 0; i < o.steps; ++i) {
+      auto tw = Clock::now();
+      auto b = next();
+      r.data_wait_s += since(tw);
+      train_step(*model, opt, to_dev(b), lr);
+    }
+    e2e_rates.push_back(o.steps * o.batch / since(t));
+    if (verbose)
+      std::printf("  round %d: model step %.2f img/s, end to end %.2f img/s\n", round + 1, step_rates.back(),
+                  e2e_rates.back());
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  };
+  r.step_img_s = median(step_rates);
+  r.e2e_img_s = median(e2e_rates);
+  if (verbose) {
+    std::printf("model step     %8.2f img/s  (median of %d rounds of %d steps on a fixed batch)\n", r.step_img_s,
+                o.rounds, o.steps);
+    std::printf("end to end     %8.2f img/s  (median of %d rounds of %d steps, %.2f s waiting for data)\n",
+                r.e2e_img_s, o.rounds, o.steps, r.data_wait_s);
+  }
+  r.peak_rss_mb = peak_rss_mb();
+  if (verbose) std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
+  return r;
+}
+
+}  // namespace cp2::pretrain
