@@ -124,3 +124,28 @@ TEST(Options, BadValuesNameTheKey) {
 }
 
 }  // namespace
+
+namespace cp2::test {
+namespace {
+
+// ConvModule's pruned path for dilated 3x3 convs (ASPP: taps that only read padding
+// dropped) equals the plain convolution, outputs and gradients, where taken and not.
+TEST(AsppConv, PrunedTapsEqualPlainConvolution) {
+  torch::manual_seed(3);
+  for (int64_t d : {2, 6, 12, 18})
+    for (auto hw : std::vector<std::pair<int64_t, int64_t>>{{5, 6}, {14, 14}, {10, 23}, {40, 40}}) {
+      models::ConvModule m(16, 8, 3, d, d);
+      auto x = torch::randn({2, 16, hw.first, hw.second}, torch::requires_grad());
+      auto y = m->forward(x);  // tap sums where they save work
+      auto gy = torch::randn_like(y);
+      auto gx = torch::autograd::grad({y}, {x, m->conv->weight}, {gy});
+      auto ref = torch::relu(m->bn(m->conv(x)));  // the module's plain conv
+      auto gref = torch::autograd::grad({ref}, {x, m->conv->weight}, {gy});
+      EXPECT_LE(max_rel(y, ref), 1e-5) << d << " " << hw.first << "x" << hw.second;
+      EXPECT_LE(max_rel(gx[0], gref[0]), 1e-5) << d;
+      EXPECT_LE(max_rel(gx[1], gref[1]), 1e-5) << d;
+    }
+}
+
+}  // namespace
+}  // namespace cp2::test

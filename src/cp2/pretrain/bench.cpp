@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "cp2/common.h"
+#include "cp2/cpu_allocator.h"
 #include "cp2/models/init.h"
 #include "cp2/pretrain/config.h"
 #include "cp2/pretrain/trainer.h"
@@ -37,6 +38,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   cfg.train.batch = o.batch;
   cfg.train.device = o.device;
   cfg.validate();
+  if (o.cache_allocator) install_caching_cpu_allocator();
   if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
     throw Error("bench: expected --steps >= 1, --rounds >= 1 and --warmup >= 0");
   const torch::Device device(o.device);
@@ -124,7 +126,12 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
                 r.e2e_img_s, o.rounds, o.steps, r.data_wait_s);
   }
   r.peak_rss_mb = peak_rss_mb();
-  if (verbose) std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
+  if (verbose) {
+    std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
+    auto cs = cpu_cache_stats();
+    if (cs.hits + cs.misses > 0)
+      std::printf("CPU block cache: %zu hits, %zu misses, %.0f MiB held\n", cs.hits, cs.misses, cs.cached_bytes / 1048576.0);
+  }
   return r;
 }
 

@@ -16,6 +16,7 @@ struct BenchOptions {
   int rounds = 3;             // model-step and end-to-end phases alternate this many times
   int data_batches = 0;       // batches for the data phase (0 = 4 x steps)
   std::string device = "cpu";
+  bool cache_allocator = true;  // cp2's caching CPU allocator, as in training
 };
 
 struct BenchResult {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cp2/common.h"
+#include "cp2/cpu_allocator.h"
 #include "cp2/io/checkpoint.h"
 #include "cp2/io/keymap.h"
 #include "cp2/models/init.h"
@@ -173,6 +174,7 @@ std::string checkpoint_config(const std::string& path) {
 
 RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   cfg.validate();
+  install_caching_cpu_allocator();
   const auto device = parse_device(cfg.train.device);
   const auto mopt = cfg.model_options();
   const auto& T = cfg.train;
