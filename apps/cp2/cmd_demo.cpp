@@ -1,7 +1,7 @@
-// cp2 demo: the main job on built-in data. Until the CP² demo pipeline exists this is a
-// small end-to-end model run: build an R18-ASPP segmentor, run it on generated images,
-// save a checkpoint, reload it through the key-mapping path, export a torchvision
-// backbone, and check that every reload reproduces the outputs.
+// cp2 demo: the main job on built-in data: generated images -> a short CP² pretraining
+// run (R18-ASPP, CPU-sized) -> the query encoder exported to torchvision's and
+// mmsegmentation's layouts, each reload checked against the trained model's outputs.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -9,10 +9,12 @@
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/data/image.h"
+#include "cp2/data/synth.h"
 #include "cp2/io/keymap.h"
 #include "cp2/io/weights.h"
-#include "cp2/models/init.h"
 #include "cp2/models/segmentor.h"
+#include "cp2/pretrain/trainer.h"
 
 namespace cp2::app {
 
@@ -20,7 +22,7 @@ namespace {
 
 struct DemoArgs {
   std::string out = "runs/demo";
-  int depth = 18, size = 96, batch = 2, classes = 21;
+  int images = 32, size = 64, epochs = 10;
   uint64_t seed = 0;
 };
 
@@ -30,48 +32,68 @@ double max_rel(const torch::Tensor& a, const torch::Tensor& b) {
 
 int run_demo(const DemoArgs& a) {
   namespace fs = std::filesystem;
-  fs::create_directories(a.out);
-  auto t0 = std::chrono::steady_clock::now();
-  models::SegmentorOptions so;
-  so.backbone.depth = a.depth;
-  so.head.num_classes = a.classes;
-  torch::manual_seed(a.seed);
-  models::Segmentor seg(so);
-  models::init_weights(*seg, a.seed);
-  models::randomize_bn(*seg, a.seed + 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string img_dir = a.out + "/images";
+  data::SynthOptions so;
+  so.count = a.images;
+  so.seed = a.seed;
+  data::write_synthetic_images(img_dir, so);
+  std::printf("1/3 wrote %d generated images to %s\n", a.images, img_dir.c_str());
+  std::fflush(stdout);
+
+  // A CPU-sized CP² run: R18-ASPP, small views, a short queue, constant lr.
+  pretrain::PretrainConfig cfg;
+  pretrain::ConfigSources src;
+  src.flags = {{"data.root", img_dir}, {"data.workers", "1"},       {"view.size", std::to_string(a.size)},
+               {"model.arch", "18"},    {"model.queue", "16"},       {"model.momentum", "0.99"},
+               {"optim.lr", "1.5"},     {"optim.schedule", "constant"}, {"train.batch", "8"},
+               {"train.epochs", std::to_string(a.epochs)}, {"train.log_every", "4"},
+               {"train.seed", std::to_string(a.seed)}, {"train.out", a.out + "/pretrain"}};
+  fs::remove_all(a.out + "/pretrain");
+  pretrain::RunControl rc;
+  rc.config_text = pretrain::resolve_config(cfg, src);
+  std::printf("2/3 CP² pretraining (config: %s/pretrain/config.yaml)\n", a.out.c_str());
+  std::fflush(stdout);
+  auto run = pretrain::run_pretrain(cfg, rc);
+  // The first two steps compare against the random initial queue; average after it filled.
+  auto mean = [&](size_t from, size_t to) {
+    double m = 0;
+    for (size_t i = from; i < to; ++i) m += run.losses[i];
+    return m / static_cast<double>(std::max<size_t>(1, to - from));
+  };
+  const size_t n = run.losses.size(), w = std::max<size_t>(1, std::min<size_t>(10, n / 3));
+  std::printf("    %lld steps, %.1f img/s; mean loss of steps %zu-%zu %.3f, of the last %zu steps %.3f; checkpoint %s\n",
+              static_cast<long long>(run.last_step), run.images_per_s, std::min<size_t>(3, n), std::min(n, 2 + w),
+              mean(std::min<size_t>(2, n), std::min(n, 2 + w)), w, mean(n - w, n), run.last_checkpoint.c_str());
+
+  // The trained query encoder as a segmentor, and its exports.
+  auto mapped = io::map_to_segmentor(io::load_checkpoint(run.last_checkpoint), io::Preset::Cp2);
+  models::SegmentorOptions seg_opt;
+  seg_opt.backbone.depth = 18;
+  models::Segmentor seg(seg_opt);
+  auto rep = io::load_state(*seg, mapped.tensors, /*strict=*/true, run.last_checkpoint);
   seg->eval();
-  auto x = torch::randn({a.batch, 3, a.size, a.size}, torch::Generator(at::detail::createCPUGenerator(a.seed)));
+  auto x = torch::stack({data::read_image(data::list_images(img_dir)[0]).to(torch::kFloat).div(255)});
   torch::NoGradGuard ng;
-  auto proj = seg->project(x), logits = seg->predict(x);
-  std::printf("model: ResNet-%d + ASPP (output stride %d), %zu tensors, %.2fM parameters, %d threads\n", a.depth,
-              so.backbone.output_stride, io::state_dict(*seg).size(),
-              [&] { double n = 0; for (auto& p : seg->parameters()) n += p.numel(); return n / 1e6; }(),
-              at::get_num_threads());
-  std::printf("input %s -> projection %s, logits %s\n", shape_str(x.sizes().vec()).c_str(),
-              shape_str(proj.sizes().vec()).c_str(), shape_str(logits.sizes().vec()).c_str());
+  auto feats = seg->backbone->forward(x).back(), proj = seg->project(x);
 
-  std::string ck = a.out + "/segmentor.pt", tv = a.out + "/backbone_torchvision.pt";
-  io::save_checkpoint(ck, io::export_layout(io::state_dict(*seg), io::Preset::Cp2));
-  models::Segmentor back(so);
-  auto m = io::map_to_segmentor(io::load_checkpoint(ck), io::Preset::Auto);
-  auto rep = io::load_state(*back, m.tensors, /*strict=*/true, ck);
-  std::printf("%s\n", rep.str().c_str());
-  back->eval();
-  double e1 = max_rel(back->predict(x), logits);
-  std::printf("wrote %s; reloaded logits max relative error %.3g\n", ck.c_str(), e1);
-
-  io::save_checkpoint(tv, io::export_layout(io::state_dict(*seg), io::Preset::Torchvision));
-  models::Segmentor bb(so);
-  auto m2 = io::map_to_segmentor(io::load_checkpoint(tv), io::Preset::Auto);
-  auto rep2 = io::load_state(*bb, m2.tensors, false, tv);
-  std::printf("wrote %s (torchvision layout): %zu backbone tensors reload, %zu head tensors left for the head\n",
-              tv.c_str(), rep2.loaded.size(), rep2.missing.size());
-  bb->eval();
-  double e2 = max_rel(bb->backbone->forward(x).back(), seg->backbone->forward(x).back());
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("backbone features after torchvision round trip: max relative error %.3g\n", e2);
-  std::printf("demo done in %.1f s\n", secs);
-  if (e1 > 0 || e2 > 0) throw Error("demo: a reloaded model does not reproduce the outputs");
+  const std::string tv = a.out + "/backbone_torchvision.pt", mm = a.out + "/encoder_mmseg.pt";
+  io::save_checkpoint(tv, io::export_layout(mapped.tensors, io::Preset::Torchvision));
+  io::save_checkpoint(mm, io::export_layout(mapped.tensors, io::Preset::Mmseg));
+  models::Segmentor from_tv(seg_opt), from_mm(seg_opt);
+  io::load_state(*from_tv, io::map_to_segmentor(io::load_checkpoint(tv), io::Preset::Auto).tensors, false, tv);
+  io::load_state(*from_mm, io::map_to_segmentor(io::load_checkpoint(mm), io::Preset::Auto).tensors, true, mm);
+  from_tv->eval();
+  from_mm->eval();
+  const double e_tv = max_rel(from_tv->backbone->forward(x).back(), feats);
+  const double e_mm = max_rel(from_mm->project(x), proj);
+  std::printf("3/3 exported the query encoder (%zu tensors): %s (torchvision ResNet-18), %s (mmsegmentation)\n",
+              rep.loaded.size(), tv.c_str(), mm.c_str());
+  std::printf("    reloaded outputs, max relative error: torchvision backbone %.3g, mmseg projection %.3g\n", e_tv, e_mm);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("demo done in %.1f s; run folder %s/pretrain (log.jsonl, checkpoints/, summary.json)\n", secs,
+              a.out.c_str());
+  if (e_tv > 0 || e_mm > 0) throw Error("demo: a reloaded model does not reproduce the trained outputs");
   return 0;
 }
 
@@ -79,11 +101,12 @@ int run_demo(const DemoArgs& a) {
 
 Command register_demo(CLI::App& app) {
   auto a = std::make_shared<DemoArgs>();
-  auto* c = app.add_subcommand("demo", "Run the main job on built-in data (for now: a small model and checkpoint round trip)");
+  auto* c = app.add_subcommand("demo", "The main job on built-in data: generated images, a short CP² pretraining "
+                                       "run, the encoder exported to torchvision/mmseg and checked");
   c->add_option("--out", a->out, "output folder")->capture_default_str();
-  c->add_option("--depth", a->depth, "ResNet depth (18/34/50/101)")->capture_default_str();
-  c->add_option("--size", a->size, "image size")->capture_default_str();
-  c->add_option("--batch", a->batch, "batch size")->capture_default_str();
+  c->add_option("--images", a->images, "generated images")->capture_default_str();
+  c->add_option("--size", a->size, "view size")->capture_default_str();
+  c->add_option("--epochs", a->epochs, "epochs (4 steps each at the default 32 images)")->capture_default_str();
   c->add_option("--seed", a->seed, "seed")->capture_default_str();
   return {c, [a] { return run_demo(*a); }};
 }
