@@ -1,9 +1,11 @@
 // cp2 loss: exactly one training step's forward on a saved batch, for debugging and parity.
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/pretrain/config.h"
 #include "cp2/pretrain/state_io.h"
 
 namespace cp2::app {
@@ -11,24 +13,34 @@ namespace cp2::app {
 namespace {
 
 struct LossArgs {
-  std::string checkpoint, batch, mode = "cp2";
-  int depth = 50, output_stride = 16, key_bn_splits = 1;
-  int64_t queue = 0;
-  double momentum = 0.999, temperature = 0.2, dense_weight = 0.2;
+  std::string checkpoint, batch, config;
+  std::vector<std::string> sets;
+  // Shortcut flags; applied over --config when given.
+  std::string mode, arch, output_stride, key_bn_splits, queue, momentum, temperature, dense_weight;
 };
 
 int run_loss(const LossArgs& a) {
-  pretrain::CP2Options o;
-  o.encoder.backbone.depth = a.depth;
-  o.encoder.backbone.output_stride = a.output_stride;
+  // The model is described as for `cp2 pretrain`: its config keys (defaults, --config,
+  // shortcut flags, --set); K comes from the checkpoint's queue unless given.
+  pretrain::PretrainConfig cfg;
+  auto f = cfg.fields();
+  if (!a.config.empty()) f.load_yaml_file(a.config);
+  const std::pair<const char*, const std::string*> shortcuts[] = {
+      {"model.mode", &a.mode},           {"model.arch", &a.arch},         {"model.output_stride", &a.output_stride},
+      {"model.key_bn_splits", &a.key_bn_splits}, {"model.queue", &a.queue}, {"model.momentum", &a.momentum},
+      {"loss.temperature", &a.temperature}, {"loss.dense_weight", &a.dense_weight}};
+  for (auto& [key, val] : shortcuts)
+    if (!val->empty()) f.set(key, *val, "command line");
+  f.apply_overrides(a.sets);
   auto state = pretrain::read_pretrain_state(a.checkpoint);  // read once: these files reach 0.5 GB
-  o.queue_size = a.queue > 0 ? a.queue : pretrain::stored_queue_size(state);
-  if (o.queue_size <= 0) throw Error(a.checkpoint + ": no 'queue' tensor; give --queue K");
-  o.momentum = a.momentum;
-  o.loss.temperature = a.temperature;
-  o.loss.dense_weight = a.dense_weight;
-  o.mode = pretrain::parse_mode(a.mode);
-  o.key_bn_splits = a.key_bn_splits;
+  bool queue_given = !a.queue.empty();
+  for (const auto& s : a.sets) queue_given |= s.rfind("model.queue=", 0) == 0;
+  auto o = cfg.model_options();
+  if (!queue_given) {
+    const int64_t k = pretrain::stored_queue_size(state);
+    if (k <= 0) throw Error(a.checkpoint + ": no 'queue' tensor; give --queue K");
+    o.queue_size = k;
+  }
   pretrain::CP2Model model(o);
   auto rep = pretrain::load_pretrain_state(*model, state, a.checkpoint, /*strict=*/true);
   std::printf("%s\n", rep.str().c_str());
@@ -48,14 +60,16 @@ Command register_loss(CLI::App& app) {
   auto* c = app.add_subcommand("loss", "Print the losses and accuracies of one training step's forward on a saved batch");
   c->add_option("--checkpoint", a->checkpoint, "pretraining state: cp2 checkpoint or the authors' keys (encoder_q/k, queue)")->required();
   c->add_option("--batch", a->batch, "batch file with im_q, im_k, mask_q, mask_k")->required();
-  c->add_option("--arch", a->depth, "ResNet depth (18/34/50/101)")->capture_default_str();
-  c->add_option("--output-stride", a->output_stride, "output stride (8/16/32)")->capture_default_str();
+  c->add_option("--config", a->config, "pretraining YAML config describing the model (as cp2 pretrain)");
+  c->add_option("--set", a->sets, "override a config key: --set model.arch=18 (repeatable)");
+  c->add_option("--arch", a->arch, "ResNet depth, model.arch (default 50)");
+  c->add_option("--output-stride", a->output_stride, "model.output_stride (default 16)");
   c->add_option("--queue", a->queue, "queue length K (default: the checkpoint's)");
-  c->add_option("--momentum", a->momentum, "key-encoder momentum m")->capture_default_str();
-  c->add_option("--temperature", a->temperature, "instance-loss temperature T")->capture_default_str();
-  c->add_option("--dense-weight", a->dense_weight, "weight of the dense loss")->capture_default_str();
-  c->add_option("--mode", a->mode, "cp2, instance-only, dense-only, no-copy-paste")->capture_default_str();
-  c->add_option("--key-bn-splits", a->key_bn_splits, "key-encoder split-BN groups (1 = plain BN)")->capture_default_str();
+  c->add_option("--momentum", a->momentum, "key-encoder momentum, model.momentum (default 0.999)");
+  c->add_option("--temperature", a->temperature, "instance-loss temperature, loss.temperature (default 0.2)");
+  c->add_option("--dense-weight", a->dense_weight, "loss.dense_weight (default 0.2)");
+  c->add_option("--mode", a->mode, "model.mode: cp2, instance-only, dense-only, no-copy-paste, moco (default cp2)");
+  c->add_option("--key-bn-splits", a->key_bn_splits, "model.key_bn_splits (default 1 = plain BN)");
   return {c, [a] { return run_loss(*a); }};
 }
 

@@ -30,7 +30,7 @@ Run run(const std::string& args) {
 }
 
 TEST(Cli, HelpForEverySubcommand) {
-  for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth"}) {
+  for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth", "bench", "bench pretrain"}) {
     auto r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.rc, 0) << sub;
     EXPECT_NE(r.out.find("--help"), std::string::npos);
@@ -121,10 +121,20 @@ TEST(Cli, PretrainDumpBatchThenLossOnTheRunsCheckpoint) {
   r = run(common + " --max-steps 1");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("stopped after step 1"), std::string::npos) << r.out;
+  // cp2 loss takes the run's own config (R18, m 0.99, K 16 from the checkpoint).
+  r = run("loss --checkpoint " + dir + "/run/checkpoints/checkpoint_00000001.pt --batch " + dir +
+          "/batch.pt --config " + dir + "/run/config.yaml");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("loss_dense"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("0 missing"), std::string::npos) << r.out;
+  // The same with shortcut flags instead; a wrong architecture is a clear error.
   r = run("loss --checkpoint " + dir + "/run/checkpoints/checkpoint_00000001.pt --batch " + dir +
           "/batch.pt --arch 18 --momentum 0.99");
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("loss_dense"), std::string::npos) << r.out;
+  r = run("loss --checkpoint " + dir + "/run/checkpoints/checkpoint_00000001.pt --batch " + dir +
+          "/batch.pt --config " + dir + "/run/config.yaml --set model.arch=50");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("mismatched"), std::string::npos) << r.out;
   // Resume from the run folder: its stored config, continuing at step 1.
   r = run("pretrain --resume " + dir + "/run --threads 2 --quiet --max-steps 2");
   ASSERT_EQ(r.rc, 0) << r.out;
