@@ -24,7 +24,7 @@ void ASPPHeadOptions::validate() const {
 }
 
 ConvModuleImpl::ConvModuleImpl(int64_t in, int64_t out, int64_t k, int64_t pad, int64_t dil)
-    : conv(register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, k).padding(pad).dilation(dil).bias(false)))),
+    : k_(k), pad_(pad), dil_(dil), conv(register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, k).padding(pad).dilation(dil).bias(false)))),
       bn(register_module("bn", nn::BatchNorm2d(out))) {}
 
 torch::Tensor ConvModuleImpl::forward(torch::Tensor x) { return torch::relu(bn(conv_forward(x))); }
@@ -35,12 +35,10 @@ torch::Tensor ConvModuleImpl::forward(torch::Tensor x) { return torch::relu(bn(c
 // same sums (minus additions of exact zeros) and the same gradients (the dropped taps'
 // gradient is exactly zero either way) at up to 9x less work.
 torch::Tensor ConvModuleImpl::conv_forward(const torch::Tensor& x) {
-  const auto& o = conv->options;
-  const int64_t d = (*o.dilation())[0];
-  if ((*o.kernel_size())[0] != 3 || (*o.kernel_size())[1] != 3 || d <= 1 || (*o.dilation())[1] != d ||
-      (*o.stride())[0] != 1 || (*o.stride())[1] != 1 || !c10::get_if<torch::ExpandingArray<2>>(&o.padding()) ||
-      (*c10::get<torch::ExpandingArray<2>>(o.padding()))[0] != d)
-    return conv(x);
+  // Own settings rather than conv->options: its padding is a variant whose type differs
+  // between LibTorch 1.13 and 2.x.
+  const int64_t d = dil_;
+  if (k_ != 3 || d <= 1 || pad_ != d) return conv(x);
   const bool rows = d >= x.size(2), cols = d >= x.size(3);
   if (!rows && !cols) return conv(x);
   namespace F = torch::nn::functional;

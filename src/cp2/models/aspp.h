@@ -30,6 +30,11 @@ class ConvModuleImpl : public torch::nn::Module {
  public:
   ConvModuleImpl(int64_t in, int64_t out, int64_t k, int64_t pad, int64_t dil);
   torch::Tensor forward(torch::Tensor x);
+
+ private:
+  int64_t k_, pad_, dil_;  // stride 1, square kernel, as mmseg's ASPP modules
+
+ public:
   torch::nn::Conv2d conv{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
 
