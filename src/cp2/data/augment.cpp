@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "cp2/common.h"
 
@@ -30,17 +31,27 @@ void ViewOptions::validate() const {
 // Python's round() (half to even), as torchvision's int(round(...)).
 static int64_t pyround(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
-Box sample_resized_crop(int64_t H, int64_t W, double smin, double smax, double rmin, double rmax, Rng& rng) {
+// The draw loop shared by torchvision's RandomResizedCrop and RandomErasing: 10 tries of
+// (area share, log-uniform aspect), placed uniformly. RandomResizedCrop reads the aspect
+// as w/h and accepts boxes up to the image size; RandomErasing reads it as h/w and needs
+// boxes strictly smaller than the image.
+static std::optional<Box> draw_box(int64_t H, int64_t W, double smin, double smax, double rmin, double rmax,
+                                   bool erasing, Rng& rng) {
   const double area = static_cast<double>(H) * W, lr0 = std::log(rmin), lr1 = std::log(rmax);
   for (int t = 0; t < 10; ++t) {
-    double target = area * rng.uniform(smin, smax);
-    double aspect = std::exp(rng.uniform(lr0, lr1));
-    int64_t w = pyround(std::sqrt(target * aspect)), h = pyround(std::sqrt(target / aspect));
-    if (0 < w && w <= W && 0 < h && h <= H) {
-      int64_t i = rng.randint(0, H - h + 1), j = rng.randint(0, W - w + 1);
-      return {i, j, h, w};
-    }
+    const double target = area * rng.uniform(smin, smax), aspect = std::exp(rng.uniform(lr0, lr1));
+    const int64_t a = pyround(std::sqrt(target * aspect)), b = pyround(std::sqrt(target / aspect));
+    const int64_t h = erasing ? a : b, w = erasing ? b : a;
+    const bool fits = erasing ? (h < H && w < W) : (0 < w && w <= W && 0 < h && h <= H);
+    if (!fits) continue;
+    const int64_t i = rng.randint(0, H - h + 1), j = rng.randint(0, W - w + 1);
+    return Box{i, j, h, w};
   }
+  return std::nullopt;
+}
+
+Box sample_resized_crop(int64_t H, int64_t W, double smin, double smax, double rmin, double rmax, Rng& rng) {
+  if (auto b = draw_box(H, W, smin, smax, rmin, rmax, /*erasing=*/false, rng)) return *b;
   double in_ratio = static_cast<double>(W) / H;
   int64_t w = W, h = H;
   if (in_ratio < rmin) h = pyround(w / rmin);
@@ -49,15 +60,8 @@ Box sample_resized_crop(int64_t H, int64_t W, double smin, double smax, double r
 }
 
 Box sample_erasing(int64_t H, int64_t W, double smin, double smax, double rmin, double rmax, Rng& rng) {
-  const double area = static_cast<double>(H) * W, lr0 = std::log(rmin), lr1 = std::log(rmax);
-  for (int t = 0; t < 10; ++t) {
-    double target = area * rng.uniform(smin, smax);
-    double aspect = std::exp(rng.uniform(lr0, lr1));
-    int64_t h = pyround(std::sqrt(target * aspect)), w = pyround(std::sqrt(target / aspect));
-    if (!(h < H && w < W)) continue;
-    int64_t i = rng.randint(0, H - h + 1), j = rng.randint(0, W - w + 1);
-    return {i, j, h, w};
-  }
+  if (auto b = draw_box(H, W, smin, smax, rmin, rmax, /*erasing=*/true, rng)) return *b;
+  const double area = static_cast<double>(H) * W;
   // Fallback (see header): centred, minimum area, ratio 1, shrunk to fit, never empty.
   int64_t side = std::max<int64_t>(1, pyround(std::sqrt(area * smin)));
   int64_t h = std::min(side, H - 1 > 0 ? H - 1 : 1), w = std::min(side, W - 1 > 0 ? W - 1 : 1);
