@@ -200,7 +200,7 @@ TEST(PretrainRun, BadInputs) {
   expect_error([&] { run(cfg, yaml); }, {"4 images", "batch of 8"});
   cfg.train.init = fixture("cp2_step_r18_96.pt");  // a pretraining state with no MoCo keys
   cfg.train.batch = 2;
-  expect_error([&] { run(cfg, yaml); }, {"cp2_step_r18_96.pt"});
+  expect_error([&] { run(cfg, yaml); }, {"cp2_step_r18_96.pt", "no tensor matched"});
   cfg.train.init = "";
   expect_error([&] { run(cfg, yaml, "/nonexistent/run"); }, {"/nonexistent/run", "no such checkpoint"});
   cfg.train.device = "tpu";

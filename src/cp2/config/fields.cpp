@@ -256,16 +256,4 @@ std::string Fields::describe() const {
   return o.str();
 }
 
-std::vector<std::string> Fields::keys() const {
-  std::vector<std::string> k;
-  for (const auto& f : fields_) k.push_back(f.key);
-  return k;
-}
-
-std::string Fields::get(const std::string& key) const {
-  const Field* f = find(key);
-  if (!f) throw Error("unknown key '" + key + "'");
-  return f->show();
-}
-
 }  // namespace cp2::config

@@ -34,8 +34,6 @@ class Fields {
   std::string to_yaml() const;
   // One line per key: name, current value, help (for --help-config).
   std::string describe() const;
-  std::vector<std::string> keys() const;
-  std::string get(const std::string& key) const;
 
  private:
   struct Field {

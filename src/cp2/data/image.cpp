@@ -9,12 +9,11 @@
 #include <csetjmp>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "cp2/common.h"
+#include "cp2/io/checkpoint.h"
 
 namespace fs = std::filesystem;
 
@@ -85,9 +84,7 @@ at::Tensor read_image(const std::string& path) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) throw Error(path + ": image not found");
   {
-    std::ifstream f(path, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    if (!f && !f.eof()) throw Error(path + ": cannot read image file");
+    const std::string bytes = io::read_file(path);
     if (bytes.size() >= 3 && static_cast<uint8_t>(bytes[0]) == 0xFF && static_cast<uint8_t>(bytes[1]) == 0xD8 &&
         static_cast<uint8_t>(bytes[2]) == 0xFF) {
       auto t = decode_jpeg(path, bytes);
@@ -106,28 +103,6 @@ at::Tensor read_image(const std::string& path) {
   cv::Mat dst(m.rows, m.cols, CV_8UC3, t.data_ptr<uint8_t>());
   cv::cvtColor(m, dst, cv::COLOR_BGR2RGB);
   return t.permute({2, 0, 1});
-}
-
-void write_image(const std::string& path, const at::Tensor& img) {
-  auto t = img.to(torch::kCPU).to(torch::kUInt8);
-  cv::Mat out;
-  if (t.dim() == 2) {
-    t = t.contiguous();
-    out = cv::Mat(t.size(0), t.size(1), CV_8UC1, t.data_ptr()).clone();
-  } else if (t.dim() == 3 && t.size(0) == 3) {
-    auto hwc = t.permute({1, 2, 0}).contiguous();
-    cv::Mat rgb(hwc.size(0), hwc.size(1), CV_8UC3, hwc.data_ptr());
-    cv::cvtColor(rgb, out, cv::COLOR_RGB2BGR);
-  } else {
-    throw Error(path + ": write_image expects 3 x H x W or H x W, found " + shape_str(t.sizes().vec()));
-  }
-  bool ok = false;
-  try {
-    ok = cv::imwrite(path, out);
-  } catch (const cv::Exception& e) {
-    throw Error(path + ": cannot write image (" + e.what() + ")");
-  }
-  if (!ok) throw Error(path + ": cannot write image (unsupported extension or unwritable folder)");
 }
 
 static bool is_image_name(const fs::path& p) {

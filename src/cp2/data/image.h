@@ -14,9 +14,6 @@ namespace cp2::data {
 // naming the file when it is missing or cannot be decoded.
 at::Tensor read_image(const std::string& path);
 
-// Writes a 3 x H x W (RGB) or H x W uint8 tensor as PNG/JPEG by extension.
-void write_image(const std::string& path, const at::Tensor& img);
-
 // Every image file (jpg, jpeg, png, bmp, webp, tif, tiff; any case) under `root`,
 // recursively, sorted by path so the order is the same on every machine.
 // Throws naming the folder when it is missing, not a folder, or holds no image.

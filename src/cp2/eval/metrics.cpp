@@ -42,8 +42,11 @@ Metrics compute_metrics(const at::Tensor& confusion) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   double iou_sum = 0, acc_sum = 0;
   int64_t iou_n = 0, acc_n = 0;
+  auto U = uni.accessor<double, 1>(), Tr = truth.accessor<double, 1>();
+  auto tpc = tp.contiguous();
+  auto I = tpc.accessor<double, 1>();
   for (int64_t k = 0; k < c; ++k) {
-    const double u = uni[k].item<double>(), t = truth[k].item<double>(), i = tp[k].item<double>();
+    const double u = U[k], t = Tr[k], i = I[k];
     m.iou.push_back(u > 0 ? i / u : nan);  // absent from truth and prediction: excluded
     m.acc.push_back(t > 0 ? i / t : nan);  // absent from truth: excluded
     if (u > 0) iou_sum += m.iou.back(), ++iou_n;

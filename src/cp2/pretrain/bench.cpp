@@ -9,7 +9,6 @@
 
 #include "cp2/common.h"
 #include "cp2/cpu_allocator.h"
-#include "cp2/models/init.h"
 #include "cp2/pretrain/config.h"
 #include "cp2/pretrain/trainer.h"
 
@@ -62,15 +61,10 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   if (verbose) std::printf("data pipeline  %8.2f img/s  (%d workers, %lld batches)\n", r.data_img_s, o.workers,
                            static_cast<long long>(nb));
 
-  torch::manual_seed(0);
-  CP2Model model(cfg.model_options());
-  models::init_weights(model->q_module(), 0);
-  model->sync_key_encoder();
+  CP2Model model = make_model(cfg.model_options(), 0);
   model->to(device);
   model->train();
-  train::NamedTensors params;
-  for (auto& p : model->q_module().named_parameters()) params.emplace_back(p.key(), p.value());
-  train::Optimizer opt(params, cfg.optim);
+  train::Optimizer opt(query_parameters(*model), cfg.optim);
   const double lr = cfg.lr();
   auto to_dev = [&](const data::Batch& b) -> data::Batch {
     return {b.im_q.to(device), b.im_k.to(device), b.mask_q.to(device), b.mask_k.to(device)};

@@ -38,17 +38,6 @@ torch::Tensor MocoEncoderImpl::embed(const torch::Tensor& x) {
   return fc->forward(f.mean({2, 3}));
 }
 
-std::string mode_name(Mode m) {
-  switch (m) {
-    case Mode::Cp2: return "cp2";
-    case Mode::InstanceOnly: return "instance-only";
-    case Mode::DenseOnly: return "dense-only";
-    case Mode::NoCopyPaste: return "no-copy-paste";
-    case Mode::Moco: return "moco";
-  }
-  return "?";
-}
-
 void CP2Options::validate() const {
   encoder.validate();
   if (encoder.head.proj_channels <= 0) throw Error("head.proj_channels: pretraining needs a projection (> 0)");

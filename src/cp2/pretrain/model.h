@@ -11,7 +11,6 @@ namespace cp2::pretrain {
 // Table 6's rows (SPEC §4), and MoCo v2 itself (the Quick Tuning base).
 enum class Mode { Cp2, InstanceOnly, DenseOnly, NoCopyPaste, Moco };
 Mode parse_mode(const std::string& s);  // throws listing the valid names
-std::string mode_name(Mode m);
 std::string mode_names();  // "cp2, instance-only, dense-only, no-copy-paste, moco"
 // Whether the mode composes copy-paste views (no-copy-paste and moco use plain views).
 bool uses_copy_paste(Mode m);

@@ -142,6 +142,20 @@ class Progress {
 
 }  // namespace
 
+CP2Model make_model(const CP2Options& o, uint64_t seed) {
+  torch::manual_seed(seed);
+  CP2Model m(o);
+  models::init_weights(m->q_module(), seed);
+  m->sync_key_encoder();
+  return m;
+}
+
+train::NamedTensors query_parameters(CP2ModelImpl& m) {
+  train::NamedTensors params;
+  for (auto& p : m.q_module().named_parameters()) params.emplace_back("encoder_q." + p.key(), p.value());
+  return params;
+}
+
 StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& b, double lr) {
   StepResult r;
   r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
@@ -182,9 +196,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
 
   // Model: seeded init (mmsegmentation's for the segmentor encoders), the queue from the
   // same seed, then Quick Tuning weights for the query backbone, then k <- q.
-  torch::manual_seed(T.seed);
-  CP2Model model(mopt);
-  models::init_weights(model->q_module(), T.seed);
+  CP2Model model = make_model(mopt, T.seed);
   if (!T.init.empty() && rc.resume.empty()) {
     auto ck = io::load_checkpoint(T.init);
     auto mapped = io::map_to_segmentor(ck, io::parse_preset(T.init_preset));
@@ -203,13 +215,10 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                   std::to_string(rep.mismatched.size()) + " mis-shaped tensors, first: " + rep.mismatched[0].key +
                   " expected " + shape_str(rep.mismatched[0].expected) + ", found " +
                   shape_str(rep.mismatched[0].found) + ")");
+    model->sync_key_encoder();
   }
-  model->sync_key_encoder();
   model->to(device);
-
-  train::NamedTensors params;
-  for (auto& p : model->q_module().named_parameters()) params.emplace_back("encoder_q." + p.key(), p.value());
-  train::Optimizer opt(params, cfg.optim);
+  train::Optimizer opt(query_parameters(*model), cfg.optim);
 
   // Run folder.
   const fs::path out = T.out, ckdir = out / "checkpoints";
@@ -286,8 +295,28 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   };
 
   const int64_t total_steps = T.epochs * iters;
-  const double lr0 = cfg.lr();
   const auto t0 = Clock::now();
+  // One summary for both exits (end of training, or --max-steps): totals, summary.json.
+  auto finish = [&](bool finished) {
+    progress.done();
+    sum.finished = finished;
+    sum.seconds = seconds_since(t0);
+    sum.images_per_s = (sum.last_step - sum.first_step) * T.batch / std::max(sum.seconds, 1e-9);
+    sum.last_checkpoint = last_ckpt;
+    sum.skipped_images += ds->take_skipped();
+    nlohmann::json j = {{"finished", finished},
+                        {"steps", sum.last_step},
+                        {"steps_this_run", sum.last_step - sum.first_step},
+                        {"seconds", sum.seconds},
+                        {"images_per_s", sum.images_per_s},
+                        {"final_loss", sum.losses.empty() ? 0.0 : sum.losses.back()},
+                        {"skipped_image_reads", sum.skipped_images},
+                        {"checkpoint", sum.last_checkpoint}};
+    std::ofstream(out / "summary.json") << j.dump(2) << "\n";
+    return sum;
+  };
+
+  const double lr0 = cfg.lr();
   double data_wait = 0;
   progress.message("pretraining " + cfg.model.mode + ": resnet" + std::to_string(cfg.model.arch) + ", " +
                    std::to_string(ds->size()) + " images, " + std::to_string(iters) + " steps/epoch x " +
@@ -347,12 +376,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) save(here);
       if (rc.max_steps > 0 && pos.step >= rc.max_steps) {
         save(here);
-        progress.done();
-        sum.seconds = el;
-        sum.images_per_s = ips;
-        sum.last_checkpoint = last_ckpt;
-        sum.skipped_images = ds->take_skipped();
-        return sum;
+        return finish(false);
       }
     }
     pos.iter = 0;
@@ -365,20 +389,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     if ((T.checkpoint_every_epochs > 0 && (epoch + 1) % T.checkpoint_every_epochs == 0) || epoch + 1 == T.epochs)
       save(end);
   }
-  progress.done();
-  sum.finished = true;
-  sum.seconds = seconds_since(t0);
-  sum.images_per_s = (sum.last_step - sum.first_step) * T.batch / std::max(sum.seconds, 1e-9);
-  sum.last_checkpoint = last_ckpt;
-  nlohmann::json s = {{"steps", sum.last_step},
-                      {"steps_this_run", sum.last_step - sum.first_step},
-                      {"seconds", sum.seconds},
-                      {"images_per_s", sum.images_per_s},
-                      {"final_loss", sum.losses.empty() ? 0.0 : sum.losses.back()},
-                      {"skipped_image_reads", sum.skipped_images},
-                      {"checkpoint", sum.last_checkpoint}};
-  std::ofstream(out / "summary.json") << s.dump(2) << "\n";
-  return sum;
+  return finish(true);
 }
 
 }  // namespace cp2::pretrain

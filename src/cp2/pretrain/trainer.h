@@ -25,6 +25,12 @@ struct RunSummary {
   bool finished = false;  // reached the last epoch (not stopped by max_steps)
 };
 
+// A model as a fresh run starts it: weights and queue drawn from `seed` (mmsegmentation's
+// init for the query encoder), key encoder = query encoder.
+CP2Model make_model(const CP2Options& o, uint64_t seed);
+// The query encoder's parameters under their state-dict names (the optimizer's keys).
+train::NamedTensors query_parameters(CP2ModelImpl& m);
+
 struct StepResult {
   LossParts parts;
   double loss = 0;
