@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "cp2/common.h"
 #include "cp2/pretrain/bench.h"
+#include "cp2/seg/bench.h"
 
 namespace cp2::app {
 
@@ -27,7 +28,38 @@ Command register_bench(CLI::App& app) {
   p->add_option("--data-batches", o->data_batches, "batches timed in the data phase (default 4 x steps)");
   p->add_flag("!--no-cache-allocator", o->cache_allocator, "use LibTorch's plain CPU allocator");
   p->add_option("--device", o->device, "cpu, cuda, cuda:N")->capture_default_str();
-  return {c, [o, p] {
+  auto so = std::make_shared<seg::SegBenchOptions>();
+  auto add_seg = [&](CLI::App* s) {
+    s->add_option("--data", so->data, "VOC-layout folder (default: generate one in a temp folder)");
+    s->add_option("--arch", so->arch, "ResNet depth")->capture_default_str();
+    s->add_option("--crop", so->crop, "train crop size")->capture_default_str();
+    s->add_option("--image-width", so->image_w, "generated image width")->capture_default_str();
+    s->add_option("--image-height", so->image_h, "generated image height")->capture_default_str();
+    s->add_option("--batch", so->batch, "batch size")->capture_default_str();
+    s->add_option("--workers", so->workers, "loader threads")->capture_default_str();
+    s->add_option("--steps", so->steps, "timed steps per round")->capture_default_str();
+    s->add_option("--warmup", so->warmup, "untimed steps first")->capture_default_str();
+    s->add_option("--rounds", so->rounds, "timing rounds (medians reported)")->capture_default_str();
+    s->add_option("--eval-images", so->eval_images, "images per evaluation round")->capture_default_str();
+    s->add_option("--device", so->device, "cpu, cuda, cuda:N")->capture_default_str();
+  };
+  auto* ft = c->add_subcommand("finetune", "images/s of a DeepLabV3 training step (fixed batch and end to end), peak RSS");
+  add_seg(ft);
+  auto* ev = c->add_subcommand("evaluate", "images/s of whole-image evaluation at the test scale, peak RSS");
+  add_seg(ev);
+  return {c, [o, p, so, ft, ev] {
+            if (ft->parsed()) {
+              std::printf("cp2 bench finetune: resnet%d DeepLabV3, crop %d, batch %lld, %d intra-op threads, %d workers\n",
+                          so->arch, so->crop, static_cast<long long>(so->batch), get_threads(), so->workers);
+              seg::bench_finetune(*so, true);
+              return 0;
+            }
+            if (ev->parsed()) {
+              std::printf("cp2 bench evaluate: resnet%d DeepLabV3, %dx%d images, %d intra-op threads\n", so->arch,
+                          so->image_w, so->image_h, get_threads());
+              seg::bench_evaluate(*so, true);
+              return 0;
+            }
             if (!p->parsed()) return 1;
             std::printf("cp2 bench pretrain: resnet%d-ASPP %s @%d, batch %lld, K %lld, %d intra-op threads, %d workers\n",
                         o->arch, o->mode.c_str(), o->size, static_cast<long long>(o->batch),

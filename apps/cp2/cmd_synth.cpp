@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "cp2/data/synth.h"
+#include "cp2/seg/synth.h"
 
 namespace cp2::app {
 
@@ -19,7 +20,29 @@ Command register_synth(CLI::App& app) {
   c->add_option("--classes", o->classes, "class folders (0 = flat)")->capture_default_str();
   c->add_option("--ext", o->ext, "jpg or png")->capture_default_str();
   c->add_option("--seed", o->seed, "seed")->capture_default_str();
-  return {c, [o, out] {
+  auto so = std::make_shared<seg::SynthSegOptions>();
+  auto seg_layout = std::make_shared<std::string>();
+  c->add_option("--seg", *seg_layout,
+                "write a segmentation dataset instead, in this layout: voc, cityscapes, ade20k, list");
+  c->add_option("--train", so->train, "--seg: training images")->capture_default_str();
+  c->add_option("--val", so->val, "--seg: validation images")->capture_default_str();
+  c->add_option("--seg-classes", so->classes, "--seg: foreground classes drawn")->capture_default_str();
+  c->add_option("--shapes", so->shapes, "--seg: shapes per image")->capture_default_str();
+  c->add_flag("--boundaries", so->boundaries, "--seg voc: 255 outlines around shapes");
+  c->add_flag("--label-ids", so->label_ids, "--seg cityscapes: write labelIds instead of labelTrainIds");
+  return {c, [o, out, so, seg_layout] {
+            if (!seg_layout->empty()) {
+              so->layout = *seg_layout;
+              so->width = o->width;
+              so->height = o->height;
+              so->seed = o->seed;
+              auto splits = seg::write_synthetic_dataset(*out, *so);
+              std::printf("wrote a %s-layout dataset (%d train, %d val images) to %s\n"
+                          "data.train_split: %s\ndata.val_split: %s\n",
+                          so->layout.c_str(), so->train, so->val, out->c_str(), splits.first.c_str(),
+                          splits.second.c_str());
+              return 0;
+            }
             auto paths = data::write_synthetic_images(*out, *o);
             std::printf("wrote %zu images to %s\n", paths.size(), out->c_str());
             return 0;

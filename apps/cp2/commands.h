@@ -17,5 +17,8 @@ Command register_loss(CLI::App& app);
 Command register_pretrain(CLI::App& app);
 Command register_synth(CLI::App& app);
 Command register_bench(CLI::App& app);
+Command register_finetune(CLI::App& app);
+Command register_evaluate(CLI::App& app);
+Command register_predict(CLI::App& app);
 
 }  // namespace cp2::app

@@ -14,7 +14,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "intra-op threads (default: all cores)");
   std::vector<cp2::app::Command> cmds{cp2::app::register_convert(app), cp2::app::register_demo(app),
                                        cp2::app::register_loss(app), cp2::app::register_pretrain(app),
-                                       cp2::app::register_synth(app), cp2::app::register_bench(app)};
+                                       cp2::app::register_synth(app), cp2::app::register_bench(app),
+                                       cp2::app::register_finetune(app), cp2::app::register_evaluate(app),
+                                       cp2::app::register_predict(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

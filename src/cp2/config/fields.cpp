@@ -130,6 +130,25 @@ void Fields::add(const std::string& key, std::array<double, 3>& v, const std::st
                      },
                      [&v] { return "[" + show_double(v[0]) + ", " + show_double(v[1]) + ", " + show_double(v[2]) + "]"; }});
 }
+void Fields::add(const std::string& key, std::vector<double>& v, const std::string& help) {
+  fields_.push_back({key, "list of floats", help,
+                     [&v](const std::string& s0) {
+                       std::string s = trim(s0);
+                       if (s.size() < 2 || s.front() != '[' || s.back() != ']')
+                         throw std::invalid_argument("a list of numbers like [0.5, 1.0, 1.5]");
+                       std::stringstream ss(s.substr(1, s.size() - 2));
+                       std::vector<double> out;
+                       std::string item;
+                       while (std::getline(ss, item, ',')) out.push_back(parse_double(trim(item)));
+                       if (out.empty()) throw std::invalid_argument("a non-empty list of numbers like [1.0]");
+                       v = out;
+                     },
+                     [&v] {
+                       std::string out = "[";
+                       for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + show_double(v[i]);
+                       return out + "]";
+                     }});
+}
 void Fields::add_choice(const std::string& key, std::string& v, std::vector<std::string> choices,
                         const std::string& help) {
   std::string list;
@@ -254,6 +273,13 @@ std::string Fields::describe() const {
     o << "  " << kv << std::string(w + 2 - kv.size(), ' ') << f.help << "\n";
   }
   return o.str();
+}
+
+void apply_sources(Fields& f, const Sources& src) {
+  if (!src.file.empty()) f.load_yaml_file(src.file);
+  else if (!src.stored_config.empty()) f.load_yaml_text(src.stored_config, src.stored_origin);
+  for (const auto& [k, v] : src.flags) f.set(k, v, "command line");
+  f.apply_overrides(src.sets);
 }
 
 }  // namespace cp2::config

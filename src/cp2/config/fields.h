@@ -6,6 +6,7 @@
 #include <array>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cp2::config {
@@ -19,6 +20,7 @@ class Fields {
   void add(const std::string& key, bool& v, const std::string& help);
   void add(const std::string& key, std::string& v, const std::string& help);
   void add(const std::string& key, std::array<double, 3>& v, const std::string& help);
+  void add(const std::string& key, std::vector<double>& v, const std::string& help);  // non-empty list
   // A string restricted to `choices`.
   void add_choice(const std::string& key, std::string& v, std::vector<std::string> choices, const std::string& help);
 
@@ -44,5 +46,17 @@ class Fields {
   const Field* find(const std::string& key) const;
   std::vector<Field> fields_;
 };
+
+// Where a run's settings come from, lowest precedence first: the defaults, the config
+// file (or, when resuming without one, the config stored in the checkpoint), the
+// command-line flags (key, value), then --set key=value items.
+struct Sources {
+  std::string file;
+  std::string stored_config;  // YAML text from a checkpoint
+  std::string stored_origin;
+  std::vector<std::pair<std::string, std::string>> flags;
+  std::vector<std::string> sets;
+};
+void apply_sources(Fields& f, const Sources& src);
 
 }  // namespace cp2::config

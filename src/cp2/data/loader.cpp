@@ -89,19 +89,11 @@ void LoaderOptions::validate() const {
 }
 
 PretrainLoader::PretrainLoader(std::shared_ptr<PretrainDataset> ds, LoaderOptions opt)
-    : ds_(std::move(ds)), opt_(opt) {
-  opt_.validate();
-  for (int i = 0; i < opt_.workers; ++i) threads_.emplace_back([this] { worker_loop(); });
-}
+    : ds_(std::move(ds)),
+      opt_((opt.validate(), opt)),
+      prefetch_([this](int64_t e, int64_t b) { return build(e, b); }, opt_.workers, opt_.prefetch, opt_.priority) {}
 
-PretrainLoader::~PretrainLoader() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  for (auto& t : threads_) t.join();
-}
+PretrainLoader::~PretrainLoader() = default;
 
 int64_t PretrainLoader::batches_per_epoch() const {
   const int64_t n = ds_->size() / opt_.batch;
@@ -132,70 +124,23 @@ Batch PretrainLoader::build(int64_t epoch, int64_t b) {
   return out;
 }
 
-void PretrainLoader::start(int64_t epoch, int64_t first, int64_t end) {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    ++generation_;
-    epoch_ = epoch;
-    next_assign_ = next_consume_ = first;
-    end_ = end;
-    ready_.clear();
-    error_ = nullptr;
-  }
-  cv_.notify_all();
-}
+void PretrainLoader::start(int64_t epoch, int64_t first, int64_t end) { prefetch_.start(epoch, first, end); }
 
-void PretrainLoader::worker_loop() {
+std::optional<Batch> PretrainLoader::next() { return prefetch_.next(); }
+
+void set_loader_thread_priority(const std::string& priority) {
   // The training step's intra-op threads meet at a barrier after every parallel region,
   // so a loader thread pre-empting one of them stalls them all (measured: end to end
   // 10-25 % below the model step on 2 cores). At SCHED_IDLE the loader only takes CPU the
   // step leaves idle, and all of it whenever the step waits for a batch. Linux-specific;
   // elsewhere, or if refused, the threads keep the normal priority.
-  if (opt_.priority == "idle") {
+  if (priority == "idle") {
     sched_param sp{};
     sp.sched_priority = 0;
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
-  } else if (opt_.priority == "low") {
+  } else if (priority == "low") {
     setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);
   }
-  std::unique_lock<std::mutex> lk(mu_);
-  while (true) {
-    cv_.wait(lk, [this] { return stop_ || (next_assign_ < end_ && next_assign_ < next_consume_ + opt_.prefetch); });
-    if (stop_) return;
-    const int64_t b = next_assign_++, epoch = epoch_;
-    const uint64_t gen = generation_;
-    lk.unlock();
-    Batch batch;
-    std::exception_ptr err;
-    try {
-      batch = build(epoch, b);
-    } catch (...) {
-      err = std::current_exception();
-    }
-    lk.lock();
-    if (gen != generation_) continue;  // the epoch was restarted meanwhile
-    if (err) error_ = err;
-    else ready_[b] = std::move(batch);
-    cv_.notify_all();
-  }
-}
-
-std::optional<Batch> PretrainLoader::next() {
-  std::unique_lock<std::mutex> lk(mu_);
-  if (next_consume_ >= end_) return std::nullopt;
-  if (threads_.empty()) {
-    const int64_t b = next_consume_++;
-    lk.unlock();
-    return build(epoch_, b);
-  }
-  cv_.wait(lk, [this] { return error_ || ready_.count(next_consume_); });
-  if (error_) std::rethrow_exception(error_);
-  auto it = ready_.find(next_consume_);
-  Batch b = std::move(it->second);
-  ready_.erase(it);
-  ++next_consume_;
-  cv_.notify_all();
-  return b;
 }
 
 }  // namespace cp2::data

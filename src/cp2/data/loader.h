@@ -4,19 +4,17 @@
 // and a run resumed at batch b sees exactly the batches it would have seen.
 #pragma once
 #include <atomic>
-#include <condition_variable>
-#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cp2/data/batch.h"
 #include "cp2/data/copypaste.h"
+#include "cp2/data/prefetch.h"
 
 namespace cp2::data {
 
@@ -83,18 +81,9 @@ class PretrainLoader {
   Batch build(int64_t epoch, int64_t b);
 
  private:
-  void worker_loop();
-
   std::shared_ptr<PretrainDataset> ds_;
   LoaderOptions opt_;
-  std::vector<std::thread> threads_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  uint64_t generation_ = 0;
-  int64_t epoch_ = 0, next_assign_ = 0, next_consume_ = 0, end_ = 0;
-  std::map<int64_t, Batch> ready_;
-  std::exception_ptr error_;
+  Prefetcher<Batch> prefetch_;
 };
 
 }  // namespace cp2::data

@@ -134,10 +134,7 @@ void PretrainConfig::validate() const {
 
 std::string resolve_config(PretrainConfig& cfg, const ConfigSources& src) {
   auto f = cfg.fields();
-  if (!src.file.empty()) f.load_yaml_file(src.file);
-  else if (!src.stored_config.empty()) f.load_yaml_text(src.stored_config, src.stored_origin);
-  for (const auto& [k, v] : src.flags) f.set(k, v, "command line");
-  f.apply_overrides(src.sets);
+  config::apply_sources(f, src);
   cfg.validate();
   return f.to_yaml();
 }

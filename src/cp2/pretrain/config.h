@@ -60,16 +60,7 @@ struct PretrainConfig {
   void validate() const;  // every subsystem, plus cross-key checks
 };
 
-// Where a run's settings come from, lowest precedence first: the defaults, the config
-// file (or, when resuming without one, the config stored in the checkpoint), the
-// command-line flags (key, value), then --set key=value items.
-struct ConfigSources {
-  std::string file;
-  std::string stored_config;  // YAML text from a checkpoint
-  std::string stored_origin;
-  std::vector<std::pair<std::string, std::string>> flags;
-  std::vector<std::string> sets;
-};
+using ConfigSources = config::Sources;
 
 // Fills `cfg` and validates it; returns the resolved config as YAML.
 std::string resolve_config(PretrainConfig& cfg, const ConfigSources& src);

@@ -17,6 +17,7 @@
 #include "cp2/io/keymap.h"
 #include "cp2/models/init.h"
 #include "cp2/pretrain/state_io.h"
+#include "cp2/train/run.h"
 
 namespace fs = std::filesystem;
 
@@ -25,47 +26,10 @@ namespace cp2::pretrain {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using train::get_int;
+using train::Progress;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-torch::Device parse_device(const std::string& s) {
-  std::unique_ptr<torch::Device> d;
-  try {
-    d = std::make_unique<torch::Device>(s);
-  } catch (const std::exception&) {
-    throw Error("train.device: expected cpu, cuda or cuda:N, found '" + s + "'");
-  }
-  if (d->is_cuda() && !torch::cuda::is_available())
-    throw Error("train.device: '" + s + "' requested but this LibTorch build has no usable CUDA device");
-  return *d;
-}
-
-std::string checkpoint_name(int64_t step) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "checkpoint_%08lld.pt", static_cast<long long>(step));
-  return buf;
-}
-
-std::vector<fs::path> list_checkpoints(const fs::path& dir) {
-  std::vector<fs::path> out;
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return out;
-  for (auto& e : fs::directory_iterator(dir, ec)) {
-    auto n = e.path().filename().string();
-    if (n.rfind("checkpoint_", 0) == 0 && e.path().extension() == ".pt") out.push_back(e.path());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-std::string fmt_time(double s) {
-  if (!std::isfinite(s) || s < 0) return "--:--";
-  long t = std::lround(s);
-  char buf[32];
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%02ld:%02ld", t / 60, t % 60);
-  return buf;
-}
 
 struct Position {
   int64_t epoch = 0, iter = 0, step = 0;  // next epoch / batch within it / global step
@@ -93,52 +57,10 @@ py::ObjPtr make_checkpoint(CP2ModelImpl& m, const train::Optimizer& opt, const P
   py::set(o, "name", py::str(opt.options().name));
   py::set(o, "state", io::to_state_dict(cpu(opt.state())));
   py::set(root, "optimizer", o);
-  auto rng = py::dict();
-  {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lk(gen.mutex());
-    py::set(rng, "torch_cpu", py::tensor(gen.get_state()));
-  }
-  py::set(root, "rng", rng);
+  py::set(root, "rng", train::rng_state());
   py::set(root, "config", py::str(config_text));
   return root;
 }
-
-int64_t get_int(const py::ObjPtr& root, const std::string& key, const std::string& path) {
-  auto o = root->get(key);
-  if (!o || o->kind != py::Kind::Int) throw Error(path + ": not a cp2 pretraining checkpoint (no integer '" + key + "')");
-  return o->i;
-}
-
-class Progress {
- public:
-  Progress(bool enabled, int64_t log_every) : enabled_(enabled), tty_(isatty(fileno(stderr))), every_(log_every) {}
-  void update(const std::string& line, int64_t step, bool force) {
-    if (!enabled_) return;
-    if (tty_) {
-      std::fprintf(stderr, "\r%-*s", static_cast<int>(std::max<size_t>(width_, line.size())), line.c_str());
-      width_ = line.size();
-      std::fflush(stderr);
-    } else if (force || step % every_ == 0) {
-      std::fprintf(stderr, "%s\n", line.c_str());
-    }
-  }
-  void message(const std::string& msg) {
-    if (!enabled_) return;
-    if (tty_ && width_) std::fprintf(stderr, "\n");
-    width_ = 0;
-    std::fprintf(stderr, "%s\n", msg.c_str());
-  }
-  void done() {
-    if (enabled_ && tty_ && width_) std::fprintf(stderr, "\n");
-    width_ = 0;
-  }
-
- private:
-  bool enabled_, tty_;
-  int64_t every_;
-  size_t width_ = 0;
-};
 
 }  // namespace
 
@@ -169,15 +91,7 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
   return r;
 }
 
-std::string resolve_checkpoint(const std::string& file_or_run) {
-  std::error_code ec;
-  if (fs::is_regular_file(file_or_run, ec)) return file_or_run;
-  if (!fs::exists(file_or_run, ec)) throw Error(file_or_run + ": no such checkpoint or run folder");
-  auto list = list_checkpoints(fs::path(file_or_run) / "checkpoints");
-  if (list.empty()) list = list_checkpoints(file_or_run);
-  if (list.empty()) throw Error(file_or_run + ": run folder holds no checkpoints/checkpoint_*.pt");
-  return list.back().string();
-}
+std::string resolve_checkpoint(const std::string& file_or_run) { return train::resolve_checkpoint(file_or_run); }
 
 std::string checkpoint_config(const std::string& path) {
   auto ck = io::load_checkpoint(path);
@@ -189,7 +103,7 @@ std::string checkpoint_config(const std::string& path) {
 RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   cfg.validate();
   install_caching_cpu_allocator();
-  const auto device = parse_device(cfg.train.device);
+  const auto device = train::parse_device(cfg.train.device);
   const auto mopt = cfg.model_options();
   const auto& T = cfg.train;
   Progress progress(rc.progress, T.log_every);
@@ -248,13 +162,10 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     for (auto& [k, v] : st->dict)
       if (v->kind == py::Kind::Tensor) ost.emplace_back(k->s, v->tensor);
     opt.load_state(ost, last_ckpt);
-    pos = {get_int(ck.root, "epoch", last_ckpt), get_int(ck.root, "iteration", last_ckpt),
-           get_int(ck.root, "step", last_ckpt)};
-    if (auto rng = ck.root->get("rng"); rng && rng->get("torch_cpu")) {
-      auto gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lk(gen.mutex());
-      gen.set_state(rng->get("torch_cpu")->tensor);
-    }
+    const std::string what = "cp2 pretraining checkpoint";
+    pos = {get_int(ck.root, "epoch", last_ckpt, what), get_int(ck.root, "iteration", last_ckpt, what),
+           get_int(ck.root, "step", last_ckpt, what)};
+    train::set_rng_state(ck.root->get("rng"));
     progress.message("resumed from " + last_ckpt + " at epoch " + std::to_string(pos.epoch) + ", iteration " +
                      std::to_string(pos.iter) + " (step " + std::to_string(pos.step) + ")");
   }
@@ -286,12 +197,11 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   int64_t saved_step = -1;
   auto save = [&](const Position& p) {
     if (p.step == saved_step) return;
-    auto path = (ckdir / checkpoint_name(p.step)).string();
+    auto path = (ckdir / train::checkpoint_name(p.step)).string();
     io::save_checkpoint(path, make_checkpoint(*model, opt, p, rc.config_text, cfg.model.arch));
     saved_step = p.step;
     last_ckpt = path;
-    auto all = list_checkpoints(ckdir);
-    for (size_t i = 0; i + T.keep_last < all.size(); ++i) fs::remove(all[i], ec);
+    train::rotate_checkpoints(ckdir, T.keep_last);
   };
 
   const int64_t total_steps = T.epochs * iters;
@@ -363,13 +273,12 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       }
       char line[512];
       const double eta = (total_steps - pos.step) * el / std::max<int64_t>(done, 1);
-      const int bar_w = 20, filled = static_cast<int>(bar_w * pos.step / std::max<int64_t>(total_steps, 1));
       std::snprintf(line, sizeof line,
-                    "epoch %lld/%lld [%s%s] %lld/%lld %.2f img/s ETA %s loss %.4f (ins %.4f dense %.4f) acc1 %.1f "
+                    "epoch %lld/%lld %s %lld/%lld %.2f img/s ETA %s loss %.4f (ins %.4f dense %.4f) acc1 %.1f "
                     "acc5 %.1f dense %.1f lr %.5f",
                     static_cast<long long>(epoch + 1), static_cast<long long>(T.epochs),
-                    std::string(filled, '#').c_str(), std::string(bar_w - filled, '.').c_str(),
-                    static_cast<long long>(pos.step), static_cast<long long>(total_steps), ips, fmt_time(eta).c_str(),
+                    train::bar(pos.step, total_steps).c_str(),
+                    static_cast<long long>(pos.step), static_cast<long long>(total_steps), ips, train::fmt_time(eta).c_str(),
                     loss, val(parts.loss_ins), val(parts.loss_dense), parts.acc1, parts.acc5, parts.acc_dense, lr);
       progress.update(line, pos.step, last);
 

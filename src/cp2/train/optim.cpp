@@ -16,13 +16,21 @@ void OptimOptions::validate() const {
   if (weight_decay < 0) throw Error("optim.weight_decay: expected >= 0, found " + std::to_string(weight_decay));
   if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) throw Error("optim.beta1/beta2: expected 0 <= b < 1");
   if (!(eps > 0)) throw Error("optim.eps: expected > 0");
-  if (schedule != "cosine-epoch" && schedule != "cosine-iter" && schedule != "constant")
-    throw Error("optim.schedule: expected cosine-epoch, cosine-iter or constant, found '" + schedule + "'");
+  if (schedule != "cosine-epoch" && schedule != "cosine-iter" && schedule != "constant" && schedule != "poly")
+    throw Error("optim.schedule: expected cosine-epoch, cosine-iter, poly or constant, found '" + schedule + "'");
+  if (schedule == "poly" && !(power > 0)) throw Error("optim.power: expected > 0, found " + std::to_string(power));
+  if (schedule == "poly" && !(min_lr >= 0 && min_lr <= lr))
+    throw Error("optim.min_lr: expected 0 <= min_lr <= lr (" + std::to_string(lr) + "), found " + std::to_string(min_lr));
 }
 
 double scheduled_lr(const OptimOptions& o, double lr0, int64_t epoch, int64_t iter, int64_t iters_per_epoch,
                     int64_t epochs) {
   if (o.schedule == "constant") return lr0;
+  if (o.schedule == "poly") {  // mmcv PolyLrUpdaterHook, by iteration
+    const double progress = static_cast<double>(epoch * iters_per_epoch + iter);
+    const double coeff = std::pow(1.0 - progress / static_cast<double>(epochs * iters_per_epoch), o.power);
+    return (lr0 - o.min_lr) * coeff + o.min_lr;
+  }
   double e = static_cast<double>(epoch);
   if (o.schedule == "cosine-iter" && iters_per_epoch > 0) e += static_cast<double>(iter) / iters_per_epoch;
   return lr0 * 0.5 * (1.0 + std::cos(M_PI * e / static_cast<double>(epochs)));

@@ -19,8 +19,10 @@ struct OptimOptions {
   double weight_decay = 1e-4;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adamw
   // cosine-epoch: lr·½(1 + cos(π·epoch/epochs)) as the authors; cosine-iter: the same
-  // on the fractional epoch; constant.
+  // on the fractional epoch; poly: (lr - min_lr)·(1 - t/T)^power + min_lr per iteration
+  // (mmsegmentation's finetuning); constant.
   std::string schedule = "cosine-epoch";
+  double power = 0.9, min_lr = 1e-4;  // poly
   void validate() const;
 };
 

@@ -1,0 +1,126 @@
+// cp2 evaluate: mIoU / mAcc / aAcc and the per-class table of a finetuned model on a split.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "cp2/common.h"
+#include "cp2/seg/inference.h"
+#include "cp2/seg/finetune.h"
+#include "cp2/seg/model.h"
+#include "cp2/train/run.h"
+
+namespace cp2::app {
+
+namespace {
+
+struct EvalArgs {
+  std::string model, config, json, data, type, split, mode, scales, max_images, device = "cpu";
+  std::vector<std::string> sets;
+  bool flip = false, quiet = false;
+};
+
+int run(const EvalArgs& a) {
+  const auto path = seg::resolve_model_file(a.model);
+  auto ck_config = [&] {
+    try {
+      return seg::finetune_checkpoint_config(path);
+    } catch (const Error&) {
+      return std::string();
+    }
+  }();
+  seg::FinetuneConfig cfg;
+  config::Sources src;
+  src.file = a.config;
+  src.stored_config = ck_config;
+  src.stored_origin = path + " (stored config)";
+  const std::pair<const char*, const std::string*> shortcuts[] = {
+      {"data.root", &a.data}, {"data.type", &a.type}, {"data.val_split", &a.split},
+      {"eval.mode", &a.mode}, {"eval.max_images", &a.max_images}};
+  for (auto& [key, val] : shortcuts)
+    if (!val->empty()) src.flags.emplace_back(key, *val);
+  if (a.flip) src.flags.emplace_back("eval.flip", "true");
+  if (!a.scales.empty()) src.flags.emplace_back("eval.scales", "[" + a.scales + "]");
+  src.sets = a.sets;
+  seg::resolve_config(cfg, src);
+
+  auto m = seg::load_finetuned(path, cfg.model.output_stride);
+  const auto device = train::parse_device(a.device, "--device");
+  m.model->to(device);
+  seg::SegDataset ds(cfg.data.dataset(false));
+  if (ds.num_classes() != m.model->options().head.num_classes)
+    throw Error(path + ": the model predicts " + std::to_string(m.model->options().head.num_classes) +
+                " classes, the " + cfg.data.type + " dataset has " + std::to_string(ds.num_classes()));
+  train::Progress progress(!a.quiet, 10);
+  auto r = seg::evaluate(*m.model, ds, cfg.eval, cfg.data.workers, [&](int64_t d, int64_t n) {
+    progress.update("evaluating " + train::bar(d, n) + " " + std::to_string(d) + "/" + std::to_string(n), d, d == n);
+  });
+  progress.done();
+  std::printf("%s", eval::format_table(r.metrics, ds.classes()).c_str());
+  std::printf("%lld images in %.1f s (%.2f img/s), %s inference%s, scales", static_cast<long long>(r.images), r.seconds,
+              r.images / std::max(r.seconds, 1e-9), cfg.eval.mode.c_str(), cfg.eval.flip ? " + flip" : "");
+  for (double s : cfg.eval.scales) std::printf(" %g", s);
+  std::printf("\n");
+  if (r.label_stats.pixels)
+    std::printf("warning: %lld label pixels in %lld files outside 0..%d and not 255 were ignored (first: %s)\n",
+                static_cast<long long>(r.label_stats.pixels), static_cast<long long>(r.label_stats.files),
+                ds.num_classes() - 1, r.label_stats.first_file.c_str());
+
+  auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
+  nlohmann::json per_class = nlohmann::json::array();
+  for (int c = 0; c < ds.num_classes(); ++c)
+    per_class.push_back({{"class", ds.classes()[c]}, {"iou", num(r.metrics.iou[c])}, {"acc", num(r.metrics.acc[c])}});
+  std::vector<std::vector<int64_t>> conf(ds.num_classes(), std::vector<int64_t>(ds.num_classes()));
+  auto acc = r.confusion.accessor<int64_t, 2>();
+  for (int i = 0; i < ds.num_classes(); ++i)
+    for (int j = 0; j < ds.num_classes(); ++j) conf[i][j] = acc[i][j];
+  nlohmann::json j = {{"model", path},
+                      {"dataset", {{"type", cfg.data.type}, {"root", cfg.data.root}, {"split", ds.options().split}}},
+                      {"images", r.images},
+                      {"eval", {{"mode", cfg.eval.mode}, {"flip", cfg.eval.flip}, {"scales", cfg.eval.scales}}},
+                      {"miou", r.metrics.miou},
+                      {"macc", r.metrics.macc},
+                      {"aacc", r.metrics.aacc},
+                      {"pixels", r.metrics.pixels},
+                      {"per_class", per_class},
+                      {"confusion", conf},
+                      {"out_of_range_label_pixels", r.label_stats.pixels},
+                      {"seconds", r.seconds}};
+  std::string json_path = a.json;
+  if (json_path.empty()) {
+    auto p = std::filesystem::path(path);
+    json_path = (p.parent_path() / (p.stem().string() + "_eval.json")).string();
+  }
+  std::ofstream f(json_path);
+  f << j.dump(2) << "\n";
+  if (!f) throw Error(json_path + ": cannot write");
+  std::printf("metrics: %s\n", json_path.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command register_evaluate(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  auto* c = app.add_subcommand("evaluate", "mIoU, mAcc, aAcc and per-class IoU of a finetuned model (table + JSON)");
+  c->add_option("model", a->model, "finetuned checkpoint (cp2 finetune's, or mmseg's) or run folder (its best.pt)")->required();
+  c->add_option("--config", a->config, "YAML config (default: the one stored in the checkpoint)");
+  c->add_option("--set", a->sets, "override any key, e.g. --set eval.crop_h=769 (repeatable)");
+  c->add_option("--data", a->data, "dataset folder (data.root)");
+  c->add_option("--type", a->type, "voc, cityscapes, ade20k, list (data.type)");
+  c->add_option("--split", a->split, "split to evaluate (data.val_split)");
+  c->add_option("--mode", a->mode, "whole or slide (eval.mode)");
+  c->add_flag("--flip", a->flip, "average with the flipped image (eval.flip)");
+  c->add_option("--scales", a->scales, "comma-separated test ratios, e.g. 0.5,0.75,1,1.25,1.5,1.75 (eval.scales)");
+  c->add_option("--max-images", a->max_images, "first N images only (eval.max_images)");
+  c->add_option("--device", a->device, "cpu, cuda, cuda:N")->capture_default_str();
+  c->add_option("--json", a->json, "metrics file (default: <model>_eval.json next to the model)");
+  c->add_flag("--quiet", a->quiet, "no progress output");
+  return {c, [a] { return run(*a); }};
+}
+
+}  // namespace cp2::app

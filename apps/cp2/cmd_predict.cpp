@@ -1,0 +1,68 @@
+// cp2 predict: label PNGs (dataset palette) and overlays for an image or a folder.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "cp2/common.h"
+#include "cp2/seg/finetune.h"
+#include "cp2/seg/model.h"
+#include "cp2/seg/predict.h"
+#include "cp2/train/run.h"
+
+namespace cp2::app {
+
+namespace {
+
+struct PredictArgs {
+  std::string model, input, out = "predictions", mode, scales, device = "cpu";
+  std::vector<std::string> sets;
+  double alpha = 0.5;
+  bool flip = false, no_overlay = false, quiet = false;
+};
+
+int run(const PredictArgs& a) {
+  const auto path = seg::resolve_model_file(a.model);
+  seg::FinetuneConfig cfg;
+  auto f = cfg.fields();
+  try {
+    f.load_yaml_text(seg::finetune_checkpoint_config(path), path + " (stored config)");
+  } catch (const Error&) {
+  }
+  if (!a.mode.empty()) f.set("eval.mode", a.mode, "--mode");
+  if (a.flip) f.set("eval.flip", "true", "--flip");
+  if (!a.scales.empty()) f.set("eval.scales", "[" + a.scales + "]", "--scales");
+  f.apply_overrides(a.sets);
+  cfg.eval.mean = cfg.pipeline.mean;
+  cfg.eval.std = cfg.pipeline.std;
+  auto m = seg::load_finetuned(path, cfg.model.output_stride);
+  m.model->to(train::parse_device(a.device, "--device"));
+  seg::PredictOptions po;
+  po.out = a.out;
+  po.alpha = a.alpha;
+  po.overlays = !a.no_overlay;
+  auto files = seg::predict_files(m, a.input, cfg.eval, po, !a.quiet);
+  std::printf("wrote %zu label PNGs%s to %s\n", files.size(), po.overlays ? " and overlays" : "", a.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command register_predict(CLI::App& app) {
+  auto a = std::make_shared<PredictArgs>();
+  auto* c = app.add_subcommand("predict", "Label PNGs with the dataset palette and blended overlays, any image size");
+  c->add_option("model", a->model, "finetuned checkpoint or run folder (its best.pt)")->required();
+  c->add_option("input", a->input, "an image or a folder of images")->required();
+  c->add_option("--out", a->out, "output folder")->capture_default_str();
+  c->add_option("--alpha", a->alpha, "overlay opacity 0..1")->capture_default_str();
+  c->add_flag("--no-overlay", a->no_overlay, "label PNGs only");
+  c->add_option("--mode", a->mode, "whole or slide (eval.mode)");
+  c->add_flag("--flip", a->flip, "average with the flipped image");
+  c->add_option("--scales", a->scales, "comma-separated test ratios");
+  c->add_option("--set", a->sets, "override eval.* keys (repeatable)");
+  c->add_option("--device", a->device, "cpu, cuda, cuda:N")->capture_default_str();
+  c->add_flag("--quiet", a->quiet, "no per-image lines");
+  return {c, [a] { return run(*a); }};
+}
+
+}  // namespace cp2::app

@@ -1,0 +1,153 @@
+#include "cp2/seg/bench.h"
+
+#include <sys/resource.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "cp2/common.h"
+#include "cp2/cpu_allocator.h"
+#include "cp2/seg/finetune.h"
+#include "cp2/seg/inference.h"
+#include "cp2/seg/loader.h"
+#include "cp2/seg/model.h"
+#include "cp2/seg/synth.h"
+
+namespace fs = std::filesystem;
+
+namespace cp2::seg {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
+  if (o.steps < 1 || o.rounds < 1 || o.warmup < 0 || o.batch < 1 || o.eval_images < 1)
+    throw Error("bench: expected --steps, --rounds, --batch, --eval-images >= 1 and --warmup >= 0");
+  root = o.data;
+  if (root.empty()) {
+    root = (fs::temp_directory_path() / ("cp2_bench_seg_" + std::to_string(getpid()))).string();
+    SynthSegOptions s;
+    s.layout = "voc";
+    s.width = o.image_w;
+    s.height = o.image_h;
+    s.train = static_cast<int>(std::max<int64_t>(o.batch * 4, 8));
+    s.val = o.eval_images;
+    s.classes = 20;
+    s.shapes = 6;
+    s.boundaries = true;
+    write_synthetic_dataset(root, s);
+  }
+  FinetuneConfig cfg;
+  cfg.data.root = root;
+  cfg.data.workers = o.workers;
+  cfg.pipeline.crop_h = cfg.pipeline.crop_w = o.crop;
+  cfg.model.arch = o.arch;
+  cfg.train.batch = o.batch;
+  cfg.train.device = o.device;
+  cfg.validate();
+  install_caching_cpu_allocator();
+  return cfg;
+}
+
+}  // namespace
+
+SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
+  std::string root;
+  auto cfg = bench_config(o, root);
+  const auto device = torch::Device(o.device);
+  auto ds = std::make_shared<SegDataset>(cfg.data.dataset(true));
+  auto model = make_segmentor(cfg.model.segmentor(ds->num_classes()), 0);
+  model->to(device);
+  model->train();
+  train::NamedTensors params;
+  for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
+  train::Optimizer opt(params, cfg.optim);
+  auto step = [&](const SegBatch& b) {
+    auto l = seg_loss(model->logits(b.image.to(device)), b.label.to(device), false, false);
+    opt.zero_grad();
+    l.loss.backward();
+    opt.step(cfg.optim.lr);
+    l.loss.item<double>();
+  };
+  SegTrainLoader fixed_loader(ds, cfg.pipeline, [&] { auto l = cfg.loader_options(); l.workers = 0; return l; }(), 0);
+  const auto fixed = fixed_loader.build(0);
+  SegTrainLoader loader(ds, cfg.pipeline, cfg.loader_options(), 0);
+  loader.start(0, 1 << 30);
+  for (int i = 0; i < o.warmup; ++i) step(fixed);
+  for (int i = 0; i < o.warmup; ++i) step(*loader.next());
+  std::vector<double> s_rates, e_rates;
+  double wait = 0;
+  SegBenchResult r;
+  for (int round = 0; round < o.rounds; ++round) {
+    auto t = Clock::now();
+    for (int i = 0; i < o.steps; ++i) step(fixed);
+    s_rates.push_back(o.steps * o.batch / since(t));
+    t = Clock::now();
+    for (int i = 0; i < o.steps; ++i) {
+      auto tw = Clock::now();
+      auto b = loader.next();
+      wait += since(tw);
+      step(*b);
+    }
+    e_rates.push_back(o.steps * o.batch / since(t));
+    if (verbose)
+      std::printf("  round %d: train step %.3f img/s, end to end %.3f img/s\n", round + 1, s_rates.back(), e_rates.back());
+  }
+  r.step_img_s = median(s_rates);
+  r.e2e_img_s = median(e_rates);
+  r.peak_rss_mb = peak_rss_mb();
+  if (verbose) {
+    std::printf("train step     %8.3f img/s  (median of %d rounds of %d steps on a fixed batch)\n", r.step_img_s,
+                o.rounds, o.steps);
+    std::printf("end to end     %8.3f img/s  (median of %d rounds, %.2f s waiting for data)\n", r.e2e_img_s, o.rounds,
+                wait);
+    std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
+  }
+  if (o.data.empty()) fs::remove_all(root);
+  return r;
+}
+
+SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose) {
+  std::string root;
+  auto cfg = bench_config(o, root);
+  SegDataset val(cfg.data.dataset(false));
+  auto model = make_segmentor(cfg.model.segmentor(val.num_classes()), 0);
+  model->to(torch::Device(o.device));
+  model->eval();
+  EvalOptions eo = cfg.eval;
+  eo.max_images = 1;
+  evaluate(*model, val, eo, o.workers);  // warm-up
+  eo.max_images = o.eval_images;
+  std::vector<double> rates;
+  SegBenchResult r;
+  for (int round = 0; round < o.rounds; ++round) {
+    auto res = evaluate(*model, val, eo, o.workers);
+    rates.push_back(res.images / res.seconds);
+    if (verbose) std::printf("  round %d: %.3f img/s\n", round + 1, rates.back());
+  }
+  r.eval_img_s = median(rates);
+  r.peak_rss_mb = peak_rss_mb();
+  if (verbose) {
+    std::printf("evaluation     %8.3f img/s  (whole-image, test scale %dx%d, median of %d rounds of %d images)\n",
+                r.eval_img_s, cfg.eval.scale_long, cfg.eval.scale_short, o.rounds, o.eval_images);
+    std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
+  }
+  if (o.data.empty()) fs::remove_all(root);
+  return r;
+}
+
+}  // namespace cp2::seg

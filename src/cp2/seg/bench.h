@@ -1,0 +1,24 @@
+// `cp2 bench finetune` / `cp2 bench evaluate`: images/s of a DeepLabV3 training step (on a
+// fixed batch and end to end with the mmseg pipeline) and of whole-image evaluation, with
+// peak RSS, on a generated VOC-layout dataset.
+#pragma once
+#include <string>
+
+namespace cp2::seg {
+
+struct SegBenchOptions {
+  std::string data;  // a VOC-layout folder (e.g. cp2 synth --seg voc); "" = generate one in a temp folder
+  int arch = 50, crop = 512, image_w = 500, image_h = 375;
+  int64_t batch = 4;
+  int workers = 2, steps = 3, warmup = 1, rounds = 3, eval_images = 8;
+  std::string device = "cpu";
+};
+
+struct SegBenchResult {
+  double step_img_s = 0, e2e_img_s = 0, eval_img_s = 0, peak_rss_mb = 0;
+};
+
+SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose);
+SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose);
+
+}  // namespace cp2::seg

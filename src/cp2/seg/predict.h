@@ -1,0 +1,27 @@
+// `cp2 predict`: label PNGs in the dataset's palette and blended overlays.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "cp2/seg/config.h"
+#include "cp2/seg/model.h"
+
+namespace cp2::seg {
+
+// H x W x 3 uint8: image * (1 - alpha) + palette colour * alpha (label 255 left as is).
+at::Tensor overlay(const at::Tensor& image, const at::Tensor& labels, const Palette& palette, double alpha);
+
+struct PredictOptions {
+  std::string out;       // output folder
+  double alpha = 0.5;    // overlay opacity
+  bool overlays = true;
+};
+
+// Predicts every image (a file, or a folder listed recursively); writes <stem>.png
+// (palette-indexed labels) and <stem>_overlay.jpg into `out`. Returns the label files.
+std::vector<std::string> predict_files(FinetunedModel& m, const std::string& image_or_folder, const EvalOptions& eo,
+                                       const PredictOptions& po, bool progress);
+
+}  // namespace cp2::seg

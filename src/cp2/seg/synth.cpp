@@ -1,0 +1,157 @@
+#include "cp2/seg/synth.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "cp2/common.h"
+#include "cp2/data/rng.h"
+#include "cp2/seg/classes.h"
+#include "cp2/seg/label_png.h"
+
+namespace fs = std::filesystem;
+
+namespace cp2::seg {
+
+namespace {
+
+void mkdirs(const fs::path& p) {
+  std::error_code ec;
+  fs::create_directories(p, ec);
+  if (ec) throw Error(p.string() + ": cannot create folder (" + ec.message() + ")");
+}
+
+// One image and its labels (0 = background, 1..classes = shapes, 255 = outline).
+std::pair<cv::Mat, cv::Mat> draw(const SynthSegOptions& o, uint64_t key) {
+  auto rng = data::Rng::derive(o.seed, {0x5E65, key});
+  cv::Mat img(o.height, o.width, CV_8UC3), lab(o.height, o.width, CV_8UC1, cv::Scalar(0));
+  cv::Vec3b c0(rng.randint(0, 128), rng.randint(0, 128), rng.randint(0, 128));
+  cv::Vec3b c1(rng.randint(0, 128), rng.randint(0, 128), rng.randint(0, 128));
+  for (int y = 0; y < o.height; ++y)
+    for (int x = 0; x < o.width; ++x) {
+      const double t = static_cast<double>(x + y) / (o.width + o.height);
+      for (int c = 0; c < 3; ++c) img.at<cv::Vec3b>(y, x)[c] = cv::saturate_cast<uint8_t>(c0[c] * (1 - t) + c1[c] * t);
+    }
+  const auto pal = voc_palette(o.classes + 2);
+  for (int s = 0; s < o.shapes; ++s) {
+    const int cls = 1 + static_cast<int>(rng.randint(0, o.classes));
+    const auto& col = pal[cls + 1];  // skip black
+    cv::Scalar colour(std::min(255, col[0] + 60), std::min(255, col[1] + 60), std::min(255, col[2] + 60));
+    const int rw = static_cast<int>(rng.randint(o.width / 6 + 1, o.width / 3 + 2));
+    const int rh = static_cast<int>(rng.randint(o.height / 6 + 1, o.height / 3 + 2));
+    cv::Point c(static_cast<int>(rng.randint(rw / 2, o.width - rw / 2)),
+                static_cast<int>(rng.randint(rh / 2, o.height - rh / 2)));
+    if (rng.bernoulli(0.5)) {
+      cv::ellipse(img, c, cv::Size(rw / 2, rh / 2), 0, 0, 360, colour, cv::FILLED);
+      cv::ellipse(lab, c, cv::Size(rw / 2, rh / 2), 0, 0, 360, cv::Scalar(cls), cv::FILLED);
+      if (o.boundaries) cv::ellipse(lab, c, cv::Size(rw / 2, rh / 2), 0, 0, 360, cv::Scalar(255), 1);
+    } else {
+      cv::Rect r(c.x - rw / 2, c.y - rh / 2, rw, rh);
+      cv::rectangle(img, r, colour, cv::FILLED);
+      cv::rectangle(lab, r, cv::Scalar(cls), cv::FILLED);
+      if (o.boundaries) cv::rectangle(lab, r, cv::Scalar(255), 1);
+    }
+  }
+  // Mild noise so the images are not flat colours.
+  cv::Mat noise(o.height, o.width, CV_8UC3);
+  cv::randu(noise, cv::Scalar::all(0), cv::Scalar::all(16));
+  img += noise;
+  cv::cvtColor(img, img, cv::COLOR_RGB2BGR);  // drawn as RGB, written by OpenCV as BGR
+  return {img, lab};
+}
+
+void write_img(const fs::path& p, const cv::Mat& m) {
+  mkdirs(p.parent_path());
+  if (!cv::imwrite(p.string(), m)) throw Error(p.string() + ": cannot write image");
+}
+
+void write_lab(const fs::path& p, const cv::Mat& lab) {
+  mkdirs(p.parent_path());
+  auto t = torch::from_blob(lab.data, {lab.rows, lab.cols}, torch::kUInt8).clone();
+  write_label_png(p.string(), t, voc_palette());
+}
+
+}  // namespace
+
+std::pair<std::string, std::string> write_synthetic_dataset(const std::string& root_s, const SynthSegOptions& o) {
+  if (o.train < 1 || o.val < 1 || o.width < 16 || o.height < 16 || o.classes < 1 || o.shapes < 1)
+    throw Error("synth: expected train, val, classes, shapes >= 1 and size >= 16x16");
+  const fs::path root = root_s;
+  const bool voc = o.layout == "voc", city = o.layout == "cityscapes", ade = o.layout == "ade20k",
+             list = o.layout == "list";
+  if (!voc && !city && !ade && !list) throw Error("synth: layout must be voc, cityscapes, ade20k or list, found '" + o.layout + "'");
+  if (voc && o.classes > 20) throw Error("synth: voc has 20 foreground classes");
+  if (city && o.classes > 19) throw Error("synth: cityscapes has 19 classes");
+  mkdirs(root);
+  std::pair<std::string, std::string> splits;
+  for (int s = 0; s < 2; ++s) {
+    const bool train = s == 0;
+    const int n = train ? o.train : o.val;
+    std::ofstream listing;
+    if (voc) {
+      mkdirs(root / "ImageSets/Segmentation");
+      const std::string split = train ? "ImageSets/Segmentation/train_aug.txt" : "ImageSets/Segmentation/val.txt";
+      listing.open(root / split);
+      (train ? splits.first : splits.second) = split;
+    } else if (list) {
+      const std::string split = train ? "train.txt" : "val.txt";
+      listing.open(root / split);
+      (train ? splits.first : splits.second) = split;
+    } else {
+      (train ? splits.first : splits.second) = city ? (train ? "train" : "val") : (train ? "training" : "validation");
+    }
+    for (int i = 0; i < n; ++i) {
+      auto [img, lab] = draw(o, static_cast<uint64_t>(s) << 32 | static_cast<uint64_t>(i));
+      char id[64];
+      std::snprintf(id, sizeof id, "%s_%06d", train ? "train" : "val", i);
+      if (voc) {
+        write_img(root / "JPEGImages" / (std::string(id) + ".jpg"), img);
+        write_lab(root / "SegmentationClassAug" / (std::string(id) + ".png"), lab);
+        listing << id << "\n";
+      } else if (list) {
+        write_img(root / "images" / (std::string(id) + ".png"), img);
+        write_lab(root / "labels" / (std::string(id) + ".png"), lab);
+        listing << "images/" << id << ".png labels/" << id << ".png\n";
+      } else if (city) {
+        // Foreground class k -> train id k - 1, background -> road (0).
+        static const int id_of_train[19] = {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33};
+        cv::Mat out = lab.clone();
+        for (int y = 0; y < out.rows; ++y)
+          for (int x = 0; x < out.cols; ++x) {
+            uint8_t& v = out.at<uint8_t>(y, x);
+            const int t = v == 255 ? 255 : (v == 0 ? 0 : v - 1);
+            v = static_cast<uint8_t>(o.label_ids ? (t == 255 ? 0 : id_of_train[t]) : t);
+          }
+        const std::string city_name = i % 2 ? "aachen" : "bremen";
+        const std::string stem = city_name + "_000000_" + std::string(id);
+        const auto split = train ? "train" : "val";
+        write_img(root / "leftImg8bit" / split / city_name / (stem + "_leftImg8bit.png"), img);
+        write_lab(root / "gtFine" / split / city_name /
+                      (stem + (o.label_ids ? "_gtFine_labelIds.png" : "_gtFine_labelTrainIds.png")),
+                  out);
+      } else {
+        // ADE20k: background -> "wall" (file value 1), class k -> k + 1; 0 would be "other".
+        cv::Mat out = lab.clone();
+        for (int y = 0; y < out.rows; ++y)
+          for (int x = 0; x < out.cols; ++x) {
+            uint8_t& v = out.at<uint8_t>(y, x);
+            v = v == 255 ? 0 : static_cast<uint8_t>(v + 1);
+          }
+        const auto split = train ? "training" : "validation";
+        write_img(root / "images" / split / (std::string("ADE_") + id + ".jpg"), img);
+        write_lab(root / "annotations" / split / (std::string("ADE_") + id + ".png"), out);
+      }
+    }
+  }
+  if (list) {
+    std::ofstream c(root / "classes.txt");
+    c << "background\n";
+    for (int k = 1; k <= o.classes; ++k) c << "shape_" << k << "\n";
+  }
+  return splits;
+}
+
+}  // namespace cp2::seg
