@@ -7,6 +7,9 @@
 
 #include "../helpers.h"
 #include "cp2/pretrain/state_io.h"
+#include "cp2/seg/label_png.h"
+
+#include <filesystem>
 
 using cp2::test::fixture;
 
@@ -30,7 +33,8 @@ Run run(const std::string& args) {
 }
 
 TEST(Cli, HelpForEverySubcommand) {
-  for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth", "bench", "bench pretrain"}) {
+  for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth", "bench", "bench pretrain", "finetune",
+                          "evaluate", "predict", "bench finetune", "bench evaluate"}) {
     auto r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.rc, 0) << sub;
     EXPECT_NE(r.out.find("--help"), std::string::npos);
@@ -154,4 +158,47 @@ TEST(Cli, PretrainConfigErrors) {
   r = run("pretrain --config-keys");
   EXPECT_EQ(r.rc, 0);
   EXPECT_NE(r.out.find("train.checkpoint_every_iters"), std::string::npos);
+}
+
+TEST(Cli, FinetuneEvaluatePredict) {
+  const auto dir = cp2::test::temp_dir("cli_finetune");
+  auto r = run("synth --seg voc --out " + dir + "/voc --train 4 --val 2 --width 64 --height 48 --boundaries");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  r = run("--threads 2 finetune --config " CP2_CONFIGS "/cpu_seg_tiny.yaml --data " + dir + "/voc --out " + dir +
+          "/run --iters 6 --eval-every 3 --quiet");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("best mIoU"), std::string::npos) << r.out;
+  // evaluate: the table (class names), the summary and the JSON next to the model.
+  r = run("--threads 2 evaluate " + dir + "/run --quiet");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("aeroplane"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mIoU"), std::string::npos);
+  std::ifstream js(dir + "/run/best_eval.json");
+  std::string json((std::istreambuf_iterator<char>(js)), std::istreambuf_iterator<char>());
+  EXPECT_NE(json.find("\"miou\""), std::string::npos);
+  EXPECT_NE(json.find("\"confusion\""), std::string::npos);
+  r = run("--threads 2 evaluate " + dir + "/run --mode slide --set eval.crop_h=40 --set eval.crop_w=40 --flip --scales 0.75,1 --quiet --json " +
+          dir + "/slide.json");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/slide.json"));
+  // predict: palette label PNGs at the input size, and overlays.
+  r = run("--threads 2 predict " + dir + "/run " + dir + "/voc/JPEGImages --out " + dir + "/pred --quiet");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/pred/train_000000_overlay.jpg"));
+  auto lab = cp2::seg::read_label_png(dir + "/pred/val_000001.png");
+  EXPECT_EQ(lab.size(0), 48);
+  EXPECT_EQ(lab.size(1), 64);
+  // Bad inputs: one message, non-zero exit.
+  r = run("finetune --config " CP2_CONFIGS "/cpu_seg_tiny.yaml --data " + dir + "/voc --type cityscapes --out " + dir + "/bad");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("cityscapes layout: expected leftImg8bit/train"), std::string::npos) << r.out;
+  r = run("finetune --config " CP2_CONFIGS "/cpu_seg_tiny.yaml --data " + dir + "/voc --set pipeline.crop_hh=3");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("pipeline.crop_h"), std::string::npos) << r.out;  // did you mean
+  r = run("evaluate " + dir + "/nothing");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("nothing"), std::string::npos) << r.out;
+  r = run("evaluate " CP2_FIXTURES "/moco_r18_legacy.pt --data " + dir + "/voc");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("finetune it first"), std::string::npos) << r.out;
 }

@@ -100,6 +100,7 @@ std::string finetune_checkpoint_config(const std::string& path) {
 FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& fc) {
   cfg.validate();
   install_caching_cpu_allocator();
+  torch::AutoGradMode grad_on(true);  // callers may hold a NoGradGuard (inference code)
   const auto device = train::parse_device(cfg.train.device);
   const auto& T = cfg.train;
   train::Progress progress(fc.progress, T.log_every);

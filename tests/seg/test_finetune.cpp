@@ -1,0 +1,261 @@
+// Finetuning and evaluation: the loss against a hand computation, initialisation from
+// every checkpoint kind, an overfit run reaching mIoU >= 0.9, exact resume, the test-time
+// inference modes, and reloading a finetuned model.
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../helpers.h"
+#include "cp2/data/synth.h"
+#include "cp2/io/keymap.h"
+#include "cp2/io/weights.h"
+#include "cp2/models/init.h"
+#include "cp2/pretrain/trainer.h"
+#include "cp2/seg/finetune.h"
+#include "cp2/seg/inference.h"
+#include "cp2/seg/model.h"
+#include "cp2/seg/synth.h"
+
+namespace fs = std::filesystem;
+
+namespace cp2::test {
+namespace {
+
+using namespace cp2::seg;
+
+std::map<std::string, at::Tensor> tensors_of(torch::nn::Module& m) {
+  std::map<std::string, at::Tensor> out;
+  for (auto& [k, t] : io::state_dict(m)) out[k] = t.clone();
+  return out;
+}
+
+TEST(SegLoss, HandComputed) {
+  // 1 image, 2 classes, 1 x 3 pixels; the third pixel is ignored.
+  auto logits = torch::tensor({1.0f, 0.0f, 2.0f, /**/ 0.0f, 1.0f, -1.0f}).reshape({1, 2, 1, 3});
+  auto label = torch::tensor({0, 1, 255}, torch::kLong).reshape({1, 1, 3});
+  const double l0 = -std::log(std::exp(1.0) / (std::exp(1.0) + 1.0));
+  const double l1 = -std::log(std::exp(1.0) / (std::exp(1.0) + 1.0));
+  auto all = seg_loss(logits, label, /*avg_non_ignore=*/false, false);
+  EXPECT_NEAR(all.loss.item<double>(), (l0 + l1) / 3.0, 1e-6);  // mmseg 0.x: mean over every pixel
+  auto valid = seg_loss(logits, label, true, false);
+  EXPECT_NEAR(valid.loss.item<double>(), (l0 + l1) / 2.0, 1e-6);
+  EXPECT_DOUBLE_EQ(all.acc, 100.0);
+  // Logits at a lower resolution are resized (bilinear) to the label first.
+  auto small = torch::zeros({1, 2, 1, 1});
+  auto big = torch::zeros({1, 4, 4}, torch::kLong);
+  EXPECT_NEAR(seg_loss(small, big, false, false).loss.item<double>(), std::log(2.0), 1e-6);
+}
+
+models::SegmentorOptions r18(int classes) {
+  SegModelConfig m;
+  m.arch = 18;
+  return m.segmentor(classes);
+}
+
+TEST(SegInit, EveryCheckpointKind) {
+  set_threads(2);
+  // cp2's own pretraining checkpoint: one step of the tiny config.
+  auto imgs = temp_dir("seg_init_imgs");
+  data::SynthOptions so;
+  so.count = 8;
+  so.width = 64;
+  so.height = 64;
+  data::write_synthetic_images(imgs, so);
+  pretrain::PretrainConfig pc;
+  config::Sources src;
+  src.file = std::string(CP2_CONFIGS) + "/cpu_tiny.yaml";
+  src.flags = {{"data.root", imgs}, {"train.out", temp_dir("seg_init_pretrain")}};
+  pretrain::RunControl rc;
+  rc.config_text = pretrain::resolve_config(pc, src);
+  rc.max_steps = 1;
+  rc.progress = false;
+  const auto cp2_ckpt = pretrain::run_pretrain(pc, rc).last_checkpoint;
+
+  struct Kind {
+    std::string file, preset, source_key;  // a tensor to compare with backbone.layer2.0.conv1.weight
+    bool has_head;
+  };
+  const std::vector<Kind> kinds = {
+      {fixture("resnet18_os16.pt"), "torchvision", "layer2.0.conv1.weight", false},
+      {fixture("moco_r18_legacy.pt"), "moco", "state_dict.module.encoder_q.layer2.0.conv1.weight", false},
+      {fixture("cp2_authors_r18.pt"), "cp2", "state_dict.module.encoder_q.backbone.layer2.0.conv1.weight", true},
+      {cp2_ckpt, "cp2", "state_dict.encoder_q.backbone.layer2.0.conv1.weight", true},
+      {fixture("seg_r18_os16.pt"), "mmseg", "backbone.layer2.0.conv1.weight", true},
+  };
+  for (const auto& k : kinds) {
+    SCOPED_TRACE(k.file);
+    auto m = make_segmentor(r18(21), 5);
+    const auto before = tensors_of(*m);
+    auto r = init_from_pretrained(*m, k.file, io::Preset::Auto);  // detected
+    EXPECT_EQ(io::preset_name(r.preset), k.preset);
+    const auto after = tensors_of(*m);
+    auto src_t = load_tensors(k.file).at(k.source_key);
+    EXPECT_TRUE(torch::equal(after.at("backbone.layer2.0.conv1.weight"), src_t));
+    // The classifier keeps its fresh init; the projection never enters the model.
+    EXPECT_TRUE(torch::equal(after.at("decode_head.conv_seg.weight"), before.at("decode_head.conv_seg.weight")));
+    EXPECT_FALSE(after.count("decode_head.contrast_conv.0.weight"));
+    // ASPP weights come along from CP² checkpoints only.
+    EXPECT_EQ(torch::equal(after.at("decode_head.bottleneck.conv.weight"), before.at("decode_head.bottleneck.conv.weight")),
+              !k.has_head);
+    for (const auto& miss : r.report.missing) EXPECT_EQ(miss.rfind("decode_head.", 0), 0u) << miss;
+    EXPECT_NE(r.str().find("layout"), std::string::npos);
+  }
+  // The wrong depth: one error naming the file and the first mis-shaped tensor.
+  SegModelConfig m50;
+  auto big = make_segmentor(m50.segmentor(21), 0);
+  expect_error([&] { init_from_pretrained(*big, fixture("cp2_authors_r18.pt"), io::Preset::Auto); },
+               {"cp2_authors_r18.pt", "does not fit", "expected", "model.arch"});
+}
+
+// The tiny CPU config on a generated VOC-layout dataset.
+FinetuneConfig tiny(const std::string& data, const std::string& out, std::vector<std::string> sets, std::string* yaml) {
+  FinetuneConfig cfg;
+  config::Sources src;
+  src.file = std::string(CP2_CONFIGS) + "/cpu_seg_tiny.yaml";
+  src.flags = {{"data.root", data}, {"train.out", out}};
+  src.sets = std::move(sets);
+  *yaml = resolve_config(cfg, src);
+  return cfg;
+}
+
+FinetuneSummary run(const FinetuneConfig& cfg, const std::string& yaml, const std::string& resume = "", int64_t max_iters = 0) {
+  FinetuneControl fc;
+  fc.config_text = yaml;
+  fc.resume = resume;
+  fc.max_iters = max_iters;
+  fc.progress = false;
+  return run_finetune(cfg, fc);
+}
+
+TEST(Finetune, OverfitsAHandfulOfImages) {
+  set_threads(2);
+  auto data = temp_dir("ft_overfit_data"), out = temp_dir("ft_overfit_run");
+  SynthSegOptions so;
+  so.train = 4;
+  so.val = 1;
+  so.width = 96;
+  so.height = 72;
+  write_synthetic_dataset(data, so);
+  std::string yaml;
+  // Evaluate on the training images themselves: can the model fit them?
+  auto cfg = tiny(data, out,
+                  {"data.val_split=ImageSets/Segmentation/train_aug.txt", "optim.lr=0.05", "train.iters=120",
+                   "train.eval_every=60", "pipeline.crop_h=96", "pipeline.crop_w=128", "pipeline.ratio_min=1",
+                   "pipeline.ratio_max=1"},
+                  &yaml);
+  auto s = run(cfg, yaml);
+  EXPECT_TRUE(s.finished);
+  EXPECT_EQ(s.last_iter, 120);
+  EXPECT_GE(s.best_miou, 0.9) << "best mIoU " << s.best_miou;
+  EXPECT_LT(s.losses.back(), 0.3 * s.losses.front());
+  EXPECT_TRUE(fs::exists(out + "/best.pt"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/checkpoint_00000120.pt"));
+  auto sum = nlohmann::json::parse(std::ifstream(out + "/summary.json"));
+  EXPECT_DOUBLE_EQ(sum["best_miou"].get<double>(), s.best_miou);
+  int evals = 0;
+  std::ifstream log(out + "/log.jsonl");
+  for (std::string line; std::getline(log, line);) evals += nlohmann::json::parse(line).contains("miou");
+  EXPECT_EQ(evals, 2);
+
+  // best.pt reloads on its own (options inferred from the weights, classes from meta) and
+  // evaluates to the mIoU recorded for it.
+  auto m = load_finetuned(out);
+  EXPECT_EQ(m.path, out + "/best.pt");
+  EXPECT_EQ(m.classes.size(), 21u);
+  EXPECT_EQ(m.classes[1], "aeroplane");
+  EXPECT_EQ(m.model->options().backbone.depth, 18);
+  EXPECT_EQ(m.model->options().backbone.output_stride, 8);  // from the stored config
+  EXPECT_EQ(m.model->options().head.channels, 64);
+  SegDataset val(cfg.data.dataset(false));
+  auto r = evaluate(*m.model, val, cfg.eval, 1);
+  EXPECT_NEAR(r.metrics.miou, s.best_miou, 1e-9);
+  // PyTorch reads it as mmsegmentation would: state_dict + meta.CLASSES.
+  auto ck = io::load_checkpoint(out + "/best.pt");
+  EXPECT_TRUE(ck.root->get("meta")->get("CLASSES"));
+  EXPECT_EQ(io::detect_preset(io::find_state_dict(ck), "best.pt"), io::Preset::Mmseg);
+}
+
+TEST(Finetune, ResumeIsExact) {
+  set_threads(2);
+  auto data = temp_dir("ft_resume_data");
+  SynthSegOptions so;
+  so.train = 6;
+  so.val = 2;
+  so.width = 48;
+  so.height = 40;
+  write_synthetic_dataset(data, so);
+  std::string yaml;
+  const std::vector<std::string> sets = {"train.iters=5", "train.eval_every=0", "train.checkpoint_every=0",
+                                         "pipeline.photometric=true", "data.workers=2"};
+  auto a = tiny(data, temp_dir("ft_resume_a"), sets, &yaml);
+  auto straight = run(a, yaml);
+  auto b = tiny(data, temp_dir("ft_resume_b"), sets, &yaml);
+  auto first = run(b, yaml, "", 2);
+  EXPECT_FALSE(first.finished);
+  EXPECT_EQ(first.last_iter, 2);
+  auto second = run(b, yaml, b.train.out);
+  EXPECT_TRUE(second.finished);
+  EXPECT_EQ(second.first_iter, 2);
+  ASSERT_EQ(second.losses.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(second.losses[i], straight.losses[i + 2]) << i;
+  auto sa = load_tensors(straight.last_checkpoint), sb = load_tensors(second.last_checkpoint);
+  EXPECT_EQ(sa.size(), sb.size());
+  for (const auto& [k, t] : sa)
+    if (k.rfind("rng", 0) != 0) EXPECT_TRUE(torch::equal(t, sb.at(k))) << k;
+  EXPECT_EQ(second.best_miou, straight.best_miou);
+  // Resuming from a file that is not a finetune checkpoint says so.
+  expect_error([&] { run(b, yaml, fixture("seg_r18_os16.pt")); }, {"seg_r18_os16.pt", "not a cp2 finetune checkpoint"});
+}
+
+TEST(Inference, WholeSlideFlipScales) {
+  set_threads(2);
+  auto m = make_segmentor(r18(5), 3);
+  models::randomize_bn(*m, 4);
+  m->eval();
+  auto img = torch::randint(0, 256, {37, 50, 3}, torch::kUInt8);
+  EvalOptions o;
+  o.scale_long = o.scale_short = 0;  // keep the image size
+  auto whole = predict_probs(*m, img, o);
+  EXPECT_EQ(whole.sizes(), (std::vector<int64_t>{5, 37, 50}));
+  EXPECT_LT((whole.sum(0) - 1).abs().max().item<double>(), 1e-5);
+  // One window covering the image is whole-image inference.
+  EvalOptions s = o;
+  s.mode = "slide";
+  s.crop_h = 64;
+  s.crop_w = 64;
+  EXPECT_LT((predict_probs(*m, img, s) - whole).abs().max().item<double>(), 1e-6);
+  // Overlapping windows: 2 x 3 windows of 32 at stride 16 on 37 x 50, the last ones
+  // shifted back inside (rows 5..37, columns 18..50); rows 0..5 x columns 0..16 are
+  // covered by the first window alone, so its logits are used there as they are.
+  s.crop_h = s.crop_w = 32;
+  s.stride_h = s.stride_w = 16;
+  auto norm = [&](const at::Tensor& t) {
+    PipelineOptions p;
+    return normalize(t, p).unsqueeze(0);
+  };
+  auto logits = infer_logits(*m, norm(img), s);
+  torch::NoGradGuard ng;
+  auto corner = m->predict(norm(img).slice(2, 0, 32).slice(3, 0, 32).contiguous());
+  EXPECT_LT((logits.slice(2, 0, 5).slice(3, 0, 16) - corner.slice(2, 0, 5).slice(3, 0, 16)).abs().max().item<double>(), 1e-5);
+  EXPECT_GT((logits.slice(2, 5, 16).slice(3, 0, 16) - corner.slice(2, 5, 16).slice(3, 0, 16)).abs().max().item<double>(), 1e-4);
+  // Flip averages the mirrored prediction; a horizontally symmetric image gives a
+  // symmetric result.
+  EvalOptions f = o;
+  f.flip = true;
+  auto sym = torch::cat({img, img.flip({1})}, 1).contiguous();
+  auto pf = predict_probs(*m, sym, f);
+  EXPECT_LT((pf - pf.flip({2})).abs().max().item<double>(), 1e-5);
+  // Multi-scale: still the original size, still probabilities.
+  EvalOptions ms = o;
+  ms.scales = {0.5, 1.0, 1.5};
+  auto pm = predict_probs(*m, img, ms);
+  EXPECT_EQ(pm.sizes(), whole.sizes());
+  EXPECT_LT((pm.sum(0) - 1).abs().max().item<double>(), 1e-5);
+  EXPECT_GT((pm - whole).abs().max().item<double>(), 1e-4);
+}
+
+}  // namespace
+}  // namespace cp2::test
