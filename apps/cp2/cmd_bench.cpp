@@ -33,6 +33,7 @@ Command register_bench(CLI::App& app) {
     s->add_option("--data", so->data, "VOC-layout folder (default: generate one in a temp folder)");
     s->add_option("--arch", so->arch, "ResNet depth")->capture_default_str();
     s->add_option("--crop", so->crop, "train crop size")->capture_default_str();
+    s->add_option("--scale", so->scale, "resize scale short edge (long = 4x), train and test")->capture_default_str();
     s->add_option("--image-width", so->image_w, "generated image width")->capture_default_str();
     s->add_option("--image-height", so->image_h, "generated image height")->capture_default_str();
     s->add_option("--batch", so->batch, "batch size")->capture_default_str();

@@ -86,3 +86,28 @@ TEST(Optim, CosineSchedulePerEpochAndPerIteration) {
 
 }  // namespace
 }  // namespace cp2::test
+
+namespace cp2::test {
+namespace {
+
+TEST(Optim, PolyScheduleAsMmcv) {
+  // mmcv PolyLrUpdaterHook: (base - min) * (1 - t / T)^power + min, per iteration.
+  train::OptimOptions o;
+  o.schedule = "poly";
+  o.lr = 0.003;
+  o.power = 0.9;
+  o.min_lr = 1e-4;
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 0.003, 0, 0, 40000, 1), 0.003);
+  EXPECT_NEAR(train::scheduled_lr(o, 0.003, 0, 20000, 40000, 1), (0.003 - 1e-4) * std::pow(0.5, 0.9) + 1e-4, 1e-15);
+  EXPECT_NEAR(train::scheduled_lr(o, 0.003, 0, 39999, 40000, 1),
+              (0.003 - 1e-4) * std::pow(1.0 / 40000, 0.9) + 1e-4, 1e-15);
+  EXPECT_NEAR(train::scheduled_lr(o, 0.003, 0, 40000, 40000, 1), 1e-4, 1e-15);
+  o.min_lr = 0.01;  // above lr
+  expect_error([&] { o.validate(); }, {"optim.min_lr", "0.01"});
+  o.min_lr = 1e-4;
+  o.power = 0;
+  expect_error([&] { o.validate(); }, {"optim.power", "> 0"});
+}
+
+}  // namespace
+}  // namespace cp2::test

@@ -55,6 +55,8 @@ FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
   cfg.data.root = root;
   cfg.data.workers = o.workers;
   cfg.pipeline.crop_h = cfg.pipeline.crop_w = o.crop;
+  cfg.pipeline.scale_long = cfg.eval.scale_long = 4 * o.scale;
+  cfg.pipeline.scale_short = cfg.eval.scale_short = o.scale;
   cfg.model.arch = o.arch;
   cfg.train.batch = o.batch;
   cfg.train.device = o.device;

@@ -9,6 +9,7 @@ namespace cp2::seg {
 struct SegBenchOptions {
   std::string data;  // a VOC-layout folder (e.g. cp2 synth --seg voc); "" = generate one in a temp folder
   int arch = 50, crop = 512, image_w = 500, image_h = 375;
+  int scale = 512;  // train/test resize scale (4·scale, scale), as (2048, 512)
   int64_t batch = 4;
   int workers = 2, steps = 3, warmup = 1, rounds = 3, eval_images = 8;
   std::string device = "cpu";

@@ -62,12 +62,13 @@ void DatasetOptions::validate() const {
   if (type != "voc" && type != "cityscapes" && type != "ade20k" && type != "list")
     throw Error("data.type: expected voc, cityscapes, ade20k or list, found '" + type + "'");
   if (root.empty()) throw Error("data.root: expected the dataset folder, found an empty string");
-  if (type == "list" && split.empty()) throw Error("data.train_split / data.val_split: the list type needs a list file");
   if (type == "list" && classes_file.empty()) throw Error("data.classes_file: the list type needs a file of class names");
 }
 
 SegDataset::SegDataset(DatasetOptions o) : opt_(std::move(o)) {
   opt_.validate();
+  if (opt_.type == "list" && opt_.split.empty())
+    throw Error("data.train_split / data.val_split: the list type needs a list file (\"image label\" lines)");
   const fs::path root = opt_.root;
   const std::string split = opt_.split.empty() ? default_split(opt_.type, true) : opt_.split;
   need_dir(root, opt_.type, "the dataset root");

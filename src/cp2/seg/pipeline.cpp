@@ -54,7 +54,8 @@ void PipelineOptions::validate() const {
     if (!(std[c] > 0)) fail("std", "positive values", std::to_string(std[c]));
 }
 
-std::pair<int, int> rescale_size(int h, int w, double long_edge, double short_edge) {
+std::pair<int, int> rescale_size(int h, int w, double a, double b) {
+  const double long_edge = std::max(a, b), short_edge = std::min(a, b);  // mmcv: max(scale), min(scale)
   const double f = std::min(long_edge / std::max(h, w), short_edge / std::min(h, w));
   return {static_cast<int>(h * f + 0.5), static_cast<int>(w * f + 0.5)};
 }
