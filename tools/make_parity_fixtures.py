@@ -27,6 +27,7 @@ import sys
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import aug_fixtures  # noqa: E402
@@ -145,6 +146,74 @@ def cp2_authors_fixture(out, gen):
     torch.save({"epoch": 20, "arch": "resnet18", "state_dict": sd}, f"{out}/cp2_authors_r18.pt")
 
 
+def finetune_fixture(out, gen):
+    """DeepLabV3 finetuning as mmsegmentation 0.x computes it, written out independently:
+    two SGD steps (momentum 0.9, poly lr) on cross-entropy of logits bilinearly resized to
+    the label, 255 ignored, averaged over all pixels; then, in eval mode, mmseg's
+    slide_inference window grid and flip-averaged softmax of whole-image inference.
+    Dropout is off (its random masks cannot match across frameworks). Training runs in
+    float64: in float32 the two frameworks' convolutions differ in the 6th digit, enough to
+    flip the odd ReLU input that sits at zero and move a gradient by percents."""
+    torch.manual_seed(7)
+    s = ref.Segmentor(18, 16, num_classes=5)
+    ref.randomize_bn(s, gen)
+    del s.decode_head.contrast_conv
+    s.decode_head.dropout = torch.nn.Identity()
+    s = s.double()
+    before = OrderedDict((k, v.clone()) for k, v in s.state_dict().items())
+    x = torch.randn(2, 3, 64, 80, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 5, (2, 64, 80), generator=gen)
+    y[:, :5, :] = 255
+    opt = torch.optim.SGD(s.parameters(), lr=0.01, momentum=0.9, weight_decay=0)
+    losses, lrs = [], []
+    s.train()
+    for t in range(2):
+        lr = (0.01 - 1e-4) * (1 - t / 10) ** 0.9 + 1e-4  # mmcv poly, 10 iterations
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logits = s.decode_head.classify(s.features(x))
+        up = F.interpolate(logits, size=y.shape[1:], mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(up, y, ignore_index=255, reduction="none").mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        lrs.append(lr)
+    after = OrderedDict((k, v.clone()) for k, v in s.state_dict().items())
+    s = s.float()
+    s.eval()
+    img = torch.randint(0, 256, (45, 70, 3), generator=gen, dtype=torch.uint8)
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    xi = ((img.permute(2, 0, 1).float() - mean) / std).unsqueeze(0)
+
+    def encode_decode(t):
+        lo = s.decode_head.classify(s.features(t))
+        return F.interpolate(lo, size=t.shape[2:], mode="bilinear", align_corners=False)
+
+    with torch.no_grad():
+        hc = wc = 32
+        hs, ws = 20, 24
+        _, _, H, W = xi.shape
+        hg = max(H - hc + hs - 1, 0) // hs + 1
+        wg = max(W - wc + ws - 1, 0) // ws + 1
+        preds = torch.zeros(1, 5, H, W)
+        count = torch.zeros(1, 1, H, W)
+        for i in range(hg):
+            for j in range(wg):
+                y1, x1 = i * hs, j * ws
+                y2, x2 = min(y1 + hc, H), min(x1 + wc, W)
+                y1, x1 = max(y2 - hc, 0), max(x2 - wc, 0)
+                preds += F.pad(encode_decode(xi[:, :, y1:y2, x1:x2]), (x1, W - x2, y1, H - y2))
+                count[:, :, y1:y2, x1:x2] += 1
+        slide = preds / count
+        p = F.softmax(encode_decode(xi), 1) + F.softmax(encode_decode(xi.flip(3)), 1).flip(3)
+        flip_probs = (p / 2)[0]
+    torch.save({"state_dict": before, "after": after, "input": x, "label": y,
+                "losses": torch.tensor(losses, dtype=torch.float64), "lrs": torch.tensor(lrs, dtype=torch.float64),
+                "image": img, "slide_logits": slide, "flip_probs": flip_probs}, f"{out}/finetune_r18.pt")
+
+
 def dtypes_fixture(out):
     base = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 4
     shared = torch.arange(20, dtype=torch.float32)
@@ -227,6 +296,7 @@ def main():
     cp2_step_fixture(args.out, 50, 224, 2, 256, gen, grads=False)
     aug_fixtures.write(args.out)
     optim_fixture(args.out, gen)
+    finetune_fixture(args.out, gen)
     print(f"parity fixtures written to {args.out} with torch {torch.__version__}")
 
 

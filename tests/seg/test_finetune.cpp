@@ -18,6 +18,7 @@
 #include "cp2/seg/inference.h"
 #include "cp2/seg/model.h"
 #include "cp2/seg/synth.h"
+#include "cp2/train/optim.h"
 
 namespace fs = std::filesystem;
 
@@ -208,6 +209,74 @@ TEST(Finetune, ResumeIsExact) {
   EXPECT_EQ(second.best_miou, straight.best_miou);
   // Resuming from a file that is not a finetune checkpoint says so.
   expect_error([&] { run(b, yaml, fixture("seg_r18_os16.pt")); }, {"seg_r18_os16.pt", "not a cp2 finetune checkpoint"});
+}
+
+// Against tools/make_parity_fixtures.py::finetune_fixture (PyTorch, mmseg 0.x semantics
+// written out independently): two poly-lr SGD steps in float64 (see the fixture for why),
+// then slide and flip inference in float32 with the reference's trained weights.
+TEST(FinetuneParity, TwoStepsSlideAndFlipMatchPyTorch) {
+  set_threads(2);
+  auto fx = load_tensors(fixture("finetune_r18.pt"));
+  auto prefixed = [&](const std::string& prefix) {
+    io::TensorList out;
+    for (const auto& [k, t] : fx)
+      if (k.rfind(prefix, 0) == 0) out.emplace_back(k.substr(prefix.size()), t);
+    return out;
+  };
+  SegModelConfig mc;
+  mc.arch = 18;
+  mc.dropout = 0;  // off in the reference too
+  models::Segmentor m(mc.segmentor(5));
+  m->to(torch::kDouble);
+  io::load_state(*m, prefixed("state_dict."), /*strict=*/true, "finetune_r18.pt");
+  train::NamedTensors params;
+  for (auto& p : m->named_parameters()) params.emplace_back(p.key(), p.value());
+  auto oo = FinetuneConfig::default_optim();
+  oo.lr = 0.01;
+  train::Optimizer opt(params, oo);
+  m->train();
+  for (int t = 0; t < 2; ++t) {
+    const double lr = train::scheduled_lr(oo, 0.01, 0, t, 10, 1);
+    EXPECT_NEAR(lr, fx.at("lrs")[t].item<double>(), 1e-15);
+    auto l = seg_loss(m->logits(fx.at("input")), fx.at("label"), false, false);
+    EXPECT_NEAR(l.loss.item<double>(), fx.at("losses")[t].item<double>(), 1e-10) << t;
+    opt.zero_grad();
+    l.loss.backward();
+    opt.step(lr);
+  }
+  double worst = 0;
+  std::string worst_key;
+  for (const auto& [k, t] : io::state_dict(*m)) {
+    const auto& ref = fx.at("after." + k);
+    if (!t.is_floating_point()) {
+      EXPECT_TRUE(torch::equal(t, ref)) << k;
+      continue;
+    }
+    const double e = max_rel(t, ref);
+    if (e > worst) worst = e, worst_key = k;
+  }
+  std::printf("[parity] finetune 2 steps (float64): worst tensor %s max rel %.2e\n", worst_key.c_str(), worst);
+  EXPECT_LE(worst, 1e-9) << worst_key;
+
+  models::Segmentor inf(mc.segmentor(5));
+  io::load_state(*inf, prefixed("after."), /*strict=*/true, "finetune_r18.pt");  // converted to float
+  inf->eval();
+  torch::NoGradGuard ng;
+  const auto img = fx.at("image");
+  PipelineOptions norm;
+  EvalOptions slide;
+  slide.mode = "slide";
+  slide.crop_h = slide.crop_w = 32;
+  slide.stride_h = 20;
+  slide.stride_w = 24;
+  const double e_slide = max_rel(infer_logits(*inf, normalize(img, norm).unsqueeze(0), slide), fx.at("slide_logits"));
+  EvalOptions flip;
+  flip.flip = true;
+  flip.scale_long = flip.scale_short = 0;
+  const double e_flip = max_rel(predict_probs(*inf, img, flip), fx.at("flip_probs"));
+  std::printf("[parity] slide logits %.2e, flip probabilities %.2e\n", e_slide, e_flip);
+  EXPECT_LE(e_slide, 1e-4);
+  EXPECT_LE(e_flip, 1e-4);
 }
 
 TEST(Inference, WholeSlideFlipScales) {
