@@ -53,10 +53,7 @@ py::ObjPtr make_checkpoint(CP2ModelImpl& m, const train::Optimizer& opt, const P
   py::set(root, "iteration", py::integer(pos.iter));
   py::set(root, "step", py::integer(pos.step));
   py::set(root, "state_dict", io::to_state_dict(cpu(io::state_dict(m))));
-  auto o = py::dict();
-  py::set(o, "name", py::str(opt.options().name));
-  py::set(o, "state", io::to_state_dict(cpu(opt.state())));
-  py::set(root, "optimizer", o);
+  py::set(root, "optimizer", train::optimizer_entry(opt));
   py::set(root, "rng", train::rng_state());
   py::set(root, "config", py::str(config_text));
   return root;
@@ -145,24 +142,12 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   if (!rc.resume.empty()) {
     last_ckpt = resolve_checkpoint(rc.resume);
     auto ck = io::load_checkpoint(last_ckpt);
-    auto meta = ck.root->get("cp2");
-    auto kind = meta ? meta->get("kind") : nullptr;
-    if (!kind || kind->kind != py::Kind::Str || kind->s != "pretrain")
-      throw Error(last_ckpt + ": not a cp2 pretraining checkpoint (expected cp2.kind = 'pretrain')");
+    const std::string what = "cp2 pretraining checkpoint";
+    train::expect_kind(ck.root, "pretrain", last_ckpt, what);
     io::TensorList state;
     for (auto& [k, t] : io::find_state_dict(ck)) state.emplace_back(k, t);
     load_pretrain_state(*model, state, last_ckpt, /*strict=*/true);
-    auto o = ck.root->get("optimizer");
-    auto st = o ? o->get("state") : nullptr;
-    auto name = o ? o->get("name") : nullptr;
-    if (!st || !name || name->kind != py::Kind::Str) throw Error(last_ckpt + ": no optimizer state to resume from");
-    if (name->s != cfg.optim.name)
-      throw Error(last_ckpt + ": optimizer '" + name->s + "' saved, optim.name is '" + cfg.optim.name + "'");
-    train::NamedTensors ost;
-    for (auto& [k, v] : st->dict)
-      if (v->kind == py::Kind::Tensor) ost.emplace_back(k->s, v->tensor);
-    opt.load_state(ost, last_ckpt);
-    const std::string what = "cp2 pretraining checkpoint";
+    train::load_optimizer_entry(opt, ck.root, last_ckpt);
     pos = {get_int(ck.root, "epoch", last_ckpt, what), get_int(ck.root, "iteration", last_ckpt, what),
            get_int(ck.root, "step", last_ckpt, what)};
     train::set_rng_state(ck.root->get("rng"));

@@ -54,12 +54,7 @@ py::ObjPtr make_checkpoint(models::SegmentorImpl& m, const train::Optimizer* opt
   py::set(meta, "iter", py::integer(iteration));
   py::set(root, "meta", meta);
   py::set(root, "state_dict", io::to_state_dict(on_cpu(io::state_dict(m))));
-  if (opt) {
-    auto o = py::dict();
-    py::set(o, "name", py::str(opt->options().name));
-    py::set(o, "state", io::to_state_dict(on_cpu(opt->state())));
-    py::set(root, "optimizer", o);
-  }
+  if (opt) py::set(root, "optimizer", train::optimizer_entry(*opt));
   py::set(root, "iteration", py::integer(iteration));
   auto best = py::dict();
   py::set(best, "miou", py::real(best_miou));
@@ -135,21 +130,9 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   if (!fc.resume.empty()) {
     last_ckpt = train::resolve_checkpoint(fc.resume);
     auto ck = io::load_checkpoint(last_ckpt);
-    auto meta = ck.root->get("cp2");
-    auto kind = meta ? meta->get("kind") : nullptr;
-    if (!kind || kind->kind != py::Kind::Str || kind->s != "finetune")
-      throw Error(last_ckpt + ": not a " + std::string(kWhat) + " (expected cp2.kind = 'finetune')");
+    train::expect_kind(ck.root, "finetune", last_ckpt, kWhat);
     io::load_state(*model, io::find_state_dict(ck), /*strict=*/true, last_ckpt);
-    auto o = ck.root->get("optimizer");
-    auto st = o ? o->get("state") : nullptr;
-    auto name = o ? o->get("name") : nullptr;
-    if (!st || !name || name->kind != py::Kind::Str) throw Error(last_ckpt + ": no optimizer state to resume from");
-    if (name->s != cfg.optim.name)
-      throw Error(last_ckpt + ": optimizer '" + name->s + "' saved, optim.name is '" + cfg.optim.name + "'");
-    train::NamedTensors ost;
-    for (auto& [k, v] : st->dict)
-      if (v->kind == py::Kind::Tensor) ost.emplace_back(k->s, v->tensor);
-    opt.load_state(ost, last_ckpt);
+    train::load_optimizer_entry(opt, ck.root, last_ckpt);
     iter = train::get_int(ck.root, "iteration", last_ckpt, kWhat);
     if (auto b = ck.root->get("best")) {
       if (auto m = b->get("miou"); m && m->kind == py::Kind::Float) best_miou = m->f;

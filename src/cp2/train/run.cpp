@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "cp2/common.h"
+#include "cp2/io/checkpoint.h"
 
 namespace fs = std::filesystem;
 
@@ -76,6 +77,35 @@ void set_rng_state(const py::ObjPtr& rng) {
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lk(gen.mutex());
   gen.set_state(rng->get("torch_cpu")->tensor);
+}
+
+py::ObjPtr optimizer_entry(const Optimizer& opt) {
+  auto st = opt.state();
+  for (auto& [k, t] : st) t = t.to(at::kCPU);
+  auto o = py::dict();
+  py::set(o, "name", py::str(opt.options().name));
+  py::set(o, "state", io::to_state_dict(st));
+  return o;
+}
+
+void load_optimizer_entry(Optimizer& opt, const py::ObjPtr& root, const std::string& path) {
+  auto o = root->get("optimizer");
+  auto st = o ? o->get("state") : nullptr;
+  auto name = o ? o->get("name") : nullptr;
+  if (!st || !name || name->kind != py::Kind::Str) throw Error(path + ": no optimizer state to resume from");
+  if (name->s != opt.options().name)
+    throw Error(path + ": optimizer '" + name->s + "' saved, optim.name is '" + opt.options().name + "'");
+  NamedTensors state;
+  for (auto& [k, v] : st->dict)
+    if (v->kind == py::Kind::Tensor) state.emplace_back(k->s, v->tensor);
+  opt.load_state(state, path);
+}
+
+void expect_kind(const py::ObjPtr& root, const std::string& kind, const std::string& path, const std::string& what) {
+  auto meta = root->get("cp2");
+  auto k = meta ? meta->get("kind") : nullptr;
+  if (!k || k->kind != py::Kind::Str || k->s != kind)
+    throw Error(path + ": not a " + what + " (expected cp2.kind = '" + kind + "')");
 }
 
 int64_t get_int(const py::ObjPtr& root, const std::string& key, const std::string& path, const std::string& what) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cp2/io/pickle.h"
+#include "cp2/train/optim.h"
 
 namespace cp2::train {
 
@@ -27,6 +28,14 @@ std::string resolve_checkpoint(const std::string& file_or_run);
 // The default CPU generator's state, as a checkpoint entry, and back.
 py::ObjPtr rng_state();
 void set_rng_state(const py::ObjPtr& rng);
+
+// The optimizer as a checkpoint entry {name, state (buffers by parameter name, on the
+// CPU)}; and back from root["optimizer"], strictly, refusing another optimizer's state.
+py::ObjPtr optimizer_entry(const Optimizer& opt);
+void load_optimizer_entry(Optimizer& opt, const py::ObjPtr& root, const std::string& path);
+
+// Checks root["cp2"]["kind"] == kind; throws "<path>: not a <what> (...)" otherwise.
+void expect_kind(const py::ObjPtr& root, const std::string& kind, const std::string& path, const std::string& what);
 
 // An integer entry of a checkpoint's root, or an error naming the file and `what` it is not.
 int64_t get_int(const py::ObjPtr& root, const std::string& key, const std::string& path, const std::string& what);
