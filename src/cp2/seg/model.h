@@ -44,8 +44,9 @@ models::SegmentorOptions infer_segmentor_options(const io::TensorList& sd, int o
 
 // Reads a cp2 finetune checkpoint (or run folder: its best.pt, else the newest
 // checkpoint) or an mmseg checkpoint (backbone.* / decode_head.* with conv_seg).
-// `output_stride` (0 = the stored config's, else 16) and `align_corners` apply to files
-// that do not say. Strict load.
+// Depth, head width and class count come from the tensor shapes; output stride from
+// `output_stride` if > 0, else the stored config, else 16; align_corners and dropout from
+// the stored config (defaults otherwise). Strict load; the model is returned in eval mode.
 FinetunedModel load_finetuned(const std::string& file_or_run, int output_stride = 0);
 
 // The model file a run folder designates: best.pt if present, else its newest checkpoint.
