@@ -84,6 +84,14 @@ class Segmentor(nn.Module):
         return self.decode_head.features(resnet_features(self.backbone, x))
 
 
+def mmseg_seg_loss(s, x, y):
+    """mmseg 0.x's decode-head loss for a Segmentor with a classifier: logits resized
+    (bilinear) to the label, cross-entropy ignoring 255, averaged over all pixels."""
+    logits = s.decode_head.classify(s.features(x))
+    up = F.interpolate(logits, size=y.shape[1:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(up, y, ignore_index=255, reduction="none").mean()
+
+
 def randomize_bn(model, gen):
     """Zero-initialised last BNs hide errors inside residual branches (SPEC §2)."""
     with torch.no_grad():

@@ -171,9 +171,7 @@ def finetune_fixture(out, gen):
         lr = (0.01 - 1e-4) * (1 - t / 10) ** 0.9 + 1e-4  # mmcv poly, 10 iterations
         for g in opt.param_groups:
             g["lr"] = lr
-        logits = s.decode_head.classify(s.features(x))
-        up = F.interpolate(logits, size=y.shape[1:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(up, y, ignore_index=255, reduction="none").mean()
+        loss = ref.mmseg_seg_loss(s, x, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
