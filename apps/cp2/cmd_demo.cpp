@@ -132,7 +132,7 @@ int run_demo(const DemoArgs& a) {
   auto fm = seg::load_finetuned(ft.best_checkpoint);
   seg::PredictOptions po;
   po.out = a.out + "/predictions";
-  auto preds = seg::predict_files(fm, voc + "/JPEGImages", fcfg.eval, po, false);
+  auto preds = seg::predict_files(fm, voc + "/JPEGImages", fcfg.eval_options(), po, false);
   std::printf("    %lld iterations, %.1f img/s; loss %.3f -> %.3f; best val mIoU %.1f at iteration %lld (%s)\n",
               static_cast<long long>(ft.last_iter), ft.images_per_s, ft.losses.front(), ft.losses.back(),
               100 * ft.best_miou, static_cast<long long>(ft.best_iter), ft.best_checkpoint.c_str());

@@ -10,7 +10,6 @@
 #include "commands.h"
 #include "cp2/common.h"
 #include "cp2/seg/inference.h"
-#include "cp2/seg/finetune.h"
 #include "cp2/seg/model.h"
 #include "cp2/train/run.h"
 
@@ -25,18 +24,12 @@ struct EvalArgs {
 };
 
 int run(const EvalArgs& a) {
-  const auto path = seg::resolve_model_file(a.model);
-  auto ck_config = [&] {
-    try {
-      return seg::finetune_checkpoint_config(path);
-    } catch (const Error&) {
-      return std::string();
-    }
-  }();
+  const auto file = seg::read_finetuned(a.model);
+  const auto& path = file.path;
   seg::FinetuneConfig cfg;
   config::Sources src;
   src.file = a.config;
-  src.stored_config = ck_config;
+  src.stored_config = file.config_text;
   src.stored_origin = path + " (stored config)";
   const std::pair<const char*, const std::string*> shortcuts[] = {
       {"data.root", &a.data}, {"data.type", &a.type}, {"data.val_split", &a.split},
@@ -48,15 +41,12 @@ int run(const EvalArgs& a) {
   src.sets = a.sets;
   seg::resolve_config(cfg, src);
 
-  auto m = seg::load_finetuned(path, cfg.model.output_stride);
+  auto m = seg::build_finetuned(file, cfg.model.output_stride);
   const auto device = train::parse_device(a.device, "--device");
   m.model->to(device);
   seg::SegDataset ds(cfg.data.dataset(false));
-  if (ds.num_classes() != m.model->options().head.num_classes)
-    throw Error(path + ": the model predicts " + std::to_string(m.model->options().head.num_classes) +
-                " classes, the " + cfg.data.type + " dataset has " + std::to_string(ds.num_classes()));
   train::Progress progress(!a.quiet, 10);
-  auto r = seg::evaluate(*m.model, ds, cfg.eval, cfg.data.workers, [&](int64_t d, int64_t n) {
+  auto r = seg::evaluate(*m.model, ds, cfg.eval_options(), cfg.data.workers, [&](int64_t d, int64_t n) {
     progress.update("evaluating " + train::bar(d, n) + " " + std::to_string(d) + "/" + std::to_string(n), d, d == n);
   });
   progress.done();

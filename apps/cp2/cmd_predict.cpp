@@ -5,7 +5,6 @@
 
 #include "commands.h"
 #include "cp2/common.h"
-#include "cp2/seg/finetune.h"
 #include "cp2/seg/model.h"
 #include "cp2/seg/predict.h"
 #include "cp2/train/run.h"
@@ -22,26 +21,21 @@ struct PredictArgs {
 };
 
 int run(const PredictArgs& a) {
-  const auto path = seg::resolve_model_file(a.model);
-  seg::FinetuneConfig cfg;
+  const auto file = seg::read_finetuned(a.model);
+  seg::FinetuneConfig cfg;  // no dataset needed: only the stored eval and model keys matter here
   auto f = cfg.fields();
-  try {
-    f.load_yaml_text(seg::finetune_checkpoint_config(path), path + " (stored config)");
-  } catch (const Error&) {
-  }
+  if (!file.config_text.empty()) f.load_yaml_text(file.config_text, file.path + " (stored config)");
   if (!a.mode.empty()) f.set("eval.mode", a.mode, "--mode");
   if (a.flip) f.set("eval.flip", "true", "--flip");
   if (!a.scales.empty()) f.set("eval.scales", "[" + a.scales + "]", "--scales");
   f.apply_overrides(a.sets);
-  cfg.eval.mean = cfg.pipeline.mean;
-  cfg.eval.std = cfg.pipeline.std;
-  auto m = seg::load_finetuned(path, cfg.model.output_stride);
+  auto m = seg::build_finetuned(file, cfg.model.output_stride);
   m.model->to(train::parse_device(a.device, "--device"));
   seg::PredictOptions po;
   po.out = a.out;
   po.alpha = a.alpha;
   po.overlays = !a.no_overlay;
-  auto files = seg::predict_files(m, a.input, cfg.eval, po, !a.quiet);
+  auto files = seg::predict_files(m, a.input, cfg.eval_options(), po, !a.quiet);
   std::printf("wrote %zu label PNGs%s to %s\n", files.size(), po.overlays ? " and overlays" : "", a.out.c_str());
   return 0;
 }

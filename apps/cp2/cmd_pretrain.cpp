@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "cp2/common.h"
 #include "cp2/pretrain/trainer.h"
+#include "cp2/train/run.h"
 
 namespace cp2::app {
 
@@ -31,7 +32,7 @@ int run_pretrain_cmd(const PretrainArgs& a) {
   src.file = a.config;
   std::string resume_ckpt;
   if (!a.resume.empty()) {
-    resume_ckpt = pretrain::resolve_checkpoint(a.resume);
+    resume_ckpt = train::resolve_checkpoint(a.resume);
     if (a.config.empty()) {
       src.stored_config = pretrain::checkpoint_config(resume_ckpt);
       src.stored_origin = resume_ckpt + " (stored config)";

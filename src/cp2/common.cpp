@@ -1,6 +1,9 @@
 #include "cp2/common.h"
 
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
+
+#include <algorithm>
 
 #include <thread>
 #include <vector>
@@ -14,6 +17,20 @@ int set_threads(int n) {
 }
 
 int get_threads() { return at::get_num_threads(); }
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // KiB on Linux
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 std::string shape_str(const std::vector<long>& sizes) {
   std::string s = "[";

@@ -1,5 +1,6 @@
 // Shared basics: the one exception type thrown at boundaries, thread setup.
 #pragma once
+#include <chrono>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -18,6 +19,12 @@ class Error : public std::runtime_error {
 // n <= 0 means "all cores". Returns the number set.
 int set_threads(int n);
 int get_threads();
+
+// Timing and memory figures for progress lines and benchmarks.
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t);
+double peak_rss_mib();                 // the process's peak resident set (getrusage)
+double median(std::vector<double> v);  // of a non-empty list; mean of the middle two for even sizes
 
 // Human-readable shape such as [64, 3, 7, 7].
 std::string shape_str(const std::vector<long>& sizes);

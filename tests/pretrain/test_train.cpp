@@ -12,6 +12,7 @@
 #include "cp2/io/keymap.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/pretrain/trainer.h"
+#include "cp2/train/run.h"
 
 namespace fs = std::filesystem;
 
@@ -183,7 +184,7 @@ TEST(PretrainRun, NonFiniteLossStopsNamingTheStep) {
     int64_t step = std::stoll(msg.substr(5));
     EXPECT_GE(step, 1);
     // The last checkpoint is the step before and holds finite weights.
-    auto last = resolve_checkpoint(cfg.train.out);
+    auto last = train::resolve_checkpoint(cfg.train.out);
     EXPECT_EQ(io::load_checkpoint(last).root->get("step")->i, step);
     EXPECT_NE(msg.find(last), std::string::npos);
   }

@@ -171,7 +171,7 @@ TEST(Finetune, OverfitsAHandfulOfImages) {
   EXPECT_EQ(m.model->options().backbone.output_stride, 8);  // from the stored config
   EXPECT_EQ(m.model->options().head.channels, 64);
   SegDataset val(cfg.data.dataset(false));
-  auto r = evaluate(*m.model, val, cfg.eval, 1);
+  auto r = evaluate(*m.model, val, cfg.eval_options(), 1);
   EXPECT_NEAR(r.metrics.miou, s.best_miou, 1e-9);
   // PyTorch reads it as mmsegmentation would: state_dict + meta.CLASSES.
   auto ck = io::load_checkpoint(out + "/best.pt");
@@ -269,7 +269,7 @@ TEST(FinetuneParity, TwoStepsSlideAndFlipMatchPyTorch) {
   slide.crop_h = slide.crop_w = 32;
   slide.stride_h = 20;
   slide.stride_w = 24;
-  const double e_slide = max_rel(infer_logits(*inf, normalize(img, norm).unsqueeze(0), slide), fx.at("slide_logits"));
+  const double e_slide = max_rel(infer_logits(*inf, normalize(img, norm.mean, norm.std).unsqueeze(0), slide), fx.at("slide_logits"));
   EvalOptions flip;
   flip.flip = true;
   flip.scale_long = flip.scale_short = 0;
@@ -303,7 +303,7 @@ TEST(Inference, WholeSlideFlipScales) {
   s.stride_h = s.stride_w = 16;
   auto norm = [&](const at::Tensor& t) {
     PipelineOptions p;
-    return normalize(t, p).unsqueeze(0);
+    return normalize(t, p.mean, p.std).unsqueeze(0);
   };
   auto logits = infer_logits(*m, norm(img), s);
   torch::NoGradGuard ng;

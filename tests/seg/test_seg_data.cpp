@@ -254,7 +254,7 @@ TEST(SegPipeline, CropRejectsSingleClassCrops) {
 TEST(SegPipeline, NormalizePadFlip) {
   PipelineOptions o;
   auto img = torch::full({2, 3, 3}, 100, torch::kUInt8);
-  auto x = normalize(img, o);
+  auto x = normalize(img, o.mean, o.std);
   EXPECT_EQ(x.sizes(), (std::vector<int64_t>{3, 2, 3}));
   EXPECT_NEAR(x[0][0][0].item<double>(), (100 - 123.675) / 58.395, 1e-6);
   EXPECT_NEAR(x[2][1][2].item<double>(), (100 - 103.53) / 57.375, 1e-6);
@@ -298,6 +298,27 @@ TEST(SegPipeline, PhotometricDistortionBounds) {
     EXPECT_TRUE(torch::equal(img, torch::full({4, 4, 3}, v, torch::kUInt8)));
   }
   EXPECT_TRUE(moved);
+  // Contrast, saturation and hue alone each take effect for some seed (each is drawn with
+  // probability 1/2), on a muted orange that all three can move.
+  auto takes_effect = [&](const PipelineOptions& only) {
+    const auto orange = torch::tensor({200, 120, 60}, torch::kUInt8).repeat({4, 4, 1}).contiguous();
+    for (uint64_t s = 0; s < 16; ++s) {
+      auto img = orange.clone();
+      data::Rng rng(s);
+      photometric_distortion(img, only, rng);
+      if ((img.to(torch::kInt) - orange.to(torch::kInt)).abs().max().item<int>() > 8) return true;
+    }
+    return false;
+  };
+  PipelineOptions con = id, sat = id, hue = id;
+  con.contrast_min = 0.5;
+  con.contrast_max = 1.5;
+  sat.saturation_min = 0.5;
+  sat.saturation_max = 1.5;
+  hue.hue_delta = 18;
+  EXPECT_TRUE(takes_effect(con));
+  EXPECT_TRUE(takes_effect(sat));
+  EXPECT_TRUE(takes_effect(hue));
 }
 
 TEST(SegPipeline, TrainTransformAndLoaderDeterminism) {

@@ -51,6 +51,22 @@ std::string show_double(double v) {
   return s;
 }
 
+// "[a, b, ...]" -> numbers; throws std::invalid_argument(expect) unless bracketed.
+std::vector<double> parse_list(const std::string& s0, const char* expect) {
+  const std::string s = trim(s0);
+  if (s.size() < 2 || s.front() != '[' || s.back() != ']') throw std::invalid_argument(expect);
+  std::stringstream ss(s.substr(1, s.size() - 2));
+  std::vector<double> out;
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(parse_double(trim(item)));
+  return out;
+}
+
+std::string show_list(const double* v, size_t n) {
+  std::string out = "[";
+  for (size_t i = 0; i < n; ++i) out += (i ? ", " : "") + show_double(v[i]);
+  return out + "]";
+}
+
 // Levenshtein distance, for "did you mean".
 size_t distance(const std::string& a, const std::string& b) {
   std::vector<size_t> d(b.size() + 1);
@@ -113,41 +129,22 @@ void Fields::add(const std::string& key, std::string& v, const std::string& help
 }
 void Fields::add(const std::string& key, std::array<double, 3>& v, const std::string& help) {
   fields_.push_back({key, "3 floats", help,
-                     [&v](const std::string& s0) {
-                       std::string s = trim(s0);
-                       if (s.size() < 2 || s.front() != '[' || s.back() != ']')
-                         throw std::invalid_argument("a list of 3 numbers like [0.5, 0.5, 0.5]");
-                       std::stringstream ss(s.substr(1, s.size() - 2));
-                       std::array<double, 3> out{};
-                       std::string item;
-                       int n = 0;
-                       while (std::getline(ss, item, ',')) {
-                         if (n >= 3) throw std::invalid_argument("a list of 3 numbers like [0.5, 0.5, 0.5]");
-                         out[n++] = parse_double(trim(item));
-                       }
-                       if (n != 3) throw std::invalid_argument("a list of 3 numbers like [0.5, 0.5, 0.5]");
-                       v = out;
+                     [&v](const std::string& s) {
+                       const char* expect = "a list of 3 numbers like [0.5, 0.5, 0.5]";
+                       auto l = parse_list(s, expect);
+                       if (l.size() != 3) throw std::invalid_argument(expect);
+                       std::copy(l.begin(), l.end(), v.begin());
                      },
-                     [&v] { return "[" + show_double(v[0]) + ", " + show_double(v[1]) + ", " + show_double(v[2]) + "]"; }});
+                     [&v] { return show_list(v.data(), v.size()); }});
 }
 void Fields::add(const std::string& key, std::vector<double>& v, const std::string& help) {
   fields_.push_back({key, "list of floats", help,
-                     [&v](const std::string& s0) {
-                       std::string s = trim(s0);
-                       if (s.size() < 2 || s.front() != '[' || s.back() != ']')
-                         throw std::invalid_argument("a list of numbers like [0.5, 1.0, 1.5]");
-                       std::stringstream ss(s.substr(1, s.size() - 2));
-                       std::vector<double> out;
-                       std::string item;
-                       while (std::getline(ss, item, ',')) out.push_back(parse_double(trim(item)));
-                       if (out.empty()) throw std::invalid_argument("a non-empty list of numbers like [1.0]");
-                       v = out;
+                     [&v](const std::string& s) {
+                       auto l = parse_list(s, "a list of numbers like [0.5, 1.0, 1.5]");
+                       if (l.empty()) throw std::invalid_argument("a non-empty list of numbers like [1.0]");
+                       v = l;
                      },
-                     [&v] {
-                       std::string out = "[";
-                       for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + show_double(v[i]);
-                       return out + "]";
-                     }});
+                     [&v] { return show_list(v.data(), v.size()); }});
 }
 void Fields::add_choice(const std::string& key, std::string& v, std::vector<std::string> choices,
                         const std::string& help) {
@@ -273,6 +270,10 @@ std::string Fields::describe() const {
     o << "  " << kv << std::string(w + 2 - kv.size(), ' ') << f.help << "\n";
   }
   return o.str();
+}
+
+void require_at_least(const std::string& key, int64_t v, int64_t min) {
+  if (v < min) throw Error(key + ": expected >= " + std::to_string(min) + ", found " + std::to_string(v));
 }
 
 void apply_sources(Fields& f, const Sources& src) {

@@ -59,4 +59,7 @@ struct Sources {
 };
 void apply_sources(Fields& f, const Sources& src);
 
+// Throws "<key>: expected >= <min>, found <v>" when v < min (validate() helpers).
+void require_at_least(const std::string& key, int64_t v, int64_t min);
+
 }  // namespace cp2::config

@@ -1,6 +1,5 @@
 #include "cp2/pretrain/bench.h"
 
-#include <sys/resource.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -13,16 +12,6 @@
 #include "cp2/pretrain/trainer.h"
 
 namespace cp2::pretrain {
-
-namespace {
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024.0;  // KiB on Linux
-}
-}  // namespace
 
 BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   PretrainConfig cfg;
@@ -56,7 +45,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
       loader.start(e, 0, std::min(bpe, nb - got));
       while (loader.next()) ++got;
     }
-    r.data_img_s = got * o.batch / since(t);
+    r.data_img_s = got * o.batch / seconds_since(t);
   }
   if (verbose) std::printf("data pipeline  %8.2f img/s  (%d workers, %lld batches)\n", r.data_img_s, o.workers,
                            static_cast<long long>(nb));
@@ -94,23 +83,19 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   for (int round = 0; round < o.rounds; ++round) {
     auto t = Clock::now();
     for (int i = 0; i < o.steps; ++i) train_step(*model, opt, fixed, lr);
-    step_rates.push_back(o.steps * o.batch / since(t));
+    step_rates.push_back(o.steps * o.batch / seconds_since(t));
     t = Clock::now();
     for (int i = 0; i < o.steps; ++i) {
       auto tw = Clock::now();
       auto b = next();
-      r.data_wait_s += since(tw);
+      r.data_wait_s += seconds_since(tw);
       train_step(*model, opt, to_dev(b), lr);
     }
-    e2e_rates.push_back(o.steps * o.batch / since(t));
+    e2e_rates.push_back(o.steps * o.batch / seconds_since(t));
     if (verbose)
       std::printf("  round %d: model step %.2f img/s, end to end %.2f img/s\n", round + 1, step_rates.back(),
                   e2e_rates.back());
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-  };
   r.step_img_s = median(step_rates);
   r.e2e_img_s = median(e2e_rates);
   if (verbose) {
@@ -119,7 +104,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     std::printf("end to end     %8.2f img/s  (median of %d rounds of %d steps, %.2f s waiting for data)\n",
                 r.e2e_img_s, o.rounds, o.steps, r.data_wait_s);
   }
-  r.peak_rss_mb = peak_rss_mb();
+  r.peak_rss_mb = peak_rss_mib();
   if (verbose) {
     std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
     auto cs = cpu_cache_stats();

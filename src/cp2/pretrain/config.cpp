@@ -8,16 +8,14 @@
 namespace cp2::pretrain {
 
 void TrainOptions::validate() const {
-  auto pos = [](const char* key, int64_t v, int64_t min) {
-    if (v < min) throw Error(std::string("train.") + key + ": expected >= " + std::to_string(min) + ", found " + std::to_string(v));
-  };
-  pos("batch", batch, 1);
-  pos("epochs", epochs, 1);
-  pos("iters_per_epoch", iters_per_epoch, 0);
-  pos("log_every", log_every, 1);
-  pos("checkpoint_every_epochs", checkpoint_every_epochs, 0);
-  pos("checkpoint_every_iters", checkpoint_every_iters, 0);
-  pos("keep_last", keep_last, 1);
+  using config::require_at_least;
+  require_at_least("train.batch", batch, 1);
+  require_at_least("train.epochs", epochs, 1);
+  require_at_least("train.iters_per_epoch", iters_per_epoch, 0);
+  require_at_least("train.log_every", log_every, 1);
+  require_at_least("train.checkpoint_every_epochs", checkpoint_every_epochs, 0);
+  require_at_least("train.checkpoint_every_iters", checkpoint_every_iters, 0);
+  require_at_least("train.keep_last", keep_last, 1);
   if (out.empty()) throw Error("train.out: expected a run folder, found an empty string");
   io::parse_preset(init_preset);
 }

@@ -25,11 +25,8 @@ namespace cp2::pretrain {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using train::get_int;
 using train::Progress;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 struct Position {
   int64_t epoch = 0, iter = 0, step = 0;  // next epoch / batch within it / global step
@@ -39,10 +36,6 @@ struct Position {
 // (encoder_q.*, encoder_k.*, queue, queue_ptr) plus optimizer, position, RNG and config.
 py::ObjPtr make_checkpoint(CP2ModelImpl& m, const train::Optimizer& opt, const Position& pos,
                            const std::string& config_text, int arch) {
-  auto cpu = [](io::TensorList l) {
-    for (auto& [k, t] : l) t = t.to(torch::kCPU);
-    return l;
-  };
   auto root = py::dict();
   auto meta = py::dict();
   py::set(meta, "format", py::integer(1));
@@ -52,7 +45,7 @@ py::ObjPtr make_checkpoint(CP2ModelImpl& m, const train::Optimizer& opt, const P
   py::set(root, "epoch", py::integer(pos.epoch));
   py::set(root, "iteration", py::integer(pos.iter));
   py::set(root, "step", py::integer(pos.step));
-  py::set(root, "state_dict", io::to_state_dict(cpu(io::state_dict(m))));
+  py::set(root, "state_dict", train::state_entry(io::state_dict(m)));
   py::set(root, "optimizer", train::optimizer_entry(opt));
   py::set(root, "rng", train::rng_state());
   py::set(root, "config", py::str(config_text));
@@ -87,8 +80,6 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
   model.enqueue(r.parts.k_ins);
   return r;
 }
-
-std::string resolve_checkpoint(const std::string& file_or_run) { return train::resolve_checkpoint(file_or_run); }
 
 std::string checkpoint_config(const std::string& path) {
   auto ck = io::load_checkpoint(path);
@@ -131,22 +122,14 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   model->to(device);
   train::Optimizer opt(query_parameters(*model), cfg.optim);
 
-  // Run folder.
-  const fs::path out = T.out, ckdir = out / "checkpoints";
-  std::error_code ec;
-  fs::create_directories(ckdir, ec);
-  if (ec) throw Error(ckdir.string() + ": cannot create run folder (" + ec.message() + ")");
-
   Position pos;
   std::string last_ckpt;
   if (!rc.resume.empty()) {
-    last_ckpt = resolve_checkpoint(rc.resume);
+    last_ckpt = train::resolve_checkpoint(rc.resume);
     auto ck = io::load_checkpoint(last_ckpt);
     const std::string what = "cp2 pretraining checkpoint";
     train::expect_kind(ck.root, "pretrain", last_ckpt, what);
-    io::TensorList state;
-    for (auto& [k, t] : io::find_state_dict(ck)) state.emplace_back(k, t);
-    load_pretrain_state(*model, state, last_ckpt, /*strict=*/true);
+    load_pretrain_state(*model, io::find_state_dict(ck), last_ckpt, /*strict=*/true);
     train::load_optimizer_entry(opt, ck.root, last_ckpt);
     pos = {get_int(ck.root, "epoch", last_ckpt, what), get_int(ck.root, "iteration", last_ckpt, what),
            get_int(ck.root, "step", last_ckpt, what)};
@@ -154,11 +137,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     progress.message("resumed from " + last_ckpt + " at epoch " + std::to_string(pos.epoch) + ", iteration " +
                      std::to_string(pos.iter) + " (step " + std::to_string(pos.step) + ")");
   }
-  {
-    std::ofstream f(out / "config.yaml");
-    f << rc.config_text;
-    if (!f) throw Error((out / "config.yaml").string() + ": cannot write");
-  }
+  const fs::path out = T.out, ckdir = train::prepare_run_folder(out, rc.config_text);
 
   auto ds = std::make_shared<data::PretrainDataset>(cfg.data.root, cfg.aug_options(), T.seed);
   data::PretrainLoader loader(ds, cfg.loader_options());

@@ -46,8 +46,6 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
 // non-finite loss (naming the step; the last good checkpoint stays).
 RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc);
 
-// The newest checkpoint of a run folder (or the file itself); throws if none.
-std::string resolve_checkpoint(const std::string& file_or_run);
 // The resolved config stored in a cp2 pretraining checkpoint.
 std::string checkpoint_config(const std::string& path);
 

@@ -1,6 +1,5 @@
 #include "cp2/seg/bench.h"
 
-#include <sys/resource.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -22,17 +21,6 @@ namespace fs = std::filesystem;
 namespace cp2::seg {
 
 namespace {
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024.0;
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
 
 FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
   if (o.steps < 1 || o.rounds < 1 || o.warmup < 0 || o.batch < 1 || o.eval_images < 1)
@@ -97,21 +85,21 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   for (int round = 0; round < o.rounds; ++round) {
     auto t = Clock::now();
     for (int i = 0; i < o.steps; ++i) step(fixed);
-    s_rates.push_back(o.steps * o.batch / since(t));
+    s_rates.push_back(o.steps * o.batch / seconds_since(t));
     t = Clock::now();
     for (int i = 0; i < o.steps; ++i) {
       auto tw = Clock::now();
       auto b = loader.next();
-      wait += since(tw);
+      wait += seconds_since(tw);
       step(*b);
     }
-    e_rates.push_back(o.steps * o.batch / since(t));
+    e_rates.push_back(o.steps * o.batch / seconds_since(t));
     if (verbose)
       std::printf("  round %d: train step %.3f img/s, end to end %.3f img/s\n", round + 1, s_rates.back(), e_rates.back());
   }
   r.step_img_s = median(s_rates);
   r.e2e_img_s = median(e_rates);
-  r.peak_rss_mb = peak_rss_mb();
+  r.peak_rss_mb = peak_rss_mib();
   if (verbose) {
     std::printf("train step     %8.3f img/s  (median of %d rounds of %d steps on a fixed batch)\n", r.step_img_s,
                 o.rounds, o.steps);
@@ -130,7 +118,7 @@ SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose) {
   auto model = make_segmentor(cfg.model.segmentor(val.num_classes()), 0);
   model->to(torch::Device(o.device));
   model->eval();
-  EvalOptions eo = cfg.eval;
+  EvalOptions eo = cfg.eval_options();
   eo.max_images = 1;
   evaluate(*model, val, eo, o.workers);  // warm-up
   eo.max_images = o.eval_images;
@@ -142,7 +130,7 @@ SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose) {
     if (verbose) std::printf("  round %d: %.3f img/s\n", round + 1, rates.back());
   }
   r.eval_img_s = median(rates);
-  r.peak_rss_mb = peak_rss_mb();
+  r.peak_rss_mb = peak_rss_mib();
   if (verbose) {
     std::printf("evaluation     %8.3f img/s  (whole-image, test scale %dx%d, median of %d rounds of %d images)\n",
                 r.eval_img_s, cfg.eval.scale_long, cfg.eval.scale_short, o.rounds, o.eval_images);

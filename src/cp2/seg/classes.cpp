@@ -60,6 +60,19 @@ Palette cityscapes_palette() {
           {119, 11, 32}};
 }
 
+std::vector<std::string> classes_of(const std::string& type) {
+  if (type == "voc") return voc_classes();
+  if (type == "cityscapes") return cityscapes_classes();
+  if (type == "ade20k") return ade20k_classes();
+  return {};
+}
+
+Palette palette_of(const std::string& type) {
+  if (type == "cityscapes") return cityscapes_palette();
+  if (type == "ade20k") return voc_palette(150);
+  return voc_palette();
+}
+
 int cityscapes_train_id(int id) {
   static const int map[34] = {255, 255, 255, 255, 255, 255, 255, 0,   1,  255, 255, 2,  3,  4,  255, 255, 255,
                               5,   255, 6,   7,   8,   9,   10,  11,  12, 13,  14,  15, 255, 255, 16, 17, 18};

@@ -16,6 +16,11 @@ Palette voc_palette(int n = 256);
 // Cityscapes' official colours of the 19 train ids.
 Palette cityscapes_palette();
 
+// The class names and palette a dataset type ships with (voc, cityscapes, ade20k); empty
+// for other types (the list type brings its own names).
+std::vector<std::string> classes_of(const std::string& type);
+Palette palette_of(const std::string& type);
+
 // Cityscapes labelIds (0..33) -> train ids (0..18), 255 for ids not evaluated.
 int cityscapes_train_id(int label_id);
 

@@ -41,15 +41,13 @@ void EvalOptions::validate() const {
 }
 
 void FinetuneOptions::validate() const {
-  auto pos = [](const char* key, int64_t v, int64_t min) {
-    if (v < min) throw Error(std::string("train.") + key + ": expected >= " + std::to_string(min) + ", found " + std::to_string(v));
-  };
-  pos("iters", iters, 1);
-  pos("batch", batch, 1);
-  pos("log_every", log_every, 1);
-  pos("eval_every", eval_every, 0);
-  pos("checkpoint_every", checkpoint_every, 0);
-  pos("keep_last", keep_last, 1);
+  using config::require_at_least;
+  require_at_least("train.iters", iters, 1);
+  require_at_least("train.batch", batch, 1);
+  require_at_least("train.log_every", log_every, 1);
+  require_at_least("train.eval_every", eval_every, 0);
+  require_at_least("train.checkpoint_every", checkpoint_every, 0);
+  require_at_least("train.keep_last", keep_last, 1);
   if (out.empty()) throw Error("train.out: expected a run folder, found an empty string");
   io::parse_preset(init_preset);
 }
@@ -145,6 +143,13 @@ data::LoaderOptions FinetuneConfig::loader_options() const {
   return l;
 }
 
+EvalOptions FinetuneConfig::eval_options() const {
+  EvalOptions e = eval;
+  e.mean = pipeline.mean;
+  e.std = pipeline.std;
+  return e;
+}
+
 void FinetuneConfig::validate() const {
   if (data.root.empty()) throw Error("data.root: expected the dataset folder (--data DIR or data.root in the config)");
   data.dataset(true).validate();
@@ -159,8 +164,6 @@ void FinetuneConfig::validate() const {
 std::string resolve_config(FinetuneConfig& cfg, const config::Sources& src) {
   auto f = cfg.fields();
   config::apply_sources(f, src);
-  cfg.eval.mean = cfg.pipeline.mean;
-  cfg.eval.std = cfg.pipeline.std;
   cfg.validate();
   return f.to_yaml();
 }

@@ -38,7 +38,7 @@ struct EvalOptions {
   bool flip = false;
   std::vector<double> scales{1.0};  // img_ratios of the test scale
   int scale_long = 2048, scale_short = 512;  // test resize, aspect kept; 0 = keep the image size
-  std::array<double, 3> mean{123.675, 116.28, 103.53}, std{58.395, 57.12, 57.375};
+  std::array<double, 3> mean{123.675, 116.28, 103.53}, std{58.395, 57.12, 57.375};  // not keys: the pipeline's
   int64_t max_images = 0;  // evaluate the first N images only (0 = all)
   void validate() const;
 };
@@ -67,6 +67,8 @@ struct FinetuneConfig {
   static train::OptimOptions default_optim();
   config::Fields fields();
   data::LoaderOptions loader_options() const;
+  // `eval` with the pipeline's normalisation (test images are normalised as training's).
+  EvalOptions eval_options() const;
   void validate() const;
 };
 

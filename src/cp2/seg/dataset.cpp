@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -76,9 +77,9 @@ SegDataset::SegDataset(DatasetOptions o) : opt_(std::move(o)) {
     throw Error("image " + img.string() + " has no label: expected " + lab.string());
   };
   std::error_code ec;
+  classes_ = classes_of(opt_.type);
+  palette_ = palette_of(opt_.type);
   if (opt_.type == "voc") {
-    classes_ = voc_classes();
-    palette_ = voc_palette();
     const std::string ann = opt_.ann_dir.empty() ? "SegmentationClassAug" : opt_.ann_dir;
     need_dir(root / "JPEGImages", "voc", "JPEGImages/");
     need_dir(root / ann, "voc", ann + "/ (data.ann_dir: SegmentationClassAug or SegmentationClass)");
@@ -93,8 +94,6 @@ SegDataset::SegDataset(DatasetOptions o) : opt_(std::move(o)) {
       items_.emplace_back(img.string(), lab.string());
     }
   } else if (opt_.type == "cityscapes") {
-    classes_ = cityscapes_classes();
-    palette_ = cityscapes_palette();
     const fs::path idir = root / "leftImg8bit" / split, ldir = root / "gtFine" / split;
     need_dir(idir, "cityscapes", "leftImg8bit/" + split + "/<city>/");
     need_dir(ldir, "cityscapes", "gtFine/" + split + "/<city>/");
@@ -109,8 +108,6 @@ SegDataset::SegDataset(DatasetOptions o) : opt_(std::move(o)) {
       else missing_label(img, train_ids);
     }
   } else if (opt_.type == "ade20k") {
-    classes_ = ade20k_classes();
-    palette_ = voc_palette(150);
     const fs::path idir = root / "images" / split, ldir = root / "annotations" / split;
     need_dir(idir, "ade20k", "images/" + split + "/");
     need_dir(ldir, "ade20k", "annotations/" + split + "/");
@@ -125,7 +122,6 @@ SegDataset::SegDataset(DatasetOptions o) : opt_(std::move(o)) {
     if (classes_.empty() || classes_.size() > 255)
       throw Error("data.classes_file: expected 1..255 class names in " + (root / opt_.classes_file).string() +
                   ", found " + std::to_string(classes_.size()));
-    palette_ = voc_palette();
     const fs::path list = root / split;
     int n = 0;
     for (const auto& line : read_lines(list, "list file")) {
@@ -152,20 +148,23 @@ at::Tensor SegDataset::label(int64_t i, int64_t h, int64_t w) {
   if (lab.size(0) != h || lab.size(1) != w)
     throw Error(path + ": label is " + std::to_string(lab.size(1)) + "x" + std::to_string(lab.size(0)) + ", its image " +
                 image_path(i) + " is " + std::to_string(w) + "x" + std::to_string(h));
+  // One pass through a table: the dataset's convention (ADE20k: mmseg's reduce_zero_label;
+  // Cityscapes labelIds -> train ids), then values outside the classes -> 255, flagged.
+  std::array<uint8_t, 256> to{};
+  std::array<bool, 256> out_of_range{};
+  const bool ade = opt_.type == "ade20k", ids = opt_.type == "cityscapes" && ends_with(path, "_labelIds.png");
+  for (int v = 0; v < 256; ++v) {
+    int t = ade ? (v == 0 || v == 255 ? 255 : v - 1) : ids ? cityscapes_train_id(v) : v;
+    out_of_range[v] = t >= num_classes() && t != 255;
+    to[v] = static_cast<uint8_t>(out_of_range[v] ? 255 : t);
+  }
   uint8_t* p = lab.data_ptr<uint8_t>();
   const int64_t n = lab.numel();
-  if (opt_.type == "ade20k") {
-    for (int64_t k = 0; k < n; ++k) p[k] = p[k] == 0 || p[k] == 255 ? 255 : static_cast<uint8_t>(p[k] - 1);  // mmseg's reduce_zero_label
-  } else if (opt_.type == "cityscapes" && ends_with(path, "_labelIds.png")) {
-    for (int64_t k = 0; k < n; ++k) p[k] = static_cast<uint8_t>(cityscapes_train_id(p[k]));
-  }
-  const int C = num_classes();
   int64_t bad = 0;
-  for (int64_t k = 0; k < n; ++k)
-    if (p[k] >= C && p[k] != 255) {
-      p[k] = 255;
-      ++bad;
-    }
+  for (int64_t k = 0; k < n; ++k) {
+    bad += out_of_range[p[k]];
+    p[k] = to[p[k]];
+  }
   if (bad) {
     std::lock_guard<std::mutex> lk(mu_);
     stats_.pixels += bad;

@@ -22,14 +22,7 @@ namespace cp2::seg {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 const char* kWhat = "cp2 finetune checkpoint";
-
-io::TensorList on_cpu(io::TensorList l) {
-  for (auto& [k, t] : l) t = t.to(torch::kCPU);
-  return l;
-}
 
 // mmseg-compatible: `state_dict` (backbone.*, decode_head.*) and `meta` (CLASSES,
 // PALETTE), so mmsegmentation loads it as is; plus cp2's optimizer, position, RNG, config.
@@ -53,7 +46,7 @@ py::ObjPtr make_checkpoint(models::SegmentorImpl& m, const train::Optimizer* opt
   py::set(meta, "PALETTE", palette);
   py::set(meta, "iter", py::integer(iteration));
   py::set(root, "meta", meta);
-  py::set(root, "state_dict", io::to_state_dict(on_cpu(io::state_dict(m))));
+  py::set(root, "state_dict", train::state_entry(io::state_dict(m)));
   if (opt) py::set(root, "optimizer", train::optimizer_entry(*opt));
   py::set(root, "iteration", py::integer(iteration));
   auto best = py::dict();
@@ -76,12 +69,14 @@ SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non
                                        .align_corners(align_corners));
   auto per_pixel = F::cross_entropy(up, label, F::CrossEntropyFuncOptions().ignore_index(255).reduction(torch::kNone));
   auto valid = label != 255;
-  const int64_t nvalid = valid.sum().item<int64_t>();
+  auto nvalid = valid.sum();
   SegLoss r;
-  r.loss = avg_non_ignore ? per_pixel.sum() / static_cast<double>(std::max<int64_t>(nvalid, 1)) : per_pixel.mean();
+  r.loss = avg_non_ignore ? per_pixel.sum() / nvalid.clamp_min(1) : per_pixel.mean();
   torch::NoGradGuard ng;
-  auto correct = (up.argmax(1) == label).logical_and(valid).sum().item<int64_t>();
-  r.acc = nvalid ? 100.0 * static_cast<double>(correct) / static_cast<double>(nvalid) : 0.0;
+  // One device sync for both counts (the loop reads the loss once more).
+  auto counts = torch::stack({nvalid, (up.argmax(1) == label).logical_and(valid).sum()}).to(torch::kCPU);
+  const int64_t n = counts[0].item<int64_t>(), correct = counts[1].item<int64_t>();
+  r.acc = n ? 100.0 * static_cast<double>(correct) / static_cast<double>(n) : 0.0;
   return r;
 }
 
@@ -119,11 +114,6 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
   train::Optimizer opt(params, cfg.optim);
 
-  const fs::path out = T.out, ckdir = out / "checkpoints";
-  std::error_code ec;
-  fs::create_directories(ckdir, ec);
-  if (ec) throw Error(ckdir.string() + ": cannot create run folder (" + ec.message() + ")");
-
   int64_t iter = 0, best_iter = 0;
   double best_miou = -1;
   std::string last_ckpt;
@@ -141,11 +131,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
     train::set_rng_state(ck.root->get("rng"));
     progress.message("resumed from " + last_ckpt + " at iteration " + std::to_string(iter));
   }
-  {
-    std::ofstream f(out / "config.yaml");
-    f << fc.config_text;
-    if (!f) throw Error((out / "config.yaml").string() + ": cannot write");
-  }
+  const fs::path out = T.out, ckdir = train::prepare_run_folder(out, fc.config_text);
   std::ofstream log(out / "log.jsonl", std::ios::app);
   if (!log) throw Error((out / "log.jsonl").string() + ": cannot write");
 
@@ -171,7 +157,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   };
   auto run_eval = [&] {
     progress.done();
-    auto r = evaluate(*model, val_ds, cfg.eval, cfg.data.workers, [&](int64_t d, int64_t n) {
+    auto r = evaluate(*model, val_ds, cfg.eval_options(), cfg.data.workers, [&](int64_t d, int64_t n) {
       progress.update("evaluating " + train::bar(d, n) + " " + std::to_string(d) + "/" + std::to_string(n), d, d == n);
     });
     progress.done();

@@ -50,9 +50,6 @@ at::Tensor predict_probs(models::SegmentorImpl& m, const at::Tensor& image, cons
   torch::NoGradGuard ng;
   const auto device = m.parameters().front().device();
   const int H = static_cast<int>(image.size(0)), W = static_cast<int>(image.size(1));
-  PipelineOptions norm;
-  norm.mean = o.mean;
-  norm.std = o.std;
   const bool ac = m.options().head.align_corners;
   at::Tensor probs;
   for (double r : o.scales) {
@@ -64,7 +61,7 @@ at::Tensor predict_probs(models::SegmentorImpl& m, const at::Tensor& image, cons
       h = static_cast<int>(H * r + 0.5);
       w = static_cast<int>(W * r + 0.5);
     }
-    auto x = normalize(resize_image(image, h, w), norm).unsqueeze(0).to(device);
+    auto x = normalize(resize_image(image, h, w), o.mean, o.std).unsqueeze(0).to(device);
     for (int f = 0; f < (o.flip ? 2 : 1); ++f) {
       auto in = f ? x.flip({3}) : x;
       auto logits = resize_logits(infer_logits(m, in, o), H, W, ac);
@@ -94,15 +91,15 @@ EvalResult evaluate(models::SegmentorImpl& m, SegDataset& ds, const EvalOptions&
       },
       std::max(workers, 0), 4, "normal");
   pre.start(0, 0, n);
+  if (m.options().head.num_classes != ds.num_classes())
+    throw Error("the model predicts " + std::to_string(m.options().head.num_classes) + " classes, the " +
+                ds.options().type + " dataset at " + ds.options().root + " has " + std::to_string(ds.num_classes()));
   eval::ConfusionMatrix cm(ds.num_classes());
   const bool was_training = m.is_training();
   m.eval();
   int64_t done = 0;
   while (auto it = pre.next()) {
     auto probs = predict_probs(m, it->image, o);
-    if (probs.size(0) != ds.num_classes())
-      throw Error("the model predicts " + std::to_string(probs.size(0)) + " classes, the dataset has " +
-                  std::to_string(ds.num_classes()));
     cm.update(probs.argmax(0).to(torch::kCPU), it->label.to(torch::kLong));
     if (on_image) on_image(++done, n);
   }

@@ -106,48 +106,56 @@ std::string resolve_model_file(const std::string& file_or_run) {
   return train::resolve_checkpoint(file_or_run);
 }
 
-FinetunedModel load_finetuned(const std::string& file_or_run, int output_stride) {
-  FinetunedModel out;
-  out.path = resolve_model_file(file_or_run);
-  auto ck = io::load_checkpoint(out.path);
+FinetunedFile read_finetuned(const std::string& file_or_run) {
+  FinetunedFile f;
+  f.path = resolve_model_file(file_or_run);
+  auto ck = io::load_checkpoint(f.path);
   auto sd = io::map_to_segmentor(ck, io::Preset::Auto);
   if (sd.preset != io::Preset::Mmseg)
-    throw Error(out.path + ": a " + io::preset_name(sd.preset) +
-                "-layout checkpoint holds no trained classifier; finetune it first (cp2 finetune --init " + out.path + ")");
+    throw Error(f.path + ": a " + io::preset_name(sd.preset) +
+                "-layout checkpoint holds no trained classifier; finetune it first (cp2 finetune --init " + f.path + ")");
+  if (auto c = ck.root->get("config"); c && c->kind == py::Kind::Str) f.config_text = c->s;
+  f.tensors = std::move(sd.tensors);
+  f.root = ck.root;
+  return f;
+}
+
+FinetunedModel load_finetuned(const std::string& file_or_run, int output_stride) {
+  return build_finetuned(read_finetuned(file_or_run), output_stride);
+}
+
+FinetunedModel build_finetuned(const FinetunedFile& file, int output_stride) {
+  FinetunedModel out;
+  out.path = file.path;
+  out.config_text = file.config_text;
   FinetuneConfig cfg;
-  if (auto c = ck.root->get("config"); c && c->kind == py::Kind::Str) {
-    out.config_text = c->s;
-    auto f = cfg.fields();
-    f.load_yaml_text(c->s, out.path + " (stored config)");
-  }
-  const int os = output_stride > 0 ? output_stride : (out.config_text.empty() ? 16 : cfg.model.output_stride);
-  auto opt = infer_segmentor_options(sd.tensors, os, out.path);
+  if (!file.config_text.empty()) cfg.fields().load_yaml_text(file.config_text, file.path + " (stored config)");
+  const int os = output_stride > 0 ? output_stride : cfg.model.output_stride;  // default 16
+  auto opt = infer_segmentor_options(file.tensors, os, file.path);
   opt.head.align_corners = cfg.model.align_corners;
   opt.head.dropout = cfg.model.dropout;
   out.model = models::Segmentor(opt);
-  io::load_state(*out.model, sd.tensors, /*strict=*/true, out.path);
+  io::load_state(*out.model, file.tensors, /*strict=*/true, file.path);
   out.model->eval();
   // Class names: mmseg's meta.CLASSES, else the stored dataset type's, else numbers.
-  if (auto meta = ck.root->get("meta"); meta && meta->get("CLASSES")) {
+  if (auto meta = file.root->get("meta"); meta && meta->get("CLASSES")) {
     for (const auto& c : meta->get("CLASSES")->items)
       if (c->kind == py::Kind::Str) out.classes.push_back(c->s);
   }
-  if (auto meta = ck.root->get("meta"); meta && meta->get("PALETTE")) {
+  if (auto meta = file.root->get("meta"); meta && meta->get("PALETTE")) {
     for (const auto& c : meta->get("PALETTE")->items)
       if (c->items.size() == 3)
         out.palette.push_back({static_cast<uint8_t>(c->items[0]->i), static_cast<uint8_t>(c->items[1]->i),
                                static_cast<uint8_t>(c->items[2]->i)});
   }
   const int C = opt.head.num_classes;
+  if (static_cast<int>(out.classes.size()) != C) out.classes = classes_of(cfg.data.type);
   if (static_cast<int>(out.classes.size()) != C) {
     out.classes.clear();
-    if (cfg.data.type == "voc" && C == 21) out.classes = voc_classes();
-    else if (cfg.data.type == "cityscapes" && C == 19) out.classes = cityscapes_classes();
-    else if (cfg.data.type == "ade20k" && C == 150) out.classes = ade20k_classes();
-    else
-      for (int c = 0; c < C; ++c) out.classes.push_back("class " + std::to_string(c));
+    for (int c = 0; c < C; ++c) out.classes.push_back("class " + std::to_string(c));
   }
-  if (static_cast<int>(out.palette.size()) < C) out.palette = cfg.data.type == "cityscapes" && C == 19 ? cityscapes_palette() : voc_palette();
+  if (static_cast<int>(out.palette.size()) < C) out.palette = palette_of(cfg.data.type);
+  if (static_cast<int>(out.palette.size()) < C) out.palette = voc_palette();
   return out;
 }
 

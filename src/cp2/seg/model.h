@@ -42,12 +42,23 @@ struct FinetunedModel {
 // seen in the weights: `output_stride` is used).
 models::SegmentorOptions infer_segmentor_options(const io::TensorList& sd, int output_stride, const std::string& path);
 
-// Reads a cp2 finetune checkpoint (or run folder: its best.pt, else the newest
-// checkpoint) or an mmseg checkpoint (backbone.* / decode_head.* with conv_seg).
-// Depth, head width and class count come from the tensor shapes; output stride from
-// `output_stride` if > 0, else the stored config, else 16; align_corners and dropout from
-// the stored config (defaults otherwise). Strict load; the model is returned in eval mode.
-FinetunedModel load_finetuned(const std::string& file_or_run, int output_stride = 0);
+// A finetuned model file read once: a cp2 finetune checkpoint (or run folder: its best.pt,
+// else the newest checkpoint) or an mmseg checkpoint (backbone.* / decode_head.* with
+// conv_seg). Throws for layouts without a trained classifier (pretraining checkpoints).
+struct FinetunedFile {
+  std::string path;
+  std::string config_text;  // cp2's stored config, "" for other files
+  io::TensorList tensors;   // segmentor names
+  py::ObjPtr root;          // for meta.CLASSES / PALETTE
+};
+FinetunedFile read_finetuned(const std::string& file_or_run);
+
+// The model of such a file. Depth, head width and class count come from the tensor
+// shapes; output stride from `output_stride` if > 0, else the stored config, else 16;
+// align_corners and dropout from the stored config (defaults otherwise). Strict load; the
+// model is returned in eval mode.
+FinetunedModel build_finetuned(const FinetunedFile& file, int output_stride = 0);
+FinetunedModel load_finetuned(const std::string& file_or_run, int output_stride = 0);  // read + build
 
 // The model file a run folder designates: best.pt if present, else its newest checkpoint.
 std::string resolve_model_file(const std::string& file_or_run);

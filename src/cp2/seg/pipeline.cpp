@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <opencv2/imgproc.hpp>
 
 #include "cp2/common.h"
@@ -137,14 +136,14 @@ void photometric_distortion(at::Tensor& img, const PipelineOptions& o, data::Rng
   if (!contrast_first) contrast();
 }
 
-at::Tensor normalize(const at::Tensor& img, const PipelineOptions& o) {
+at::Tensor normalize(const at::Tensor& img, const Rgb& mean, const Rgb& std) {
   const int64_t H = img.size(0), W = img.size(1);
   auto out = torch::empty({3, H, W});
   auto src = img.contiguous();
   const uint8_t* s = src.data_ptr<uint8_t>();
   float* d = out.data_ptr<float>();
   for (int c = 0; c < 3; ++c) {
-    const float m = static_cast<float>(o.mean[c]), inv = static_cast<float>(1.0 / o.std[c]);
+    const float m = static_cast<float>(mean[c]), inv = static_cast<float>(1.0 / std[c]);
     float* dc = d + c * H * W;
     for (int64_t i = 0; i < H * W; ++i) dc[i] = (static_cast<float>(s[i * 3 + c]) - m) * inv;
   }
@@ -154,31 +153,19 @@ at::Tensor normalize(const at::Tensor& img, const PipelineOptions& o) {
 std::pair<at::Tensor, at::Tensor> pad(const at::Tensor& chw, const at::Tensor& lab, int h, int w) {
   const int64_t H = chw.size(1), W = chw.size(2);
   if (H >= h && W >= w) return {chw, lab};
-  const int64_t PH = std::max<int64_t>(H, h), PW = std::max<int64_t>(W, w), C = chw.size(0);
-  auto img = torch::empty({C, PH, PW});
-  auto l = torch::empty({PH, PW}, lab.scalar_type());
+  const int bottom = static_cast<int>(std::max<int64_t>(h - H, 0)), right = static_cast<int>(std::max<int64_t>(w - W, 0));
+  const int64_t C = chw.size(0);
+  auto img = torch::empty({C, H + bottom, W + right});
   auto src = chw.contiguous();
+  for (int64_t c = 0; c < C; ++c) {  // planar layout: pad each channel plane
+    cv::Mat in(static_cast<int>(H), static_cast<int>(W), CV_32F, src.data_ptr<float>() + c * H * W);
+    cv::Mat out(static_cast<int>(H) + bottom, static_cast<int>(W) + right, CV_32F, img.data_ptr<float>() + c * (H + bottom) * (W + right));
+    cv::copyMakeBorder(in, out, 0, bottom, 0, right, cv::BORDER_CONSTANT, cv::Scalar(0));
+  }
+  auto l = torch::empty({H + bottom, W + right}, torch::kUInt8);
   auto lsrc = lab.contiguous();
-  const float* s = src.data_ptr<float>();
-  float* d = img.data_ptr<float>();
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t y = 0; y < PH; ++y) {
-      float* row = d + (c * PH + y) * PW;
-      int64_t x = 0;
-      if (y < H)
-        for (; x < W; ++x) row[x] = s[(c * H + y) * W + x];
-      for (; x < PW; ++x) row[x] = 0.f;
-    }
-  const auto elem = lab.element_size();
-  auto* ld = static_cast<uint8_t*>(l.data_ptr());
-  const auto* ls = static_cast<const uint8_t*>(lsrc.data_ptr());
-  for (int64_t y = 0; y < PH; ++y)
-    for (int64_t x = 0; x < PW; ++x) {
-      uint8_t* dst = ld + (y * PW + x) * elem;
-      if (y < H && x < W) std::memcpy(dst, ls + (y * W + x) * elem, elem);
-      else if (elem == 1) *dst = 255;
-      else *reinterpret_cast<int64_t*>(dst) = 255;
-    }
+  cv::Mat lout = as_mat(l);
+  cv::copyMakeBorder(as_mat(lsrc), lout, 0, bottom, 0, right, cv::BORDER_CONSTANT, cv::Scalar(255));
   return {img, l};
 }
 
@@ -198,7 +185,7 @@ TrainSample train_transform(const at::Tensor& img0, const at::Tensor& lab0, cons
     lab = hflip(lab);
   }
   if (o.photometric) photometric_distortion(img, o, rng);
-  auto [x, y] = pad(normalize(img, o), lab, o.crop_h, o.crop_w);
+  auto [x, y] = pad(normalize(img, o.mean, o.std), lab, o.crop_h, o.crop_w);
   auto y64 = torch::empty(y.sizes(), torch::kLong);
   const uint8_t* ys = y.data_ptr<uint8_t>();
   int64_t* yd = y64.data_ptr<int64_t>();

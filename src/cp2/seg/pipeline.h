@@ -51,9 +51,11 @@ at::Tensor hflip(const at::Tensor& t);                   // uint8 H x W [x C]
 void photometric_distortion(at::Tensor& img, const PipelineOptions& o, data::Rng& rng);
 
 // (img - mean) / std, H x W x 3 uint8 -> 3 x H x W float.
-at::Tensor normalize(const at::Tensor& img, const PipelineOptions& o);
+using Rgb = std::array<double, 3>;
+at::Tensor normalize(const at::Tensor& img, const Rgb& mean, const Rgb& std);
 
-// Pads 3 x H x W float (value 0) and H x W labels (value 255) on the bottom/right to h x w.
+// Pads 3 x H x W float (value 0) and H x W uint8 labels (value 255) on the bottom/right
+// to at least h x w.
 std::pair<at::Tensor, at::Tensor> pad(const at::Tensor& chw, const at::Tensor& lab, int h, int w);
 
 struct TrainSample {

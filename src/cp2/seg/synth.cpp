@@ -63,6 +63,15 @@ std::pair<cv::Mat, cv::Mat> draw(const SynthSegOptions& o, uint64_t key) {
   return {img, lab};
 }
 
+// Labels through a 256-entry table built from `f`.
+template <class Fn>
+cv::Mat relabel(const cv::Mat& lab, Fn f) {
+  cv::Mat lut(1, 256, CV_8U), out;
+  for (int v = 0; v < 256; ++v) lut.at<uint8_t>(v) = static_cast<uint8_t>(f(v));
+  cv::LUT(lab, lut, out);
+  return out;
+}
+
 void write_img(const fs::path& p, const cv::Mat& m) {
   mkdirs(p.parent_path());
   if (!cv::imwrite(p.string(), m)) throw Error(p.string() + ": cannot write image");
@@ -116,15 +125,13 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
         write_lab(root / "labels" / (std::string(id) + ".png"), lab);
         listing << "images/" << id << ".png labels/" << id << ".png\n";
       } else if (city) {
-        // Foreground class k -> train id k - 1, background -> road (0).
+        // Foreground class k -> train id k - 1, background -> road (0); as labelIds, the
+        // train id's Cityscapes id (255 -> 0, "unlabeled").
         static const int id_of_train[19] = {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33};
-        cv::Mat out = lab.clone();
-        for (int y = 0; y < out.rows; ++y)
-          for (int x = 0; x < out.cols; ++x) {
-            uint8_t& v = out.at<uint8_t>(y, x);
-            const int t = v == 255 ? 255 : (v == 0 ? 0 : v - 1);
-            v = static_cast<uint8_t>(o.label_ids ? (t == 255 ? 0 : id_of_train[t]) : t);
-          }
+        cv::Mat out = relabel(lab, [&](int v) {
+          const int t = v == 255 ? 255 : (v == 0 ? 0 : v - 1);
+          return o.label_ids ? (t == 255 ? 0 : id_of_train[t]) : t;
+        });
         const std::string city_name = i % 2 ? "aachen" : "bremen";
         const std::string stem = city_name + "_000000_" + std::string(id);
         const auto split = train ? "train" : "val";
@@ -134,12 +141,7 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
                   out);
       } else {
         // ADE20k: background -> "wall" (file value 1), class k -> k + 1; 0 would be "other".
-        cv::Mat out = lab.clone();
-        for (int y = 0; y < out.rows; ++y)
-          for (int x = 0; x < out.cols; ++x) {
-            uint8_t& v = out.at<uint8_t>(y, x);
-            v = v == 255 ? 0 : static_cast<uint8_t>(v + 1);
-          }
+        cv::Mat out = relabel(lab, [](int v) { return v == 255 ? 0 : v + 1; });
         const auto split = train ? "training" : "validation";
         write_img(root / "images" / split / (std::string("ADE_") + id + ".jpg"), img);
         write_lab(root / "annotations" / split / (std::string("ADE_") + id + ".png"), out);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <mutex>
 
@@ -28,6 +29,23 @@ c10::Device parse_device(const std::string& s, const std::string& key) {
   if (d->is_cuda() && !torch::cuda::is_available())
     throw Error(key + ": '" + s + "' requested but this LibTorch build has no usable CUDA device");
   return *d;
+}
+
+fs::path prepare_run_folder(const fs::path& out, const std::string& config_text) {
+  const fs::path ckdir = out / "checkpoints";
+  std::error_code ec;
+  fs::create_directories(ckdir, ec);
+  if (ec) throw Error(ckdir.string() + ": cannot create run folder (" + ec.message() + ")");
+  std::ofstream f(out / "config.yaml");
+  f << config_text;
+  f.flush();
+  if (!f) throw Error((out / "config.yaml").string() + ": cannot write");
+  return ckdir;
+}
+
+py::ObjPtr state_entry(io::TensorList tensors) {
+  for (auto& [k, t] : tensors) t = t.to(at::kCPU);
+  return io::to_state_dict(tensors);
 }
 
 std::string checkpoint_name(int64_t step) {
@@ -80,11 +98,9 @@ void set_rng_state(const py::ObjPtr& rng) {
 }
 
 py::ObjPtr optimizer_entry(const Optimizer& opt) {
-  auto st = opt.state();
-  for (auto& [k, t] : st) t = t.to(at::kCPU);
   auto o = py::dict();
   py::set(o, "name", py::str(opt.options().name));
-  py::set(o, "state", io::to_state_dict(st));
+  py::set(o, "state", state_entry(opt.state()));
   return o;
 }
 

@@ -8,13 +8,20 @@
 #include <string>
 #include <vector>
 
-#include "cp2/io/pickle.h"
+#include "cp2/io/checkpoint.h"
 #include "cp2/train/optim.h"
 
 namespace cp2::train {
 
 // "cpu", "cuda", "cuda:N"; throws naming `key` when malformed or when CUDA is unusable.
 c10::Device parse_device(const std::string& s, const std::string& key = "train.device");
+
+// Creates OUT/checkpoints and writes the resolved config to OUT/config.yaml; returns the
+// checkpoints folder. Throws naming the path it cannot create or write.
+std::filesystem::path prepare_run_folder(const std::filesystem::path& out, const std::string& config_text);
+
+// Tensors as a checkpoint entry: an OrderedDict (what load_state_dict takes), on the CPU.
+py::ObjPtr state_entry(io::TensorList tensors);
 
 // checkpoint_<step, 8 digits>.pt, so names sort in step order.
 std::string checkpoint_name(int64_t step);
