@@ -52,3 +52,38 @@ void expect_error(Fn fn, std::initializer_list<std::string> fragments) {
 }
 
 }  // namespace cp2::test
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace cp2::test {
+
+// The cp2 program as a user runs it: `args` through sh (stderr merged into out).
+struct CliRun {
+  int rc;
+  std::string out;
+};
+inline CliRun run_cli(const std::string& args, const std::string& prefix = "") {
+  std::string cmd = prefix + std::string(CP2_BINARY) + " " + args + " 2>&1";
+  CliRun r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int st = pclose(p);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+inline std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace cp2::test

@@ -58,7 +58,7 @@ int run_demo(const DemoArgs& a) {
                {"train.seed", std::to_string(a.seed)}, {"train.out", a.out + "/pretrain"}};
   fs::remove_all(a.out + "/pretrain");
   pretrain::RunControl rc;
-  rc.config_text = pretrain::resolve_config(cfg, src);
+  pretrain::resolve_config(cfg, src);
   std::printf("2/4 CP² pretraining (config: %s/pretrain/config.yaml)\n", a.out.c_str());
   std::fflush(stdout);
   auto run = pretrain::run_pretrain(cfg, rc);
@@ -124,7 +124,7 @@ int run_demo(const DemoArgs& a) {
                 {"eval.scale_long", "160"},    {"eval.scale_short", "120"}};
   fs::remove_all(a.out + "/finetune");
   seg::FinetuneControl fc;
-  fc.config_text = seg::resolve_config(fcfg, fsrc);
+  seg::resolve_config(fcfg, fsrc);
   std::printf("4/4 DeepLabV3 finetuning from %s on %s (%d train / %d val generated images)\n",
               run.last_checkpoint.c_str(), voc.c_str(), sso.train, sso.val);
   std::fflush(stdout);
@@ -135,8 +135,8 @@ int run_demo(const DemoArgs& a) {
   auto preds = seg::predict_files(fm, voc + "/JPEGImages", fcfg.eval_options(), po, false);
   std::printf("    %lld iterations, %.1f img/s; loss %.3f -> %.3f; best val mIoU %.1f at iteration %lld (%s)\n",
               static_cast<long long>(ft.last_iter), ft.images_per_s, ft.losses.front(), ft.losses.back(),
-              100 * ft.best_miou, static_cast<long long>(ft.best_iter), ft.best_checkpoint.c_str());
-  std::printf("    %zu predictions (palette PNGs + overlays) in %s\n", preds.size(), po.out.c_str());
+              ft.best_miou, static_cast<long long>(ft.best_iter), ft.best_checkpoint.c_str());
+  std::printf("    %zu predictions (palette PNGs + overlays) in %s\n", preds.labels.size(), po.out.c_str());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("demo done in %.1f s; run folders %s/pretrain and %s/finetune (log.jsonl, checkpoints/, summary.json)\n",
               secs, a.out.c_str(), a.out.c_str());

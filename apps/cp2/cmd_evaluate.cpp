@@ -11,7 +11,9 @@
 #include "cp2/common.h"
 #include "cp2/seg/inference.h"
 #include "cp2/seg/model.h"
-#include "cp2/train/run.h"
+#include "cp2/io/atomic_file.h"
+#include "cp2/train/progress.h"
+#include "cp2/train/state.h"
 
 namespace cp2::app {
 
@@ -41,7 +43,9 @@ int run(const EvalArgs& a) {
   src.sets = a.sets;
   seg::resolve_config(cfg, src);
 
-  auto m = seg::build_finetuned(file, cfg.model.output_stride);
+  // --set model.* reaches the model; the shapes must still be the file's.
+  auto m = seg::build_finetuned(
+      file, {cfg.model, !file.config_text.empty() || src.names("model.arch") || src.names("model.head_channels")});
   const auto device = train::parse_device(a.device, "--device");
   m.model->to(device);
   seg::SegDataset ds(cfg.data.dataset(false));
@@ -60,7 +64,7 @@ int run(const EvalArgs& a) {
                 static_cast<long long>(r.label_stats.pixels), static_cast<long long>(r.label_stats.files),
                 ds.num_classes() - 1, r.label_stats.first_file.c_str());
 
-  auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
+  auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(100 * v); };
   nlohmann::json per_class = nlohmann::json::array();
   for (int c = 0; c < ds.num_classes(); ++c)
     per_class.push_back({{"class", ds.classes()[c]}, {"iou", num(r.metrics.iou[c])}, {"acc", num(r.metrics.acc[c])}});
@@ -72,9 +76,10 @@ int run(const EvalArgs& a) {
                       {"dataset", {{"type", cfg.data.type}, {"root", cfg.data.root}, {"split", ds.options().split}}},
                       {"images", r.images},
                       {"eval", {{"mode", cfg.eval.mode}, {"flip", cfg.eval.flip}, {"scales", cfg.eval.scales}}},
-                      {"miou", r.metrics.miou},
-                      {"macc", r.metrics.macc},
-                      {"aacc", r.metrics.aacc},
+                      {"units", "miou, macc, aacc and per-class iou/acc in percent"},
+                      {"miou", num(r.metrics.miou)},
+                      {"macc", num(r.metrics.macc)},
+                      {"aacc", num(r.metrics.aacc)},
                       {"pixels", r.metrics.pixels},
                       {"per_class", per_class},
                       {"confusion", conf},
@@ -85,9 +90,7 @@ int run(const EvalArgs& a) {
     auto p = std::filesystem::path(path);
     json_path = (p.parent_path() / (p.stem().string() + "_eval.json")).string();
   }
-  std::ofstream f(json_path);
-  f << j.dump(2) << "\n";
-  if (!f) throw Error(json_path + ": cannot write");
+  io::write_file_atomic(json_path, j.dump(2) + "\n");
   std::printf("metrics: %s\n", json_path.c_str());
   return 0;
 }
@@ -99,7 +102,7 @@ Command register_evaluate(CLI::App& app) {
   auto* c = app.add_subcommand("evaluate", "mIoU, mAcc, aAcc and per-class IoU of a finetuned model (table + JSON)");
   c->add_option("model", a->model, "finetuned checkpoint (cp2 finetune's, or mmseg's) or run folder (its best.pt)")->required();
   c->add_option("--config", a->config, "YAML config (default: the one stored in the checkpoint)");
-  c->add_option("--set", a->sets, "override any key, e.g. --set eval.crop_h=769 (repeatable)");
+  c->add_option("--set", a->sets, "override any key, e.g. --set eval.crop_h=769 or model.align_corners=true (repeatable)");
   c->add_option("--data", a->data, "dataset folder (data.root)");
   c->add_option("--type", a->type, "voc, cityscapes, ade20k, list (data.type)");
   c->add_option("--split", a->split, "split to evaluate (data.val_split)");

@@ -6,7 +6,9 @@
 #include "commands.h"
 #include "cp2/common.h"
 #include "cp2/pretrain/config.h"
+#include "cp2/io/keymap.h"
 #include "cp2/pretrain/state_io.h"
+#include "cp2/train/state.h"
 
 namespace cp2::app {
 
@@ -24,7 +26,14 @@ int run_loss(const LossArgs& a) {
   // shortcut flags, --set); K comes from the checkpoint's queue unless given.
   pretrain::PretrainConfig cfg;
   auto f = cfg.fields();
-  if (!a.config.empty()) f.load_yaml_file(a.config);
+  auto ck = io::load_checkpoint(a.checkpoint);  // read once: these files reach 0.5 GB
+  if (!a.config.empty()) {
+    f.load_yaml_file(a.config);
+  } else if (train::kind_of(ck.root) == "pretrain") {
+    // A cp2 checkpoint describes its own model.
+    f.load_yaml_text(train::stored_config(ck.root, train::pretrain_kind(), a.checkpoint),
+                     a.checkpoint + " (stored config)");
+  }
   const std::pair<const char*, const std::string*> shortcuts[] = {
       {"model.mode", &a.mode},           {"model.arch", &a.arch},         {"model.output_stride", &a.output_stride},
       {"model.key_bn_splits", &a.key_bn_splits}, {"model.queue", &a.queue}, {"model.momentum", &a.momentum},
@@ -32,7 +41,8 @@ int run_loss(const LossArgs& a) {
   for (auto& [key, val] : shortcuts)
     if (!val->empty()) f.set(key, *val, "command line");
   f.apply_overrides(a.sets);
-  auto state = pretrain::read_pretrain_state(a.checkpoint);  // read once: these files reach 0.5 GB
+  std::vector<std::string> dropped;
+  auto state = pretrain::drop_classifier(pretrain::strip_module(io::find_state_dict(ck)), &dropped);
   bool queue_given = !a.queue.empty();
   for (const auto& s : a.sets) queue_given |= s.rfind("model.queue=", 0) == 0;
   auto o = cfg.model_options();
@@ -44,6 +54,9 @@ int run_loss(const LossArgs& a) {
   pretrain::CP2Model model(o);
   auto rep = pretrain::load_pretrain_state(*model, state, a.checkpoint, /*strict=*/true);
   std::printf("%s\n", rep.str().c_str());
+  if (!dropped.empty())
+    std::printf("dropped %zu tensors of the authors' untrained 21-class classifier (first: %s)\n", dropped.size(),
+                dropped[0].c_str());
   auto b = pretrain::load_batch(a.batch);
   model->train();  // BN in training mode, as in a real step
   auto r = model->forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
@@ -60,7 +73,7 @@ Command register_loss(CLI::App& app) {
   auto* c = app.add_subcommand("loss", "Print the losses and accuracies of one training step's forward on a saved batch");
   c->add_option("--checkpoint", a->checkpoint, "pretraining state: cp2 checkpoint or the authors' keys (encoder_q/k, queue)")->required();
   c->add_option("--batch", a->batch, "batch file with im_q, im_k, mask_q, mask_k")->required();
-  c->add_option("--config", a->config, "pretraining YAML config describing the model (as cp2 pretrain)");
+  c->add_option("--config", a->config, "pretraining YAML config describing the model (default: a cp2 checkpoint's stored config)");
   c->add_option("--set", a->sets, "override a config key: --set model.arch=18 (repeatable)");
   c->add_option("--arch", a->arch, "ResNet depth, model.arch (default 50)");
   c->add_option("--output-stride", a->output_stride, "model.output_stride (default 16)");

@@ -7,7 +7,7 @@
 #include "cp2/common.h"
 #include "cp2/seg/model.h"
 #include "cp2/seg/predict.h"
-#include "cp2/train/run.h"
+#include "cp2/train/state.h"
 
 namespace cp2::app {
 
@@ -17,26 +17,36 @@ struct PredictArgs {
   std::string model, input, out = "predictions", mode, scales, device = "cpu";
   std::vector<std::string> sets;
   double alpha = 0.5;
-  bool flip = false, no_overlay = false, quiet = false;
+  bool flip = false, no_overlay = false, quiet = false, skip_bad = false;
 };
 
 int run(const PredictArgs& a) {
   const auto file = seg::read_finetuned(a.model);
   seg::FinetuneConfig cfg;  // no dataset needed: only the stored eval and model keys matter here
+  config::Sources src;
+  if (!a.mode.empty()) src.flags.emplace_back("eval.mode", a.mode);
+  if (a.flip) src.flags.emplace_back("eval.flip", "true");
+  if (!a.scales.empty()) src.flags.emplace_back("eval.scales", "[" + a.scales + "]");
+  src.sets = a.sets;
   auto f = cfg.fields();
   if (!file.config_text.empty()) f.load_yaml_text(file.config_text, file.path + " (stored config)");
-  if (!a.mode.empty()) f.set("eval.mode", a.mode, "--mode");
-  if (a.flip) f.set("eval.flip", "true", "--flip");
-  if (!a.scales.empty()) f.set("eval.scales", "[" + a.scales + "]", "--scales");
-  f.apply_overrides(a.sets);
-  auto m = seg::build_finetuned(file, cfg.model.output_stride);
+  for (const auto& [k, v] : src.flags) f.set(k, v, "command line");
+  f.apply_overrides(src.sets);
+  auto m = seg::build_finetuned(
+      file, {cfg.model, !file.config_text.empty() || src.names("model.arch") || src.names("model.head_channels")});
   m.model->to(train::parse_device(a.device, "--device"));
   seg::PredictOptions po;
   po.out = a.out;
   po.alpha = a.alpha;
   po.overlays = !a.no_overlay;
-  auto files = seg::predict_files(m, a.input, cfg.eval_options(), po, !a.quiet);
-  std::printf("wrote %zu label PNGs%s to %s\n", files.size(), po.overlays ? " and overlays" : "", a.out.c_str());
+  po.skip_bad = a.skip_bad;
+  auto r = seg::predict_files(m, a.input, cfg.eval_options(), po, !a.quiet);
+  std::printf("wrote %zu label PNGs%s to %s\n", r.labels.size(),
+              po.overlays ? (" and " + std::to_string(r.overlays.size()) + " overlays").c_str() : "", a.out.c_str());
+  if (!r.bad.empty()) {
+    std::printf("skipped %zu unreadable images:\n", r.bad.size());
+    for (const auto& b : r.bad) std::printf("  %s\n", b.c_str());
+  }
   return 0;
 }
 
@@ -53,7 +63,8 @@ Command register_predict(CLI::App& app) {
   c->add_option("--mode", a->mode, "whole or slide (eval.mode)");
   c->add_flag("--flip", a->flip, "average with the flipped image");
   c->add_option("--scales", a->scales, "comma-separated test ratios");
-  c->add_option("--set", a->sets, "override eval.* keys (repeatable)");
+  c->add_option("--set", a->sets, "override eval.* and model.* keys (repeatable)");
+  c->add_flag("--skip-bad", a->skip_bad, "continue past unreadable images, listing them at the end");
   c->add_option("--device", a->device, "cpu, cuda, cuda:N")->capture_default_str();
   c->add_flag("--quiet", a->quiet, "no per-image lines");
   return {c, [a] { return run(*a); }};

@@ -1,34 +1,102 @@
 // cp2: CP² copy-paste contrastive pretraining and DeepLabV3 finetuning on LibTorch.
 #include <cstdio>
+#include <algorithm>
 #include <exception>
+#include <string>
 #include <vector>
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/config/fields.h"
+#include "cp2/version.h"
+
+namespace {
+
+// "did you mean" for a mistyped subcommand or flag, from CLI11's parse error.
+std::string suggestion(const CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> subs;
+  for (const auto* s : app.get_subcommands([](const CLI::App*) { return true; })) subs.push_back(s->get_name());
+  const CLI::App* chosen = nullptr;
+  for (const auto* s : app.get_subcommands([](const CLI::App* a) { return a->parsed(); })) chosen = s;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (!chosen && arg[0] != '-') {
+      auto c = cp2::config::closest(arg, subs);
+      return c.empty() ? "" : "unknown command '" + arg + "': did you mean '" + c + "'?";
+    }
+    if (chosen && arg.rfind("--", 0) == 0) {
+      const std::string name = arg.substr(0, arg.find('='));
+      std::vector<std::string> flags;
+      for (const auto* o : chosen->get_options())
+        for (const auto& l : o->get_lnames()) flags.push_back("--" + l);
+      if (std::find(flags.begin(), flags.end(), name) != flags.end()) continue;
+      auto c = cp2::config::closest(name, flags);
+      if (!c.empty()) return "unknown flag '" + name + "': did you mean '" + c + "'?";
+    }
+  }
+  return "";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"cp2: CP² copy-paste contrastive pretraining for semantic segmentation (LibTorch)"};
-  app.require_subcommand(1);
   app.fallthrough();  // global options (--threads) may also follow the subcommand
   int threads = 0;
-  app.add_option("--threads", threads, "intra-op threads (default: all cores)");
+  bool version = false;
+  auto* threads_opt = app.add_option("--threads", threads, "intra-op threads (default: all cores)")
+                          ->check(CLI::PositiveNumber)
+                          ->type_name("INT");
+  app.add_flag("--version", version, "print cp2's and LibTorch's versions, CUDA, CPU features, threads");
   std::vector<cp2::app::Command> cmds{cp2::app::register_convert(app), cp2::app::register_demo(app),
                                        cp2::app::register_loss(app), cp2::app::register_pretrain(app),
                                        cp2::app::register_synth(app), cp2::app::register_bench(app),
                                        cp2::app::register_finetune(app), cp2::app::register_evaluate(app),
                                        cp2::app::register_predict(app)};
+  // Every subcommand lists --threads in its own help (it sets the same value).
+  for (auto& c : cmds)
+    c.sub->add_option("--threads", threads, threads_opt->get_description())
+        ->check(CLI::PositiveNumber)
+        ->type_name("INT");
+  // The first word that is not a global option must be a command.
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--threads") {
+      ++i;
+      continue;
+    }
+    if (arg[0] == '-') continue;
+    std::vector<std::string> names;
+    for (const auto& c : cmds) names.push_back(c.sub->get_name());
+    if (std::find(names.begin(), names.end(), arg) != names.end()) break;
+    const auto near = cp2::config::closest(arg, names);
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+    std::fprintf(stderr, "error: unknown command '%s'%s; commands: %s (cp2 --help)\n", arg.c_str(),
+                 near.empty() ? "" : (": did you mean '" + near + "'?").c_str(), list.c_str());
+    return 2;
+  }
   try {
     app.parse(argc, argv);
+    if (version) {
+      cp2::set_threads(threads);
+      std::printf("%s", cp2::version_report().c_str());
+      return 0;
+    }
+    if (app.get_subcommands().empty()) {
+      std::fprintf(stderr, "%s", app.help().c_str());
+      return 1;
+    }
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (app.exit(e) == 0) return 0;  // --help
+    const auto hint = suggestion(app, argc, argv);
+    if (!hint.empty()) std::fprintf(stderr, "%s\n", hint.c_str());
+    return 2;  // a usage error (a failed run exits 1; a signalled one 130/143)
   }
   try {
     cp2::set_threads(threads);
     for (auto& c : cmds)
       if (c.sub->parsed()) return c.run();
-  } catch (const cp2::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

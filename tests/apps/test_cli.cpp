@@ -15,22 +15,7 @@ using cp2::test::fixture;
 
 namespace {
 
-struct Run {
-  int rc;
-  std::string out;
-};
-
-Run run(const std::string& args) {
-  std::string cmd = std::string(CP2_BINARY) + " " + args + " 2>&1";
-  Run r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+cp2::test::CliRun run(const std::string& args) { return cp2::test::run_cli(args); }
 
 TEST(Cli, HelpForEverySubcommand) {
   for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth", "bench", "bench pretrain", "finetune",
@@ -149,7 +134,10 @@ TEST(Cli, PretrainConfigErrors) {
   auto r = run("pretrain --data /tmp --set train.epoch=3");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("error: --set: unknown key 'train.epoch' (did you mean 'train.epochs'?)"), std::string::npos) << r.out;
-  r = run("pretrain --data /tmp --batch zero");
+  r = run("pretrain --data /tmp --batch zero");  // a usage error: exit 2, the flag and its key named
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("--batch: expected a positive integer (train.batch), found 'zero'"), std::string::npos) << r.out;
+  r = run("pretrain --data /tmp --set train.batch=zero");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("key 'train.batch': expected an integer, found 'zero'"), std::string::npos) << r.out;
   r = run("pretrain --data /tmp --print-config --set model.mode=moco");

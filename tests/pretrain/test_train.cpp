@@ -12,7 +12,8 @@
 #include "cp2/io/keymap.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/pretrain/trainer.h"
-#include "cp2/train/run.h"
+#include "cp2/train/run_folder.h"
+#include "cp2/train/state.h"
 
 namespace fs = std::filesystem;
 
@@ -45,7 +46,6 @@ PretrainConfig tiny(const std::string& data, const std::string& out, std::string
 
 RunSummary run(const PretrainConfig& cfg, const std::string& yaml, const std::string& resume = "", int64_t max_steps = 0) {
   RunControl rc;
-  rc.config_text = yaml;
   rc.resume = resume;
   rc.max_steps = max_steps;
   rc.progress = false;
@@ -103,7 +103,8 @@ TEST(PretrainRun, ResumeIsBitExact) {
   auto straight = tiny(data, temp_dir("train_resume_a"), &yaml);
   auto s1 = run(straight, yaml, "", 4);
   ASSERT_EQ(s1.last_step, 4);
-  auto split = tiny(data, temp_dir("train_resume_b"));
+  std::string split_yaml;
+  auto split = tiny(data, temp_dir("train_resume_b"), &split_yaml);
   auto s2 = run(split, yaml, "", 2);
   ASSERT_EQ(s2.last_step, 2);
   ASSERT_FALSE(s2.finished);
@@ -116,11 +117,12 @@ TEST(PretrainRun, ResumeIsBitExact) {
   auto r = io::load_checkpoint(s3.last_checkpoint).root;
   EXPECT_EQ(r->get("epoch")->i, 1);
   EXPECT_EQ(r->get("iteration")->i, 1);
-  // The stored config resolves to the same YAML.
+  // The stored config is the one that ran (its own run folder), and resolves to the same YAML.
   PretrainConfig again;
   ConfigSources src;
-  src.stored_config = checkpoint_config(s3.last_checkpoint);
-  EXPECT_EQ(resolve_config(again, src), yaml);
+  src.stored_config = train::stored_config(io::load_checkpoint(s3.last_checkpoint).root, train::pretrain_kind(),
+                                           s3.last_checkpoint);
+  EXPECT_EQ(resolve_config(again, src), split_yaml);
 }
 
 TEST(PretrainRun, KeepsTheLastCheckpoints) {
@@ -183,9 +185,10 @@ TEST(PretrainRun, NonFiniteLossStopsNamingTheStep) {
     ASSERT_EQ(pos, 0u) << msg;
     int64_t step = std::stoll(msg.substr(5));
     EXPECT_GE(step, 1);
-    // The last checkpoint is the step before and holds finite weights.
-    auto last = train::resolve_checkpoint(cfg.train.out);
-    EXPECT_EQ(io::load_checkpoint(last).root->get("step")->i, step);
+    // Numbered as the progress line shows it (1-based): the last checkpoint is the step
+    // before, and holds finite weights.
+    auto last = train::latest_checkpoint(cfg.train.out);
+    EXPECT_EQ(io::load_checkpoint(last).root->get("step")->i, step - 1);
     EXPECT_NE(msg.find(last), std::string::npos);
   }
 }
@@ -200,8 +203,10 @@ TEST(PretrainRun, BadInputs) {
   cfg.data.root = data;
   expect_error([&] { run(cfg, yaml); }, {"4 images", "batch of 8"});
   cfg.train.init = fixture("cp2_step_r18_96.pt");  // a pretraining state with no MoCo keys
+  cfg.train.init_preset = "moco";
   cfg.train.batch = 2;
-  expect_error([&] { run(cfg, yaml); }, {"cp2_step_r18_96.pt", "no tensor matched"});
+  expect_error([&] { run(cfg, yaml); }, {"cp2_step_r18_96.pt", "no tensor matched", "cp2 layout", "--init-preset cp2"});
+  cfg.train.init_preset = "auto";
   cfg.train.init = "";
   expect_error([&] { run(cfg, yaml, "/nonexistent/run"); }, {"/nonexistent/run", "no such checkpoint"});
   cfg.train.device = "tpu";

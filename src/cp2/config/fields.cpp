@@ -168,14 +168,11 @@ const Fields::Field* Fields::find(const std::string& key) const {
 void Fields::set(const std::string& key, const std::string& value, const std::string& origin) {
   const Field* f = find(key);
   if (!f) {
-    std::string best;
-    size_t bd = 1000;
-    for (const auto& g : fields_) {
-      size_t d = distance(key, g.key);
-      if (d < bd) bd = d, best = g.key;
-    }
+    std::vector<std::string> keys;
+    for (const auto& g : fields_) keys.push_back(g.key);
+    const std::string best = closest(key, keys);
     std::string msg = origin + ": unknown key '" + key + "'";
-    if (bd <= 3) msg += " (did you mean '" + best + "'?)";
+    if (!best.empty()) msg += " (did you mean '" + best + "'?)";
     msg += "; valid keys:";
     for (const auto& g : fields_) msg += "\n  " + g.key + " (" + g.type + ")";
     throw Error(msg);
@@ -261,6 +258,11 @@ std::string Fields::to_yaml() const {
   return o.str();
 }
 
+std::string Fields::value(const std::string& key) const {
+  const Field* f = find(key);
+  return f ? f->show() : "";
+}
+
 std::string Fields::describe() const {
   std::ostringstream o;
   size_t w = 0;
@@ -272,8 +274,37 @@ std::string Fields::describe() const {
   return o.str();
 }
 
+std::string closest(const std::string& word, const std::vector<std::string>& candidates, size_t max_distance) {
+  std::string best;
+  size_t bd = max_distance + 1;
+  for (const auto& c : candidates) {
+    const size_t d = distance(word, c);
+    if (d < bd) bd = d, best = c;
+  }
+  return best;
+}
+
 void require_at_least(const std::string& key, int64_t v, int64_t min) {
   if (v < min) throw Error(key + ": expected >= " + std::to_string(min) + ", found " + std::to_string(v));
+}
+
+void require_one_of(const std::string& key, int64_t v, std::initializer_list<int64_t> allowed) {
+  std::string list;
+  for (auto a : allowed) {
+    if (a == v) return;
+    list += (list.empty() ? "" : ", ") + std::to_string(a);
+  }
+  throw Error(key + ": expected one of " + list + ", found " + std::to_string(v));
+}
+
+bool Sources::names(const std::string& key) const {
+  for (const auto& [k, v] : flags)
+    if (k == key) return true;
+  for (const auto& s : sets) {
+    auto eq = s.find('=');
+    if (eq != std::string::npos && trim(s.substr(0, eq)) == key) return true;
+  }
+  return false;
 }
 
 void apply_sources(Fields& f, const Sources& src) {

@@ -5,6 +5,7 @@
 #pragma once
 #include <array>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +35,8 @@ class Fields {
 
   // Nested YAML of every key's current value, in declaration order.
   std::string to_yaml() const;
+  // A key's current value as the YAML dump writes it ("" for an unknown key).
+  std::string value(const std::string& key) const;
   // One line per key: name, current value, help (for --help-config).
   std::string describe() const;
 
@@ -56,10 +59,18 @@ struct Sources {
   std::string stored_origin;
   std::vector<std::pair<std::string, std::string>> flags;
   std::vector<std::string> sets;
+  // Whether a flag or --set names `key` (the user chose it on the command line).
+  bool names(const std::string& key) const;
 };
 void apply_sources(Fields& f, const Sources& src);
 
+// The candidate nearest to `word` in edit distance, if within `max_distance` ("" else):
+// the "did you mean" of keys, subcommands and flags.
+std::string closest(const std::string& word, const std::vector<std::string>& candidates, size_t max_distance = 3);
+
 // Throws "<key>: expected >= <min>, found <v>" when v < min (validate() helpers).
 void require_at_least(const std::string& key, int64_t v, int64_t min);
+// Throws "<key>: expected one of a, b, c, found <v>" unless v is listed.
+void require_one_of(const std::string& key, int64_t v, std::initializer_list<int64_t> allowed);
 
 }  // namespace cp2::config

@@ -4,11 +4,15 @@
 
 #include <jpeglib.h>
 #include <jerror.h>
+#include <png.h>
 
 #include <algorithm>
 #include <csetjmp>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <set>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -78,6 +82,89 @@ at::Tensor decode_jpeg(const std::string& path, const std::string& bytes) {
   return t.permute({2, 0, 1});
 }
 
+// PNGs decode through libpng here rather than OpenCV's copy, whose warnings ("iCCP:
+// known incorrect sRGB profile") go to stderr on every read, i.e. every epoch: cp2 prints
+// a file's warning once, as for JPEGs. 8-bit RGB out: palette and grey expanded, 16-bit
+// truncated and alpha dropped as cv::imread(IMREAD_COLOR) does.
+struct PngState {
+  char error[256] = {0};
+  char warning[256] = {0};
+  const uint8_t* data = nullptr;
+  size_t size = 0, off = 0;
+};
+
+void png_fail(png_structp png, png_const_charp msg) {
+  auto* st = static_cast<PngState*>(png_get_error_ptr(png));
+  std::snprintf(st->error, sizeof st->error, "%s", msg);
+  png_longjmp(png, 1);
+}
+
+void png_warn(png_structp png, png_const_charp msg) {
+  auto* st = static_cast<PngState*>(png_get_error_ptr(png));
+  if (!st->warning[0]) std::snprintf(st->warning, sizeof st->warning, "%s", msg);
+}
+
+void png_read_mem(png_structp png, png_bytep out, png_size_t n) {
+  auto* st = static_cast<PngState*>(png_get_error_ptr(png));
+  if (st->off + n > st->size) png_error(png, "file is truncated");
+  std::memcpy(out, st->data + st->off, n);
+  st->off += n;
+}
+
+void warn_once(const std::string& path, const std::string& msg) {
+  static std::mutex mu;
+  static std::set<std::string> seen;
+  std::lock_guard<std::mutex> lk(mu);
+  if (seen.insert(path).second) std::fprintf(stderr, "warning: %s: %s (shown once per file)\n", path.c_str(), msg.c_str());
+}
+
+// The two libpng stages, each returning false after a libpng error (setjmp in a frame
+// that holds no C++ objects with destructors).
+bool png_header(png_structp png, png_infop info, PngState* st, png_uint_32* w, png_uint_32* h) {
+  if (setjmp(png_jmpbuf(png))) return false;
+  png_set_read_fn(png, st, png_read_mem);
+  png_read_info(png, info);
+  *w = png_get_image_width(png, info);
+  *h = png_get_image_height(png, info);
+  png_set_expand(png);       // palette -> RGB, grey < 8 bit -> 8 bit, tRNS -> alpha
+  png_set_strip_16(png);     // 16 -> 8 bit (truncation, as OpenCV)
+  png_set_strip_alpha(png);  // alpha dropped, not composited (as IMREAD_COLOR)
+  png_set_gray_to_rgb(png);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  if (png_get_rowbytes(png, info) != static_cast<size_t>(*w) * 3) png_error(png, "unexpected row layout");
+  return true;
+}
+
+bool png_pixels(png_structp png, png_infop info, png_bytep* rows) {
+  if (setjmp(png_jmpbuf(png))) return false;
+  png_read_image(png, rows);
+  png_read_end(png, nullptr);
+  return true;
+}
+
+at::Tensor decode_png(const std::string& path, const std::string& bytes) {
+  PngState st;
+  st.data = reinterpret_cast<const uint8_t*>(bytes.data());
+  st.size = bytes.size();
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &st, png_fail, png_warn);
+  png_infop info = png ? png_create_info_struct(png) : nullptr;
+  auto fail = [&](const std::string& why) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    return Error(path + ": cannot decode image (" + why + ")");
+  };
+  if (!png || !info) throw fail("out of memory");
+  png_uint_32 w = 0, h = 0;
+  if (!png_header(png, info, &st, &w, &h)) throw fail(st.error);
+  auto t = torch::empty({static_cast<int64_t>(h), static_cast<int64_t>(w), 3}, torch::kUInt8);
+  std::vector<png_bytep> rows(h);
+  for (png_uint_32 y = 0; y < h; ++y) rows[y] = t.data_ptr<uint8_t>() + static_cast<size_t>(y) * w * 3;
+  if (!png_pixels(png, info, rows.data())) throw fail(st.error);
+  png_destroy_read_struct(&png, &info, nullptr);
+  if (st.warning[0]) warn_once(path, std::string("libpng warning: ") + st.warning);
+  return t.permute({2, 0, 1});
+}
+
 }  // namespace
 
 at::Tensor read_image(const std::string& path) {
@@ -90,6 +177,8 @@ at::Tensor read_image(const std::string& path) {
       auto t = decode_jpeg(path, bytes);
       if (t.defined()) return t;
     }
+    static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    if (bytes.size() >= 8 && std::memcmp(bytes.data(), kPng, 8) == 0) return decode_png(path, bytes);
   }
   cv::Mat m;
   try {

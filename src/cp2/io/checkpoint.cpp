@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "cp2/common.h"
+#include "cp2/io/atomic_file.h"
 #include "cp2/io/zip.h"
 
 namespace cp2::io {
@@ -185,11 +186,11 @@ void save_checkpoint(const std::string& path, const py::ObjPtr& root) {
     storages.push_back(t);
     return std::to_string(storages.size() - 1);
   });
-  std::string tmp = path + ".tmp";
+  const std::string tmp = temp_path(path);  // unique per process
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw Error(path + ": cannot write checkpoint (" + std::strerror(errno) + ")");
   try {
-    ZipWriter zip(f, tmp);
+    ZipWriter zip(f, path);  // errors name the checkpoint, not its temp file
     zip.add("archive/data.pkl", pkl.data(), pkl.size());
     zip.add("archive/byteorder", "little", 6);
     for (size_t k = 0; k < storages.size(); ++k)

@@ -82,7 +82,11 @@ Mapped map_to_segmentor(const Checkpoint& ck, Preset from) {
       }
       case Preset::Cp2: {
         std::string k = strip(key, "module.");
-        if (starts(k, "encoder_q.backbone.") || starts(k, "encoder_q.decode_head.")) out = strip(k, "encoder_q.");
+        // The CP² authors' ASPPHead always builds a 21-class conv_seg that pretraining never
+        // trains: reported as dropped, never loaded.
+        if ((starts(k, "encoder_q.backbone.") || starts(k, "encoder_q.decode_head.")) &&
+            !starts(k, "encoder_q.decode_head.conv_seg."))
+          out = strip(k, "encoder_q.");
         break;
       }
       case Preset::Mmseg:
@@ -94,9 +98,18 @@ Mapped map_to_segmentor(const Checkpoint& ck, Preset from) {
     if (out.empty()) m.dropped.push_back(key);
     else m.tensors.emplace_back(out, t);
   }
-  if (m.tensors.empty())
+  if (m.tensors.empty()) {
+    std::string hint;
+    try {
+      const Preset d = detect_preset(sd, ck.path);
+      if (d != m.preset)
+        hint = "; its keys are the " + preset_name(d) + " layout: use the preset '" + preset_name(d) +
+               "' (--init-preset / --from " + preset_name(d) + ") or auto";
+    } catch (const Error&) {
+    }
     throw Error(ck.path + ": preset '" + preset_name(m.preset) + "' maps none of the file's " +
-                std::to_string(sd.size()) + " tensors (first key: " + sd.front().first + ")");
+                std::to_string(sd.size()) + " tensors (first key: " + sd.front().first + ")" + hint);
+  }
   return m;
 }
 

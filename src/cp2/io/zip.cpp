@@ -111,7 +111,7 @@ std::string_view ZipReader::read(const std::string& name) {
 
 void ZipWriter::put(const void* p, size_t n) {
   if (n && std::fwrite(p, 1, n, f_) != n)
-    throw Error(path_ + ": write failed after " + std::to_string(pos_) + " bytes (disk full?)");
+    throw Error(path_ + ": write failed after " + std::to_string(pos_) + " bytes (" + std::strerror(errno) + ")");
   pos_ += n;
 }
 

@@ -4,6 +4,7 @@
 
 #include "cp2/common.h"
 #include "cp2/io/keymap.h"
+#include "cp2/train/resolve.h"
 
 namespace cp2::pretrain {
 
@@ -80,7 +81,7 @@ config::Fields PretrainConfig::fields() {
   f.add("train.out", train.out, "run folder");
   f.add("train.init", train.init, "Quick Tuning: checkpoint for the backbone (empty = from scratch)");
   f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
-               "key layout of train.init");
+               "key layout of train.init (auto: detected from the keys)");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
   return f;
 }
@@ -115,8 +116,26 @@ data::LoaderOptions PretrainConfig::loader_options() const {
   return l;
 }
 
+std::string PretrainConfig::to_yaml() const {
+  PretrainConfig copy = *this;
+  return copy.fields().to_yaml();
+}
+
 void PretrainConfig::validate() const {
   if (data.root.empty()) throw Error("data.root: expected an image folder (--data DIR or data.root in the config)");
+  // The user's key names first; the subsystems below check again in their own terms.
+  using config::require_at_least;
+  config::require_one_of("model.arch", model.arch, {18, 34, 50, 101});
+  config::require_one_of("model.output_stride", model.output_stride, {8, 16, 32});
+  require_at_least("model.head_channels", model.head_channels, 1);
+  require_at_least("model.proj_channels", model.proj_channels, 1);
+  require_at_least("model.queue", model.queue, 1);
+  require_at_least("model.key_bn_splits", model.key_bn_splits, 1);
+  if (!(model.momentum >= 0 && model.momentum <= 1))
+    throw Error("model.momentum: expected 0..1, found " + std::to_string(model.momentum));
+  if (!(model.temperature > 0)) throw Error("loss.temperature: expected > 0, found " + std::to_string(model.temperature));
+  require_at_least("data.workers", data.workers, 0);
+  require_at_least("data.prefetch", data.prefetch, 1);
   aug_options().validate();
   model_options().validate();
   optim.validate();
@@ -131,10 +150,7 @@ void PretrainConfig::validate() const {
 }
 
 std::string resolve_config(PretrainConfig& cfg, const ConfigSources& src) {
-  auto f = cfg.fields();
-  config::apply_sources(f, src);
-  cfg.validate();
-  return f.to_yaml();
+  return train::resolve_run(cfg, {src, std::nullopt}, train::pretrain_kind()).yaml;
 }
 
 }  // namespace cp2::pretrain

@@ -38,7 +38,7 @@ struct TrainOptions {
   int keep_last = 2;
   std::string out = "runs/pretrain";
   std::string init;                 // Quick Tuning: backbone checkpoint
-  std::string init_preset = "moco";  // its key layout
+  std::string init_preset = "auto";  // its key layout (auto: detected, as finetuning)
   std::string device = "cpu";
   void validate() const;
 };
@@ -52,6 +52,8 @@ struct PretrainConfig {
 
   // The key table bound to this object's members (keep the object alive while using it).
   config::Fields fields();
+  // The resolved config as YAML, from these structs (what a run stores is what ran).
+  std::string to_yaml() const;
   // Resolved options for the subsystems.
   CP2Options model_options() const;
   data::CopyPasteOptions aug_options() const;  // copy-paste off in no-copy-paste / moco

@@ -38,11 +38,25 @@ void save_batch(const std::string& path, const Batch& b) {
   io::save_checkpoint(path, root);
 }
 
-io::TensorList read_pretrain_state(const std::string& path) {
+io::TensorList drop_classifier(io::TensorList state, std::vector<std::string>* dropped) {
   io::TensorList out;
-  for (const auto& [k, t] : io::find_state_dict(io::load_checkpoint(path)))
-    out.emplace_back(k.rfind("module.", 0) == 0 ? k.substr(7) : k, t);
+  for (auto& [k, t] : state) {
+    const bool cls = k.find("decode_head.conv_seg.") != std::string::npos &&
+                     (k.rfind("encoder_q.", 0) == 0 || k.rfind("encoder_k.", 0) == 0);
+    if (!cls) out.emplace_back(k, t);
+    else if (dropped) dropped->push_back(k);
+  }
   return out;
+}
+
+io::TensorList strip_module(io::TensorList state) {
+  for (auto& [k, t] : state)
+    if (k.rfind("module.", 0) == 0) k = k.substr(7);
+  return state;
+}
+
+io::TensorList read_pretrain_state(const std::string& path, std::vector<std::string>* dropped) {
+  return drop_classifier(strip_module(io::find_state_dict(io::load_checkpoint(path))), dropped);
 }
 
 int64_t stored_queue_size(const io::TensorList& state) {

@@ -2,6 +2,7 @@
 // and loading a CP² pretraining state (cp2's or the authors' key names).
 #pragma once
 #include <string>
+#include <vector>
 
 #include "cp2/data/batch.h"
 #include "cp2/io/weights.h"
@@ -16,7 +17,13 @@ void save_batch(const std::string& path, const Batch& b);
 
 // The state dict of a pretraining checkpoint (under `state_dict`, `model` or the top
 // level), `module.` prefixes stripped: encoder_q.*, encoder_k.*, queue, queue_ptr.
-io::TensorList read_pretrain_state(const std::string& path);
+// The CP² authors' files also hold their ASPPHead's untrained 21-class classifier
+// (encoder_q/encoder_k.decode_head.conv_seg.*): dropped, and named in `dropped`.
+io::TensorList read_pretrain_state(const std::string& path, std::vector<std::string>* dropped = nullptr);
+// `module.` prefixes (DataParallel) stripped.
+io::TensorList strip_module(io::TensorList state);
+// That filter alone, for a state dict already read.
+io::TensorList drop_classifier(io::TensorList state, std::vector<std::string>* dropped = nullptr);
 
 // Queue length K of such a state (its `queue` tensor), or 0 if none.
 int64_t stored_queue_size(const io::TensorList& state);

@@ -8,12 +8,14 @@
 
 namespace cp2::pretrain {
 
+// How to run: the run folder is cfg.train.out (a resumed run writes there too, never
+// into the folder its checkpoint names: see train::locate_resume).
 struct RunControl {
-  std::string config_text;  // the resolved config as YAML (stored in checkpoints)
-  std::string resume;       // checkpoint file or run folder (latest checkpoint); "" = fresh
-  std::string dump_batch;   // write the first batch there and stop
-  int64_t max_steps = 0;    // stop after this global step, writing a checkpoint (0 = run to the end)
-  bool progress = true;     // progress bar / log lines on stderr
+  std::string resume;      // checkpoint file to continue; "" = a fresh run
+  std::string dump_batch;  // write the first batch there and stop
+  int64_t max_steps = 0;   // stop after this global step, writing a checkpoint (0 = run to the end)
+  bool check_data = false;  // read every image first; stop listing the unreadable ones
+  bool progress = true;    // progress bar / log lines on stderr
 };
 
 struct RunSummary {
@@ -22,7 +24,9 @@ struct RunSummary {
   std::string last_checkpoint;
   double seconds = 0, images_per_s = 0;
   int64_t skipped_images = 0;
-  bool finished = false;  // reached the last epoch (not stopped by max_steps)
+  bool finished = false;  // reached the last epoch (not stopped by max_steps or a signal)
+  bool already_finished = false;  // resumed a finished run: nothing ran, nothing was written
+  int signal = 0;                 // SIGINT/SIGTERM that stopped the run (checkpoint written)
 };
 
 // A model as a fresh run starts it: weights and queue drawn from `seed` (mmsegmentation's
@@ -42,11 +46,9 @@ struct StepResult {
 // step at `lr`, enqueue. The loop, the benchmark and the tests share it.
 StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& batch, double lr);
 
-// Runs (or resumes) a pretraining job. Throws cp2::Error on bad input, and on a
-// non-finite loss (naming the step; the last good checkpoint stays).
+// Runs (or resumes) a pretraining job in cfg.train.out. Throws cp2::Error on bad input,
+// and on a non-finite loss (naming the step; the last good checkpoint stays); a failed
+// run's summary.json holds the error.
 RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc);
-
-// The resolved config stored in a cp2 pretraining checkpoint.
-std::string checkpoint_config(const std::string& path);
 
 }  // namespace cp2::pretrain

@@ -2,6 +2,7 @@
 
 #include "cp2/common.h"
 #include "cp2/io/keymap.h"
+#include "cp2/train/resolve.h"
 
 namespace cp2::seg {
 
@@ -150,8 +151,23 @@ EvalOptions FinetuneConfig::eval_options() const {
   return e;
 }
 
+std::string FinetuneConfig::to_yaml() const {
+  FinetuneConfig copy = *this;
+  return copy.fields().to_yaml();
+}
+
 void FinetuneConfig::validate() const {
   if (data.root.empty()) throw Error("data.root: expected the dataset folder (--data DIR or data.root in the config)");
+  // The user's key names first; the subsystems below check again in their own terms.
+  using config::require_at_least;
+  config::require_one_of("model.arch", model.arch, {18, 34, 50, 101});
+  config::require_one_of("model.output_stride", model.output_stride, {8, 16, 32});
+  require_at_least("model.head_channels", model.head_channels, 1);
+  require_at_least("model.num_classes", model.num_classes, 0);
+  if (!(model.dropout >= 0 && model.dropout < 1))
+    throw Error("model.dropout: expected 0 <= p < 1, found " + std::to_string(model.dropout));
+  require_at_least("data.workers", data.workers, 0);
+  require_at_least("data.prefetch", data.prefetch, 1);
   data.dataset(true).validate();
   pipeline.validate();
   model.segmentor(1);
@@ -162,10 +178,7 @@ void FinetuneConfig::validate() const {
 }
 
 std::string resolve_config(FinetuneConfig& cfg, const config::Sources& src) {
-  auto f = cfg.fields();
-  config::apply_sources(f, src);
-  cfg.validate();
-  return f.to_yaml();
+  return train::resolve_run(cfg, {src, std::nullopt}, train::finetune_kind()).yaml;
 }
 
 }  // namespace cp2::seg

@@ -66,6 +66,7 @@ struct FinetuneConfig {
 
   static train::OptimOptions default_optim();
   config::Fields fields();
+  std::string to_yaml() const;  // from these structs: what a run stores is what ran
   data::LoaderOptions loader_options() const;
   // `eval` with the pipeline's normalisation (test images are normalised as training's).
   EvalOptions eval_options() const;

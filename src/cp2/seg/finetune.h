@@ -9,28 +9,31 @@
 
 namespace cp2::seg {
 
+// How to run: the run folder is cfg.train.out (see train::resolve_run for resume).
 struct FinetuneControl {
-  std::string config_text;  // resolved config (YAML), stored in checkpoints
-  std::string resume;       // checkpoint file or run folder; "" = fresh
+  std::string resume;       // checkpoint file to continue; "" = fresh
   int64_t max_iters = 0;    // stop after this iteration, with a checkpoint (0 = run to the end)
+  bool check_data = false;  // read every train and val image and label first; stop listing the bad ones
   bool progress = true;
 };
 
 struct FinetuneSummary {
   int64_t first_iter = 0, last_iter = 0;
   std::vector<double> losses;
-  double best_miou = -1;  // -1 = no evaluation yet
+  double best_miou = -1;  // percent; -1 = no evaluation yet
   int64_t best_iter = 0;
-  double last_miou = -1;
+  double last_miou = -1;  // percent
   std::string last_checkpoint, best_checkpoint;
   double seconds = 0, images_per_s = 0;
   bool finished = false;
+  bool already_finished = false;  // resumed a finished run: nothing ran, nothing was written
+  int signal = 0;                 // SIGINT/SIGTERM that stopped the run (checkpoint written)
 };
 
+// Runs (or resumes) finetuning in cfg.train.out. Every checkpoint is written before the
+// evaluation of its iteration (an evaluation that fails loses no training); a resumed
+// run first makes up an evaluation its checkpoint missed.
 FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& fc);
-
-// The resolved config stored in a cp2 finetune checkpoint.
-std::string finetune_checkpoint_config(const std::string& path);
 
 // Cross-entropy as mmseg's loss_decode: logits (N x C x h x w) are resized to the label
 // size, pixels labelled 255 are ignored, and the sum is divided by all pixels

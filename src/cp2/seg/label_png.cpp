@@ -9,6 +9,7 @@
 #include <map>
 
 #include "cp2/common.h"
+#include "cp2/io/atomic_file.h"
 #include "cp2/io/checkpoint.h"
 
 namespace cp2::seg {
@@ -143,7 +144,7 @@ void write_label_png(const std::string& path, const at::Tensor& labels, const Pa
     else if (i == 255) c = {224, 224, 192};
     pal[i] = {c[0], c[1], c[2]};
   }
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = io::temp_path(path);
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw Error(path + ": cannot write (" + std::strerror(errno) + ")");
   ErrState err;

@@ -10,7 +10,7 @@
 #include "cp2/models/init.h"
 #include "cp2/seg/classes.h"
 #include "cp2/seg/config.h"
-#include "cp2/train/run.h"
+#include "cp2/train/run_folder.h"
 
 namespace fs = std::filesystem;
 
@@ -101,9 +101,12 @@ models::SegmentorOptions infer_segmentor_options(const io::TensorList& sd, int o
 
 std::string resolve_model_file(const std::string& file_or_run) {
   std::error_code ec;
-  if (fs::is_directory(file_or_run, ec) && fs::is_regular_file(fs::path(file_or_run) / "best.pt", ec))
-    return (fs::path(file_or_run) / "best.pt").string();
-  return train::resolve_checkpoint(file_or_run);
+  if (fs::is_regular_file(file_or_run, ec)) return file_or_run;
+  if (!fs::is_directory(file_or_run, ec)) throw Error(file_or_run + ": no such model file or run folder");
+  if (fs::is_regular_file(fs::path(file_or_run) / "best.pt", ec)) return (fs::path(file_or_run) / "best.pt").string();
+  auto last = train::latest_checkpoint(file_or_run);
+  if (last.empty()) throw Error(file_or_run + ": run folder holds no best.pt and no checkpoints/checkpoint_*.pt");
+  return last;
 }
 
 FinetunedFile read_finetuned(const std::string& file_or_run) {
@@ -120,20 +123,29 @@ FinetunedFile read_finetuned(const std::string& file_or_run) {
   return f;
 }
 
-FinetunedModel load_finetuned(const std::string& file_or_run, int output_stride) {
-  return build_finetuned(read_finetuned(file_or_run), output_stride);
+FinetunedModel load_finetuned(const std::string& file_or_run) {
+  auto file = read_finetuned(file_or_run);
+  FinetuneConfig cfg;
+  if (!file.config_text.empty()) cfg.fields().load_yaml_text(file.config_text, file.path + " (stored config)");
+  return build_finetuned(file, {cfg.model, !file.config_text.empty()});
 }
 
-FinetunedModel build_finetuned(const FinetunedFile& file, int output_stride) {
+FinetunedModel build_finetuned(const FinetunedFile& file, const ModelSettings& settings) {
   FinetunedModel out;
   out.path = file.path;
   out.config_text = file.config_text;
-  FinetuneConfig cfg;
+  FinetuneConfig cfg;  // the stored dataset type names the classes of files without meta
   if (!file.config_text.empty()) cfg.fields().load_yaml_text(file.config_text, file.path + " (stored config)");
-  const int os = output_stride > 0 ? output_stride : cfg.model.output_stride;  // default 16
-  auto opt = infer_segmentor_options(file.tensors, os, file.path);
-  opt.head.align_corners = cfg.model.align_corners;
-  opt.head.dropout = cfg.model.dropout;
+  const auto& mc = settings.model;
+  auto opt = infer_segmentor_options(file.tensors, mc.output_stride, file.path);
+  if (settings.check_shapes && opt.backbone.depth != mc.arch)
+    throw Error("model.arch: " + std::to_string(mc.arch) + " asked, " + file.path + " holds a ResNet-" +
+                std::to_string(opt.backbone.depth));
+  if (settings.check_shapes && opt.head.channels != mc.head_channels)
+    throw Error("model.head_channels: " + std::to_string(mc.head_channels) + " asked, " + file.path + " holds " +
+                std::to_string(opt.head.channels) + "-channel ASPP");
+  opt.head.align_corners = mc.align_corners;
+  opt.head.dropout = mc.dropout;
   out.model = models::Segmentor(opt);
   io::load_state(*out.model, file.tensors, /*strict=*/true, file.path);
   out.model->eval();

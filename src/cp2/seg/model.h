@@ -7,6 +7,7 @@
 #include "cp2/io/keymap.h"
 #include "cp2/io/weights.h"
 #include "cp2/models/segmentor.h"
+#include "cp2/seg/config.h"
 #include "cp2/seg/label_png.h"
 
 namespace cp2::seg {
@@ -53,12 +54,19 @@ struct FinetunedFile {
 };
 FinetunedFile read_finetuned(const std::string& file_or_run);
 
-// The model of such a file. Depth, head width and class count come from the tensor
-// shapes; output stride from `output_stride` if > 0, else the stored config, else 16;
-// align_corners and dropout from the stored config (defaults otherwise). Strict load; the
-// model is returned in eval mode.
-FinetunedModel build_finetuned(const FinetunedFile& file, int output_stride = 0);
-FinetunedModel load_finetuned(const std::string& file_or_run, int output_stride = 0);  // read + build
+// The settings a file's model is built with: its stored config (cp2 finetune files),
+// then the caller's overrides (--config / --set). Depth, head width and class count are
+// read from the tensor shapes; model.arch / model.head_channels are checked against them
+// when `check_shapes` (the file stores a config, or the user named those keys).
+struct ModelSettings {
+  SegModelConfig model;
+  bool check_shapes = false;
+};
+// The model of such a file with those settings (output stride, align_corners, dropout
+// applied); strict load; returned in eval mode.
+FinetunedModel build_finetuned(const FinetunedFile& file, const ModelSettings& settings);
+// Read + build with the file's stored settings.
+FinetunedModel load_finetuned(const std::string& file_or_run);
 
 // The model file a run folder designates: best.pt if present, else its newest checkpoint.
 std::string resolve_model_file(const std::string& file_or_run);

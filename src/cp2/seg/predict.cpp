@@ -4,11 +4,13 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "cp2/common.h"
 #include "cp2/data/image.h"
+#include "cp2/io/atomic_file.h"
 #include "cp2/seg/inference.h"
 
 namespace fs = std::filesystem;
@@ -33,46 +35,97 @@ at::Tensor overlay(const at::Tensor& image, const at::Tensor& labels, const Pale
   return out;
 }
 
-std::vector<std::string> predict_files(FinetunedModel& m, const std::string& input, const EvalOptions& eo,
-                                       const PredictOptions& po, bool progress) {
+namespace {
+
+// Whether `inner` is `outer` or lies inside it (both absolute and normalised).
+bool within(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin();
+  for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
+    if (o->empty()) continue;  // a trailing separator
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+fs::path canonical_or_absolute(const fs::path& p) {
+  std::error_code ec;
+  auto c = fs::weakly_canonical(p, ec);
+  return ec ? fs::absolute(p).lexically_normal() : c;
+}
+
+}  // namespace
+
+PredictResult predict_files(FinetunedModel& m, const std::string& input, const EvalOptions& eo,
+                            const PredictOptions& po, bool progress) {
   eo.validate();
   if (!(po.alpha >= 0 && po.alpha <= 1)) throw Error("--alpha: expected 0..1, found " + std::to_string(po.alpha));
   std::error_code ec;
   std::vector<std::string> inputs;
   fs::path base;
+  const fs::path out = canonical_or_absolute(po.out);
   if (fs::is_directory(input, ec)) {
-    inputs = data::list_images(input);
-    base = input;
+    base = canonical_or_absolute(input);
+    if (within(out, base))
+      throw Error("--out " + po.out + ": inside the input folder " + input +
+                  " (predictions could overwrite or be read as inputs); choose a folder outside it");
+    for (auto& f : data::list_images(input)) {
+      const std::string name = fs::path(f).filename().string();
+      const bool overlay_file = name.size() > 12 && name.compare(name.size() - 12, 12, "_overlay.jpg") == 0;
+      if (!overlay_file) inputs.push_back(f);
+    }
   } else if (fs::is_regular_file(input, ec)) {
     inputs = {input};
-    base = fs::path(input).parent_path();
+    base = canonical_or_absolute(fs::path(input).parent_path().empty() ? "." : fs::path(input).parent_path());
   } else {
     throw Error(input + ": no such image or folder");
   }
-  fs::create_directories(po.out, ec);
+  // Output stems: a/b/x.jpg -> out/a/b/x; inputs sharing a stem in one folder keep their extension apart.
+  std::vector<fs::path> stems;
+  std::map<fs::path, int> uses;
+  for (const auto& f : inputs) {
+    fs::path rel = fs::relative(canonical_or_absolute(f), base, ec);
+    if (ec || rel.empty()) rel = fs::path(f).filename();
+    stems.push_back(rel.parent_path() / rel.stem());
+    ++uses[stems.back()];
+  }
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (uses[stems[i]] > 1) {
+      std::string ext = fs::path(inputs[i]).extension().string();
+      if (!ext.empty()) ext = "_" + ext.substr(1);
+      stems[i] = stems[i].parent_path() / (stems[i].filename().string() + ext);
+    }
+  fs::create_directories(out, ec);
   if (ec) throw Error(po.out + ": cannot create folder (" + ec.message() + ")");
-  std::vector<std::string> written;
+  PredictResult res;
   for (size_t i = 0; i < inputs.size(); ++i) {
-    const auto img = data::read_image(inputs[i]).permute({1, 2, 0}).contiguous();
+    at::Tensor img;
+    try {
+      img = data::read_image(inputs[i]).permute({1, 2, 0}).contiguous();
+    } catch (const Error& e) {
+      if (!po.skip_bad) throw Error(std::string(e.what()) + " (--skip-bad continues past unreadable images)");
+      res.bad.push_back(e.what());
+      if (progress) std::fprintf(stderr, "[%zu/%zu] skipped: %s\n", i + 1, inputs.size(), e.what());
+      continue;
+    }
     auto labels = predict_probs(*m.model, img, eo).argmax(0).to(torch::kCPU).to(torch::kUInt8);
-    // Keep sub-folders of a folder input apart: a/b/x.jpg -> out/a/b/x.png.
-    fs::path rel = fs::relative(inputs[i], base, ec);
-    if (ec || rel.empty()) rel = fs::path(inputs[i]).filename();
-    const fs::path stem = fs::path(po.out) / rel.parent_path() / rel.stem();
+    const fs::path stem = out / stems[i];
     fs::create_directories(stem.parent_path(), ec);
     const std::string lab_path = stem.string() + ".png";
     write_label_png(lab_path, labels, m.palette);
-    written.push_back(lab_path);
+    res.labels.push_back(lab_path);
     if (po.overlays) {
       auto ov = overlay(img, labels, m.palette, po.alpha);
       cv::Mat rgb(static_cast<int>(ov.size(0)), static_cast<int>(ov.size(1)), CV_8UC3, ov.data_ptr<uint8_t>()), bgr;
       cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
       const std::string ov_path = stem.string() + "_overlay.jpg";
-      if (!cv::imwrite(ov_path, bgr)) throw Error(ov_path + ": cannot write image");
+      std::vector<uchar> bytes;
+      if (!cv::imencode(".jpg", bgr, bytes)) throw Error(ov_path + ": cannot encode image");
+      io::write_file_atomic(ov_path, std::string(bytes.begin(), bytes.end()));
+      res.overlays.push_back(ov_path);
     }
     if (progress) std::fprintf(stderr, "[%zu/%zu] %s -> %s\n", i + 1, inputs.size(), inputs[i].c_str(), lab_path.c_str());
   }
-  return written;
+  return res;
 }
 
 }  // namespace cp2::seg

@@ -17,11 +17,20 @@ struct PredictOptions {
   std::string out;       // output folder
   double alpha = 0.5;    // overlay opacity
   bool overlays = true;
+  bool skip_bad = false;  // continue past unreadable images (listed in the result)
+};
+
+struct PredictResult {
+  std::vector<std::string> labels, overlays;  // files written
+  std::vector<std::string> bad;               // "image: error" for each image skipped
 };
 
 // Predicts every image (a file, or a folder listed recursively); writes <stem>.png
-// (palette-indexed labels) and <stem>_overlay.jpg into `out`. Returns the label files.
-std::vector<std::string> predict_files(FinetunedModel& m, const std::string& image_or_folder, const EvalOptions& eo,
-                                       const PredictOptions& po, bool progress);
+// (palette-indexed labels) and <stem>_overlay.jpg into `out`, atomically. Never writes
+// over an input: `out` may not be an input folder or inside one, earlier overlays
+// (*_overlay.jpg) are not inputs, and inputs sharing a stem in one folder (a.jpg,
+// a.png) are written as <stem>_<ext>.png.
+PredictResult predict_files(FinetunedModel& m, const std::string& image_or_folder, const EvalOptions& eo,
+                            const PredictOptions& po, bool progress);
 
 }  // namespace cp2::seg

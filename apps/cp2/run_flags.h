@@ -1,0 +1,106 @@
+// What the training commands (pretrain, finetune) share on the command line: typed
+// shortcut flags for the most used config keys (help shows the key and its default),
+// --config/--set, --resume [RUN|FILE], --check-data, and the exit status of a run
+// stopped by a signal (128 + signal, as a shell reports it).
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cp2/config/fields.h"
+#include "cp2/train/resolve.h"
+
+namespace cp2::app {
+
+enum class Kind { Int, PosInt, NonNegInt, Float, PosFloat, Text };
+
+struct Shortcut {
+  const char* flag;  // "--batch"
+  const char* key;   // "train.batch"
+  const char* help;  // "images per step"
+  Kind kind = Kind::Text;
+};
+
+struct RunFlags {
+  std::string config;
+  std::vector<std::string> sets;
+  std::map<std::string, std::string> shortcuts;  // key -> value given
+  std::string resume;
+  bool resume_given = false;
+  bool check_data = false, print_config = false, keys = false, quiet = false;
+  CLI::Option* resume_opt = nullptr;
+
+  train::RunRequest request() const {
+    train::RunRequest r;
+    r.src.file = config;
+    for (const auto& [k, v] : shortcuts) r.src.flags.emplace_back(k, v);
+    r.src.sets = sets;
+    if (resume_opt && resume_opt->count() > 0) r.resume = resume;
+    return r;
+  }
+};
+
+// A flag's value checked as its kind, naming the key: "expected a positive integer
+// (train.batch), found 'zero'".
+inline CLI::Validator typed(Kind kind, const std::string& key) {
+  return CLI::Validator(
+      [kind, key](std::string& v) -> std::string {
+        const bool integer = kind == Kind::Int || kind == Kind::PosInt || kind == Kind::NonNegInt;
+        const char* what = kind == Kind::PosInt     ? "a positive integer"
+                           : kind == Kind::NonNegInt ? "an integer >= 0"
+                           : kind == Kind::Int       ? "an integer"
+                           : kind == Kind::PosFloat  ? "a positive number"
+                                                     : "a number";
+        size_t used = 0;
+        double x = 0;
+        try {
+          x = integer ? static_cast<double>(std::stoll(v, &used)) : std::stod(v, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        const bool ok = used > 0 && used == v.size() &&
+                        ((kind != Kind::PosInt && kind != Kind::PosFloat) || x > 0) && (kind != Kind::NonNegInt || x >= 0);
+        return ok ? std::string() : "expected " + std::string(what) + " (" + key + "), found '" + v + "'";
+      },
+      "", "");
+}
+
+// Registers the shared flags on `c`; `defaults` shows each shortcut's built-in default.
+inline void add_run_flags(CLI::App* c, RunFlags& f, const std::vector<Shortcut>& shortcuts,
+                          const config::Fields& defaults, const std::string& config_example) {
+  c->add_option("--config", f.config, "YAML config (" + config_example + "); keys: --config-keys");
+  c->add_option("--set", f.sets, "override any key: --set section.key=value (repeatable)");
+  for (const auto& s : shortcuts) {
+    std::string d = defaults.value(s.key);
+    if (d.size() >= 2 && d.front() == '"') d = d.substr(1, d.size() - 2);  // strings are shown unquoted
+    if (d.empty()) d = "none";
+    auto* o = c->add_option(s.flag, f.shortcuts[s.key],
+                            std::string(s.help) + " (" + s.key + "; default " + d + ")");
+    if (s.kind != Kind::Text) o->check(typed(s.kind, s.key))->type_name(s.kind == Kind::Float || s.kind == Kind::PosFloat ? "FLOAT" : "INT");
+    else o->type_name("TEXT");
+  }
+  f.resume_opt = c->add_option("--resume", f.resume,
+                               "continue a run: a run folder (its newest checkpoint), a checkpoint, or nothing (the "
+                               "newest checkpoint of --out); writes into that run folder, with its stored config "
+                               "unless --config")
+                     ->expected(0, 1)
+                     ->type_name("[RUN|FILE]");
+  c->add_flag("--check-data", f.check_data, "read every image (and label) first; stop listing each unreadable one");
+  c->add_flag("--print-config", f.print_config, "print the resolved config and stop");
+  c->add_flag("--config-keys", f.keys, "list every config key with its default and stop");
+  c->add_flag("--quiet", f.quiet, "no progress output");
+}
+
+// Drops the shortcut entries that were not given (CLI11 leaves them "").
+inline void prune(RunFlags& f) {
+  for (auto it = f.shortcuts.begin(); it != f.shortcuts.end();) it = it->second.empty() ? f.shortcuts.erase(it) : ++it;
+}
+
+// 0, or 128 + the signal that stopped a run (130 SIGINT, 143 SIGTERM).
+inline int exit_status(int signal) { return signal ? 128 + signal : 0; }
+
+}  // namespace cp2::app

@@ -1,0 +1,33 @@
+#include "cp2/io/atomic_file.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "cp2/common.h"
+
+namespace cp2::io {
+
+std::string temp_path(const std::string& path) { return path + "." + std::to_string(getpid()) + ".tmp"; }
+
+void write_file_atomic(const std::string& path, const std::string& data) {
+  const std::string tmp = temp_path(path);
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error(path + ": cannot write (" + std::strerror(errno) + ")");
+  const bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size() && std::fflush(f) == 0 &&
+                  fsync(fileno(f)) == 0;
+  const int err = errno;
+  if (std::fclose(f) != 0 || !ok) {
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot write (" + std::strerror(ok ? errno : err) + ")");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot rename temp file into place (" + std::strerror(e) + ")");
+  }
+}
+
+}  // namespace cp2::io

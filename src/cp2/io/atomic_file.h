@@ -1,0 +1,16 @@
+// Files written whole or not at all: a temp file beside the target, written, flushed,
+// fsynced and renamed into place, so a full disk or a kill never leaves a truncated or
+// 0-byte config.yaml, summary.json, metrics JSON or image behind.
+#pragma once
+#include <string>
+
+namespace cp2::io {
+
+// Writes `data` to `path` atomically; throws cp2::Error naming the path and the OS error
+// (e.g. "No space left on device"); the temp file is removed on failure.
+void write_file_atomic(const std::string& path, const std::string& data);
+
+// A temp name beside `path` that no other process uses (path.<pid>.tmp).
+std::string temp_path(const std::string& path);
+
+}  // namespace cp2::io

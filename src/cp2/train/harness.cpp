@@ -1,0 +1,188 @@
+#include "cp2/train/harness.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdio>
+#include <map>
+
+#include "cp2/io/checkpoint.h"
+
+namespace cp2::train {
+
+namespace {
+
+void flatten_yaml(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (n.IsMap()) {
+    for (const auto& kv : n) {
+      auto k = kv.first.as<std::string>();
+      flatten_yaml(kv.second, prefix.empty() ? k : prefix + "." + k, out);
+    }
+  } else if (n.IsScalar()) {
+    out[prefix] = n.as<std::string>();
+  } else if (n.IsSequence()) {
+    std::string s;
+    for (const auto& x : n) s += (s.empty() ? "" : ", ") + (x.IsScalar() ? x.as<std::string>() : std::string("?"));
+    out[prefix] = "[" + s + "]";
+  }
+}
+
+std::map<std::string, std::string> flat(const std::string& yaml) {
+  std::map<std::string, std::string> out;
+  try {
+    flatten_yaml(YAML::Load(yaml), "", out);
+  } catch (const YAML::Exception&) {
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> model_key_changes(const std::string& stored_yaml, const std::string& yaml) {
+  auto a = flat(stored_yaml), b = flat(yaml);
+  std::vector<std::string> out;
+  for (const auto& [k, v] : b) {
+    if (k.rfind("model.", 0) != 0) continue;
+    auto it = a.find(k);
+    if (it != a.end() && it->second != v) out.push_back(k + ": the checkpoint has " + it->second + ", asked " + v);
+  }
+  return out;
+}
+
+Harness::Harness(HarnessOptions o)
+    : o_(std::move(o)), folder_(o_.out, !o_.resume.empty()), progress_(o_.progress, o_.log_every) {
+  if (o_.resume.empty()) return;
+  const auto target = locate_resume(o_.resume, "");  // a run folder: its newest checkpoint
+  o_.resume = target.checkpoint;
+  // Continuing into another folder (a fork: --resume A --out B) needs B free of other runs.
+  if (target.run != folder_.path().string()) {
+    const std::string files = run_files(folder_.path());
+    if (!files.empty())
+      throw Error(folder_.path().string() + ": already holds another run (" + files + "); to continue " + o_.resume +
+                  " there, choose an empty --out, or resume into its own run folder " +
+                  (target.run.empty() ? std::string("(none)") : target.run));
+  }
+  auto ck = io::load_checkpoint(o_.resume);
+  resumed_ = ck.root;
+  const std::string stored = stored_config(resumed_, o_.kind, o_.resume);
+  auto changes = model_key_changes(stored, o_.config_yaml);
+  if (!changes.empty()) {
+    std::string msg = o_.resume + ": model settings cannot change on resume (";
+    for (size_t i = 0; i < changes.size(); ++i) msg += (i ? "; " : "") + changes[i];
+    throw Error(msg + "); drop those settings to continue this run, or start a new run from its weights with --init " +
+                o_.resume);
+  }
+}
+
+Harness::~Harness() = default;
+
+void Harness::check_dataset(const std::string& key, int64_t now, const std::string& what) {
+  if (!resumed_) return;
+  auto o = resumed_->get(key);
+  if (o && o->kind == py::Kind::Int && o->i != now) {  // shown with --quiet too: it changes the run
+    progress_.done();
+    std::fprintf(stderr, "warning: the dataset changed since %s: %lld %s then, %lld now; the data order differs from "
+                 "an uninterrupted run\n", o_.resume.c_str(), static_cast<long long>(o->i), what.c_str(),
+                 static_cast<long long>(now));
+  }
+}
+
+void Harness::start(int64_t position, const std::function<bool(const nlohmann::json&)>& keep) {
+  if (resuming()) {
+    auto moved = folder_.set_aside_after(position);
+    if (!moved.empty())
+      progress_.message("resuming from an older checkpoint than the run's newest: " + std::to_string(moved.size()) +
+                        " later checkpoints renamed superseded_* (first: " + moved.front() + ")");
+  }
+  std::error_code ec;
+  if (!resuming()) fs::remove(folder_.path() / "summary.json", ec);  // of a run that failed before training
+  folder_.write("config.yaml", o_.config_yaml);
+  const std::string unit = o_.unit;
+  folder_.open_log([&](const std::string& line) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      return false;  // a line torn by a kill
+    }
+    if (!j.is_object() || !j.contains(unit) || !j[unit].is_number_integer()) return false;
+    return j[unit].get<int64_t>() <= position && (!keep || keep(j));
+  });
+  signals_ = std::make_unique<StopSignals>();
+  t0_ = Clock::now();
+}
+
+void Harness::log(const nlohmann::json& record) { folder_.append_log(record.dump()); }
+
+std::string Harness::save(int64_t position, const py::ObjPtr& root) {
+  last_ = folder_.save_checkpoint(position, root, o_.keep_last);
+  return last_;
+}
+
+int Harness::stop_signal() const { return signals_ ? StopSignals::received() : 0; }
+
+void Harness::non_finite(int64_t position, const std::string& detail) const {
+  throw Error(o_.unit + " " + std::to_string(position) + ": loss is not finite (" + detail +
+              "); stopped without updating. " +
+              (last_.empty() ? std::string("No checkpoint was written by this run.")
+                             : "Last good checkpoint: " + last_));
+}
+
+void Harness::summary(nlohmann::json fields, bool finished) const {
+  fields["finished"] = finished;
+  const int sig = stop_signal();
+  fields["stopped_by"] = finished ? "" : sig == 2 ? "SIGINT" : sig == 15 ? "SIGTERM" : "max";
+  fields["checkpoint"] = last_;
+  fields["error"] = nullptr;
+  folder_.write("summary.json", fields.dump(2) + "\n");
+}
+
+void Harness::failed(const std::string& error, nlohmann::json fields) const {
+  fields["finished"] = false;
+  fields["stopped_by"] = "error";
+  fields["error"] = error;
+  fields["checkpoint"] = last_;
+  try {
+    folder_.write("summary.json", fields.dump(2) + "\n");
+  } catch (const Error&) {
+    // The disk may be what failed; the error itself still reaches the user.
+  }
+}
+
+}  // namespace cp2::train
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+namespace cp2::train {
+
+std::vector<std::string> check_items(int64_t n, const std::function<void(int64_t)>& read, int threads,
+                                     const std::function<void(int64_t, int64_t)>& progress) {
+  std::vector<std::string> errors(static_cast<size_t>(n));
+  std::atomic<int64_t> next{0}, done{0};
+  std::mutex mu;
+  auto work = [&] {
+    for (int64_t i; (i = next++) < n;) {
+      try {
+        read(i);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(i)] = e.what();
+      }
+      const int64_t d = ++done;
+      if (progress) {
+        std::lock_guard<std::mutex> lk(mu);
+        progress(d, n);
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < std::max(threads, 1); ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  std::vector<std::string> out;
+  for (auto& e : errors)
+    if (!e.empty()) out.push_back(e);
+  return out;
+}
+
+}  // namespace cp2::train

@@ -1,0 +1,89 @@
+// The one training harness under both loops (pretraining, finetuning): each loop keeps
+// its step and its evaluation; the harness owns what a run folder users can trust needs:
+// the lock, fresh-run refusal, resume (kind, model-key and dataset checks, the log
+// continued from the checkpoint), atomic checkpoints with rotation, config.yaml, the
+// summary for every exit (finished, stopped, signalled, failed), SIGINT/SIGTERM, and
+// one numbering of steps (1-based, as the progress line shows).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cp2/common.h"
+#include "cp2/train/progress.h"
+#include "cp2/train/run_folder.h"
+#include "cp2/train/signals.h"
+#include "cp2/train/state.h"
+
+namespace cp2::train {
+
+struct HarnessOptions {
+  CheckpointKind kind;
+  std::string out;          // run folder
+  std::string resume;       // checkpoint file to continue ("" = a fresh run)
+  std::string config_yaml;  // the resolved config that runs (config.yaml; stored in checkpoints)
+  std::string unit = "step";  // the log's position key: "step" or "iteration"
+  bool progress = true;
+  int64_t log_every = 10;
+  int keep_last = 2;
+};
+
+class Harness {
+ public:
+  // Locks the run folder (refusing a fresh run where a run is) and, when resuming, loads
+  // the checkpoint (kind checked, model keys compared with the stored config).
+  explicit Harness(HarnessOptions o);
+  ~Harness();
+
+  bool resuming() const { return !o_.resume.empty(); }
+  const py::ObjPtr& resumed() const { return resumed_; }  // the resumed checkpoint's root
+  const std::string& resumed_path() const { return o_.resume; }
+  Progress& progress() { return progress_; }
+  const RunFolder& folder() const { return folder_; }
+  const HarnessOptions& options() const { return o_; }
+
+  // Warns when a resumed run's dataset no longer has the size stored at `key`.
+  void check_dataset(const std::string& key, int64_t now, const std::string& what);
+  // The run starts (or continues) at `position`: config.yaml written, the log kept up to
+  // `position` (records with unit <= position that `keep` also accepts), SIGINT/SIGTERM
+  // handled, the clock started.
+  void start(int64_t position, const std::function<bool(const nlohmann::json&)>& keep = nullptr);
+  void log(const nlohmann::json& record);
+  // An atomic checkpoint at `position`, rotated; remembered as the last checkpoint.
+  std::string save(int64_t position, const py::ObjPtr& root);
+  const std::string& last_checkpoint() const { return last_; }
+  // SIGINT or SIGTERM received since start() (0 if none).
+  int stop_signal() const;
+  // The non-finite-loss error for the step numbered `position` (1-based).
+  [[noreturn]] void non_finite(int64_t position, const std::string& detail) const;
+  // summary.json (atomic): `fields` plus finished, stopped_by and checkpoint.
+  void summary(nlohmann::json fields, bool finished) const;
+  // summary.json of a run that failed: `fields` plus the error.
+  void failed(const std::string& error, nlohmann::json fields) const;
+  double seconds() const { return seconds_since(t0_); }
+
+ private:
+  HarnessOptions o_;
+  RunFolder folder_;
+  Progress progress_;
+  py::ObjPtr resumed_;
+  std::unique_ptr<StopSignals> signals_;
+  std::string last_;
+  Clock::time_point t0_ = Clock::now();
+};
+
+// "key: stored A, asked B" for each model.* key on which two resolved configs differ.
+std::vector<std::string> model_key_changes(const std::string& stored_yaml, const std::string& yaml);
+
+}  // namespace cp2::train
+
+namespace cp2::train {
+
+// --check-data: calls read(i) for i in [0, n) on `threads` threads; returns "what: error"
+// for each item that throws (in index order). `progress` sees (done, n).
+std::vector<std::string> check_items(int64_t n, const std::function<void(int64_t)>& read, int threads,
+                                     const std::function<void(int64_t, int64_t)>& progress = nullptr);
+
+}  // namespace cp2::train

@@ -1,0 +1,54 @@
+#include "cp2/version.h"
+
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "cp2/common.h"
+
+#ifndef CP2_VERSION
+#define CP2_VERSION "unknown"
+#endif
+
+namespace cp2 {
+
+std::string cpu_features() {
+  std::ifstream f("/proc/cpuinfo");
+  std::set<std::string> have;
+  std::string model;
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("flags", 0) == 0) {
+      std::istringstream ss(line.substr(line.find(':') + 1));
+      for (std::string w; ss >> w;) have.insert(w);
+      break;
+    }
+  }
+  std::string out;
+  for (const char* w : {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})
+    if (have.count(w)) out += (out.empty() ? "" : " ") + std::string(w);
+  return out;
+}
+
+std::string version_report() {
+  std::string model = "unknown";
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  const auto feats = cpu_features();
+  std::ostringstream o;
+  o << "cp2 " << CP2_VERSION << "\n"
+    << "LibTorch " << TORCH_VERSION << "\n"
+    << "CUDA available: " << (torch::cuda::is_available() ? "yes (" + std::to_string(torch::cuda::device_count()) + " devices)" : std::string("no")) << "\n"
+    << "CPU: " << model << "\n"
+    << "CPU features: " << (feats.empty() ? "none of avx2/avx512/bf16/amx" : feats) << "\n"
+    << "threads: " << get_threads() << "\n";
+  return o.str();
+}
+
+}  // namespace cp2

@@ -1,0 +1,204 @@
+// cp2's training commands as users and clusters drive them: SIGTERM/SIGINT checkpoints
+// and exact resume, a full disk, predict never writing over inputs, the CP² authors'
+// checkpoint layout, and the CLI's own help (--version, --threads, did you mean).
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "../helpers.h"
+#include "cp2/io/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace cp2::test {
+namespace {
+
+std::string tiny_images(const std::string& name) {
+  const auto dir = temp_dir(name);
+  auto r = run_cli("synth --out " + dir + " --count 16 --width 80 --height 64");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  return dir;
+}
+
+std::string pretrain_args(const std::string& data, const std::string& out) {
+  return "pretrain --config " + std::string(CP2_CONFIGS) + "/cpu_tiny.yaml --data " + data + " --out " + out +
+         " --threads 2";
+}
+
+// Every tensor (RNG state aside) of two checkpoints, bit for bit.
+void expect_same(const std::string& a, const std::string& b) {
+  auto ta = load_tensors(a), tb = load_tensors(b);
+  ASSERT_EQ(ta.size(), tb.size());
+  for (auto& [k, v] : ta)
+    if (k.rfind("rng.", 0) != 0) EXPECT_TRUE(torch::equal(v, tb.at(k))) << k;
+}
+
+TEST(RunCli, SigtermCheckpointsAndResumeEqualsAnUninterruptedRun) {
+  const auto data = tiny_images("rc_sig_data");
+  const auto straight = temp_dir("rc_sig_straight"), cut = temp_dir("rc_sig_cut");
+  const std::string six = " --set train.epochs=3 --quiet";  // 2 steps per epoch
+  auto r = run_cli(pretrain_args(data, straight) + six);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  // SIGTERM once the first step is logged: the step finishes, a checkpoint is written, exit 143.
+  const std::string script = "( " + std::string(CP2_BINARY) + " " + pretrain_args(data, cut) + six +
+                             " > " + cut + "/out.txt 2>&1 & pid=$!; "
+                             "for i in $(seq 600); do grep -q '\"step\"' " + cut + "/log.jsonl 2>/dev/null && break; "
+                             "sleep 0.05; done; kill -TERM $pid; wait $pid; echo rc=$? )";
+  FILE* p = popen(script.c_str(), "r");
+  std::string out;
+  std::array<char, 256> buf;
+  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
+  pclose(p);
+  EXPECT_NE(out.find("rc=143"), std::string::npos) << out << read_text(cut + "/out.txt");
+  auto summary = nlohmann::json::parse(read_text(cut + "/summary.json"));
+  EXPECT_EQ(summary["stopped_by"], "SIGTERM");
+  const int64_t at = summary["steps"].get<int64_t>();
+  EXPECT_GE(at, 1);
+  EXPECT_LT(at, 6);
+  EXPECT_TRUE(fs::exists(summary["checkpoint"].get<std::string>()));
+  EXPECT_NE(read_text(cut + "/out.txt").find("continue with: cp2 pretrain --resume"), std::string::npos);
+  r = run_cli("pretrain --resume " + cut + " --threads 2 --quiet");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  expect_same(straight + "/checkpoints/checkpoint_00000006.pt", cut + "/checkpoints/checkpoint_00000006.pt");
+}
+
+// Files in `dir` (recursively) that a failed write left behind: empty or temp files.
+std::vector<std::string> debris(const std::string& dir) {
+  std::vector<std::string> bad;
+  for (auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file() || e.path().filename() == ".lock") continue;
+    const auto name = e.path().filename().string();
+    if (fs::file_size(e.path()) == 0 || name.find(".tmp") != std::string::npos) bad.push_back(e.path().string());
+  }
+  return bad;
+}
+
+TEST(RunCli, DiskFullLeavesNoTruncatedFiles) {
+  const auto data = tiny_images("rc_full_data");
+  // RLIMIT_FSIZE makes writes past the size fail as a full disk does (SIGXFSZ ignored:
+  // the write returns an error instead of killing the process).
+  const std::string small = "trap '' XFSZ; ulimit -f 64; ";  // 64 KiB: the JSON fits, a checkpoint does not
+  const auto a = temp_dir("rc_full_a");
+  auto r = run_cli(pretrain_args(data, a) + " --quiet --max-steps 1", small);
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_NE(r.out.find("checkpoint_00000001.pt"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("File too large"), std::string::npos) << r.out;
+  EXPECT_EQ(debris(a), std::vector<std::string>{});
+  auto summary = nlohmann::json::parse(read_text(a + "/summary.json"));
+  EXPECT_NE(summary["error"].get<std::string>().find("checkpoint_00000001.pt"), std::string::npos);
+  // Nothing can be written at all: config.yaml fails whole, no 0-byte file stays.
+  const auto b = temp_dir("rc_full_b");
+  r = run_cli(pretrain_args(data, b) + " --quiet --max-steps 1", "trap '' XFSZ; ulimit -f 0; ");
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_NE(r.out.find("config.yaml"), std::string::npos) << r.out;
+  EXPECT_EQ(debris(b), std::vector<std::string>{});
+}
+
+TEST(RunCli, AuthorsCheckpointWithClassifierThroughLossInitConvert) {
+  const auto data = tiny_images("rc_auth_data");
+  const auto dir = temp_dir("rc_auth");
+  auto r = run_cli(pretrain_args(data, dir + "/run") + " --quiet --max-steps 1 --dump-batch " + dir + "/batch.pt");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  r = run_cli(pretrain_args(data, dir + "/run") + " --quiet --max-steps 1");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  // The authors' ASPPHead builds a 21-class conv_seg in both encoders: add it, as their files hold it.
+  const std::string ck = dir + "/run/checkpoints/checkpoint_00000001.pt";
+  auto root = io::load_checkpoint(ck).root;
+  auto sd = root->get("state_dict");
+  for (const char* e : {"encoder_q", "encoder_k"}) {
+    py::set(sd, std::string(e) + ".decode_head.conv_seg.weight", py::tensor(torch::randn({21, 512, 1, 1})));
+    py::set(sd, std::string(e) + ".decode_head.conv_seg.bias", py::tensor(torch::randn({21})));
+  }
+  const std::string authors = dir + "/authors_style.pt";
+  io::save_checkpoint(authors, root);
+  // cp2 loss: the stored model description, the classifier reported as dropped.
+  r = run_cli("loss --checkpoint " + authors + " --batch " + dir + "/batch.pt");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("dropped 4 tensors"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("0 missing, 0 unexpected"), std::string::npos) << r.out;
+  // Quick Tuning from it (auto layout), and convert.
+  r = run_cli(pretrain_args(data, dir + "/qt") + " --quiet --max-steps 1 --init " + authors);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  r = run_cli("convert " + authors + " " + dir + "/mmseg.pt --to mmseg");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto keys = load_tensors(dir + "/mmseg.pt");
+  EXPECT_FALSE(keys.count("state_dict.decode_head.conv_seg.weight"));
+  // A finetune run's checkpoint is no pretraining resume: one line says what to do.
+  r = run_cli("pretrain --resume " + fixture("seg_r18_os16.pt") + " --out " + dir + "/x --quiet");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("not a cp2 pretraining checkpoint"), std::string::npos) << r.out;
+}
+
+TEST(RunCli, PredictNeverWritesOverInputs) {
+  const auto dir = temp_dir("rc_pred");
+  auto r = run_cli("synth --seg voc --out " + dir + "/voc --train 4 --val 1 --width 48 --height 40");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  r = run_cli("--threads 2 finetune --config " CP2_CONFIGS "/cpu_seg_tiny.yaml --data " + dir + "/voc --out " + dir +
+              "/run --iters 2 --eval-every 2 --quiet");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  // a.jpg and a.png share a stem; a broken image; an earlier overlay in the folder.
+  const auto in = dir + "/in";
+  fs::create_directories(in);
+  cv::Mat img(40, 48, CV_8UC3, cv::Scalar(30, 90, 150));
+  cv::imwrite(in + "/a.jpg", img);
+  cv::imwrite(in + "/a.png", img);
+  cv::imwrite(in + "/b_overlay.jpg", img);
+  { std::ofstream(in + "/broken.jpg") << "not an image"; }
+  r = run_cli("predict " + dir + "/run " + in + " --out " + in + "/preds --quiet");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("inside the input folder"), std::string::npos) << r.out;
+  r = run_cli("predict " + dir + "/run " + in + " --out " + in + " --quiet");
+  EXPECT_EQ(r.rc, 1);
+  r = run_cli("predict " + dir + "/run " + in + " --out " + dir + "/preds --quiet");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("broken.jpg"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--skip-bad"), std::string::npos) << r.out;
+  r = run_cli("predict " + dir + "/run " + in + " --out " + dir + "/preds --quiet --skip-bad");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("wrote 2 label PNGs and 2 overlays"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("skipped 1 unreadable images"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir + "/preds/a_jpg.png"));
+  EXPECT_TRUE(fs::exists(dir + "/preds/a_png.png"));
+  EXPECT_FALSE(fs::exists(dir + "/preds/b_overlay.png"));
+  size_t files = 0;
+  for (auto& e : fs::directory_iterator(dir + "/preds")) files += e.is_regular_file();
+  EXPECT_EQ(files, 4u);
+  // --set model.* reaches the model: a depth the file does not hold is an error, not ignored.
+  r = run_cli("evaluate " + dir + "/run --set model.arch=50 --quiet");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("model.arch: 50 asked"), std::string::npos) << r.out;
+  r = run_cli("predict " + dir + "/run " + in + "/a.jpg --out " + dir + "/p2 --quiet --set model.align_corners=true");
+  EXPECT_EQ(r.rc, 0) << r.out;
+}
+
+TEST(RunCli, VersionThreadsAndDidYouMean) {
+  auto r = run_cli("--version --threads 2");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("LibTorch 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("CUDA available: no"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("CPU features: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("threads: 2"), std::string::npos) << r.out;
+  for (const char* sub : {"pretrain", "finetune", "evaluate", "predict", "convert", "loss", "bench", "synth", "demo"}) {
+    r = run_cli(std::string(sub) + " --help");
+    EXPECT_NE(r.out.find("--threads"), std::string::npos) << sub;
+  }
+  r = run_cli("pretrain --help");
+  EXPECT_NE(r.out.find("(train.batch; default 256)"), std::string::npos) << r.out;
+  r = run_cli("synth --threads 0 --out /tmp/x");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.out.find("--threads"), std::string::npos) << r.out;
+  r = run_cli("pretrian --help");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("did you mean 'pretrain'?"), std::string::npos) << r.out;
+  r = run_cli("pretrain --bach 8 --data /tmp");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.out.find("did you mean '--batch'?"), std::string::npos) << r.out;
+  r = run_cli("pretrain --batch eight --data /tmp");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("--batch: expected a positive integer (train.batch), found 'eight'"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace cp2::test

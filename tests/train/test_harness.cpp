@@ -1,0 +1,286 @@
+// The training harness under both loops: run folders that are never mixed up or
+// overwritten, exact continuation after resume, preemption, failures that keep the work.
+// One test per bug the run-folder issue reproduced; each failed before the harness.
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../helpers.h"
+#include "cp2/data/image.h"
+#include "cp2/data/synth.h"
+#include "cp2/io/checkpoint.h"
+#include "cp2/pretrain/trainer.h"
+#include "cp2/seg/finetune.h"
+#include "cp2/seg/synth.h"
+#include "cp2/train/resolve.h"
+#include "cp2/train/run_folder.h"
+
+namespace fs = std::filesystem;
+
+namespace cp2::test {
+namespace {
+
+std::string images(const std::string& name, int count) {
+  auto dir = temp_dir(name);
+  data::SynthOptions o;
+  o.count = count;
+  o.width = 80;
+  o.height = 64;
+  o.seed = 4;
+  data::write_synthetic_images(dir, o);
+  return dir;
+}
+
+train::RunRequest tiny_request(const std::string& data, const std::string& out, std::vector<std::string> sets = {}) {
+  train::RunRequest r;
+  r.src.file = std::string(CP2_CONFIGS) + "/cpu_tiny.yaml";
+  r.src.flags = {{"data.root", data}};
+  if (!out.empty()) r.src.flags.emplace_back("train.out", out);
+  r.src.sets = std::move(sets);
+  return r;
+}
+
+// Resolves as `cp2 pretrain` does and runs.
+pretrain::RunSummary pretrain_run(train::RunRequest req, int64_t max_steps = 0, pretrain::PretrainConfig* out = nullptr) {
+  pretrain::PretrainConfig cfg;
+  auto r = train::resolve_run(cfg, std::move(req), train::pretrain_kind());
+  pretrain::RunControl rc;
+  rc.resume = r.checkpoint;
+  rc.max_steps = max_steps;
+  rc.progress = false;
+  if (out) *out = cfg;
+  return pretrain::run_pretrain(cfg, rc);
+}
+
+std::vector<int64_t> logged(const std::string& run, const std::string& unit, bool evals = false) {
+  std::vector<int64_t> v;
+  std::ifstream f(run + "/log.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("miou") == evals) v.push_back(j[unit].get<int64_t>());
+  }
+  return v;
+}
+
+TEST(RunFolder, ResumeWritesWhereTheUserPoints) {
+  set_threads(2);
+  auto data = images("h_moved_data", 16);
+  const auto a = temp_dir("h_moved_a"), b = temp_dir("h_moved_b");
+  pretrain_run(tiny_request(data, a), 2);
+  fs::remove_all(b);
+  fs::copy(a, b, fs::copy_options::recursive);
+  train::RunRequest req;
+  req.resume = b;  // the moved copy; its stored config still names `a`
+  pretrain::PretrainConfig cfg;
+  auto s = pretrain_run(req, 3, &cfg);
+  EXPECT_EQ(cfg.train.out, b);
+  EXPECT_EQ(s.last_step, 3);
+  EXPECT_TRUE(fs::exists(b + "/checkpoints/checkpoint_00000003.pt"));
+  EXPECT_FALSE(fs::exists(a + "/checkpoints/checkpoint_00000003.pt"));
+  EXPECT_TRUE(fs::exists(a + "/checkpoints/checkpoint_00000002.pt"));  // nothing rotated out of the original
+  // A fork (--resume A --out C) goes into an empty folder, never into another run.
+  train::RunRequest fork;
+  fork.resume = a + "/";
+  fork.src.flags = {{"train.out", b}};
+  expect_error([&] { pretrain_run(fork, 3); }, {b, "already holds another run", a});
+  const auto c = temp_dir("h_moved_c");
+  fork.src.flags = {{"train.out", c}};
+  EXPECT_EQ(pretrain_run(fork, 3).last_step, 3);
+  EXPECT_TRUE(fs::exists(c + "/checkpoints/checkpoint_00000003.pt"));
+  // A checkpoint outside any run folder needs --out.
+  const auto loose = temp_dir("h_moved_loose") + "/x.pt";
+  fs::copy_file(b + "/checkpoints/checkpoint_00000003.pt", loose);
+  train::RunRequest lreq;
+  lreq.resume = loose;
+  expect_error([&] { pretrain_run(lreq); }, {loose, "not inside a run folder", "--out"});
+}
+
+TEST(RunFolder, FreshRunRefusesAnOldRunAndResumeAloneTakesTheNewest) {
+  set_threads(2);
+  auto data = images("h_fresh_data", 16);
+  const auto a = temp_dir("h_fresh_a");
+  pretrain_run(tiny_request(data, a), 1);
+  const auto log_before = read_text(a + "/log.jsonl");
+  expect_error([&] { pretrain_run(tiny_request(data, a), 2); },
+               {a, "already holds a run", "log.jsonl", "checkpoints/checkpoint_00000001.pt", "--resume", "another --out"});
+  EXPECT_EQ(read_text(a + "/log.jsonl"), log_before);  // nothing appended, nothing rotated
+  // `--resume` with no file: the newest checkpoint of --out.
+  auto req = tiny_request(data, a);
+  req.resume = "";
+  auto s = pretrain_run(req, 2);
+  EXPECT_EQ(s.first_step, 1);
+  EXPECT_EQ(s.last_step, 2);
+  // An empty folder is fine for a fresh run.
+  const auto empty = temp_dir("h_fresh_empty");
+  EXPECT_EQ(pretrain_run(tiny_request(data, empty), 1).last_step, 1);
+}
+
+TEST(RunFolder, SecondRunOnAFolderFailsNamingTheHolder) {
+  const auto dir = temp_dir("h_lock");
+  train::RunFolder holder(dir, /*resuming=*/false);
+  expect_error([&] { train::RunFolder second(dir, /*resuming=*/true); },
+               {dir, "in use by another cp2 run", "pid " + std::to_string(getpid())});
+}
+
+TEST(RunFolder, LogContinuesFromTheCheckpointAndStoredConfigIsWhatRan) {
+  set_threads(2);
+  auto data = images("h_log_data", 16);
+  const auto a = temp_dir("h_log_a");
+  // Checkpoints at steps 2 and 3; losing the newest emulates a kill after step 3 was logged.
+  pretrain::PretrainConfig cfg;
+  train::resolve_run(cfg, tiny_request(data, a, {"train.checkpoint_every_iters=2"}), train::pretrain_kind());
+  cfg.train.epochs = 3;  // changed after the YAML was made: the run must store what ran
+  pretrain::RunControl rc;
+  rc.max_steps = 3;
+  rc.progress = false;
+  pretrain::run_pretrain(cfg, rc);
+  EXPECT_NE(read_text(a + "/config.yaml").find("epochs: 3"), std::string::npos);
+  fs::remove(a + "/checkpoints/checkpoint_00000003.pt");
+  EXPECT_EQ(logged(a, "step"), (std::vector<int64_t>{1, 2, 3}));
+  train::RunRequest req;
+  req.resume = a;
+  auto s = pretrain_run(req, 4);
+  EXPECT_EQ(s.first_step, 2);
+  EXPECT_EQ(logged(a, "step"), (std::vector<int64_t>{1, 2, 3, 4}));
+}
+
+TEST(RunFolder, ResumingAFinishedRunChangesNothing) {
+  set_threads(2);
+  auto data = images("h_done_data", 16);
+  const auto a = temp_dir("h_done_a");
+  auto first = pretrain_run(tiny_request(data, a, {"train.epochs=1"}));
+  ASSERT_TRUE(first.finished);
+  const auto summary = read_text(a + "/summary.json"), log = read_text(a + "/log.jsonl");
+  EXPECT_NE(summary.find("\"final_loss\": "), std::string::npos);
+  train::RunRequest req;
+  req.resume = a;
+  auto again = pretrain_run(req);
+  EXPECT_TRUE(again.already_finished);
+  EXPECT_TRUE(again.losses.empty());
+  EXPECT_EQ(read_text(a + "/summary.json"), summary);
+  EXPECT_EQ(read_text(a + "/log.jsonl"), log);
+}
+
+TEST(RunFolder, ResumeMixUpsSayWhatToDo) {
+  set_threads(2);
+  auto data = images("h_mix_data", 16);
+  const auto a = temp_dir("h_mix_a");
+  pretrain_run(tiny_request(data, a), 1);
+  // An architecture change on resume: one line naming the key, not hundreds of tensors.
+  train::RunRequest req;
+  req.resume = a;
+  req.src.sets = {"model.arch=34"};
+  try {
+    pretrain_run(req, 2);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("model.arch: the checkpoint has 18, asked 34"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--init"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  // A resume after the dataset changed: warned with both counts.
+  for (int i = 0; i < 2; ++i)
+    fs::copy_file(data::list_images(data)[static_cast<size_t>(i)], data + "/extra_" + std::to_string(i) + ".jpg");
+  train::RunRequest grown;
+  grown.resume = a;
+  testing::internal::CaptureStderr();
+  auto s = pretrain_run(grown, 2);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(s.last_step, 2);
+  EXPECT_NE(err.find("dataset changed"), std::string::npos) << err;
+  EXPECT_NE(err.find("16 images then, 18 now"), std::string::npos) << err;
+  // A finetune checkpoint given to pretraining's resume.
+  const auto seg_ckpt = fixture("seg_r18_os16.pt");
+  train::RunRequest wrong;
+  wrong.resume = seg_ckpt;
+  wrong.src.flags = {{"train.out", temp_dir("h_mix_b")}};
+  expect_error([&] { pretrain_run(wrong); }, {seg_ckpt, "not a cp2 pretraining checkpoint", "--init"});
+  // Keys named as users write them.
+  expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"data.workers=-1"})); },
+               {"data.workers: expected >= 0, found -1"});
+  expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"model.arch=7"})); },
+               {"model.arch: expected one of 18, 34, 50, 101, found 7"});
+  expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"model.queue=0"})); },
+               {"model.queue: expected >= 1, found 0"});
+}
+
+// A tiny generated VOC-layout set.
+std::string seg_data(const std::string& name, int train, int val) {
+  const auto dir = temp_dir(name);
+  seg::SynthSegOptions so;
+  so.train = train;
+  so.val = val;
+  so.width = 48;
+  so.height = 40;
+  seg::write_synthetic_dataset(dir, so);
+  return dir;
+}
+
+// The finetune config on it, resolved as `cp2 finetune` does.
+seg::FinetuneConfig seg_cfg(const std::string& data, const std::string& out, std::vector<std::string> sets) {
+  seg::FinetuneConfig cfg;
+  train::RunRequest req;
+  req.src.file = std::string(CP2_CONFIGS) + "/cpu_seg_tiny.yaml";
+  req.src.flags = {{"data.root", data}, {"train.out", out}};
+  req.src.sets = std::move(sets);
+  train::resolve_run(cfg, req, train::finetune_kind());
+  return cfg;
+}
+
+TEST(RunFolder, CheckpointComesBeforeAnEvaluationThatFails) {
+  set_threads(2);
+  const auto data = seg_data("h_eval_data", 4, 2);
+  const auto out = temp_dir("h_eval_run");
+  const std::vector<std::string> sets = {"train.iters=4", "train.eval_every=2", "train.checkpoint_every=2"};
+  auto cfg = seg_cfg(data, out, sets);
+  // An unreadable validation image: evaluation at iteration 2 fails.
+  const std::string val_img = data + "/JPEGImages/val_000000.jpg";
+  const std::string good = read_text(val_img);
+  { std::ofstream(val_img, std::ios::binary) << "not a jpeg"; }
+  seg::FinetuneControl fc;
+  fc.progress = false;
+  expect_error([&] { seg::run_finetune(cfg, fc); }, {"val_000000.jpg"});
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/checkpoint_00000002.pt"));  // the training is kept
+  auto summary = nlohmann::json::parse(read_text(out + "/summary.json"));
+  EXPECT_FALSE(summary["finished"].get<bool>());
+  EXPECT_NE(summary["error"].get<std::string>().find("val_000000.jpg"), std::string::npos);
+  // --check-data lists the bad file up front.
+  seg::FinetuneControl check;
+  check.progress = false;
+  check.check_data = true;
+  auto cfg2 = seg_cfg(data, temp_dir("h_eval_check"), sets);
+  expect_error([&] { seg::run_finetune(cfg2, check); }, {"--check-data: 1 of 6", "val_000000.jpg"});
+  // Mended, the resumed run first makes up the evaluation of iteration 2.
+  { std::ofstream(val_img, std::ios::binary) << good; }
+  fc.resume = out;
+  auto s = seg::run_finetune(cfg, fc);
+  EXPECT_TRUE(s.finished);
+  EXPECT_EQ(logged(out, "iteration", /*evals=*/true), (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(logged(out, "iteration"), (std::vector<int64_t>{4}));  // log_every 10: the last iteration only
+  auto ck = io::load_checkpoint(s.last_checkpoint).root;
+  EXPECT_EQ(ck->get("evaluated_iteration")->i, 4);
+  EXPECT_GE(s.best_miou, 0.0);
+  EXPECT_LE(s.best_miou, 100.0);
+}
+
+TEST(RunFolder, NonFiniteFinetuneLossIsNumberedAsProgressShowsIt) {
+  set_threads(2);
+  const auto data = seg_data("h_nan_data", 4, 1);
+  auto cfg = seg_cfg(data, temp_dir("h_nan_run"), {"train.iters=3", "optim.lr=1e30", "optim.min_lr=0"});
+  seg::FinetuneControl fc;
+  fc.progress = false;
+  try {
+    seg::run_finetune(cfg, fc);
+    ADD_FAILURE() << "expected a non-finite loss";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    ASSERT_EQ(msg.rfind("iteration ", 0), 0u) << msg;
+    EXPECT_GE(std::stoll(msg.substr(10)), 2) << msg;  // the first iteration (1) is finite; never "iteration 0"
+  }
+}
+
+}  // namespace
+}  // namespace cp2::test
