@@ -8,6 +8,7 @@ PKGS=(
   libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libfmt-dev zlib1g-dev libpng-dev libjpeg-dev
   libopencv-dev
   libgtest-dev
+  dataset-fashion-mnist                             # built-in real data (cp2 synth --source fashion-mnist)
   python3 python3-torch python3-torchvision        # tests only: PyTorch oracle for parity
 )
 missing=()

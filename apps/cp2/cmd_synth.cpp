@@ -1,5 +1,5 @@
-// cp2 synth: writes a folder of generated images (shapes on gradients) to train on
-// without downloading anything.
+// cp2 synth: writes generated image folders and segmentation datasets to train on without
+// downloading anything: drawn shapes, or scenes of real Fashion-MNIST items (Debian package).
 #include <cstdio>
 #include <string>
 
@@ -20,6 +20,10 @@ Command register_synth(CLI::App& app) {
   c->add_option("--classes", o->classes, "class folders (0 = flat)")->capture_default_str();
   c->add_option("--ext", o->ext, "jpg or png")->capture_default_str();
   c->add_option("--seed", o->seed, "seed")->capture_default_str();
+  c->add_option("--source", o->source,
+                "shapes (drawn primitives) or fashion-mnist (real Fashion-MNIST items on procedural backgrounds)")
+      ->capture_default_str();
+  c->add_option("--fashion-dir", o->fashion_dir, "Fashion-MNIST's IDX files (default: Debian's /usr/share/datasets/fashion-mnist)");
   auto so = std::make_shared<seg::SynthSegOptions>();
   auto seg_layout = std::make_shared<std::string>();
   c->add_option("--seg", *seg_layout,
@@ -30,12 +34,15 @@ Command register_synth(CLI::App& app) {
   c->add_option("--shapes", so->shapes, "--seg: shapes per image")->capture_default_str();
   c->add_flag("--boundaries", so->boundaries, "--seg voc: 255 outlines around shapes");
   c->add_flag("--label-ids", so->label_ids, "--seg cityscapes: write labelIds instead of labelTrainIds");
+  c->add_option("--max-items", so->max_items, "--seg with fashion-mnist: items per scene, 1..N")->capture_default_str();
   return {c, [o, out, so, seg_layout] {
             if (!seg_layout->empty()) {
               so->layout = *seg_layout;
               so->width = o->width;
               so->height = o->height;
               so->seed = o->seed;
+              so->source = o->source;
+              so->fashion_dir = o->fashion_dir;
               auto splits = seg::write_synthetic_dataset(*out, *so);
               std::printf("wrote a %s-layout dataset (%d train, %d val images) to %s\n"
                           "data.train_split: %s\ndata.val_split: %s\n",

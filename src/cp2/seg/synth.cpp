@@ -4,10 +4,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "cp2/common.h"
+#include "cp2/data/fashion_mnist.h"
 #include "cp2/data/rng.h"
 #include "cp2/seg/classes.h"
 #include "cp2/seg/label_png.h"
@@ -88,12 +90,27 @@ void write_lab(const fs::path& p, const cv::Mat& lab) {
 std::pair<std::string, std::string> write_synthetic_dataset(const std::string& root_s, const SynthSegOptions& o) {
   if (o.train < 1 || o.val < 1 || o.width < 16 || o.height < 16 || o.classes < 1 || o.shapes < 1)
     throw Error("synth: expected train, val, classes, shapes >= 1 and size >= 16x16");
+  const bool fashion = o.source == "fashion-mnist";
+  if (!fashion && o.source != "shapes")
+    throw Error("synth --source: expected shapes or fashion-mnist, found '" + o.source + "'");
+  // Fashion-MNIST items: training scenes from its train split, validation scenes from t10k.
+  data::FashionMnist fm_train, fm_val;
+  data::SceneOptions so;
+  if (fashion) {
+    const std::string dir = o.fashion_dir.empty() ? data::kFashionMnistDir : o.fashion_dir;
+    fm_train = data::load_fashion_mnist(dir, "train");
+    fm_val = data::load_fashion_mnist(dir, "t10k");
+    so.width = o.width;
+    so.height = o.height;
+    so.max_items = o.max_items;
+  }
+  const int classes = fashion ? 10 : o.classes;
   const fs::path root = root_s;
   const bool voc = o.layout == "voc", city = o.layout == "cityscapes", ade = o.layout == "ade20k",
              list = o.layout == "list";
   if (!voc && !city && !ade && !list) throw Error("synth: layout must be voc, cityscapes, ade20k or list, found '" + o.layout + "'");
-  if (voc && o.classes > 20) throw Error("synth: voc has 20 foreground classes");
-  if (city && o.classes > 19) throw Error("synth: cityscapes has 19 classes");
+  if (voc && classes > 20) throw Error("synth: voc has 20 foreground classes");
+  if (city && classes > 19) throw Error("synth: cityscapes has 19 classes");
   mkdirs(root);
   std::pair<std::string, std::string> splits;
   for (int s = 0; s < 2; ++s) {
@@ -113,12 +130,21 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
       (train ? splits.first : splits.second) = city ? (train ? "train" : "val") : (train ? "training" : "validation");
     }
     for (int i = 0; i < n; ++i) {
-      auto [img, lab] = draw(o, static_cast<uint64_t>(s) << 32 | static_cast<uint64_t>(i));
+      const uint64_t key = static_cast<uint64_t>(s) << 32 | static_cast<uint64_t>(i);
+      cv::Mat img, lab;
+      if (fashion) {
+        auto scene = data::draw_scene(train ? fm_train : fm_val, so, o.seed, key);
+        cv::cvtColor(scene.image, img, cv::COLOR_RGB2BGR);
+        lab = scene.label;
+      } else {
+        std::tie(img, lab) = draw(o, key);
+      }
       char id[64];
       std::snprintf(id, sizeof id, "%s_%06d", train ? "train" : "val", i);
       if (voc) {
         write_img(root / "JPEGImages" / (std::string(id) + ".jpg"), img);
         write_lab(root / "SegmentationClassAug" / (std::string(id) + ".png"), lab);
+        if (fashion) write_lab(root / "SegmentationClass" / (std::string(id) + ".png"), lab);  // VOC's palette copy
         listing << id << "\n";
       } else if (list) {
         write_img(root / "images" / (std::string(id) + ".png"), img);
@@ -129,7 +155,8 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
         // train id's Cityscapes id (255 -> 0, "unlabeled").
         static const int id_of_train[19] = {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33};
         cv::Mat out = relabel(lab, [&](int v) {
-          const int t = v == 255 ? 255 : (v == 0 ? 0 : v - 1);
+          // Fashion: item class c (label c + 1) is train id c + 1, background road (0).
+          const int t = v == 255 ? 255 : fashion ? v : (v == 0 ? 0 : v - 1);
           return o.label_ids ? (t == 255 ? 0 : id_of_train[t]) : t;
         });
         const std::string city_name = i % 2 ? "aachen" : "bremen";
@@ -151,7 +178,7 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
   if (list) {
     std::ofstream c(root / "classes.txt");
     c << "background\n";
-    for (int k = 1; k <= o.classes; ++k) c << "shape_" << k << "\n";
+    for (int k = 1; k <= classes; ++k) c << (fashion ? std::string(data::fashion_mnist_classes()[k - 1]) : "shape_" + std::to_string(k)) << "\n";
   }
   return splits;
 }

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace cp2::seg {
 
@@ -15,6 +16,13 @@ struct SynthSegOptions {
   bool boundaries = false;      // voc: 255 outlines around shapes, as VOC's annotations
   bool label_ids = false;       // cityscapes: write *_labelIds.png instead of *_labelTrainIds.png
   uint64_t seed = 0;
+  // "shapes" (primitives coloured by class) or "fashion-mnist": scenes of 1..4 real
+  // Fashion-MNIST items (label = item class + 1, 1..10; background 0; a 255 band along
+  // each item's edge as VOC's), training scenes from the train split, validation scenes
+  // from t10k only. `classes`, `shapes` and `boundaries` apply to shapes only.
+  std::string source = "shapes";
+  std::string fashion_dir;  // "" = Debian's /usr/share/datasets/fashion-mnist
+  int max_items = 4;        // fashion-mnist: items per scene, 1..max_items
 };
 
 // Writes the dataset under `root` with the layout's split files/folders; returns the

@@ -53,14 +53,6 @@ Harness::Harness(HarnessOptions o)
   if (o_.resume.empty()) return;
   const auto target = locate_resume(o_.resume, "");  // a run folder: its newest checkpoint
   o_.resume = target.checkpoint;
-  // Continuing into another folder (a fork: --resume A --out B) needs B free of other runs.
-  if (target.run != folder_.path().string()) {
-    const std::string files = run_files(folder_.path());
-    if (!files.empty())
-      throw Error(folder_.path().string() + ": already holds another run (" + files + "); to continue " + o_.resume +
-                  " there, choose an empty --out, or resume into its own run folder " +
-                  (target.run.empty() ? std::string("(none)") : target.run));
-  }
   auto ck = io::load_checkpoint(o_.resume);
   resumed_ = ck.root;
   const std::string stored = stored_config(resumed_, o_.kind, o_.resume);
@@ -70,6 +62,14 @@ Harness::Harness(HarnessOptions o)
     for (size_t i = 0; i < changes.size(); ++i) msg += (i ? "; " : "") + changes[i];
     throw Error(msg + "); drop those settings to continue this run, or start a new run from its weights with --init " +
                 o_.resume);
+  }
+  // Continuing into another folder (a fork: --resume A --out B) needs B free of other runs.
+  if (target.run != folder_.path().string()) {
+    const std::string files = run_files(folder_.path());
+    if (!files.empty())
+      throw Error(folder_.path().string() + ": already holds another run (" + files + "); to continue " + o_.resume +
+                  " there, choose an empty --out, or resume into its own run folder " +
+                  (target.run.empty() ? std::string("(none)") : target.run));
   }
 }
 
