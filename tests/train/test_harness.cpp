@@ -3,6 +3,7 @@
 // One test per bug the run-folder issue reproduced; each failed before the harness.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -264,6 +265,30 @@ TEST(RunFolder, CheckpointComesBeforeAnEvaluationThatFails) {
   EXPECT_EQ(ck->get("evaluated_iteration")->i, 4);
   EXPECT_GE(s.best_miou, 0.0);
   EXPECT_LE(s.best_miou, 100.0);
+}
+
+TEST(RunFolder, FinetuneCheckpointsOfTheFractionEraResumeInPercent) {
+  set_threads(2);
+  const auto data = seg_data("h_fmt_data", 4, 1);
+  const auto out = temp_dir("h_fmt_run");
+  auto cfg = seg_cfg(data, out, {"train.iters=6", "train.eval_every=2", "train.checkpoint_every=1"});
+  seg::FinetuneControl fc;
+  fc.progress = false;
+  fc.max_iters = 3;  // evaluated at 2; checkpoint 3 carries that best
+  auto first = seg::run_finetune(cfg, fc);
+  ASSERT_GT(first.best_miou, 0.0);
+  // As cp2 wrote it before percent: format 1, mIoU as a fraction.
+  const auto ck = out + "/checkpoints/checkpoint_00000003.pt";
+  auto root = io::load_checkpoint(ck).root;
+  root->get("cp2")->get("format")->i = 1;
+  root->get("best")->get("miou")->f = first.best_miou / 100;
+  root->get("miou")->f = first.best_miou / 100;
+  io::save_checkpoint(ck, root);
+  fc.resume = out;  // continues to iteration 3 at once: no step, no evaluation, just the summary
+  auto second = seg::run_finetune(cfg, fc);
+  EXPECT_EQ(second.first_iter, 3);
+  EXPECT_NEAR(second.best_miou, first.best_miou, 1e-9);
+  EXPECT_EQ(second.best_iter, 2);
 }
 
 TEST(RunFolder, NonFiniteFinetuneLossIsNumberedAsProgressShowsIt) {

@@ -126,12 +126,24 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   const auto& T = cfg.train;
   const std::string yaml = cfg.to_yaml();  // what runs is what the checkpoints store
 
-  if (!rc.dump_batch.empty()) {  // no run folder: the batch a run would start with
+  if (!rc.dump_batch.empty()) {  // no run folder: the batch the run would train on next
     auto ds = std::make_shared<data::PretrainDataset>(cfg.data.root, cfg.aug_options(), T.seed);
     data::PretrainLoader loader(ds, cfg.loader_options());
-    loader.start(0, 0, 1);
+    Position at;
+    if (!rc.resume.empty()) {
+      const auto file = train::locate_resume(rc.resume, "").checkpoint;
+      const auto root = io::load_checkpoint(file).root;
+      const auto& what = train::pretrain_kind().what;
+      train::expect_kind(root, train::pretrain_kind(), file);
+      at = {get_int(root, "epoch", file, what), get_int(root, "iteration", file, what), 0};
+    }
+    const int64_t bpe = loader.batches_per_epoch();
+    if (at.iter >= (T.iters_per_epoch > 0 ? std::min(T.iters_per_epoch, bpe) : bpe)) at = {at.epoch + 1, 0, 0};
+    loader.start(at.epoch, at.iter, at.iter + 1);
     save_batch(rc.dump_batch, *loader.next());
-    if (rc.progress) std::fprintf(stderr, "wrote the first batch to %s\n", rc.dump_batch.c_str());
+    if (rc.progress)
+      std::fprintf(stderr, "wrote the batch of epoch %lld, iteration %lld to %s\n", static_cast<long long>(at.epoch + 1),
+                   static_cast<long long>(at.iter + 1), rc.dump_batch.c_str());
     return {};
   }
 

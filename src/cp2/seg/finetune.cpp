@@ -33,7 +33,7 @@ py::ObjPtr make_checkpoint(models::SegmentorImpl& m, const train::Optimizer* opt
                            const SegDataset& ds, const std::string& config, const EvalState& ev) {
   auto root = py::dict();
   auto cp2 = py::dict();
-  py::set(cp2, "format", py::integer(1));
+  py::set(cp2, "format", py::integer(2));  // 2: mIoU in percent (1 stored fractions)
   py::set(cp2, "kind", py::str("finetune"));
   py::set(root, "cp2", cp2);
   auto meta = py::dict();
@@ -169,6 +169,13 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
       }
       if (auto m = root->get("miou"); m && m->kind == py::Kind::Float) ev.last_miou = m->f;
       if (auto e = root->get("evaluated_iteration"); e && e->kind == py::Kind::Int) ev.evaluated_iter = e->i;
+      const auto meta = root->get("cp2");
+      const auto format = meta ? meta->get("format") : nullptr;
+      if (format && format->kind == py::Kind::Int && format->i < 2) {  // older cp2: fractions
+        if (ev.best_miou > 0) ev.best_miou *= 100;
+        if (ev.last_miou > 0) ev.last_miou *= 100;
+        ev.evaluated_iter = iter;  // its evaluation ran before its checkpoint
+      }
       train::set_rng_state(root->get("rng"));
       h.check_dataset("dataset_images", train_ds->size(), "training images");
     }
