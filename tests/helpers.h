@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cp2/common.h"
+#include "cp2/data/synth.h"
 #include "cp2/io/checkpoint.h"
 
 namespace cp2::test {
@@ -20,6 +21,18 @@ inline std::string temp_dir(const std::string& name) {
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();
+}
+
+// A fresh folder of `count` generated w x h images (data::write_synthetic_images).
+inline std::string synth_images(const std::string& name, int count, int width, int height, uint64_t seed) {
+  auto dir = temp_dir(name);
+  data::SynthOptions o;
+  o.count = count;
+  o.width = width;
+  o.height = height;
+  o.seed = seed;
+  data::write_synthetic_images(dir, o);
+  return dir;
 }
 
 // Tensors of a flat dict file written by tools/make_parity_fixtures.py.

@@ -44,8 +44,7 @@ int run(const EvalArgs& a) {
   seg::resolve_config(cfg, src);
 
   // --set model.* reaches the model; the shapes must still be the file's.
-  auto m = seg::build_finetuned(
-      file, {cfg.model, !file.config_text.empty() || src.names("model.arch") || src.names("model.head_channels")});
+  auto m = seg::build_finetuned(file, seg::model_settings(file, cfg.model, src));
   const auto device = train::parse_device(a.device, "--device");
   m.model->to(device);
   seg::SegDataset ds(cfg.data.dataset(false));

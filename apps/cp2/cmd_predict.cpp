@@ -28,12 +28,11 @@ int run(const PredictArgs& a) {
   if (a.flip) src.flags.emplace_back("eval.flip", "true");
   if (!a.scales.empty()) src.flags.emplace_back("eval.scales", "[" + a.scales + "]");
   src.sets = a.sets;
+  src.stored_config = file.config_text;
+  src.stored_origin = file.path + " (stored config)";
   auto f = cfg.fields();
-  if (!file.config_text.empty()) f.load_yaml_text(file.config_text, file.path + " (stored config)");
-  for (const auto& [k, v] : src.flags) f.set(k, v, "command line");
-  f.apply_overrides(src.sets);
-  auto m = seg::build_finetuned(
-      file, {cfg.model, !file.config_text.empty() || src.names("model.arch") || src.names("model.head_channels")});
+  config::apply_sources(f, src);  // not validated: predict needs no dataset
+  auto m = seg::build_finetuned(file, seg::model_settings(file, cfg.model, src));
   m.model->to(train::parse_device(a.device, "--device"));
   seg::PredictOptions po;
   po.out = a.out;

@@ -12,27 +12,22 @@
 
 namespace {
 
-// "did you mean" for a mistyped subcommand or flag, from CLI11's parse error.
+// "did you mean" for a mistyped flag of the chosen subcommand, from CLI11's parse error
+// (an unknown command is caught before parsing, in main).
 std::string suggestion(const CLI::App& app, int argc, char** argv) {
-  std::vector<std::string> subs;
-  for (const auto* s : app.get_subcommands([](const CLI::App*) { return true; })) subs.push_back(s->get_name());
   const CLI::App* chosen = nullptr;
   for (const auto* s : app.get_subcommands([](const CLI::App* a) { return a->parsed(); })) chosen = s;
+  if (!chosen) return "";
+  std::vector<std::string> flags;
+  for (const auto* o : chosen->get_options())
+    for (const auto& l : o->get_lnames()) flags.push_back("--" + l);
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (!chosen && arg[0] != '-') {
-      auto c = cp2::config::closest(arg, subs);
-      return c.empty() ? "" : "unknown command '" + arg + "': did you mean '" + c + "'?";
-    }
-    if (chosen && arg.rfind("--", 0) == 0) {
-      const std::string name = arg.substr(0, arg.find('='));
-      std::vector<std::string> flags;
-      for (const auto* o : chosen->get_options())
-        for (const auto& l : o->get_lnames()) flags.push_back("--" + l);
-      if (std::find(flags.begin(), flags.end(), name) != flags.end()) continue;
-      auto c = cp2::config::closest(name, flags);
-      if (!c.empty()) return "unknown flag '" + name + "': did you mean '" + c + "'?";
-    }
+    if (arg.rfind("--", 0) != 0) continue;
+    const std::string name = arg.substr(0, arg.find('='));
+    if (std::find(flags.begin(), flags.end(), name) != flags.end()) continue;
+    auto c = cp2::config::closest(name, flags);
+    if (!c.empty()) return "unknown flag '" + name + "': did you mean '" + c + "'?";
   }
   return "";
 }

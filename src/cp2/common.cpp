@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include <thread>
 #include <vector>
@@ -30,6 +31,25 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::vector<std::string> for_each_index(int64_t n, int threads, const std::function<void(int64_t)>& fn) {
+  std::vector<std::string> errors(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t i; (i = next++) < n;) {
+      try {
+        fn(i);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(i)] = e.what();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < std::max(threads, 1); ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  return errors;
 }
 
 std::string shape_str(const std::vector<long>& sizes) {

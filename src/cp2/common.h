@@ -1,6 +1,8 @@
 // Shared basics: the one exception type thrown at boundaries, thread setup.
 #pragma once
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -25,6 +27,11 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t);
 double peak_rss_mib();                 // the process's peak resident set (getrusage)
 double median(std::vector<double> v);  // of a non-empty list; mean of the middle two for even sizes
+
+// Calls fn(i) for i in [0, n) on `threads` threads (the caller's included), each index
+// once; returns what each call threw ("" where it returned), in index order. For work
+// whose result depends on the index only (files drawn from (seed, i), checks).
+std::vector<std::string> for_each_index(int64_t n, int threads, const std::function<void(int64_t)>& fn);
 
 // Human-readable shape such as [64, 3, 7, 7].
 std::string shape_str(const std::vector<long>& sizes);

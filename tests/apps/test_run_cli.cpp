@@ -151,6 +151,7 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   EXPECT_NE(r.out.find("inside the input folder"), std::string::npos) << r.out;
   r = run_cli("predict " + dir + "/run " + in + " --out " + in + " --quiet");
   EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("inside the input folder"), std::string::npos) << r.out;
   r = run_cli("predict " + dir + "/run " + in + " --out " + dir + "/preds --quiet");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("broken.jpg"), std::string::npos) << r.out;
@@ -162,6 +163,10 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   EXPECT_TRUE(fs::exists(dir + "/preds/a_jpg.png"));
   EXPECT_TRUE(fs::exists(dir + "/preds/a_png.png"));
   EXPECT_FALSE(fs::exists(dir + "/preds/b_overlay.png"));
+  // A single image inside --out whose prediction would land on itself.
+  r = run_cli("predict " + dir + "/run " + dir + "/preds/a_png.png --out " + dir + "/preds --quiet");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("an input"), std::string::npos) << r.out;
   size_t files = 0;
   for (auto& e : fs::directory_iterator(dir + "/preds")) files += e.is_regular_file();
   EXPECT_EQ(files, 4u);

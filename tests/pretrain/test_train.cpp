@@ -22,16 +22,7 @@ namespace {
 
 using namespace cp2::pretrain;
 
-std::string images(const std::string& name, int count) {
-  auto dir = temp_dir(name);
-  data::SynthOptions o;
-  o.count = count;
-  o.width = 96;
-  o.height = 80;
-  o.seed = 3;
-  data::write_synthetic_images(dir, o);
-  return dir;
-}
+std::string images(const std::string& name, int count) { return synth_images(name, count, 96, 80, 3); }
 
 // The tiny CPU config (configs/cpu_tiny.yaml) on `data`, writing to `out`.
 PretrainConfig tiny(const std::string& data, const std::string& out, std::string* yaml = nullptr) {

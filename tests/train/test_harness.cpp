@@ -23,16 +23,7 @@ namespace fs = std::filesystem;
 namespace cp2::test {
 namespace {
 
-std::string images(const std::string& name, int count) {
-  auto dir = temp_dir(name);
-  data::SynthOptions o;
-  o.count = count;
-  o.width = 80;
-  o.height = 64;
-  o.seed = 4;
-  data::write_synthetic_images(dir, o);
-  return dir;
-}
+std::string images(const std::string& name, int count) { return synth_images(name, count, 80, 64, 4); }
 
 train::RunRequest tiny_request(const std::string& data, const std::string& out, std::vector<std::string> sets = {}) {
   train::RunRequest r;

@@ -194,11 +194,14 @@ void Fields::apply_overrides(const std::vector<std::string>& items, const std::s
 }
 
 namespace {
-void walk(Fields& f, const YAML::Node& n, const std::string& prefix, const std::string& origin) {
+
+// Nested maps to dotted keys; lists of scalars as "[a, b]", null as "".
+void walk(const YAML::Node& n, const std::string& prefix, const std::string& origin,
+          std::vector<std::pair<std::string, std::string>>& out) {
   if (n.IsMap()) {
     for (const auto& kv : n) {
       auto k = kv.first.as<std::string>();
-      walk(f, kv.second, prefix.empty() ? k : prefix + "." + k, origin);
+      walk(kv.second, prefix.empty() ? k : prefix + "." + k, origin, out);
     }
   } else if (n.IsSequence()) {
     std::string s = "[";
@@ -206,25 +209,36 @@ void walk(Fields& f, const YAML::Node& n, const std::string& prefix, const std::
       if (!n[i].IsScalar()) throw Error(origin + ": key '" + prefix + "': expected a list of numbers");
       s += (i ? ", " : "") + n[i].as<std::string>();
     }
-    f.set(prefix, s + "]", origin);
+    out.emplace_back(prefix, s + "]");
   } else if (n.IsScalar()) {
-    f.set(prefix, n.as<std::string>(), origin);
+    out.emplace_back(prefix, n.as<std::string>());
   } else if (n.IsNull()) {
-    f.set(prefix, "", origin);
+    out.emplace_back(prefix, "");
   }
 }
+
+std::vector<std::pair<std::string, std::string>> flatten(const YAML::Node& root, const std::string& origin) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (root.IsNull()) return out;
+  if (!root.IsMap()) throw Error(origin + ": expected a YAML map of keys at the top");
+  walk(root, "", origin, out);
+  return out;
+}
+
 }  // namespace
 
-void Fields::load_yaml_text(const std::string& text, const std::string& origin) {
+std::vector<std::pair<std::string, std::string>> flatten_yaml(const std::string& text, const std::string& origin) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     throw Error(origin + ": invalid YAML: " + e.what());
   }
-  if (root.IsNull()) return;
-  if (!root.IsMap()) throw Error(origin + ": expected a YAML map of keys at the top");
-  walk(*this, root, "", origin);
+  return flatten(root, origin);
+}
+
+void Fields::load_yaml_text(const std::string& text, const std::string& origin) {
+  for (const auto& [k, v] : flatten_yaml(text, origin)) set(k, v, origin);
 }
 
 void Fields::load_yaml_file(const std::string& path) {
@@ -236,9 +250,7 @@ void Fields::load_yaml_file(const std::string& path) {
   } catch (const YAML::Exception& e) {
     throw Error(path + ": invalid YAML: " + e.what());
   }
-  if (root.IsNull()) return;
-  if (!root.IsMap()) throw Error(path + ": expected a YAML map of keys at the top");
-  walk(*this, root, "", path);
+  for (const auto& [k, v] : flatten(root, path)) set(k, v, path);
 }
 
 std::string Fields::to_yaml() const {

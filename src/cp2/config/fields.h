@@ -64,6 +64,10 @@ struct Sources {
 };
 void apply_sources(Fields& f, const Sources& src);
 
+// A YAML text of nested maps as (dotted key, value text) pairs, in file order: what
+// load_yaml_text sets, for comparing two configs. Throws naming `origin`.
+std::vector<std::pair<std::string, std::string>> flatten_yaml(const std::string& text, const std::string& origin);
+
 // The candidate nearest to `word` in edit distance, if within `max_distance` ("" else):
 // the "did you mean" of keys, subcommands and flags.
 std::string closest(const std::string& word, const std::vector<std::string>& candidates, size_t max_distance = 3);

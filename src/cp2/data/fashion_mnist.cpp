@@ -105,18 +105,21 @@ void render_item(const FashionMnist& items, int64_t index, int size, Rng& r, cv:
     }
 }
 
+// The part of a size x size item placed at (x0, y0) that lies on a w x h canvas: the
+// rectangle in the item and the same one on the canvas (empty when it misses).
+std::pair<cv::Rect, cv::Rect> overlap(int x0, int y0, int size, int w, int h) {
+  const cv::Rect on_canvas = cv::Rect(x0, y0, size, size) & cv::Rect(0, 0, w, h);
+  return {on_canvas - cv::Point(x0, y0), on_canvas};
+}
+
 // Alpha-composites an item onto `canvas` (float RGB) at (x0, y0), clipped.
 void paste(cv::Mat& canvas, const cv::Mat& rgb, const cv::Mat& alpha, int x0, int y0) {
-  for (int y = 0; y < rgb.rows; ++y) {
-    const int cy = y0 + y;
-    if (cy < 0 || cy >= canvas.rows) continue;
-    for (int x = 0; x < rgb.cols; ++x) {
-      const int cx = x0 + x;
-      if (cx < 0 || cx >= canvas.cols) continue;
-      const float a = alpha.at<float>(y, x);
-      auto& d = canvas.at<cv::Vec3f>(cy, cx);
-      d = d * (1 - a) + rgb.at<cv::Vec3f>(y, x) * a;
-    }
+  const auto [src, dst] = overlap(x0, y0, rgb.cols, canvas.cols, canvas.rows);
+  for (int y = 0; y < src.height; ++y) {
+    const auto* c = rgb.ptr<cv::Vec3f>(src.y + y) + src.x;
+    const auto* a = alpha.ptr<float>(src.y + y) + src.x;
+    auto* d = canvas.ptr<cv::Vec3f>(dst.y + y) + dst.x;
+    for (int x = 0; x < src.width; ++x) d[x] = d[x] * (1 - a[x]) + c[x] * a[x];
   }
 }
 
@@ -201,12 +204,8 @@ Scene draw_scene(const FashionMnist& items, const SceneOptions& o, uint64_t seed
     // The item's pixels: where it is more than half opaque. The front item wins, its band
     // replaces what the items behind drew there.
     cv::Mat mask(o.height, o.width, CV_8UC1, cv::Scalar(0));
-    for (int y = 0; y < size; ++y)
-      for (int x = 0; x < size; ++x) {
-        const int cy = y0 + y, cx = x0 + x;
-        if (cy >= 0 && cy < o.height && cx >= 0 && cx < o.width && alpha.at<float>(y, x) > 0.5f)
-          mask.at<uint8_t>(cy, cx) = 1;
-      }
+    const auto [src, dst] = overlap(x0, y0, size, o.width, o.height);
+    if (!src.empty()) mask(dst).setTo(1, alpha(src) > 0.5f);
     s.label.setTo(cls + 1, mask);
     band.setTo(0, mask);
     if (o.boundary > 0) {

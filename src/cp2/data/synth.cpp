@@ -1,10 +1,8 @@
 #include "cp2/data/synth.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <filesystem>
-#include <thread>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -25,35 +23,22 @@ std::vector<std::string> write_fashion_images(const std::string& root, const Syn
   so.width = o.width;
   so.height = o.height;
   std::vector<std::string> paths(static_cast<size_t>(o.count));
-  std::vector<std::string> errors(static_cast<size_t>(o.count));
   // Every image from (seed, i): threads change nothing but the time.
-  const int threads = std::max(1, get_threads());
-  std::atomic<int> next{0};
-  auto work = [&] {
-    for (int i; (i = next++) < o.count;) {
-      try {
-        PlacedItem item;
-        cv::Mat rgb = draw_object_image(items, so, o.seed, static_cast<uint64_t>(i), &item), bgr;
-        fs::path dir = root;
-        if (o.classes > 0) dir /= "class_" + std::to_string(item.cls % o.classes);
-        std::error_code ec;
-        fs::create_directories(dir, ec);
-        if (ec) throw Error(dir.string() + ": cannot create folder (" + ec.message() + ")");
-        cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
-        char name[64];
-        std::snprintf(name, sizeof name, "fm_%06d.%s", i, o.ext.c_str());
-        const auto path = (dir / name).string();
-        if (!cv::imwrite(path, bgr)) throw Error(path + ": cannot write image");
-        paths[static_cast<size_t>(i)] = path;
-      } catch (const std::exception& e) {
-        errors[static_cast<size_t>(i)] = e.what();
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+  const auto errors = for_each_index(o.count, std::max(1, get_threads()), [&](int64_t i) {
+    PlacedItem item;
+    cv::Mat rgb = draw_object_image(items, so, o.seed, static_cast<uint64_t>(i), &item), bgr;
+    fs::path dir = root;
+    if (o.classes > 0) dir /= "class_" + std::to_string(item.cls % o.classes);
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw Error(dir.string() + ": cannot create folder (" + ec.message() + ")");
+    cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+    char name[64];
+    std::snprintf(name, sizeof name, "fm_%06lld.%s", static_cast<long long>(i), o.ext.c_str());
+    const auto path = (dir / name).string();
+    if (!cv::imwrite(path, bgr)) throw Error(path + ": cannot write image");
+    paths[static_cast<size_t>(i)] = path;
+  });
   for (const auto& e : errors)
     if (!e.empty()) throw Error(e);
   return paths;

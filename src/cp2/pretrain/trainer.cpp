@@ -54,6 +54,21 @@ py::ObjPtr make_checkpoint(CP2ModelImpl& m, const train::Optimizer& opt, const P
   return root;
 }
 
+// Steps in an epoch: the loader's batches, capped by train.iters_per_epoch.
+int64_t steps_per_epoch(const TrainOptions& T, const data::PretrainLoader& loader) {
+  const int64_t bpe = loader.batches_per_epoch();
+  return T.iters_per_epoch > 0 ? std::min(T.iters_per_epoch, bpe) : bpe;
+}
+
+// Where a checkpoint continues; a checkpoint written at an epoch's last step continues
+// at the next epoch's start.
+Position read_position(const py::ObjPtr& root, const std::string& path, int64_t steps_per_epoch) {
+  const auto& what = train::pretrain_kind().what;
+  Position p{get_int(root, "epoch", path, what), get_int(root, "iteration", path, what), get_int(root, "step", path, what)};
+  if (p.iter >= steps_per_epoch) p = {p.epoch + 1, 0, p.step};
+  return p;
+}
+
 // Quick Tuning: the backbone (and, from CP² files, the ASPP head) of `path` into the
 // query encoder; returns the load report. MoCo-mode encoders have the bare ResNet names.
 std::string quick_tuning_init(CP2ModelImpl& model, const std::string& path, io::Preset preset, int arch) {
@@ -133,12 +148,9 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     if (!rc.resume.empty()) {
       const auto file = train::locate_resume(rc.resume, "").checkpoint;
       const auto root = io::load_checkpoint(file).root;
-      const auto& what = train::pretrain_kind().what;
       train::expect_kind(root, train::pretrain_kind(), file);
-      at = {get_int(root, "epoch", file, what), get_int(root, "iteration", file, what), 0};
+      at = read_position(root, file, steps_per_epoch(T, loader));
     }
-    const int64_t bpe = loader.batches_per_epoch();
-    if (at.iter >= (T.iters_per_epoch > 0 ? std::min(T.iters_per_epoch, bpe) : bpe)) at = {at.epoch + 1, 0, 0};
     loader.start(at.epoch, at.iter, at.iter + 1);
     save_batch(rc.dump_batch, *loader.next());
     if (rc.progress)
@@ -190,22 +202,19 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     model->to(device);
     train::Optimizer opt(query_parameters(*model), cfg.optim);
 
+    data::PretrainLoader loader(ds, cfg.loader_options());
     if (h.resuming()) {
       const auto& path = h.resumed_path();
       const auto& root = h.resumed();
-      const std::string what = train::pretrain_kind().what;
       load_pretrain_state(*model, drop_classifier(io::find_state_dict(io::Checkpoint{root, io::Format::Zip, path})), path,
                           /*strict=*/true);
       train::load_optimizer_entry(opt, root, path);
-      pos = {get_int(root, "epoch", path, what), get_int(root, "iteration", path, what), get_int(root, "step", path, what)};
+      pos = read_position(root, path, steps_per_epoch(T, loader));
       train::set_rng_state(root->get("rng"));
       h.check_dataset("dataset_images", ds->size(), "images");
     }
 
-    data::PretrainLoader loader(ds, cfg.loader_options());
-    const int64_t bpe = loader.batches_per_epoch();
-    const int64_t iters = T.iters_per_epoch > 0 ? std::min(T.iters_per_epoch, bpe) : bpe;
-    if (pos.iter >= iters) pos = {pos.epoch + 1, 0, pos.step};
+    const int64_t iters = steps_per_epoch(T, loader);
     const int64_t total_steps = T.epochs * iters;
     sum.first_step = sum.last_step = pos.step;
 

@@ -123,6 +123,10 @@ FinetunedFile read_finetuned(const std::string& file_or_run) {
   return f;
 }
 
+ModelSettings model_settings(const FinetunedFile& file, const SegModelConfig& model, const config::Sources& src) {
+  return {model, !file.config_text.empty() || src.names("model.arch") || src.names("model.head_channels")};
+}
+
 FinetunedModel load_finetuned(const std::string& file_or_run) {
   auto file = read_finetuned(file_or_run);
   FinetuneConfig cfg;

@@ -62,6 +62,10 @@ struct ModelSettings {
   SegModelConfig model;
   bool check_shapes = false;
 };
+// The settings evaluate/predict use: `model` as resolved (stored config, then the
+// user's --config/--set); shapes are checked when the file stores a config or the user
+// named model.arch / model.head_channels.
+ModelSettings model_settings(const FinetunedFile& file, const SegModelConfig& model, const config::Sources& src);
 // The model of such a file with those settings (output stride, align_corners, dropout
 // applied); strict load; returned in eval mode.
 FinetunedModel build_finetuned(const FinetunedFile& file, const ModelSettings& settings);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -94,6 +95,14 @@ PredictResult predict_files(FinetunedModel& m, const std::string& input, const E
       if (!ext.empty()) ext = "_" + ext.substr(1);
       stems[i] = stems[i].parent_path() / (stems[i].filename().string() + ext);
     }
+  // Whatever the folders, no output file may be an input (a single image inside --out).
+  std::set<fs::path> input_set;
+  for (const auto& f : inputs) input_set.insert(canonical_or_absolute(f));
+  for (const auto& stem : stems)
+    for (const char* suffix : {".png", "_overlay.jpg"})
+      if (input_set.count(canonical_or_absolute(out / (stem.string() + suffix))))
+        throw Error("--out " + po.out + ": would write " + (out / (stem.string() + suffix)).string() +
+                    ", an input; choose another folder");
   fs::create_directories(out, ec);
   if (ec) throw Error(po.out + ": cannot create folder (" + ec.message() + ")");
   PredictResult res;

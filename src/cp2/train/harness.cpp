@@ -1,49 +1,25 @@
 #include "cp2/train/harness.h"
 
-#include <yaml-cpp/yaml.h>
-
+#include <atomic>
+#include <csignal>
 #include <cstdio>
+#include <exception>
 #include <map>
+#include <mutex>
 
+#include "cp2/config/fields.h"
 #include "cp2/io/checkpoint.h"
 
 namespace cp2::train {
 
-namespace {
-
-void flatten_yaml(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
-  if (n.IsMap()) {
-    for (const auto& kv : n) {
-      auto k = kv.first.as<std::string>();
-      flatten_yaml(kv.second, prefix.empty() ? k : prefix + "." + k, out);
-    }
-  } else if (n.IsScalar()) {
-    out[prefix] = n.as<std::string>();
-  } else if (n.IsSequence()) {
-    std::string s;
-    for (const auto& x : n) s += (s.empty() ? "" : ", ") + (x.IsScalar() ? x.as<std::string>() : std::string("?"));
-    out[prefix] = "[" + s + "]";
-  }
-}
-
-std::map<std::string, std::string> flat(const std::string& yaml) {
-  std::map<std::string, std::string> out;
-  try {
-    flatten_yaml(YAML::Load(yaml), "", out);
-  } catch (const YAML::Exception&) {
-  }
-  return out;
-}
-
-}  // namespace
-
 std::vector<std::string> model_key_changes(const std::string& stored_yaml, const std::string& yaml) {
-  auto a = flat(stored_yaml), b = flat(yaml);
+  std::map<std::string, std::string> stored;
+  for (auto& [k, v] : config::flatten_yaml(stored_yaml, "stored config")) stored[k] = v;
   std::vector<std::string> out;
-  for (const auto& [k, v] : b) {
+  for (const auto& [k, v] : config::flatten_yaml(yaml, "config")) {
     if (k.rfind("model.", 0) != 0) continue;
-    auto it = a.find(k);
-    if (it != a.end() && it->second != v) out.push_back(k + ": the checkpoint has " + it->second + ", asked " + v);
+    auto it = stored.find(k);
+    if (it != stored.end() && it->second != v) out.push_back(k + ": the checkpoint has " + it->second + ", asked " + v);
   }
   return out;
 }
@@ -130,7 +106,7 @@ void Harness::non_finite(int64_t position, const std::string& detail) const {
 void Harness::summary(nlohmann::json fields, bool finished) const {
   fields["finished"] = finished;
   const int sig = stop_signal();
-  fields["stopped_by"] = finished ? "" : sig == 2 ? "SIGINT" : sig == 15 ? "SIGTERM" : "max";
+  fields["stopped_by"] = finished ? "" : sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "max";
   fields["checkpoint"] = last_;
   fields["error"] = nullptr;
   folder_.write("summary.json", fields.dump(2) + "\n");
@@ -148,37 +124,24 @@ void Harness::failed(const std::string& error, nlohmann::json fields) const {
   }
 }
 
-}  // namespace cp2::train
-
-#include <atomic>
-#include <mutex>
-#include <thread>
-
-namespace cp2::train {
-
 std::vector<std::string> check_items(int64_t n, const std::function<void(int64_t)>& read, int threads,
                                      const std::function<void(int64_t, int64_t)>& progress) {
-  std::vector<std::string> errors(static_cast<size_t>(n));
-  std::atomic<int64_t> next{0}, done{0};
+  std::atomic<int64_t> done{0};
   std::mutex mu;
-  auto work = [&] {
-    for (int64_t i; (i = next++) < n;) {
-      try {
-        read(i);
-      } catch (const std::exception& e) {
-        errors[static_cast<size_t>(i)] = e.what();
-      }
-      const int64_t d = ++done;
-      if (progress) {
-        std::lock_guard<std::mutex> lk(mu);
-        progress(d, n);
-      }
+  auto errors = for_each_index(n, threads, [&](int64_t i) {
+    std::exception_ptr failure;
+    try {
+      read(i);
+    } catch (...) {
+      failure = std::current_exception();
     }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < std::max(threads, 1); ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+    const int64_t d = ++done;  // counted either way
+    if (progress) {
+      std::lock_guard<std::mutex> lk(mu);
+      progress(d, n);
+    }
+    if (failure) std::rethrow_exception(failure);
+  });
   std::vector<std::string> out;
   for (auto& e : errors)
     if (!e.empty()) out.push_back(e);

@@ -105,28 +105,28 @@ RunFolder::RunFolder(const fs::path& out, bool resuming) : out_(absolute_path(ou
   const fs::path lock = out_ / ".lock";
   lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0) throw Error(lock.string() + ": cannot open run-folder lock (" + std::strerror(errno) + ")");
-  if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    const long pid = lock_holder(lock);
+  // A throwing constructor runs no destructor: every failure below releases the lock.
+  auto fail = [&](const std::string& msg) {
     ::close(lock_fd_);
     lock_fd_ = -1;
-    throw Error(out_.string() + ": in use by another cp2 run (pid " + (pid ? std::to_string(pid) : "unknown") +
-                "); wait for it to end, or choose another --out");
+    return Error(msg);
+  };
+  if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    const long pid = lock_holder(lock);
+    throw fail(out_.string() + ": in use by another cp2 run (pid " + (pid ? std::to_string(pid) : "unknown") +
+               "); wait for it to end, or choose another --out");
   }
+  // The holder's pid, for a second run's message (the lock holds without it).
   const std::string pid = std::to_string(getpid()) + "\n";
-  if (ftruncate(lock_fd_, 0) != 0 || pwrite(lock_fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
-    // The lock holds without the pid; only the message of a second run loses it.
-  }
+  if (ftruncate(lock_fd_, 0) == 0) (void)!pwrite(lock_fd_, pid.data(), pid.size(), 0);
   if (!resuming) {
     const std::string files = run_files(out_);
-    if (!files.empty()) {
-      ::close(lock_fd_);
-      lock_fd_ = -1;
-      throw Error(out_.string() + ": already holds a run (" + files + "); continue it with --resume " + out_.string() +
-                  ", or choose another --out");
-    }
+    if (!files.empty())
+      throw fail(out_.string() + ": already holds a run (" + files + "); continue it with --resume " + out_.string() +
+                 ", or choose another --out");
   }
   fs::create_directories(checkpoints(), ec);
-  if (ec) throw Error(checkpoints().string() + ": cannot create (" + ec.message() + ")");
+  if (ec) throw fail(checkpoints().string() + ": cannot create (" + ec.message() + ")");
 }
 
 RunFolder::~RunFolder() {
