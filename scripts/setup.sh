@@ -9,6 +9,7 @@ PKGS=(
   libopencv-dev
   libgtest-dev
   dataset-fashion-mnist                             # built-in real data (cp2 synth --source fashion-mnist)
+  chromium                                          # tests only: renders cp2 report pages headless
   python3 python3-torch python3-torchvision        # tests only: PyTorch oracle for parity
 )
 missing=()

@@ -67,6 +67,7 @@ int run(FinetuneArgs& a) {
     std::printf("best mIoU %.2f%% at iteration %lld: %s\n", s.best_miou, static_cast<long long>(s.best_iter),
                 s.best_checkpoint.c_str());
   std::printf("checkpoint: %s\nlog: %s/log.jsonl\n", s.last_checkpoint.c_str(), cfg.train.out.c_str());
+  if (!s.signal) write_run_report(cfg.train.out);
   if (s.signal) std::printf("continue with: cp2 finetune --resume %s\n", cfg.train.out.c_str());
   return exit_status(s.signal);
 }

@@ -65,6 +65,7 @@ int run_pretrain_cmd(PretrainArgs& a) {
               s.images_per_s, s.skipped_images ? (", " + std::to_string(s.skipped_images) + " unreadable image reads skipped").c_str() : "");
   if (!s.losses.empty()) std::printf("loss: first %.4f, last %.4f\n", s.losses.front(), s.losses.back());
   std::printf("checkpoint: %s\nlog: %s/log.jsonl\n", s.last_checkpoint.c_str(), cfg.train.out.c_str());
+  if (!s.signal) write_run_report(cfg.train.out);
   if (s.signal) std::printf("continue with: cp2 pretrain --resume %s\n", cfg.train.out.c_str());
   return exit_status(s.signal);
 }

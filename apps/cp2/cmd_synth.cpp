@@ -35,6 +35,7 @@ Command register_synth(CLI::App& app) {
   c->add_flag("--boundaries", so->boundaries, "--seg voc: 255 outlines around shapes");
   c->add_flag("--label-ids", so->label_ids, "--seg cityscapes: write labelIds instead of labelTrainIds");
   c->add_option("--max-items", so->max_items, "--seg with fashion-mnist: items per scene, 1..N")->capture_default_str();
+  c->add_option("--backgrounds", so->backgrounds, "--seg with fashion-mnist: all (gradients, noise, stripes, blobs, tiles) or plain (gradients only)")->capture_default_str();
   return {c, [o, out, so, seg_layout] {
             if (!seg_layout->empty()) {
               so->layout = *seg_layout;

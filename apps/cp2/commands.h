@@ -20,5 +20,8 @@ Command register_bench(CLI::App& app);
 Command register_finetune(CLI::App& app);
 Command register_evaluate(CLI::App& app);
 Command register_predict(CLI::App& app);
+Command register_ablate(CLI::App& app);
+Command register_trials(CLI::App& app);
+Command register_report(CLI::App& app);
 
 }  // namespace cp2::app

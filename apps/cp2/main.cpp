@@ -47,7 +47,9 @@ int main(int argc, char** argv) {
                                        cp2::app::register_loss(app), cp2::app::register_pretrain(app),
                                        cp2::app::register_synth(app), cp2::app::register_bench(app),
                                        cp2::app::register_finetune(app), cp2::app::register_evaluate(app),
-                                       cp2::app::register_predict(app)};
+                                       cp2::app::register_predict(app),
+                                       cp2::app::register_ablate(app),  cp2::app::register_trials(app),
+                                       cp2::app::register_report(app)};
   // Every subcommand lists --threads in its own help (it sets the same value).
   for (auto& c : cmds)
     c.sub->add_option("--threads", threads, threads_opt->get_description())

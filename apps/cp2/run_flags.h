@@ -5,6 +5,7 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <optional>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "cp2/config/fields.h"
+#include "cp2/report/report.h"
 #include "cp2/train/resolve.h"
 
 namespace cp2::app {
@@ -102,5 +104,17 @@ inline void prune(RunFlags& f) {
 
 // 0, or 128 + the signal that stopped a run (130 SIGINT, 143 SIGTERM).
 inline int exit_status(int signal) { return signal ? 128 + signal : 0; }
+
+// RUN/report.html at the end of a run (not of a signalled one: preemption leaves little
+// time); a failure to write it is a warning, never the run's failure.
+inline void write_run_report(const std::string& out) {
+  const std::string path = out + "/report.html";
+  try {
+    report::write(path, {out}, {});
+    std::printf("report: %s\n", path.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "warning: report not written: %s\n", e.what());
+  }
+}
 
 }  // namespace cp2::app

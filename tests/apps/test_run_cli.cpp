@@ -185,7 +185,7 @@ TEST(RunCli, VersionThreadsAndDidYouMean) {
   EXPECT_NE(r.out.find("CUDA available: no"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("CPU features: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("threads: 2"), std::string::npos) << r.out;
-  for (const char* sub : {"pretrain", "finetune", "evaluate", "predict", "convert", "loss", "bench", "synth", "demo"}) {
+  for (const char* sub : {"pretrain", "finetune", "evaluate", "predict", "convert", "loss", "bench", "synth", "demo", "ablate", "trials", "report"}) {
     r = run_cli(std::string(sub) + " --help");
     EXPECT_NE(r.out.find("--threads"), std::string::npos) << sub;
   }

@@ -114,6 +114,30 @@ TEST(FashionScenes, LabelsMatchPixelsAndAreDeterministic) {
   EXPECT_GT(cv::norm(other.image, data::draw_scene(items, o, 7, 0).image, cv::NORM_L1), 0);
 }
 
+TEST(FashionScenes, PlainBackgroundsAreGradients) {
+  // background_kinds 1: every background is a two-colour gradient, smooth everywhere (the
+  // other kinds have noise, stripe, blob or tile edges); the default draws all five kinds.
+  int smooth_all = 0;
+  for (uint64_t key = 0; key < 20; ++key) {
+    cv::Mat plain = data::draw_background(64, 48, 3, key, 1), all = data::draw_background(64, 48, 3, key);
+    auto max_step = [](const cv::Mat& m) {
+      cv::Mat dx;
+      cv::absdiff(m.colRange(1, m.cols), m.colRange(0, m.cols - 1), dx);
+      double mx = 0;
+      cv::minMaxLoc(dx.reshape(1), nullptr, &mx);
+      return mx;
+    };
+    EXPECT_LT(max_step(plain), 12) << key;
+    smooth_all += max_step(all) < 12;
+  }
+  EXPECT_LT(smooth_all, 12);  // the default mixes in textured kinds
+  seg::SynthSegOptions so;
+  so.source = "fashion-mnist";
+  so.backgrounds = "busy";
+  expect_error([&] { seg::write_synthetic_dataset(temp_dir("fashion_bad_bg"), so); },
+               {"backgrounds must be all or plain, found 'busy'"});
+}
+
 TEST(FashionScenes, ValidationItemsComeFromT10kOnly) {
   // Train items are classes 0-4, t10k items classes 5-9: labels tell the splits apart.
   const auto fm = temp_dir("fm_tiny");

@@ -131,11 +131,11 @@ cv::Mat to_u8(const cv::Mat& f) {
 
 }  // namespace
 
-cv::Mat draw_background(int width, int height, uint64_t seed, uint64_t key) {
+cv::Mat draw_background(int width, int height, uint64_t seed, uint64_t key, int kinds) {
   auto r = Rng::derive(seed, {0xB6, key});
   cv::Mat bg(height, width, CV_32FC3);
   const cv::Vec3f a = random_colour(r, 0, 200), b = random_colour(r, 0, 200);
-  const int kind = static_cast<int>(r.randint(0, 5));
+  const int kind = static_cast<int>(r.randint(0, std::clamp(kinds, 1, 5)));
   const double angle = r.uniform(0, 3.1416), period = r.uniform(4, 16);
   const double ca = std::cos(angle), sa = std::sin(angle);
   const int tile = static_cast<int>(r.randint(6, 20));
@@ -187,7 +187,7 @@ Scene draw_scene(const FashionMnist& items, const SceneOptions& o, uint64_t seed
                 std::to_string(o.max_items));
   auto r = Rng::derive(seed, {0x5CE, key});
   Scene s;
-  cv::Mat canvas = draw_background(o.width, o.height, seed, key);
+  cv::Mat canvas = draw_background(o.width, o.height, seed, key, o.background_kinds);
   s.label = cv::Mat(o.height, o.width, CV_8UC1, cv::Scalar(0));
   cv::Mat band(o.height, o.width, CV_8UC1, cv::Scalar(0));
   const int n = static_cast<int>(r.randint(o.min_items, o.max_items + 1));

@@ -39,6 +39,9 @@ struct SceneOptions {
   int min_items = 1, max_items = 4;  // per segmentation scene
   double item_min = 0.35, item_max = 0.7;  // item size as a share of the shorter side
   int boundary = 1;                       // width of the 255 band around items (0 = none)
+  // Background kinds drawn from, in order gradient, noise, stripes, blobs, tiles: 5 = all,
+  // 1 = gradients only (scenes a short CPU finetuning can learn: see study/protocol.cpp).
+  int background_kinds = 5;
 };
 
 // An item placed in a scene: which Fashion-MNIST image, and its class (0..9).
@@ -48,7 +51,7 @@ struct PlacedItem {
 };
 
 // A procedural background (gradient, noise, stripes, blobs or tiles), RGB.
-cv::Mat draw_background(int width, int height, uint64_t seed, uint64_t key);
+cv::Mat draw_background(int width, int height, uint64_t seed, uint64_t key, int kinds = 5);
 
 // A pretraining image: one item scaled up, tinted and textured, off-centre on a background.
 cv::Mat draw_object_image(const FashionMnist& items, const SceneOptions& o, uint64_t seed, uint64_t key,

@@ -61,6 +61,7 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
     auto best = logits.flatten(1).argmax(1);
     auto hit = pos.flatten(1).gather(1, best.unsqueeze(1)).squeeze(1);
     out.acc_dense = (hit > 0).sum().item<double>() * 100.0 / n;
+    out.acc_dense_chance = (pos > 0).to(at::kFloat).flatten(1).mean(1).mean().item<double>() * 100.0;
   }
   return out;
 }

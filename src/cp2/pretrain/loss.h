@@ -14,6 +14,9 @@ struct LossParts {
   at::Tensor k_ins;                        // N x D instance keys to enqueue (no grad)
   double acc1 = 0, acc5 = 0;               // instance top-1 / top-5 (%)
   double acc_dense = 0;                    // % of images whose arg-max dense logit is a positive pair
+  // What a random arg-max would score: the batch's mean share of positive (x, y) pairs
+  // (%), the dense accuracy's chance level (instance top-1's is 100 / (K + 1)).
+  double acc_dense_chance = 0;
 };
 
 struct LossOptions {

@@ -239,7 +239,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     auto finish = [&](bool finished) {
       progress.done();
       sum.finished = finished;
-      sum.signal = finished ? 0 : h.stop_signal();
+      sum.signal = h.stop_signal();  // reported even when it came with the last step: the caller stops too
       sum.seconds = h.seconds();
       sum.images_per_s = (sum.last_step - sum.first_step) * T.batch / std::max(sum.seconds, 1e-9);
       sum.last_checkpoint = h.last_checkpoint();
@@ -286,7 +286,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         if (pos.step % T.log_every == 0 || last)
           h.log({{"step", pos.step}, {"epoch", epoch + 1}, {"iter", it}, {"lr", lr}, {"loss", res.loss},
                  {"loss_ins", val(parts.loss_ins)}, {"loss_dense", val(parts.loss_dense)}, {"acc1", parts.acc1},
-                 {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense}, {"img_per_s", ips},
+                 {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense},
+                 {"acc_dense_chance", parts.acc_dense_chance}, {"img_per_s", ips},
                  {"data_wait_s", data_wait}, {"elapsed_s", el}});
         char line[512];
         const double eta = (total_steps - pos.step) * el / std::max<int64_t>(done, 1);
@@ -302,7 +303,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) save(here);
         if (stop) {
           save(here);
-          return finish(false);
+          return finish(pos.step >= total_steps);  // a signal during the last step: the run is complete
         }
       }
       pos.iter = 0;

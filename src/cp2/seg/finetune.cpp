@@ -247,8 +247,11 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         progress.message("warning: " + std::to_string(r.label_stats.pixels) + " validation label pixels in " +
                          std::to_string(r.label_stats.files) + " files are outside 0.." + std::to_string(classes - 1) +
                          " and not 255 (ignored); first: " + r.label_stats.first_file);
+      // Per-class IoU (%; null where the class is in neither truth nor prediction): the report's bars.
+      nlohmann::json iou = nlohmann::json::array();
+      for (double v : r.metrics.iou) iou.push_back(std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(100 * v));
       h.log({{"iteration", iter}, {"miou", ev.last_miou}, {"macc", 100 * r.metrics.macc},
-             {"aacc", 100 * r.metrics.aacc}, {"eval_seconds", r.seconds}});
+             {"aacc", 100 * r.metrics.aacc}, {"eval_seconds", r.seconds}, {"iou", iou}});
     };
     auto finish = [&](bool finished) {
       progress.done();

@@ -103,6 +103,9 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
     so.width = o.width;
     so.height = o.height;
     so.max_items = o.max_items;
+    if (o.backgrounds != "all" && o.backgrounds != "plain")
+      throw Error("synth: backgrounds must be all or plain, found '" + o.backgrounds + "'");
+    so.background_kinds = o.backgrounds == "plain" ? 1 : 5;
   }
   const int classes = fashion ? 10 : o.classes;
   const fs::path root = root_s;

@@ -23,6 +23,7 @@ struct SynthSegOptions {
   std::string source = "shapes";
   std::string fashion_dir;  // "" = Debian's /usr/share/datasets/fashion-mnist
   int max_items = 4;        // fashion-mnist: items per scene, 1..max_items
+  std::string backgrounds = "all";  // fashion-mnist: all (5 procedural kinds) or plain (gradients only)
 };
 
 // Writes the dataset under `root` with the layout's split files/folders; returns the
