@@ -24,6 +24,7 @@
 #include "cp2/seg/inference.h"
 #include "cp2/seg/model.h"
 #include "cp2/seg/predict.h"
+#include "cp2/study/protocol.h"
 
 namespace cp2::report {
 
@@ -339,26 +340,21 @@ std::string study_section(const fs::path& dir, const json& res, int pictures, st
   } else {
     h << "<section><h2>Table 7: mean ± std over trials (<code>" << html_escape(dir.string()) << "</code>)</h2>\n"
       << "<table><tr><th>dataset</th><th>mIoU mean ± std (%)</th><th>n</th><th>trials</th><th>paper (R50)</th></tr>\n";
-    std::vector<std::string> order;
-    for (const auto& r : rows)
-      if (std::find(order.begin(), order.end(), r.value("dataset", "")) == order.end()) order.push_back(r.value("dataset", ""));
-    for (const auto& d : order) {
-      std::vector<double> v;
-      std::string paper;
-      for (const auto& r : rows)
-        if (r.value("dataset", "") == d) {
-          paper = r.value("paper", "");
-          if (r["miou"].is_number()) v.push_back(r["miou"].get<double>());
-        }
-      double mean = 0, ss = 0;
-      for (double x : v) mean += x;
-      mean = v.empty() ? 0 : mean / v.size();
-      for (double x : v) ss += (x - mean) * (x - mean);
-      const double sd = v.size() > 1 ? std::sqrt(ss / (v.size() - 1)) : 0;
+    // The same statistics as the printed table (study::trial_stats), from results.json's rows.
+    std::vector<study::Row> trials;
+    for (const auto& r : rows) {
+      study::Row t;
+      t.dataset = r.value("dataset", "");
+      t.paper = r.value("paper", "");
+      t.miou = r["miou"].is_number() ? r["miou"].get<double>() : -1;
+      trials.push_back(t);
+    }
+    for (const auto& m : study::trial_stats(trials)) {
       std::string each;
-      for (double x : v) each += (each.empty() ? "" : ", ") + num(x);
-      h << "<tr><td>" << html_escape(d) << "</td><td>" << (v.empty() ? "-" : num(mean) + " ± " + num(sd)) << "</td><td>"
-        << v.size() << "</td><td>" << each << "</td><td>" << html_escape(paper) << "</td></tr>\n";
+      for (const auto& t : trials)
+        if (t.dataset == m.dataset && t.miou >= 0) each += (each.empty() ? "" : ", ") + num(t.miou);
+      h << "<tr><td>" << html_escape(m.dataset) << "</td><td>" << num(m.mean) + " ± " + num(m.std) << "</td><td>" << m.n
+        << "</td><td>" << each << "</td><td>" << html_escape(m.paper) << "</td></tr>\n";
     }
     h << "</table><p class=note>std: sample standard deviation (n - 1).</p>\n";
   }

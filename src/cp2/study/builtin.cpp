@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "cp2/common.h"
+#include "cp2/config/fields.h"
 #include "cp2/data/synth.h"
 #include "cp2/io/atomic_file.h"
 #include "cp2/seg/synth.h"
@@ -15,15 +16,13 @@ namespace cp2::study {
 namespace fs = std::filesystem;
 
 void BuiltinData::validate() const {
-  auto at_least = [](const char* what, int v, int min) {
-    if (v < min) throw Error(std::string(what) + ": expected >= " + std::to_string(min) + ", found " + std::to_string(v));
-  };
-  at_least("--images", images, 8);
-  at_least("--image-size", image_size, 32);
-  at_least("--train-scenes", train_scenes, 4);
-  at_least("--val-scenes", val_scenes, 1);
-  at_least("--scene-width", scene_width, 32);
-  at_least("--scene-height", scene_height, 32);
+  using config::require_at_least;  // "<flag>: expected >= N, found V", as the config keys
+  require_at_least("--images", images, 8);
+  require_at_least("--image-size", image_size, 32);
+  require_at_least("--train-scenes", train_scenes, 4);
+  require_at_least("--val-scenes", val_scenes, 1);
+  require_at_least("--scene-width", scene_width, 32);
+  require_at_least("--scene-height", scene_height, 32);
 }
 
 namespace {
