@@ -92,6 +92,16 @@ inline CliRun run_cli(const std::string& args, const std::string& prefix = "") {
   return r;
 }
 
+// A shell script's stdout (stderr too where the script merges it).
+inline std::string sh(const std::string& script) {
+  FILE* p = popen(script.c_str(), "r");
+  std::string out;
+  std::array<char, 256> buf;
+  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
+  pclose(p);
+  return out;
+}
+
 inline std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream ss;

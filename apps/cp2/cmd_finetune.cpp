@@ -56,8 +56,10 @@ int run(FinetuneArgs& a) {
   fc.max_iters = a.max_iters;
   fc.check_data = a.run.check_data;
   fc.progress = !a.run.quiet;
+  fc.comm = connect_from_env("finetune", a.run, cfg.train.device);
   auto s = seg::run_finetune(cfg, fc);
   if (s.already_finished) return 0;
+  if (!fc.comm->main()) return exit_status(s.signal);  // rank 0 reports
   std::printf("%s after iteration %lld: %lld iterations in %.1f s (%.2f img/s)\n",
               s.finished ? "finished" : s.signal ? "stopped by a signal" : "stopped",
               static_cast<long long>(s.last_iter), static_cast<long long>(s.last_iter - s.first_iter), s.seconds,

@@ -57,8 +57,10 @@ int run_pretrain_cmd(PretrainArgs& a) {
   rc.max_steps = a.max_steps;
   rc.check_data = a.run.check_data;
   rc.progress = !a.run.quiet;
+  if (a.dump_batch.empty()) rc.comm = connect_from_env("pretrain", a.run, cfg.train.device);
   auto s = pretrain::run_pretrain(cfg, rc);
   if (!a.dump_batch.empty() || s.already_finished) return 0;
+  if (rc.comm && !rc.comm->main()) return exit_status(s.signal);  // rank 0 reports
   std::printf("%s after step %lld: %lld steps in %.1f s (%.2f img/s)%s\n",
               s.finished ? "finished" : s.signal ? "stopped by a signal" : "stopped",
               static_cast<long long>(s.last_step), static_cast<long long>(s.last_step - s.first_step), s.seconds,

@@ -31,7 +31,7 @@ void add_study_flags(CLI::App* c, StudyFlags& f) {
   c->add_option("--base-epochs", f.base_epochs, "or: pretrain the base with cp2's moco mode for N epochs first (folder base/)")
       ->check(CLI::PositiveNumber);
   c->add_option("--pretrain-config", f.recipe.pretrain_config,
-                "Quick Tuning config (YAML, cp2 pretrain keys); default: the built-in CPU recipe (R18-ASPP, 64 px views, output stride 8)");
+                "Quick Tuning config (YAML, cp2 pretrain keys); default: the built-in CPU recipe (R18-ASPP, 128 px views, output stride 16, K 256)");
   c->add_option("--finetune-config", f.recipe.finetune_config,
                 "finetuning config (YAML, cp2 finetune keys); default: the built-in CPU recipe (R18, 96 px crops)");
   c->add_option("--pset", f.recipe.pretrain_sets, "override a Quick Tuning key: --pset section.key=value (repeatable)");

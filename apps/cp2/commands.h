@@ -23,5 +23,6 @@ Command register_predict(CLI::App& app);
 Command register_ablate(CLI::App& app);
 Command register_trials(CLI::App& app);
 Command register_report(CLI::App& app);
+Command register_launch(CLI::App& app);
 
 }  // namespace cp2::app

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
                                        cp2::app::register_finetune(app), cp2::app::register_evaluate(app),
                                        cp2::app::register_predict(app),
                                        cp2::app::register_ablate(app),  cp2::app::register_trials(app),
-                                       cp2::app::register_report(app)};
+                                       cp2::app::register_report(app),  cp2::app::register_launch(app)};
   // Every subcommand lists --threads in its own help (it sets the same value).
   for (auto& c : cmds)
     c.sub->add_option("--threads", threads, threads_opt->get_description())

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cp2/config/fields.h"
+#include "cp2/dist/comm.h"
 #include "cp2/report/report.h"
 #include "cp2/train/resolve.h"
 
@@ -34,6 +35,7 @@ struct RunFlags {
   std::string resume;
   bool resume_given = false;
   bool check_data = false, print_config = false, keys = false, quiet = false;
+  double dist_timeout = 300;  // seconds
   CLI::Option* resume_opt = nullptr;
 
   train::RunRequest request() const {
@@ -95,6 +97,25 @@ inline void add_run_flags(CLI::App* c, RunFlags& f, const std::vector<Shortcut>&
   c->add_flag("--print-config", f.print_config, "print the resolved config and stop");
   c->add_flag("--config-keys", f.keys, "list every config key with its default and stop");
   c->add_flag("--quiet", f.quiet, "no progress output");
+  c->add_option("--dist-timeout", f.dist_timeout,
+                "multi-process runs (torchrun, cp2 launch): seconds a collective or the rendezvous may wait for "
+                "the other ranks before every rank stops with an error naming the missing one (default 300)")
+      ->check(CLI::PositiveNumber)
+      ->type_name("SECONDS");
+}
+
+// Data parallel from the environment (RANK, WORLD_SIZE, ... as torchrun and cp2 launch
+// set them): the rendezvous, after printing this process's place in the layout. World
+// size 1: the single-process communicator, nothing printed.
+inline std::shared_ptr<dist::Comm> connect_from_env(const std::string& command, const RunFlags& f,
+                                                    const std::string& device) {
+  const auto layout = dist::layout_from_env();
+  if (layout.world == 1) return dist::single_process();
+  if (!f.quiet) std::fprintf(stderr, "cp2 %s: %s\n", command.c_str(), layout.str().c_str());
+  dist::ConnectOptions o;
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(f.dist_timeout * 1000));
+  o.device = device;
+  return dist::connect(layout, o);
 }
 
 // Drops the shortcut entries that were not given (CLI11 leaves them "").

@@ -6,13 +6,18 @@
 #include <algorithm>
 #include <atomic>
 
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
 namespace cp2 {
 
 int set_threads(int n) {
-  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n <= 0) {
+    n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    // Several processes on one machine (torchrun, cp2 launch) share its cores.
+    if (const char* lw = std::getenv("LOCAL_WORLD_SIZE"); lw && std::atoi(lw) > 1) n = std::max(1, n / std::atoi(lw));
+  }
   at::set_num_threads(n);
   return n;
 }

@@ -18,7 +18,8 @@ class Error : public std::runtime_error {
 };
 
 // Debian's LibTorch starts with one intra-op thread; cp2 defaults to all cores.
-// n <= 0 means "all cores". Returns the number set.
+// n <= 0: all cores, shared evenly among LOCAL_WORLD_SIZE processes on this machine.
+// Returns the number set.
 int set_threads(int n);
 int get_threads();
 

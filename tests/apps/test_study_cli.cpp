@@ -19,15 +19,6 @@ namespace fs = std::filesystem;
 namespace cp2::test {
 namespace {
 
-std::string sh(const std::string& script) {
-  FILE* p = popen(script.c_str(), "r");
-  std::string out;
-  std::array<char, 256> buf;
-  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
-  pclose(p);
-  return out;
-}
-
 TEST(StudyCli, AblateKilledMidRunResumesWithoutRedoingFinishedRuns) {
   const auto out = temp_dir("study_ablate_kill");
   const std::string cmd = std::string(CP2_BINARY) + " ablate --out " + out +

@@ -86,6 +86,12 @@ void LoaderOptions::validate() const {
   if (prefetch < 1) throw Error("prefetch: expected >= 1, found " + std::to_string(prefetch));
   if (priority != "idle" && priority != "low" && priority != "normal")
     throw Error("data.priority: expected idle, low or normal, found '" + priority + "'");
+  if (shards < 1 || shard < 0 || shard >= shards)
+    throw Error("loader shard: expected 0 <= shard < shards, found " + std::to_string(shard) + " of " +
+                std::to_string(shards));
+  if (batch % shards != 0)
+    throw Error("train.batch " + std::to_string(batch) + ": the global batch must divide evenly over " +
+                std::to_string(shards) + " processes");
 }
 
 PretrainLoader::PretrainLoader(std::shared_ptr<PretrainDataset> ds, LoaderOptions opt)
@@ -104,7 +110,8 @@ int64_t PretrainLoader::batches_per_epoch() const {
 }
 
 Batch PretrainLoader::build(int64_t epoch, int64_t b) {
-  const int64_t B = opt_.batch, S = ds_->options().view.size;
+  const int64_t B = opt_.local_batch(), S = ds_->options().view.size;
+  const int64_t first = b * opt_.batch + opt_.shard * B;
   Batch out;
   out.im_q = torch::empty({B, 3, S, S});
   out.im_k = torch::empty({B, 3, S, S});
@@ -115,7 +122,7 @@ Batch PretrainLoader::build(int64_t epoch, int64_t b) {
     std::memcpy(dst.data_ptr<float>() + i * n, src.data_ptr<float>(), n * sizeof(float));
   };
   for (int64_t i = 0; i < B; ++i) {
-    auto s = ds_->get(epoch, b * B + i);
+    auto s = ds_->get(epoch, first + i);
     put(out.im_q, i, s.im_q);
     put(out.im_k, i, s.im_k);
     put(out.mask_q, i, s.mask_q);

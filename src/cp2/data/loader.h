@@ -61,6 +61,12 @@ struct LoaderOptions {
   // CPU priority of the loader threads: idle (SCHED_IDLE: only CPU the step leaves
   // unused), low (nice 19) or normal.
   std::string priority = "idle";
+  // Data parallel: `batch` is the global batch; this process builds rows
+  // [shard * batch / shards, (shard + 1) * batch / shards) of every batch, so the ranks'
+  // rows together are exactly the single-process batch (each sample is keyed by its
+  // global position).
+  int shard = 0, shards = 1;
+  int64_t local_batch() const { return batch / shards; }
   void validate() const;
 };
 

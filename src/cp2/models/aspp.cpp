@@ -25,7 +25,7 @@ void ASPPHeadOptions::validate() const {
 
 ConvModuleImpl::ConvModuleImpl(int64_t in, int64_t out, int64_t k, int64_t pad, int64_t dil)
     : k_(k), pad_(pad), dil_(dil), conv(register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, k).padding(pad).dilation(dil).bias(false)))),
-      bn(register_module("bn", nn::BatchNorm2d(out))) {}
+      bn(register_module("bn", SyncableBatchNorm2d(out))) {}
 
 torch::Tensor ConvModuleImpl::forward(torch::Tensor x) { return torch::relu(bn(conv_forward(x))); }
 

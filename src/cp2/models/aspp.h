@@ -3,7 +3,7 @@
 // CP² projection contrast_conv.0/.2 (SPEC §2).
 #pragma once
 #include <torch/nn/module.h>
-#include <torch/nn/modules/batchnorm.h>
+#include "cp2/models/batchnorm.h"
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
@@ -36,7 +36,7 @@ class ConvModuleImpl : public torch::nn::Module {
 
  public:
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  SyncableBatchNorm2d bn{nullptr};
 
  private:
   torch::Tensor conv_forward(const torch::Tensor& x);

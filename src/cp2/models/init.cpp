@@ -31,7 +31,7 @@ void init_weights(torch::nn::Module& m, uint64_t seed) {
         torch::nn::init::kaiming_normal_(c->weight, 0, torch::kFanOut, torch::kReLU);
       }
       if (c->bias.defined()) torch::nn::init::zeros_(c->bias);
-    } else if (auto* bn = mod->as<torch::nn::BatchNorm2dImpl>()) {
+    } else if (auto* bn = mod->as<SyncableBatchNorm2dImpl>()) {
       torch::nn::init::ones_(bn->weight);
       torch::nn::init::zeros_(bn->bias);
     }
@@ -46,7 +46,7 @@ void randomize_bn(torch::nn::Module& m, uint64_t seed) {
   torch::NoGradGuard ng;
   auto gen = at::detail::createCPUGenerator(seed);
   for (const auto& mod : m.modules()) {
-    if (auto* bn = mod->as<torch::nn::BatchNorm2dImpl>()) {
+    if (auto* bn = mod->as<SyncableBatchNorm2dImpl>()) {
       auto n = bn->weight.size(0);
       bn->weight.copy_(at::rand({n}, gen) + 0.5);
       bn->bias.copy_(at::randn({n}, gen) * 0.2);

@@ -40,15 +40,15 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t 
   return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).dilation(dil).bias(false));
 }
 nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
-  return nn::Sequential(conv(in, out, 1, stride), nn::BatchNorm2d(out));
+  return nn::Sequential(conv(in, out, 1, stride), SyncableBatchNorm2d(out));
 }
 }  // namespace
 
 BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, int64_t dilation, bool ds)
     : conv1(register_module("conv1", conv(inplanes, planes, 3, stride, dilation, dilation))),
       conv2(register_module("conv2", conv(planes, planes, 3, 1, 1, 1))),
-      bn1(register_module("bn1", nn::BatchNorm2d(planes))),
-      bn2(register_module("bn2", nn::BatchNorm2d(planes))) {
+      bn1(register_module("bn1", SyncableBatchNorm2d(planes))),
+      bn2(register_module("bn2", SyncableBatchNorm2d(planes))) {
   if (ds) downsample = register_module("downsample", make_downsample(inplanes, planes, stride));
 }
 
@@ -63,9 +63,9 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
     : conv1(register_module("conv1", conv(inplanes, planes, 1))),
       conv2(register_module("conv2", conv(planes, planes, 3, stride, dilation, dilation))),
       conv3(register_module("conv3", conv(planes, planes * 4, 1))),
-      bn1(register_module("bn1", nn::BatchNorm2d(planes))),
-      bn2(register_module("bn2", nn::BatchNorm2d(planes))),
-      bn3(register_module("bn3", nn::BatchNorm2d(planes * 4))) {
+      bn1(register_module("bn1", SyncableBatchNorm2d(planes))),
+      bn2(register_module("bn2", SyncableBatchNorm2d(planes))),
+      bn3(register_module("bn3", SyncableBatchNorm2d(planes * 4))) {
   if (ds) downsample = register_module("downsample", make_downsample(inplanes, planes * 4, stride));
 }
 
@@ -80,7 +80,7 @@ torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
 ResNetImpl::ResNetImpl(const ResNetOptions& opt) : opt_(opt) {
   opt_.validate();
   conv1 = register_module("conv1", conv(3, 64, 7, 2, 3));
-  bn1 = register_module("bn1", nn::BatchNorm2d(64));
+  bn1 = register_module("bn1", SyncableBatchNorm2d(64));
   maxpool = register_module("maxpool", nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
   const int expansion = opt_.bottleneck() ? 4 : 1;
   int64_t inplanes = 64;

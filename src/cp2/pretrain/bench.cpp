@@ -8,6 +8,8 @@
 
 #include "cp2/common.h"
 #include "cp2/cpu_allocator.h"
+#include "cp2/dist/comm.h"
+#include "cp2/dist/reducer.h"
 #include "cp2/pretrain/config.h"
 #include "cp2/pretrain/trainer.h"
 
@@ -111,6 +113,46 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     if (cs.hits + cs.misses > 0)
       std::printf("CPU block cache: %zu hits, %zu misses, %.0f MiB held\n", cs.hits, cs.misses, cs.cached_bytes / 1048576.0);
   }
+  return r;
+}
+
+}  // namespace cp2::pretrain
+
+namespace cp2::pretrain {
+
+AllReduceResult bench_allreduce(int arch, int rounds, int64_t bucket_bytes, bool verbose) {
+  auto comm = dist::connect(dist::layout_from_env(), {});
+  if (comm->size() == 1) throw Error("bench allreduce: world size 1; run it under cp2 launch --nproc 2 (or torchrun)");
+  CP2Options o;
+  o.encoder.backbone.depth = arch;
+  o.queue_size = 16;
+  CP2Model m(o);
+  auto params = query_parameters(*m);
+  AllReduceResult r;
+  for (auto& [k, p] : params) r.parameters += p.numel();
+  dist::GradientReducer red(comm, params, bucket_bytes);
+  r.buckets = red.buckets();
+  r.megabytes = static_cast<double>(r.parameters) * 4 / 1e6;
+  // Gradients as backward leaves them, then the reducer's launch-and-wait of every bucket.
+  auto one = [&] {
+    for (auto& [k, p] : params) p.mutable_grad() = torch::ones_like(p);
+    red.prepare();
+    red.finish();
+  };
+  one();
+  comm->barrier();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < rounds; ++i) one();
+  comm->barrier();
+  r.ms = seconds_since(t0) * 1000 / rounds;
+  const double W = comm->size();
+  r.algo_gb_s = r.megabytes / r.ms;  // MB/ms = GB/s
+  r.bus_gb_s = r.algo_gb_s * 2 * (W - 1) / W;
+  if (verbose && comm->main())
+    std::printf("all-reduce of the R%d-ASPP query encoder's gradients: %lld parameters (%.1f MB fp32) in %lld buckets, "
+                "%d ranks: %.2f ms per step (mean of %d), algorithmic %.2f GB/s, bus %.2f GB/s\n",
+                arch, static_cast<long long>(r.parameters), r.megabytes, static_cast<long long>(r.buckets),
+                comm->size(), r.ms, rounds, r.algo_gb_s, r.bus_gb_s);
   return r;
 }
 

@@ -27,4 +27,14 @@ struct BenchResult {
 
 BenchResult bench_pretrain(const BenchOptions& o, bool verbose);
 
+// `cp2 launch --nproc N -- bench allreduce`: the gradient all-reduce of a CP² query
+// encoder (R`arch`-ASPP with projection), bucketed as the trainer's reducer does, timed
+// over `rounds` after one warm-up. Bandwidth: algorithmic = bytes / time, bus = that
+// x 2 (W - 1) / W (the data a ring all-reduce moves per rank).
+struct AllReduceResult {
+  int64_t parameters = 0, buckets = 0;
+  double megabytes = 0, ms = 0, algo_gb_s = 0, bus_gb_s = 0;
+};
+AllReduceResult bench_allreduce(int arch, int rounds, int64_t bucket_bytes, bool verbose);
+
 }  // namespace cp2::pretrain

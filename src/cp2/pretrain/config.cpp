@@ -60,6 +60,10 @@ config::Fields PretrainConfig::fields() {
   f.add("model.queue", model.queue, "queue length K");
   f.add("model.momentum", model.momentum, "key encoder momentum m");
   f.add("model.key_bn_splits", model.key_bn_splits, "key-encoder split-BN groups (1 = plain BN)");
+  f.add("model.key_bn_shuffle", model.key_bn_shuffle,
+        "shuffle the key batch around the split-BN forward (shuffle-BN in one process)");
+  f.add("model.query_bn_splits", model.query_bn_splits,
+        "query-encoder split-BN groups: N-process BN statistics in one process (1 = plain BN)");
   f.add("loss.temperature", model.temperature, "instance-loss temperature");
   f.add("loss.dense_weight", model.dense_weight, "weight of the dense loss");
   f.add_choice("optim.name", optim.name, {"sgd", "adamw"}, "optimizer");
@@ -96,6 +100,8 @@ CP2Options PretrainConfig::model_options() const {
   o.queue_size = model.queue;
   o.momentum = model.momentum;
   o.key_bn_splits = model.key_bn_splits;
+  o.key_bn_shuffle = model.key_bn_shuffle;
+  o.query_bn_splits = model.query_bn_splits;
   o.loss.temperature = model.temperature;
   o.loss.dense_weight = model.dense_weight;
   return o;
@@ -141,6 +147,10 @@ void PretrainConfig::validate() const {
   optim.validate();
   train.validate();
   loader_options().validate();
+  require_at_least("model.query_bn_splits", model.query_bn_splits, 1);
+  if (train.batch % model.query_bn_splits != 0)
+    throw Error("model.query_bn_splits: " + std::to_string(model.query_bn_splits) + " does not divide train.batch " +
+                std::to_string(train.batch));
   if (train.batch % model.key_bn_splits != 0)
     throw Error("model.key_bn_splits: " + std::to_string(model.key_bn_splits) + " does not divide train.batch " +
                 std::to_string(train.batch));

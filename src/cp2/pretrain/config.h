@@ -26,6 +26,8 @@ struct ModelConfig {
   int64_t queue = 65536;
   double momentum = 0.999;
   int key_bn_splits = 1;
+  bool key_bn_shuffle = false;
+  int query_bn_splits = 1;
   double temperature = 0.2, dense_weight = 0.2;
 };
 

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "cp2/common.h"
+#include "cp2/dist/comm.h"
 
 namespace cp2::pretrain {
 
@@ -45,6 +46,7 @@ void CP2Options::validate() const {
   if (momentum < 0 || momentum > 1) throw Error("momentum: expected 0..1, found " + std::to_string(momentum));
   if (loss.temperature <= 0) throw Error("temperature: expected > 0, found " + std::to_string(loss.temperature));
   if (key_bn_splits < 1) throw Error("key_bn_splits: expected >= 1, found " + std::to_string(key_bn_splits));
+  if (query_bn_splits < 1) throw Error("query_bn_splits: expected >= 1, found " + std::to_string(query_bn_splits));
 }
 
 torch::Tensor dense_embed(models::SegmentorImpl& enc, const torch::Tensor& x) {
@@ -103,12 +105,48 @@ torch::Tensor CP2ModelImpl::embed(bool query, const torch::Tensor& x) {
 }
 
 torch::Tensor CP2ModelImpl::key_features(const torch::Tensor& im_k) {
+  const auto long_cpu = torch::TensorOptions().dtype(torch::kLong);
+  if (comm_ && comm_->size() > 1) {
+    // Shuffle-BN across processes (MoCo's _batch_shuffle_ddp): gather every rank's key
+    // images, run a slice of a permutation drawn on rank 0, gather the keys, unshuffle.
+    const int64_t b = im_k.size(0), W = comm_->size(), r = comm_->rank();
+    auto all = comm_->all_gather(im_k);
+    auto perm = torch::randperm(W * b, long_cpu);  // every rank draws: generators stay in step
+    comm_->broadcast(perm, 0);
+    auto mine = perm.narrow(0, r * b, b).to(im_k.device());
+    auto k = comm_->all_gather(embed(false, all.index_select(0, mine)));
+    auto inv = torch::argsort(perm).narrow(0, r * b, b).to(k.device());
+    return k.index_select(0, inv);
+  }
   if (opt_.key_bn_splits == 1) return embed(false, im_k);
   if (im_k.size(0) % opt_.key_bn_splits != 0)
     throw Error("key_bn_splits: batch " + std::to_string(im_k.size(0)) + " is not divisible by " +
                 std::to_string(opt_.key_bn_splits));
+  torch::Tensor perm, x = im_k;
+  if (opt_.key_bn_shuffle) {
+    perm = torch::randperm(im_k.size(0), long_cpu);
+    x = im_k.index_select(0, perm.to(im_k.device()));
+  }
   std::vector<torch::Tensor> parts;
-  for (auto& chunk : im_k.chunk(opt_.key_bn_splits, 0)) parts.push_back(embed(false, chunk));
+  for (auto& chunk : x.chunk(opt_.key_bn_splits, 0)) parts.push_back(embed(false, chunk));
+  auto k = torch::cat(parts, 0);
+  return perm.defined() ? k.index_select(0, torch::argsort(perm).to(k.device())) : k;
+}
+
+// N x D x P query features; h, w: the feature map's size (1 x 1 in moco mode).
+torch::Tensor CP2ModelImpl::query_features(const torch::Tensor& im_q, int64_t& h, int64_t& w) {
+  auto one = [&](const torch::Tensor& x) {
+    if (moco_q) return embed(true, x);
+    auto q4 = dense_embed(*encoder_q, x);
+    h = q4.size(2), w = q4.size(3);
+    return q4.flatten(2);
+  };
+  if (opt_.query_bn_splits == 1) return one(im_q);
+  if (im_q.size(0) % opt_.query_bn_splits != 0)
+    throw Error("query_bn_splits: batch " + std::to_string(im_q.size(0)) + " is not divisible by " +
+                std::to_string(opt_.query_bn_splits));
+  std::vector<torch::Tensor> parts;
+  for (auto& chunk : im_q.chunk(opt_.query_bn_splits, 0)) parts.push_back(one(chunk));
   return torch::cat(parts, 0);
 }
 
@@ -125,15 +163,9 @@ LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Ten
     if (m->dim() != 3 || m->size(0) != im_q.size(0) || m->size(1) != im_q.size(2) || m->size(2) != im_q.size(3))
       throw Error("batch: masks must be N x H x W = " +
                   shape_str({im_q.size(0), im_q.size(2), im_q.size(3)}) + ", found " + shape_str(m->sizes().vec()));
-  torch::Tensor q, k, mq, mk;
+  torch::Tensor k, mq, mk;
   int64_t h = 1, w = 1;
-  if (moco_q) {
-    q = embed(true, im_q);
-  } else {
-    auto q4 = dense_embed(*encoder_q, im_q);
-    h = q4.size(2), w = q4.size(3);
-    q = q4.flatten(2);
-  }
+  auto q = query_features(im_q, h, w);
   {
     torch::NoGradGuard ng;
     momentum_update();  // before the key forward, as MoCo/CP² do
@@ -149,8 +181,9 @@ LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Ten
   return cp2_loss(q, k, mq, mk, queue.detach(), opt_.loss);
 }
 
-void CP2ModelImpl::enqueue(const torch::Tensor& keys) {
+void CP2ModelImpl::enqueue(const torch::Tensor& local_keys) {
   torch::NoGradGuard ng;
+  const auto keys = comm_ && comm_->size() > 1 ? comm_->all_gather(local_keys.detach()) : local_keys;
   const int64_t n = keys.size(0), K = queue.size(1);
   int64_t ptr = queue_ptr.item<int64_t>();
   auto idx = (torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(queue.device())) + ptr) % K;

@@ -1,10 +1,15 @@
 // CP²'s pretraining model (SPEC §2): query and key encoders (segmentors with the 128-d
 // projection), momentum update of the key encoder, a queue of K instance keys.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "cp2/models/segmentor.h"
 #include "cp2/pretrain/loss.h"
+
+namespace cp2::dist {
+class Comm;
+}
 
 namespace cp2::pretrain {
 
@@ -36,6 +41,12 @@ struct CP2Options {
   // Key-encoder BN over groups of the batch (MoCo's single-process stand-in for
   // shuffle-BN); 1 = plain BN. Multi-process shuffle-BN plugs in at the same place.
   int key_bn_splits = 1;
+  // With key_bn_splits > 1: shuffle the key batch (a permutation from torch's generator)
+  // before the split forward and unshuffle after, as MoCo's shuffle-BN does across GPUs.
+  bool key_bn_shuffle = false;
+  // Query-encoder BN over groups of the batch: the per-process statistics of an N-process
+  // run reproduced in one process (the multi-process equivalence check uses it).
+  int query_bn_splits = 1;
   void validate() const;
 };
 
@@ -51,8 +62,13 @@ class CP2ModelImpl : public torch::nn::Module {
   // N x H x W at image resolution (ignored in no-copy-paste mode: all ones).
   LossParts forward_step(const torch::Tensor& im_q, const torch::Tensor& im_k, torch::Tensor mask_q,
                          torch::Tensor mask_k);
-  // Writes keys (N x D) circularly into the queue after the loss is formed.
+  // Writes keys (N x D) circularly into the queue after the loss is formed; in a
+  // multi-process run every rank's keys, gathered in rank order (SPEC §2), so every
+  // rank's queue stays identical.
   void enqueue(const torch::Tensor& keys);
+  // Multi-process: shuffle-BN for the key encoder across ranks and gathered enqueues.
+  void set_comm(std::shared_ptr<dist::Comm> comm) { comm_ = std::move(comm); }
+  const std::shared_ptr<dist::Comm>& comm() const { return comm_; }
   const CP2Options& options() const { return opt_; }
   // The query encoder (the trained one) and the key encoder, whatever their type.
   torch::nn::Module& q_module();
@@ -67,7 +83,9 @@ class CP2ModelImpl : public torch::nn::Module {
  private:
   torch::Tensor embed(bool query, const torch::Tensor& x);  // N x D x P, normalised
   torch::Tensor key_features(const torch::Tensor& im_k);
+  torch::Tensor query_features(const torch::Tensor& im_q, int64_t& h, int64_t& w);
   CP2Options opt_;
+  std::shared_ptr<dist::Comm> comm_;
 };
 TORCH_MODULE(CP2Model);
 

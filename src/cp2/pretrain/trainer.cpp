@@ -18,6 +18,8 @@
 #include "cp2/models/init.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/data/image.h"
+#include "cp2/dist/comm.h"
+#include "cp2/dist/reducer.h"
 #include "cp2/train/harness.h"
 
 namespace fs = std::filesystem;
@@ -120,14 +122,27 @@ train::NamedTensors query_parameters(CP2ModelImpl& m) {
   return params;
 }
 
-StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& b, double lr) {
+StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& b, double lr,
+                      dist::GradientReducer* reducer) {
   StepResult r;
   r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
   r.loss = r.parts.total.item<double>();
+  if (const auto& comm = model.comm(); comm && comm->size() > 1) {
+    auto& p = r.parts;
+    auto val = [](const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; };
+    const auto m = dist::mean_over_ranks(*comm, {r.loss, val(p.loss_ins), val(p.loss_dense), p.acc1, p.acc5,
+                                                 p.acc_dense, p.acc_dense_chance});
+    r.loss = m[0];
+    if (p.loss_ins.defined()) p.loss_ins = torch::tensor(m[1], torch::kDouble);
+    if (p.loss_dense.defined()) p.loss_dense = torch::tensor(m[2], torch::kDouble);
+    p.acc1 = m[3], p.acc5 = m[4], p.acc_dense = m[5], p.acc_dense_chance = m[6];
+  }
   r.finite = std::isfinite(r.loss);
   if (!r.finite) return r;
   opt.zero_grad();
+  if (reducer) reducer->prepare();
   r.parts.total.backward();
+  if (reducer) reducer->finish();
   opt.step(lr);
   model.enqueue(r.parts.k_ins);
   return r;
@@ -159,7 +174,21 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     return {};
   }
 
-  train::Harness h({train::pretrain_kind(), T.out, rc.resume, yaml, "step", rc.progress, T.log_every, T.keep_last});
+  // Data parallel: rank 0 owns the run folder and resolves --resume; the other ranks load
+  // the same checkpoint file and write nothing.
+  const auto comm = rc.comm ? rc.comm : dist::single_process();
+  const int world = comm->size();
+  if (world > 1) {
+    if (T.batch % world != 0)
+      throw Error("train.batch " + std::to_string(T.batch) + ": the global batch must divide evenly over " +
+                  std::to_string(world) + " processes (per-process batch = batch / world size)");
+    if (cfg.model.key_bn_splits != 1 || cfg.model.query_bn_splits != 1)
+      throw Error("model.key_bn_splits / model.query_bn_splits: single-process stand-ins for per-process BN; with " +
+                  std::to_string(world) + " processes BN is per process and shuffle-BN runs across them: set both to 1");
+  }
+  auto hp = train::open_harness(*comm, {train::pretrain_kind(), T.out, rc.resume, yaml, "step", rc.progress,
+                                         T.log_every, T.keep_last});
+  train::Harness& h = *hp;
   auto& progress = h.progress();
 
   RunSummary sum;
@@ -202,7 +231,10 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     model->to(device);
     train::Optimizer opt(query_parameters(*model), cfg.optim);
 
-    data::PretrainLoader loader(ds, cfg.loader_options());
+    auto lopt = cfg.loader_options();
+    lopt.shard = comm->rank();
+    lopt.shards = world;
+    data::PretrainLoader loader(ds, lopt);
     if (h.resuming()) {
       const auto& path = h.resumed_path();
       const auto& root = h.resumed();
@@ -212,6 +244,14 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       pos = read_position(root, path, steps_per_epoch(T, loader));
       train::set_rng_state(root->get("rng"));
       h.check_dataset("dataset_images", ds->size(), "images");
+    }
+
+    // Every rank starts from rank 0's weights, queue and pointer (after --init/--resume).
+    std::unique_ptr<dist::GradientReducer> reducer;
+    if (world > 1) {
+      model->set_comm(comm);
+      dist::broadcast_module(*comm, *model);
+      reducer = std::make_unique<dist::GradientReducer>(comm, query_parameters(*model));
     }
 
     const int64_t iters = steps_per_epoch(T, loader);
@@ -252,8 +292,11 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     double data_wait = 0;
     progress.message("pretraining " + cfg.model.mode + ": resnet" + std::to_string(cfg.model.arch) + ", " +
                      std::to_string(ds->size()) + " images, " + std::to_string(iters) + " steps/epoch x " +
-                     std::to_string(T.epochs) + " epochs, batch " + std::to_string(T.batch) + ", lr " +
-                     std::to_string(lr0) + ", run folder " + h.folder().path().string());
+                     std::to_string(T.epochs) + " epochs, batch " + std::to_string(T.batch) +
+                     (world > 1 ? " (" + std::to_string(T.batch / world) + " per process x " + std::to_string(world) +
+                                      " processes, shuffle-BN across them)"
+                                : std::string()) +
+                     ", lr " + std::to_string(lr0) + ", run folder " + h.path().string());
     model->train();
     for (int64_t epoch = pos.epoch; epoch < T.epochs; ++epoch) {
       loader.start(epoch, pos.iter, iters);
@@ -265,7 +308,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         if (!batch) break;
         const double lr = train::scheduled_lr(cfg.optim, lr0, epoch, it, iters, T.epochs);
         auto to = [&](const at::Tensor& t) { return t.to(device, /*non_blocking=*/true); };
-        auto res = train_step(*model, opt, {to(batch->im_q), to(batch->im_k), to(batch->mask_q), to(batch->mask_k)}, lr);
+        auto res = train_step(*model, opt, {to(batch->im_q), to(batch->im_k), to(batch->mask_q), to(batch->mask_k)}, lr,
+                              reducer.get());
         const auto& parts = res.parts;
         auto val = [](const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; };
         if (!res.finite)  // numbered as the progress line would have shown it
@@ -281,14 +325,17 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         const double el = h.seconds();
         const int64_t done = pos.step - sum.first_step;
         const double ips = done * T.batch / std::max(el, 1e-9);
-        const bool stop = (rc.max_steps > 0 && pos.step >= rc.max_steps) || h.stop_signal();
+        // Ranks agree on stopping: a signal reaching one rank a step before another
+        // must not leave the other waiting in the next step's collectives.
+        const bool stop = (rc.max_steps > 0 && pos.step >= rc.max_steps) || dist::any_rank(*comm, h.stop_signal() != 0);
         const bool last = pos.step == total_steps || stop;
         if (pos.step % T.log_every == 0 || last)
           h.log({{"step", pos.step}, {"epoch", epoch + 1}, {"iter", it}, {"lr", lr}, {"loss", res.loss},
                  {"loss_ins", val(parts.loss_ins)}, {"loss_dense", val(parts.loss_dense)}, {"acc1", parts.acc1},
                  {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense},
                  {"acc_dense_chance", parts.acc_dense_chance}, {"img_per_s", ips},
-                 {"data_wait_s", data_wait}, {"elapsed_s", el}});
+                 {"data_wait_s", data_wait}, {"elapsed_s", el},
+                 {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0}});
         char line[512];
         const double eta = (total_steps - pos.step) * el / std::max<int64_t>(done, 1);
         std::snprintf(line, sizeof line,

@@ -1,10 +1,16 @@
 // The pretraining loop (SPEC §5): data → CP² step → SGD/AdamW with cosine decay, with
 // Quick Tuning initialisation, atomic checkpoints, exact resume, progress and JSONL logs.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "cp2/pretrain/config.h"
+
+namespace cp2::dist {
+class Comm;
+class GradientReducer;
+}  // namespace cp2::dist
 
 namespace cp2::pretrain {
 
@@ -16,6 +22,9 @@ struct RunControl {
   int64_t max_steps = 0;   // stop after this global step, writing a checkpoint (0 = run to the end)
   bool check_data = false;  // read every image first; stop listing the unreadable ones
   bool progress = true;    // progress bar / log lines on stderr
+  // Data parallel over these processes (null or world size 1: one process). Rank 0 writes
+  // the run folder; every rank resumes from rank 0's `resume` file.
+  std::shared_ptr<dist::Comm> comm;
 };
 
 struct RunSummary {
@@ -43,8 +52,11 @@ struct StepResult {
 
 // One optimisation step on a batch (already on the model's device): forward (momentum
 // update, both encoders, losses), then — if the loss is finite — backward, optimizer
-// step at `lr`, enqueue. The loop, the benchmark and the tests share it.
-StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& batch, double lr);
+// step at `lr`, enqueue. The loop, the benchmark and the tests share it. Multi-process
+// (the model's comm, world size > 1): the logged values are means over ranks (so every
+// rank agrees on finiteness), `reducer` averages the gradients.
+StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& batch, double lr,
+                      dist::GradientReducer* reducer = nullptr);
 
 // Runs (or resumes) a pretraining job in cfg.train.out. Throws cp2::Error on bad input,
 // and on a non-finite loss (naming the step; the last good checkpoint stays); a failed

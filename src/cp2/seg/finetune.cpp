@@ -10,7 +10,10 @@
 
 #include "cp2/common.h"
 #include "cp2/cpu_allocator.h"
+#include "cp2/dist/comm.h"
+#include "cp2/dist/reducer.h"
 #include "cp2/io/checkpoint.h"
+#include "cp2/models/batchnorm.h"
 #include "cp2/seg/inference.h"
 #include "cp2/seg/loader.h"
 #include "cp2/seg/model.h"
@@ -92,8 +95,14 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   const auto& T = cfg.train;
   const std::string yaml = cfg.to_yaml();  // what runs is what the checkpoints store
 
-  train::Harness h(
-      {train::finetune_kind(), T.out, fc.resume, yaml, "iteration", fc.progress, T.log_every, T.keep_last});
+  const auto comm = fc.comm ? fc.comm : dist::single_process();
+  const int world = comm->size();
+  if (T.batch % world != 0)
+    throw Error("train.batch " + std::to_string(T.batch) + ": the global batch must divide evenly over " +
+                std::to_string(world) + " processes (per-process batch = batch / world size)");
+  auto hp = train::open_harness(
+      *comm, {train::finetune_kind(), T.out, fc.resume, yaml, "iteration", fc.progress, T.log_every, T.keep_last});
+  train::Harness& h = *hp;
   auto& progress = h.progress();
 
   FinetuneSummary sum;
@@ -179,11 +188,18 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
       train::set_rng_state(root->get("rng"));
       h.check_dataset("dataset_images", train_ds->size(), "training images");
     }
+    // Every rank starts from rank 0's weights; BN statistics over the global batch.
+    std::unique_ptr<dist::GradientReducer> reducer;
+    if (world > 1) {
+      models::set_sync_bn(*model, comm);
+      dist::broadcast_module(*comm, *model);
+      reducer = std::make_unique<dist::GradientReducer>(comm, params);
+    }
     const auto eval_due = [&](int64_t i) { return i > 0 && ((T.eval_every > 0 && i % T.eval_every == 0) || i == T.iters); };
     const bool eval_pending = h.resuming() && eval_due(iter) && ev.evaluated_iter != iter;
     sum.first_iter = sum.last_iter = iter;
 
-    const std::string best_path = (h.folder().path() / "best.pt").string();
+    const std::string best_path = (h.path() / "best.pt").string();
     auto best_file = [&] {
       std::error_code e2;
       return fs::exists(best_path, e2) ? best_path : std::string();
@@ -206,7 +222,10 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
       return !(eval_pending && j.contains("miou") && j["iteration"].get<int64_t>() == iter);
     });
 
-    SegTrainLoader loader(train_ds, cfg.pipeline, cfg.loader_options(), T.seed);
+    auto lopt = cfg.loader_options();
+    lopt.shard = comm->rank();
+    lopt.shards = world;
+    SegTrainLoader loader(train_ds, cfg.pipeline, lopt, T.seed);
     loader.batches_per_epoch();  // fails early on a split smaller than a batch
     const int64_t stop = fc.max_iters > 0 ? std::min(fc.max_iters, T.iters) : T.iters;
 
@@ -222,10 +241,12 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
     struct Interrupted {};
     auto run_eval = [&] {
       progress.done();
+      // Multi-process: each rank evaluates every world-th image and the confusion matrices
+      // are summed; a signal then waits for the evaluation's end (the ranks stop together).
       auto r = evaluate(*model, val_ds, cfg.eval_options(), cfg.data.workers, [&](int64_t d, int64_t n) {
-        if (h.stop_signal()) throw Interrupted{};  // the iteration's checkpoint is already written
+        if (world == 1 && h.stop_signal()) throw Interrupted{};  // the iteration's checkpoint is already written
         progress.update("evaluating " + train::bar(d, n) + " " + std::to_string(d) + "/" + std::to_string(n), d, d == n);
-      });
+      }, comm.get());
       progress.done();
       ev.last_miou = 100 * r.metrics.miou;
       ev.evaluated_iter = iter;
@@ -234,7 +255,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         ev.best_miou = ev.last_miou;
         ev.best_iter = iter;
         // Weights only (no optimizer): the model to evaluate, predict or export.
-        io::save_checkpoint(best_path, make_checkpoint(*model, nullptr, iter, *train_ds, yaml, ev));
+        if (h.main()) io::save_checkpoint(best_path, make_checkpoint(*model, nullptr, iter, *train_ds, yaml, ev));
       }
       // The iteration's checkpoint was written before this evaluation: bring it up to date.
       if (saved_iter == iter) sum.last_checkpoint = h.save(iter, checkpoint());
@@ -276,15 +297,19 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
     progress.message("finetuning DeepLabV3 resnet" + std::to_string(cfg.model.arch) + " on " + cfg.data.type + " (" +
                      std::to_string(train_ds->size()) + " train / " + std::to_string(val_ds.size()) + " val images, " +
                      std::to_string(classes) + " classes): " + std::to_string(T.iters) + " iterations, batch " +
-                     std::to_string(T.batch) + ", crop " + std::to_string(cfg.pipeline.crop_h) + "x" +
+                     std::to_string(T.batch) +
+                     (world > 1 ? " (" + std::to_string(T.batch / world) + " per process x " + std::to_string(world) +
+                                      " processes, SyncBN)"
+                                : std::string()) +
+                     ", crop " + std::to_string(cfg.pipeline.crop_h) + "x" +
                      std::to_string(cfg.pipeline.crop_w) + ", lr " + std::to_string(lr0) + ", run folder " +
-                     h.folder().path().string());
+                     h.path().string());
     try {
       if (eval_pending) {
         saved_iter = iter;  // the resumed checkpoint is this iteration's
         progress.message("making up the evaluation of iteration " + std::to_string(iter) + " that the checkpoint missed");
         run_eval();
-        if (h.stop_signal()) return finish(false);
+        if (dist::any_rank(*comm, h.stop_signal() != 0)) return finish(false);
         if (iter >= T.iters) return finish(true);
       }
       double data_wait = 0;
@@ -297,10 +322,15 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         const double lr = train::scheduled_lr(cfg.optim, lr0, 0, iter, T.iters, 1);
         auto x = batch->image.to(device, true), y = batch->label.to(device, true);
         auto l = seg_loss(model->logits(x), y, T.avg_non_ignore, cfg.model.align_corners);
-        const double loss = l.loss.item<double>();
+        // Logged: means over ranks (so every rank agrees on finiteness).
+        const auto m = dist::mean_over_ranks(*comm, {l.loss.item<double>(), l.acc});
+        const double loss = m[0];
+        l.acc = m[1];
         if (!std::isfinite(loss)) h.non_finite(iter + 1, "loss " + std::to_string(loss));
         opt.zero_grad();
+        if (reducer) reducer->prepare();
         l.loss.backward();
+        if (reducer) reducer->finish();
         opt.step(lr);
         ++iter;
         sum.losses.push_back(loss);
@@ -309,11 +339,12 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         const double el = h.seconds();
         const int64_t done = iter - sum.first_iter;
         const double ips = static_cast<double>(done * T.batch) / std::max(el, 1e-9);
-        const bool signalled = h.stop_signal() != 0;
+        const bool signalled = dist::any_rank(*comm, h.stop_signal() != 0);
         const bool last = iter == stop || signalled;
         if (iter % T.log_every == 0 || last)
           h.log({{"iteration", iter}, {"lr", lr}, {"loss", loss}, {"acc", l.acc}, {"img_per_s", ips},
-                 {"data_wait_s", data_wait}, {"elapsed_s", el}});
+                 {"data_wait_s", data_wait}, {"elapsed_s", el},
+                 {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0}});
         char line[256];
         const double eta = static_cast<double>(T.iters - iter) * el / static_cast<double>(std::max<int64_t>(done, 1));
         std::snprintf(line, sizeof line, "%s %lld/%lld %.2f img/s ETA %s loss %.4f acc %.1f%% lr %.6f",
@@ -325,7 +356,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         if ((T.checkpoint_every > 0 && iter % T.checkpoint_every == 0) || iter == T.iters || last) save();
         if (signalled) return finish(false);
         if (eval_due(iter)) run_eval();
-        if (h.stop_signal()) return finish(false);
+        if (dist::any_rank(*comm, h.stop_signal() != 0)) return finish(false);
       }
     } catch (const Interrupted&) {
       return finish(false);

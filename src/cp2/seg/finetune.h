@@ -2,10 +2,15 @@
 // checkpoint (or scratch), SGD with poly decay per iteration, cross-entropy ignoring 255,
 // evaluation every N iterations keeping best.pt, atomic checkpoints, exact resume.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "cp2/seg/config.h"
+
+namespace cp2::dist {
+class Comm;
+}
 
 namespace cp2::seg {
 
@@ -15,6 +20,9 @@ struct FinetuneControl {
   int64_t max_iters = 0;    // stop after this iteration, with a checkpoint (0 = run to the end)
   bool check_data = false;  // read every train and val image and label first; stop listing the bad ones
   bool progress = true;
+  // Data parallel with synchronised BatchNorm (the authors' SyncBN) over these processes;
+  // null or world size 1: one process. Rank 0 writes the run folder.
+  std::shared_ptr<dist::Comm> comm;
 };
 
 struct FinetuneSummary {

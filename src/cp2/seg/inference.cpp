@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "cp2/common.h"
+#include "cp2/dist/comm.h"
 #include "cp2/data/prefetch.h"
 #include "cp2/seg/pipeline.h"
 
@@ -75,15 +76,18 @@ at::Tensor predict_probs(models::SegmentorImpl& m, const at::Tensor& image, cons
 }
 
 EvalResult evaluate(models::SegmentorImpl& m, SegDataset& ds, const EvalOptions& o, int workers,
-                    const std::function<void(int64_t, int64_t)>& on_image) {
+                    const std::function<void(int64_t, int64_t)>& on_image, dist::Comm* comm) {
   o.validate();
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t n = o.max_images > 0 ? std::min(o.max_images, ds.size()) : ds.size();
+  const int64_t total = o.max_images > 0 ? std::min(o.max_images, ds.size()) : ds.size();
+  const int64_t W = comm ? comm->size() : 1, R = comm ? comm->rank() : 0;
+  const int64_t n = total > R ? (total - R + W - 1) / W : 0;  // this rank's images: R, R + W, ...
   struct Item {
     at::Tensor image, label;
   };
   data::Prefetcher<Item> pre(
-      [&ds](int64_t, int64_t i) {
+      [&ds, W, R](int64_t, int64_t k) {
+        const int64_t i = R + k * W;
         Item it;
         it.image = ds.image(i);
         it.label = ds.label(i, it.image.size(0), it.image.size(1));
@@ -106,8 +110,12 @@ EvalResult evaluate(models::SegmentorImpl& m, SegDataset& ds, const EvalOptions&
   m.train(was_training);
   EvalResult r;
   r.confusion = cm.matrix();
-  r.metrics = eval::compute_metrics(cm.matrix());
-  r.images = n;
+  if (W > 1) {
+    r.confusion = r.confusion.clone();
+    comm->all_reduce_sum(r.confusion);
+  }
+  r.metrics = eval::compute_metrics(r.confusion);
+  r.images = total;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.label_stats = ds.take_label_stats();
   return r;

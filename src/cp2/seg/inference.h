@@ -13,6 +13,10 @@
 #include "cp2/seg/config.h"
 #include "cp2/seg/dataset.h"
 
+namespace cp2::dist {
+class Comm;
+}
+
 namespace cp2::seg {
 
 // Class probabilities (C x H x W float, on the model's device) for one H x W x 3 uint8
@@ -32,8 +36,10 @@ struct EvalResult {
 };
 
 // Evaluates a split; `on_image(done, total)` reports progress. Images are read ahead on
-// `workers` threads.
+// `workers` threads. With `comm` (world size > 1) each rank evaluates images
+// rank, rank + world, ... and the confusion matrices are summed over ranks, so every rank
+// returns the whole split's metrics.
 EvalResult evaluate(models::SegmentorImpl& m, SegDataset& ds, const EvalOptions& o, int workers = 1,
-                    const std::function<void(int64_t, int64_t)>& on_image = {});
+                    const std::function<void(int64_t, int64_t)>& on_image = {}, dist::Comm* comm = nullptr);
 
 }  // namespace cp2::seg

@@ -29,8 +29,8 @@ int64_t SegTrainLoader::batches_per_epoch() const {
 }
 
 SegBatch SegTrainLoader::build(int64_t iteration) {
-  const int64_t bpe = batches_per_epoch(), B = l_.batch;
-  const int64_t epoch = iteration / bpe, first = (iteration % bpe) * B;
+  const int64_t bpe = batches_per_epoch(), B = l_.local_batch();
+  const int64_t epoch = iteration / bpe, first = (iteration % bpe) * l_.batch + l_.shard * B;
   std::vector<int64_t> idx(B);
   {
     std::lock_guard<std::mutex> lk(mu_);

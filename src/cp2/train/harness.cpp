@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "cp2/config/fields.h"
+#include "cp2/dist/comm.h"
 #include "cp2/io/checkpoint.h"
 
 namespace cp2::train {
@@ -24,8 +25,13 @@ std::vector<std::string> model_key_changes(const std::string& stored_yaml, const
   return out;
 }
 
-Harness::Harness(HarnessOptions o)
-    : o_(std::move(o)), folder_(o_.out, !o_.resume.empty()), progress_(o_.progress, o_.log_every) {
+Harness::Harness(HarnessOptions o) : o_(std::move(o)), progress_(o_.progress && o_.main, o_.log_every) {
+  if (o_.main) {
+    folder_ = std::make_unique<RunFolder>(o_.out, !o_.resume.empty());
+    path_ = folder_->path();
+  } else {
+    path_ = absolute_path(o_.out);
+  }
   if (o_.resume.empty()) return;
   const auto target = locate_resume(o_.resume, "");  // a run folder: its newest checkpoint
   o_.resume = target.checkpoint;
@@ -40,16 +46,32 @@ Harness::Harness(HarnessOptions o)
                 o_.resume);
   }
   // Continuing into another folder (a fork: --resume A --out B) needs B free of other runs.
-  if (target.run != folder_.path().string()) {
-    const std::string files = run_files(folder_.path());
+  if (o_.main && target.run != path_.string()) {
+    const std::string files = run_files(path_);
     if (!files.empty())
-      throw Error(folder_.path().string() + ": already holds another run (" + files + "); to continue " + o_.resume +
+      throw Error(path_.string() + ": already holds another run (" + files + "); to continue " + o_.resume +
                   " there, choose an empty --out, or resume into its own run folder " +
                   (target.run.empty() ? std::string("(none)") : target.run));
   }
 }
 
 Harness::~Harness() = default;
+
+std::unique_ptr<Harness> open_harness(dist::Comm& comm, HarnessOptions o) {
+  if (comm.size() == 1) return std::make_unique<Harness>(std::move(o));
+  std::unique_ptr<Harness> h;
+  dist::run_on_all(comm, "opening the run folder", [&] {
+    if (comm.main()) h = std::make_unique<Harness>(o);
+  });
+  const std::string file = comm.broadcast_string(comm.main() ? h->resumed_path() : "", "resume");
+  dist::run_on_all(comm, "loading the checkpoint to resume", [&] {
+    if (comm.main()) return;
+    o.resume = file;
+    o.main = false;
+    h = std::make_unique<Harness>(o);
+  });
+  return h;
+}
 
 void Harness::check_dataset(const std::string& key, int64_t now, const std::string& what) {
   if (!resumed_) return;
@@ -63,17 +85,21 @@ void Harness::check_dataset(const std::string& key, int64_t now, const std::stri
 }
 
 void Harness::start(int64_t position, const std::function<bool(const nlohmann::json&)>& keep) {
+  signals_ = std::make_unique<StopSignals>();
+  t0_ = Clock::now();
+  if (!folder_) return;
+  auto& folder = *folder_;
   if (resuming()) {
-    auto moved = folder_.set_aside_after(position);
+    auto moved = folder.set_aside_after(position);
     if (!moved.empty())
       progress_.message("resuming from an older checkpoint than the run's newest: " + std::to_string(moved.size()) +
                         " later checkpoints renamed superseded_* (first: " + moved.front() + ")");
   }
   std::error_code ec;
-  if (!resuming()) fs::remove(folder_.path() / "summary.json", ec);  // of a run that failed before training
-  folder_.write("config.yaml", o_.config_yaml);
+  if (!resuming()) fs::remove(folder.path() / "summary.json", ec);  // of a run that failed before training
+  folder.write("config.yaml", o_.config_yaml);
   const std::string unit = o_.unit;
-  folder_.open_log([&](const std::string& line) {
+  folder.open_log([&](const std::string& line) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
@@ -83,15 +109,19 @@ void Harness::start(int64_t position, const std::function<bool(const nlohmann::j
     if (!j.is_object() || !j.contains(unit) || !j[unit].is_number_integer()) return false;
     return j[unit].get<int64_t>() <= position && (!keep || keep(j));
   });
-  signals_ = std::make_unique<StopSignals>();
-  t0_ = Clock::now();
 }
 
-void Harness::log(const nlohmann::json& record) { folder_.append_log(record.dump()); }
+void Harness::log(const nlohmann::json& record) {
+  if (folder_) folder_->append_log(record.dump());
+}
 
 std::string Harness::save(int64_t position, const py::ObjPtr& root) {
-  last_ = folder_.save_checkpoint(position, root, o_.keep_last);
+  if (folder_) last_ = folder_->save_checkpoint(position, root, o_.keep_last);
   return last_;
+}
+
+void Harness::write(const std::string& name, const std::string& text) const {
+  if (folder_) folder_->write(name, text);
 }
 
 int Harness::stop_signal() const { return signals_ ? StopSignals::received() : 0; }
@@ -109,7 +139,7 @@ void Harness::summary(nlohmann::json fields, bool finished) const {
   fields["stopped_by"] = finished ? "" : sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "max";
   fields["checkpoint"] = last_;
   fields["error"] = nullptr;
-  folder_.write("summary.json", fields.dump(2) + "\n");
+  write("summary.json", fields.dump(2) + "\n");
 }
 
 void Harness::failed(const std::string& error, nlohmann::json fields) const {
@@ -118,7 +148,7 @@ void Harness::failed(const std::string& error, nlohmann::json fields) const {
   fields["error"] = error;
   fields["checkpoint"] = last_;
   try {
-    folder_.write("summary.json", fields.dump(2) + "\n");
+    write("summary.json", fields.dump(2) + "\n");
   } catch (const Error&) {
     // The disk may be what failed; the error itself still reaches the user.
   }

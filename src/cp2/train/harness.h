@@ -17,6 +17,10 @@
 #include "cp2/train/signals.h"
 #include "cp2/train/state.h"
 
+namespace cp2::dist {
+class Comm;
+}
+
 namespace cp2::train {
 
 struct HarnessOptions {
@@ -28,6 +32,10 @@ struct HarnessOptions {
   bool progress = true;
   int64_t log_every = 10;
   int keep_last = 2;
+  // Data parallel: only rank 0 (main) holds the folder's lock and writes the log,
+  // checkpoints, config and summary; the other ranks load the same `resume` file (rank
+  // 0's, already resolved to a checkpoint) and write nothing.
+  bool main = true;
 };
 
 class Harness {
@@ -41,7 +49,8 @@ class Harness {
   const py::ObjPtr& resumed() const { return resumed_; }  // the resumed checkpoint's root
   const std::string& resumed_path() const { return o_.resume; }
   Progress& progress() { return progress_; }
-  const RunFolder& folder() const { return folder_; }
+  const fs::path& path() const { return path_; }  // the run folder
+  bool main() const { return o_.main; }
   const HarnessOptions& options() const { return o_; }
 
   // Warns when a resumed run's dataset no longer has the size stored at `key`.
@@ -54,6 +63,8 @@ class Harness {
   // An atomic checkpoint at `position`, rotated; remembered as the last checkpoint.
   std::string save(int64_t position, const py::ObjPtr& root);
   const std::string& last_checkpoint() const { return last_; }
+  // RUN/<name>, atomically (rank 0 only).
+  void write(const std::string& name, const std::string& text) const;
   // SIGINT or SIGTERM received since start() (0 if none).
   int stop_signal() const;
   // The non-finite-loss error for the step numbered `position` (1-based).
@@ -66,13 +77,19 @@ class Harness {
 
  private:
   HarnessOptions o_;
-  RunFolder folder_;
+  std::unique_ptr<RunFolder> folder_;  // rank 0 only
+  fs::path path_;
   Progress progress_;
   py::ObjPtr resumed_;
   std::unique_ptr<StopSignals> signals_;
   std::string last_;
   Clock::time_point t0_ = Clock::now();
 };
+
+// The harness of a data-parallel run: rank 0 opens the run folder (and resolves --resume
+// to a checkpoint file), the other ranks then load that same file; a failure on any rank
+// fails every rank with its message. World size 1: Harness(o).
+std::unique_ptr<Harness> open_harness(dist::Comm& comm, HarnessOptions o);
 
 // "key: stored A, asked B" for each model.* key on which two resolved configs differ.
 std::vector<std::string> model_key_changes(const std::string& stored_yaml, const std::string& yaml);
