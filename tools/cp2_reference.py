@@ -123,7 +123,7 @@ def cp2_training_forward(enc_q, enc_k, queue, queue_ptr, batch, m=0.999, T=0.2, 
     l_pos = torch.einsum("nc,nc->n", q_ins, k_ins).unsqueeze(-1)
     l_neg = torch.einsum("nc,ck->nk", q_ins, queue)
     logits = torch.cat([l_pos, l_neg], 1) / T
-    labels = torch.zeros(logits.shape[0], dtype=torch.long)
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     loss_ins = F.cross_entropy(logits, labels)
     dense = torch.einsum("ncx,ncy->nxy", qf, kf)
     logp = F.log_softmax(dense, dim=1)

@@ -299,6 +299,28 @@ TEST(Dist, TorchrunRunsTheSameStepsAsCp2Launch) {
   EXPECT_EQ(a["final_loss"], b["final_loss"]);
 }
 
+// Multi-node: the same launch command on each node with node 0's address (here two
+// "nodes" on loopback, which also takes Gloo's default-device path); same run as one node.
+TEST(Dist, TwoNodeLaunchMatchesOneNode) {
+  const auto dir = temp_dir("dist_two_nodes");
+  const auto images = synth_images("dist_two_node_images", 16, 48, 48, 6);
+  const std::string run = " -- pretrain --data " + images +
+                          " --arch 18 --size 32 --batch 4 --queue 16 --workers 1 --threads 1 --epochs 1 --quiet --out ";
+  const std::string port = std::to_string(dist::free_port());
+  const std::string node = std::string(CP2_BINARY) + " launch --nproc 1 --nnodes 2 --master-addr 127.0.0.1 --master-port " +
+                           port + " --node-rank ";
+  const auto out = sh("(" + node + "0" + run + dir + "/nodes > " + dir + "/node0.txt 2>&1 & p=$!; " + node + "1" + run +
+                      dir + "/nodes > " + dir + "/node1.txt 2>&1; r1=$?; wait $p; echo rc=$?,$r1)");
+  ASSERT_NE(out.find("rc=0,0"), std::string::npos) << out << read_text(dir + "/node0.txt") << read_text(dir + "/node1.txt");
+  EXPECT_NE(read_text(dir + "/node1.txt").find("node 1 of 2 (ranks 1..1 of world size 2)"), std::string::npos);
+  auto r = run_cli("launch --nproc 2" + run + dir + "/one");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto a = nlohmann::json::parse(read_text(dir + "/nodes/summary.json"));
+  auto b = nlohmann::json::parse(read_text(dir + "/one/summary.json"));
+  EXPECT_EQ(a["steps"], 4);
+  EXPECT_EQ(a["final_loss"], b["final_loss"]);
+}
+
 // Issue 10 §3: a rank that dies or hangs ends the job with a message naming it, within
 // the timeout, never a silent hang; the launcher exits non-zero.
 TEST(Dist, DeadOrHungRankEndsTheJobWithAMessage) {

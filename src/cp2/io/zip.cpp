@@ -1,6 +1,8 @@
 #include "cp2/io/zip.h"
 
+#ifndef CP2_NO_ZLIB
 #include <zlib.h>
+#endif
 
 #include <cstring>
 
@@ -94,6 +96,10 @@ std::string_view ZipReader::read(const std::string& name) {
   if (e.method != 8)
     throw Error(path_ + ": zip entry '" + name + "' uses compression method " + std::to_string(e.method) +
                 "; expected 0 (stored) or 8 (deflate)");
+#ifdef CP2_NO_ZLIB
+  throw Error(path_ + ": zip entry '" + name + "' is deflate-compressed and this build has no zlib (torch.save writes "
+              "stored entries)");
+#else
   auto cached = inflated_.find(name);
   if (cached != inflated_.end()) return cached->second;
   std::string out(e.size, '\0');
@@ -107,7 +113,26 @@ std::string_view ZipReader::read(const std::string& name) {
   inflateEnd(&zs);
   if (rc != Z_STREAM_END) throw Error(path_ + ": zip entry '" + name + "' failed to inflate (corrupt data)");
   return inflated_.emplace(name, std::move(out)).first->second;
+#endif
 }
+
+namespace {
+uint32_t crc32_of(const void* data, size_t n) {
+#ifdef CP2_NO_ZLIB
+  // The zip format's CRC-32 (reflected polynomial 0xEDB88320), bitwise: only the
+  // LibTorch-only GPU-check build uses it, and only for small files.
+  uint32_t c = 0xffffffffu;
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+  }
+  return c ^ 0xffffffffu;
+#else
+  return static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(data), static_cast<uInt>(n)));
+#endif
+}
+}  // namespace
 
 void ZipWriter::put(const void* p, size_t n) {
   if (n && std::fwrite(p, 1, n, f_) != n)
@@ -118,8 +143,7 @@ void ZipWriter::put(const void* p, size_t n) {
 void ZipWriter::add(const std::string& name, const void* data, size_t n) {
   if (pos_ + n + 4096 >= 0xffffffffull)
     throw Error(path_ + ": checkpoint would exceed 4 GiB; cp2 does not write zip64 yet");
-  Rec r{name, static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(data), static_cast<uInt>(n))),
-        n, pos_, 0};
+  Rec r{name, crc32_of(data, n), n, pos_, 0};
   // Pad with an extra field (id "FB", as torch's writer) so the data starts 64-byte aligned.
   uint64_t start = pos_ + 30 + name.size() + 4;
   uint16_t pad = static_cast<uint16_t>((64 - start % 64) % 64);

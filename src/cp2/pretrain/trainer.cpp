@@ -108,46 +108,6 @@ std::string quick_tuning_init(CP2ModelImpl& model, const std::string& path, io::
 
 }  // namespace
 
-CP2Model make_model(const CP2Options& o, uint64_t seed) {
-  torch::manual_seed(seed);
-  CP2Model m(o);
-  models::init_weights(m->q_module(), seed);
-  m->sync_key_encoder();
-  return m;
-}
-
-train::NamedTensors query_parameters(CP2ModelImpl& m) {
-  train::NamedTensors params;
-  for (auto& p : m.q_module().named_parameters()) params.emplace_back("encoder_q." + p.key(), p.value());
-  return params;
-}
-
-StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& b, double lr,
-                      dist::GradientReducer* reducer) {
-  StepResult r;
-  r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
-  r.loss = r.parts.total.item<double>();
-  if (const auto& comm = model.comm(); comm && comm->size() > 1) {
-    auto& p = r.parts;
-    auto val = [](const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; };
-    const auto m = dist::mean_over_ranks(*comm, {r.loss, val(p.loss_ins), val(p.loss_dense), p.acc1, p.acc5,
-                                                 p.acc_dense, p.acc_dense_chance});
-    r.loss = m[0];
-    if (p.loss_ins.defined()) p.loss_ins = torch::tensor(m[1], torch::kDouble);
-    if (p.loss_dense.defined()) p.loss_dense = torch::tensor(m[2], torch::kDouble);
-    p.acc1 = m[3], p.acc5 = m[4], p.acc_dense = m[5], p.acc_dense_chance = m[6];
-  }
-  r.finite = std::isfinite(r.loss);
-  if (!r.finite) return r;
-  opt.zero_grad();
-  if (reducer) reducer->prepare();
-  r.parts.total.backward();
-  if (reducer) reducer->finish();
-  opt.step(lr);
-  model.enqueue(r.parts.k_ins);
-  return r;
-}
-
 RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   cfg.validate();
   install_caching_cpu_allocator();

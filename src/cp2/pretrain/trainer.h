@@ -6,11 +6,11 @@
 #include <vector>
 
 #include "cp2/pretrain/config.h"
+#include "cp2/pretrain/step.h"
 
 namespace cp2::dist {
 class Comm;
-class GradientReducer;
-}  // namespace cp2::dist
+}
 
 namespace cp2::pretrain {
 
@@ -37,26 +37,6 @@ struct RunSummary {
   bool already_finished = false;  // resumed a finished run: nothing ran, nothing was written
   int signal = 0;                 // SIGINT/SIGTERM that stopped the run (checkpoint written)
 };
-
-// A model as a fresh run starts it: weights and queue drawn from `seed` (mmsegmentation's
-// init for the query encoder), key encoder = query encoder.
-CP2Model make_model(const CP2Options& o, uint64_t seed);
-// The query encoder's parameters under their state-dict names (the optimizer's keys).
-train::NamedTensors query_parameters(CP2ModelImpl& m);
-
-struct StepResult {
-  LossParts parts;
-  double loss = 0;
-  bool finite = true;  // false: nothing was updated
-};
-
-// One optimisation step on a batch (already on the model's device): forward (momentum
-// update, both encoders, losses), then — if the loss is finite — backward, optimizer
-// step at `lr`, enqueue. The loop, the benchmark and the tests share it. Multi-process
-// (the model's comm, world size > 1): the logged values are means over ranks (so every
-// rank agrees on finiteness), `reducer` averages the gradients.
-StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& batch, double lr,
-                      dist::GradientReducer* reducer = nullptr);
 
 // Runs (or resumes) a pretraining job in cfg.train.out. Throws cp2::Error on bad input,
 // and on a non-finite loss (naming the step; the last good checkpoint stays); a failed

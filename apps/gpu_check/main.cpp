@@ -1,0 +1,218 @@
+// cp2_gpu_check: the GPU path's short check (issue 11 §6). Built with LibTorch alone
+// (cmake -DCP2_CORE_ONLY=ON, any LibTorch 1.13 / 2.x, CUDA or not); tools/gpu_check.sh
+// builds and runs it. Two parts:
+//  1. loss parity on the device: the CP² step fixtures of tools/make_parity_fixtures.py
+//     (written on the CPU by an independent PyTorch computation) against cp2's forward on
+//     --device, TF32 off; losses within 1e-4 relative, accuracies equal.
+//  2. the R50-ASPP@224 model step (momentum update, both encoders, losses, backward, SGD,
+//     enqueue; K 65536) in images/s at each --batches, fp32 and AMP bf16 (autocast),
+//     channels-last off and on.
+// Exit status 1 when a parity check fails.
+#include <torch/torch.h>
+#include <torch/version.h>
+#include <ATen/autocast_mode.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cp2/common.h"
+#include "cp2/io/checkpoint.h"
+#include "cp2/pretrain/state_io.h"
+#include "cp2/pretrain/step.h"
+
+namespace {
+
+using namespace cp2;
+
+struct Args {
+  std::string fixtures, device = "cuda";
+  int arch = 50, size = 224, steps = 10, warmup = 3;
+  int64_t queue = 65536;
+  std::vector<int64_t> batches{32, 64};
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr,
+               "error: %s\nusage: cp2_gpu_check --fixtures DIR [--device cuda] [--arch 50] [--size 224] "
+               "[--batches 32,64] [--steps 10] [--warmup 3] [--queue 65536]\n",
+               why.c_str());
+  std::exit(2);
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (i + 1 >= argc) usage("missing value after " + k);
+    const std::string v = argv[++i];
+    try {
+      if (k == "--fixtures") a.fixtures = v;
+      else if (k == "--device") a.device = v;
+      else if (k == "--arch") a.arch = std::stoi(v);
+      else if (k == "--size") a.size = std::stoi(v);
+      else if (k == "--steps") a.steps = std::stoi(v);
+      else if (k == "--warmup") a.warmup = std::stoi(v);
+      else if (k == "--queue") a.queue = std::stoll(v);
+      else if (k == "--batches") {
+        a.batches.clear();
+        std::stringstream ss(v);
+        for (std::string b; std::getline(ss, b, ',');) a.batches.push_back(std::stoll(b));
+      } else usage("unknown option " + k);
+    } catch (const std::invalid_argument&) {
+      usage(k + ": expected a number, found '" + v + "'");
+    }
+  }
+  return a;
+}
+
+void sync(const torch::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize();
+}
+
+// Autocast to bf16 on the model's device type (losses, softmax and normalisation run in
+// fp32 as autocast's op lists decide). The API moved in LibTorch 2.4.
+struct Autocast {
+  Autocast(bool on, c10::DeviceType t) : on_(on), t_(t) { set(on); }
+  ~Autocast() {
+    set(false);
+    at::autocast::clear_cache();
+  }
+  void set(bool v) {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(t_, v);
+    at::autocast::set_autocast_dtype(t_, at::kBFloat16);
+#else
+    if (t_ == c10::DeviceType::CUDA) {
+      at::autocast::set_enabled(v);
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    } else {
+      at::autocast::set_cpu_enabled(v);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    }
+#endif
+  }
+  bool on_;
+  c10::DeviceType t_;
+};
+
+double rel(const at::Tensor& a, const at::Tensor& b) {
+  return std::abs(a.item<double>() - b.item<double>()) / std::max(std::abs(b.item<double>()), 1e-30);
+}
+
+// Part 1. Returns false on a mismatch.
+bool parity(const Args& a, const torch::Device& dev) {
+  bool ok = true;
+  for (const std::string tag : {"cp2_step_r18_96", "cp2_step_r50_224"}) {
+    const std::string base = a.fixtures + "/" + tag;
+    if (!std::filesystem::exists(base + ".pt")) {
+      std::printf("[parity] %s: missing %s.pt (run tools/make_parity_fixtures.py --out %s)\n", tag.c_str(),
+                  base.c_str(), a.fixtures.c_str());
+      ok = false;
+      continue;
+    }
+    pretrain::CP2Options o;
+    o.encoder.backbone.depth = tag.find("r18") != std::string::npos ? 18 : 50;
+    o.queue_size = 256;
+    pretrain::CP2Model m(o);
+    pretrain::load_pretrain_state(*m, base + ".pt", /*strict=*/true);
+    m->to(dev);
+    m->train();
+    auto b = pretrain::load_batch(base + "_batch.pt");
+    std::map<std::string, at::Tensor> ref;
+    for (auto& [k, v] : io::flatten(io::load_checkpoint(base + "_ref.pt").root))
+      if (v->kind == py::Kind::Tensor) ref[k] = v->tensor;
+    auto r = m->forward_step(b.im_q.to(dev), b.im_k.to(dev), b.mask_q.to(dev), b.mask_k.to(dev));
+    const double ei = rel(r.loss_ins.cpu(), ref["loss_ins"]), ed = rel(r.loss_dense.cpu(), ref["loss_dense"]),
+                 et = rel(r.total.cpu(), ref["total"]);
+    const bool acc = r.acc1 == ref["acc1"].item<double>() && r.acc5 == ref["acc5"].item<double>() &&
+                     r.acc_dense == ref["acc_dense"].item<double>();
+    const bool pass = ei <= 1e-4 && ed <= 1e-4 && et <= 1e-4 && acc;
+    std::printf("[parity] %s on %s: loss_ins rel %.2e, loss_dense rel %.2e, total rel %.2e, accuracies %s: %s\n",
+                tag.c_str(), dev.str().c_str(), ei, ed, et, acc ? "equal" : "DIFFER", pass ? "PASS" : "FAIL");
+    ok = ok && pass;
+  }
+  return ok;
+}
+
+// Part 2: one configuration's images/s ("" on success, else the error's first line).
+std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, bool bf16, bool channels_last,
+                      double& img_s) {
+  try {
+    pretrain::CP2Options o;
+    o.encoder.backbone.depth = a.arch;
+    o.queue_size = a.queue;
+    auto m = pretrain::make_model(o, 0);
+    m->to(dev);
+    const auto fmt = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    if (channels_last)
+      for (auto& p : m->parameters())
+        if (p.dim() == 4) p.set_data(p.data().contiguous(fmt));
+    m->train();
+    train::OptimOptions oo;
+    oo.lr = 0.03;
+    train::Optimizer opt(pretrain::query_parameters(*m), oo);
+    const int64_t S = a.size;
+    auto opts = torch::TensorOptions().device(dev);
+    auto mask = torch::zeros({batch, S, S}, opts);
+    mask.slice(1, S / 8, S - S / 8).slice(2, S / 8, S - S / 8).fill_(1);
+    data::Batch b{torch::randn({batch, 3, S, S}, opts).contiguous(fmt), torch::randn({batch, 3, S, S}, opts).contiguous(fmt),
+                  mask, mask.flip({1})};
+    const double lr = 0.03 * batch / 256;
+    auto step = [&] {
+      Autocast ac(bf16, dev.type());
+      pretrain::train_step(*m, opt, b, lr);
+    };
+    for (int i = 0; i < a.warmup; ++i) step();
+    sync(dev);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < a.steps; ++i) step();
+    sync(dev);
+    img_s = a.steps * batch / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return "";
+  } catch (const std::exception& e) {
+    std::string w = e.what();
+    return w.substr(0, w.find('\n'));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto a = parse(argc, argv);
+  if (a.fixtures.empty()) usage("--fixtures DIR is required (tools/make_parity_fixtures.py writes it)");
+  try {
+    const torch::Device dev(a.device);
+    if (dev.is_cuda() && !torch::cuda::is_available()) throw Error("--device " + a.device + ": CUDA is not available");
+    // Parity in true fp32: TF32 would round the matmuls' inputs to 10 mantissa bits.
+    at::globalContext().setAllowTF32CuBLAS(false);
+    at::globalContext().setAllowTF32CuDNN(false);
+    std::printf("cp2_gpu_check: LibTorch %s, device %s\n", TORCH_VERSION, dev.str().c_str());
+    const bool ok = parity(a, dev);
+    // Timing as a user's run would: TF32 allowed for fp32 convolutions (PyTorch's default).
+    at::globalContext().setAllowTF32CuDNN(true);
+    std::printf("[step] R%d-ASPP@%d, K %lld, %d timed steps after %d warm-up (img/s)\n", a.arch, a.size,
+                static_cast<long long>(a.queue), a.steps, a.warmup);
+    for (int64_t batch : a.batches)
+      for (bool bf16 : {false, true})
+        for (bool cl : {false, true}) {
+          double ips = 0;
+          const auto err = time_step(a, dev, batch, bf16, cl, ips);
+          if (err.empty())
+            std::printf("[step] batch %3lld %-9s %-13s %9.2f img/s\n", static_cast<long long>(batch),
+                        bf16 ? "AMP bf16" : "fp32", cl ? "channels-last" : "NCHW", ips);
+          else
+            std::printf("[step] batch %3lld %-9s %-13s failed: %s\n", static_cast<long long>(batch),
+                        bf16 ? "AMP bf16" : "fp32", cl ? "channels-last" : "NCHW", err.c_str());
+          std::fflush(stdout);
+        }
+    return ok ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,251 @@
+// The c10d backend of dist::Comm: a TCPStore rendezvous and a Gloo (or NCCL) process group.
+// Apart from comm.cpp so that a LibTorch-only build (CP2_CORE_ONLY) can leave it out.
+#include "cp2/dist/comm.h"
+
+// c10d's Gloo backend header is guarded by the macro PyTorch's own build defines.
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/torch.h>
+#ifdef CP2_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <cstdlib>
+#include <mutex>
+
+#include "cp2/common.h"
+
+namespace cp2::dist {
+
+namespace {
+
+std::string first_line(const std::string& s) {
+  const auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+// Every collective is numbered; before entering one a rank writes its number to the store
+// (`cp2/seq/<rank>`), so a rank whose collective fails can name the ranks that never
+// arrived (dead or hung) instead of Gloo's peer address.
+class C10dComm final : public Comm, public std::enable_shared_from_this<C10dComm> {
+ public:
+  C10dComm(const Layout& l, const ConnectOptions& o) : l_(l), o_(o) {
+    // Under torchrun the agent already hosts the store at MASTER_ADDR:MASTER_PORT and says
+    // so (TORCHELASTIC_USE_AGENT_STORE=True): every rank is then a client, as in PyTorch's
+    // env:// initialisation; keys go under a per-restart prefix.
+    const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+    const bool agent_store = agent && std::string(agent) == "True";
+    const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(l.master_port);
+    so.isServer = l.rank == 0 && !agent_store;
+    so.numWorkers = static_cast<std::size_t>(l.world);
+    so.waitWorkers = !agent_store;
+    so.timeout = o.timeout;
+    const std::string where = l.master_addr + ":" + std::to_string(l.master_port);
+    try {
+      auto tcp = c10::make_intrusive<c10d::TCPStore>(l.master_addr, so);
+      store_ = c10::make_intrusive<c10d::PrefixStore>(
+          std::string("cp2/attempt_") + (restart && *restart ? restart : "0"), tcp);
+    } catch (const std::exception& e) {
+      const std::string what = first_line(e.what());
+      if (l.rank == 0 && what.find("ddress already in use") != std::string::npos)
+        throw Error("rendezvous: MASTER_PORT " + std::to_string(l.master_port) + " is already in use on " +
+                    l.master_addr + " (another run?): choose a free port");
+      throw Error("rendezvous at " + where + " failed on rank " + std::to_string(l.rank) + " of " +
+                  std::to_string(l.world) + " (not every rank arrived within " + std::to_string(o.timeout.count() / 1000) +
+                  " s, or the address is unreachable): " + what);
+    }
+    const bool cuda = o.device.rfind("cuda", 0) == 0;
+    try {
+      if (cuda) {
+#ifdef CP2_WITH_NCCL
+        auto no = c10d::ProcessGroupNCCL::Options::create();
+        no->timeout = o.timeout;
+        pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, l.rank, l.world, no);
+#else
+        throw Error("train.device " + o.device + ": this build has no NCCL (LibTorch without CUDA)");
+#endif
+      } else {
+        auto go = c10d::ProcessGroupGloo::Options::create(o.timeout);
+        if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
+          go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+        else if (l.nodes() == 1)
+          go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+        else
+          go->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+        pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, l.rank, l.world, go);
+      }
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Error("process group (" + std::string(cuda ? "NCCL" : "Gloo") + ") on rank " + std::to_string(l.rank) +
+                  ": " + first_line(e.what()));
+    }
+  }
+
+  int rank() const override { return l_.rank; }
+  int size() const override { return l_.world; }
+
+  std::unique_ptr<Work> all_reduce_sum_async(at::Tensor t) override {
+    const auto n = enter();
+    std::vector<at::Tensor> ts{t};
+    return std::make_unique<PendingWork>(this, "all-reduce", n, call("all-reduce", n, [&] { return pg_->allreduce(ts); }));
+  }
+
+  void broadcast(const at::Tensor& t, int root) override {
+    const auto n = enter();
+    std::vector<at::Tensor> ts{t};
+    c10d::BroadcastOptions bo;
+    bo.rootRank = root;
+    PendingWork(this, "broadcast", n, call("broadcast", n, [&] { return pg_->broadcast(ts, bo); })).wait();
+  }
+
+  at::Tensor all_gather(const at::Tensor& t) override {
+    const auto n = enter();
+    std::vector<at::Tensor> in{t.contiguous()};
+    std::vector<std::vector<at::Tensor>> out(1);
+    for (int r = 0; r < l_.world; ++r) out[0].push_back(torch::empty_like(in[0]));
+    PendingWork(this, "all-gather", n, call("all-gather", n, [&] { return pg_->allgather(out, in); })).wait();
+    return torch::cat(out[0], 0);
+  }
+
+  std::string broadcast_string(const std::string& s, const std::string& key, int root) override {
+    const auto n = enter();
+    const std::string k = "cp2/str/" + key + "/" + std::to_string(n);
+    try {
+      if (l_.rank == root) {
+        store_->set(k, std::vector<uint8_t>(s.begin(), s.end()));
+        return s;
+      }
+      const auto v = store_->get(k);
+      return std::string(v.begin(), v.end());
+    } catch (const std::exception& e) {
+      throw Error(describe("exchange of " + key, n, e.what()));
+    }
+  }
+
+  std::vector<std::string> all_gather_strings(const std::string& s, const std::string& key) override {
+    const auto n = enter();
+    const std::string base = "cp2/all/" + key + "/" + std::to_string(n) + "/";
+    std::vector<std::string> out(static_cast<size_t>(l_.world));
+    try {
+      store_->set(base + std::to_string(l_.rank), std::vector<uint8_t>(s.begin(), s.end()));
+      for (int r = 0; r < l_.world; ++r) {
+        const auto v = r == l_.rank ? std::vector<uint8_t>(s.begin(), s.end()) : store_->get(base + std::to_string(r));
+        out[static_cast<size_t>(r)] = std::string(v.begin(), v.end());
+      }
+    } catch (const std::exception& e) {
+      throw Error(describe("exchange of " + key, n, e.what()));
+    }
+    return out;
+  }
+
+  void barrier() override {
+    const auto n = enter();
+    PendingWork(this, "barrier", n, call("barrier", n, [&] { return pg_->barrier(); })).wait();
+  }
+
+  // "distributed all-reduce #17 failed on rank 1 of 2: rank 0 did not arrive (...)"
+  std::string describe(const std::string& op, int64_t n, const std::string& cause) {
+    std::string who;
+    try {
+      store_->setTimeout(std::chrono::seconds(5));
+      for (int r = 0; r < l_.world; ++r) {
+        if (r == l_.rank) continue;
+        const std::string k = "cp2/seq/" + std::to_string(r);
+        int64_t at = -1;
+        if (store_->check({k})) {
+          const auto v = store_->get(k);
+          at = std::stoll(std::string(v.begin(), v.end()));
+        }
+        if (at < n)
+          who += (who.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) +
+                 (at < 0 ? " never reached a collective" : " is still at collective #" + std::to_string(at));
+      }
+      if (!who.empty()) who += " (it died or hangs)";
+    } catch (const std::exception&) {
+      who = "rank 0, which hosts the rendezvous store at " + l_.master_addr + ":" + std::to_string(l_.master_port) +
+            ", is unreachable (it died)";
+    }
+    if (who.empty()) {
+      const bool timed_out = cause.find("imed out") != std::string::npos || cause.find("imeout") != std::string::npos;
+      who = timed_out ? "every rank entered it, but it did not complete within " +
+                            std::to_string(o_.timeout.count() / 1000) + " s (a rank hangs inside it)"
+                      : "a peer closed its connection during it (that rank died)";
+    }
+    return "distributed " + op + " #" + std::to_string(n) + " failed on rank " + std::to_string(l_.rank) + " of " +
+           std::to_string(l_.world) + ": " + who + " [c10d: " + first_line(cause) + "]";
+  }
+
+ private:
+  struct PendingWork final : Work {
+    PendingWork(C10dComm* c, std::string op, int64_t n, c10::intrusive_ptr<c10d::Work> w)
+        : c_(c), op_(std::move(op)), n_(n), w_(std::move(w)) {}
+    void wait() override {
+      if (!w_) return;
+      try {
+        w_->wait();
+      } catch (const std::exception& e) {
+        w_.reset();
+        throw Error(c_->describe(op_, n_, e.what()));
+      }
+      w_.reset();
+    }
+    C10dComm* c_;
+    std::string op_;
+    int64_t n_;
+    c10::intrusive_ptr<c10d::Work> w_;
+  };
+
+  int64_t enter() {
+    std::lock_guard<std::mutex> lk(mu_);
+    const int64_t n = ++seq_;
+    try {
+      const auto s = std::to_string(n);
+      store_->set("cp2/seq/" + std::to_string(l_.rank), std::vector<uint8_t>(s.begin(), s.end()));
+    } catch (const std::exception& e) {
+      throw Error(describe("collective", n, e.what()));
+    }
+    return n;
+  }
+
+  template <class F>
+  c10::intrusive_ptr<c10d::Work> call(const std::string& op, int64_t n, F&& f) {
+    try {
+      return f();
+    } catch (const std::exception& e) {
+      throw Error(describe(op, n, e.what()));
+    }
+  }
+
+  Layout l_;
+  ConnectOptions o_;
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  std::mutex mu_;
+  int64_t seq_ = 0;
+};
+
+}  // namespace
+
+std::shared_ptr<Comm> connect(const Layout& layout, const ConnectOptions& o) {
+  layout.validate();
+  if (layout.world == 1) return single_process();
+  if (o.timeout.count() <= 0) throw Error("dist timeout: expected > 0 s");
+  return std::make_shared<C10dComm>(layout, o);
+}
+
+bool has_nccl() {
+#ifdef CP2_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace cp2::dist
