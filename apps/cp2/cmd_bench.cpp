@@ -1,5 +1,4 @@
 // cp2 bench pretrain: throughput of the data pipeline, the model step and end to end.
-#include <array>
 #include <cstdio>
 
 #include "commands.h"
@@ -49,16 +48,20 @@ Command register_bench(CLI::App& app) {
   add_seg(ft);
   auto* ev = c->add_subcommand("evaluate", "images/s of whole-image evaluation at the test scale, peak RSS");
   add_seg(ev);
-  auto ar = std::make_shared<std::array<int64_t, 3>>(std::array<int64_t, 3>{50, 20, 4 << 20});
+  struct AllReduceArgs {
+    int arch = 50, rounds = 20;
+    int64_t bucket_bytes = 4 << 20;
+  };
+  auto ar = std::make_shared<AllReduceArgs>();
   auto* all = c->add_subcommand("allreduce",
                                 "time the gradient all-reduce of the CP² query encoder across processes (run under "
                                 "cp2 launch --nproc N or torchrun)");
-  all->add_option("--arch", (*ar)[0], "ResNet depth")->capture_default_str();
-  all->add_option("--rounds", (*ar)[1], "timed all-reduces")->capture_default_str();
-  all->add_option("--bucket-bytes", (*ar)[2], "bucket size in bytes")->capture_default_str();
+  all->add_option("--arch", ar->arch, "ResNet depth")->capture_default_str();
+  all->add_option("--rounds", ar->rounds, "timed all-reduces")->capture_default_str();
+  all->add_option("--bucket-bytes", ar->bucket_bytes, "bucket size in bytes")->capture_default_str();
   return {c, [o, p, so, ft, ev, all, ar] {
             if (all->parsed()) {
-              pretrain::bench_allreduce(static_cast<int>((*ar)[0]), static_cast<int>((*ar)[1]), (*ar)[2], true);
+              pretrain::bench_allreduce(ar->arch, ar->rounds, ar->bucket_bytes, true);
               return 0;
             }
             if (ft->parsed()) {

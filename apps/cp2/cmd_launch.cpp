@@ -57,7 +57,7 @@ Command register_launch(CLI::App& app) {
       ->check(CLI::Range(1, 65535));
   c->add_option("--grace", a->o.grace_s, "seconds the other ranks get to exit after one fails, before SIGKILL (default 30)")
       ->check(CLI::NonNegativeNumber);
-  c->add_option("command", a->command, "the cp2 command after --: pretrain ... or finetune ...")->required();
+  c->add_option("command", a->command, "the cp2 command after --: pretrain ..., finetune ... or bench allreduce ...")->required();
   c->footer(
       "Examples:\n"
       "  cp2 launch --nproc 2 -- pretrain --config configs/cp2_r50_224.yaml --data DIR --out runs/p\n"

@@ -13,6 +13,7 @@
 #include <opencv2/core.hpp>
 
 #include "cp2/common.h"
+#include "cp2/dist/comm.h"
 #include "cp2/data/image.h"
 
 namespace cp2::data {
@@ -89,9 +90,7 @@ void LoaderOptions::validate() const {
   if (shards < 1 || shard < 0 || shard >= shards)
     throw Error("loader shard: expected 0 <= shard < shards, found " + std::to_string(shard) + " of " +
                 std::to_string(shards));
-  if (batch % shards != 0)
-    throw Error("train.batch " + std::to_string(batch) + ": the global batch must divide evenly over " +
-                std::to_string(shards) + " processes");
+  dist::per_process_batch(batch, shards);
 }
 
 PretrainLoader::PretrainLoader(std::shared_ptr<PretrainDataset> ds, LoaderOptions opt)

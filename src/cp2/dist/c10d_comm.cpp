@@ -31,7 +31,7 @@ std::string first_line(const std::string& s) {
 // Every collective is numbered; before entering one a rank writes its number to the store
 // (`cp2/seq/<rank>`), so a rank whose collective fails can name the ranks that never
 // arrived (dead or hung) instead of Gloo's peer address.
-class C10dComm final : public Comm, public std::enable_shared_from_this<C10dComm> {
+class C10dComm final : public Comm {
  public:
   C10dComm(const Layout& l, const ConnectOptions& o) : l_(l), o_(o) {
     // Under torchrun the agent already hosts the store at MASTER_ADDR:MASTER_PORT and says
@@ -92,41 +92,23 @@ class C10dComm final : public Comm, public std::enable_shared_from_this<C10dComm
   int size() const override { return l_.world; }
 
   std::unique_ptr<Work> all_reduce_sum_async(at::Tensor t) override {
-    const auto n = enter();
     std::vector<at::Tensor> ts{t};
-    return std::make_unique<PendingWork>(this, "all-reduce", n, call("all-reduce", n, [&] { return pg_->allreduce(ts); }));
+    return std::make_unique<PendingWork>(start("all-reduce", [&] { return pg_->allreduce(ts); }));
   }
 
   void broadcast(const at::Tensor& t, int root) override {
-    const auto n = enter();
     std::vector<at::Tensor> ts{t};
     c10d::BroadcastOptions bo;
     bo.rootRank = root;
-    PendingWork(this, "broadcast", n, call("broadcast", n, [&] { return pg_->broadcast(ts, bo); })).wait();
+    start("broadcast", [&] { return pg_->broadcast(ts, bo); }).wait();
   }
 
   at::Tensor all_gather(const at::Tensor& t) override {
-    const auto n = enter();
     std::vector<at::Tensor> in{t.contiguous()};
     std::vector<std::vector<at::Tensor>> out(1);
     for (int r = 0; r < l_.world; ++r) out[0].push_back(torch::empty_like(in[0]));
-    PendingWork(this, "all-gather", n, call("all-gather", n, [&] { return pg_->allgather(out, in); })).wait();
+    start("all-gather", [&] { return pg_->allgather(out, in); }).wait();
     return torch::cat(out[0], 0);
-  }
-
-  std::string broadcast_string(const std::string& s, const std::string& key, int root) override {
-    const auto n = enter();
-    const std::string k = "cp2/str/" + key + "/" + std::to_string(n);
-    try {
-      if (l_.rank == root) {
-        store_->set(k, std::vector<uint8_t>(s.begin(), s.end()));
-        return s;
-      }
-      const auto v = store_->get(k);
-      return std::string(v.begin(), v.end());
-    } catch (const std::exception& e) {
-      throw Error(describe("exchange of " + key, n, e.what()));
-    }
   }
 
   std::vector<std::string> all_gather_strings(const std::string& s, const std::string& key) override {
@@ -146,8 +128,7 @@ class C10dComm final : public Comm, public std::enable_shared_from_this<C10dComm
   }
 
   void barrier() override {
-    const auto n = enter();
-    PendingWork(this, "barrier", n, call("barrier", n, [&] { return pg_->barrier(); })).wait();
+    start("barrier", [&] { return pg_->barrier(); }).wait();
   }
 
   // "distributed all-reduce #17 failed on rank 1 of 2: rank 0 did not arrive (...)"
@@ -214,10 +195,12 @@ class C10dComm final : public Comm, public std::enable_shared_from_this<C10dComm
     return n;
   }
 
+  // Numbers the collective, records the number, starts it; failures name missing ranks.
   template <class F>
-  c10::intrusive_ptr<c10d::Work> call(const std::string& op, int64_t n, F&& f) {
+  PendingWork start(const char* op, F&& f) {
+    const int64_t n = enter();
     try {
-      return f();
+      return PendingWork(this, op, n, f());
     } catch (const std::exception& e) {
       throw Error(describe(op, n, e.what()));
     }
@@ -238,14 +221,6 @@ std::shared_ptr<Comm> connect(const Layout& layout, const ConnectOptions& o) {
   if (layout.world == 1) return single_process();
   if (o.timeout.count() <= 0) throw Error("dist timeout: expected > 0 s");
   return std::make_shared<C10dComm>(layout, o);
-}
-
-bool has_nccl() {
-#ifdef CP2_WITH_NCCL
-  return true;
-#else
-  return false;
-#endif
 }
 
 }  // namespace cp2::dist

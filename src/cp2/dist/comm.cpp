@@ -21,7 +21,6 @@ int env_int(const char* name, int fallback, int min) {
   return static_cast<int>(x);
 }
 
-
 class SingleProcess final : public Comm {
   struct Done final : Work {
     void wait() override {}
@@ -33,7 +32,6 @@ class SingleProcess final : public Comm {
   std::unique_ptr<Work> all_reduce_sum_async(at::Tensor) override { return std::make_unique<Done>(); }
   void broadcast(const at::Tensor&, int) override {}
   at::Tensor all_gather(const at::Tensor& t) override { return t; }
-  std::string broadcast_string(const std::string& s, const std::string&, int) override { return s; }
   std::vector<std::string> all_gather_strings(const std::string& s, const std::string&) override { return {s}; }
   void barrier() override {}
 };
@@ -71,6 +69,17 @@ Layout layout_from_env() {
   l.master_port = env_int("MASTER_PORT", 29500, 1);
   l.validate();
   return l;
+}
+
+std::string broadcast_string(Comm& comm, const std::string& s, const std::string& key, int root) {
+  return comm.all_gather_strings(comm.rank() == root ? s : std::string(), key)[static_cast<size_t>(root)];
+}
+
+int64_t per_process_batch(int64_t batch, int world) {
+  if (world < 1 || batch % world != 0)
+    throw Error("train.batch " + std::to_string(batch) + ": the global batch must divide evenly over " +
+                std::to_string(world) + " processes (per-process batch = batch / world size)");
+  return batch / world;
 }
 
 void run_on_all(Comm& comm, const std::string& what, const std::function<void()>& fn) {

@@ -49,12 +49,15 @@ class Comm {
   virtual void broadcast(const at::Tensor& t, int root = 0) = 0;
   // Every rank's t (same shape everywhere) concatenated along dim 0 in rank order.
   virtual at::Tensor all_gather(const at::Tensor& t) = 0;
-  // Rank `root`'s string on every rank (paths, decisions); `key` names the exchange.
-  virtual std::string broadcast_string(const std::string& s, const std::string& key, int root = 0) = 0;
   // Every rank's string, in rank order.
   virtual std::vector<std::string> all_gather_strings(const std::string& s, const std::string& key) = 0;
   virtual void barrier() = 0;
 };
+
+// Rank `root`'s string on every rank (paths, decisions); `key` names the exchange.
+std::string broadcast_string(Comm& comm, const std::string& s, const std::string& key, int root = 0);
+// train.batch is the global batch: this process's share, or an error naming both numbers.
+int64_t per_process_batch(int64_t batch, int world);
 
 // Runs `fn` on every rank, then agrees: when it threw on any rank, every rank throws
 // (its own error, or "<what>: rank R failed: ..."), so no rank walks on into a
@@ -80,8 +83,5 @@ struct ConnectOptions {
 // Rendezvous through c10d's TCPStore at MASTER_ADDR:MASTER_PORT (rank 0 hosts it), then a
 // Gloo (or NCCL) process group. World size 1 gives single_process().
 std::shared_ptr<Comm> connect(const Layout& layout, const ConnectOptions& o);
-
-// Whether this build has the c10d backends (Gloo always here; NCCL with CUDA).
-bool has_nccl();
 
 }  // namespace cp2::dist

@@ -78,33 +78,32 @@ GradientReducer::GradientReducer(std::shared_ptr<Comm> comm, const NamedTensors&
     : s_(std::make_shared<State>()) {
   s_->comm = std::move(comm);
   if (s_->comm->size() == 1) return;
+  // Buckets in reverse registration order (backward's order), split at `bucket_bytes`
+  // and wherever dtype or device changes.
+  std::vector<int64_t> numel;  // per bucket
   int64_t used = 0;
   for (auto it = params.rbegin(); it != params.rend(); ++it) {
     const auto& p = it->second;
     if (!p.requires_grad()) continue;
     const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
-    const bool fresh = s_->buckets.empty() || used + bytes > bucket_bytes ||
-                       s_->slots[static_cast<size_t>(s_->buckets.back().slots.back())].param.scalar_type() !=
-                           p.scalar_type() ||
-                       s_->slots[static_cast<size_t>(s_->buckets.back().slots.back())].param.device() != p.device();
-    if (fresh) {
+    const at::Tensor* prev = s_->slots.empty() ? nullptr : &s_->slots.back().param;
+    if (!prev || used + bytes > bucket_bytes || prev->scalar_type() != p.scalar_type() || prev->device() != p.device()) {
       s_->buckets.emplace_back();
+      numel.push_back(0);
       used = 0;
     }
     State::Slot slot;
     slot.param = p;
     slot.bucket = static_cast<int>(s_->buckets.size()) - 1;
-    slot.offset = 0;
-    for (int si : s_->buckets.back().slots) slot.offset += s_->slots[static_cast<size_t>(si)].param.numel();
+    slot.offset = numel.back();
+    numel.back() += p.numel();
     s_->buckets.back().slots.push_back(static_cast<int>(s_->slots.size()));
     s_->slots.push_back(slot);
     used += bytes;
   }
-  for (auto& b : s_->buckets) {
-    int64_t n = 0;
-    for (int si : b.slots) n += s_->slots[static_cast<size_t>(si)].param.numel();
-    const auto& p0 = s_->slots[static_cast<size_t>(b.slots[0])].param;
-    b.flat = torch::zeros({n}, p0.options().requires_grad(false));
+  for (size_t i = 0; i < s_->buckets.size(); ++i) {
+    auto& b = s_->buckets[i];
+    b.flat = torch::zeros({numel[i]}, s_->slots[static_cast<size_t>(b.slots[0])].param.options().requires_grad(false));
   }
   // The hook sees each parameter's gradient of this backward as soon as autograd has it.
   std::weak_ptr<State> weak = s_;

@@ -121,6 +121,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
 namespace cp2::pretrain {
 
 AllReduceResult bench_allreduce(int arch, int rounds, int64_t bucket_bytes, bool verbose) {
+  if (rounds < 1) throw Error("bench allreduce: expected --rounds >= 1, found " + std::to_string(rounds));
   auto comm = dist::connect(dist::layout_from_env(), {});
   if (comm->size() == 1) throw Error("bench allreduce: world size 1; run it under cp2 launch --nproc 2 (or torchrun)");
   CP2Options o;
@@ -133,10 +134,13 @@ AllReduceResult bench_allreduce(int arch, int rounds, int64_t bucket_bytes, bool
   dist::GradientReducer red(comm, params, bucket_bytes);
   r.buckets = red.buckets();
   r.megabytes = static_cast<double>(r.parameters) * 4 / 1e6;
-  // Gradients as backward leaves them, then the reducer's launch-and-wait of every bucket.
+  // The training path: a backward (of a sum over the parameters, so it costs next to
+  // nothing) whose gradient hooks fill and launch the buckets, then the wait in finish().
   auto one = [&] {
-    for (auto& [k, p] : params) p.mutable_grad() = torch::ones_like(p);
     red.prepare();
+    auto total = torch::zeros({});
+    for (auto& [k, p] : params) total = total + p.sum();
+    total.backward();
     red.finish();
   };
   one();

@@ -138,10 +138,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   // the same checkpoint file and write nothing.
   const auto comm = rc.comm ? rc.comm : dist::single_process();
   const int world = comm->size();
+  const int64_t local_batch = dist::per_process_batch(T.batch, world);
   if (world > 1) {
-    if (T.batch % world != 0)
-      throw Error("train.batch " + std::to_string(T.batch) + ": the global batch must divide evenly over " +
-                  std::to_string(world) + " processes (per-process batch = batch / world size)");
     if (cfg.model.key_bn_splits != 1 || cfg.model.query_bn_splits != 1)
       throw Error("model.key_bn_splits / model.query_bn_splits: single-process stand-ins for per-process BN; with " +
                   std::to_string(world) + " processes BN is per process and shuffle-BN runs across them: set both to 1");
@@ -253,7 +251,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     progress.message("pretraining " + cfg.model.mode + ": resnet" + std::to_string(cfg.model.arch) + ", " +
                      std::to_string(ds->size()) + " images, " + std::to_string(iters) + " steps/epoch x " +
                      std::to_string(T.epochs) + " epochs, batch " + std::to_string(T.batch) +
-                     (world > 1 ? " (" + std::to_string(T.batch / world) + " per process x " + std::to_string(world) +
+                     (world > 1 ? " (" + std::to_string(local_batch) + " per process x " + std::to_string(world) +
                                       " processes, shuffle-BN across them)"
                                 : std::string()) +
                      ", lr " + std::to_string(lr0) + ", run folder " + h.path().string());
@@ -285,9 +283,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         const double el = h.seconds();
         const int64_t done = pos.step - sum.first_step;
         const double ips = done * T.batch / std::max(el, 1e-9);
-        // Ranks agree on stopping: a signal reaching one rank a step before another
-        // must not leave the other waiting in the next step's collectives.
-        const bool stop = (rc.max_steps > 0 && pos.step >= rc.max_steps) || dist::any_rank(*comm, h.stop_signal() != 0);
+        const bool stop = (rc.max_steps > 0 && pos.step >= rc.max_steps) || h.stop_agreed();
         const bool last = pos.step == total_steps || stop;
         if (pos.step % T.log_every == 0 || last)
           h.log({{"step", pos.step}, {"epoch", epoch + 1}, {"iter", it}, {"lr", lr}, {"loss", res.loss},

@@ -97,9 +97,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
 
   const auto comm = fc.comm ? fc.comm : dist::single_process();
   const int world = comm->size();
-  if (T.batch % world != 0)
-    throw Error("train.batch " + std::to_string(T.batch) + ": the global batch must divide evenly over " +
-                std::to_string(world) + " processes (per-process batch = batch / world size)");
+  const int64_t local_batch = dist::per_process_batch(T.batch, world);
   auto hp = train::open_harness(
       *comm, {train::finetune_kind(), T.out, fc.resume, yaml, "iteration", fc.progress, T.log_every, T.keep_last});
   train::Harness& h = *hp;
@@ -298,7 +296,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
                      std::to_string(train_ds->size()) + " train / " + std::to_string(val_ds.size()) + " val images, " +
                      std::to_string(classes) + " classes): " + std::to_string(T.iters) + " iterations, batch " +
                      std::to_string(T.batch) +
-                     (world > 1 ? " (" + std::to_string(T.batch / world) + " per process x " + std::to_string(world) +
+                     (world > 1 ? " (" + std::to_string(local_batch) + " per process x " + std::to_string(world) +
                                       " processes, SyncBN)"
                                 : std::string()) +
                      ", crop " + std::to_string(cfg.pipeline.crop_h) + "x" +
@@ -309,7 +307,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         saved_iter = iter;  // the resumed checkpoint is this iteration's
         progress.message("making up the evaluation of iteration " + std::to_string(iter) + " that the checkpoint missed");
         run_eval();
-        if (dist::any_rank(*comm, h.stop_signal() != 0)) return finish(false);
+        if (h.stop_agreed()) return finish(false);
         if (iter >= T.iters) return finish(true);
       }
       double data_wait = 0;
@@ -339,7 +337,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         const double el = h.seconds();
         const int64_t done = iter - sum.first_iter;
         const double ips = static_cast<double>(done * T.batch) / std::max(el, 1e-9);
-        const bool signalled = dist::any_rank(*comm, h.stop_signal() != 0);
+        const bool signalled = h.stop_agreed();
         const bool last = iter == stop || signalled;
         if (iter % T.log_every == 0 || last)
           h.log({{"iteration", iter}, {"lr", lr}, {"loss", loss}, {"acc", l.acc}, {"img_per_s", ips},
@@ -356,7 +354,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         if ((T.checkpoint_every > 0 && iter % T.checkpoint_every == 0) || iter == T.iters || last) save();
         if (signalled) return finish(false);
         if (eval_due(iter)) run_eval();
-        if (dist::any_rank(*comm, h.stop_signal() != 0)) return finish(false);
+        if (h.stop_agreed()) return finish(false);
       }
     } catch (const Interrupted&) {
       return finish(false);

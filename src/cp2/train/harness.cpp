@@ -58,18 +58,23 @@ Harness::Harness(HarnessOptions o) : o_(std::move(o)), progress_(o_.progress && 
 Harness::~Harness() = default;
 
 std::unique_ptr<Harness> open_harness(dist::Comm& comm, HarnessOptions o) {
-  if (comm.size() == 1) return std::make_unique<Harness>(std::move(o));
+  if (comm.size() == 1) {
+    auto h = std::make_unique<Harness>(std::move(o));
+    h->comm_ = &comm;
+    return h;
+  }
   std::unique_ptr<Harness> h;
   dist::run_on_all(comm, "opening the run folder", [&] {
     if (comm.main()) h = std::make_unique<Harness>(o);
   });
-  const std::string file = comm.broadcast_string(comm.main() ? h->resumed_path() : "", "resume");
+  const std::string file = dist::broadcast_string(comm, comm.main() ? h->resumed_path() : "", "resume");
   dist::run_on_all(comm, "loading the checkpoint to resume", [&] {
     if (comm.main()) return;
     o.resume = file;
     o.main = false;
     h = std::make_unique<Harness>(o);
   });
+  h->comm_ = &comm;
   return h;
 }
 
@@ -125,6 +130,11 @@ void Harness::write(const std::string& name, const std::string& text) const {
 }
 
 int Harness::stop_signal() const { return signals_ ? StopSignals::received() : 0; }
+
+bool Harness::stop_agreed() const {
+  const bool mine = stop_signal() != 0;
+  return comm_ ? dist::any_rank(*comm_, mine) : mine;
+}
 
 void Harness::non_finite(int64_t position, const std::string& detail) const {
   throw Error(o_.unit + " " + std::to_string(position) + ": loss is not finite (" + detail +

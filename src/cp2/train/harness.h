@@ -67,6 +67,10 @@ class Harness {
   void write(const std::string& name, const std::string& text) const;
   // SIGINT or SIGTERM received since start() (0 if none).
   int stop_signal() const;
+  // Whether any rank received one: every rank must call it at the same point (one small
+  // all-reduce), so that a signal reaching one rank a step before another stops them at
+  // the same step instead of leaving one waiting in the next step's collectives.
+  bool stop_agreed() const;
   // The non-finite-loss error for the step numbered `position` (1-based).
   [[noreturn]] void non_finite(int64_t position, const std::string& detail) const;
   // summary.json (atomic): `fields` plus finished, stopped_by and checkpoint.
@@ -84,6 +88,8 @@ class Harness {
   std::unique_ptr<StopSignals> signals_;
   std::string last_;
   Clock::time_point t0_ = Clock::now();
+  dist::Comm* comm_ = nullptr;  // set by open_harness; outlives the harness
+  friend std::unique_ptr<Harness> open_harness(dist::Comm& comm, HarnessOptions o);
 };
 
 // The harness of a data-parallel run: rank 0 opens the run folder (and resolves --resume
