@@ -14,8 +14,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 
 #include "cp2/common.h"
 
@@ -28,9 +30,47 @@ std::string first_line(const std::string& s) {
   return nl == std::string::npos ? s : s.substr(0, nl);
 }
 
+// A rank's pulse: a thread with its own store connection bumps `cp2/alive/<rank>` four times a
+// second. A killed or stopped process stops pulsing, so a peer whose collective failed
+// can name it even when it had already entered that collective (Gloo only reports a reset
+// connection or a timeout, with an address).
+class Heartbeat {
+ public:
+  Heartbeat(c10::intrusive_ptr<c10d::Store> store, int rank) : store_(std::move(store)) {
+    const std::string key = "cp2/alive/" + std::to_string(rank);
+    thread_ = std::thread([this, key] {
+      std::unique_lock<std::mutex> lk(mu_);
+      while (!stop_) {
+        try {
+          store_->add(key, 1);
+        } catch (const std::exception&) {
+          return;  // the store's host is gone: the main thread reports that
+        }
+        cv_.wait_for(lk, std::chrono::milliseconds(250), [this] { return stop_; });
+      }
+    });
+  }
+  ~Heartbeat() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Store> store_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 // Every collective is numbered; before entering one a rank writes its number to the store
 // (`cp2/seq/<rank>`), so a rank whose collective fails can name the ranks that never
-// arrived (dead or hung) instead of Gloo's peer address.
+// arrived, and (with the heartbeat) the ranks that died or hang inside it, instead of
+// Gloo's peer address.
 class C10dComm final : public Comm {
  public:
   C10dComm(const Layout& l, const ConnectOptions& o) : l_(l), o_(o) {
@@ -47,10 +87,17 @@ class C10dComm final : public Comm {
     so.waitWorkers = !agent_store;
     so.timeout = o.timeout;
     const std::string where = l.master_addr + ":" + std::to_string(l.master_port);
+    const std::string prefix = std::string("cp2/attempt_") + (restart && *restart ? restart : "0");
     try {
       auto tcp = c10::make_intrusive<c10d::TCPStore>(l.master_addr, so);
-      store_ = c10::make_intrusive<c10d::PrefixStore>(
-          std::string("cp2/attempt_") + (restart && *restart ? restart : "0"), tcp);
+      store_ = c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);
+      // The heartbeat's own client connection (a TCPStore client is one socket).
+      c10d::TCPStoreOptions co = so;
+      co.isServer = false;
+      co.waitWorkers = false;
+      co.timeout = std::chrono::seconds(10);
+      auto pulse = c10::make_intrusive<c10d::TCPStore>(l.master_addr, co);
+      heartbeat_ = std::make_unique<Heartbeat>(c10::make_intrusive<c10d::PrefixStore>(prefix, pulse), l.rank);
     } catch (const std::exception& e) {
       const std::string what = first_line(e.what());
       if (l.rank == 0 && what.find("ddress already in use") != std::string::npos)
@@ -131,24 +178,38 @@ class C10dComm final : public Comm {
     start("barrier", [&] { return pg_->barrier(); }).wait();
   }
 
-  // "distributed all-reduce #17 failed on rank 1 of 2: rank 0 did not arrive (...)"
+  // "distributed all-reduce #17 failed on rank 1 of 2: rank 0 is still at collective #16
+  // (it died or hangs)". Ranks whose heartbeat stopped are named first; otherwise the ranks
+  // that had not reached this collective.
   std::string describe(const std::string& op, int64_t n, const std::string& cause) {
     std::string who;
     try {
       store_->setTimeout(std::chrono::seconds(5));
+      auto read = [&](const std::string& k) -> int64_t {
+        if (!store_->check({k})) return -1;
+        const auto v = store_->get(k);
+        return std::stoll(std::string(v.begin(), v.end()));
+      };
+      std::vector<int64_t> before(static_cast<size_t>(l_.world), -1);
+      for (int r = 0; r < l_.world; ++r)
+        if (r != l_.rank) before[static_cast<size_t>(r)] = read("cp2/alive/" + std::to_string(r));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // six pulses of a live rank
+      std::string silent, behind;
       for (int r = 0; r < l_.world; ++r) {
         if (r == l_.rank) continue;
-        const std::string k = "cp2/seq/" + std::to_string(r);
-        int64_t at = -1;
-        if (store_->check({k})) {
-          const auto v = store_->get(k);
-          at = std::stoll(std::string(v.begin(), v.end()));
-        }
-        if (at < n)
-          who += (who.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) +
-                 (at < 0 ? " never reached a collective" : " is still at collective #" + std::to_string(at));
+        const int64_t at = read("cp2/seq/" + std::to_string(r));
+        const std::string where =
+            at < 0 ? "before its first collective" : "at collective #" + std::to_string(at);
+        if (read("cp2/alive/" + std::to_string(r)) == before[static_cast<size_t>(r)])
+          silent += (silent.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) +
+                    " stopped responding " + where;
+        else if (at < n)
+          behind += (behind.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " is still " + where;
       }
-      if (!who.empty()) who += " (it died or hangs)";
+      if (!silent.empty())
+        who = silent + " (it died or hangs)";
+      else if (!behind.empty())
+        who = behind + " (it hangs or is slow)";
     } catch (const std::exception&) {
       who = "rank 0, which hosts the rendezvous store at " + l_.master_addr + ":" + std::to_string(l_.master_port) +
             ", is unreachable (it died)";
@@ -210,6 +271,7 @@ class C10dComm final : public Comm {
   ConnectOptions o_;
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  std::unique_ptr<Heartbeat> heartbeat_;
   std::mutex mu_;
   int64_t seq_ = 0;
 };
