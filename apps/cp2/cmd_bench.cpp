@@ -28,6 +28,8 @@ Command register_bench(CLI::App& app) {
   p->add_option("--data-batches", o->data_batches, "batches timed in the data phase (default 4 x steps)");
   p->add_flag("!--no-cache-allocator", o->cache_allocator, "use LibTorch's plain CPU allocator");
   p->add_option("--device", o->device, "cpu, cuda, cuda:N")->capture_default_str();
+  p->add_option("--precision", o->precision, "fp32, bf16 or auto (as train.precision)")->capture_default_str();
+  p->add_flag("--channels-last", o->channels_last, "channels-last memory (as train.channels_last)");
   auto so = std::make_shared<seg::SegBenchOptions>();
   auto add_seg = [&](CLI::App* s) {
     s->add_option("--data", so->data, "VOC-layout folder (default: generate one in a temp folder)");
@@ -43,6 +45,8 @@ Command register_bench(CLI::App& app) {
     s->add_option("--rounds", so->rounds, "timing rounds (medians reported)")->capture_default_str();
     s->add_option("--eval-images", so->eval_images, "images per evaluation round")->capture_default_str();
     s->add_option("--device", so->device, "cpu, cuda, cuda:N")->capture_default_str();
+    s->add_option("--precision", so->precision, "fp32, bf16 or auto (as train.precision)")->capture_default_str();
+    s->add_flag("--channels-last", so->channels_last, "channels-last memory (as train.channels_last)");
   };
   auto* ft = c->add_subcommand("finetune", "images/s of a DeepLabV3 training step (fixed batch and end to end), peak RSS");
   add_seg(ft);

@@ -34,6 +34,7 @@ int run(const PredictArgs& a) {
   config::apply_sources(f, src);  // not validated: predict needs no dataset
   auto m = seg::build_finetuned(file, seg::model_settings(file, cfg.model, src));
   m.model->to(train::parse_device(a.device, "--device"));
+  m.model->set_numerics(compute::resolve_numerics(cfg.train.numerics, a.device));
   seg::PredictOptions po;
   po.out = a.out;
   po.alpha = a.alpha;

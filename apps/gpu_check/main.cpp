@@ -10,7 +10,6 @@
 // Exit status 1 when a parity check fails.
 #include <torch/torch.h>
 #include <torch/version.h>
-#include <ATen/autocast_mode.h>
 
 #include <chrono>
 #include <cstdio>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "cp2/common.h"
+#include "cp2/compute/flops.h"
 #include "cp2/io/checkpoint.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/pretrain/step.h"
@@ -73,33 +73,6 @@ void sync(const torch::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize();
 }
 
-// Autocast to bf16 on the model's device type (losses, softmax and normalisation run in
-// fp32 as autocast's op lists decide). The API moved in LibTorch 2.4.
-struct Autocast {
-  Autocast(bool on, c10::DeviceType t) : on_(on), t_(t) { set(on); }
-  ~Autocast() {
-    set(false);
-    at::autocast::clear_cache();
-  }
-  void set(bool v) {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(t_, v);
-    at::autocast::set_autocast_dtype(t_, at::kBFloat16);
-#else
-    if (t_ == c10::DeviceType::CUDA) {
-      at::autocast::set_enabled(v);
-      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    } else {
-      at::autocast::set_cpu_enabled(v);
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    }
-#endif
-  }
-  bool on_;
-  c10::DeviceType t_;
-};
-
 double rel(const at::Tensor& a, const at::Tensor& b) {
   return std::abs(a.item<double>() - b.item<double>()) / std::max(std::abs(b.item<double>()), 1e-30);
 }
@@ -139,19 +112,21 @@ bool parity(const Args& a, const torch::Device& dev) {
   return ok;
 }
 
-// Part 2: one configuration's images/s ("" on success, else the error's first line).
+// Part 2: one configuration's images/s and nominal GFLOP/s ("" on success, else the
+// error's first line). The model computes in the numerics as `cp2 pretrain` would
+// (train.precision bf16 / train.channels_last: autocast around the encoders only).
 std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, bool bf16, bool channels_last,
-                      double& img_s) {
+                      double& img_s, double& gflops) {
   try {
     pretrain::CP2Options o;
     o.encoder.backbone.depth = a.arch;
     o.queue_size = a.queue;
     auto m = pretrain::make_model(o, 0);
     m->to(dev);
-    const auto fmt = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    if (channels_last)
-      for (auto& p : m->parameters())
-        if (p.dim() == 4) p.set_data(p.data().contiguous(fmt));
+    compute::Numerics n;
+    n.bf16 = bf16;
+    n.channels_last = channels_last;
+    m->set_numerics(n);
     m->train();
     train::OptimOptions oo;
     oo.lr = 0.03;
@@ -160,19 +135,17 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, bo
     auto opts = torch::TensorOptions().device(dev);
     auto mask = torch::zeros({batch, S, S}, opts);
     mask.slice(1, S / 8, S - S / 8).slice(2, S / 8, S - S / 8).fill_(1);
-    data::Batch b{torch::randn({batch, 3, S, S}, opts).contiguous(fmt), torch::randn({batch, 3, S, S}, opts).contiguous(fmt),
-                  mask, mask.flip({1})};
+    data::Batch b{torch::randn({batch, 3, S, S}, opts), torch::randn({batch, 3, S, S}, opts), mask, mask.flip({1})};
     const double lr = 0.03 * batch / 256;
-    auto step = [&] {
-      Autocast ac(bf16, dev.type());
-      pretrain::train_step(*m, opt, b, lr);
-    };
+    auto step = [&] { pretrain::train_step(*m, opt, b, lr); };
     for (int i = 0; i < a.warmup; ++i) step();
+    const auto fl = compute::count_step(step, static_cast<double>(batch), dev.str(), n, /*verbose=*/false);
     sync(dev);
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < a.steps; ++i) step();
     sync(dev);
     img_s = a.steps * batch / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    gflops = fl.per_img * img_s / 1e9;
     return "";
   } catch (const std::exception& e) {
     std::string w = e.what();
@@ -200,11 +173,11 @@ int main(int argc, char** argv) {
     for (int64_t batch : a.batches)
       for (bool bf16 : {false, true})
         for (bool cl : {false, true}) {
-          double ips = 0;
-          const auto err = time_step(a, dev, batch, bf16, cl, ips);
+          double ips = 0, gflops = 0;
+          const auto err = time_step(a, dev, batch, bf16, cl, ips, gflops);
           if (err.empty())
-            std::printf("[step] batch %3lld %-9s %-13s %9.2f img/s\n", static_cast<long long>(batch),
-                        bf16 ? "AMP bf16" : "fp32", cl ? "channels-last" : "NCHW", ips);
+            std::printf("[step] batch %3lld %-9s %-13s %9.2f img/s %9.1f GFLOP/s\n", static_cast<long long>(batch),
+                        bf16 ? "AMP bf16" : "fp32", cl ? "channels-last" : "NCHW", ips, gflops);
           else
             std::printf("[step] batch %3lld %-9s %-13s failed: %s\n", static_cast<long long>(batch),
                         bf16 ? "AMP bf16" : "fp32", cl ? "channels-last" : "NCHW", err.c_str());

@@ -12,6 +12,11 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// bf16/fp16 activations (autocast) are normalised in fp32: statistics, scale and gradient.
+torch::Tensor widen(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf ? t.to(torch::kFloat) : t;
+}
+
 // y = (x - mean) / sqrt(var + eps) * w + b with mean/var over every rank's N x H x W.
 // Per-rank (count, mean, M2) are gathered and combined (Chan et al.'s parallel variance),
 // which keeps fp32 accuracy where sum / sum-of-squares would not.
@@ -21,7 +26,7 @@ struct SyncBNFunction : public torch::autograd::Function<SyncBNFunction> {
                                double eps, double momentum, dist::Comm* comm) {
     const int64_t C = x.size(1);
     const double n_local = static_cast<double>(x.numel() / C);
-    auto xd = x.detach();
+    auto xd = widen(x.detach());
     auto mean_l = xd.mean({0, 2, 3}).to(torch::kDouble);
     auto m2_l = xd.var({0, 2, 3}, /*unbiased=*/false).to(torch::kDouble) * n_local;
     auto stats = torch::cat({torch::full({1}, n_local, mean_l.options()), mean_l, m2_l}).unsqueeze(0);
@@ -37,14 +42,14 @@ struct SyncBNFunction : public torch::autograd::Function<SyncBNFunction> {
       running_mean.mul_(1 - momentum).add_(mean.to(running_mean.scalar_type()), momentum);
       running_var.mul_(1 - momentum).add_((var * (n / std::max(n - 1, 1.0))).to(running_var.scalar_type()), momentum);
     }
-    auto meanf = mean.to(x.scalar_type()), invstd = (var + eps).rsqrt().to(x.scalar_type());
+    auto meanf = mean.to(xd.scalar_type()), invstd = (var + eps).rsqrt().to(xd.scalar_type());
     ctx->save_for_backward({xd, w, meanf, invstd});
     ctx->saved_data["n"] = n;
     ctx->saved_data["comm"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(comm));
     auto shape = std::vector<int64_t>{1, C, 1, 1};
     auto scale = w.defined() ? invstd * w : invstd;
     auto y = (xd - meanf.view(shape)) * scale.view(shape);
-    return b.defined() ? y + b.view(shape) : y;
+    return (b.defined() ? y + b.view(shape) : y).to(x.scalar_type());
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -52,7 +57,7 @@ struct SyncBNFunction : public torch::autograd::Function<SyncBNFunction> {
     auto x = saved[0], w = saved[1], mean = saved[2], invstd = saved[3];
     const double n = ctx->saved_data["n"].toDouble();
     auto* comm = reinterpret_cast<dist::Comm*>(static_cast<intptr_t>(ctx->saved_data["comm"].toInt()));
-    auto g = grads[0].contiguous();
+    auto g = widen(grads[0]).contiguous();
     const int64_t C = x.size(1);
     auto shape = std::vector<int64_t>{1, C, 1, 1};
     auto xmu = x - mean.view(shape);
@@ -66,7 +71,7 @@ struct SyncBNFunction : public torch::autograd::Function<SyncBNFunction> {
     // Weight and bias gradients stay local: the gradient reducer averages them with the rest.
     torch::Tensor gw = w.defined() ? sum_dy_xmu_l * invstd : torch::Tensor();
     torch::Tensor gb = sum_dy_l;
-    return {gx, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {gx.to(grads[0].scalar_type()), gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 

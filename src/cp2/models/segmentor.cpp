@@ -16,11 +16,33 @@ SegmentorImpl::SegmentorImpl(SegmentorOptions opt) : opt_(std::move(opt)) {
   decode_head = register_module("decode_head", ASPPHead(opt_.head));
 }
 
-torch::Tensor SegmentorImpl::features(const torch::Tensor& x) { return decode_head->features(backbone->forward(x).back()); }
+void SegmentorImpl::set_numerics(const compute::Numerics& n) {
+  num_ = n;
+  if (n.channels_last) compute::to_channels_last(*this);
+}
 
-torch::Tensor SegmentorImpl::project(const torch::Tensor& x) { return decode_head->project(features(x)); }
+torch::Tensor SegmentorImpl::encode(const torch::Tensor& x) {
+  return backbone->forward(compute::in_layout(x, num_)).back();
+}
 
-torch::Tensor SegmentorImpl::logits(const torch::Tensor& x) { return decode_head->classify(features(x)); }
+// Under bf16 autocast the network's outputs come back in fp32: losses, softmax and the
+// normalisation of CP²'s projections stay in fp32.
+torch::Tensor SegmentorImpl::fp32(const torch::Tensor& t) const { return num_.bf16 ? t.to(torch::kFloat) : t; }
+
+torch::Tensor SegmentorImpl::features(const torch::Tensor& x) {
+  compute::AutocastScope ac(num_.bf16, x.is_cuda());
+  return fp32(decode_head->features(encode(x)));
+}
+
+torch::Tensor SegmentorImpl::project(const torch::Tensor& x) {
+  compute::AutocastScope ac(num_.bf16, x.is_cuda());
+  return fp32(decode_head->project(decode_head->features(encode(x))));
+}
+
+torch::Tensor SegmentorImpl::logits(const torch::Tensor& x) {
+  compute::AutocastScope ac(num_.bf16, x.is_cuda());
+  return fp32(decode_head->classify(decode_head->features(encode(x))));
+}
 
 torch::Tensor SegmentorImpl::predict(const torch::Tensor& x) {
   namespace F = torch::nn::functional;

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "cp2/common.h"
+#include "cp2/compute/flops.h"
 #include "cp2/cpu_allocator.h"
 #include "cp2/dist/comm.h"
 #include "cp2/dist/reducer.h"
@@ -27,7 +28,10 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   cfg.model.mode = o.mode;
   cfg.train.batch = o.batch;
   cfg.train.device = o.device;
+  cfg.train.numerics.precision = o.precision;
+  cfg.train.numerics.channels_last = o.channels_last;
   cfg.validate();
+  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
   if (o.cache_allocator) install_caching_cpu_allocator();
   if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
     throw Error("bench: expected --steps >= 1, --rounds >= 1 and --warmup >= 0");
@@ -54,6 +58,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
 
   CP2Model model = make_model(cfg.model_options(), 0);
   model->to(device);
+  model->set_numerics(numerics);
   model->train();
   train::Optimizer opt(query_parameters(*model), cfg.optim);
   const double lr = cfg.lr();
@@ -81,6 +86,10 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   };
   for (int i = 0; i < o.warmup; ++i) train_step(*model, opt, fixed, lr);
   for (int i = 0; i < o.warmup; ++i) train_step(*model, opt, to_dev(next()), lr);
+  const auto fl = compute::count_step([&] { train_step(*model, opt, fixed, lr); }, static_cast<double>(o.batch),
+                                      o.device, numerics, verbose);
+  r.flops_per_img = fl.per_img;
+  r.peak_gflops = fl.peak.gflops;
   std::vector<double> step_rates, e2e_rates;
   for (int round = 0; round < o.rounds; ++round) {
     auto t = Clock::now();
@@ -101,10 +110,12 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   r.step_img_s = median(step_rates);
   r.e2e_img_s = median(e2e_rates);
   if (verbose) {
-    std::printf("model step     %8.2f img/s  (median of %d rounds of %d steps on a fixed batch)\n", r.step_img_s,
-                o.rounds, o.steps);
-    std::printf("end to end     %8.2f img/s  (median of %d rounds of %d steps, %.2f s waiting for data)\n",
-                r.e2e_img_s, o.rounds, o.steps, r.data_wait_s);
+    const compute::ProbeResult peak{r.peak_gflops, ""};
+    std::printf("model step     %8.2f img/s  (median of %d rounds of %d steps on a fixed batch; %s)\n", r.step_img_s,
+                o.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, peak).c_str());
+    std::printf("end to end     %8.2f img/s  (median of %d rounds of %d steps, %.2f s waiting for data; %s)\n",
+                r.e2e_img_s, o.rounds, o.steps, r.data_wait_s,
+                compute::rate_line(r.flops_per_img, r.e2e_img_s, peak).c_str());
   }
   r.peak_rss_mb = peak_rss_mib();
   if (verbose) {

@@ -17,12 +17,16 @@ struct BenchOptions {
   int data_batches = 0;       // batches for the data phase (0 = 4 x steps)
   std::string device = "cpu";
   bool cache_allocator = true;  // cp2's caching CPU allocator, as in training
+  std::string precision = "fp32";  // fp32 | bf16 | auto (train.precision)
+  bool channels_last = false;       // train.channels_last
 };
 
 struct BenchResult {
   double data_img_s = 0, step_img_s = 0, e2e_img_s = 0;
   double data_wait_s = 0;  // end to end: time the step waited for the loader
   double peak_rss_mb = 0;
+  double flops_per_img = 0;  // convolutions + matmuls of one training step, per image
+  double peak_gflops = 0;    // the probe: the step's heaviest shapes alone
 };
 
 BenchResult bench_pretrain(const BenchOptions& o, bool verbose);

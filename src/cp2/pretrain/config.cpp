@@ -19,6 +19,7 @@ void TrainOptions::validate() const {
   require_at_least("train.keep_last", keep_last, 1);
   if (out.empty()) throw Error("train.out: expected a run folder, found an empty string");
   io::parse_preset(init_preset);
+  numerics.validate();
 }
 
 config::Fields PretrainConfig::fields() {
@@ -87,6 +88,8 @@ config::Fields PretrainConfig::fields() {
   f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
                "key layout of train.init (auto: detected from the keys)");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
+  f.add_choice("train.precision", train.numerics.precision, {"fp32", "bf16", "auto"}, compute::kPrecisionHelp);
+  f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
   return f;
 }
 

@@ -10,6 +10,7 @@
 #include "cp2/data/loader.h"
 #include "cp2/pretrain/model.h"
 #include "cp2/train/optim.h"
+#include "cp2/compute/precision.h"
 
 namespace cp2::pretrain {
 
@@ -42,6 +43,7 @@ struct TrainOptions {
   std::string init;                 // Quick Tuning: backbone checkpoint
   std::string init_preset = "auto";  // its key layout (auto: detected, as finetuning)
   std::string device = "cpu";
+  compute::NumericsOptions numerics;  // train.precision, train.channels_last
   void validate() const;
 };
 

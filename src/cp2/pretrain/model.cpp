@@ -93,12 +93,30 @@ torch::nn::Module& CP2ModelImpl::k_module() {
 void CP2ModelImpl::momentum_update() {
   torch::NoGradGuard ng;
   auto pq = q_module().parameters(), pk = k_module().parameters();
-  for (size_t i = 0; i < pq.size(); ++i) pk[i].mul_(opt_.momentum).add_(pq[i].detach(), 1.0 - opt_.momentum);
+  // Two multi-tensor kernels over all parameters (on CUDA a few launches instead of two per
+  // tensor); the same arithmetic as mul_ then add_ per tensor, so bit-identical.
+  at::_foreach_mul_(pk, opt_.momentum);
+  at::_foreach_add_(pk, pq, 1.0 - opt_.momentum);
+}
+
+void CP2ModelImpl::set_numerics(const compute::Numerics& n) {
+  num_ = n;
+  if (encoder_q) {
+    encoder_q->set_numerics(n);
+    encoder_k->set_numerics(n);
+  } else if (n.channels_last) {
+    compute::to_channels_last(*this);
+  }
 }
 
 torch::Tensor CP2ModelImpl::embed(bool query, const torch::Tensor& x) {
   if (moco_q) {  // N x D x 1: one "pixel", so the instance loss below is MoCo's
-    auto e = (query ? moco_q : moco_k)->embed(x);
+    torch::Tensor e;
+    {
+      compute::AutocastScope ac(num_.bf16, x.is_cuda());
+      e = (query ? moco_q : moco_k)->embed(compute::in_layout(x, num_));
+    }
+    if (num_.bf16) e = e.to(torch::kFloat);
     return F::normalize(e, F::NormalizeFuncOptions().dim(1)).unsqueeze(2);
   }
   return dense_embed(query ? *encoder_q : *encoder_k, x).flatten(2);

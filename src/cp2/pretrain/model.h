@@ -70,6 +70,9 @@ class CP2ModelImpl : public torch::nn::Module {
   void set_comm(std::shared_ptr<dist::Comm> comm) { comm_ = std::move(comm); }
   const std::shared_ptr<dist::Comm>& comm() const { return comm_; }
   const CP2Options& options() const { return opt_; }
+  // Both encoders compute in these numerics (bf16 autocast, channels-last); features,
+  // losses, queue and momentum update stay fp32.
+  void set_numerics(const compute::Numerics& n);
   // The query encoder (the trained one) and the key encoder, whatever their type.
   torch::nn::Module& q_module();
   torch::nn::Module& k_module();
@@ -86,6 +89,7 @@ class CP2ModelImpl : public torch::nn::Module {
   torch::Tensor query_features(const torch::Tensor& im_q, int64_t& h, int64_t& w);
   CP2Options opt_;
   std::shared_ptr<dist::Comm> comm_;
+  compute::Numerics num_;
 };
 TORCH_MODULE(CP2Model);
 

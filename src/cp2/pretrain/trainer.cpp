@@ -187,6 +187,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       model->sync_key_encoder();
     }
     model->to(device);
+    const auto numerics = compute::resolve_numerics(T.numerics, T.device);
+    model->set_numerics(numerics);
     train::Optimizer opt(query_parameters(*model), cfg.optim);
 
     auto lopt = cfg.loader_options();
@@ -254,7 +256,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                      (world > 1 ? " (" + std::to_string(local_batch) + " per process x " + std::to_string(world) +
                                       " processes, shuffle-BN across them)"
                                 : std::string()) +
-                     ", lr " + std::to_string(lr0) + ", run folder " + h.path().string());
+                     ", lr " + std::to_string(lr0) + ", " + numerics.describe() + ", run folder " + h.path().string());
     model->train();
     for (int64_t epoch = pos.epoch; epoch < T.epochs; ++epoch) {
       loader.start(epoch, pos.iter, iters);

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "cp2/common.h"
+#include "cp2/compute/flops.h"
 #include "cp2/cpu_allocator.h"
 #include "cp2/seg/finetune.h"
 #include "cp2/seg/inference.h"
@@ -48,6 +49,8 @@ FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
   cfg.model.arch = o.arch;
   cfg.train.batch = o.batch;
   cfg.train.device = o.device;
+  cfg.train.numerics.precision = o.precision;
+  cfg.train.numerics.channels_last = o.channels_last;
   cfg.validate();
   install_caching_cpu_allocator();
   return cfg;
@@ -62,6 +65,8 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   auto ds = std::make_shared<SegDataset>(cfg.data.dataset(true));
   auto model = make_segmentor(cfg.model.segmentor(ds->num_classes()), 0);
   model->to(device);
+  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
+  model->set_numerics(numerics);
   model->train();
   train::NamedTensors params;
   for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
@@ -82,6 +87,9 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   std::vector<double> s_rates, e_rates;
   double wait = 0;
   SegBenchResult r;
+  const auto fl = compute::count_step([&] { step(fixed); }, static_cast<double>(o.batch), o.device, numerics, verbose);
+  r.flops_per_img = fl.per_img;
+  r.peak_gflops = fl.peak.gflops;
   for (int round = 0; round < o.rounds; ++round) {
     auto t = Clock::now();
     for (int i = 0; i < o.steps; ++i) step(fixed);
@@ -101,10 +109,11 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   r.e2e_img_s = median(e_rates);
   r.peak_rss_mb = peak_rss_mib();
   if (verbose) {
-    std::printf("train step     %8.3f img/s  (median of %d rounds of %d steps on a fixed batch)\n", r.step_img_s,
-                o.rounds, o.steps);
-    std::printf("end to end     %8.3f img/s  (median of %d rounds, %.2f s waiting for data)\n", r.e2e_img_s, o.rounds,
-                wait);
+    const compute::ProbeResult peak{r.peak_gflops, ""};
+    std::printf("train step     %8.3f img/s  (median of %d rounds of %d steps on a fixed batch; %s)\n", r.step_img_s,
+                o.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, peak).c_str());
+    std::printf("end to end     %8.3f img/s  (median of %d rounds, %.2f s waiting for data; %s)\n", r.e2e_img_s,
+                o.rounds, wait, compute::rate_line(r.flops_per_img, r.e2e_img_s, peak).c_str());
     std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
   }
   if (o.data.empty()) fs::remove_all(root);
@@ -117,13 +126,18 @@ SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose) {
   SegDataset val(cfg.data.dataset(false));
   auto model = make_segmentor(cfg.model.segmentor(val.num_classes()), 0);
   model->to(torch::Device(o.device));
+  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
+  model->set_numerics(numerics);
   model->eval();
   EvalOptions eo = cfg.eval_options();
   eo.max_images = 1;
-  evaluate(*model, val, eo, o.workers);  // warm-up
+  SegBenchResult r;
+  // The warm-up image, counted.
+  const auto fl = compute::count_step([&] { evaluate(*model, val, eo, o.workers); }, 1, o.device, numerics, verbose);
+  r.flops_per_img = fl.per_img;
+  r.peak_gflops = fl.peak.gflops;
   eo.max_images = o.eval_images;
   std::vector<double> rates;
-  SegBenchResult r;
   for (int round = 0; round < o.rounds; ++round) {
     auto res = evaluate(*model, val, eo, o.workers);
     rates.push_back(res.images / res.seconds);
@@ -132,8 +146,10 @@ SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose) {
   r.eval_img_s = median(rates);
   r.peak_rss_mb = peak_rss_mib();
   if (verbose) {
-    std::printf("evaluation     %8.3f img/s  (whole-image, test scale %dx%d, median of %d rounds of %d images)\n",
-                r.eval_img_s, cfg.eval.scale_long, cfg.eval.scale_short, o.rounds, o.eval_images);
+    std::printf("evaluation     %8.3f img/s  (whole-image, test scale %dx%d, median of %d rounds of %d images; %s; %s)\n",
+                r.eval_img_s, cfg.eval.scale_long, cfg.eval.scale_short, o.rounds, o.eval_images,
+                numerics.describe().c_str(),
+                compute::rate_line(r.flops_per_img, r.eval_img_s, {r.peak_gflops, ""}).c_str());
     std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
   }
   if (o.data.empty()) fs::remove_all(root);

@@ -13,10 +13,13 @@ struct SegBenchOptions {
   int64_t batch = 4;
   int workers = 2, steps = 3, warmup = 1, rounds = 3, eval_images = 8;
   std::string device = "cpu";
+  std::string precision = "fp32";  // fp32 | bf16 | auto (train.precision)
+  bool channels_last = false;       // train.channels_last
 };
 
 struct SegBenchResult {
   double step_img_s = 0, e2e_img_s = 0, eval_img_s = 0, peak_rss_mb = 0;
+  double flops_per_img = 0, peak_gflops = 0;  // training step (or one evaluated image); probe
 };
 
 SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose);

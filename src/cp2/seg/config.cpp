@@ -51,6 +51,7 @@ void FinetuneOptions::validate() const {
   require_at_least("train.keep_last", keep_last, 1);
   if (out.empty()) throw Error("train.out: expected a run folder, found an empty string");
   io::parse_preset(init_preset);
+  numerics.validate();
 }
 
 train::OptimOptions FinetuneConfig::default_optim() {
@@ -120,6 +121,8 @@ config::Fields FinetuneConfig::fields() {
   f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
                "key layout of train.init");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
+  f.add_choice("train.precision", train.numerics.precision, {"fp32", "bf16", "auto"}, compute::kPrecisionHelp);
+  f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
   f.add("train.avg_non_ignore", train.avg_non_ignore,
         "cross-entropy mean over labelled pixels only (false: over all pixels, as mmseg 0.x)");
   f.add_choice("eval.mode", eval.mode, {"whole", "slide"}, "test inference");

@@ -11,6 +11,7 @@
 #include "cp2/seg/dataset.h"
 #include "cp2/seg/pipeline.h"
 #include "cp2/train/optim.h"
+#include "cp2/compute/precision.h"
 
 namespace cp2::seg {
 
@@ -53,6 +54,7 @@ struct FinetuneOptions {
   std::string init_preset = "auto";  // its key layout
   std::string device = "cpu";
   bool avg_non_ignore = false;  // false: mean over all pixels, as mmseg 0.x (the authors')
+  compute::NumericsOptions numerics;  // train.precision, train.channels_last
   void validate() const;
 };
 

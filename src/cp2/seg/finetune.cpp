@@ -160,6 +160,8 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
       progress.message("no train.init: finetuning from scratch (mmsegmentation init)");
     }
     model->to(device);
+    const auto numerics = compute::resolve_numerics(T.numerics, T.device);
+    model->set_numerics(numerics);
     train::NamedTensors params;
     for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
     train::Optimizer opt(params, cfg.optim);
@@ -300,7 +302,8 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
                                       " processes, SyncBN)"
                                 : std::string()) +
                      ", crop " + std::to_string(cfg.pipeline.crop_h) + "x" +
-                     std::to_string(cfg.pipeline.crop_w) + ", lr " + std::to_string(lr0) + ", run folder " +
+                     std::to_string(cfg.pipeline.crop_w) + ", lr " + std::to_string(lr0) + ", " + numerics.describe() +
+                     ", run folder " +
                      h.path().string());
     try {
       if (eval_pending) {

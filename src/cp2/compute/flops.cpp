@@ -1,0 +1,245 @@
+#include "cp2/compute/flops.h"
+
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+#include "cp2/common.h"
+#include "cp2/compute/precision.h"
+
+namespace cp2::compute {
+
+bool OpShape::operator<(const OpShape& o) const {
+  return std::tie(kind, in, weight, stride, padding, dilation, groups) <
+         std::tie(o.kind, o.in, o.weight, o.stride, o.padding, o.dilation, o.groups);
+}
+
+namespace {
+
+int64_t prod(const std::vector<int64_t>& v, size_t from = 0) {
+  int64_t p = 1;
+  for (size_t i = from; i < v.size(); ++i) p *= v[i];
+  return p;
+}
+
+std::vector<int64_t> conv_out_hw(const OpShape& s) {
+  std::vector<int64_t> o;
+  for (size_t d = 0; d + 2 < s.in.size(); ++d) {
+    const int64_t k = s.weight[d + 2], st = s.stride.size() > d ? s.stride[d] : 1,
+                  p = s.padding.size() > d ? s.padding[d] : 0, dl = s.dilation.size() > d ? s.dilation[d] : 1;
+    o.push_back((s.in[d + 2] + 2 * p - dl * (k - 1) - 1) / st + 1);
+  }
+  return o;
+}
+
+}  // namespace
+
+double OpShape::flops() const {
+  if (kind == "mm") return 2.0 * static_cast<double>(in[0]) * in[1] * in[2] * weight[1];
+  // 2 · N · C_out · out pixels · (C_in / groups) · kernel
+  return 2.0 * static_cast<double>(in[0]) * weight[0] * prod(conv_out_hw(*this)) * prod(weight, 1);
+}
+
+std::string OpShape::str() const {
+  if (kind == "mm")
+    return "mm " + (in[0] > 1 ? std::to_string(in[0]) + "x" : std::string()) + std::to_string(in[1]) + "x" +
+           std::to_string(in[2]) + " @ " + std::to_string(in[2]) + "x" + std::to_string(weight[1]);
+  std::string s = "conv " + shape_str(in) + " * " + shape_str(weight);
+  if (!stride.empty() && stride[0] != 1) s += " stride " + std::to_string(stride[0]);
+  if (!dilation.empty() && dilation[0] != 1) s += " dilation " + std::to_string(dilation[0]);
+  return s;
+}
+
+namespace {
+
+// The active count: one counter at a time; the callback may run on any thread.
+std::mutex g_mu;
+FlopCount* g_count = nullptr;
+
+std::vector<int64_t> ints(const c10::IValue& v) {
+  if (v.isIntList()) return v.toIntVector();
+  std::vector<int64_t> out;
+  if (v.isList())
+    for (const auto& e : v.toListRef())
+      if (e.isInt()) out.push_back(e.toInt());
+  return out;
+}
+
+std::vector<int64_t> sizes(const c10::IValue& v) {
+  return v.isTensor() ? v.toTensor().sizes().vec() : std::vector<int64_t>{};
+}
+
+void add(bool conv, const OpShape& s, double times) {
+  const double f = s.flops() * times;
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (!g_count) return;
+  (conv ? g_count->conv : g_count->matmul) += f;
+  g_count->by_shape[s] += f;
+}
+
+OpShape conv_shape(const c10::ArrayRef<const c10::IValue>& in, const std::vector<int64_t>& x, size_t arg) {
+  OpShape s;
+  s.kind = "conv";
+  s.in = x;
+  s.weight = sizes(in[arg]);
+  s.stride = ints(in[arg + 2]);
+  s.padding = ints(in[arg + 3]);
+  s.dilation = ints(in[arg + 4]);
+  s.groups = in[arg + 7].isInt() ? in[arg + 7].toInt() : 1;
+  return s;
+}
+
+OpShape mm_shape(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  OpShape s;
+  s.kind = "mm";
+  if (a.size() == 3 && b.size() == 3) {
+    s.in = a;
+    s.weight = {b[1], b[2]};
+  } else if (a.size() == 2 && b.size() == 2) {
+    s.in = {1, a[0], a[1]};
+    s.weight = b;
+  }
+  return s;
+}
+
+std::unique_ptr<at::ObserverContext> on_op(const at::RecordFunction& fn) {
+  const char* name = fn.name();
+  if (!name || std::strncmp(name, "aten::", 6) != 0) return nullptr;
+  const std::string op(name + 6);
+  const auto in = fn.inputs();
+  try {
+    if (op == "convolution" && in.size() >= 9) {
+      // (input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+      if (in[6].isBool() && in[6].toBool()) return nullptr;  // transposed: not in these models
+      auto s = conv_shape(in, sizes(in[0]), 1);
+      if (s.in.size() >= 3 && s.weight.size() == s.in.size()) add(true, s, 1);
+    } else if (op == "convolution_backward" && in.size() >= 11) {
+      // (grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
+      //  output_padding, groups, output_mask)
+      auto s = conv_shape(in, sizes(in[1]), 2);
+      double times = 0;
+      if (in[10].isBoolList()) {
+        const auto mask = in[10].toBoolList();
+        times = (mask.size() > 0 && mask.get(0) ? 1 : 0) + (mask.size() > 1 && mask.get(1) ? 1 : 0);
+      }
+      if (times > 0 && s.in.size() >= 3 && s.weight.size() == s.in.size()) add(true, s, times);
+    } else if ((op == "mm" || op == "bmm") && in.size() >= 2) {
+      auto s = mm_shape(sizes(in[0]), sizes(in[1]));
+      if (!s.in.empty()) add(false, s, 1);
+    } else if ((op == "addmm" || op == "baddbmm") && in.size() >= 3) {
+      auto s = mm_shape(sizes(in[1]), sizes(in[2]));
+      if (!s.in.empty()) add(false, s, 1);
+    }
+  } catch (const std::exception&) {
+    // An argument of an unexpected kind (another LibTorch version): not counted.
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+FlopCounter::FlopCounter() {
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    if (g_count) throw Error("FLOP counter: another count is running");
+    g_count = new FlopCount();
+  }
+  handle_ = at::addGlobalCallback(at::RecordFunctionCallback(&on_op).needsInputs(true));
+}
+
+FlopCounter::~FlopCounter() {
+  at::removeCallback(handle_);
+  std::lock_guard<std::mutex> lk(g_mu);
+  delete g_count;
+  g_count = nullptr;
+}
+
+FlopCount FlopCounter::result() const {
+  std::lock_guard<std::mutex> lk(g_mu);
+  return *g_count;
+}
+
+StepFlops count_step(const std::function<void()>& step, double images, const std::string& device, const Numerics& n,
+                     bool verbose) {
+  FlopCount count;
+  {
+    FlopCounter counter;
+    step();
+    count = counter.result();
+  }
+  StepFlops r;
+  r.per_img = count.total() / images;
+  r.peak = probe_peak(count, device, n.bf16, n.channels_last);
+  if (verbose)
+    std::printf("numerics       %s; one step = %.2f GFLOP (conv %.2f, matmul %.2f); probe %.1f GFLOP/s on %s\n",
+                n.describe().c_str(), count.total() / 1e9, count.conv / 1e9, count.matmul / 1e9, r.peak.gflops,
+                r.peak.shape.c_str());
+  return r;
+}
+
+std::string rate_line(double flops_per_img, double img_s, const ProbeResult& peak) {
+  char buf[256];
+  const double g = flops_per_img * img_s / 1e9;
+  if (peak.gflops > 0)
+    std::snprintf(buf, sizeof buf, "%.2f GFLOP/img, %.1f GFLOP/s = %.0f %% of the probe's %.1f", flops_per_img / 1e9, g,
+                  100 * g / peak.gflops, peak.gflops);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f GFLOP/img, %.1f GFLOP/s", flops_per_img / 1e9, g);
+  return buf;
+}
+
+ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16, bool channels_last, int top,
+                       double seconds) {
+  std::vector<std::pair<double, OpShape>> order;
+  // Dilated convolutions are left out: their nominal count includes the taps that fall in
+  // the padding (ASPP's rate 12-36 on a 14 x 14 map), which oneDNN skips, so their
+  // "GFLOP/s" would exceed the machine's peak.
+  for (const auto& [s, f] : c.by_shape)
+    if (s.kind == "mm" || std::all_of(s.dilation.begin(), s.dilation.end(), [](int64_t d) { return d == 1; }))
+      order.emplace_back(f, s);
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  if (static_cast<int>(order.size()) > top) order.resize(static_cast<size_t>(top));
+  torch::NoGradGuard ng;
+  const torch::Device dev(device);
+  const auto opts = torch::TensorOptions().device(dev).dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
+  const auto fmt = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  auto sync = [&] {
+    if (dev.is_cuda()) torch::randn({1}, opts).cpu();  // waits for the queue
+  };
+  ProbeResult r;
+  for (const auto& [f, s] : order) {
+    std::function<void()> run;
+    at::Tensor x, w;
+    if (s.kind == "conv") {
+      x = torch::randn(s.in, opts).contiguous(fmt);
+      w = torch::randn(s.weight, opts).contiguous(fmt);
+      run = [&, s = s] { at::convolution(x, w, {}, s.stride, s.padding, s.dilation, false, {0, 0}, s.groups); };
+    } else {
+      x = torch::randn({s.in[0], s.in[1], s.in[2]}, opts);
+      w = torch::randn({s.in[0], s.weight[0], s.weight[1]}, opts);
+      run = [&] { torch::bmm(x, w); };
+    }
+    run();
+    sync();
+    int n = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    double el = 0;
+    do {
+      run();
+      ++n;
+      sync();
+      el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } while (el < seconds && n < 1000);
+    const double g = s.flops() * n / el / 1e9;
+    if (g > r.gflops) r = {g, s.str()};
+  }
+  return r;
+}
+
+}  // namespace cp2::compute

@@ -1,0 +1,71 @@
+// FLOPs of convolutions and matmuls as they run (issue 11 §1): one global RecordFunction
+// callback sees every aten::convolution / convolution_backward / mm / addmm / bmm / baddbmm
+// call with its input shapes, forward and backward, on every thread. Counting as PyTorch's
+// FlopCounterMode: 2 FLOPs per multiply-accumulate; convolution_backward costs one forward
+// for each of grad_input and grad_weight it computes. Everything else (BN, ReLU, the
+// optimizer) is not counted. Plus a probe that times the heaviest counted shapes alone, so
+// a benchmark can say what share of the achievable rate a step reaches.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cp2/compute/precision.h"
+
+namespace cp2::compute {
+
+// One op shape: "conv" with in (N,C,H,W), weight (O,C/g,kh,kw), stride, padding,
+// dilation, groups; or "mm" with in = {B, m, k}, weight = {k, n} (B = 1 for mm).
+struct OpShape {
+  std::string kind;
+  std::vector<int64_t> in, weight, stride, padding, dilation;
+  int64_t groups = 1;
+  bool operator<(const OpShape& o) const;
+  double flops() const;       // one forward call
+  std::string str() const;
+};
+
+struct FlopCount {
+  double conv = 0, matmul = 0;  // FLOPs, forward + backward
+  std::map<OpShape, double> by_shape;  // forward shapes -> FLOPs attributed (incl. backward)
+  double total() const { return conv + matmul; }
+};
+
+// Counts while alive; one at a time (a second throws).
+class FlopCounter {
+ public:
+  FlopCounter();
+  ~FlopCounter();
+  FlopCounter(const FlopCounter&) = delete;
+  FlopCounter& operator=(const FlopCounter&) = delete;
+  FlopCount result() const;
+
+ private:
+  uint64_t handle_;
+};
+
+// The rate the device reaches on the count's heaviest shapes run alone (forward only,
+// fp32 or bf16, NCHW or channels-last): the best GFLOP/s over the `top` undilated shapes
+// with the most FLOPs, each timed for about `seconds`.
+struct ProbeResult {
+  double gflops = 0;
+  std::string shape;  // the fastest one
+};
+// What a benchmark reports: `step` run once under a counter (untimed), then the probe at
+// its shapes; `verbose` prints a "numerics" line with both.
+struct StepFlops {
+  double per_img = 0;
+  ProbeResult peak;
+};
+StepFlops count_step(const std::function<void()>& step, double images, const std::string& device, const Numerics& n,
+                     bool verbose);
+
+// "10.2 GFLOP/img, 95.1 GFLOP/s = 62 % of 153 GFLOP/s (probe: conv ...)"
+std::string rate_line(double flops_per_img, double img_s, const ProbeResult& peak);
+
+ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16, bool channels_last, int top = 3,
+                       double seconds = 0.3);
+
+}  // namespace cp2::compute

@@ -1,0 +1,98 @@
+#include "cp2/compute/precision.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "cp2/common.h"
+
+namespace cp2::compute {
+
+void NumericsOptions::validate() const {
+  if (precision != "fp32" && precision != "bf16" && precision != "auto")
+    throw Error("train.precision: expected fp32, bf16 or auto, found '" + precision + "'");
+}
+
+std::string Numerics::describe() const {
+  return std::string(bf16 ? "bf16 autocast (fp32 weights, losses, optimizer)" : "fp32") + ", " +
+         (channels_last ? "channels-last" : "NCHW");
+}
+
+bool cpu_has_native_bf16() {
+  static const bool has = [] {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(f, line)) {
+      if (line.rfind("flags", 0) != 0) continue;
+      std::istringstream ss(line);
+      for (std::string w; ss >> w;)
+        if (w == "avx512_bf16" || w == "amx_bf16") return true;
+      return false;
+    }
+    return false;
+  }();
+  return has;
+}
+
+Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
+  o.validate();
+  Numerics n;
+  n.channels_last = o.channels_last;
+  const bool cuda = device.rfind("cuda", 0) == 0;
+  n.bf16 = o.precision == "bf16" || (o.precision == "auto" && (cuda || cpu_has_native_bf16()));
+  return n;
+}
+
+namespace {
+
+bool autocast_enabled(bool cuda) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
+#else
+  return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+#endif
+}
+
+void set_autocast(bool cuda, bool on) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  const auto t = cuda ? at::kCUDA : at::kCPU;
+  at::autocast::set_autocast_enabled(t, on);
+  if (on) at::autocast::set_autocast_dtype(t, at::kBFloat16);
+#else
+  if (cuda) {
+    at::autocast::set_enabled(on);
+    if (on) at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+  } else {
+    at::autocast::set_cpu_enabled(on);
+    if (on) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  }
+#endif
+}
+
+}  // namespace
+
+AutocastScope::AutocastScope(bool enable, bool cuda) : cuda_(cuda), prev_(autocast_enabled(cuda)), enabled_(enable) {
+  if (enable) at::autocast::increment_nesting();
+  if (enable != prev_) set_autocast(cuda_, enable);
+}
+
+AutocastScope::~AutocastScope() {
+  if (enabled_ != prev_) set_autocast(cuda_, prev_);
+  if (enabled_ && at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+}
+
+void to_channels_last(torch::nn::Module& m) {
+  torch::NoGradGuard ng;
+  for (auto& p : m.parameters())
+    if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+  for (auto& b : m.buffers())
+    if (b.dim() == 4) b.set_data(b.data().contiguous(at::MemoryFormat::ChannelsLast));
+}
+
+at::Tensor in_layout(const at::Tensor& x, const Numerics& n) {
+  return n.channels_last && x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+}
+
+}  // namespace cp2::compute

@@ -1,0 +1,63 @@
+// What a run computes in (issue 11): fp32, or bf16 autocast with fp32 master weights,
+// optimizer state, losses and normalisation statistics; and the memory layout of its
+// activations (NCHW or channels-last). Shared by pretraining, finetuning, evaluation and
+// the benchmarks; compiles against LibTorch 1.13 and 2.x (the autocast API moved in 2.4).
+#pragma once
+#include <string>
+
+namespace torch::nn {
+class Module;
+}
+namespace at {
+class Tensor;
+}
+
+namespace cp2::compute {
+
+// Keys train.precision and train.channels_last of both training configs.
+struct NumericsOptions {
+  // fp32 | bf16 | auto: auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or
+  // AMX), else fp32 (without native bf16, oneDNN emulates it, slower than fp32).
+  std::string precision = "fp32";
+  bool channels_last = false;
+  void validate() const;  // names the key and the value
+};
+// Help lines of the two keys (both training configs bind them).
+inline constexpr const char* kPrecisionHelp =
+    "fp32, bf16 (autocast; fp32 weights, losses, optimizer) or auto (bf16 on CUDA and on CPUs with "
+    "AVX512-BF16/AMX, else fp32)";
+inline constexpr const char* kChannelsLastHelp = "activations and weights in channels-last (NHWC) memory";
+
+// A run's resolved numerics.
+struct Numerics {
+  bool bf16 = false;
+  bool channels_last = false;
+  std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW"
+};
+
+Numerics resolve_numerics(const NumericsOptions& o, const std::string& device);
+
+// True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (read once).
+bool cpu_has_native_bf16();
+
+// While alive: autocast to bf16 on the CPU or CUDA (`cuda`) when `enable`, else autocast
+// off (used around losses); the previous state comes back at destruction. The outermost
+// enabling scope clears autocast's weight-cast cache when it ends, as torch.autocast.
+class AutocastScope {
+ public:
+  AutocastScope(bool enable, bool cuda);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool cuda_, prev_, enabled_;
+};
+
+// Every 4-D parameter and buffer of `m` in channels-last memory (the optimizer state
+// created afterwards follows); no-op for others.
+void to_channels_last(torch::nn::Module& m);
+// `x` in the layout the numerics ask for (4-D inputs only).
+at::Tensor in_layout(const at::Tensor& x, const Numerics& n);
+
+}  // namespace cp2::compute

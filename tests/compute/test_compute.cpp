@@ -1,0 +1,228 @@
+// Issue 11: the FLOP counter (against hand counts and an independent count of torchvision's
+// ResNet-18), the numerics resolution, and bf16 / channels-last steps against fp32 NCHW.
+#include <ATen/autocast_mode.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "cp2/compute/flops.h"
+#include "cp2/compute/precision.h"
+#include "cp2/models/resnet.h"
+#include "cp2/pretrain/config.h"
+#include "cp2/pretrain/step.h"
+#include "cp2/seg/config.h"
+#include "../helpers.h"
+
+namespace cp2::test {
+
+namespace {
+
+double conv_flops(int64_t n, int64_t cin, int64_t cout, int64_t k, int64_t oh, int64_t ow) {
+  return 2.0 * n * cout * oh * ow * cin * k * k;
+}
+
+}  // namespace
+
+TEST(Flops, CountsConvolutionsAndMatmulsForwardAndBackward) {
+  torch::manual_seed(0);
+  auto x = torch::randn({2, 3, 10, 10}).requires_grad_(true);
+  auto w = torch::randn({4, 3, 3, 3}).requires_grad_(true);
+  auto w2 = torch::randn({6, 4, 3, 3}).requires_grad_(true);
+  auto a = torch::randn({5, 7}).requires_grad_(true);
+  auto b = torch::randn({7, 3}).requires_grad_(true);
+  auto lin = torch::nn::Linear(3, 2);
+  compute::FlopCount c;
+  {
+    compute::FlopCounter counter;
+    EXPECT_THROW(compute::FlopCounter second, Error);
+    // conv 1: padding 1 keeps 10 x 10; conv 2: stride 2, no padding -> 4 x 4.
+    const std::vector<int64_t> one{1, 1}, two{2, 2}, zero{0, 0};
+    auto y = torch::conv2d(torch::conv2d(x, w, at::Tensor(), one, one), w2, at::Tensor(), two, zero);
+    auto m = lin(torch::mm(a, b));  // mm 5x7 @ 7x3, then addmm 5x3 @ 3x2
+    (y.sum() + m.sum()).backward();
+    c = counter.result();
+  }
+  const double f1 = conv_flops(2, 3, 4, 3, 10, 10), f2 = conv_flops(2, 4, 6, 3, 4, 4);
+  // Backward: grad_input and grad_weight for both convolutions (x requires grad).
+  EXPECT_DOUBLE_EQ(c.conv, 3 * f1 + 3 * f2);
+  // mm forward 2·5·7·3, its backward two products of the same size; addmm forward
+  // 2·5·3·2, backward: grad wrt its input (5x2 @ 2x3) and weight (2x5 @ 5x3).
+  EXPECT_DOUBLE_EQ(c.matmul, 3 * 210.0 + 3 * 60.0);
+  double sum = 0;
+  for (auto& [s, f] : c.by_shape) sum += f;
+  EXPECT_DOUBLE_EQ(sum, c.total());
+  // Nothing is counted once the counter is gone, and a new one starts from zero.
+  torch::conv2d(x, w);
+  compute::FlopCounter again;
+  EXPECT_EQ(again.result().total(), 0);
+}
+
+// torchvision's ResNet-18 at 224²: 1.8136 GMAC in its convolutions (torchvision's model card
+// says 1.81 GFLOPS, counting multiply-adds); 3,627,122,688 FLOPs counted independently with
+// PyTorch forward hooks on torchvision.models.resnet18 (2 · output elements · C_in · k²).
+TEST(Flops, ResNet18ForwardMatchesAnIndependentCount) {
+  models::ResNetOptions o;
+  o.depth = 18;
+  o.output_stride = 32;
+  models::ResNet net(o);
+  net->eval();
+  torch::NoGradGuard ng;
+  compute::FlopCounter counter;
+  net->forward(torch::randn({1, 3, 224, 224}));
+  EXPECT_DOUBLE_EQ(counter.result().conv, 3627122688.0);
+  EXPECT_EQ(counter.result().matmul, 0);
+}
+
+TEST(Flops, ProbeTimesTheHeaviestShapes) {
+  compute::FlopCount c;
+  compute::OpShape s;
+  s.kind = "conv";
+  s.in = {2, 16, 16, 16};
+  s.weight = {16, 16, 3, 3};
+  s.stride = {1, 1};
+  s.padding = {1, 1};
+  s.dilation = {1, 1};
+  c.by_shape[s] = s.flops();
+  auto r = compute::probe_peak(c, "cpu", false, false, 3, 0.05);
+  EXPECT_GT(r.gflops, 0.01);
+  EXPECT_NE(r.shape.find("conv [2, 16, 16, 16] * [16, 16, 3, 3]"), std::string::npos) << r.shape;
+  EXPECT_NE(compute::rate_line(1e9, 10, r).find("10.0 GFLOP/s"), std::string::npos);
+}
+
+TEST(Numerics, PrecisionResolvesPerDevice) {
+  compute::NumericsOptions o;
+  EXPECT_FALSE(compute::resolve_numerics(o, "cpu").bf16);  // default fp32
+  o.precision = "bf16";
+  EXPECT_TRUE(compute::resolve_numerics(o, "cpu").bf16);
+  o.precision = "auto";
+  EXPECT_TRUE(compute::resolve_numerics(o, "cuda:0").bf16);
+  EXPECT_EQ(compute::resolve_numerics(o, "cpu").bf16, compute::cpu_has_native_bf16());
+  o.channels_last = true;
+  EXPECT_NE(compute::resolve_numerics(o, "cpu").describe().find("channels-last"), std::string::npos);
+  o.precision = "fp16";
+  expect_error([&] { o.validate(); }, {"train.precision", "fp16", "fp32, bf16 or auto"});
+  // Both training configs bind the keys.
+  pretrain::PretrainConfig pc;
+  auto pf = pc.fields();
+  pf.set("train.precision", "bf16", "test");
+  pf.set("train.channels_last", "true", "test");
+  EXPECT_EQ(pc.train.numerics.precision, "bf16");
+  EXPECT_TRUE(pc.train.numerics.channels_last);
+  seg::FinetuneConfig fc;
+  auto ff = fc.fields();
+  expect_error([&] { ff.set("train.precision", "half", "test"); }, {"train.precision", "half"});
+}
+
+TEST(Numerics, AutocastScopeNestsAndRestores) {
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+  {
+    compute::AutocastScope on(true, false);
+    EXPECT_TRUE(at::autocast::is_cpu_enabled());
+    EXPECT_EQ(torch::mm(torch::randn({2, 2}), torch::randn({2, 2})).scalar_type(), torch::kBFloat16);
+    {
+      compute::AutocastScope off(false, false);
+      EXPECT_FALSE(at::autocast::is_cpu_enabled());
+      EXPECT_EQ(torch::mm(torch::randn({2, 2}), torch::randn({2, 2})).scalar_type(), torch::kFloat);
+    }
+    EXPECT_TRUE(at::autocast::is_cpu_enabled());
+  }
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+}
+
+namespace {
+
+pretrain::CP2Options small_cp2() {
+  pretrain::CP2Options o;
+  o.encoder.backbone.depth = 18;
+  o.encoder.head.channels = 32;
+  o.encoder.head.proj_channels = 16;
+  o.queue_size = 64;
+  return o;
+}
+
+data::Batch small_batch() {
+  torch::manual_seed(3);
+  auto m = torch::zeros({4, 64, 64});
+  m.slice(1, 8, 40).slice(2, 12, 48).fill_(1);
+  return {torch::randn({4, 3, 64, 64}), torch::randn({4, 3, 64, 64}), m, m.flip({2})};
+}
+
+struct StepOut {
+  double loss = 0, ins = 0, dense = 0;
+  std::vector<at::Tensor> params;
+};
+
+StepOut one_step(const compute::Numerics& n) {
+  auto model = pretrain::make_model(small_cp2(), 4);
+  model->set_numerics(n);
+  model->train();
+  train::OptimOptions oo;
+  oo.lr = 0.1;
+  train::Optimizer opt(pretrain::query_parameters(*model), oo);
+  auto r = pretrain::train_step(*model, opt, small_batch(), 0.1);
+  StepOut s;
+  s.loss = r.loss;
+  s.ins = r.parts.loss_ins.item<double>();
+  s.dense = r.parts.loss_dense.item<double>();
+  for (auto& p : model->parameters()) s.params.push_back(p.detach().contiguous().clone());
+  s.params.push_back(model->queue.clone());
+  return s;
+}
+
+double max_abs_diff(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, (a[i] - b[i]).abs().max().item<double>());
+  return d;
+}
+
+}  // namespace
+
+// Channels-last is a layout, not a different computation: one CP² step equals NCHW's.
+TEST(Numerics, ChannelsLastStepEqualsNchw) {
+  const auto ref = one_step({});
+  compute::Numerics cl;
+  cl.channels_last = true;
+  const auto got = one_step(cl);
+  EXPECT_NEAR(got.loss, ref.loss, 1e-5 * std::abs(ref.loss));
+  EXPECT_LT(max_abs_diff(got.params, ref.params), 1e-5);
+}
+
+// bf16 autocast: master weights, queue and losses stay fp32, and the step's losses track
+// fp32's (bf16 keeps 8 mantissa bits: ~0.4 % per rounding).
+TEST(Numerics, Bf16StepKeepsFp32StateAndTracksFp32) {
+  const auto ref = one_step({});
+  compute::Numerics bf;
+  bf.bf16 = true;
+  const auto got = one_step(bf);
+  for (auto& p : got.params) EXPECT_EQ(p.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(got.ins, ref.ins, 0.01 * ref.ins);
+  EXPECT_NEAR(got.dense, ref.dense, 0.01 * ref.dense);
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());  // the model's scope ended
+  // The update moved the weights as fp32's did (lr 0.1, one step).
+  EXPECT_LT(max_abs_diff(got.params, ref.params), 0.05);
+}
+
+TEST(Numerics, Bf16SegmentorLogitsAreFp32AndClose) {
+  models::SegmentorOptions o;
+  o.backbone.depth = 18;
+  o.backbone.output_stride = 8;
+  o.head.channels = 32;
+  o.head.num_classes = 5;
+  torch::manual_seed(1);
+  models::Segmentor m(o);
+  m->eval();
+  torch::NoGradGuard ng;
+  auto x = torch::randn({1, 3, 64, 64});
+  auto ref = m->predict(x);
+  compute::Numerics n;
+  n.bf16 = true;
+  n.channels_last = true;
+  m->set_numerics(n);
+  auto got = m->predict(x);
+  EXPECT_EQ(got.scalar_type(), torch::kFloat);
+  EXPECT_EQ(got.sizes(), ref.sizes());
+  const double rel = ((got - ref).norm() / ref.norm()).item<double>();
+  EXPECT_LT(rel, 0.05);
+  EXPECT_GT(rel, 0);  // it did run in bf16
+}
+
+}  // namespace cp2::test
