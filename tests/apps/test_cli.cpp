@@ -146,6 +146,35 @@ TEST(Cli, PretrainConfigErrors) {
   r = run("pretrain --config-keys");
   EXPECT_EQ(r.rc, 0);
   EXPECT_NE(r.out.find("train.checkpoint_every_iters"), std::string::npos);
+  r = run("pretrain --data /tmp --precision fp16");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("train.precision"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fp16"), std::string::npos) << r.out;
+  r = run("pretrain --data /tmp --print-config --precision auto --set train.channels_last=true");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("precision: auto"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("channels_last: true"), std::string::npos) << r.out;
+}
+
+// Issue 11 §1: every bench line carries the step's FLOPs and the share of the probe.
+TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
+  const auto images = cp2::test::synth_images("cli_bench_flops", 8, 64, 64, 2);
+  auto r = run("bench pretrain --threads 1 --workers 1 --data " + images +
+               " --arch 18 --size 32 --batch 2 --queue 16 --steps 1 --warmup 0 --rounds 1 --channels-last");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("numerics       fp32, channels-last; one step = "), std::string::npos) << r.out;
+  for (const char* line : {"\nmodel step ", "\nend to end "}) {
+    const auto at = r.out.find(line);
+    ASSERT_NE(at, std::string::npos) << r.out;
+    const auto text = r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1);
+    EXPECT_NE(text.find("GFLOP/img"), std::string::npos) << text;
+    EXPECT_NE(text.find("% of the probe's"), std::string::npos) << text;
+  }
+  r = run("bench finetune --threads 1 --workers 1 --arch 18 --crop 32 --scale 32 --image-width 48 --image-height 40 "
+          "--batch 2 --steps 1 --warmup 0 --rounds 1 --precision bf16");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("numerics       bf16 autocast"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("% of the probe's"), std::string::npos) << r.out;
 }
 
 TEST(Cli, FinetuneEvaluatePredict) {
