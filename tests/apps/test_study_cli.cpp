@@ -72,6 +72,19 @@ TEST(StudyCli, AblateKilledMidRunResumesWithoutRedoingFinishedRuns) {
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("ft_cp2: finished before, skipped"), std::string::npos) << r.out;
   EXPECT_EQ(read_text(out + "/table.txt"), table);
+  // A stage killed before its first checkpoint (only its log written): the next run starts
+  // that stage again instead of refusing its folder, and keeps the old log aside.
+  fs::remove_all(out + "/ft_cp2/checkpoints");
+  fs::remove(out + "/ft_cp2/best.pt");
+  fs::remove(out + "/ft_cp2/summary.json");
+  const auto old_log = read_text(out + "/ft_cp2/log.jsonl");
+  ASSERT_FALSE(old_log.empty());
+  r = run_cli(cmd.substr(std::string(CP2_BINARY).size() + 1));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("ft_cp2: interrupted before its first checkpoint; starting it again"), std::string::npos) << r.out;
+  EXPECT_EQ(read_text(out + "/ft_cp2/log.interrupted.jsonl"), old_log);
+  EXPECT_TRUE(fs::exists(out + "/ft_cp2/best.pt"));
+  EXPECT_TRUE(nlohmann::json::parse(read_text(out + "/results.json"))["complete"].get<bool>());
 }
 
 TEST(StudyCli, TrialsMeanAndStdAgreeWithEachTrial) {

@@ -31,6 +31,9 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   LossParts out;
   const int64_t n = q.size(0);
   out.total = torch::zeros({}, q.options());
+  // The logged numbers, read back together at the end: one device sync per step instead of
+  // one per number (on CUDA each .item() waits for the whole queue).
+  std::vector<at::Tensor> stats;
   {
     torch::NoGradGuard ng;
     out.k_ins = masked_pool(k, mk);
@@ -45,8 +48,8 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
     out.total = out.total + out.loss_ins;
     torch::NoGradGuard ng;
     auto top = std::get<1>(logits.topk(std::min<int64_t>(5, logits.size(1)), 1));
-    out.acc1 = (top.select(1, 0) == 0).sum().item<double>() * 100.0 / n;
-    out.acc5 = (top == 0).any(1).sum().item<double>() * 100.0 / n;
+    stats.push_back((top.select(1, 0) == 0).sum());
+    stats.push_back((top == 0).any(1).sum());
   }
   if (opt.use_dense) {
     // logits[n, x, y] = q[n,:,x] . k[n,:,y]; log-softmax over the query-pixel axis x (dim 1),
@@ -60,9 +63,24 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
     torch::NoGradGuard ng;
     auto best = logits.flatten(1).argmax(1);
     auto hit = pos.flatten(1).gather(1, best.unsqueeze(1)).squeeze(1);
-    out.acc_dense = (hit > 0).sum().item<double>() * 100.0 / n;
-    out.acc_dense_chance = (pos > 0).to(at::kFloat).flatten(1).mean(1).mean().item<double>() * 100.0;
+    stats.push_back((hit > 0).sum());
+    stats.push_back((pos > 0).to(at::kFloat).flatten(1).mean(1).mean());
   }
+  torch::NoGradGuard ng;
+  stats.push_back(out.total.detach());
+  for (auto& s : stats) s = s.to(torch::kDouble);
+  const auto v = torch::stack(stats).to(torch::kCPU);
+  const double* d = v.data_ptr<double>();
+  size_t i = 0;
+  if (opt.use_instance) {
+    out.acc1 = d[i++] * 100.0 / n;
+    out.acc5 = d[i++] * 100.0 / n;
+  }
+  if (opt.use_dense) {
+    out.acc_dense = d[i++] * 100.0 / n;
+    out.acc_dense_chance = d[i++] * 100.0;
+  }
+  out.total_value = d[i];
   return out;
 }
 

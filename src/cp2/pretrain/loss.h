@@ -17,6 +17,7 @@ struct LossParts {
   // What a random arg-max would score: the batch's mean share of positive (x, y) pairs
   // (%), the dense accuracy's chance level (instance top-1's is 100 / (K + 1)).
   double acc_dense_chance = 0;
+  double total_value = 0;  // total as a number, read with the accuracies in one device sync
 };
 
 struct LossOptions {

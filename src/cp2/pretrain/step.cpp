@@ -28,7 +28,7 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
                       dist::GradientReducer* reducer) {
   StepResult r;
   r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
-  r.loss = r.parts.total.item<double>();
+  r.loss = r.parts.total_value;
   if (const auto& comm = model.comm(); comm && comm->size() > 1) {
     auto& p = r.parts;
     auto val = [](const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; };

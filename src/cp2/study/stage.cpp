@@ -1,5 +1,6 @@
 #include "cp2/study/stage.h"
 
+#include <cstdio>
 #include <filesystem>
 
 #include "cp2/common.h"
@@ -23,6 +24,16 @@ StageResult run_stage(const StageSpec& spec, const std::string& out, bool progre
   // A checkpoint in the folder: this stage ran before (finished, or interrupted).
   r.resumed = !train::latest_checkpoint(r.folder).empty();
   if (r.resumed) req.resume = "";
+  // Interrupted before its first checkpoint: nothing to continue, so the stage starts
+  // again; its log is kept aside (a plain `cp2 pretrain|finetune` would refuse the folder,
+  // but this folder belongs to the protocol).
+  const fs::path log = fs::path(r.folder) / "log.jsonl";
+  if (!r.resumed && !train::run_files(r.folder).empty() && fs::exists(log)) {
+    std::error_code ec;
+    fs::rename(log, fs::path(r.folder) / "log.interrupted.jsonl", ec);
+    if (ec) throw Error(log.string() + ": cannot set aside the interrupted run's log (" + ec.message() + ")");
+    std::printf("%s: interrupted before its first checkpoint; starting it again\n", spec.name.c_str());
+  }
   try {
     if (spec.kind == StageKind::Pretrain) {
       pretrain::PretrainConfig cfg;
