@@ -53,6 +53,7 @@ TEST_P(LossParity, LossesAccuraciesQueueAndGradientsMatchReference) {
   EXPECT_LE(e_ins, 1e-5);
   EXPECT_LE(e_dense, 1e-5);
   EXPECT_LE(e_tot, 1e-5);
+  EXPECT_EQ(r.total_value, r.total.item<double>());  // the number read back with the accuracies
   EXPECT_DOUBLE_EQ(r.acc1, ref["acc1"].item<double>());
   EXPECT_DOUBLE_EQ(r.acc5, ref["acc5"].item<double>());
   EXPECT_DOUBLE_EQ(r.acc_dense, ref["acc_dense"].item<double>());

@@ -48,6 +48,7 @@ TEST(SegLoss, HandComputed) {
   auto small = torch::zeros({1, 2, 1, 1});
   auto big = torch::zeros({1, 4, 4}, torch::kLong);
   EXPECT_NEAR(seg_loss(small, big, false, false).loss.item<double>(), std::log(2.0), 1e-6);
+  EXPECT_DOUBLE_EQ(seg_loss(small, big, false, false).value, seg_loss(small, big, false, false).loss.item<double>());
 }
 
 models::SegmentorOptions r18(int classes) {

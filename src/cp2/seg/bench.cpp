@@ -76,7 +76,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
     opt.zero_grad();
     l.loss.backward();
     opt.step(cfg.optim.lr);
-    l.loss.item<double>();
+    l.loss.item<double>();  // waits for the step to finish (device timing)
   };
   SegTrainLoader fixed_loader(ds, cfg.pipeline, [&] { auto l = cfg.loader_options(); l.workers = 0; return l; }(), 0);
   const auto fixed = fixed_loader.build(0);

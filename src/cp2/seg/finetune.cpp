@@ -80,9 +80,13 @@ SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non
   SegLoss r;
   r.loss = avg_non_ignore ? per_pixel.sum() / nvalid.clamp_min(1) : per_pixel.mean();
   torch::NoGradGuard ng;
-  // One device sync for both counts (the loop reads the loss once more).
-  auto counts = torch::stack({nvalid, (up.argmax(1) == label).logical_and(valid).sum()}).to(torch::kCPU);
-  const int64_t n = counts[0].item<int64_t>(), correct = counts[1].item<int64_t>();
+  // One device sync for both counts and the loss.
+  auto v = torch::stack({nvalid.to(torch::kDouble), (up.argmax(1) == label).logical_and(valid).sum().to(torch::kDouble),
+                         r.loss.detach().to(torch::kDouble)})
+               .to(torch::kCPU);
+  const double* d = v.data_ptr<double>();
+  const auto n = static_cast<int64_t>(d[0]), correct = static_cast<int64_t>(d[1]);
+  r.value = d[2];
   r.acc = n ? 100.0 * static_cast<double>(correct) / static_cast<double>(n) : 0.0;
   return r;
 }
@@ -324,7 +328,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         auto x = batch->image.to(device, true), y = batch->label.to(device, true);
         auto l = seg_loss(model->logits(x), y, T.avg_non_ignore, cfg.model.align_corners);
         // Logged: means over ranks (so every rank agrees on finiteness).
-        const auto m = dist::mean_over_ranks(*comm, {l.loss.item<double>(), l.acc});
+        const auto m = dist::mean_over_ranks(*comm, {l.value, l.acc});
         const double loss = m[0];
         l.acc = m[1];
         if (!std::isfinite(loss)) h.non_finite(iter + 1, "loss " + std::to_string(loss));

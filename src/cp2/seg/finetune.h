@@ -50,6 +50,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
 struct SegLoss {
   at::Tensor loss;
   double acc = 0;
+  double value = 0;  // loss as a number, read with the pixel counts in one device sync
 };
 SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non_ignore, bool align_corners);
 
