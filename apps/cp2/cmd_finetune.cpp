@@ -32,7 +32,7 @@ const std::vector<Shortcut>& shortcuts() {
       {"--eval-every", "train.eval_every", "iterations between evaluations (0 = at the end)", Kind::NonNegInt},
       {"--workers", "data.workers", "loader threads", Kind::NonNegInt},
       {"--device", "train.device", "cpu, cuda, cuda:N"},
-      {"--precision", "train.precision", "fp32, bf16 or auto (bf16 on CUDA and on CPUs with AVX512-BF16/AMX)"},
+      {"--precision", "train.precision", compute::kPrecisionHelp},
       {"--seed", "train.seed", "seed", Kind::NonNegInt}};
   return s;
 }

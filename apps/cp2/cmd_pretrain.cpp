@@ -33,7 +33,7 @@ const std::vector<Shortcut>& shortcuts() {
       {"--queue", "model.queue", "queue length K", Kind::PosInt},
       {"--workers", "data.workers", "loader threads", Kind::NonNegInt},
       {"--device", "train.device", "cpu, cuda, cuda:N"},
-      {"--precision", "train.precision", "fp32, bf16 or auto (bf16 on CUDA and on CPUs with AVX512-BF16/AMX)"},
+      {"--precision", "train.precision", compute::kPrecisionHelp},
       {"--seed", "train.seed", "seed", Kind::NonNegInt},
       {"--lr", "optim.lr", "learning rate at batch 256", Kind::PosFloat}};
   return s;

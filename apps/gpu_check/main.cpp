@@ -139,7 +139,8 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, bo
     const double lr = 0.03 * batch / 256;
     auto step = [&] { pretrain::train_step(*m, opt, b, lr); };
     for (int i = 0; i < a.warmup; ++i) step();
-    const auto fl = compute::count_step(step, static_cast<double>(batch), dev.str(), n, /*verbose=*/false);
+    const auto fl = compute::count_step(step, static_cast<double>(batch), dev.str(), n, /*verbose=*/false,
+                                        /*probe=*/false);
     sync(dev);
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < a.steps; ++i) step();

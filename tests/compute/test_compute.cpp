@@ -85,7 +85,7 @@ TEST(Flops, ProbeTimesTheHeaviestShapes) {
   auto r = compute::probe_peak(c, "cpu", false, false, 3, 0.05);
   EXPECT_GT(r.gflops, 0.01);
   EXPECT_NE(r.shape.find("conv [2, 16, 16, 16] * [16, 16, 3, 3]"), std::string::npos) << r.shape;
-  EXPECT_NE(compute::rate_line(1e9, 10, r).find("10.0 GFLOP/s"), std::string::npos);
+  EXPECT_NE(compute::rate_line(1e9, 10, r.gflops).find("10.0 GFLOP/s"), std::string::npos);
 }
 
 TEST(Numerics, PrecisionResolvesPerDevice) {
@@ -149,17 +149,20 @@ data::Batch small_batch() {
 struct StepOut {
   double loss = 0, ins = 0, dense = 0;
   std::vector<at::Tensor> params;
+  bool stem_channels_last = false;  // the query encoder's 7x7 stem weight in NHWC memory
 };
 
 StepOut one_step(const compute::Numerics& n) {
   auto model = pretrain::make_model(small_cp2(), 4);
   model->set_numerics(n);
+  const auto& stem = model->encoder_q->backbone->conv1->weight;
   model->train();
   train::OptimOptions oo;
   oo.lr = 0.1;
   train::Optimizer opt(pretrain::query_parameters(*model), oo);
   auto r = pretrain::train_step(*model, opt, small_batch(), 0.1);
   StepOut s;
+  s.stem_channels_last = !stem.is_contiguous() && stem.is_contiguous(at::MemoryFormat::ChannelsLast);
   s.loss = r.loss;
   s.ins = r.parts.loss_ins.item<double>();
   s.dense = r.parts.loss_dense.item<double>();
@@ -182,6 +185,8 @@ TEST(Numerics, ChannelsLastStepEqualsNchw) {
   compute::Numerics cl;
   cl.channels_last = true;
   const auto got = one_step(cl);
+  EXPECT_FALSE(ref.stem_channels_last);
+  EXPECT_TRUE(got.stem_channels_last);  // the layout did change (and stayed through the update)
   EXPECT_NEAR(got.loss, ref.loss, 1e-5 * std::abs(ref.loss));
   EXPECT_LT(max_abs_diff(got.params, ref.params), 1e-5);
 }
@@ -194,6 +199,7 @@ TEST(Numerics, Bf16StepKeepsFp32StateAndTracksFp32) {
   bf.bf16 = true;
   const auto got = one_step(bf);
   for (auto& p : got.params) EXPECT_EQ(p.scalar_type(), torch::kFloat);
+  EXPECT_NE(got.loss, ref.loss);  // it did run in bf16
   EXPECT_NEAR(got.ins, ref.ins, 0.01 * ref.ins);
   EXPECT_NEAR(got.dense, ref.dense, 0.01 * ref.dense);
   EXPECT_FALSE(at::autocast::is_cpu_enabled());  // the model's scope ended

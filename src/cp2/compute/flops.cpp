@@ -75,7 +75,9 @@ std::vector<int64_t> sizes(const c10::IValue& v) {
   return v.isTensor() ? v.toTensor().sizes().vec() : std::vector<int64_t>{};
 }
 
+// Shapes of an unexpected form (another LibTorch version's arguments) are not counted.
 void add(bool conv, const OpShape& s, double times) {
+  if (times <= 0 || s.in.size() < 3 || (conv && s.weight.size() != s.in.size())) return;
   const double f = s.flops() * times;
   std::lock_guard<std::mutex> lk(g_mu);
   if (!g_count) return;
@@ -117,24 +119,20 @@ std::unique_ptr<at::ObserverContext> on_op(const at::RecordFunction& fn) {
     if (op == "convolution" && in.size() >= 9) {
       // (input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
       if (in[6].isBool() && in[6].toBool()) return nullptr;  // transposed: not in these models
-      auto s = conv_shape(in, sizes(in[0]), 1);
-      if (s.in.size() >= 3 && s.weight.size() == s.in.size()) add(true, s, 1);
+      add(true, conv_shape(in, sizes(in[0]), 1), 1);
     } else if (op == "convolution_backward" && in.size() >= 11) {
       // (grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
       //  output_padding, groups, output_mask)
-      auto s = conv_shape(in, sizes(in[1]), 2);
       double times = 0;
       if (in[10].isBoolList()) {
         const auto mask = in[10].toBoolList();
         times = (mask.size() > 0 && mask.get(0) ? 1 : 0) + (mask.size() > 1 && mask.get(1) ? 1 : 0);
       }
-      if (times > 0 && s.in.size() >= 3 && s.weight.size() == s.in.size()) add(true, s, times);
+      add(true, conv_shape(in, sizes(in[1]), 2), times);
     } else if ((op == "mm" || op == "bmm") && in.size() >= 2) {
-      auto s = mm_shape(sizes(in[0]), sizes(in[1]));
-      if (!s.in.empty()) add(false, s, 1);
+      add(false, mm_shape(sizes(in[0]), sizes(in[1])), 1);
     } else if ((op == "addmm" || op == "baddbmm") && in.size() >= 3) {
-      auto s = mm_shape(sizes(in[1]), sizes(in[2]));
-      if (!s.in.empty()) add(false, s, 1);
+      add(false, mm_shape(sizes(in[1]), sizes(in[2])), 1);
     }
   } catch (const std::exception&) {
     // An argument of an unexpected kind (another LibTorch version): not counted.
@@ -166,7 +164,7 @@ FlopCount FlopCounter::result() const {
 }
 
 StepFlops count_step(const std::function<void()>& step, double images, const std::string& device, const Numerics& n,
-                     bool verbose) {
+                     bool verbose, bool probe) {
   FlopCount count;
   {
     FlopCounter counter;
@@ -175,7 +173,7 @@ StepFlops count_step(const std::function<void()>& step, double images, const std
   }
   StepFlops r;
   r.per_img = count.total() / images;
-  r.peak = probe_peak(count, device, n.bf16, n.channels_last);
+  if (probe) r.peak = probe_peak(count, device, n.bf16, n.channels_last);
   if (verbose)
     std::printf("numerics       %s; one step = %.2f GFLOP (conv %.2f, matmul %.2f); probe %.1f GFLOP/s on %s\n",
                 n.describe().c_str(), count.total() / 1e9, count.conv / 1e9, count.matmul / 1e9, r.peak.gflops,
@@ -183,12 +181,12 @@ StepFlops count_step(const std::function<void()>& step, double images, const std
   return r;
 }
 
-std::string rate_line(double flops_per_img, double img_s, const ProbeResult& peak) {
+std::string rate_line(double flops_per_img, double img_s, double peak_gflops) {
   char buf[256];
   const double g = flops_per_img * img_s / 1e9;
-  if (peak.gflops > 0)
+  if (peak_gflops > 0)
     std::snprintf(buf, sizeof buf, "%.2f GFLOP/img, %.1f GFLOP/s = %.0f %% of the probe's %.1f", flops_per_img / 1e9, g,
-                  100 * g / peak.gflops, peak.gflops);
+                  100 * g / peak_gflops, peak_gflops);
   else
     std::snprintf(buf, sizeof buf, "%.2f GFLOP/img, %.1f GFLOP/s", flops_per_img / 1e9, g);
   return buf;

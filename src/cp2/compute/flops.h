@@ -53,17 +53,17 @@ struct ProbeResult {
   double gflops = 0;
   std::string shape;  // the fastest one
 };
-// What a benchmark reports: `step` run once under a counter (untimed), then the probe at
-// its shapes; `verbose` prints a "numerics" line with both.
+// What a benchmark reports: `step` run once under a counter (untimed), then (if `probe`)
+// the probe at its shapes; `verbose` prints a "numerics" line with both.
 struct StepFlops {
   double per_img = 0;
-  ProbeResult peak;
+  ProbeResult peak;  // zero when not probed
 };
 StepFlops count_step(const std::function<void()>& step, double images, const std::string& device, const Numerics& n,
-                     bool verbose);
+                     bool verbose, bool probe = true);
 
-// "10.2 GFLOP/img, 95.1 GFLOP/s = 62 % of 153 GFLOP/s (probe: conv ...)"
-std::string rate_line(double flops_per_img, double img_s, const ProbeResult& peak);
+// "8.26 GFLOP/img, 157.0 GFLOP/s = 67 % of the probe's 233.8" (no share when peak is 0).
+std::string rate_line(double flops_per_img, double img_s, double peak_gflops);
 
 ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16, bool channels_last, int top = 3,
                        double seconds = 0.3);

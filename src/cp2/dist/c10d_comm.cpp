@@ -39,14 +39,14 @@ class Heartbeat {
   Heartbeat(c10::intrusive_ptr<c10d::Store> store, int rank) : store_(std::move(store)) {
     const std::string key = "cp2/alive/" + std::to_string(rank);
     thread_ = std::thread([this, key] {
-      std::unique_lock<std::mutex> lk(mu_);
-      while (!stop_) {
+      while (true) {
         try {
-          store_->add(key, 1);
+          store_->add(key, 1);  // outside the lock, so stopping never waits for the mutex
         } catch (const std::exception&) {
           return;  // the store's host is gone: the main thread reports that
         }
-        cv_.wait_for(lk, std::chrono::milliseconds(250), [this] { return stop_; });
+        std::unique_lock<std::mutex> lk(mu_);
+        if (cv_.wait_for(lk, std::chrono::milliseconds(250), [this] { return stop_; })) return;
       }
     });
   }
@@ -195,16 +195,16 @@ class C10dComm final : public Comm {
         if (r != l_.rank) before[static_cast<size_t>(r)] = read("cp2/alive/" + std::to_string(r));
       std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // six pulses of a live rank
       std::string silent, behind;
+      auto append = [](std::string& list, const std::string& item) { list += (list.empty() ? "" : "; ") + item; };
       for (int r = 0; r < l_.world; ++r) {
         if (r == l_.rank) continue;
         const int64_t at = read("cp2/seq/" + std::to_string(r));
-        const std::string where =
-            at < 0 ? "before its first collective" : "at collective #" + std::to_string(at);
+        const std::string rank = "rank " + std::to_string(r),
+                          where = at < 0 ? "before its first collective" : "at collective #" + std::to_string(at);
         if (read("cp2/alive/" + std::to_string(r)) == before[static_cast<size_t>(r)])
-          silent += (silent.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) +
-                    " stopped responding " + where;
+          append(silent, rank + " stopped responding " + where);
         else if (at < n)
-          behind += (behind.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " is still " + where;
+          append(behind, rank + " is still " + where);
       }
       if (!silent.empty())
         who = silent + " (it died or hangs)";

@@ -110,12 +110,11 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   r.step_img_s = median(step_rates);
   r.e2e_img_s = median(e2e_rates);
   if (verbose) {
-    const compute::ProbeResult peak{r.peak_gflops, ""};
     std::printf("model step     %8.2f img/s  (median of %d rounds of %d steps on a fixed batch; %s)\n", r.step_img_s,
-                o.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, peak).c_str());
+                o.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, r.peak_gflops).c_str());
     std::printf("end to end     %8.2f img/s  (median of %d rounds of %d steps, %.2f s waiting for data; %s)\n",
                 r.e2e_img_s, o.rounds, o.steps, r.data_wait_s,
-                compute::rate_line(r.flops_per_img, r.e2e_img_s, peak).c_str());
+                compute::rate_line(r.flops_per_img, r.e2e_img_s, r.peak_gflops).c_str());
   }
   r.peak_rss_mb = peak_rss_mib();
   if (verbose) {

@@ -31,9 +31,11 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   LossParts out;
   const int64_t n = q.size(0);
   out.total = torch::zeros({}, q.options());
-  // The logged numbers, read back together at the end: one device sync per step instead of
-  // one per number (on CUDA each .item() waits for the whole queue).
-  std::vector<at::Tensor> stats;
+  // The logged numbers, read back in one transfer at the end instead of one .item() each
+  // (on CUDA each waits for the whole queue): total, instance, dense losses, top-1 and
+  // top-5 hits, dense hits, dense chance. Parts a mode leaves out stay 0.
+  enum { kTotal, kIns, kDense, kTop1, kTop5, kDenseHits, kChance, kCount };
+  std::vector<at::Tensor> nums(kCount, torch::zeros({}, q.options()));
   {
     torch::NoGradGuard ng;
     out.k_ins = masked_pool(k, mk);
@@ -48,8 +50,9 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
     out.total = out.total + out.loss_ins;
     torch::NoGradGuard ng;
     auto top = std::get<1>(logits.topk(std::min<int64_t>(5, logits.size(1)), 1));
-    stats.push_back((top.select(1, 0) == 0).sum());
-    stats.push_back((top == 0).any(1).sum());
+    nums[kIns] = out.loss_ins.detach();
+    nums[kTop1] = (top.select(1, 0) == 0).sum();
+    nums[kTop5] = (top == 0).any(1).sum();
   }
   if (opt.use_dense) {
     // logits[n, x, y] = q[n,:,x] . k[n,:,y]; log-softmax over the query-pixel axis x (dim 1),
@@ -63,24 +66,22 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
     torch::NoGradGuard ng;
     auto best = logits.flatten(1).argmax(1);
     auto hit = pos.flatten(1).gather(1, best.unsqueeze(1)).squeeze(1);
-    stats.push_back((hit > 0).sum());
-    stats.push_back((pos > 0).to(at::kFloat).flatten(1).mean(1).mean());
+    nums[kDense] = out.loss_dense.detach();
+    nums[kDenseHits] = (hit > 0).sum();
+    nums[kChance] = (pos > 0).to(at::kFloat).flatten(1).mean(1).mean();
   }
+  nums[kTotal] = out.total.detach();
   torch::NoGradGuard ng;
-  stats.push_back(out.total.detach());
-  for (auto& s : stats) s = s.to(torch::kDouble);
-  const auto v = torch::stack(stats).to(torch::kCPU);
+  for (auto& t : nums) t = t.to(torch::kDouble);
+  const auto v = torch::stack(nums).to(torch::kCPU);
   const double* d = v.data_ptr<double>();
-  size_t i = 0;
-  if (opt.use_instance) {
-    out.acc1 = d[i++] * 100.0 / n;
-    out.acc5 = d[i++] * 100.0 / n;
-  }
-  if (opt.use_dense) {
-    out.acc_dense = d[i++] * 100.0 / n;
-    out.acc_dense_chance = d[i++] * 100.0;
-  }
-  out.total_value = d[i];
+  out.total_value = d[kTotal];
+  out.ins_value = d[kIns];
+  out.dense_value = d[kDense];
+  out.acc1 = d[kTop1] * 100.0 / n;
+  out.acc5 = d[kTop5] * 100.0 / n;
+  out.acc_dense = d[kDenseHits] * 100.0 / n;
+  out.acc_dense_chance = d[kChance] * 100.0;
   return out;
 }
 

@@ -17,7 +17,9 @@ struct LossParts {
   // What a random arg-max would score: the batch's mean share of positive (x, y) pairs
   // (%), the dense accuracy's chance level (instance top-1's is 100 / (K + 1)).
   double acc_dense_chance = 0;
-  double total_value = 0;  // total as a number, read with the accuracies in one device sync
+  // The three losses as numbers (0 for a part the mode leaves out), read back with the
+  // accuracies in one device sync; what the loop logs (averaged over ranks when W > 1).
+  double total_value = 0, ins_value = 0, dense_value = 0;
 };
 
 struct LossOptions {

@@ -28,17 +28,14 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
                       dist::GradientReducer* reducer) {
   StepResult r;
   r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
-  r.loss = r.parts.total_value;
   if (const auto& comm = model.comm(); comm && comm->size() > 1) {
     auto& p = r.parts;
-    auto val = [](const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; };
-    const auto m = dist::mean_over_ranks(*comm, {r.loss, val(p.loss_ins), val(p.loss_dense), p.acc1, p.acc5,
+    const auto m = dist::mean_over_ranks(*comm, {p.total_value, p.ins_value, p.dense_value, p.acc1, p.acc5,
                                                  p.acc_dense, p.acc_dense_chance});
-    r.loss = m[0];
-    if (p.loss_ins.defined()) p.loss_ins = torch::tensor(m[1], torch::kDouble);
-    if (p.loss_dense.defined()) p.loss_dense = torch::tensor(m[2], torch::kDouble);
+    p.total_value = m[0], p.ins_value = m[1], p.dense_value = m[2];
     p.acc1 = m[3], p.acc5 = m[4], p.acc_dense = m[5], p.acc_dense_chance = m[6];
   }
+  r.loss = r.parts.total_value;
   r.finite = std::isfinite(r.loss);
   if (!r.finite) return r;
   opt.zero_grad();

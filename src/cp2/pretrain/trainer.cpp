@@ -271,11 +271,10 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         auto res = train_step(*model, opt, {to(batch->im_q), to(batch->im_k), to(batch->mask_q), to(batch->mask_k)}, lr,
                               reducer.get());
         const auto& parts = res.parts;
-        auto val = [](const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; };
         if (!res.finite)  // numbered as the progress line would have shown it
           h.non_finite(pos.step + 1, "epoch " + std::to_string(epoch + 1) + ", iteration " + std::to_string(it + 1) +
-                                         "; loss_ins " + std::to_string(val(parts.loss_ins)) + ", loss_dense " +
-                                         std::to_string(val(parts.loss_dense)));
+                                         "; loss_ins " + std::to_string(parts.ins_value) + ", loss_dense " +
+                                         std::to_string(parts.dense_value));
         ++it;
         ++pos.step;
         sum.losses.push_back(res.loss);
@@ -289,7 +288,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         const bool last = pos.step == total_steps || stop;
         if (pos.step % T.log_every == 0 || last)
           h.log({{"step", pos.step}, {"epoch", epoch + 1}, {"iter", it}, {"lr", lr}, {"loss", res.loss},
-                 {"loss_ins", val(parts.loss_ins)}, {"loss_dense", val(parts.loss_dense)}, {"acc1", parts.acc1},
+                 {"loss_ins", parts.ins_value}, {"loss_dense", parts.dense_value}, {"acc1", parts.acc1},
                  {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense},
                  {"acc_dense_chance", parts.acc_dense_chance}, {"img_per_s", ips},
                  {"data_wait_s", data_wait}, {"elapsed_s", el},
@@ -302,7 +301,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                       static_cast<long long>(epoch + 1), static_cast<long long>(T.epochs),
                       train::bar(pos.step, total_steps).c_str(), static_cast<long long>(pos.step),
                       static_cast<long long>(total_steps), ips, train::fmt_time(eta).c_str(), res.loss,
-                      val(parts.loss_ins), val(parts.loss_dense), parts.acc1, parts.acc5, parts.acc_dense, lr);
+                      parts.ins_value, parts.dense_value, parts.acc1, parts.acc5, parts.acc_dense, lr);
         progress.update(line, pos.step, last);
 
         if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) save(here);

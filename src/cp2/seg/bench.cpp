@@ -109,11 +109,10 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   r.e2e_img_s = median(e_rates);
   r.peak_rss_mb = peak_rss_mib();
   if (verbose) {
-    const compute::ProbeResult peak{r.peak_gflops, ""};
     std::printf("train step     %8.3f img/s  (median of %d rounds of %d steps on a fixed batch; %s)\n", r.step_img_s,
-                o.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, peak).c_str());
+                o.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, r.peak_gflops).c_str());
     std::printf("end to end     %8.3f img/s  (median of %d rounds, %.2f s waiting for data; %s)\n", r.e2e_img_s,
-                o.rounds, wait, compute::rate_line(r.flops_per_img, r.e2e_img_s, peak).c_str());
+                o.rounds, wait, compute::rate_line(r.flops_per_img, r.e2e_img_s, r.peak_gflops).c_str());
     std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
   }
   if (o.data.empty()) fs::remove_all(root);
@@ -149,7 +148,7 @@ SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose) {
     std::printf("evaluation     %8.3f img/s  (whole-image, test scale %dx%d, median of %d rounds of %d images; %s; %s)\n",
                 r.eval_img_s, cfg.eval.scale_long, cfg.eval.scale_short, o.rounds, o.eval_images,
                 numerics.describe().c_str(),
-                compute::rate_line(r.flops_per_img, r.eval_img_s, {r.peak_gflops, ""}).c_str());
+                compute::rate_line(r.flops_per_img, r.eval_img_s, r.peak_gflops).c_str());
     std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
   }
   if (o.data.empty()) fs::remove_all(root);

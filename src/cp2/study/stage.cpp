@@ -33,6 +33,7 @@ StageResult run_stage(const StageSpec& spec, const std::string& out, bool progre
     fs::rename(log, fs::path(r.folder) / "log.interrupted.jsonl", ec);
     if (ec) throw Error(log.string() + ": cannot set aside the interrupted run's log (" + ec.message() + ")");
     std::printf("%s: interrupted before its first checkpoint; starting it again\n", spec.name.c_str());
+    std::fflush(stdout);  // before the stage's own output (stderr), also when redirected
   }
   try {
     if (spec.kind == StageKind::Pretrain) {
