@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "cp2/common.h"
 #include "cp2/data/synth.h"
@@ -14,12 +15,21 @@ namespace cp2::test {
 
 inline std::string fixture(const std::string& name) { return std::string(CP2_FIXTURES) + "/" + name; }
 
+// Folders temp_dir made for the running test; main.cpp removes them when the test
+// passes (the suite wrote 21 GB of checkpoints when they were kept, and CI's disk filled
+// up), and keeps them when it fails, or when CP2_KEEP_TEST_TMP is set, for a look.
+inline std::vector<std::filesystem::path>& temp_dirs_of_this_test() {
+  static std::vector<std::filesystem::path> dirs;
+  return dirs;
+}
+
 // A fresh, empty folder for one test (build/test_tmp/<name>); names are unique per test
 // so parallel ctest processes never share one.
 inline std::string temp_dir(const std::string& name) {
   auto p = std::filesystem::path(CP2_FIXTURES).parent_path() / "test_tmp" / name;
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
+  temp_dirs_of_this_test().push_back(p);
   return p.string();
 }
 
