@@ -43,6 +43,9 @@ void add_study_flags(CLI::App* c, StudyFlags& f) {
   c->add_option("--images", f.recipe.builtin.images, "built-in pretraining images")->capture_default_str();
   c->add_option("--train-scenes", f.recipe.builtin.train_scenes, "built-in segmentation training scenes")->capture_default_str();
   c->add_option("--val-scenes", f.recipe.builtin.val_scenes, "built-in segmentation validation scenes")->capture_default_str();
+  c->add_option("--fashion-classes", f.recipe.builtin.fashion_classes,
+                "labels of the built-in scenes: coarse (top, trousers, footwear, bag) or fine (the 10 Fashion-MNIST classes)")
+      ->capture_default_str();
   c->add_option("--seed", f.recipe.seed, "seed of every run (trials: the first seed)")->capture_default_str();
   c->add_option("--pictures", f.pictures, "composites / predictions per run in report.html (0 = none)")->capture_default_str();
   c->add_flag("--quiet", f.quiet, "only the protocol's progress lines, not each run's");

@@ -36,6 +36,7 @@ Command register_synth(CLI::App& app) {
   c->add_flag("--label-ids", so->label_ids, "--seg cityscapes: write labelIds instead of labelTrainIds");
   c->add_option("--max-items", so->max_items, "--seg with fashion-mnist: items per scene, 1..N")->capture_default_str();
   c->add_option("--backgrounds", so->backgrounds, "--seg with fashion-mnist: all (gradients, noise, stripes, blobs, tiles) or plain (gradients only)")->capture_default_str();
+  c->add_option("--fashion-classes", so->fashion_classes, "--seg with fashion-mnist: fine (the 10 classes) or coarse (top, trousers, footwear, bag)")->capture_default_str();
   return {c, [o, out, so, seg_layout] {
             if (!seg_layout->empty()) {
               so->layout = *seg_layout;

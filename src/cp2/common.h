@@ -27,6 +27,7 @@ int get_threads();
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t);
 double peak_rss_mib();                 // the process's peak resident set (getrusage)
+double rss_mib();                      // its resident set now (/proc/self/statm; 0 where absent)
 double median(std::vector<double> v);  // of a non-empty list; mean of the middle two for even sizes
 
 // Calls fn(i) for i in [0, n) on `threads` threads (the caller's included), each index

@@ -11,6 +11,7 @@
 #include "../helpers.h"
 #include "cp2/data/fashion_mnist.h"
 #include "cp2/data/synth.h"
+#include "cp2/seg/classes.h"
 #include "cp2/seg/dataset.h"
 #include "cp2/seg/synth.h"
 
@@ -136,6 +137,52 @@ TEST(FashionScenes, PlainBackgroundsAreGradients) {
   so.backgrounds = "busy";
   expect_error([&] { seg::write_synthetic_dataset(temp_dir("fashion_bad_bg"), so); },
                {"backgrounds must be all or plain, found 'busy'"});
+}
+
+TEST(FashionScenes, CoarseLabelsAreTheGroupsOfTheSameItems) {
+  auto items = data::load_fashion_mnist(data::kFashionMnistDir, "t10k");
+  data::SceneOptions fine, coarse;
+  coarse.coarse = true;
+  const int group[10] = {1, 2, 1, 1, 1, 3, 1, 3, 4, 3};  // top, trousers, top, top, top, footwear, top, footwear, bag, footwear
+  std::set<int> seen;
+  for (uint64_t key = 0; key < 16; ++key) {
+    auto f = data::draw_scene(items, fine, 5, key), c = data::draw_scene(items, coarse, 5, key);
+    ASSERT_EQ(cv::norm(f.image, c.image, cv::NORM_INF), 0) << key;  // the same picture
+    for (int y = 0; y < f.label.rows; ++y)
+      for (int x = 0; x < f.label.cols; ++x) {
+        const int lf = f.label.at<uint8_t>(y, x), lc = c.label.at<uint8_t>(y, x);
+        if (lf == 0 || lf == 255) {
+          EXPECT_EQ(lc, lf);
+        } else {
+          ASSERT_EQ(lc, group[lf - 1]) << "fine label " << lf << " at " << x << "," << y;
+          seen.insert(lc);
+        }
+      }
+  }
+  EXPECT_EQ(seen.size(), 4u);
+  EXPECT_EQ(data::fashion_mnist_coarse_of(8), 3);
+  EXPECT_EQ(std::string(data::fashion_mnist_coarse_classes()[2]), "footwear");
+  expect_error([] { data::fashion_mnist_coarse_of(10); }, {"class 10 outside 0..9"});
+  seg::SynthSegOptions so;
+  so.source = "fashion-mnist";
+  // Every layout's reader names the groups (classes.txt), keeping the layout's class count.
+  so.train = 2;
+  so.val = 1;
+  so.width = so.height = 48;
+  so.fashion_classes = "coarse";
+  for (const std::string layout : {"voc", "cityscapes", "ade20k"}) {
+    so.layout = layout;
+    const auto dir = temp_dir("fashion_coarse_" + layout);
+    const auto splits = seg::write_synthetic_dataset(dir, so);
+    seg::SegDataset ds(seg::DatasetOptions{layout, dir, splits.second, "", ""});
+    ASSERT_GE(ds.classes().size(), 5u) << layout;
+    EXPECT_EQ(ds.num_classes(), static_cast<int>(seg::classes_of(layout).size())) << layout;
+    EXPECT_EQ(ds.classes()[1], "top") << layout;
+    EXPECT_EQ(ds.classes()[4], "bag") << layout;
+  }
+  so.fashion_classes = "medium";
+  expect_error([&] { seg::write_synthetic_dataset(temp_dir("fashion_bad_classes"), so); },
+               {"fashion classes must be fine or coarse, found 'medium'"});
 }
 
 TEST(FashionScenes, ValidationItemsComeFromT10kOnly) {

@@ -60,6 +60,17 @@ const std::array<const char*, 10>& fashion_mnist_classes() {
   return c;
 }
 
+const std::array<const char*, 4>& fashion_mnist_coarse_classes() {
+  static const std::array<const char*, 4> c{"top", "trousers", "footwear", "bag"};
+  return c;
+}
+
+int fashion_mnist_coarse_of(int cls) {
+  static const int group[10] = {0, 1, 0, 0, 0, 2, 0, 2, 3, 2};
+  if (cls < 0 || cls > 9) throw Error("fashion-mnist class " + std::to_string(cls) + " outside 0..9");
+  return group[cls];
+}
+
 FashionMnist load_fashion_mnist(const std::string& dir, const std::string& split) {
   if (split != "train" && split != "t10k") throw Error("fashion-mnist split: expected train or t10k, found '" + split + "'");
   const std::string ip = dir + "/" + split + "-images-idx3-ubyte.gz", lp = dir + "/" + split + "-labels-idx1-ubyte.gz";
@@ -84,13 +95,19 @@ cv::Vec3f random_colour(Rng& r, float lo, float hi) {
   return {static_cast<float>(r.uniform(lo, hi)), static_cast<float>(r.uniform(lo, hi)), static_cast<float>(r.uniform(lo, hi))};
 }
 
-// An item as RGB (float 0..255) and alpha (0..1) at `size` x `size`: the photograph's own
-// intensity is its alpha (Fashion-MNIST items are light on black); tinted, with a texture.
+// An item as RGB (float 0..255) and alpha (0..1) at `size` x `size`: an opaque object
+// whose outline is the photograph's silhouette (Fashion-MNIST items are light on pure
+// black: every pixel above 5 % intensity, cracks of one pixel closed), shaded by the
+// photograph's intensity, tinted, with a texture. (Using the intensity itself as alpha
+// made dark parts of an item half transparent and labelled them background, which no
+// finetuning run could learn: docs/results.md.)
 void render_item(const FashionMnist& items, int64_t index, int size, Rng& r, cv::Mat& rgb, cv::Mat& alpha) {
-  cv::Mat src(28, 28, CV_8UC1, const_cast<uint8_t*>(items.image(index))), f, big;
+  cv::Mat src(28, 28, CV_8UC1, const_cast<uint8_t*>(items.image(index))), f, big, sil;
   src.convertTo(f, CV_32F, 1.0 / 255);
   cv::resize(f, big, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);
-  alpha = cv::min(big * 2.0, 1.0);  // the faint inner texture stays opaque
+  cv::morphologyEx(src > 12, sil, cv::MORPH_CLOSE, cv::getStructuringElement(cv::MORPH_RECT, cv::Size(3, 3)));
+  sil.convertTo(sil, CV_32F, 1.0 / 255);
+  cv::resize(sil, alpha, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);  // soft edge, opaque inside
   const cv::Vec3f tint = random_colour(r, 60, 255);
   const int texture = static_cast<int>(r.randint(0, 3));  // plain, stripes, checks
   const double period = r.uniform(3, 9), phase = r.uniform(0, 6.3);
@@ -206,7 +223,7 @@ Scene draw_scene(const FashionMnist& items, const SceneOptions& o, uint64_t seed
     cv::Mat mask(o.height, o.width, CV_8UC1, cv::Scalar(0));
     const auto [src, dst] = overlap(x0, y0, size, o.width, o.height);
     if (!src.empty()) mask(dst).setTo(1, alpha(src) > 0.5f);
-    s.label.setTo(cls + 1, mask);
+    s.label.setTo((o.coarse ? fashion_mnist_coarse_of(cls) : cls) + 1, mask);
     band.setTo(0, mask);
     if (o.boundary > 0) {
       cv::Mat grown, shrunk, edge;

@@ -24,6 +24,12 @@ IdxArray read_idx(const std::string& path);
 // Where Debian installs it.
 inline const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 const std::array<const char*, 10>& fashion_mnist_classes();  // "T-shirt/top", ...
+// The four coarse groups ("top", "trousers", "footwear", "bag") and the group of each of
+// the ten classes: tops are T-shirt, pullover, dress, coat and shirt; footwear sandal,
+// sneaker and ankle boot. Five of the ten classes are tops that differ only in sleeves
+// and length, which a CPU-sized finetuning does not learn to tell apart (docs/results.md).
+const std::array<const char*, 4>& fashion_mnist_coarse_classes();
+int fashion_mnist_coarse_of(int cls);
 
 struct FashionMnist {
   int64_t count = 0;
@@ -42,6 +48,7 @@ struct SceneOptions {
   // Background kinds drawn from, in order gradient, noise, stripes, blobs, tiles: 5 = all,
   // 1 = gradients only (scenes a short CPU finetuning can learn: see study/protocol.cpp).
   int background_kinds = 5;
+  bool coarse = false;  // labels 1..4 = the coarse groups instead of 1..10 = the classes
 };
 
 // An item placed in a scene: which Fashion-MNIST image, and its class (0..9).
@@ -58,7 +65,8 @@ cv::Mat draw_object_image(const FashionMnist& items, const SceneOptions& o, uint
                           PlacedItem* placed = nullptr);
 
 // A segmentation scene: 1..4 items that may overlap (the later one wins), RGB image and
-// labels (0 background, 1..10 = class + 1, 255 on a thin band along each item's edge).
+// labels (0 background, 1..10 = class + 1 (coarse: 1..4 = group + 1), 255 on a thin band
+// along each item's edge).
 struct Scene {
   cv::Mat image;  // CV_8UC3, RGB
   cv::Mat label;  // CV_8UC1

@@ -203,10 +203,10 @@ void CP2ModelImpl::enqueue(const torch::Tensor& local_keys) {
   torch::NoGradGuard ng;
   const auto keys = comm_ && comm_->size() > 1 ? comm_->all_gather(local_keys.detach()) : local_keys;
   const int64_t n = keys.size(0), K = queue.size(1);
-  int64_t ptr = queue_ptr.item<int64_t>();
-  auto idx = (torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(queue.device())) + ptr) % K;
+  // The pointer stays a tensor (no .item(): on a GPU that would wait for the whole step).
+  auto idx = (torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(queue.device())) + queue_ptr) % K;
   queue.index_copy_(1, idx, keys.t().to(queue.dtype()));
-  queue_ptr.fill_((ptr + n) % K);
+  queue_ptr.add_(n).remainder_(K);
 }
 
 }  // namespace cp2::pretrain

@@ -292,7 +292,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                  {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense},
                  {"acc_dense_chance", parts.acc_dense_chance}, {"img_per_s", ips},
                  {"data_wait_s", data_wait}, {"elapsed_s", el},
-                 {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0}});
+                 {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
+                 {"rss_mib", rss_mib()}});
         char line[512];
         const double eta = (total_steps - pos.step) * el / std::max<int64_t>(done, 1);
         std::snprintf(line, sizeof line,

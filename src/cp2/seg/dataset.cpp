@@ -79,6 +79,17 @@ SegDataset::SegDataset(DatasetOptions o) : opt_(std::move(o)) {
   std::error_code ec;
   classes_ = classes_of(opt_.type);
   palette_ = palette_of(opt_.type);
+  // A dataset may name its classes in classes.txt at its root (one per line in label
+  // order, background first; cp2 synth writes one for Fashion-MNIST scenes): the names
+  // replace the layout's first ones in reports and evaluations; the class count stays
+  // the layout's, so models and checkpoints are unchanged.
+  if (opt_.type != "list" && fs::is_regular_file(root / "classes.txt", ec)) {
+    const auto names = read_lines(root / "classes.txt", "classes.txt");
+    if (names.size() > classes_.size())
+      throw Error((root / "classes.txt").string() + ": expected at most " + std::to_string(classes_.size()) +
+                  " class names for the " + opt_.type + " layout, found " + std::to_string(names.size()));
+    std::copy(names.begin(), names.end(), classes_.begin());
+  }
   if (opt_.type == "voc") {
     const std::string ann = opt_.ann_dir.empty() ? "SegmentationClassAug" : opt_.ann_dir;
     need_dir(root / "JPEGImages", "voc", "JPEGImages/");

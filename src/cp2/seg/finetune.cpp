@@ -349,7 +349,8 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         if (iter % T.log_every == 0 || last)
           h.log({{"iteration", iter}, {"lr", lr}, {"loss", loss}, {"acc", l.acc}, {"img_per_s", ips},
                  {"data_wait_s", data_wait}, {"elapsed_s", el},
-                 {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0}});
+                 {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
+                 {"rss_mib", rss_mib()}});
         char line[256];
         const double eta = static_cast<double>(T.iters - iter) * el / static_cast<double>(std::max<int64_t>(done, 1));
         std::snprintf(line, sizeof line, "%s %lld/%lld %.2f img/s ETA %s loss %.4f acc %.1f%% lr %.6f",

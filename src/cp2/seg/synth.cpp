@@ -106,8 +106,11 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
     if (o.backgrounds != "all" && o.backgrounds != "plain")
       throw Error("synth: backgrounds must be all or plain, found '" + o.backgrounds + "'");
     so.background_kinds = o.backgrounds == "plain" ? 1 : 5;
+    if (o.fashion_classes != "fine" && o.fashion_classes != "coarse")
+      throw Error("synth: fashion classes must be fine or coarse, found '" + o.fashion_classes + "'");
+    so.coarse = o.fashion_classes == "coarse";
   }
-  const int classes = fashion ? 10 : o.classes;
+  const int classes = fashion ? (so.coarse ? 4 : 10) : o.classes;
   const fs::path root = root_s;
   const bool voc = o.layout == "voc", city = o.layout == "cityscapes", ade = o.layout == "ade20k",
              list = o.layout == "list";
@@ -178,10 +181,14 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
       }
     }
   }
-  if (list) {
+  if (list || fashion) {  // the list type's names; the other layouts' readers rename their first classes
     std::ofstream c(root / "classes.txt");
     c << "background\n";
-    for (int k = 1; k <= classes; ++k) c << (fashion ? std::string(data::fashion_mnist_classes()[k - 1]) : "shape_" + std::to_string(k)) << "\n";
+    for (int k = 1; k <= classes; ++k)
+      c << (!fashion    ? "shape_" + std::to_string(k)
+            : so.coarse ? std::string(data::fashion_mnist_coarse_classes()[static_cast<size_t>(k - 1)])
+                        : std::string(data::fashion_mnist_classes()[static_cast<size_t>(k - 1)]))
+        << "\n";
   }
   return splits;
 }

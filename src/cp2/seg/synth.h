@@ -24,6 +24,7 @@ struct SynthSegOptions {
   std::string fashion_dir;  // "" = Debian's /usr/share/datasets/fashion-mnist
   int max_items = 4;        // fashion-mnist: items per scene, 1..max_items
   std::string backgrounds = "all";  // fashion-mnist: all (5 procedural kinds) or plain (gradients only)
+  std::string fashion_classes = "fine";  // fashion-mnist: fine (the 10 classes) or coarse (4 groups)
 };
 
 // Writes the dataset under `root` with the layout's split files/folders; returns the

@@ -23,6 +23,8 @@ void BuiltinData::validate() const {
   require_at_least("--val-scenes", val_scenes, 1);
   require_at_least("--scene-width", scene_width, 32);
   require_at_least("--scene-height", scene_height, 32);
+  if (fashion_classes != "fine" && fashion_classes != "coarse")
+    throw Error("--fashion-classes: expected fine or coarse, found '" + fashion_classes + "'");
 }
 
 namespace {
@@ -42,7 +44,7 @@ std::string once(const fs::path& folder, const std::string& stamp, Write write) 
 }
 
 std::string common_stamp(const BuiltinData& o) {
-  return "fashion-mnist v1 seed " + std::to_string(o.seed) + " from " + (o.fashion_dir.empty() ? "debian" : o.fashion_dir) + "\n";
+  return "fashion-mnist v2 seed " + std::to_string(o.seed) + " from " + (o.fashion_dir.empty() ? "debian" : o.fashion_dir) + "\n";
 }
 
 }  // namespace
@@ -68,7 +70,7 @@ std::string builtin_seg(const std::string& dir, const std::string& layout, const
     throw Error("built-in segmentation data: layout must be voc, cityscapes or ade20k, found '" + layout + "'");
   const std::string stamp = common_stamp(o) + layout + " train " + std::to_string(o.train_scenes) + " val " +
                             std::to_string(o.val_scenes) + " size " + std::to_string(o.scene_width) + "x" +
-                            std::to_string(o.scene_height) + "\n";
+                            std::to_string(o.scene_height) + " classes " + o.fashion_classes + "\n";
   return once(fs::path(dir) / layout, stamp, [&](const std::string& f) {
     seg::SynthSegOptions so;
     so.layout = layout;
@@ -79,6 +81,7 @@ std::string builtin_seg(const std::string& dir, const std::string& layout, const
     so.seed = o.seed;
     so.source = "fashion-mnist";
     so.fashion_dir = o.fashion_dir;
+    so.fashion_classes = o.fashion_classes;
     seg::write_synthetic_dataset(f, so);
   });
 }

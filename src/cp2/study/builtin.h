@@ -15,6 +15,7 @@ struct BuiltinData {
   int train_scenes = 256, val_scenes = 64;
   int scene_width = 128, scene_height = 96;
   uint64_t seed = 0;
+  std::string fashion_classes = "coarse";  // fine (10 classes) or coarse (4 groups): docs/results.md
   std::string fashion_dir;     // "" = Debian's /usr/share/datasets/fashion-mnist
   void validate() const;
 };
