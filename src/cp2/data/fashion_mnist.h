@@ -46,7 +46,8 @@ struct SceneOptions {
   double item_min = 0.35, item_max = 0.7;  // item size as a share of the shorter side
   int boundary = 1;                       // width of the 255 band around items (0 = none)
   // Background kinds drawn from, in order gradient, noise, stripes, blobs, tiles: 5 = all,
-  // 1 = gradients only (scenes a short CPU finetuning can learn: see study/protocol.cpp).
+  // 1 = gradients only (`cp2 synth --backgrounds plain`; they did not make finetuning
+  // learn faster: docs/results.md).
   int background_kinds = 5;
   bool coarse = false;  // labels 1..4 = the coarse groups instead of 1..10 = the classes
 };

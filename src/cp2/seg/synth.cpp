@@ -184,11 +184,10 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
   if (list || fashion) {  // the list type's names; the other layouts' readers rename their first classes
     std::ofstream c(root / "classes.txt");
     c << "background\n";
-    for (int k = 1; k <= classes; ++k)
-      c << (!fashion    ? "shape_" + std::to_string(k)
-            : so.coarse ? std::string(data::fashion_mnist_coarse_classes()[static_cast<size_t>(k - 1)])
-                        : std::string(data::fashion_mnist_classes()[static_cast<size_t>(k - 1)]))
-        << "\n";
+    for (size_t k = 0; k < static_cast<size_t>(classes); ++k) {
+      if (!fashion) c << "shape_" << k + 1 << "\n";
+      else c << (so.coarse ? data::fashion_mnist_coarse_classes()[k] : data::fashion_mnist_classes()[k]) << "\n";
+    }
   }
   return splits;
 }
