@@ -40,6 +40,12 @@ TEST(Flops, CountsConvolutionsAndMatmulsForwardAndBackward) {
     auto m = lin(torch::mm(a, b));  // mm 5x7 @ 7x3, then addmm 5x3 @ 3x2
     (y.sum() + m.sum()).backward();
     c = counter.result();
+    EXPECT_EQ(c.uncounted, 0);
+    // A call whose arguments the counter cannot read (here a 1-D mm, which then fails) is
+    // tallied as uncounted, not silently dropped; its FLOPs are not added.
+    EXPECT_THROW(torch::mm(torch::randn({7}), b), c10::Error);
+    EXPECT_EQ(counter.result().uncounted, 1);
+    EXPECT_DOUBLE_EQ(counter.result().total(), c.total());
   }
   const double f1 = conv_flops(2, 3, 4, 3, 10, 10), f2 = conv_flops(2, 4, 6, 3, 4, 4);
   // Backward: grad_input and grad_weight for both convolutions (x requires grad).
@@ -69,6 +75,7 @@ TEST(Flops, ResNet18ForwardMatchesAnIndependentCount) {
   compute::FlopCounter counter;
   net->forward(torch::randn({1, 3, 224, 224}));
   EXPECT_DOUBLE_EQ(counter.result().conv, 3627122688.0);
+  EXPECT_EQ(counter.result().uncounted, 0);
   EXPECT_EQ(counter.result().matmul, 0);
 }
 

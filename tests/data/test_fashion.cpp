@@ -182,7 +182,7 @@ TEST(FashionScenes, CoarseLabelsAreTheGroupsOfTheSameItems) {
   }
   so.fashion_classes = "medium";
   expect_error([&] { seg::write_synthetic_dataset(temp_dir("fashion_bad_classes"), so); },
-               {"fashion classes must be fine or coarse, found 'medium'"});
+               {"synth: fashion classes: expected fine (the 10 classes) or coarse (4 groups), found 'medium'"});
 }
 
 TEST(FashionScenes, ValidationItemsComeFromT10kOnly) {

@@ -7,6 +7,8 @@
 #include <cstdio>
 
 #include "../helpers.h"
+#include "cp2/pretrain/config.h"
+#include "cp2/pretrain/loss.h"
 #include "cp2/pretrain/state_io.h"
 
 using namespace cp2;
@@ -115,6 +117,51 @@ TEST(Modes, LossPartsFollowTable6) {
     EXPECT_GT(std::abs(r.total.item<double>() - ref["loss_ins"].item<double>()), 1e-4);
   }
   cp2::test::expect_error([] { pretrain::parse_mode("dense"); }, {"'dense'", "instance-only"});
+}
+
+// loss.dense_temperature (an opt-in deviation; 0 = the authors' dense logits) divides the
+// dense logits only: the same as feeding q / T to the untempered loss, instance part unchanged.
+TEST(DenseTemperature, DividesTheDenseLogitsOnly) {
+  torch::manual_seed(3);
+  auto norm = [](at::Tensor t) { return t / t.norm(2, 1, true); };
+  auto q = norm(torch::randn({4, 16, 36})), k = norm(torch::randn({4, 16, 36}));
+  auto mq = (torch::rand({4, 36}) > 0.4).to(torch::kFloat), mk = (torch::rand({4, 36}) > 0.4).to(torch::kFloat);
+  auto queue = norm(torch::randn({16, 32}).t()).t().contiguous();
+  pretrain::LossOptions none, t;
+  t.dense_temperature = 0.25;
+  auto a = pretrain::cp2_loss(q, k, mq, mk, queue, none);
+  auto b = pretrain::cp2_loss(q, k, mq, mk, queue, t);
+  auto c = pretrain::cp2_loss(q * 4.0, k, mq, mk, queue, none);
+  EXPECT_NEAR(b.dense_value, c.dense_value, 1e-5);
+  EXPECT_GT(std::abs(a.dense_value - b.dense_value), 1e-2);
+  EXPECT_DOUBLE_EQ(a.ins_value, b.ins_value);
+  pretrain::PretrainConfig cfg;
+  cfg.data.root = "x";
+  cfg.model.dense_temperature = -1;
+  cp2::test::expect_error([&] { cfg.validate(); }, {"loss.dense_temperature", ">= 0", "-1"});
+}
+
+// The dense-match accuracy on features built by hand: image 0's foreground key pixel y0
+// is nearest to the foreground query pixel x0 (hit), its foreground y2 to background
+// pixels (miss); image 1's one foreground key pixel is nearest to foreground (hit).
+TEST(DenseMatch, CountsForegroundKeyPixelsWhoseNearestQueryPixelIsForeground) {
+  const auto a = std::vector<float>{1, 0}, b = std::vector<float>{0, 1};
+  auto pixels = [](std::vector<std::vector<float>> cols) {  // D x P from P columns
+    auto t = torch::zeros({2, static_cast<int64_t>(cols.size())});
+    for (size_t i = 0; i < cols.size(); ++i) t.select(1, i).copy_(torch::tensor(cols[i]));
+    return t;
+  };
+  auto q = torch::stack({pixels({a, b, b, b}), pixels({b, b, b, a})});
+  auto k = torch::stack({pixels({a, b, b, b}), pixels({a, a, a, b})});
+  auto mq = torch::tensor({1.f, 0.f, 0.f, 0.f, 1.f, 1.f, 1.f, 0.f}).view({2, 4});
+  auto mk = torch::tensor({1.f, 0.f, 1.f, 0.f, 0.f, 0.f, 0.f, 1.f}).view({2, 4});
+  auto queue = torch::eye(2);
+  auto r = pretrain::cp2_loss(q, k, mq, mk, queue, pretrain::LossOptions{});
+  EXPECT_NEAR(r.acc_dense_match, 200.0 / 3, 1e-4);
+  EXPECT_NEAR(r.acc_dense_match_chance, 100.0 * (0.25 * 2 + 0.75 * 1) / 3, 1e-4);
+  pretrain::LossOptions no_dense;
+  no_dense.use_dense = false;
+  EXPECT_EQ(pretrain::cp2_loss(q, k, mq, mk, queue, no_dense).acc_dense_match, 0);
 }
 
 TEST(KeyBn, SplitBnNormalisesEachGroupOfTheKeyBatch) {

@@ -24,9 +24,10 @@ using namespace cp2::seg;
 
 // Runs a Python snippet with Debian's python3 (PIL comes with python3-torchvision).
 void python(const std::string& code) {
-  const auto dir = fs::path(CP2_FIXTURES).parent_path() / "test_tmp";
-  fs::create_directories(dir);
-  const auto script = dir / ("snippet_" + std::to_string(std::hash<std::string>{}(code)) + ".py");
+  // In a registered temporary folder (a passing test leaves no script behind), named by
+  // the code so tests running in parallel never share one.
+  const auto name = "py_snippet_" + std::to_string(std::hash<std::string>{}(code));
+  const auto script = fs::path(temp_dir(name)) / "snippet.py";
   std::ofstream(script) << code;
   ASSERT_EQ(std::system((std::string(CP2_PYTHON) + " " + script.string()).c_str()), 0) << code;
 }

@@ -88,6 +88,9 @@ TEST(StudyRecipe, ProtocolOwnedKeysAndBadValuesAreRefused) {
   r.scale = "test";
   r.builtin.images = 2;
   expect_error([&] { r.validate(); }, {"--images: expected >= 8, found 2"});
+  r.builtin.images = 16;
+  r.builtin.fashion_classes = "medium";
+  expect_error([&] { r.validate(); }, {"--fashion-classes: expected fine (the 10 classes) or coarse (4 groups), found 'medium'"});
 }
 
 TEST(StudyBuiltin, WrittenOnceAndRewrittenForOtherOptions) {

@@ -75,9 +75,15 @@ std::vector<int64_t> sizes(const c10::IValue& v) {
   return v.isTensor() ? v.toTensor().sizes().vec() : std::vector<int64_t>{};
 }
 
-// Shapes of an unexpected form (another LibTorch version's arguments) are not counted.
+void not_counted() {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (g_count) ++g_count->uncounted;
+}
+
+// Shapes of an unexpected form (another LibTorch version's arguments) are tallied, not counted.
 void add(bool conv, const OpShape& s, double times) {
-  if (times <= 0 || s.in.size() < 3 || (conv && s.weight.size() != s.in.size())) return;
+  if (times == 0) return;  // a backward that computes neither grad_input nor grad_weight
+  if (times < 0 || s.in.size() < 3 || (conv && s.weight.size() != s.in.size())) return not_counted();
   const double f = s.flops() * times;
   std::lock_guard<std::mutex> lk(g_mu);
   if (!g_count) return;
@@ -115,27 +121,32 @@ std::unique_ptr<at::ObserverContext> on_op(const at::RecordFunction& fn) {
   if (!name || std::strncmp(name, "aten::", 6) != 0) return nullptr;
   const std::string op(name + 6);
   const auto in = fn.inputs();
+  const bool conv = op == "convolution", conv_bw = op == "convolution_backward";
+  const bool mm = op == "mm" || op == "bmm", addmm = op == "addmm" || op == "baddbmm";
+  if (!conv && !conv_bw && !mm && !addmm) return nullptr;
   try {
-    if (op == "convolution" && in.size() >= 9) {
+    if (conv && in.size() >= 9) {
       // (input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
       if (in[6].isBool() && in[6].toBool()) return nullptr;  // transposed: not in these models
       add(true, conv_shape(in, sizes(in[0]), 1), 1);
-    } else if (op == "convolution_backward" && in.size() >= 11) {
+    } else if (conv_bw && in.size() >= 11) {
       // (grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
       //  output_padding, groups, output_mask)
-      double times = 0;
+      double times = -1;
       if (in[10].isBoolList()) {
         const auto mask = in[10].toBoolList();
         times = (mask.size() > 0 && mask.get(0) ? 1 : 0) + (mask.size() > 1 && mask.get(1) ? 1 : 0);
       }
       add(true, conv_shape(in, sizes(in[1]), 2), times);
-    } else if ((op == "mm" || op == "bmm") && in.size() >= 2) {
+    } else if (mm && in.size() >= 2) {
       add(false, mm_shape(sizes(in[0]), sizes(in[1])), 1);
-    } else if ((op == "addmm" || op == "baddbmm") && in.size() >= 3) {
+    } else if (addmm && in.size() >= 3) {
       add(false, mm_shape(sizes(in[1]), sizes(in[2])), 1);
+    } else {
+      not_counted();
     }
   } catch (const std::exception&) {
-    // An argument of an unexpected kind (another LibTorch version): not counted.
+    not_counted();  // an argument of an unexpected kind (another LibTorch version)
   }
   return nullptr;
 }
@@ -174,6 +185,11 @@ StepFlops count_step(const std::function<void()>& step, double images, const std
   StepFlops r;
   r.per_img = count.total() / images;
   if (probe) r.peak = probe_peak(count, device, n.bf16, n.channels_last);
+  if (count.uncounted > 0)
+    std::fprintf(stderr,
+                 "warning: FLOP count: %lld convolution/matmul calls had arguments of a form this build does not "
+                 "know (LibTorch version?) and are not counted: GFLOP/s figures are too low\n",
+                 static_cast<long long>(count.uncounted));
   if (verbose)
     std::printf("numerics       %s; one step = %.2f GFLOP (conv %.2f, matmul %.2f); probe %.1f GFLOP/s on %s\n",
                 n.describe().c_str(), count.total() / 1e9, count.conv / 1e9, count.matmul / 1e9, r.peak.gflops,

@@ -30,6 +30,9 @@ struct OpShape {
 struct FlopCount {
   double conv = 0, matmul = 0;  // FLOPs, forward + backward
   std::map<OpShape, double> by_shape;  // forward shapes -> FLOPs attributed (incl. backward)
+  // Calls of a counted op whose arguments had an unexpected form (another LibTorch
+  // version's signature): not in the FLOPs above, so a benchmark says so.
+  int64_t uncounted = 0;
   double total() const { return conv + matmul; }
 };
 

@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -11,7 +12,8 @@
 namespace cp2::compute {
 
 void NumericsOptions::validate() const {
-  if (precision != "fp32" && precision != "bf16" && precision != "auto")
+  const auto& c = precision_choices();
+  if (std::find(c.begin(), c.end(), precision) == c.end())
     throw Error("train.precision: expected fp32, bf16 or auto, found '" + precision + "'");
 }
 

@@ -4,6 +4,7 @@
 // the benchmarks; compiles against LibTorch 1.13 and 2.x (the autocast API moved in 2.4).
 #pragma once
 #include <string>
+#include <vector>
 
 namespace torch::nn {
 class Module;
@@ -22,7 +23,12 @@ struct NumericsOptions {
   bool channels_last = false;
   void validate() const;  // names the key and the value
 };
-// Help lines of the two keys (both training configs bind them).
+// The values of train.precision, and the help lines of the two keys (both training
+// configs bind them).
+inline const std::vector<std::string>& precision_choices() {
+  static const std::vector<std::string> c{"fp32", "bf16", "auto"};
+  return c;
+}
 inline constexpr const char* kPrecisionHelp =
     "fp32, bf16 (autocast; fp32 weights, losses, optimizer) or auto (bf16 on CUDA and on CPUs with "
     "AVX512-BF16/AMX, else fp32)";

@@ -71,6 +71,12 @@ int fashion_mnist_coarse_of(int cls) {
   return group[cls];
 }
 
+bool parse_fashion_classes(const std::string& value, const std::string& key) {
+  if (value != "fine" && value != "coarse")
+    throw Error(key + ": expected fine (the 10 classes) or coarse (4 groups), found '" + value + "'");
+  return value == "coarse";
+}
+
 FashionMnist load_fashion_mnist(const std::string& dir, const std::string& split) {
   if (split != "train" && split != "t10k") throw Error("fashion-mnist split: expected train or t10k, found '" + split + "'");
   const std::string ip = dir + "/" + split + "-images-idx3-ubyte.gz", lp = dir + "/" + split + "-labels-idx1-ubyte.gz";

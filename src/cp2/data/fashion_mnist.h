@@ -30,6 +30,8 @@ const std::array<const char*, 10>& fashion_mnist_classes();  // "T-shirt/top", .
 // and length, which a CPU-sized finetuning does not learn to tell apart (docs/results.md).
 const std::array<const char*, 4>& fashion_mnist_coarse_classes();
 int fashion_mnist_coarse_of(int cls);
+// "coarse" -> true, "fine" -> false; anything else an error naming `key` (the option).
+bool parse_fashion_classes(const std::string& value, const std::string& key);
 
 struct FashionMnist {
   int64_t count = 0;

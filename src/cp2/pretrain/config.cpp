@@ -67,6 +67,8 @@ config::Fields PretrainConfig::fields() {
         "query-encoder split-BN groups: N-process BN statistics in one process (1 = plain BN)");
   f.add("loss.temperature", model.temperature, "instance-loss temperature");
   f.add("loss.dense_weight", model.dense_weight, "weight of the dense loss");
+  f.add("loss.dense_temperature", model.dense_temperature,
+        "divide the dense logits by this (0 = none, as in the authors' code; a deviation from the method)");
   f.add_choice("optim.name", optim.name, {"sgd", "adamw"}, "optimizer");
   f.add("optim.lr", optim.lr, "learning rate at batch 256 (scaled by batch/256)");
   f.add("optim.momentum", optim.momentum, "SGD momentum");
@@ -88,7 +90,7 @@ config::Fields PretrainConfig::fields() {
   f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
                "key layout of train.init (auto: detected from the keys)");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
-  f.add_choice("train.precision", train.numerics.precision, {"fp32", "bf16", "auto"}, compute::kPrecisionHelp);
+  f.add_choice("train.precision", train.numerics.precision, compute::precision_choices(), compute::kPrecisionHelp);
   f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
   return f;
 }
@@ -107,6 +109,7 @@ CP2Options PretrainConfig::model_options() const {
   o.query_bn_splits = model.query_bn_splits;
   o.loss.temperature = model.temperature;
   o.loss.dense_weight = model.dense_weight;
+  o.loss.dense_temperature = model.dense_temperature;
   return o;
 }
 
@@ -143,6 +146,8 @@ void PretrainConfig::validate() const {
   if (!(model.momentum >= 0 && model.momentum <= 1))
     throw Error("model.momentum: expected 0..1, found " + std::to_string(model.momentum));
   if (!(model.temperature > 0)) throw Error("loss.temperature: expected > 0, found " + std::to_string(model.temperature));
+  if (!(model.dense_temperature >= 0))
+    throw Error("loss.dense_temperature: expected >= 0 (0 = none), found " + std::to_string(model.dense_temperature));
   require_at_least("data.workers", data.workers, 0);
   require_at_least("data.prefetch", data.prefetch, 1);
   aug_options().validate();

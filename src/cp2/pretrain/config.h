@@ -30,6 +30,7 @@ struct ModelConfig {
   bool key_bn_shuffle = false;
   int query_bn_splits = 1;
   double temperature = 0.2, dense_weight = 0.2;
+  double dense_temperature = 0;  // 0 = none (the authors' code)
 };
 
 struct TrainOptions {

@@ -34,7 +34,7 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   // The logged numbers, read back in one transfer at the end instead of one .item() each
   // (on CUDA each waits for the whole queue): total, instance, dense losses, top-1 and
   // top-5 hits, dense hits, dense chance. Parts a mode leaves out stay 0.
-  enum { kTotal, kIns, kDense, kTop1, kTop5, kDenseHits, kChance, kCount };
+  enum { kTotal, kIns, kDense, kTop1, kTop5, kDenseHits, kChance, kMatch, kMatchChance, kCount };
   std::vector<at::Tensor> nums(kCount, torch::zeros({}, q.options()));
   {
     torch::NoGradGuard ng;
@@ -58,6 +58,7 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
     // logits[n, x, y] = q[n,:,x] . k[n,:,y]; log-softmax over the query-pixel axis x (dim 1),
     // positives where both pixels are foreground (the authors' formulation).
     auto logits = torch::bmm(q.transpose(1, 2), k);
+    if (opt.dense_temperature > 0) logits = logits / opt.dense_temperature;
     auto logp = torch::log_softmax(logits, 1);
     auto pos = mq.unsqueeze(2) * mk.unsqueeze(1);
     auto per_image = -(logp * pos).sum({1, 2}) / pos.sum({1, 2});
@@ -69,6 +70,13 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
     nums[kDense] = out.loss_dense.detach();
     nums[kDenseHits] = (hit > 0).sum();
     nums[kChance] = (pos > 0).to(at::kFloat).flatten(1).mean(1).mean();
+    // For each foreground key pixel y: is arg-max over x of logits[n, x, y] a foreground
+    // query pixel? Chance: the query's foreground share, weighted like the hits.
+    const auto fg_k = (mk > 0).to(at::kFloat), fg_q = (mq > 0).to(at::kFloat);
+    const auto nearest = logits.argmax(1);  // N x P: the best query pixel of each key pixel
+    const auto keys = fg_k.sum().clamp_min(1);
+    nums[kMatch] = (fg_q.gather(1, nearest) * fg_k).sum() / keys;
+    nums[kMatchChance] = (fg_q.mean(1) * fg_k.sum(1)).sum() / keys;
   }
   nums[kTotal] = out.total.detach();
   torch::NoGradGuard ng;
@@ -82,6 +90,8 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   out.acc5 = d[kTop5] * 100.0 / n;
   out.acc_dense = d[kDenseHits] * 100.0 / n;
   out.acc_dense_chance = d[kChance] * 100.0;
+  out.acc_dense_match = d[kMatch] * 100.0;
+  out.acc_dense_match_chance = d[kMatchChance] * 100.0;
   return out;
 }
 

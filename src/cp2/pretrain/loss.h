@@ -17,6 +17,12 @@ struct LossParts {
   // What a random arg-max would score: the batch's mean share of positive (x, y) pairs
   // (%), the dense accuracy's chance level (instance top-1's is 100 / (K + 1)).
   double acc_dense_chance = 0;
+  // The task the dense loss itself sets (its softmax runs over query pixels for each
+  // foreground key pixel): % of foreground key pixels whose most similar query pixel is
+  // foreground, and its chance level (the query's foreground share). acc_dense above, the
+  // authors' logged number, also compares background-background pairs, which no loss term
+  // sees, so it can fall while the dense loss learns (docs/results.md).
+  double acc_dense_match = 0, acc_dense_match_chance = 0;
   // The three losses as numbers (0 for a part the mode leaves out), read back with the
   // accuracies in one device sync; what the loop logs (averaged over ranks when W > 1).
   double total_value = 0, ins_value = 0, dense_value = 0;
@@ -25,6 +31,9 @@ struct LossParts {
 struct LossOptions {
   double temperature = 0.2;  // instance logits only; the authors' dense logits have none
   double dense_weight = 0.2;
+  // Opt-in deviation, 0 = none as in the authors' code: dense logits divided by it. At CPU
+  // scale the dense term hardly learns inside entire CP² without one (docs/results.md).
+  double dense_temperature = 0;
   bool use_instance = true;
   bool use_dense = true;
 };

@@ -31,9 +31,11 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
   if (const auto& comm = model.comm(); comm && comm->size() > 1) {
     auto& p = r.parts;
     const auto m = dist::mean_over_ranks(*comm, {p.total_value, p.ins_value, p.dense_value, p.acc1, p.acc5,
-                                                 p.acc_dense, p.acc_dense_chance});
+                                                 p.acc_dense, p.acc_dense_chance, p.acc_dense_match,
+                                                 p.acc_dense_match_chance});
     p.total_value = m[0], p.ins_value = m[1], p.dense_value = m[2];
     p.acc1 = m[3], p.acc5 = m[4], p.acc_dense = m[5], p.acc_dense_chance = m[6];
+    p.acc_dense_match = m[7], p.acc_dense_match_chance = m[8];
   }
   r.loss = r.parts.total_value;
   r.finite = std::isfinite(r.loss);

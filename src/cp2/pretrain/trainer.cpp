@@ -290,7 +290,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
           h.log({{"step", pos.step}, {"epoch", epoch + 1}, {"iter", it}, {"lr", lr}, {"loss", res.loss},
                  {"loss_ins", parts.ins_value}, {"loss_dense", parts.dense_value}, {"acc1", parts.acc1},
                  {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense},
-                 {"acc_dense_chance", parts.acc_dense_chance}, {"img_per_s", ips},
+                 {"acc_dense_chance", parts.acc_dense_chance}, {"acc_dense_match", parts.acc_dense_match},
+                 {"acc_dense_match_chance", parts.acc_dense_match_chance}, {"img_per_s", ips},
                  {"data_wait_s", data_wait}, {"elapsed_s", el},
                  {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
                  {"rss_mib", rss_mib()}});

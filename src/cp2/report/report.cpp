@@ -196,6 +196,10 @@ std::string pretrain_section(const fs::path& run, const std::vector<json>& log, 
   if (cfg.model.mode == "cp2" || cfg.model.mode == "dense-only") {
     acc.push_back(series(log, "step", "acc_dense", "dense"));
     acc.push_back(series(log, "step", "acc_dense_chance", "dense chance", true));
+    // Logs from before the dense-match accuracy have none: no empty lines then.
+    for (auto s : {series(log, "step", "acc_dense_match", "dense match"),
+                   series(log, "step", "acc_dense_match_chance", "dense match chance", true)})
+      if (!s.x.empty()) acc.push_back(s);
   }
   if (!acc.empty()) h << line_chart("accuracy (%)", "step", acc);
   h << line_chart("learning rate", "step", {series(log, "step", "lr", "lr")}) << "</div>\n";

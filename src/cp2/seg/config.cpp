@@ -121,7 +121,7 @@ config::Fields FinetuneConfig::fields() {
   f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
                "key layout of train.init");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
-  f.add_choice("train.precision", train.numerics.precision, {"fp32", "bf16", "auto"}, compute::kPrecisionHelp);
+  f.add_choice("train.precision", train.numerics.precision, compute::precision_choices(), compute::kPrecisionHelp);
   f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
   f.add("train.avg_non_ignore", train.avg_non_ignore,
         "cross-entropy mean over labelled pixels only (false: over all pixels, as mmseg 0.x)");

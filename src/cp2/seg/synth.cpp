@@ -106,9 +106,7 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
     if (o.backgrounds != "all" && o.backgrounds != "plain")
       throw Error("synth: backgrounds must be all or plain, found '" + o.backgrounds + "'");
     so.background_kinds = o.backgrounds == "plain" ? 1 : 5;
-    if (o.fashion_classes != "fine" && o.fashion_classes != "coarse")
-      throw Error("synth: fashion classes must be fine or coarse, found '" + o.fashion_classes + "'");
-    so.coarse = o.fashion_classes == "coarse";
+    so.coarse = data::parse_fashion_classes(o.fashion_classes, "synth: fashion classes");
   }
   const int classes = fashion ? (so.coarse ? 4 : 10) : o.classes;
   const fs::path root = root_s;

@@ -6,6 +6,7 @@
 
 #include "cp2/common.h"
 #include "cp2/config/fields.h"
+#include "cp2/data/fashion_mnist.h"
 #include "cp2/data/synth.h"
 #include "cp2/io/atomic_file.h"
 #include "cp2/seg/synth.h"
@@ -23,8 +24,7 @@ void BuiltinData::validate() const {
   require_at_least("--val-scenes", val_scenes, 1);
   require_at_least("--scene-width", scene_width, 32);
   require_at_least("--scene-height", scene_height, 32);
-  if (fashion_classes != "fine" && fashion_classes != "coarse")
-    throw Error("--fashion-classes: expected fine or coarse, found '" + fashion_classes + "'");
+  data::parse_fashion_classes(fashion_classes, "--fashion-classes");
 }
 
 namespace {
