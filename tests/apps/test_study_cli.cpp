@@ -94,6 +94,9 @@ TEST(StudyCli, TrialsMeanAndStdAgreeWithEachTrial) {
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_TRUE(fs::exists(out + "/qt_seed0"));
   EXPECT_FALSE(fs::exists(out + "/qt_seed1"));  // --vary finetune: one Quick Tuning run
+  // base + one Quick Tuning + 4 finetunings: the last stage is 6 of 6.
+  EXPECT_NE(r.out.find("[trials 6/6] ft_cityscapes_seed1: finetuning"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("/6] qt_seed0: finished before"), std::string::npos) << r.out;
   const auto res = nlohmann::json::parse(read_text(out + "/results.json"));
   ASSERT_EQ(res["rows"].size(), 4u);
   std::map<std::string, std::vector<double>> by;

@@ -396,13 +396,17 @@ StudyResult run_trials(const TrialsOptions& o) {
       s.rows.push_back(r);
     }
   size_t row = 0;
+  StageResult q;
   for (int k = 0; k < o.seeds; ++k) {
     const uint64_t seed = seed0 + static_cast<uint64_t>(k);
-    const uint64_t qt_seed = o.vary == "both" ? seed : seed0;
-    auto q = run.run(run.pretrain_stage("qt_seed" + std::to_string(qt_seed), "cp2", s.base, qt_seed));
-    if (q.signal) {
-      s.signal = q.signal;
-      return finish();
+    // --vary finetune: one Quick Tuning run (seed0), reached once, so the progress line's
+    // count stays within set_total's n (it read 11/10 when every seed revisited it).
+    if (k == 0 || o.vary == "both") {
+      q = run.run(run.pretrain_stage("qt_seed" + std::to_string(seed), "cp2", s.base, seed));
+      if (q.signal) {
+        s.signal = q.signal;
+        return finish();
+      }
     }
     for (const auto& d : o.datasets) {
       auto& r = s.rows[row++];
