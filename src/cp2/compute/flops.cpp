@@ -83,7 +83,7 @@ void not_counted() {
 // Shapes of an unexpected form (another LibTorch version's arguments) are tallied, not counted.
 void add(bool conv, const OpShape& s, double times) {
   if (times == 0) return;  // a backward that computes neither grad_input nor grad_weight
-  if (times < 0 || s.in.size() < 3 || (conv && s.weight.size() != s.in.size())) return not_counted();
+  if (s.in.size() < 3 || (conv && s.weight.size() != s.in.size())) return not_counted();
   const double f = s.flops() * times;
   std::lock_guard<std::mutex> lk(g_mu);
   if (!g_count) return;
@@ -132,11 +132,12 @@ std::unique_ptr<at::ObserverContext> on_op(const at::RecordFunction& fn) {
     } else if (conv_bw && in.size() >= 11) {
       // (grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
       //  output_padding, groups, output_mask)
-      double times = -1;
-      if (in[10].isBoolList()) {
-        const auto mask = in[10].toBoolList();
-        times = (mask.size() > 0 && mask.get(0) ? 1 : 0) + (mask.size() > 1 && mask.get(1) ? 1 : 0);
+      if (!in[10].isBoolList()) {  // output_mask in another form: which grads ran is unknown
+        not_counted();
+        return nullptr;
       }
+      const auto mask = in[10].toBoolList();
+      const double times = (mask.size() > 0 && mask.get(0) ? 1 : 0) + (mask.size() > 1 && mask.get(1) ? 1 : 0);
       add(true, conv_shape(in, sizes(in[1]), 2), times);
     } else if (mm && in.size() >= 2) {
       add(false, mm_shape(sizes(in[0]), sizes(in[1])), 1);

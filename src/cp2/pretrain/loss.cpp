@@ -33,7 +33,8 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   out.total = torch::zeros({}, q.options());
   // The logged numbers, read back in one transfer at the end instead of one .item() each
   // (on CUDA each waits for the whole queue): total, instance, dense losses, top-1 and
-  // top-5 hits, dense hits, dense chance. Parts a mode leaves out stay 0.
+  // top-5 hits, dense hits, dense chance, dense-match share and its chance. Parts a mode
+  // leaves out stay 0.
   enum { kTotal, kIns, kDense, kTop1, kTop5, kDenseHits, kChance, kMatch, kMatchChance, kCount };
   std::vector<at::Tensor> nums(kCount, torch::zeros({}, q.options()));
   {
@@ -71,12 +72,12 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
     nums[kDenseHits] = (hit > 0).sum();
     nums[kChance] = (pos > 0).to(at::kFloat).flatten(1).mean(1).mean();
     // For each foreground key pixel y: is arg-max over x of logits[n, x, y] a foreground
-    // query pixel? Chance: the query's foreground share, weighted like the hits.
-    const auto fg_k = (mk > 0).to(at::kFloat), fg_q = (mq > 0).to(at::kFloat);
+    // query pixel? Chance: the query's foreground share, weighted like the hits (the
+    // masks are 0/1, so they weight directly).
     const auto nearest = logits.argmax(1);  // N x P: the best query pixel of each key pixel
-    const auto keys = fg_k.sum().clamp_min(1);
-    nums[kMatch] = (fg_q.gather(1, nearest) * fg_k).sum() / keys;
-    nums[kMatchChance] = (fg_q.mean(1) * fg_k.sum(1)).sum() / keys;
+    const auto keys = mk.sum().clamp_min(1);
+    nums[kMatch] = (mq.gather(1, nearest) * mk).sum() / keys;
+    nums[kMatchChance] = (mq.mean(1) * mk.sum(1)).sum() / keys;
   }
   nums[kTotal] = out.total.detach();
   torch::NoGradGuard ng;
