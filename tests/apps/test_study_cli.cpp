@@ -19,6 +19,14 @@ namespace fs = std::filesystem;
 namespace cp2::test {
 namespace {
 
+// The ETA a protocol's progress line gives for the stage line starting with `stage`.
+std::string eta_of(const std::string& out, const std::string& stage) {
+  const auto at = out.find(stage);
+  if (at == std::string::npos) return "(no line " + stage + ")";
+  const auto e = out.find("ETA ", at), close = out.find(')', e);
+  return out.substr(e + 4, close - e - 4);
+}
+
 TEST(StudyCli, AblateKilledMidRunResumesWithoutRedoingFinishedRuns) {
   const auto out = temp_dir("study_ablate_kill");
   const std::string cmd = std::string(CP2_BINARY) + " ablate --out " + out +
@@ -97,6 +105,11 @@ TEST(StudyCli, TrialsMeanAndStdAgreeWithEachTrial) {
   // base + one Quick Tuning + 4 finetunings: the last stage is 6 of 6.
   EXPECT_NE(r.out.find("[trials 6/6] ft_cityscapes_seed1: finetuning"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("/6] qt_seed0: finished before"), std::string::npos) << r.out;
+  // The ETA: "?" while a stage kind has no finished run to measure; at the last stage, the
+  // mean of the three finished finetunings (a time, not "?").
+  EXPECT_EQ(eta_of(r.out, "[trials 1/6] base:"), "?") << r.out;
+  const auto eta = eta_of(r.out, "[trials 6/6] ft_cityscapes_seed1:");
+  EXPECT_TRUE(eta.size() == 5 && eta[2] == ':' && eta != "00:00") << r.out;
   const auto res = nlohmann::json::parse(read_text(out + "/results.json"));
   ASSERT_EQ(res["rows"].size(), 4u);
   std::map<std::string, std::vector<double>> by;
@@ -124,6 +137,8 @@ TEST(StudyCli, TrialsMeanAndStdAgreeWithEachTrial) {
   ASSERT_EQ(r.rc, 0) << r.out;
   for (const char* run : {"base", "qt_seed0", "ft_voc_seed0", "ft_cityscapes_seed0", "ft_voc_seed1", "ft_cityscapes_seed1"})
     EXPECT_NE(r.out.find(std::string(run) + ": finished before, skipped"), std::string::npos) << run << "\n" << r.out;
+  // Everything finished: nothing left, from the first line on (finished stages count 0).
+  EXPECT_EQ(eta_of(r.out, "[trials 1/6] base:"), "00:00") << r.out;
   EXPECT_EQ(fs::last_write_time(out + "/qt_seed0/summary.json"), qt_t);
   EXPECT_EQ(read_text(out + "/table.txt"), table);
 }

@@ -106,7 +106,7 @@ TEST(Numerics, PrecisionResolvesPerDevice) {
   o.channels_last = true;
   EXPECT_NE(compute::resolve_numerics(o, "cpu").describe().find("channels-last"), std::string::npos);
   o.precision = "fp16";
-  expect_error([&] { o.validate(); }, {"train.precision", "fp16", "fp32, bf16 or auto"});
+  expect_error([&] { o.validate(); }, {"train.precision", "fp16", "expected one of fp32, bf16, auto"});
   // Both training configs bind the keys.
   pretrain::PretrainConfig pc;
   auto pf = pc.fields();

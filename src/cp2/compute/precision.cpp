@@ -13,8 +13,10 @@ namespace cp2::compute {
 
 void NumericsOptions::validate() const {
   const auto& c = precision_choices();
-  if (std::find(c.begin(), c.end(), precision) == c.end())
-    throw Error("train.precision: expected fp32, bf16 or auto, found '" + precision + "'");
+  if (std::find(c.begin(), c.end(), precision) != c.end()) return;
+  std::string list;
+  for (const auto& x : c) list += (list.empty() ? "" : ", ") + x;
+  throw Error("train.precision: expected one of " + list + ", found '" + precision + "'");
 }
 
 std::string Numerics::describe() const {

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <vector>
 
 #include "cp2/dist/comm.h"
 #include "cp2/dist/reducer.h"
@@ -29,13 +30,15 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
   StepResult r;
   r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
   if (const auto& comm = model.comm(); comm && comm->size() > 1) {
-    auto& p = r.parts;
-    const auto m = dist::mean_over_ranks(*comm, {p.total_value, p.ins_value, p.dense_value, p.acc1, p.acc5,
-                                                 p.acc_dense, p.acc_dense_chance, p.acc_dense_match,
-                                                 p.acc_dense_match_chance});
-    p.total_value = m[0], p.ins_value = m[1], p.dense_value = m[2];
-    p.acc1 = m[3], p.acc5 = m[4], p.acc_dense = m[5], p.acc_dense_chance = m[6];
-    p.acc_dense_match = m[7], p.acc_dense_match_chance = m[8];
+    // Every logged number of LossParts, averaged over ranks in one all-reduce.
+    static constexpr double LossParts::*kLogged[] = {
+        &LossParts::total_value, &LossParts::ins_value,        &LossParts::dense_value,
+        &LossParts::acc1,        &LossParts::acc5,             &LossParts::acc_dense,
+        &LossParts::acc_dense_chance, &LossParts::acc_dense_match, &LossParts::acc_dense_match_chance};
+    std::vector<double> v;
+    for (auto f : kLogged) v.push_back(r.parts.*f);
+    const auto m = dist::mean_over_ranks(*comm, v);
+    for (size_t i = 0; i < m.size(); ++i) r.parts.*kLogged[i] = m[i];
   }
   r.loss = r.parts.total_value;
   r.finite = std::isfinite(r.loss);

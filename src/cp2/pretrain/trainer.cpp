@@ -299,11 +299,12 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         const double eta = (total_steps - pos.step) * el / std::max<int64_t>(done, 1);
         std::snprintf(line, sizeof line,
                       "epoch %lld/%lld %s %lld/%lld %.2f img/s ETA %s loss %.4f (ins %.4f dense %.4f) acc1 %.1f "
-                      "acc5 %.1f dense %.1f lr %.5f",
+                      "acc5 %.1f dense %.1f match %.1f/%.1f lr %.5f",
                       static_cast<long long>(epoch + 1), static_cast<long long>(T.epochs),
                       train::bar(pos.step, total_steps).c_str(), static_cast<long long>(pos.step),
                       static_cast<long long>(total_steps), ips, train::fmt_time(eta).c_str(), res.loss,
-                      parts.ins_value, parts.dense_value, parts.acc1, parts.acc5, parts.acc_dense, lr);
+                      parts.ins_value, parts.dense_value, parts.acc1, parts.acc5, parts.acc_dense, parts.acc_dense_match,
+                      parts.acc_dense_match_chance, lr);
         progress.update(line, pos.step, last);
 
         if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) save(here);

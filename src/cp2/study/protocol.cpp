@@ -154,7 +154,11 @@ class Runner {
 
   const std::string& out() const { return out_; }
   const Recipe& recipe() const { return r_; }
-  void set_total(int n) { total_ = n; }
+  // The stages this invocation will reach, in order: the progress line's n and its ETA.
+  void plan(std::vector<std::string> names) {
+    plan_ = std::move(names);
+    total_ = static_cast<int>(plan_.size());
+  }
 
   std::string pretrain_images() {
     if (!r_.data.empty()) return train::absolute_path(r_.data);
@@ -200,21 +204,51 @@ class Runner {
   StageResult run(const StageSpec& spec) {
     ++done_;
     const double el = elapsed();
-    std::string eta = "?";
-    const int left = total_ - done_ + 1;
-    if (ran_ > 0) eta = train::fmt_time(el / ran_ * left);
     std::fprintf(stderr, "[%s %d/%d] %s: %s (elapsed %s, ETA %s)\n", kind_.c_str(), done_, total_, spec.name.c_str(),
                  spec.kind == StageKind::Pretrain ? "pretraining" : "finetuning", train::fmt_time(el).c_str(),
-                 eta.c_str());
+                 eta(spec.name).c_str());
     auto res = run_stage(spec, out_, r_.progress);
     if (res.skipped) {
       std::fprintf(stderr, "[%s %d/%d] %s: finished before, skipped\n", kind_.c_str(), done_, total_, spec.name.c_str());
     } else {
-      ++ran_;
       seconds_[spec.name] += res.seconds;
     }
     if (res.signal) signal_ = res.signal;
     return res;
+  }
+  // Time left from stage `from` on: each unfinished planned stage costs the mean wall time
+  // of the finished stages of its kind (the name's prefix: base, qt, ft; over all
+  // invocations, from results.json) less what it has run already. Finished stages count
+  // nothing, so a continued folder is not overestimated; "?" until a kind has a measure.
+  std::string eta(const std::string& from) const {
+    auto kind = [](const std::string& n) { return n.substr(0, n.find('_')); };
+    std::map<std::string, std::pair<double, int>> per_kind;
+    std::vector<bool> finished(plan_.size());
+    for (size_t i = 0; i < plan_.size(); ++i) {
+      finished[i] = stage_finished(plan_[i]);
+      if (const double t = run_seconds(plan_[i]); finished[i] && t > 0) {
+        auto& [sum, n] = per_kind[kind(plan_[i])];
+        sum += t, ++n;
+      }
+    }
+    const auto start = std::find(plan_.begin(), plan_.end(), from);
+    double left = 0;
+    for (auto i = static_cast<size_t>(start - plan_.begin()); i < plan_.size(); ++i) {
+      if (finished[i]) continue;
+      const auto it = per_kind.find(kind(plan_[i]));
+      if (it == per_kind.end()) return "?";
+      left += std::max(0.0, it->second.first / it->second.second - run_seconds(plan_[i]));
+    }
+    return train::fmt_time(left);
+  }
+  bool stage_finished(const std::string& name) const {
+    std::ifstream in(fs::path(out_) / name / "summary.json");
+    if (!in) return false;
+    try {
+      return nlohmann::json::parse(in).value("finished", false);
+    } catch (const std::exception&) {
+      return false;  // unreadable: the stage itself reports it when it runs
+    }
   }
   double run_seconds(const std::string& name) const {
     auto it = seconds_.find(name);
@@ -266,7 +300,8 @@ class Runner {
   std::string kind_, out_;
   Recipe r_;
   std::map<std::string, double> seconds_;
-  int total_ = 0, done_ = 0, ran_ = 0, signal_ = 0;
+  std::vector<std::string> plan_;
+  int total_ = 0, done_ = 0, signal_ = 0;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 
@@ -306,9 +341,13 @@ StudyResult run_ablate(const AblateOptions& o) {
       throw Error("--rows: unknown row '" + id + "'; rows: " + all);
     }
   Runner run(o.label, o.out, o.recipe);
-  int total = o.base.empty() ? 1 : 0;
-  for (const auto* d : defs) total += 1 + (*d->mode ? 1 : 0);
-  run.set_total(total);
+  std::vector<std::string> stages;
+  if (o.base.empty()) stages.push_back("base");
+  for (const auto* d : defs) {
+    if (*d->mode) stages.push_back(std::string("qt_") + d->id);
+    stages.push_back(std::string("ft_") + d->id);
+  }
+  run.plan(stages);
 
   StudyResult s;
   s.kind = "ablate";
@@ -369,8 +408,6 @@ StudyResult run_trials(const TrialsOptions& o) {
   if (o.vary != "both" && o.vary != "finetune") throw Error("--vary: expected both or finetune, found '" + o.vary + "'");
   if (o.datasets.empty()) throw Error("--datasets: expected at least one dataset");
   Runner run("trials", o.out, o.recipe);
-  const int qts = o.vary == "both" ? o.seeds : 1;
-  run.set_total((o.base.empty() ? 1 : 0) + qts + o.seeds * static_cast<int>(o.datasets.size()));
   StudyResult s;
   s.kind = "trials";
   auto finish = [&] {
@@ -379,11 +416,19 @@ StudyResult run_trials(const TrialsOptions& o) {
     return s;
   };
   const uint64_t seed0 = o.recipe.seed;
-  s.base = base_checkpoint(run, o.base, o.base_epochs, seed0, &s.signal);
-  if (s.signal) return finish();
   auto dataset_name = [](const std::string& d) {
     return d == "voc" || d == "cityscapes" || d == "ade20k" ? d : fs::path(d).stem().string();
   };
+  std::vector<std::string> stages;
+  if (o.base.empty()) stages.push_back("base");
+  for (int k = 0; k < o.seeds; ++k) {
+    const auto seed = std::to_string(seed0 + static_cast<uint64_t>(k));
+    if (k == 0 || o.vary == "both") stages.push_back("qt_seed" + seed);
+    for (const auto& d : o.datasets) stages.push_back("ft_" + dataset_name(d) + "_seed" + seed);
+  }
+  run.plan(stages);
+  s.base = base_checkpoint(run, o.base, o.base_epochs, seed0, &s.signal);
+  if (s.signal) return finish();
   for (int k = 0; k < o.seeds; ++k)
     for (const auto& d : o.datasets) {
       Row r;
@@ -400,7 +445,7 @@ StudyResult run_trials(const TrialsOptions& o) {
   for (int k = 0; k < o.seeds; ++k) {
     const uint64_t seed = seed0 + static_cast<uint64_t>(k);
     // --vary finetune: one Quick Tuning run (seed0), reached once, so the progress line's
-    // count stays within set_total's n (it read 11/10 when every seed revisited it).
+    // count stays within the plan's n (it read 11/10 when every seed revisited it).
     if (k == 0 || o.vary == "both") {
       q = run.run(run.pretrain_stage("qt_seed" + std::to_string(seed), "cp2", s.base, seed));
       if (q.signal) {
