@@ -162,7 +162,7 @@ struct StepOut {
 StepOut one_step(const compute::Numerics& n) {
   auto model = pretrain::make_model(small_cp2(), 4);
   model->set_numerics(n);
-  const auto& stem = model->encoder_q->backbone->conv1->weight;
+  const auto& stem = dynamic_cast<models::SegmentorImpl&>(model->q_module()).backbone->conv1->weight;
   model->train();
   train::OptimOptions oo;
   oo.lr = 0.1;

@@ -63,7 +63,7 @@ TEST_P(LossParity, LossesAccuraciesQueueAndGradientsMatchReference) {
     r.total.backward();
     double worst = 0;
     int n = 0;
-    for (const auto& p : m->encoder_q->named_parameters()) {
+    for (const auto& p : m->q_module().named_parameters()) {
       ASSERT_TRUE(ref.count("grad." + p.key())) << p.key();
       ASSERT_TRUE(p.value().grad().defined()) << p.key();
       worst = std::max(worst, max_rel(p.value().grad(), ref["grad." + p.key()]));
@@ -71,7 +71,7 @@ TEST_P(LossParity, LossesAccuraciesQueueAndGradientsMatchReference) {
     }
     std::printf("[parity] %s %d query-encoder gradients, worst rel %.2e\n", tag.c_str(), n, worst);
     EXPECT_LE(worst, 1e-4);
-    for (const auto& p : m->encoder_k->parameters()) EXPECT_FALSE(p.grad().defined());
+    for (const auto& p : m->k_module().parameters()) EXPECT_FALSE(p.grad().defined());
   }
   m->enqueue(r.k_ins);  // ptr starts at K - 1: the write wraps around
   EXPECT_LE(max_rel(m->queue, ref["queue_after"]), 1e-5);
@@ -117,6 +117,40 @@ TEST(Modes, LossPartsFollowTable6) {
     EXPECT_GT(std::abs(r.total.item<double>() - ref["loss_ins"].item<double>()), 1e-4);
   }
   cp2::test::expect_error([] { pretrain::parse_mode("dense"); }, {"'dense'", "instance-only"});
+}
+
+// The mode table is SPEC §4's (copy-paste, dense, instance per Table 6 row) plus MoCo v2;
+// names round-trip, and the model built in each mode switches exactly those parts.
+TEST(Modes, TableIsSpecSection4AndDrivesTheModel) {
+  struct Want { const char* name; bool cp, dense, ins, moco; };
+  const std::vector<Want> want{{"cp2", true, true, true, false},           {"instance-only", true, false, true, false},
+                               {"dense-only", true, true, false, false},   {"no-copy-paste", false, false, true, false},
+                               {"moco", false, false, true, true}};
+  ASSERT_EQ(pretrain::modes().size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    const auto& m = pretrain::modes()[i];
+    EXPECT_EQ(std::string(m.name), want[i].name);
+    EXPECT_EQ(m.copy_paste, want[i].cp) << m.name;
+    EXPECT_EQ(m.dense, want[i].dense) << m.name;
+    EXPECT_EQ(m.instance, want[i].ins) << m.name;
+    EXPECT_EQ(m.moco_encoder, want[i].moco) << m.name;
+    EXPECT_EQ(&pretrain::mode_spec(m.name), &m);
+    EXPECT_EQ(&pretrain::mode_spec(m.mode), &m);
+    pretrain::CP2Options o;
+    o.encoder.backbone.depth = 18;
+    o.encoder.head.channels = 8;
+    o.encoder.head.proj_channels = 16;
+    o.queue_size = 8;
+    o.mode = m.mode;
+    pretrain::CP2Model model(o);
+    EXPECT_EQ(model->options().loss.use_dense, m.dense) << m.name;
+    EXPECT_EQ(model->options().loss.use_instance, m.instance) << m.name;
+    bool has_mlp = false;  // MoCo v2's fc.0 / fc.2 head
+    for (const auto& p : model->q_module().named_parameters()) has_mlp |= p.key() == "fc.0.weight";
+    EXPECT_EQ(has_mlp, m.moco_encoder) << m.name;
+  }
+  cp2::test::expect_error([] { pretrain::mode_spec("cp"); },
+                          {"mode", "expected one of cp2, instance-only, dense-only, no-copy-paste, moco", "'cp'"});
 }
 
 // loss.dense_temperature (an opt-in deviation; 0 = the authors' dense logits) divides the
@@ -180,7 +214,7 @@ TEST(KeyBn, SplitBnNormalisesEachGroupOfTheKeyBatch) {
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> keys;
   for (int64_t c = 0; c < 2; ++c) {
-    auto k = pretrain::dense_embed(*plain->encoder_k, b.im_k.slice(0, 2 * c, 2 * c + 2)).flatten(2);
+    auto k = plain->key_encoder().embed(b.im_k.slice(0, 2 * c, 2 * c + 2)).flatten(2);
     auto mk = pretrain::feature_mask(b.mask_k.slice(0, 2 * c, 2 * c + 2), 16, 6, 6).flatten(1);
     keys.push_back(torch::nn::functional::normalize((k * mk.unsqueeze(1)).sum(2),
                                                     torch::nn::functional::NormalizeFuncOptions().dim(1)));

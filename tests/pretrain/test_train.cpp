@@ -216,7 +216,7 @@ TEST(MocoMode, EmbeddingMatchesMocoV2) {
   auto io_ = load_tensors(fixture("moco_r18_io.pt"));
   m->eval();
   torch::NoGradGuard ng;
-  double e = max_rel(m->moco_q->embed(io_.at("input")), io_.at("embed_eval"));
+  double e = max_rel(dynamic_cast<MocoEncoderImpl&>(m->q_module()).mlp_embed(io_.at("input")), io_.at("embed_eval"));
   std::printf("[moco parity] R18 MLP embedding max rel error %.2e (tol 1e-5)\n", e);
   EXPECT_LE(e, 1e-5);
 }

@@ -56,7 +56,7 @@ config::Fields PretrainConfig::fields() {
   f.add("model.output_stride", model.output_stride, "8, 16 or 32 (moco mode: always 32)");
   f.add("model.head_channels", model.head_channels, "ASPP channels");
   f.add("model.proj_channels", model.proj_channels, "projection / embedding dimension");
-  f.add_choice("model.mode", model.mode, {"cp2", "instance-only", "dense-only", "no-copy-paste", "moco"},
+  f.add_choice("model.mode", model.mode, mode_names(),
                "what to train (Table 6 rows; moco = MoCo v2)");
   f.add("model.queue", model.queue, "queue length K");
   f.add("model.momentum", model.momentum, "key encoder momentum m");
@@ -99,7 +99,7 @@ CP2Options PretrainConfig::model_options() const {
   CP2Options o;
   o.mode = parse_mode(model.mode);
   o.encoder.backbone.depth = model.arch;
-  o.encoder.backbone.output_stride = o.mode == Mode::Moco ? 32 : model.output_stride;
+  o.encoder.backbone.output_stride = mode_spec(o.mode).moco_encoder ? 32 : model.output_stride;
   o.encoder.head.channels = model.head_channels;
   o.encoder.head.proj_channels = model.proj_channels;
   o.queue_size = model.queue;
@@ -115,7 +115,7 @@ CP2Options PretrainConfig::model_options() const {
 
 data::CopyPasteOptions PretrainConfig::aug_options() const {
   auto a = aug;
-  a.copy_paste = uses_copy_paste(parse_mode(model.mode));
+  a.copy_paste = mode_spec(model.mode).copy_paste;
   return a;
 }
 

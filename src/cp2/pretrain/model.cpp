@@ -9,19 +9,6 @@ namespace cp2::pretrain {
 
 namespace F = torch::nn::functional;
 
-Mode parse_mode(const std::string& s) {
-  if (s == "cp2") return Mode::Cp2;
-  if (s == "instance-only") return Mode::InstanceOnly;
-  if (s == "dense-only") return Mode::DenseOnly;
-  if (s == "no-copy-paste") return Mode::NoCopyPaste;
-  if (s == "moco") return Mode::Moco;
-  throw Error("mode: expected one of " + mode_names() + "; found '" + s + "'");
-}
-
-std::string mode_names() { return "cp2, instance-only, dense-only, no-copy-paste, moco"; }
-
-bool uses_copy_paste(Mode m) { return m != Mode::NoCopyPaste && m != Mode::Moco; }
-
 MocoEncoderImpl::MocoEncoderImpl(int depth, int64_t dim)
     : models::ResNetImpl([depth] {
         models::ResNetOptions o;
@@ -34,9 +21,28 @@ MocoEncoderImpl::MocoEncoderImpl(int depth, int64_t dim)
                                                    torch::nn::Linear(c, dim)));
 }
 
-torch::Tensor MocoEncoderImpl::embed(const torch::Tensor& x) {
+torch::Tensor MocoEncoderImpl::mlp_embed(const torch::Tensor& x) {
   auto f = models::ResNetImpl::forward(x).back();
   return fc->forward(f.mean({2, 3}));
+}
+
+torch::Tensor MocoEncoderImpl::embed(const torch::Tensor& x) {
+  torch::Tensor e;
+  {
+    compute::AutocastScope ac(num_.bf16, x.is_cuda());
+    e = mlp_embed(compute::in_layout(x, num_));
+  }
+  if (num_.bf16) e = e.to(torch::kFloat);
+  return F::normalize(e, F::NormalizeFuncOptions().dim(1)).unsqueeze(2).unsqueeze(3);
+}
+
+void MocoEncoderImpl::set_numerics(const compute::Numerics& n) {
+  num_ = n;
+  if (n.channels_last) compute::to_channels_last(*this);
+}
+
+torch::Tensor SegmentorEncoderImpl::embed(const torch::Tensor& x) {
+  return F::normalize(project(x), F::NormalizeFuncOptions().dim(1));
 }
 
 void CP2Options::validate() const {
@@ -51,24 +57,25 @@ void CP2Options::validate() const {
   if (query_bn_splits < 1) throw Error("query_bn_splits: expected >= 1, found " + std::to_string(query_bn_splits));
 }
 
-torch::Tensor dense_embed(models::SegmentorImpl& enc, const torch::Tensor& x) {
-  return F::normalize(enc.project(x), F::NormalizeFuncOptions().dim(1));
+template <class Encoder>
+void CP2ModelImpl::add_encoders(Encoder q, Encoder k) {
+  q_ = q.ptr(), k_ = k.ptr();
+  register_module("encoder_q", q);
+  register_module("encoder_k", k);
 }
 
 CP2ModelImpl::CP2ModelImpl(CP2Options opt) : opt_(std::move(opt)) {
   opt_.encoder.head.num_classes = 0;
   opt_.validate();
-  switch (opt_.mode) {
-    case Mode::Cp2: break;
-    case Mode::InstanceOnly: case Mode::NoCopyPaste: case Mode::Moco: opt_.loss.use_dense = false; break;
-    case Mode::DenseOnly: opt_.loss.use_instance = false; break;
-  }
-  if (opt_.mode == Mode::Moco) {
-    moco_q = register_module("encoder_q", MocoEncoder(opt_.encoder.backbone.depth, opt_.encoder.head.proj_channels));
-    moco_k = register_module("encoder_k", MocoEncoder(opt_.encoder.backbone.depth, opt_.encoder.head.proj_channels));
+  const auto& mode = mode_spec(opt_.mode);
+  opt_.loss.use_instance = opt_.loss.use_instance && mode.instance;
+  opt_.loss.use_dense = opt_.loss.use_dense && mode.dense;
+  if (mode.moco_encoder) {
+    const auto depth = opt_.encoder.backbone.depth;
+    const auto dim = opt_.encoder.head.proj_channels;
+    add_encoders(MocoEncoder(depth, dim), MocoEncoder(depth, dim));
   } else {
-    encoder_q = register_module("encoder_q", models::Segmentor(opt_.encoder));
-    encoder_k = register_module("encoder_k", models::Segmentor(opt_.encoder));
+    add_encoders(SegmentorEncoder(opt_.encoder), SegmentorEncoder(opt_.encoder));
   }
   for (auto& p : k_module().parameters()) p.set_requires_grad(false);
   sync_key_encoder();
@@ -85,13 +92,6 @@ void CP2ModelImpl::sync_key_encoder() {
   for (size_t i = 0; i < bq.size(); ++i) bk[i].copy_(bq[i]);
 }
 
-torch::nn::Module& CP2ModelImpl::q_module() {
-  return moco_q ? static_cast<torch::nn::Module&>(*moco_q) : static_cast<torch::nn::Module&>(*encoder_q);
-}
-torch::nn::Module& CP2ModelImpl::k_module() {
-  return moco_k ? static_cast<torch::nn::Module&>(*moco_k) : static_cast<torch::nn::Module&>(*encoder_k);
-}
-
 void CP2ModelImpl::momentum_update() {
   torch::NoGradGuard ng;
   auto pq = q_module().parameters(), pk = k_module().parameters();
@@ -102,26 +102,13 @@ void CP2ModelImpl::momentum_update() {
 }
 
 void CP2ModelImpl::set_numerics(const compute::Numerics& n) {
-  num_ = n;
-  if (encoder_q) {
-    encoder_q->set_numerics(n);
-    encoder_k->set_numerics(n);
-  } else if (n.channels_last) {
-    compute::to_channels_last(*this);
-  }
+  q_->set_numerics(n);
+  k_->set_numerics(n);
 }
 
+// MoCo v2's embedding is one "pixel" (N x D x 1), so the instance loss below is MoCo's.
 torch::Tensor CP2ModelImpl::embed(bool query, const torch::Tensor& x) {
-  if (moco_q) {  // N x D x 1: one "pixel", so the instance loss below is MoCo's
-    torch::Tensor e;
-    {
-      compute::AutocastScope ac(num_.bf16, x.is_cuda());
-      e = (query ? moco_q : moco_k)->embed(compute::in_layout(x, num_));
-    }
-    if (num_.bf16) e = e.to(torch::kFloat);
-    return F::normalize(e, F::NormalizeFuncOptions().dim(1)).unsqueeze(2);
-  }
-  return dense_embed(query ? *encoder_q : *encoder_k, x).flatten(2);
+  return (query ? q_ : k_)->embed(x).flatten(2);
 }
 
 torch::Tensor CP2ModelImpl::key_features(const torch::Tensor& im_k) {
@@ -156,8 +143,7 @@ torch::Tensor CP2ModelImpl::key_features(const torch::Tensor& im_k) {
 // N x D x P query features; h, w: the feature map's size (1 x 1 in moco mode).
 torch::Tensor CP2ModelImpl::query_features(const torch::Tensor& im_q, int64_t& h, int64_t& w) {
   auto one = [&](const torch::Tensor& x) {
-    if (moco_q) return embed(true, x);
-    auto q4 = dense_embed(*encoder_q, x);
+    auto q4 = q_->embed(x);
     h = q4.size(2), w = q4.size(3);
     return q4.flatten(2);
   };
@@ -175,7 +161,7 @@ LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Ten
   if (im_q.dim() != 4 || im_q.sizes() != im_k.sizes())
     throw Error("batch: im_q and im_k must both be N x 3 x H x W, found " + shape_str(im_q.sizes().vec()) + " and " +
                 shape_str(im_k.sizes().vec()));
-  if (!uses_copy_paste(opt_.mode)) {
+  if (!mode_spec(opt_.mode).copy_paste) {
     mask_q = torch::ones({im_q.size(0), im_q.size(2), im_q.size(3)}, im_q.options());
     mask_k = mask_q;
   }
@@ -191,13 +177,10 @@ LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Ten
     momentum_update();  // before the key forward, as MoCo/CP² do
     k = key_features(im_k);
   }
-  if (moco_q) {
-    mq = mk = torch::ones({im_q.size(0), 1}, q.options());
-  } else {
-    const int64_t s = opt_.encoder.backbone.output_stride;
-    mq = feature_mask(mask_q.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
-    mk = feature_mask(mask_k.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
-  }
+  // MoCo v2 (plain views, all-ones masks, 1 x 1 embedding): the mask is one 1 per image.
+  const int64_t s = opt_.encoder.backbone.output_stride;
+  mq = feature_mask(mask_q.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
+  mk = feature_mask(mask_k.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
   return cp2_loss(q, k, mq, mk, queue.detach(), opt_.loss);
 }
 

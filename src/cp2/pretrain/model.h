@@ -6,6 +6,7 @@
 
 #include "cp2/models/segmentor.h"
 #include "cp2/pretrain/loss.h"
+#include "cp2/pretrain/modes.h"
 
 namespace cp2::dist {
 class Comm;
@@ -13,22 +14,45 @@ class Comm;
 
 namespace cp2::pretrain {
 
-// Table 6's rows (SPEC §4), and MoCo v2 itself (the Quick Tuning base).
-enum class Mode { Cp2, InstanceOnly, DenseOnly, NoCopyPaste, Moco };
-Mode parse_mode(const std::string& s);  // throws listing the valid names
-std::string mode_names();  // "cp2, instance-only, dense-only, no-copy-paste, moco"
-// Whether the mode composes copy-paste views (no-copy-paste and moco use plain views).
-bool uses_copy_paste(Mode m);
+
+// What CP²'s model needs of an encoder, query (trained) or key (momentum-averaged): one
+// interface over the two kinds a mode uses (the mode table's moco_encoder). Each is a
+// module registered as encoder_q / encoder_k under the Python names of its kind.
+class ContrastEncoder {
+ public:
+  virtual ~ContrastEncoder() = default;
+  // N x D x h x w embeddings in fp32, each pixel L2-normalised over D (MoCo v2: 1 x 1).
+  virtual torch::Tensor embed(const torch::Tensor& x) = 0;
+  // Compute in these numerics from now on (bf16 autocast, channels-last); embed() stays fp32.
+  virtual void set_numerics(const compute::Numerics& n) = 0;
+  virtual torch::nn::Module& module() = 0;
+};
+
+// CP²'s encoder (SPEC §2): the segmentor with the projection head, `backbone.*` +
+// `decode_head.*` as in the authors' mmsegmentation model.
+class SegmentorEncoderImpl : public models::SegmentorImpl, public ContrastEncoder {
+ public:
+  explicit SegmentorEncoderImpl(models::SegmentorOptions o) : models::SegmentorImpl(std::move(o)) {}
+  torch::Tensor embed(const torch::Tensor& x) override;  // the projection, normalised per pixel
+  void set_numerics(const compute::Numerics& n) override { models::SegmentorImpl::set_numerics(n); }
+  torch::nn::Module& module() override { return *this; }
+};
+TORCH_MODULE(SegmentorEncoder);
 
 // MoCo v2's encoder: a torchvision ResNet (no dilation) + global average pooling + the
 // 2-layer MLP head `fc.0` (C -> C), ReLU, `fc.2` (C -> dim), so its keys are the MoCo
 // release's (`encoder_q.conv1.weight`, ..., `encoder_q.fc.2.bias`).
-class MocoEncoderImpl : public models::ResNetImpl {
+class MocoEncoderImpl : public models::ResNetImpl, public ContrastEncoder {
  public:
   MocoEncoderImpl(int depth, int64_t dim);
-  // N x dim, not normalised.
-  torch::Tensor embed(const torch::Tensor& x);
+  torch::Tensor mlp_embed(const torch::Tensor& x);       // N x dim, not normalised (MoCo's q/k)
+  torch::Tensor embed(const torch::Tensor& x) override;  // normalised, N x dim x 1 x 1
+  void set_numerics(const compute::Numerics& n) override;
+  torch::nn::Module& module() override { return *this; }
   torch::nn::Sequential fc{nullptr};
+
+ private:
+  compute::Numerics num_;
 };
 TORCH_MODULE(MocoEncoder);
 
@@ -73,27 +97,25 @@ class CP2ModelImpl : public torch::nn::Module {
   // Both encoders compute in these numerics (bf16 autocast, channels-last); features,
   // losses, queue and momentum update stay fp32.
   void set_numerics(const compute::Numerics& n);
-  // The query encoder (the trained one) and the key encoder, whatever their type.
-  torch::nn::Module& q_module();
-  torch::nn::Module& k_module();
+  // The query encoder (the trained one) and the key encoder, registered as `encoder_q` /
+  // `encoder_k`: segmentor encoders, or MoCo v2's in moco mode.
+  ContrastEncoder& query_encoder() { return *q_; }
+  ContrastEncoder& key_encoder() { return *k_; }
+  torch::nn::Module& q_module() { return q_->module(); }
+  torch::nn::Module& k_module() { return k_->module(); }
 
-  // The encoders, registered as `encoder_q` / `encoder_k`: segmentors, or in moco mode
-  // MoCo encoders (then encoder_q/encoder_k are null).
-  models::Segmentor encoder_q{nullptr}, encoder_k{nullptr};
-  MocoEncoder moco_q{nullptr}, moco_k{nullptr};
   torch::Tensor queue, queue_ptr;
 
  private:
+  template <class Encoder>
+  void add_encoders(Encoder q, Encoder k);
   torch::Tensor embed(bool query, const torch::Tensor& x);  // N x D x P, normalised
   torch::Tensor key_features(const torch::Tensor& im_k);
   torch::Tensor query_features(const torch::Tensor& im_q, int64_t& h, int64_t& w);
   CP2Options opt_;
   std::shared_ptr<dist::Comm> comm_;
-  compute::Numerics num_;
+  std::shared_ptr<ContrastEncoder> q_, k_;
 };
 TORCH_MODULE(CP2Model);
-
-// N x D x h x w projected features, each pixel L2-normalised over D.
-torch::Tensor dense_embed(models::SegmentorImpl& enc, const torch::Tensor& x);
 
 }  // namespace cp2::pretrain

@@ -77,7 +77,7 @@ std::string quick_tuning_init(CP2ModelImpl& model, const std::string& path, io::
   auto ck = io::load_checkpoint(path);
   auto mapped = io::map_to_segmentor(ck, preset);
   io::TensorList tensors = mapped.tensors;
-  if (model.options().mode == Mode::Moco) {
+  if (mode_spec(model.options().mode).moco_encoder) {
     io::TensorList bare;
     for (auto& [k, t] : tensors)
       if (k.rfind("backbone.", 0) == 0) bare.emplace_back(k.substr(9), t);

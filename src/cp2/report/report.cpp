@@ -184,7 +184,8 @@ std::string pretrain_section(const fs::path& run, const std::vector<json>& log, 
   }
   h << "<div class=charts>" << line_chart("loss", "step", loss);
   std::vector<Series> acc;
-  if (cfg.model.mode != "dense-only") {
+  const auto& mode = pretrain::mode_spec(cfg.model.mode);
+  if (mode.instance) {
     acc.push_back(series(log, "step", "acc1", "instance top-1"));
     acc.push_back(series(log, "step", "acc5", "instance top-5"));
     auto c = acc[0];
@@ -193,7 +194,7 @@ std::string pretrain_section(const fs::path& run, const std::vector<json>& log, 
     std::fill(c.y.begin(), c.y.end(), 100.0 / static_cast<double>(cfg.model.queue + 1));
     acc.push_back(c);
   }
-  if (cfg.model.mode == "cp2" || cfg.model.mode == "dense-only") {
+  if (mode.dense) {
     acc.push_back(series(log, "step", "acc_dense", "dense"));
     acc.push_back(series(log, "step", "acc_dense_chance", "dense chance", true));
     // Logs from before the dense-match accuracy have none: no empty lines then.

@@ -12,6 +12,7 @@
 
 #include "cp2/common.h"
 #include "cp2/io/atomic_file.h"
+#include "cp2/pretrain/modes.h"
 #include "cp2/train/progress.h"
 #include "cp2/train/run_folder.h"
 
@@ -107,22 +108,23 @@ void Recipe::validate() const {
 
 namespace {
 
+// A row's copy-paste / dense / instance columns come from its mode's entry in the mode
+// table (pretrain/modes.h); rows without Quick Tuning have none of them.
 struct RowDef {
   const char *id, *label, *mode;  // mode "" = no Quick Tuning
-  bool copy_paste, dense, instance;
   const char* paper;
   bool init_base;  // finetune from the base (rows without QT); false + no mode = scratch
 };
 
 const std::vector<RowDef>& row_defs() {
   static const std::vector<RowDef> d{
-      {"base", "baseline (MoCo v2 base)", "", false, false, false, "77.2", true},
-      {"no-copy-paste", "no copy-paste", "no-copy-paste", false, false, true, "77.6", false},
-      {"instance-only", "instance loss only", "instance-only", true, false, true, "78.0", false},
-      {"dense-only", "dense loss only", "dense-only", true, true, false, "75.6", false},
-      {"cp2", "entire CP2", "cp2", true, true, true, "78.6", false},
-      {"scratch", "control: scratch", "", false, false, false, "", false},
-      {"moco-continued", "control: MoCo v2 for the QT budget", "moco", false, false, true, "", false}};
+      {"base", "baseline (MoCo v2 base)", "", "77.2", true},
+      {"no-copy-paste", "no copy-paste", "no-copy-paste", "77.6", false},
+      {"instance-only", "instance loss only", "instance-only", "78.0", false},
+      {"dense-only", "dense loss only", "dense-only", "75.6", false},
+      {"cp2", "entire CP2", "cp2", "78.6", false},
+      {"scratch", "control: scratch", "", "", false},
+      {"moco-continued", "control: MoCo v2 for the QT budget", "moco", "", false}};
   return d;
 }
 
@@ -357,9 +359,10 @@ StudyResult run_ablate(const AblateOptions& o) {
     r.id = d->id;
     r.label = d->label;
     r.qt = *d->mode;
-    r.copy_paste = d->copy_paste;
-    r.dense = d->dense;
-    r.instance = d->instance;
+    if (r.qt) {
+      const auto& m = pretrain::mode_spec(d->mode);
+      r.copy_paste = m.copy_paste, r.dense = m.dense, r.instance = m.instance;
+    }
     r.paper = d->paper;
     r.seed = seed;
     r.dataset = "voc";
@@ -408,6 +411,7 @@ StudyResult run_trials(const TrialsOptions& o) {
   if (o.vary != "both" && o.vary != "finetune") throw Error("--vary: expected both or finetune, found '" + o.vary + "'");
   if (o.datasets.empty()) throw Error("--datasets: expected at least one dataset");
   Runner run("trials", o.out, o.recipe);
+  const auto& entire = pretrain::mode_spec(pretrain::Mode::Cp2);  // every trial is entire CP²
   StudyResult s;
   s.kind = "trials";
   auto finish = [&] {
@@ -436,7 +440,7 @@ StudyResult run_trials(const TrialsOptions& o) {
       r.dataset = dataset_name(d);
       r.id = r.dataset + "_seed" + std::to_string(r.seed);
       r.label = "entire CP2";
-      r.qt = r.copy_paste = r.dense = r.instance = true;
+      r.qt = true, r.copy_paste = entire.copy_paste, r.dense = entire.dense, r.instance = entire.instance;
       r.paper = r.dataset == "voc" ? "78.6 ± 0.2" : r.dataset == "cityscapes" ? "77.4 ± 0.2" : r.dataset == "ade20k" ? "41.3 ± 0.1" : "";
       s.rows.push_back(r);
     }
@@ -447,7 +451,7 @@ StudyResult run_trials(const TrialsOptions& o) {
     // --vary finetune: one Quick Tuning run (seed0), reached once, so the progress line's
     // count stays within the plan's n (it read 11/10 when every seed revisited it).
     if (k == 0 || o.vary == "both") {
-      q = run.run(run.pretrain_stage("qt_seed" + std::to_string(seed), "cp2", s.base, seed));
+      q = run.run(run.pretrain_stage("qt_seed" + std::to_string(seed), entire.name, s.base, seed));
       if (q.signal) {
         s.signal = q.signal;
         return finish();
