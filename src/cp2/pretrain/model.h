@@ -14,7 +14,6 @@ class Comm;
 
 namespace cp2::pretrain {
 
-
 // What CP²'s model needs of an encoder, query (trained) or key (momentum-averaged): one
 // interface over the two kinds a mode uses (the mode table's moco_encoder). Each is a
 // module registered as encoder_q / encoder_k under the Python names of its kind.
