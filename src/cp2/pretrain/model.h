@@ -98,7 +98,6 @@ class CP2ModelImpl : public torch::nn::Module {
   void set_numerics(const compute::Numerics& n);
   // The query encoder (the trained one) and the key encoder, registered as `encoder_q` /
   // `encoder_k`: segmentor encoders, or MoCo v2's in moco mode.
-  ContrastEncoder& query_encoder() { return *q_; }
   ContrastEncoder& key_encoder() { return *k_; }
   torch::nn::Module& q_module() { return q_->module(); }
   torch::nn::Module& k_module() { return k_->module(); }

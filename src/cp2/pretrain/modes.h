@@ -1,6 +1,6 @@
 // What each pretraining mode switches, in one table (SPEC §4: Table 6's rows, and MoCo v2
-// itself, the Quick Tuning base). The model, the data pipeline, the config, the report and
-// the ablation protocol all read it here. Light header: no LibTorch.
+// itself, the Quick Tuning base). The model, the config (which also sets the views'
+// copy-paste from it), the report and the ablation protocol read it. Light header: no LibTorch.
 #pragma once
 #include <string>
 #include <vector>
