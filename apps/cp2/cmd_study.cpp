@@ -92,9 +92,7 @@ Command register_ablate(CLI::App& app) {
                                "Table 6: CP²'s parts ablated from one MoCo v2 base (Quick Tuning per mode, one finetuning recipe), "
                                "plus scratch and MoCo-continued controls; reruns skip finished runs and resume interrupted ones");
   c->add_option("--out", o->out, "output folder (one run folder per stage)")->capture_default_str();
-  std::string all;
-  for (const auto& id : study::ablate_row_ids()) all += (all.empty() ? "" : ", ") + id;
-  c->add_option("--rows", o->rows, "rows to run (default all): " + all)->delimiter(',');
+  c->add_option("--rows", o->rows, "rows to run (default all): " + join(study::ablate_row_ids()))->delimiter(',');
   add_study_flags(c, *f);
   return {c, [c, o, f] {
             apply_flags(c, *f, *o);

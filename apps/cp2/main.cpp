@@ -67,10 +67,8 @@ int main(int argc, char** argv) {
     for (const auto& c : cmds) names.push_back(c.sub->get_name());
     if (std::find(names.begin(), names.end(), arg) != names.end()) break;
     const auto near = cp2::config::closest(arg, names);
-    std::string list;
-    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
     std::fprintf(stderr, "error: unknown command '%s'%s; commands: %s (cp2 --help)\n", arg.c_str(),
-                 near.empty() ? "" : (": did you mean '" + near + "'?").c_str(), list.c_str());
+                 near.empty() ? "" : (": did you mean '" + near + "'?").c_str(), cp2::join(names).c_str());
     return 2;
   }
   try {

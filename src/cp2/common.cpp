@@ -66,13 +66,16 @@ std::vector<std::string> for_each_index(int64_t n, int threads, const std::funct
   return errors;
 }
 
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
+  std::string s;
+  for (size_t i = 0; i < items.size(); ++i) s += (i ? sep : "") + items[i];
+  return s;
+}
+
 std::string shape_str(const std::vector<long>& sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(sizes[i]);
-  }
-  return s + "]";
+  std::vector<std::string> parts;
+  for (long v : sizes) parts.push_back(std::to_string(v));
+  return "[" + join(parts) + "]";
 }
 
 }  // namespace cp2

@@ -35,6 +35,9 @@ double median(std::vector<double> v);  // of a non-empty list; mean of the middl
 // whose result depends on the index only (files drawn from (seed, i), checks).
 std::vector<std::string> for_each_index(int64_t n, int threads, const std::function<void(int64_t)>& fn);
 
+// "a, b, c": the items with sep between them (lists of choices in error messages and help).
+std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
+
 // Human-readable shape such as [64, 3, 7, 7].
 std::string shape_str(const std::vector<long>& sizes);
 

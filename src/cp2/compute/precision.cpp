@@ -14,9 +14,7 @@ namespace cp2::compute {
 void NumericsOptions::validate() const {
   const auto& c = precision_choices();
   if (std::find(c.begin(), c.end(), precision) != c.end()) return;
-  std::string list;
-  for (const auto& x : c) list += (list.empty() ? "" : ", ") + x;
-  throw Error("train.precision: expected one of " + list + ", found '" + precision + "'");
+  throw Error("train.precision: expected one of " + join(c) + ", found '" + precision + "'");
 }
 
 std::string Numerics::describe() const {

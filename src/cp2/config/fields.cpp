@@ -148,8 +148,7 @@ void Fields::add(const std::string& key, std::vector<double>& v, const std::stri
 }
 void Fields::add_choice(const std::string& key, std::string& v, std::vector<std::string> choices,
                         const std::string& help) {
-  std::string list;
-  for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
+  const std::string list = join(choices);
   fields_.push_back({key, "one of " + list, help,
                      [&v, choices, list](const std::string& s) {
                        if (std::find(choices.begin(), choices.end(), s) == choices.end())
@@ -301,12 +300,12 @@ void require_at_least(const std::string& key, int64_t v, int64_t min) {
 }
 
 void require_one_of(const std::string& key, int64_t v, std::initializer_list<int64_t> allowed) {
-  std::string list;
+  std::vector<std::string> list;
   for (auto a : allowed) {
     if (a == v) return;
-    list += (list.empty() ? "" : ", ") + std::to_string(a);
+    list.push_back(std::to_string(a));
   }
-  throw Error(key + ": expected one of " + list + ", found " + std::to_string(v));
+  throw Error(key + ": expected one of " + join(list) + ", found " + std::to_string(v));
 }
 
 bool Sources::names(const std::string& key) const {

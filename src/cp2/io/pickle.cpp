@@ -66,9 +66,9 @@ at::ScalarType storage_dtype(const std::string& cls, const std::string& where) {
   std::string name = cls.substr(cls.rfind('.') + 1);
   for (const auto& [n, t] : storage_table())
     if (n == name) return t;
-  std::string valid;
-  for (const auto& kv : storage_table()) valid += (valid.empty() ? "" : ", ") + kv.first;
-  throw Error(where + ": unsupported tensor storage type '" + cls + "'; expected one of: " + valid);
+  std::vector<std::string> valid;
+  for (const auto& kv : storage_table()) valid.push_back(kv.first);
+  throw Error(where + ": unsupported tensor storage type '" + cls + "'; expected one of: " + join(valid));
 }
 
 std::string storage_class(at::ScalarType t) {

@@ -34,9 +34,7 @@ std::vector<std::string> mode_names() {
 const ModeSpec& mode_spec(const std::string& name) {
   for (const auto& s : modes())
     if (name == s.name) return s;
-  std::string list;
-  for (const auto& n : mode_names()) list += (list.empty() ? "" : ", ") + n;
-  throw Error("mode: expected one of " + list + "; found '" + name + "'");
+  throw Error("mode: expected one of " + join(mode_names()) + "; found '" + name + "'");
 }
 
 }  // namespace cp2::pretrain

@@ -134,6 +134,15 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
+// A stage this invocation will reach, and which finished stages its time is estimated
+// from: the MoCo base, a Quick Tuning or a finetuning (each costs about the same as the
+// others of its kind under one recipe).
+enum class Cost { Base, QuickTune, Finetune };
+struct Planned {
+  std::string name;
+  Cost cost;
+};
+
 // The protocol's bookkeeping: stages run in order with a progress line (k of n, ETA),
 // wall time kept across invocations in results.json, results rewritten after each stage.
 class Runner {
@@ -157,8 +166,8 @@ class Runner {
   const std::string& out() const { return out_; }
   const Recipe& recipe() const { return r_; }
   // The stages this invocation will reach, in order: the progress line's n and its ETA.
-  void plan(std::vector<std::string> names) {
-    plan_ = std::move(names);
+  void plan(std::vector<Planned> stages) {
+    plan_ = std::move(stages);
     total_ = static_cast<int>(plan_.size());
   }
 
@@ -219,27 +228,27 @@ class Runner {
     return res;
   }
   // Time left from stage `from` on: each unfinished planned stage costs the mean wall time
-  // of the finished stages of its kind (the name's prefix: base, qt, ft; over all
-  // invocations, from results.json) less what it has run already. Finished stages count
-  // nothing, so a continued folder is not overestimated; "?" until a kind has a measure.
+  // of the finished stages of its Cost (over all invocations, from results.json) less what
+  // it has run already. Finished stages count nothing, so a continued folder is not
+  // overestimated; "?" until a kind has a measure.
   std::string eta(const std::string& from) const {
-    auto kind = [](const std::string& n) { return n.substr(0, n.find('_')); };
-    std::map<std::string, std::pair<double, int>> per_kind;
+    std::map<Cost, std::pair<double, int>> per_kind;
     std::vector<bool> finished(plan_.size());
     for (size_t i = 0; i < plan_.size(); ++i) {
-      finished[i] = stage_finished(plan_[i]);
-      if (const double t = run_seconds(plan_[i]); finished[i] && t > 0) {
-        auto& [sum, n] = per_kind[kind(plan_[i])];
+      finished[i] = stage_finished(plan_[i].name);
+      if (const double t = run_seconds(plan_[i].name); finished[i] && t > 0) {
+        auto& [sum, n] = per_kind[plan_[i].cost];
         sum += t, ++n;
       }
     }
-    const auto start = std::find(plan_.begin(), plan_.end(), from);
+    const auto start =
+        std::find_if(plan_.begin(), plan_.end(), [&](const Planned& p) { return p.name == from; });
     double left = 0;
     for (auto i = static_cast<size_t>(start - plan_.begin()); i < plan_.size(); ++i) {
       if (finished[i]) continue;
-      const auto it = per_kind.find(kind(plan_[i]));
+      const auto it = per_kind.find(plan_[i].cost);
       if (it == per_kind.end()) return "?";
-      left += std::max(0.0, it->second.first / it->second.second - run_seconds(plan_[i]));
+      left += std::max(0.0, it->second.first / it->second.second - run_seconds(plan_[i].name));
     }
     return train::fmt_time(left);
   }
@@ -302,7 +311,7 @@ class Runner {
   std::string kind_, out_;
   Recipe r_;
   std::map<std::string, double> seconds_;
-  std::vector<std::string> plan_;
+  std::vector<Planned> plan_;
   int total_ = 0, done_ = 0, signal_ = 0;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
@@ -337,17 +346,14 @@ StudyResult run_ablate(const AblateOptions& o) {
   for (const auto& d : row_defs())
     if (o.rows.empty() || std::find(o.rows.begin(), o.rows.end(), d.id) != o.rows.end()) defs.push_back(&d);
   for (const auto& id : o.rows)
-    if (std::find(ablate_row_ids().begin(), ablate_row_ids().end(), id) == ablate_row_ids().end()) {
-      std::string all;
-      for (const auto& x : ablate_row_ids()) all += (all.empty() ? "" : ", ") + x;
-      throw Error("--rows: unknown row '" + id + "'; rows: " + all);
-    }
+    if (std::find(ablate_row_ids().begin(), ablate_row_ids().end(), id) == ablate_row_ids().end())
+      throw Error("--rows: unknown row '" + id + "'; rows: " + join(ablate_row_ids()));
   Runner run(o.label, o.out, o.recipe);
-  std::vector<std::string> stages;
-  if (o.base.empty()) stages.push_back("base");
+  std::vector<Planned> stages;
+  if (o.base.empty()) stages.push_back({"base", Cost::Base});
   for (const auto* d : defs) {
-    if (*d->mode) stages.push_back(std::string("qt_") + d->id);
-    stages.push_back(std::string("ft_") + d->id);
+    if (*d->mode) stages.push_back({std::string("qt_") + d->id, Cost::QuickTune});
+    stages.push_back({std::string("ft_") + d->id, Cost::Finetune});
   }
   run.plan(stages);
 
@@ -423,12 +429,12 @@ StudyResult run_trials(const TrialsOptions& o) {
   auto dataset_name = [](const std::string& d) {
     return d == "voc" || d == "cityscapes" || d == "ade20k" ? d : fs::path(d).stem().string();
   };
-  std::vector<std::string> stages;
-  if (o.base.empty()) stages.push_back("base");
+  std::vector<Planned> stages;
+  if (o.base.empty()) stages.push_back({"base", Cost::Base});
   for (int k = 0; k < o.seeds; ++k) {
     const auto seed = std::to_string(seed0 + static_cast<uint64_t>(k));
-    if (k == 0 || o.vary == "both") stages.push_back("qt_seed" + seed);
-    for (const auto& d : o.datasets) stages.push_back("ft_" + dataset_name(d) + "_seed" + seed);
+    if (k == 0 || o.vary == "both") stages.push_back({"qt_seed" + seed, Cost::QuickTune});
+    for (const auto& d : o.datasets) stages.push_back({"ft_" + dataset_name(d) + "_seed" + seed, Cost::Finetune});
   }
   run.plan(stages);
   s.base = base_checkpoint(run, o.base, o.base_epochs, seed0, &s.signal);
