@@ -20,7 +20,7 @@ Command register_bench(CLI::App& app) {
   p->add_option("--queue", o->queue, "queue length K")->capture_default_str();
   p->add_option("--workers", o->workers, "loader threads")->capture_default_str();
   p->add_option("--prefetch", o->prefetch, "batches prepared ahead")->capture_default_str();
-  p->add_option("--priority", o->priority, "loader thread priority: idle, low, normal")->capture_default_str();
+  p->add_option("--priority", o->priority, "loader thread priority: idle, low, normal (auto: as idle; the bench does not watch the data wait)")->capture_default_str();
   p->add_option("--mode", o->mode, "cp2, instance-only, dense-only, no-copy-paste, moco")->capture_default_str();
   p->add_option("--steps", o->steps, "timed steps per phase")->capture_default_str();
   p->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str();

@@ -3,6 +3,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 
 #include "cp2/data/image.h"
 #include "cp2/data/loader.h"
@@ -25,6 +27,21 @@ std::string synth_dir(const std::string& name, int count, int classes = 3, const
   o.seed = 42;
   write_synthetic_images(dir, o);
   return dir;
+}
+
+// Threads of this process whose scheduling policy is SCHED_IDLE (5; field 41 of
+// /proc/self/task/<tid>/stat).
+int threads_at_sched_idle() {
+  int n = 0;
+  for (const auto& t : fs::directory_iterator("/proc/self/task")) {
+    std::ifstream in(t.path() / "stat");
+    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream rest(s.substr(s.rfind(')') + 2));  // fields 3.. (the name may hold spaces)
+    std::string f;
+    for (int field = 3; rest >> f; ++field)
+      if (field == 41) n += f == "5";
+  }
+  return n;
 }
 
 CopyPasteOptions small_opts(int size = 64) {
@@ -131,6 +148,15 @@ TEST(Loader, BatchesDependOnlyOnSeedEpochIndex) {
     first.push_back(*x);
   }
   EXPECT_FALSE(a.next().has_value());
+  EXPECT_FALSE(b.next().has_value());
+  // data.priority auto (the default) starts the workers at SCHED_IDLE; raising them to
+  // normal mid-epoch (new threads) leaves the sequence of batches unchanged.
+  b.start(1, 0, 5);
+  EXPECT_TRUE(torch::equal(b.next()->im_q, first[0].im_q));
+  EXPECT_EQ(threads_at_sched_idle(), 3);
+  b.set_priority("normal");
+  EXPECT_EQ(threads_at_sched_idle(), 0);
+  for (int i = 1; i < 5; ++i) EXPECT_TRUE(torch::equal(b.next()->im_q, first[i].im_q)) << "batch " << i;
   EXPECT_FALSE(b.next().has_value());
   // Resuming mid-epoch gives the same batches; another epoch gives other ones.
   b.start(1, 3, 5);

@@ -15,6 +15,7 @@
 #include "cp2/pretrain/trainer.h"
 #include "cp2/seg/finetune.h"
 #include "cp2/seg/synth.h"
+#include "cp2/train/progress.h"
 #include "cp2/train/resolve.h"
 #include "cp2/train/run_folder.h"
 
@@ -296,6 +297,51 @@ TEST(RunFolder, NonFiniteFinetuneLossIsNumberedAsProgressShowsIt) {
     ASSERT_EQ(msg.rfind("iteration ", 0), 0u) << msg;
     EXPECT_GE(std::stoll(msg.substr(10)), 2) << msg;  // the first iteration (1) is finite; never "iteration 0"
   }
+}
+
+}  // namespace
+}  // namespace cp2::test
+
+namespace cp2::test {
+namespace {
+
+// The starved-loader watch: each window judged on its own share (an early quiet or slow
+// stretch does not dilute or trigger a later verdict); under auto the first verdict raises
+// the loader to normal priority and the watch goes on at normal; advice is said once,
+// naming the key that helps for the loader's priority.
+TEST(DataWaitWatch, RaisesAutoThenAdvisesOnceNamingTheKey) {
+  train::DataWaitWatch w("idle", 2, /*window_s=*/60, /*min_share=*/0.25);
+  EXPECT_EQ(w.update(5, 30).message, "");    // no whole window yet
+  EXPECT_EQ(w.update(10, 70).message, "");   // 0-70 s: 14 % waiting
+  EXPECT_EQ(w.update(40, 100).message, "");  // 70-100 s: 100 % so far, but only 30 s
+  const auto a = w.update(40, 130);          // 70-130 s: 30 of 60 s waiting
+  EXPECT_FALSE(a.raise_priority);
+  EXPECT_NE(a.message.find("50 % of the last 60 s (30.0 s)"), std::string::npos) << a.message;
+  EXPECT_NE(a.message.find("2 loader threads run at data.priority: idle (SCHED_IDLE)"), std::string::npos) << a.message;
+  EXPECT_NE(a.message.find("--set data.priority=auto"), std::string::npos) << a.message;
+  EXPECT_EQ(w.update(100, 200).message, "");  // said once per run
+
+  train::DataWaitWatch autow("auto", 2, 60, 0.25);
+  const auto r = autow.update(45, 60);
+  EXPECT_TRUE(r.raise_priority);
+  EXPECT_NE(r.message.find("75 % of the last 60 s"), std::string::npos) << r.message;
+  EXPECT_NE(r.message.find("normal priority from now on (data.priority: auto"), std::string::npos) << r.message;
+  EXPECT_EQ(autow.update(50, 120).message, "");  // raised: 8 % waiting now
+  const auto n = autow.update(80, 180);          // still starved at normal: the loader is too slow
+  EXPECT_FALSE(n.raise_priority);
+  EXPECT_NE(n.message.find("2 loader threads (data.priority: normal) are slower than the step; more of them "
+                           "(data.workers)"), std::string::npos) << n.message;
+  EXPECT_EQ(autow.update(140, 240).message, "");
+
+  train::DataWaitWatch low("low", 1, 60, 0.25);
+  EXPECT_NE(low.update(20, 60).message.find("1 loader thread runs at data.priority: low (nice 19)"), std::string::npos);
+  train::DataWaitWatch normal("normal", 1, 60, 0.25);
+  EXPECT_EQ(normal.update(14, 60).message, "");  // 23 %: under the bar
+  EXPECT_NE(normal.update(44, 120).message.find("1 loader thread (data.priority: normal) is slower"), std::string::npos);
+  train::DataWaitWatch inline_loading("auto", 0, 60, 0.25);
+  const auto z = inline_loading.update(60, 60);
+  EXPECT_FALSE(z.raise_priority);
+  EXPECT_NE(z.message.find("training thread (data.workers: 0)"), std::string::npos);
 }
 
 }  // namespace

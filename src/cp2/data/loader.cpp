@@ -85,8 +85,9 @@ void LoaderOptions::validate() const {
   if (batch < 1) throw Error("batch: expected >= 1, found " + std::to_string(batch));
   if (workers < 0) throw Error("workers: expected >= 0, found " + std::to_string(workers));
   if (prefetch < 1) throw Error("prefetch: expected >= 1, found " + std::to_string(prefetch));
-  if (priority != "idle" && priority != "low" && priority != "normal")
-    throw Error("data.priority: expected idle, low or normal, found '" + priority + "'");
+  const auto& p = priority_choices();
+  if (std::find(p.begin(), p.end(), priority) == p.end())
+    throw Error("data.priority: expected one of " + join(p) + ", found '" + priority + "'");
   if (shards < 1 || shard < 0 || shard >= shards)
     throw Error("loader shard: expected 0 <= shard < shards, found " + std::to_string(shard) + " of " +
                 std::to_string(shards));
@@ -133,6 +134,18 @@ Batch PretrainLoader::build(int64_t epoch, int64_t b) {
 void PretrainLoader::start(int64_t epoch, int64_t first, int64_t end) { prefetch_.start(epoch, first, end); }
 
 std::optional<Batch> PretrainLoader::next() { return prefetch_.next(); }
+void PretrainLoader::set_priority(const std::string& priority) { prefetch_.set_priority(priority); }
+
+const std::vector<std::string>& priority_choices() {
+  static const std::vector<std::string> c{"auto", "idle", "low", "normal"};
+  return c;
+}
+
+const char* priority_help() {
+  return "loader thread priority: auto (SCHED_IDLE, raised to normal for good once the step waits for data "
+         "25 % of a minute: another process is starving the loader), idle (SCHED_IDLE: only CPU the step leaves "
+         "unused), low (nice 19), normal";
+}
 
 void set_loader_thread_priority(const std::string& priority) {
   // The training step's intra-op threads meet at a barrier after every parallel region,
@@ -140,7 +153,7 @@ void set_loader_thread_priority(const std::string& priority) {
   // 10-25 % below the model step on 2 cores). At SCHED_IDLE the loader only takes CPU the
   // step leaves idle, and all of it whenever the step waits for a batch. Linux-specific;
   // elsewhere, or if refused, the threads keep the normal priority.
-  if (priority == "idle") {
+  if (priority == "idle" || priority == "auto") {
     sched_param sp{};
     sp.sched_priority = 0;
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);

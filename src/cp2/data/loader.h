@@ -58,9 +58,8 @@ struct LoaderOptions {
   int64_t batch = 32;
   int workers = 2;   // 0 = build batches on the calling thread
   int prefetch = 2;  // batches built ahead of the consumer
-  // CPU priority of the loader threads: idle (SCHED_IDLE: only CPU the step leaves
-  // unused), low (nice 19) or normal.
-  std::string priority = "idle";
+  // CPU priority of the loader threads (priority_choices(), prefetch.h).
+  std::string priority = "auto";
   // Data parallel: `batch` is the global batch; this process builds rows
   // [shard * batch / shards, (shard + 1) * batch / shards) of every batch, so the ranks'
   // rows together are exactly the single-process batch (each sample is keyed by its
@@ -83,6 +82,8 @@ class PretrainLoader {
   void start(int64_t epoch, int64_t first, int64_t end);
   // The next batch of the started range, or nullopt at its end. Rethrows a worker's error.
   std::optional<Batch> next();
+  // The loader threads' priority from now on (data.priority: auto raises it to normal).
+  void set_priority(const std::string& priority);
   // Builds one batch directly (what the workers do).
   Batch build(int64_t epoch, int64_t b);
 

@@ -14,8 +14,13 @@
 
 namespace cp2::data {
 
-// Loader threads' CPU priority: "idle" (SCHED_IDLE), "low" (nice 19) or "normal".
-// Called by each worker on itself; silently keeps the normal priority if refused.
+// Loader threads' CPU priority (data.priority): "auto" (SCHED_IDLE until the trainer
+// sees the step wait for data, then normal: see train::DataWaitWatch), "idle"
+// (SCHED_IDLE), "low" (nice 19) or "normal".
+const std::vector<std::string>& priority_choices();
+const char* priority_help();  // the config key's help line
+// Called by each worker on itself ("auto" starts as "idle"); silently keeps the normal
+// priority if refused.
 void set_loader_thread_priority(const std::string& priority);
 
 template <class BatchT>
@@ -24,17 +29,10 @@ class Prefetcher {
   using BuildFn = std::function<BatchT(int64_t epoch, int64_t batch)>;
 
   Prefetcher(BuildFn build, int workers, int prefetch, std::string priority)
-      : build_(std::move(build)), prefetch_(prefetch), priority_(std::move(priority)) {
-    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { worker_loop(); });
+      : build_(std::move(build)), workers_(workers), prefetch_(prefetch), priority_(std::move(priority)) {
+    spawn();
   }
-  ~Prefetcher() {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
+  ~Prefetcher() { join(); }
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
 
@@ -57,7 +55,7 @@ class Prefetcher {
   std::optional<BatchT> next() {
     std::unique_lock<std::mutex> lk(mu_);
     if (next_consume_ >= end_) return std::nullopt;
-    if (threads_.empty()) {
+    if (workers_ == 0) {
       const int64_t b = next_consume_++;
       lk.unlock();
       return build_(epoch_, b);
@@ -72,7 +70,31 @@ class Prefetcher {
     return b;
   }
 
+  // Runs the workers at another priority from now on. A thread cannot leave SCHED_IDLE or
+  // lower its nice value without privileges, so the workers are replaced by new ones (which
+  // inherit the caller's priority); batches being built finish and are kept, so the
+  // sequence handed out is unchanged.
+  void set_priority(const std::string& priority) {
+    join();
+    priority_ = priority;
+    stop_ = false;
+    spawn();
+  }
+
  private:
+  void spawn() {
+    for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] { worker_loop(); });
+  }
+  void join() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
   void worker_loop() {
     set_loader_thread_priority(priority_);
     std::unique_lock<std::mutex> lk(mu_);
@@ -98,7 +120,7 @@ class Prefetcher {
   }
 
   BuildFn build_;
-  int prefetch_;
+  int workers_, prefetch_;
   std::string priority_;
   std::vector<std::thread> threads_;
   std::mutex mu_;

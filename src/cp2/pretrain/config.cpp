@@ -27,8 +27,7 @@ config::Fields PretrainConfig::fields() {
   f.add("data.root", data.root, "image folder (root/<class>/<image> or flat)");
   f.add("data.workers", data.workers, "loader threads (0 = load on the training thread)");
   f.add("data.prefetch", data.prefetch, "batches prepared ahead");
-  f.add_choice("data.priority", data.priority, {"idle", "low", "normal"},
-               "loader thread priority (idle: only CPU the training step leaves unused)");
+  f.add_choice("data.priority", data.priority, data::priority_choices(), data::priority_help());
   auto& v = aug.view;
   f.add("view.size", v.size, "crop size of every view");
   f.add("view.scale_min", v.scale_min, "RandomResizedCrop minimum area");

@@ -17,7 +17,7 @@ namespace cp2::pretrain {
 struct DataConfig {
   std::string root;  // image folder
   int workers = 2, prefetch = 4;
-  std::string priority = "idle";  // loader threads: idle, low, normal
+  std::string priority = "auto";  // loader threads: data::priority_choices()
 };
 
 struct ModelConfig {

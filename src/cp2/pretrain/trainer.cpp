@@ -250,6 +250,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
 
     const double lr0 = cfg.lr();
     double data_wait = 0;
+    train::DataWaitWatch wait_watch(cfg.data.priority, cfg.data.workers);
     progress.message("pretraining " + cfg.model.mode + ": resnet" + std::to_string(cfg.model.arch) + ", " +
                      std::to_string(ds->size()) + " images, " + std::to_string(iters) + " steps/epoch x " +
                      std::to_string(T.epochs) + " epochs, batch " + std::to_string(T.batch) +
@@ -306,6 +307,10 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                       parts.ins_value, parts.dense_value, parts.acc1, parts.acc5, parts.acc_dense, parts.acc_dense_match,
                       parts.acc_dense_match_chance, lr);
         progress.update(line, pos.step, last);
+        if (const auto v = wait_watch.update(data_wait, el); !v.message.empty()) {
+          progress.message(v.message);
+          if (v.raise_priority) loader.set_priority("normal");
+        }
 
         if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) save(here);
         if (stop) {

@@ -77,7 +77,7 @@ config::Fields FinetuneConfig::fields() {
   f.add("data.classes_file", data.classes_file, "list: file of class names, one per line");
   f.add("data.workers", data.workers, "loader threads (0 = load on the training thread)");
   f.add("data.prefetch", data.prefetch, "batches prepared ahead");
-  f.add_choice("data.priority", data.priority, {"idle", "low", "normal"}, "loader thread priority");
+  f.add_choice("data.priority", data.priority, data::priority_choices(), data::priority_help());
   auto& p = pipeline;
   f.add("pipeline.scale_long", p.scale_long, "train resize scale, long edge (x ratio)");
   f.add("pipeline.scale_short", p.scale_short, "train resize scale, short edge (x ratio)");

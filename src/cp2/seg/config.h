@@ -20,7 +20,7 @@ struct SegDataConfig {
   std::string train_split, val_split;  // "" = the type's default
   std::string ann_dir, classes_file;
   int workers = 2, prefetch = 4;
-  std::string priority = "idle";
+  std::string priority = "auto";  // loader threads: data::priority_choices()
   DatasetOptions dataset(bool train) const;
 };
 

@@ -318,6 +318,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         if (iter >= T.iters) return finish(true);
       }
       double data_wait = 0;
+      train::DataWaitWatch wait_watch(cfg.data.priority, cfg.data.workers);
       loader.start(iter, stop);
       model->train();
       while (iter < stop) {
@@ -357,6 +358,10 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
                       train::bar(iter, T.iters).c_str(), static_cast<long long>(iter), static_cast<long long>(T.iters),
                       ips, train::fmt_time(eta).c_str(), loss, l.acc, lr);
         progress.update(line, iter, last);
+        if (const auto v = wait_watch.update(data_wait, el); !v.message.empty()) {
+          progress.message(v.message);
+          if (v.raise_priority) loader.set_priority("normal");
+        }
 
         // Checkpoint first: an evaluation that fails (an unreadable val image) loses no training.
         if ((T.checkpoint_every > 0 && iter % T.checkpoint_every == 0) || iter == T.iters || last) save();

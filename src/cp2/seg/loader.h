@@ -28,6 +28,8 @@ class SegTrainLoader {
   // Iterations [first, end).
   void start(int64_t first, int64_t end) { prefetch_.start(0, first, end); }
   std::optional<SegBatch> next() { return prefetch_.next(); }
+  // The loader threads' priority from now on (data.priority: auto raises it to normal).
+  void set_priority(const std::string& priority) { prefetch_.set_priority(priority); }
   SegBatch build(int64_t iteration);
 
  private:

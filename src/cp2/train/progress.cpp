@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 namespace cp2::train {
 
@@ -46,6 +47,43 @@ void Progress::done() {
 std::string bar(int64_t done, int64_t total, int width) {
   const int filled = static_cast<int>(width * std::min(done, total) / std::max<int64_t>(total, 1));
   return "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
+}
+
+DataWaitWatch::DataWaitWatch(std::string priority, int workers, double window_s, double min_share)
+    : priority_(std::move(priority)), workers_(workers), window_s_(window_s), min_share_(min_share) {}
+
+DataWaitVerdict DataWaitWatch::update(double wait_s, double elapsed_s) {
+  const double span = elapsed_s - el0_;
+  if (said_ || span < window_s_) return {};
+  const double share = (wait_s - wait0_) / span;
+  wait0_ = wait_s;
+  el0_ = elapsed_s;
+  if (share < min_share_) return {};
+  char head[160];
+  std::snprintf(head, sizeof head, "data: the step waited for its batches %.0f %% of the last %.0f s (%.1f s). ",
+                100 * std::min(share, 1.0), span, share * span);
+  const bool one = workers_ == 1;
+  const std::string threads = std::to_string(workers_) + (one ? " loader thread" : " loader threads");
+  if (workers_ == 0) {
+    said_ = true;
+    return {head + std::string("Images load on the training thread (data.workers: 0); set data.workers to 1 or more.")};
+  }
+  if (priority_ == "auto") {  // watch on at normal priority: if that is not enough either, say so
+    priority_ = "normal";
+    return {head + ("The " + threads +
+                    " ran at SCHED_IDLE, which gets no CPU while other processes keep the cores busy; they run at "
+                    "normal priority from now on (data.priority: auto; idle keeps them idle)."),
+            true};
+  }
+  said_ = true;
+  if (priority_ == "idle" || priority_ == "low")
+    return {head + ("The " + threads + (one ? " runs" : " run") + " at data.priority: " + priority_ + " (" +
+                    (priority_ == "idle" ? "SCHED_IDLE" : "nice 19") +
+                    "), which gets little or no CPU while other processes keep the cores busy; on a shared machine "
+                    "set data.priority: normal or auto (--set data.priority=auto).")};
+  return {head + ("The " + threads + " (data.priority: " + priority_ +
+                  (one ? ") is" : ") are") + " slower than the step; more of them (data.workers) or fewer cores for "
+                  "the step (--threads) would balance it.")};
 }
 
 }  // namespace cp2::train

@@ -24,4 +24,29 @@ class Progress {
 // "[#####.....]" of `width` for done/total.
 std::string bar(int64_t done, int64_t total, int width = 20);
 
+// Watches the share of time the step waits for batches. Loader threads at SCHED_IDLE
+// (data.priority auto/idle: right for a dedicated machine) get no CPU at all while another
+// process keeps the cores busy; one finetuning beside a build waited 121 s for data that
+// way. Under data.priority auto the first starved window raises the loader to normal
+// priority; otherwise, or when that is not enough, the advice names the key that helps.
+struct DataWaitVerdict {
+  std::string message;          // "" = nothing to say
+  bool raise_priority = false;  // the caller moves its loader threads to "normal"
+};
+class DataWaitWatch {
+ public:
+  DataWaitWatch(std::string priority, int workers, double window_s = 60, double min_share = 0.25);
+  // The run's running totals (seconds waited for data, seconds elapsed). Each window of at
+  // least window_s seconds is judged on its own share; a window that waited >= min_share of
+  // it gets a verdict. Advice is given once per run; under auto the raise comes first.
+  DataWaitVerdict update(double wait_s, double elapsed_s);
+
+ private:
+  std::string priority_;
+  int workers_;
+  double window_s_, min_share_;
+  double wait0_ = 0, el0_ = 0;
+  bool said_ = false;
+};
+
 }  // namespace cp2::train
