@@ -75,7 +75,9 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
 std::string shape_str(const std::vector<long>& sizes) {
   std::vector<std::string> parts;
   for (long v : sizes) parts.push_back(std::to_string(v));
-  return "[" + join(parts) + "]";
+  std::string s = "[";  // not "[" + ...: GCC 12 warns falsely on it in C++20 (-Wstringop-overflow)
+  s += join(parts);
+  return s + "]";
 }
 
 }  // namespace cp2

@@ -26,10 +26,10 @@ std::string cpu_features() {
       break;
     }
   }
-  std::string out;
+  std::vector<std::string> out;
   for (const char* w : {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})
-    if (have.count(w)) out += (out.empty() ? "" : " ") + std::string(w);
-  return out;
+    if (have.count(w)) out.emplace_back(w);
+  return join(out, " ");
 }
 
 std::string version_report() {
