@@ -143,6 +143,12 @@ struct Planned {
   Cost cost;
 };
 
+// Stage (run folder) names, one spelling for the plan and for the runs it counts: a name
+// the plan lacks would make the ETA skip the rest of the plan.
+std::string qt_stage(const std::string& id) { return "qt_" + id; }
+std::string ft_stage(const std::string& id) { return "ft_" + id; }
+std::string seed_id(uint64_t seed) { return "seed" + std::to_string(seed); }
+
 // The protocol's bookkeeping: stages run in order with a progress line (k of n, ETA),
 // wall time kept across invocations in results.json, results rewritten after each stage.
 class Runner {
@@ -352,8 +358,8 @@ StudyResult run_ablate(const AblateOptions& o) {
   std::vector<Planned> stages;
   if (o.base.empty()) stages.push_back({"base", Cost::Base});
   for (const auto* d : defs) {
-    if (*d->mode) stages.push_back({std::string("qt_") + d->id, Cost::QuickTune});
-    stages.push_back({std::string("ft_") + d->id, Cost::Finetune});
+    if (*d->mode) stages.push_back({qt_stage(d->id), Cost::QuickTune});
+    stages.push_back({ft_stage(d->id), Cost::Finetune});
   }
   run.plan(stages);
 
@@ -387,7 +393,7 @@ StudyResult run_ablate(const AblateOptions& o) {
     std::string init = d->init_base ? s.base : "";
     std::vector<std::string> budget;
     if (*d->mode) {
-      auto q = run.run(run.pretrain_stage(std::string("qt_") + d->id, d->mode, s.base, seed));
+      auto q = run.run(run.pretrain_stage(qt_stage(d->id), d->mode, s.base, seed));
       r.pretrain_run = q.folder;
       r.seconds += run.run_seconds(q.name);
       budget.push_back("QT " + q.budget);
@@ -397,7 +403,7 @@ StudyResult run_ablate(const AblateOptions& o) {
       }
       init = q.checkpoint;
     }
-    auto f = run.run(run.finetune_stage(std::string("ft_") + d->id, "voc", init, seed));
+    auto f = run.run(run.finetune_stage(ft_stage(d->id), "voc", init, seed));
     r.finetune_run = f.folder;
     r.seconds += run.run_seconds(f.name);
     budget.push_back("finetune " + f.budget);
@@ -432,9 +438,9 @@ StudyResult run_trials(const TrialsOptions& o) {
   std::vector<Planned> stages;
   if (o.base.empty()) stages.push_back({"base", Cost::Base});
   for (int k = 0; k < o.seeds; ++k) {
-    const auto seed = std::to_string(seed0 + static_cast<uint64_t>(k));
-    if (k == 0 || o.vary == "both") stages.push_back({"qt_seed" + seed, Cost::QuickTune});
-    for (const auto& d : o.datasets) stages.push_back({"ft_" + dataset_name(d) + "_seed" + seed, Cost::Finetune});
+    const auto seed = seed_id(seed0 + static_cast<uint64_t>(k));
+    if (k == 0 || o.vary == "both") stages.push_back({qt_stage(seed), Cost::QuickTune});
+    for (const auto& d : o.datasets) stages.push_back({ft_stage(dataset_name(d) + "_" + seed), Cost::Finetune});
   }
   run.plan(stages);
   s.base = base_checkpoint(run, o.base, o.base_epochs, seed0, &s.signal);
@@ -444,7 +450,7 @@ StudyResult run_trials(const TrialsOptions& o) {
       Row r;
       r.seed = seed0 + static_cast<uint64_t>(k);
       r.dataset = dataset_name(d);
-      r.id = r.dataset + "_seed" + std::to_string(r.seed);
+      r.id = r.dataset + "_" + seed_id(r.seed);
       r.label = "entire CP2";
       r.qt = true, r.copy_paste = entire.copy_paste, r.dense = entire.dense, r.instance = entire.instance;
       r.paper = r.dataset == "voc" ? "78.6 ± 0.2" : r.dataset == "cityscapes" ? "77.4 ± 0.2" : r.dataset == "ade20k" ? "41.3 ± 0.1" : "";
@@ -457,7 +463,7 @@ StudyResult run_trials(const TrialsOptions& o) {
     // --vary finetune: one Quick Tuning run (seed0), reached once, so the progress line's
     // count stays within the plan's n (it read 11/10 when every seed revisited it).
     if (k == 0 || o.vary == "both") {
-      q = run.run(run.pretrain_stage("qt_seed" + std::to_string(seed), entire.name, s.base, seed));
+      q = run.run(run.pretrain_stage(qt_stage(seed_id(seed)), entire.name, s.base, seed));
       if (q.signal) {
         s.signal = q.signal;
         return finish();
@@ -466,7 +472,7 @@ StudyResult run_trials(const TrialsOptions& o) {
     for (const auto& d : o.datasets) {
       auto& r = s.rows[row++];
       r.pretrain_run = q.folder;
-      auto f = run.run(run.finetune_stage("ft_" + r.dataset + "_seed" + std::to_string(seed), d, q.checkpoint, seed));
+      auto f = run.run(run.finetune_stage(ft_stage(r.id), d, q.checkpoint, seed));
       r.finetune_run = f.folder;
       r.seconds = run.run_seconds(q.name) + run.run_seconds(f.name);
       r.budget = "QT " + q.budget + "; finetune " + f.budget;
