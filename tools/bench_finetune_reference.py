@@ -28,6 +28,8 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: the forward under torch.autocast('cpu', bfloat16), as cp2's train.precision: bf16")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -39,7 +41,8 @@ def main():
     y[:, :8] = 255
 
     def step():
-        loss = ref.mmseg_seg_loss(m, x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            loss = ref.mmseg_seg_loss(m, x, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -54,7 +57,7 @@ def main():
             step()
         rates.append(a.steps * a.batch / (time.perf_counter() - t))
         print(f"  round {r + 1}: train step {rates[-1]:.3f} img/s")
-    print(f"train step (PyTorch {torch.__version__}) {statistics.median(rates):.3f} img/s "
+    print(f"train step (PyTorch {torch.__version__}, {a.precision}) {statistics.median(rates):.3f} img/s "
           f"(median of {a.rounds} rounds of {a.steps} steps)")
 
 
