@@ -3,6 +3,9 @@
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/compute/precision.h"
+#include "cp2/data/prefetch.h"
+#include "cp2/pretrain/modes.h"
 #include "cp2/pretrain/bench.h"
 #include "cp2/seg/bench.h"
 
@@ -20,15 +23,16 @@ Command register_bench(CLI::App& app) {
   p->add_option("--queue", o->queue, "queue length K")->capture_default_str();
   p->add_option("--workers", o->workers, "loader threads")->capture_default_str();
   p->add_option("--prefetch", o->prefetch, "batches prepared ahead")->capture_default_str();
-  p->add_option("--priority", o->priority, "loader thread priority: idle, low, normal (auto: as idle; the bench does not watch the data wait)")->capture_default_str();
-  p->add_option("--mode", o->mode, "cp2, instance-only, dense-only, no-copy-paste, moco")->capture_default_str();
+  p->add_option("--priority", o->priority, "loader thread priority: " + join(data::priority_choices()) +
+                                              " (auto: as idle; the bench does not watch the data wait)")->capture_default_str();
+  p->add_option("--mode", o->mode, join(pretrain::mode_names()))->capture_default_str();
   p->add_option("--steps", o->steps, "timed steps per phase")->capture_default_str();
   p->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str();
   p->add_option("--rounds", o->rounds, "alternating rounds of model-step and end-to-end timing")->capture_default_str();
   p->add_option("--data-batches", o->data_batches, "batches timed in the data phase (default 4 x steps)");
   p->add_flag("!--no-cache-allocator", o->cache_allocator, "use LibTorch's plain CPU allocator");
   p->add_option("--device", o->device, "cpu, cuda, cuda:N")->capture_default_str();
-  p->add_option("--precision", o->precision, "fp32, bf16 or auto (as train.precision)")->capture_default_str();
+  p->add_option("--precision", o->precision, std::string(compute::kPrecisionHelp) + " (as train.precision)")->capture_default_str();
   p->add_flag("--channels-last", o->channels_last, "channels-last memory (as train.channels_last)");
   auto so = std::make_shared<seg::SegBenchOptions>();
   auto add_seg = [&](CLI::App* s) {
@@ -45,7 +49,7 @@ Command register_bench(CLI::App& app) {
     s->add_option("--rounds", so->rounds, "timing rounds (medians reported)")->capture_default_str();
     s->add_option("--eval-images", so->eval_images, "images per evaluation round")->capture_default_str();
     s->add_option("--device", so->device, "cpu, cuda, cuda:N")->capture_default_str();
-    s->add_option("--precision", so->precision, "fp32, bf16 or auto (as train.precision)")->capture_default_str();
+    s->add_option("--precision", so->precision, std::string(compute::kPrecisionHelp) + " (as train.precision)")->capture_default_str();
     s->add_flag("--channels-last", so->channels_last, "channels-last memory (as train.channels_last)");
   };
   auto* ft = c->add_subcommand("finetune", "images/s of a DeepLabV3 training step (fixed batch and end to end), peak RSS");

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/pretrain/modes.h"
 #include "cp2/pretrain/config.h"
 #include "cp2/io/keymap.h"
 #include "cp2/pretrain/state_io.h"
@@ -81,7 +82,7 @@ Command register_loss(CLI::App& app) {
   c->add_option("--momentum", a->momentum, "key-encoder momentum, model.momentum (default 0.999)");
   c->add_option("--temperature", a->temperature, "instance-loss temperature, loss.temperature (default 0.2)");
   c->add_option("--dense-weight", a->dense_weight, "loss.dense_weight (default 0.2)");
-  c->add_option("--mode", a->mode, "model.mode: cp2, instance-only, dense-only, no-copy-paste, moco (default cp2)");
+  c->add_option("--mode", a->mode, "model.mode: " + join(pretrain::mode_names()) + " (default cp2)");
   c->add_option("--key-bn-splits", a->key_bn_splits, "model.key_bn_splits (default 1 = plain BN)");
   return {c, [a] { return run_loss(*a); }};
 }

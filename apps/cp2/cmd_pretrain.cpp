@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/pretrain/modes.h"
 #include "cp2/pretrain/trainer.h"
 #include "run_flags.h"
 
@@ -24,7 +25,7 @@ const std::vector<Shortcut>& shortcuts() {
       {"--out", "train.out", "run folder"},
       {"--init", "train.init", "Quick Tuning: backbone checkpoint"},
       {"--init-preset", "train.init_preset", "key layout of --init: auto, moco, torchvision, cp2, mmseg"},
-      {"--mode", "model.mode", "cp2, instance-only, dense-only, no-copy-paste, moco"},
+      {"--mode", "model.mode", join(pretrain::mode_names())},
       {"--arch", "model.arch", "ResNet depth: 18, 34, 50, 101", Kind::PosInt},
       {"--size", "view.size", "view size", Kind::PosInt},
       {"--batch", "train.batch", "images per step", Kind::PosInt},

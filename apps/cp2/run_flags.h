@@ -24,7 +24,7 @@ enum class Kind { Int, PosInt, NonNegInt, Float, PosFloat, Text };
 struct Shortcut {
   const char* flag;  // "--batch"
   const char* key;   // "train.batch"
-  const char* help;  // "images per step"
+  std::string help;  // "images per step"
   Kind kind = Kind::Text;
 };
 

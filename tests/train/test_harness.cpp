@@ -342,6 +342,15 @@ TEST(DataWaitWatch, RaisesAutoThenAdvisesOnceNamingTheKey) {
   const auto z = inline_loading.update(60, 60);
   EXPECT_FALSE(z.raise_priority);
   EXPECT_NE(z.message.find("training thread (data.workers: 0)"), std::string::npos);
+
+  // A 50 s evaluation inside a window is left out: 20 s waited in 40 s of training is 50 %,
+  // not 20 of 90 s (22 %, under the bar).
+  train::DataWaitWatch ev("normal", 2, 30, 0.25);
+  ev.exclude(50);
+  const auto e = ev.update(20, 90);
+  EXPECT_NE(e.message.find("50 % of the last 40 s (20.0 s)"), std::string::npos) << e.message;
+  train::DataWaitWatch plain("normal", 2, 30, 0.25);
+  EXPECT_EQ(plain.update(20, 90).message, "");
 }
 
 }  // namespace

@@ -312,7 +312,11 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
           if (v.raise_priority) loader.set_priority("normal");
         }
 
-        if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) save(here);
+        if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) {
+          const auto tp = Clock::now();
+          save(here);
+          wait_watch.exclude(seconds_since(tp));
+        }
         if (stop) {
           save(here);
           return finish(pos.step >= total_steps);  // a signal during the last step: the run is complete
@@ -325,8 +329,11 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                          " unreadable image reads (" + std::to_string(ds->bad_files().size()) + " files so far)");
       }
       const Position end{epoch + 1, 0, pos.step};
-      if ((T.checkpoint_every_epochs > 0 && (epoch + 1) % T.checkpoint_every_epochs == 0) || epoch + 1 == T.epochs)
+      if ((T.checkpoint_every_epochs > 0 && (epoch + 1) % T.checkpoint_every_epochs == 0) || epoch + 1 == T.epochs) {
+        const auto tp = Clock::now();
         save(end);
+        wait_watch.exclude(seconds_since(tp));
+      }
     }
     return finish(true);
   } catch (const std::exception& e) {

@@ -364,9 +364,11 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         }
 
         // Checkpoint first: an evaluation that fails (an unreadable val image) loses no training.
+        const auto tp = Clock::now();
         if ((T.checkpoint_every > 0 && iter % T.checkpoint_every == 0) || iter == T.iters || last) save();
         if (signalled) return finish(false);
         if (eval_due(iter)) run_eval();
+        wait_watch.exclude(seconds_since(tp));
         if (h.stop_agreed()) return finish(false);
       }
     } catch (const Interrupted&) {

@@ -53,11 +53,12 @@ DataWaitWatch::DataWaitWatch(std::string priority, int workers, double window_s,
     : priority_(std::move(priority)), workers_(workers), window_s_(window_s), min_share_(min_share) {}
 
 DataWaitVerdict DataWaitWatch::update(double wait_s, double elapsed_s) {
-  const double span = elapsed_s - el0_;
+  const double train_s = elapsed_s - excluded_;
+  const double span = train_s - el0_;
   if (said_ || span < window_s_) return {};
   const double share = (wait_s - wait0_) / span;
   wait0_ = wait_s;
-  el0_ = elapsed_s;
+  el0_ = train_s;
   if (share < min_share_) return {};
   char head[160];
   std::snprintf(head, sizeof head, "data: the step waited for its batches %.0f %% of the last %.0f s (%.1f s). ",

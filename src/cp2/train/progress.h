@@ -40,12 +40,15 @@ class DataWaitWatch {
   // least window_s seconds is judged on its own share; a window that waited >= min_share of
   // it gets a verdict. Advice is given once per run; under auto the raise comes first.
   DataWaitVerdict update(double wait_s, double elapsed_s);
+  // Seconds that were neither training nor waiting for data (evaluation, checkpoint writes):
+  // left out of the windows, so a window holding an evaluation is judged on its training time.
+  void exclude(double seconds) { excluded_ += seconds; }
 
  private:
   std::string priority_;
   int workers_;
   double window_s_, min_share_;
-  double wait0_ = 0, el0_ = 0;
+  double wait0_ = 0, el0_ = 0, excluded_ = 0;
   bool said_ = false;
 };
 
