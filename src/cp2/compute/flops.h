@@ -68,6 +68,9 @@ StepFlops count_step(const std::function<void()>& step, double images, const std
 // "8.26 GFLOP/img, 157.0 GFLOP/s = 67 % of the probe's 233.8" (no share when peak is 0).
 std::string rate_line(double flops_per_img, double img_s, double peak_gflops);
 
+// The `top` heaviest undilated shapes alone (forward, the step's dtype and layout); each
+// shape's rate is its fastest single call (at least 3 calls, then until `seconds` have
+// passed); the result is the fastest shape.
 ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16, bool channels_last, int top = 3,
                        double seconds = 0.3);
 

@@ -85,9 +85,12 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     return *loader.next();
   };
   for (int i = 0; i < o.warmup; ++i) train_step(*model, opt, fixed, lr);
-  for (int i = 0; i < o.warmup; ++i) train_step(*model, opt, to_dev(next()), lr);
+  // Counted and probed before the loader starts: its threads filling the prefetch queue took
+  // CPU from the probe (a probe at half the step's own rate).
   const auto fl = compute::count_step([&] { train_step(*model, opt, fixed, lr); }, static_cast<double>(o.batch),
                                       o.device, numerics, verbose);
+  for (int i = 0; i < o.warmup; ++i) train_step(*model, opt, to_dev(next()), lr);
+  train_step(*model, opt, fixed, lr);  // untimed, while the loader fills its prefetch queue
   r.flops_per_img = fl.per_img;
   r.peak_gflops = fl.peak.gflops;
   std::vector<double> step_rates, e2e_rates;

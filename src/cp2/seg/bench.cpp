@@ -80,14 +80,17 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   };
   SegTrainLoader fixed_loader(ds, cfg.pipeline, [&] { auto l = cfg.loader_options(); l.workers = 0; return l; }(), 0);
   const auto fixed = fixed_loader.build(0);
+  for (int i = 0; i < o.warmup; ++i) step(fixed);
+  // Counted and probed before the loader starts: its threads filling the prefetch queue took
+  // CPU from the probe (a probe at half the step's own rate).
+  const auto fl = compute::count_step([&] { step(fixed); }, static_cast<double>(o.batch), o.device, numerics, verbose);
   SegTrainLoader loader(ds, cfg.pipeline, cfg.loader_options(), 0);
   loader.start(0, 1 << 30);
-  for (int i = 0; i < o.warmup; ++i) step(fixed);
   for (int i = 0; i < o.warmup; ++i) step(*loader.next());
+  step(fixed);  // untimed, while the loader fills its prefetch queue
   std::vector<double> s_rates, e_rates;
   double wait = 0;
   SegBenchResult r;
-  const auto fl = compute::count_step([&] { step(fixed); }, static_cast<double>(o.batch), o.device, numerics, verbose);
   r.flops_per_img = fl.per_img;
   r.peak_gflops = fl.peak.gflops;
   for (int round = 0; round < o.rounds; ++round) {
