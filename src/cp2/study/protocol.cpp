@@ -148,6 +148,7 @@ struct Planned {
 std::string qt_stage(const std::string& id) { return "qt_" + id; }
 std::string ft_stage(const std::string& id) { return "ft_" + id; }
 std::string seed_id(uint64_t seed) { return "seed" + std::to_string(seed); }
+std::string trial_id(const std::string& dataset, uint64_t seed) { return dataset + "_" + seed_id(seed); }
 
 // The protocol's bookkeeping: stages run in order with a progress line (k of n, ETA),
 // wall time kept across invocations in results.json, results rewritten after each stage.
@@ -438,9 +439,9 @@ StudyResult run_trials(const TrialsOptions& o) {
   std::vector<Planned> stages;
   if (o.base.empty()) stages.push_back({"base", Cost::Base});
   for (int k = 0; k < o.seeds; ++k) {
-    const auto seed = seed_id(seed0 + static_cast<uint64_t>(k));
-    if (k == 0 || o.vary == "both") stages.push_back({qt_stage(seed), Cost::QuickTune});
-    for (const auto& d : o.datasets) stages.push_back({ft_stage(dataset_name(d) + "_" + seed), Cost::Finetune});
+    const uint64_t seed = seed0 + static_cast<uint64_t>(k);
+    if (k == 0 || o.vary == "both") stages.push_back({qt_stage(seed_id(seed)), Cost::QuickTune});
+    for (const auto& d : o.datasets) stages.push_back({ft_stage(trial_id(dataset_name(d), seed)), Cost::Finetune});
   }
   run.plan(stages);
   s.base = base_checkpoint(run, o.base, o.base_epochs, seed0, &s.signal);
@@ -450,7 +451,7 @@ StudyResult run_trials(const TrialsOptions& o) {
       Row r;
       r.seed = seed0 + static_cast<uint64_t>(k);
       r.dataset = dataset_name(d);
-      r.id = r.dataset + "_" + seed_id(r.seed);
+      r.id = trial_id(r.dataset, r.seed);
       r.label = "entire CP2";
       r.qt = true, r.copy_paste = entire.copy_paste, r.dense = entire.dense, r.instance = entire.instance;
       r.paper = r.dataset == "voc" ? "78.6 ± 0.2" : r.dataset == "cityscapes" ? "77.4 ± 0.2" : r.dataset == "ade20k" ? "41.3 ± 0.1" : "";
