@@ -29,7 +29,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                    help="bf16: the forward under torch.autocast('cpu', bfloat16), as cp2's train.precision: bf16")
+                    help="bf16: the forward and loss under torch.autocast('cpu', bfloat16) (cp2's "
+                         "train.precision: bf16 autocasts the network only)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

@@ -5,8 +5,8 @@
 #include "cp2/common.h"
 #include "cp2/compute/precision.h"
 #include "cp2/data/prefetch.h"
-#include "cp2/pretrain/modes.h"
 #include "cp2/pretrain/bench.h"
+#include "cp2/pretrain/modes.h"
 #include "cp2/seg/bench.h"
 
 namespace cp2::app {

@@ -5,8 +5,8 @@
 
 #include "commands.h"
 #include "cp2/common.h"
-#include "cp2/pretrain/modes.h"
 #include "cp2/pretrain/config.h"
+#include "cp2/pretrain/modes.h"
 #include "cp2/io/keymap.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/train/state.h"

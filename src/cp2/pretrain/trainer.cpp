@@ -230,11 +230,14 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                        std::to_string(pos.epoch + 1) + ", iteration " + std::to_string(pos.iter) + ")");
     h.start(pos.step);
 
+    train::DataWaitWatch wait_watch(cfg.data.priority, cfg.data.workers);
     int64_t saved_step = -1;
     auto save = [&](const Position& p) {
       if (p.step == saved_step) return;
       saved_step = p.step;
+      const auto t = Clock::now();
       sum.last_checkpoint = h.save(p.step, make_checkpoint(*model, opt, p, yaml, cfg.model.arch, ds->size()));
+      wait_watch.exclude(seconds_since(t));  // not training time: kept out of the data-wait windows
     };
     auto finish = [&](bool finished) {
       progress.done();
@@ -250,7 +253,6 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
 
     const double lr0 = cfg.lr();
     double data_wait = 0;
-    train::DataWaitWatch wait_watch(cfg.data.priority, cfg.data.workers);
     progress.message("pretraining " + cfg.model.mode + ": resnet" + std::to_string(cfg.model.arch) + ", " +
                      std::to_string(ds->size()) + " images, " + std::to_string(iters) + " steps/epoch x " +
                      std::to_string(T.epochs) + " epochs, batch " + std::to_string(T.batch) +
@@ -312,11 +314,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
           if (v.raise_priority) loader.set_priority("normal");
         }
 
-        if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) {
-          const auto tp = Clock::now();
-          save(here);
-          wait_watch.exclude(seconds_since(tp));
-        }
+        if (T.checkpoint_every_iters > 0 && pos.step % T.checkpoint_every_iters == 0) save(here);
         if (stop) {
           save(here);
           return finish(pos.step >= total_steps);  // a signal during the last step: the run is complete
@@ -329,11 +327,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                          " unreadable image reads (" + std::to_string(ds->bad_files().size()) + " files so far)");
       }
       const Position end{epoch + 1, 0, pos.step};
-      if ((T.checkpoint_every_epochs > 0 && (epoch + 1) % T.checkpoint_every_epochs == 0) || epoch + 1 == T.epochs) {
-        const auto tp = Clock::now();
+      if ((T.checkpoint_every_epochs > 0 && (epoch + 1) % T.checkpoint_every_epochs == 0) || epoch + 1 == T.epochs)
         save(end);
-        wait_watch.exclude(seconds_since(tp));
-      }
     }
     return finish(true);
   } catch (const std::exception& e) {
