@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake ccache pkg-config
   libtorch-dev libgloo-dev libopenblas0-pthread   # LibTorch; c10d headers need gloo; fast BLAS
+  libdnnl-dev                                      # oneDNN headers: Winograd convolutions (train.conv_algorithm)
   libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libfmt-dev zlib1g-dev libpng-dev libjpeg-dev
   libopencv-dev
   libgtest-dev

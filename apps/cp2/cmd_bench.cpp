@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "cp2/common.h"
 #include "cp2/compute/precision.h"
+#include "cp2/compute/winograd.h"
 #include "cp2/data/prefetch.h"
 #include "cp2/pretrain/bench.h"
 #include "cp2/pretrain/modes.h"
@@ -34,6 +35,7 @@ Command register_bench(CLI::App& app) {
   p->add_option("--device", o->device, "cpu, cuda, cuda:N")->capture_default_str();
   p->add_option("--precision", o->precision, std::string(compute::kPrecisionHelp) + " (as train.precision)")->capture_default_str();
   p->add_flag("--channels-last", o->channels_last, "channels-last memory (as train.channels_last)");
+  p->add_option("--conv-algorithm", o->conv_algorithm, std::string(compute::kConvAlgorithmHelp) + " (as train.conv_algorithm)")->capture_default_str();
   auto so = std::make_shared<seg::SegBenchOptions>();
   auto add_seg = [&](CLI::App* s) {
     s->add_option("--data", so->data, "VOC-layout folder (default: generate one in a temp folder)");
@@ -51,6 +53,7 @@ Command register_bench(CLI::App& app) {
     s->add_option("--device", so->device, "cpu, cuda, cuda:N")->capture_default_str();
     s->add_option("--precision", so->precision, std::string(compute::kPrecisionHelp) + " (as train.precision)")->capture_default_str();
     s->add_flag("--channels-last", so->channels_last, "channels-last memory (as train.channels_last)");
+    s->add_option("--conv-algorithm", so->conv_algorithm, std::string(compute::kConvAlgorithmHelp) + " (as train.conv_algorithm)")->capture_default_str();
   };
   auto* ft = c->add_subcommand("finetune", "images/s of a DeepLabV3 training step (fixed batch and end to end), peak RSS");
   add_seg(ft);

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/compute/winograd.h"
 #include "cp2/seg/finetune.h"
 #include "run_flags.h"
 
@@ -33,6 +34,7 @@ const std::vector<Shortcut>& shortcuts() {
       {"--workers", "data.workers", "loader threads", Kind::NonNegInt},
       {"--device", "train.device", "cpu, cuda, cuda:N"},
       {"--precision", "train.precision", compute::kPrecisionHelp},
+      {"--conv-algorithm", "train.conv_algorithm", compute::kConvAlgorithmHelp},
       {"--seed", "train.seed", "seed", Kind::NonNegInt}};
   return s;
 }

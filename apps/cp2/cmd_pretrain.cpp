@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/compute/winograd.h"
 #include "cp2/pretrain/modes.h"
 #include "cp2/pretrain/trainer.h"
 #include "run_flags.h"
@@ -35,6 +36,7 @@ const std::vector<Shortcut>& shortcuts() {
       {"--workers", "data.workers", "loader threads", Kind::NonNegInt},
       {"--device", "train.device", "cpu, cuda, cuda:N"},
       {"--precision", "train.precision", compute::kPrecisionHelp},
+      {"--conv-algorithm", "train.conv_algorithm", compute::kConvAlgorithmHelp},
       {"--seed", "train.seed", "seed", Kind::NonNegInt},
       {"--lr", "optim.lr", "learning rate at batch 256", Kind::PosFloat}};
   return s;

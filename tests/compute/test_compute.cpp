@@ -6,6 +6,7 @@
 
 #include "cp2/compute/flops.h"
 #include "cp2/compute/precision.h"
+#include "cp2/compute/winograd.h"
 #include "cp2/models/resnet.h"
 #include "cp2/pretrain/config.h"
 #include "cp2/pretrain/step.h"
@@ -236,6 +237,101 @@ TEST(Numerics, Bf16SegmentorLogitsAreFp32AndClose) {
   const double rel = ((got - ref).norm() / ref.norm()).item<double>();
   EXPECT_LT(rel, 0.05);
   EXPECT_GT(rel, 0);  // it did run in bf16
+}
+
+
+// train.conv_algorithm (compute/winograd.h): oneDNN's Winograd kernels against PyTorch's
+// direct convolution, forward and both gradients, NCHW and channels-last, dilation 1 and 2
+// (the latter as four sub-grid convolutions). Winograd sums in another order: fp32
+// round-off, bounded here at 2e-5 of the largest magnitude. Where the build or CPU has no
+// Winograd kernels (no AVX-512), the key says so and auto falls back to direct.
+TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
+  std::string why;
+  compute::NumericsOptions o;
+  o.conv_algorithm = "winograd";
+  if (!compute::winograd_available(&why)) {
+    expect_error([&] { compute::resolve_numerics(o, "cpu"); }, {"train.conv_algorithm", "winograd", why});
+    o.conv_algorithm = "auto";
+    EXPECT_FALSE(compute::resolve_numerics(o, "cpu").winograd);
+    return;
+  }
+  EXPECT_TRUE(compute::resolve_numerics(o, "cpu").winograd);
+  EXPECT_NE(compute::resolve_numerics(o, "cpu").describe().find("Winograd"), std::string::npos);
+  auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+    return ((a - b).abs().max() / b.abs().max()).item<double>();
+  };
+  for (int64_t d : {1, 2})
+    for (bool cl : {false, true}) {
+      SCOPED_TRACE("dilation " + std::to_string(d) + (cl ? ", channels-last" : ", NCHW"));
+      torch::manual_seed(5);
+      torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 24, 3).padding(d).dilation(d).bias(false));
+      auto x0 = torch::randn({3, 16, 12, 20});
+      if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+      const auto g = torch::randn({3, 24, 12, 20});
+      auto run = [&](bool wino) {
+        conv->zero_grad();
+        auto x = x0.clone().requires_grad_(true);
+        compute::WinogradScope scope(wino);
+        auto y = compute::conv2d(*conv, x);
+        (y * g).sum().backward();
+        return std::vector<at::Tensor>{y.detach(), x.grad(), conv->weight.grad().clone()};
+      };
+      const auto ref = run(false), got = run(true);
+      for (size_t i = 0; i < ref.size(); ++i) {
+        SCOPED_TRACE(i == 0 ? "output" : i == 1 ? "input gradient" : "weight gradient");
+        EXPECT_EQ(got[i].sizes(), ref[i].sizes());
+        EXPECT_LT(rel(got[i], ref[i]), 2e-5);
+      }
+      EXPECT_GT(rel(got[0], ref[0]), 0);  // Winograd did run (direct gives identical bits)
+      EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl);
+    }
+  // Not eligible (stride 2, bias): the module's own forward, bit for bit.
+  torch::nn::Conv2d strided(torch::nn::Conv2dOptions(8, 8, 3).padding(1).stride(2).bias(false));
+  torch::nn::Conv2d biased(torch::nn::Conv2dOptions(8, 8, 3).padding(1));
+  const auto x = torch::randn({2, 8, 10, 10});
+  compute::WinogradScope scope(true);
+  EXPECT_TRUE(torch::equal(compute::conv2d(*strided, x), strided(x)));
+  EXPECT_TRUE(torch::equal(compute::conv2d(*biased, x), biased(x)));
+}
+
+// A whole CP² step with Winograd 3x3 convolutions tracks the direct one (fp32 round-off);
+// where the CPU has no Winograd kernels, the flag changes nothing.
+TEST(Winograd, CP2StepTracksDirect) {
+  const auto ref = one_step({});
+  compute::Numerics w;
+  w.winograd = true;
+  const auto got = one_step(w);
+  if (!compute::winograd_available()) {
+    EXPECT_EQ(got.loss, ref.loss);
+    EXPECT_EQ(max_abs_diff(got.params, ref.params), 0);
+    return;
+  }
+  EXPECT_NE(got.loss, ref.loss);  // it did run
+  EXPECT_NEAR(got.loss, ref.loss, 1e-4 * std::abs(ref.loss));
+  EXPECT_LT(max_abs_diff(got.params, ref.params), 1e-4);
+}
+
+TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {
+  compute::NumericsOptions o;
+  o.conv_algorithm = "fft";
+  expect_error([&] { o.validate(); }, {"train.conv_algorithm", "fft", "expected one of direct, winograd, auto"});
+  o.conv_algorithm = "winograd";
+  o.precision = "bf16";
+  expect_error([&] { compute::resolve_numerics(o, "cpu"); }, {"train.conv_algorithm", "fp32 only"});
+  o.precision = "fp32";
+  expect_error([&] { compute::resolve_numerics(o, "cuda"); }, {"train.conv_algorithm", "cuDNN"});
+  o.conv_algorithm = "auto";
+  EXPECT_FALSE(compute::resolve_numerics(o, "cuda").winograd);
+  o.precision = "bf16";
+  EXPECT_FALSE(compute::resolve_numerics(o, "cpu").winograd);  // auto: bf16 runs direct
+  EXPECT_FALSE(compute::resolve_numerics({}, "cpu").winograd);  // the default is direct
+  pretrain::PretrainConfig pc;
+  auto pf = pc.fields();
+  pf.set("train.conv_algorithm", "auto", "test");
+  EXPECT_EQ(pc.train.numerics.conv_algorithm, "auto");
+  seg::FinetuneConfig fc;
+  auto ff = fc.fields();
+  expect_error([&] { ff.set("train.conv_algorithm", "fast", "test"); }, {"train.conv_algorithm", "fast"});
 }
 
 }  // namespace cp2::test

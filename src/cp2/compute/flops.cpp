@@ -12,6 +12,7 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/precision.h"
+#include "cp2/compute/winograd.h"
 
 namespace cp2::compute {
 
@@ -90,6 +91,12 @@ void add(bool conv, const OpShape& s, double times) {
   (conv ? g_count->conv : g_count->matmul) += f;
   g_count->by_shape[s] += f;
 }
+
+}  // namespace
+
+void count_conv_flops(const OpShape& s, double times) { add(true, s, times); }
+
+namespace {
 
 OpShape conv_shape(const c10::ArrayRef<const c10::IValue>& in, const std::vector<int64_t>& x, size_t arg) {
   OpShape s;
@@ -185,7 +192,7 @@ StepFlops count_step(const std::function<void()>& step, double images, const std
   }
   StepFlops r;
   r.per_img = count.total() / images;
-  if (probe) r.peak = probe_peak(count, device, n.bf16, n.channels_last);
+  if (probe) r.peak = probe_peak(count, device, n.bf16, n.channels_last, 3, 0.3, n.winograd);
   if (count.uncounted > 0)
     std::fprintf(stderr,
                  "warning: FLOP count: %lld convolution/matmul calls had arguments of a form this build does not "
@@ -210,7 +217,7 @@ std::string rate_line(double flops_per_img, double img_s, double peak_gflops) {
 }
 
 ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16, bool channels_last, int top,
-                       double seconds) {
+                       double seconds, bool winograd) {
   std::vector<std::pair<double, OpShape>> order;
   // Dilated convolutions are left out: their nominal count includes the taps that fall in
   // the padding (ASPP's rate 12-36 on a 14 x 14 map), which oneDNN skips, so their
@@ -234,7 +241,13 @@ ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16,
     if (s.kind == "conv") {
       x = torch::randn(s.in, opts).contiguous(fmt);
       w = torch::randn(s.weight, opts).contiguous(fmt);
-      run = [&, s = s] { at::convolution(x, w, {}, s.stride, s.padding, s.dilation, false, {0, 0}, s.groups); };
+      const bool wino = winograd && !bf16 && !dev.is_cuda() && s.groups == 1 && s.weight[2] == 3 &&
+                        s.weight[3] == 3 && s.stride == std::vector<int64_t>{1, 1} &&
+                        s.padding == std::vector<int64_t>{1, 1};
+      if (wino)
+        run = [&] { winograd_conv3x3(x, w); };
+      else
+        run = [&, s = s] { at::convolution(x, w, {}, s.stride, s.padding, s.dilation, false, {0, 0}, s.groups); };
     } else {
       x = torch::randn({s.in[0], s.in[1], s.in[2]}, opts);
       w = torch::randn({s.in[0], s.weight[0], s.weight[1]}, opts);

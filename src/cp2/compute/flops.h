@@ -36,6 +36,10 @@ struct FlopCount {
   double total() const { return conv + matmul; }
 };
 
+// Adds `times` forward calls of `s` to the active count (if any): for convolutions that do
+// not run through aten::convolution (compute/winograd.h).
+void count_conv_flops(const OpShape& s, double times);
+
 // Counts while alive; one at a time (a second throws).
 class FlopCounter {
  public:
@@ -68,10 +72,11 @@ StepFlops count_step(const std::function<void()>& step, double images, const std
 // "8.26 GFLOP/img, 157.0 GFLOP/s = 67 % of the probe's 233.8" (no share when peak is 0).
 std::string rate_line(double flops_per_img, double img_s, double peak_gflops);
 
-// The `top` heaviest undilated shapes alone (forward, the step's dtype and layout); each
+// The `top` heaviest undilated shapes alone (forward, the step's dtype, layout and 3x3
+// algorithm: Winograd where `winograd` and the shape is eligible, compute/winograd.h); each
 // shape's rate is its fastest single call (at least 3 calls, then until `seconds` have
 // passed); the result is the fastest shape.
 ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16, bool channels_last, int top = 3,
-                       double seconds = 0.3);
+                       double seconds = 0.3, bool winograd = false);
 
 }  // namespace cp2::compute

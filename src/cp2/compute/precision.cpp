@@ -8,18 +8,22 @@
 #include <sstream>
 
 #include "cp2/common.h"
+#include "cp2/compute/winograd.h"
 
 namespace cp2::compute {
 
 void NumericsOptions::validate() const {
   const auto& c = precision_choices();
-  if (std::find(c.begin(), c.end(), precision) != c.end()) return;
-  throw Error("train.precision: expected one of " + join(c) + ", found '" + precision + "'");
+  if (std::find(c.begin(), c.end(), precision) == c.end())
+    throw Error("train.precision: expected one of " + join(c) + ", found '" + precision + "'");
+  const auto& a = conv_algorithm_choices();
+  if (std::find(a.begin(), a.end(), conv_algorithm) == a.end())
+    throw Error("train.conv_algorithm: expected one of " + join(a) + ", found '" + conv_algorithm + "'");
 }
 
 std::string Numerics::describe() const {
   return std::string(bf16 ? "bf16 autocast (fp32 weights, losses, optimizer)" : "fp32") + ", " +
-         (channels_last ? "channels-last" : "NCHW");
+         (channels_last ? "channels-last" : "NCHW") + (winograd ? ", Winograd 3x3" : "");
 }
 
 bool cpu_has_native_bf16() {
@@ -44,18 +48,26 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
   n.channels_last = o.channels_last;
   const bool cuda = device.rfind("cuda", 0) == 0;
   n.bf16 = o.precision == "bf16" || (o.precision == "auto" && (cuda || cpu_has_native_bf16()));
+  std::string why;
+  const bool can = !cuda && !n.bf16 && winograd_available(&why);
+  if (o.conv_algorithm == "winograd" && !can) {
+    if (cuda) why = "on CUDA, cuDNN chooses the algorithm";
+    else if (n.bf16) why = "it applies to fp32 only and train.precision resolves to bf16";
+    throw Error("train.conv_algorithm: winograd cannot apply here: " + why + " (use direct or auto)");
+  }
+  n.winograd = o.conv_algorithm != "direct" && can;
   return n;
 }
 
-namespace {
-
-bool autocast_enabled(bool cuda) {
+bool autocast_active(bool cuda) {
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
   return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
 #else
   return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
 #endif
 }
+
+namespace {
 
 void set_autocast(bool cuda, bool on) {
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
@@ -75,7 +87,7 @@ void set_autocast(bool cuda, bool on) {
 
 }  // namespace
 
-AutocastScope::AutocastScope(bool enable, bool cuda) : cuda_(cuda), prev_(autocast_enabled(cuda)), enabled_(enable) {
+AutocastScope::AutocastScope(bool enable, bool cuda) : cuda_(cuda), prev_(autocast_active(cuda)), enabled_(enable) {
   if (enable) at::autocast::increment_nesting();
   if (enable != prev_) set_autocast(cuda_, enable);
 }

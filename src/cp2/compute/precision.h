@@ -21,6 +21,9 @@ struct NumericsOptions {
   // AMX), else fp32 (without native bf16, oneDNN emulates it, slower than fp32).
   std::string precision = "fp32";
   bool channels_last = false;
+  // direct | winograd | auto (compute/winograd.h): the algorithm of fp32 3x3 convolutions on
+  // the CPU.
+  std::string conv_algorithm = "direct";
   void validate() const;  // names the key and the value
 };
 // The values of train.precision, and the help lines of the two keys (both training
@@ -38,13 +41,19 @@ inline constexpr const char* kChannelsLastHelp = "activations and weights in cha
 struct Numerics {
   bool bf16 = false;
   bool channels_last = false;
-  std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW"
+  bool winograd = false;  // fp32 3x3 convolutions through oneDNN's Winograd kernels
+  std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3"
 };
 
+// Throws, naming the key, where train.conv_algorithm: winograd cannot apply (bf16, CUDA, a
+// build or CPU without the kernels).
 Numerics resolve_numerics(const NumericsOptions& o, const std::string& device);
 
 // True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (read once).
 bool cpu_has_native_bf16();
+
+// Whether autocast is on for the CPU (or CUDA) on this thread.
+bool autocast_active(bool cuda);
 
 // While alive: autocast to bf16 on the CPU or CUDA (`cuda`) when `enable`, else autocast
 // off (used around losses); the previous state comes back at destruction. The outermost

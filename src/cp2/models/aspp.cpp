@@ -6,6 +6,7 @@
 #include <torch/nn/modules/pooling.h>
 
 #include "cp2/common.h"
+#include "cp2/compute/winograd.h"
 
 namespace cp2::models {
 
@@ -38,9 +39,9 @@ torch::Tensor ConvModuleImpl::conv_forward(const torch::Tensor& x) {
   // Own settings rather than conv->options: its padding is a variant whose type differs
   // between LibTorch 1.13 and 2.x.
   const int64_t d = dil_;
-  if (k_ != 3 || d <= 1 || pad_ != d) return conv(x);
+  if (k_ != 3 || d <= 1 || pad_ != d) return compute::conv2d(*conv, x);
   const bool rows = d >= x.size(2), cols = d >= x.size(3);
-  if (!rows && !cols) return conv(x);
+  if (!rows && !cols) return compute::conv2d(*conv, x);
   namespace F = torch::nn::functional;
   using torch::indexing::Slice;
   const auto& w = conv->weight;

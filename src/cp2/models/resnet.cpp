@@ -3,6 +3,7 @@
 #include <torch/nn/functional/activation.h>
 
 #include "cp2/common.h"
+#include "cp2/compute/winograd.h"
 
 namespace cp2::models {
 
@@ -53,8 +54,9 @@ BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride,
 }
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
-  auto out = torch::relu(bn1(conv1(x)));
-  out = bn2(conv2(out));
+  // 3x3 convolutions may run as Winograd (train.conv_algorithm; compute/winograd.h).
+  auto out = torch::relu(bn1(compute::conv2d(*conv1, x)));
+  out = bn2(compute::conv2d(*conv2, out));
   out += downsample ? downsample->forward(x) : x;
   return torch::relu(out);
 }
@@ -71,7 +73,7 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   auto out = torch::relu(bn1(conv1(x)));
-  out = torch::relu(bn2(conv2(out)));
+  out = torch::relu(bn2(compute::conv2d(*conv2, out)));
   out = bn3(conv3(out));
   out += downsample ? downsample->forward(x) : x;
   return torch::relu(out);

@@ -2,6 +2,8 @@
 
 #include <torch/nn/functional/upsampling.h>
 
+#include "cp2/compute/winograd.h"
+
 namespace cp2::models {
 
 void SegmentorOptions::validate() const {
@@ -31,16 +33,19 @@ torch::Tensor SegmentorImpl::fp32(const torch::Tensor& t) const { return num_.bf
 
 torch::Tensor SegmentorImpl::features(const torch::Tensor& x) {
   compute::AutocastScope ac(num_.bf16, x.is_cuda());
+  compute::WinogradScope wg(num_.winograd);
   return fp32(decode_head->features(encode(x)));
 }
 
 torch::Tensor SegmentorImpl::project(const torch::Tensor& x) {
   compute::AutocastScope ac(num_.bf16, x.is_cuda());
+  compute::WinogradScope wg(num_.winograd);
   return fp32(decode_head->project(decode_head->features(encode(x))));
 }
 
 torch::Tensor SegmentorImpl::logits(const torch::Tensor& x) {
   compute::AutocastScope ac(num_.bf16, x.is_cuda());
+  compute::WinogradScope wg(num_.winograd);
   return fp32(decode_head->classify(decode_head->features(encode(x))));
 }
 

@@ -19,6 +19,7 @@ struct BenchOptions {
   bool cache_allocator = true;  // cp2's caching CPU allocator, as in training
   std::string precision = "fp32";  // fp32 | bf16 | auto (train.precision)
   bool channels_last = false;       // train.channels_last
+  std::string conv_algorithm = "direct";  // direct | winograd | auto (train.conv_algorithm)
 };
 
 struct BenchResult {

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cp2/common.h"
+#include "cp2/compute/winograd.h"
 #include "cp2/io/keymap.h"
 #include "cp2/train/resolve.h"
 
@@ -91,6 +92,8 @@ config::Fields PretrainConfig::fields() {
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
   f.add_choice("train.precision", train.numerics.precision, compute::precision_choices(), compute::kPrecisionHelp);
   f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
+  f.add_choice("train.conv_algorithm", train.numerics.conv_algorithm, compute::conv_algorithm_choices(),
+               compute::kConvAlgorithmHelp);
   return f;
 }
 

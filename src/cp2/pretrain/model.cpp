@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "cp2/common.h"
+#include "cp2/compute/winograd.h"
 #include "cp2/dist/comm.h"
 
 namespace cp2::pretrain {
@@ -30,6 +31,7 @@ torch::Tensor MocoEncoderImpl::embed(const torch::Tensor& x) {
   torch::Tensor e;
   {
     compute::AutocastScope ac(num_.bf16, x.is_cuda());
+    compute::WinogradScope wg(num_.winograd);
     e = mlp_embed(compute::in_layout(x, num_));
   }
   if (num_.bf16) e = e.to(torch::kFloat);

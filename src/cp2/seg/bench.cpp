@@ -51,6 +51,7 @@ FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
   cfg.train.device = o.device;
   cfg.train.numerics.precision = o.precision;
   cfg.train.numerics.channels_last = o.channels_last;
+  cfg.train.numerics.conv_algorithm = o.conv_algorithm;
   cfg.validate();
   install_caching_cpu_allocator();
   return cfg;

@@ -15,6 +15,7 @@ struct SegBenchOptions {
   std::string device = "cpu";
   std::string precision = "fp32";  // fp32 | bf16 | auto (train.precision)
   bool channels_last = false;       // train.channels_last
+  std::string conv_algorithm = "direct";  // direct | winograd | auto (train.conv_algorithm)
 };
 
 struct SegBenchResult {

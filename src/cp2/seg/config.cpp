@@ -1,6 +1,7 @@
 #include "cp2/seg/config.h"
 
 #include "cp2/common.h"
+#include "cp2/compute/winograd.h"
 #include "cp2/io/keymap.h"
 #include "cp2/train/resolve.h"
 
@@ -123,6 +124,8 @@ config::Fields FinetuneConfig::fields() {
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
   f.add_choice("train.precision", train.numerics.precision, compute::precision_choices(), compute::kPrecisionHelp);
   f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
+  f.add_choice("train.conv_algorithm", train.numerics.conv_algorithm, compute::conv_algorithm_choices(),
+               compute::kConvAlgorithmHelp);
   f.add("train.avg_non_ignore", train.avg_non_ignore,
         "cross-entropy mean over labelled pixels only (false: over all pixels, as mmseg 0.x)");
   f.add_choice("eval.mode", eval.mode, {"whole", "slide"}, "test inference");

@@ -1,0 +1,359 @@
+#include "cp2/compute/winograd.h"
+
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <tuple>
+#include <variant>
+
+#include "cp2/common.h"
+#include "cp2/compute/flops.h"
+#include "cp2/compute/precision.h"
+
+#ifdef CP2_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#include <oneapi/dnnl/dnnl_version.h>
+#if DNNL_VERSION_MAJOR != 2
+#error "cp2's Winograd path uses oneDNN 2.x's API (Debian 12 ships 2.6); build with -DCP2_WINOGRAD=OFF"
+#endif
+#endif
+
+namespace cp2::compute {
+
+namespace {
+thread_local bool t_enabled = false;
+}
+
+WinogradScope::WinogradScope(bool enable) : prev_(t_enabled) { t_enabled = enable; }
+WinogradScope::~WinogradScope() { t_enabled = prev_; }
+bool winograd_enabled() { return t_enabled; }
+
+#ifndef CP2_HAVE_DNNL
+
+bool winograd_available(std::string* why) {
+  if (why) *why = "this build has no oneDNN Winograd kernels (built without libdnnl-dev, or the GPU core build)";
+  return false;
+}
+
+at::Tensor winograd_conv3x3(const at::Tensor&, const at::Tensor&) {
+  throw Error("train.conv_algorithm: winograd is not available in this build (no oneDNN)");
+}
+
+#else
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+// The primitives of one shape (batch, channels in/out, size, layout), made once: oneDNN
+// JIT-compiles each at creation (milliseconds), a step runs them tens of times.
+struct Prims {
+  memory::desc user_src, user_dst, user_w;
+  dnnl::convolution_forward::primitive_desc fwd_pd;
+  dnnl::convolution_forward fwd;
+  dnnl::convolution_backward_data::primitive_desc bwd_d_pd;
+  dnnl::convolution_backward_data bwd_d;
+  dnnl::convolution_backward_weights::primitive_desc bwd_w_pd;
+  dnnl::convolution_backward_weights bwd_w;
+  std::once_flag backward_once;
+};
+
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
+
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr a;
+  // Scratch memory comes from the caller (one buffer per thread, scratch() below), so
+  // primitives shared by several threads never share a library-owned scratchpad.
+  a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return a;
+}
+
+std::shared_ptr<Prims> make_prims(const Key& k) {
+  const auto [n, c, h, w, o, cl, wcl] = k;
+  auto p = std::make_shared<Prims>();
+  const memory::dims src{n, c, h, w}, wei{o, c, 3, 3}, dst{n, o, h, w}, one{1, 1}, pad{1, 1};
+  p->user_src = memory::desc(src, dt::f32, cl ? tag::nhwc : tag::nchw);
+  p->user_dst = memory::desc(dst, dt::f32, cl ? tag::nhwc : tag::nchw);
+  p->user_w = memory::desc(wei, dt::f32, wcl ? tag::ohwi : tag::oihw);
+  const memory::desc any_src(src, dt::f32, tag::any), any_w(wei, dt::f32, tag::any), any_dst(dst, dt::f32, tag::any);
+  const auto alg = dnnl::algorithm::convolution_winograd;
+  const auto attr = user_scratchpad();
+  p->fwd_pd = dnnl::convolution_forward::primitive_desc(
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, any_src, any_w, any_dst, one, pad, pad),
+      attr, engine());
+  p->fwd = dnnl::convolution_forward(p->fwd_pd);
+  return p;
+}
+
+// The backward primitives, made at the first backward pass of the shape (evaluation never
+// needs them).
+void make_backward(Prims& p) {
+  std::call_once(p.backward_once, [&p] {
+    const memory::dims src = p.fwd_pd.src_desc().dims(), wei = p.fwd_pd.weights_desc().dims(), dst = p.fwd_pd.dst_desc().dims();
+    const memory::dims one{1, 1}, pad{1, 1};
+    const memory::desc any_src(src, dt::f32, tag::any), any_w(wei, dt::f32, tag::any), any_dst(dst, dt::f32, tag::any);
+    const auto alg = dnnl::algorithm::convolution_winograd;
+    const auto attr = user_scratchpad();
+    p.bwd_d_pd = dnnl::convolution_backward_data::primitive_desc(
+        dnnl::convolution_backward_data::desc(alg, any_src, any_w, any_dst, one, pad, pad), attr, engine(), p.fwd_pd);
+    p.bwd_d = dnnl::convolution_backward_data(p.bwd_d_pd);
+    p.bwd_w_pd = dnnl::convolution_backward_weights::primitive_desc(
+        dnnl::convolution_backward_weights::desc(alg, any_src, any_w, any_dst, one, pad, pad), attr, engine(),
+        p.fwd_pd);
+    p.bwd_w = dnnl::convolution_backward_weights(p.bwd_w_pd);
+  });
+}
+
+std::shared_ptr<Prims> prims(const at::Tensor& x, const at::Tensor& w, bool cl) {
+  static std::mutex mu;
+  static std::map<Key, std::shared_ptr<Prims>> cache;
+  const Key k{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), cl,
+              w.is_contiguous(at::MemoryFormat::ChannelsLast) && !w.is_contiguous()};
+  std::lock_guard<std::mutex> lk(mu);
+  // Evaluation at many image sizes would make a set per size: keep at most 256 shapes
+  // (callers hold their set by shared_ptr, so dropping the cache is safe).
+  if (cache.size() >= 256 && !cache.count(k)) cache.clear();
+  auto& p = cache[k];
+  if (!p) p = make_prims(k);
+  return p;
+}
+
+// A tensor's bytes as oneDNN memory in `want`'s layout: the tensor itself when the layouts
+// agree, else a reordered copy (kept alive by `keep`).
+memory as(const at::Tensor& t, const memory::desc& user, const memory::desc& want, dnnl::stream& s,
+          std::vector<at::Tensor>& keep) {
+  memory m(user, engine(), t.data_ptr());
+  if (user == want) return m;
+  keep.push_back(at::empty({static_cast<int64_t>(want.get_size() / sizeof(float))}, t.options()));
+  memory r(want, engine(), keep.back().data_ptr());
+  dnnl::reorder(m, r).execute(s, m, r);
+  return r;
+}
+
+// Output memory in the primitive's layout `got`, written to `out` (layout `user`) by finish().
+struct Out {
+  at::Tensor buf;
+  memory prim, user;
+  bool copy = false;
+  Out(const at::Tensor& out, const memory::desc& user_d, const memory::desc& got) {
+    user = memory(user_d, engine(), out.data_ptr());
+    copy = !(user_d == got);
+    if (copy) buf = at::empty({static_cast<int64_t>(got.get_size() / sizeof(float))}, out.options());
+    prim = copy ? memory(got, engine(), buf.data_ptr()) : user;
+  }
+  void finish(dnnl::stream& s) {
+    if (copy) dnnl::reorder(prim, user).execute(s, prim, user);
+  }
+};
+
+// One scratch buffer per thread, grown to the largest primitive's need and reused by all:
+// Winograd's scratchpads are large (backward-weights of ASPP's 2560->512 bottleneck at
+// 14x14, batch 8: 602 MiB) and of a different size for each shape, so taking them from the
+// caching allocator would keep one of each size alive.
+class Scratch {
+ public:
+  ~Scratch() { std::free(p_); }
+  memory get(const memory::desc& d) {
+    const size_t need = std::max<size_t>(64, (d.get_size() + 63) / 64 * 64);
+    if (need > n_) {
+      std::free(p_);
+      p_ = std::aligned_alloc(64, need);
+      if (!p_) throw Error("winograd: could not allocate " + std::to_string(need >> 20) + " MiB of scratch memory");
+      n_ = need;
+    }
+    return memory(d, engine(), p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+memory scratch(const memory::desc& d) {
+  thread_local Scratch s;
+  return s.get(d);
+}
+
+dnnl::stream& stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+bool channels_last(const at::Tensor& t) {
+  return t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
+}
+
+at::Tensor contiguous_as(const at::Tensor& t, bool cl) {
+  return t.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+}
+
+OpShape shape_of(const at::Tensor& x, const at::Tensor& w) {
+  OpShape s;
+  s.kind = "conv";
+  s.in = x.sizes().vec();
+  s.weight = w.sizes().vec();
+  s.stride = {1, 1};
+  s.padding = {1, 1};
+  s.dilation = {1, 1};
+  return s;
+}
+
+at::Tensor forward_impl(const at::Tensor& x0, const at::Tensor& w0) {
+  const bool cl = channels_last(x0);
+  const auto x = contiguous_as(x0, cl);
+  const auto w = w0.is_contiguous(at::MemoryFormat::ChannelsLast) ? w0 : w0.contiguous();
+  auto p = prims(x, w, cl);
+  auto& s = stream();
+  std::vector<at::Tensor> keep;
+  auto y = at::empty({x.size(0), w.size(0), x.size(2), x.size(3)},
+                     x.options().memory_format(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+  auto src = as(x, p->user_src, p->fwd_pd.src_desc(), s, keep);
+  auto wei = as(w, p->user_w, p->fwd_pd.weights_desc(), s, keep);
+  Out dst(y, p->user_dst, p->fwd_pd.dst_desc());
+  p->fwd.execute(s, {{DNNL_ARG_SRC, src},
+                     {DNNL_ARG_WEIGHTS, wei},
+                     {DNNL_ARG_DST, dst.prim},
+                     {DNNL_ARG_SCRATCHPAD, scratch(p->fwd_pd.scratchpad_desc())}});
+  dst.finish(s);
+  s.wait();
+  count_conv_flops(shape_of(x, w), 1);
+  return y;
+}
+
+struct WinogradConvFn : torch::autograd::Function<WinogradConvFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+    ctx->save_for_backward({x, w});
+    return forward_impl(x, w);
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const bool cl = channels_last(saved[0]);
+    const auto x = contiguous_as(saved[0], cl);
+    const auto w = saved[1].is_contiguous(at::MemoryFormat::ChannelsLast) ? saved[1] : saved[1].contiguous();
+    const auto dy = contiguous_as(grads[0], cl);
+    auto p = prims(x, w, cl);
+    make_backward(*p);
+    auto& s = stream();
+    // The reordered gradient serves both primitives when they ask for the same layout;
+    // other reordered copies are freed as soon as their primitive has run.
+    std::vector<at::Tensor> keep_dy;
+    std::optional<memory> dy_mem;
+    auto diff_dst = [&](const memory::desc& want) {
+      if (!dy_mem || !(dy_mem->get_desc() == want)) {
+        keep_dy.clear();
+        dy_mem = as(dy, p->user_dst, want, s, keep_dy);
+      }
+      return *dy_mem;
+    };
+    at::Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) {
+      std::vector<at::Tensor> keep;
+      dx = at::empty_like(x);
+      auto wei = as(w, p->user_w, p->bwd_d_pd.weights_desc(), s, keep);
+      Out dsrc(dx, p->user_src, p->bwd_d_pd.diff_src_desc());
+      p->bwd_d.execute(s, {{DNNL_ARG_DIFF_DST, diff_dst(p->bwd_d_pd.diff_dst_desc())},
+                           {DNNL_ARG_WEIGHTS, wei},
+                           {DNNL_ARG_DIFF_SRC, dsrc.prim},
+                           {DNNL_ARG_SCRATCHPAD, scratch(p->bwd_d_pd.scratchpad_desc())}});
+      dsrc.finish(s);
+    }
+    if (ctx->needs_input_grad(1)) {
+      std::vector<at::Tensor> keep;
+      dw = at::empty_like(w);
+      auto src = as(x, p->user_src, p->bwd_w_pd.src_desc(), s, keep);
+      Out dwei(dw, p->user_w, p->bwd_w_pd.diff_weights_desc());
+      p->bwd_w.execute(s, {{DNNL_ARG_SRC, src},
+                           {DNNL_ARG_DIFF_DST, diff_dst(p->bwd_w_pd.diff_dst_desc())},
+                           {DNNL_ARG_DIFF_WEIGHTS, dwei.prim},
+                           {DNNL_ARG_SCRATCHPAD, scratch(p->bwd_w_pd.scratchpad_desc())}});
+      dwei.finish(s);
+    }
+    s.wait();
+    count_conv_flops(shape_of(x, w), (dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0));
+    return {dx, dw};
+  }
+};
+
+bool cpu_has_avx512_core() {
+  static const bool has = [] {
+    // oneDNN's Winograd kernels are AVX-512 only; ask oneDNN itself which ISA it runs.
+    const auto isa = dnnl::get_effective_cpu_isa();
+    return isa == dnnl::cpu_isa::avx512_core || isa == dnnl::cpu_isa::avx512_core_vnni ||
+           isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+  }();
+  return has;
+}
+
+}  // namespace
+
+bool winograd_available(std::string* why) {
+  if (cpu_has_avx512_core()) return true;
+  if (why) *why = "oneDNN's Winograd kernels need an AVX-512 CPU; this one has none (see /proc/cpuinfo)";
+  return false;
+}
+
+at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
+  if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1))
+    throw Error("winograd_conv3x3: expected input (N,C,H,W) and weight (O,C,3,3), found " + shape_str(x.sizes().vec()) +
+                " and " + shape_str(weight.sizes().vec()));
+  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
+    throw Error("winograd_conv3x3: expected fp32 CPU tensors");
+  return WinogradConvFn::apply(x, weight);
+}
+
+#endif
+
+namespace {
+
+// A conv's padding is a variant (sizes, 'valid' or 'same'): c10::variant in LibTorch 1.13,
+// std::variant in 2.x. `get_if` finds the matching one by argument-dependent lookup.
+template <class Variant>
+const torch::ExpandingArray<2>* explicit_padding(const Variant& v) {
+  using std::get_if;
+  return get_if<torch::ExpandingArray<2>>(&v);
+}
+
+}  // namespace
+
+at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
+  if (!t_enabled || x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat || conv.bias.defined() ||
+      autocast_active(false) || !winograd_available())
+    return conv.forward(x);
+  const auto& o = conv.options;
+  const auto k = *o.kernel_size(), st = *o.stride(), dl = *o.dilation();
+  const auto* pad = explicit_padding(o.padding());
+  const int64_t d = dl[0];
+  const bool eligible = o.groups() == 1 && k[0] == 3 && k[1] == 3 && st[0] == 1 && st[1] == 1 && dl[1] == d &&
+                        o.padding_mode().index() == 0 && pad && (**pad)[0] == d && (**pad)[1] == d;
+  if (!eligible) return conv.forward(x);
+  if (d == 1) return winograd_conv3x3(x, conv.weight);
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  if (h % d || w % d) return conv.forward(x);
+  // A 3×3 convolution with dilation d and padding d reads, for an output pixel in phase
+  // (i mod d, j mod d), only inputs of the same phase: d² undilated convolutions (padding 1)
+  // over the sub-grids, batched.
+  auto sub = x.reshape({n, c, h / d, d, w / d, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, h / d, w / d});
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous())
+    sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
+  auto y = winograd_conv3x3(sub, conv.weight);
+  const int64_t out = y.size(1);
+  y = y.reshape({n, d, d, out, h / d, w / d}).permute({0, 3, 4, 1, 5, 2}).reshape({n, out, h, w});
+  return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()
+             ? y.contiguous(at::MemoryFormat::ChannelsLast)
+             : y;
+}
+
+}  // namespace cp2::compute
