@@ -285,6 +285,20 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
       EXPECT_GT(rel(got[0], ref[0]), 0);  // Winograd did run (direct gives identical bits)
       EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl);
     }
+  // The FLOP counter sees Winograd calls as the convolutions they replace: forward, then
+  // grad_input and grad_weight (sub-grids of a dilated one: the same nominal FLOPs).
+  for (int64_t d : {1, 2}) {
+    torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 24, 3).padding(d).dilation(d).bias(false));
+    auto x = torch::randn({2, 16, 8, 8}).requires_grad_(true);
+    compute::FlopCount c;
+    {
+      compute::FlopCounter counter;
+      compute::WinogradScope scope(true);
+      compute::conv2d(*conv, x).sum().backward();
+      c = counter.result();
+    }
+    EXPECT_DOUBLE_EQ(c.conv, 3 * conv_flops(2, 16, 24, 3, 8, 8)) << "dilation " << d;
+  }
   // Not eligible (stride 2, bias): the module's own forward, bit for bit.
   torch::nn::Conv2d strided(torch::nn::Conv2dOptions(8, 8, 3).padding(1).stride(2).bias(false));
   torch::nn::Conv2d biased(torch::nn::Conv2dOptions(8, 8, 3).padding(1));
