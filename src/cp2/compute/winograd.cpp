@@ -126,7 +126,16 @@ std::shared_ptr<Prims> prims(const at::Tensor& x, const at::Tensor& w, bool cl) 
   // (callers hold their set by shared_ptr, so dropping the cache is safe).
   if (cache.size() >= 256 && !cache.count(k)) cache.clear();
   auto& p = cache[k];
-  if (!p) p = make_prims(k);
+  if (!p) {
+    try {
+      p = make_prims(k);
+    } catch (const dnnl::error& e) {
+      cache.erase(k);
+      throw Error("train.conv_algorithm: winograd: oneDNN made no Winograd convolution for input " +
+                  shape_str(x.sizes().vec()) + " and weight " + shape_str(w.sizes().vec()) + " (" + e.what() +
+                  "); use direct");
+    }
+  }
   return p;
 }
 
@@ -246,7 +255,12 @@ struct WinogradConvFn : torch::autograd::Function<WinogradConvFn> {
     const auto w = saved[1].is_contiguous(at::MemoryFormat::ChannelsLast) ? saved[1] : saved[1].contiguous();
     const auto dy = contiguous_as(grads[0], cl);
     auto p = prims(x, w, cl);
-    make_backward(*p);
+    try {
+      make_backward(*p);
+    } catch (const dnnl::error& e) {
+      throw Error("train.conv_algorithm: winograd: oneDNN made no Winograd backward pass for input " +
+                  shape_str(x.sizes().vec()) + " (" + e.what() + "); use direct");
+    }
     auto& s = stream();
     // The reordered gradient serves both primitives when they ask for the same layout;
     // other reordered copies are freed as soon as their primitive has run.
