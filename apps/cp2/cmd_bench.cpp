@@ -4,7 +4,6 @@
 #include "commands.h"
 #include "cp2/common.h"
 #include "cp2/compute/precision.h"
-#include "cp2/compute/winograd.h"
 #include "cp2/data/prefetch.h"
 #include "cp2/pretrain/bench.h"
 #include "cp2/pretrain/modes.h"

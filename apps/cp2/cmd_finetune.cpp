@@ -5,7 +5,6 @@
 
 #include "commands.h"
 #include "cp2/common.h"
-#include "cp2/compute/winograd.h"
 #include "cp2/seg/finetune.h"
 #include "run_flags.h"
 

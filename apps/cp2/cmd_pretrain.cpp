@@ -5,7 +5,6 @@
 
 #include "commands.h"
 #include "cp2/common.h"
-#include "cp2/compute/winograd.h"
 #include "cp2/pretrain/modes.h"
 #include "cp2/pretrain/trainer.h"
 #include "run_flags.h"

@@ -26,7 +26,7 @@ struct NumericsOptions {
   std::string conv_algorithm = "direct";
   void validate() const;  // names the key and the value
 };
-// The values of train.precision, and the help lines of the two keys (both training
+// The values of train.precision, and the help lines of the numerics keys (both training
 // configs bind them).
 inline const std::vector<std::string>& precision_choices() {
   static const std::vector<std::string> c{"fp32", "bf16", "auto"};
@@ -36,6 +36,16 @@ inline constexpr const char* kPrecisionHelp =
     "fp32, bf16 (autocast; fp32 weights, losses, optimizer) or auto (bf16 on CUDA and on CPUs with "
     "AVX512-BF16/AMX, else fp32)";
 inline constexpr const char* kChannelsLastHelp = "activations and weights in channels-last (NHWC) memory";
+// train.conv_algorithm (compute/winograd.h): direct (PyTorch's), winograd (oneDNN's
+// Winograd where it applies; an error where this build or CPU has none), auto (winograd
+// where available).
+inline const std::vector<std::string>& conv_algorithm_choices() {
+  static const std::vector<std::string> c{"direct", "winograd", "auto"};
+  return c;
+}
+inline constexpr const char* kConvAlgorithmHelp =
+    "3x3 convolutions in fp32 on the CPU: direct (as PyTorch), winograd (oneDNN's Winograd F(4x4,3x3) on "
+    "AVX-512 CPUs; differs from direct by fp32 round-off) or auto (winograd where available)";
 
 // A run's resolved numerics.
 struct Numerics {

@@ -31,7 +31,6 @@ thread_local bool t_enabled = false;
 
 WinogradScope::WinogradScope(bool enable) : prev_(t_enabled) { t_enabled = enable; }
 WinogradScope::~WinogradScope() { t_enabled = prev_; }
-bool winograd_enabled() { return t_enabled; }
 
 #ifndef CP2_HAVE_DNNL
 

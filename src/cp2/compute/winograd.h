@@ -13,7 +13,6 @@
 // undilated ones over the interleaved sub-grids when H and W are multiples of d.
 #pragma once
 #include <string>
-#include <vector>
 
 namespace torch::nn {
 class Conv2dImpl;
@@ -24,22 +23,13 @@ class Tensor;
 
 namespace cp2::compute {
 
-// The values of train.conv_algorithm: direct (PyTorch's), winograd (oneDNN's Winograd where
-// it applies; an error where this build or CPU has none), auto (winograd where available).
-inline const std::vector<std::string>& conv_algorithm_choices() {
-  static const std::vector<std::string> c{"direct", "winograd", "auto"};
-  return c;
-}
-inline constexpr const char* kConvAlgorithmHelp =
-    "3x3 convolutions in fp32 on the CPU: direct (as PyTorch), winograd (oneDNN's Winograd F(4x4,3x3) on "
-    "AVX-512 CPUs; differs from direct by fp32 round-off) or auto (winograd where available)";
-
 // Whether this build links oneDNN's Winograd kernels and the CPU runs them (AVX-512); when
 // not, `why` says what is missing.
 bool winograd_available(std::string* why = nullptr);
 
 // While alive on this thread: eligible convolutions run through Winograd (when `enable`);
-// the previous state comes back at destruction (nests like AutocastScope).
+// the previous state comes back at destruction (nests like AutocastScope). The key's
+// values and help are with the other numerics keys (compute/precision.h).
 class WinogradScope {
  public:
   explicit WinogradScope(bool enable);
@@ -50,7 +40,6 @@ class WinogradScope {
  private:
   bool prev_;
 };
-bool winograd_enabled();
 
 // conv(x), through Winograd when enabled on this thread and the convolution is eligible.
 at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x);

@@ -3,7 +3,6 @@
 #include <cstdio>
 
 #include "cp2/common.h"
-#include "cp2/compute/winograd.h"
 #include "cp2/io/keymap.h"
 #include "cp2/train/resolve.h"
 

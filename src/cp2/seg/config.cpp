@@ -1,7 +1,6 @@
 #include "cp2/seg/config.h"
 
 #include "cp2/common.h"
-#include "cp2/compute/winograd.h"
 #include "cp2/io/keymap.h"
 #include "cp2/train/resolve.h"
 
