@@ -26,8 +26,15 @@
 namespace cp2::compute {
 
 namespace {
+
 thread_local bool t_enabled = false;
+
+// NHWC memory (a tensor contiguous both ways, e.g. one channel, counts as NCHW).
+bool channels_last(const at::Tensor& t) {
+  return t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
 }
+
+}  // namespace
 
 WinogradScope::WinogradScope(bool enable) : prev_(t_enabled) { t_enabled = enable; }
 WinogradScope::~WinogradScope() { t_enabled = prev_; }
@@ -59,7 +66,8 @@ dnnl::engine& engine() {
 // The primitives of one shape (batch, channels in/out, size, layout), made once: oneDNN
 // JIT-compiles each at creation (milliseconds), a step runs them tens of times.
 struct Prims {
-  memory::desc user_src, user_dst, user_w;
+  memory::desc user_src, user_dst, user_w;  // the tensors' layouts
+  memory::desc any_src, any_w, any_dst;     // the shape, layout left to oneDNN
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
   dnnl::convolution_backward_data::primitive_desc bwd_d_pd;
@@ -70,6 +78,9 @@ struct Prims {
 };
 
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
+
+const memory::dims kOne{1, 1};  // stride, and padding (left and right)
+constexpr auto kAlg = dnnl::algorithm::convolution_winograd;
 
 dnnl::primitive_attr user_scratchpad() {
   dnnl::primitive_attr a;
@@ -82,16 +93,17 @@ dnnl::primitive_attr user_scratchpad() {
 std::shared_ptr<Prims> make_prims(const Key& k) {
   const auto [n, c, h, w, o, cl, wcl] = k;
   auto p = std::make_shared<Prims>();
-  const memory::dims src{n, c, h, w}, wei{o, c, 3, 3}, dst{n, o, h, w}, one{1, 1}, pad{1, 1};
+  const memory::dims src{n, c, h, w}, wei{o, c, 3, 3}, dst{n, o, h, w};
   p->user_src = memory::desc(src, dt::f32, cl ? tag::nhwc : tag::nchw);
   p->user_dst = memory::desc(dst, dt::f32, cl ? tag::nhwc : tag::nchw);
   p->user_w = memory::desc(wei, dt::f32, wcl ? tag::ohwi : tag::oihw);
-  const memory::desc any_src(src, dt::f32, tag::any), any_w(wei, dt::f32, tag::any), any_dst(dst, dt::f32, tag::any);
-  const auto alg = dnnl::algorithm::convolution_winograd;
-  const auto attr = user_scratchpad();
+  p->any_src = memory::desc(src, dt::f32, tag::any);
+  p->any_w = memory::desc(wei, dt::f32, tag::any);
+  p->any_dst = memory::desc(dst, dt::f32, tag::any);
   p->fwd_pd = dnnl::convolution_forward::primitive_desc(
-      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, any_src, any_w, any_dst, one, pad, pad),
-      attr, engine());
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, kAlg, p->any_src, p->any_w, p->any_dst, kOne,
+                                      kOne, kOne),
+      user_scratchpad(), engine());
   p->fwd = dnnl::convolution_forward(p->fwd_pd);
   return p;
 }
@@ -100,17 +112,14 @@ std::shared_ptr<Prims> make_prims(const Key& k) {
 // needs them).
 void make_backward(Prims& p) {
   std::call_once(p.backward_once, [&p] {
-    const memory::dims src = p.fwd_pd.src_desc().dims(), wei = p.fwd_pd.weights_desc().dims(), dst = p.fwd_pd.dst_desc().dims();
-    const memory::dims one{1, 1}, pad{1, 1};
-    const memory::desc any_src(src, dt::f32, tag::any), any_w(wei, dt::f32, tag::any), any_dst(dst, dt::f32, tag::any);
-    const auto alg = dnnl::algorithm::convolution_winograd;
     const auto attr = user_scratchpad();
     p.bwd_d_pd = dnnl::convolution_backward_data::primitive_desc(
-        dnnl::convolution_backward_data::desc(alg, any_src, any_w, any_dst, one, pad, pad), attr, engine(), p.fwd_pd);
+        dnnl::convolution_backward_data::desc(kAlg, p.any_src, p.any_w, p.any_dst, kOne, kOne, kOne), attr, engine(),
+        p.fwd_pd);
     p.bwd_d = dnnl::convolution_backward_data(p.bwd_d_pd);
     p.bwd_w_pd = dnnl::convolution_backward_weights::primitive_desc(
-        dnnl::convolution_backward_weights::desc(alg, any_src, any_w, any_dst, one, pad, pad), attr, engine(),
-        p.fwd_pd);
+        dnnl::convolution_backward_weights::desc(kAlg, p.any_src, p.any_w, p.any_dst, kOne, kOne, kOne), attr,
+        engine(), p.fwd_pd);
     p.bwd_w = dnnl::convolution_backward_weights(p.bwd_w_pd);
   });
 }
@@ -118,8 +127,7 @@ void make_backward(Prims& p) {
 std::shared_ptr<Prims> prims(const at::Tensor& x, const at::Tensor& w, bool cl) {
   static std::mutex mu;
   static std::map<Key, std::shared_ptr<Prims>> cache;
-  const Key k{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), cl,
-              w.is_contiguous(at::MemoryFormat::ChannelsLast) && !w.is_contiguous()};
+  const Key k{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), cl, channels_last(w)};
   std::lock_guard<std::mutex> lk(mu);
   // Evaluation at many image sizes would make a set per size: keep at most 256 shapes
   // (callers hold their set by shared_ptr, so dropping the cache is safe).
@@ -199,13 +207,12 @@ dnnl::stream& stream() {
   return s;
 }
 
-bool channels_last(const at::Tensor& t) {
-  return t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
-}
-
 at::Tensor contiguous_as(const at::Tensor& t, bool cl) {
   return t.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 }
+
+// Weights stay in their own layout (OIHW, or OHWI under train.channels_last).
+at::Tensor dense_weight(const at::Tensor& w) { return contiguous_as(w, channels_last(w)); }
 
 OpShape shape_of(const at::Tensor& x, const at::Tensor& w) {
   OpShape s;
@@ -221,7 +228,7 @@ OpShape shape_of(const at::Tensor& x, const at::Tensor& w) {
 at::Tensor forward_impl(const at::Tensor& x0, const at::Tensor& w0) {
   const bool cl = channels_last(x0);
   const auto x = contiguous_as(x0, cl);
-  const auto w = w0.is_contiguous(at::MemoryFormat::ChannelsLast) ? w0 : w0.contiguous();
+  const auto w = dense_weight(w0);
   auto p = prims(x, w, cl);
   auto& s = stream();
   std::vector<at::Tensor> keep;
@@ -251,7 +258,7 @@ struct WinogradConvFn : torch::autograd::Function<WinogradConvFn> {
     const auto saved = ctx->get_saved_variables();
     const bool cl = channels_last(saved[0]);
     const auto x = contiguous_as(saved[0], cl);
-    const auto w = saved[1].is_contiguous(at::MemoryFormat::ChannelsLast) ? saved[1] : saved[1].contiguous();
+    const auto w = dense_weight(saved[1]);
     const auto dy = contiguous_as(grads[0], cl);
     auto p = prims(x, w, cl);
     try {
@@ -360,14 +367,12 @@ at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   // (i mod d, j mod d), only inputs of the same phase: d² undilated convolutions (padding 1)
   // over the sub-grids, batched.
   auto sub = x.reshape({n, c, h / d, d, w / d, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, h / d, w / d});
-  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous())
-    sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
+  const bool cl = channels_last(x);
+  if (cl) sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
   auto y = winograd_conv3x3(sub, conv.weight);
   const int64_t out = y.size(1);
   y = y.reshape({n, d, d, out, h / d, w / d}).permute({0, 3, 4, 1, 5, 2}).reshape({n, out, h, w});
-  return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()
-             ? y.contiguous(at::MemoryFormat::ChannelsLast)
-             : y;
+  return cl ? y.contiguous(at::MemoryFormat::ChannelsLast) : y;
 }
 
 }  // namespace cp2::compute
