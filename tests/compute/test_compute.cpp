@@ -298,6 +298,15 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
       c = counter.result();
     }
     EXPECT_DOUBLE_EQ(c.conv, 3 * conv_flops(2, 16, 24, 3, 8, 8)) << "dilation " << d;
+    // Counted by the Winograd path, not by aten::convolution (which would record the
+    // dilated shape): the batch of d² sub-grids, undilated.
+    compute::OpShape sub;
+    sub.kind = "conv";
+    sub.in = {2 * d * d, 16, 8 / d, 8 / d};
+    sub.weight = {24, 16, 3, 3};
+    sub.stride = sub.padding = sub.dilation = {1, 1};
+    ASSERT_EQ(c.by_shape.size(), 1u) << "dilation " << d;
+    EXPECT_EQ(c.by_shape.begin()->first.str(), sub.str()) << "dilation " << d;
   }
   // Not eligible (stride 2, bias): the module's own forward, bit for bit.
   torch::nn::Conv2d strided(torch::nn::Conv2dOptions(8, 8, 3).padding(1).stride(2).bias(false));
