@@ -7,6 +7,7 @@
 #include "cp2/compute/flops.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
+#include "cp2/compute/winograd_tiles.h"
 #include "cp2/models/resnet.h"
 #include "cp2/pretrain/config.h"
 #include "cp2/pretrain/step.h"
@@ -54,6 +55,13 @@ TEST(Flops, CountsConvolutionsAndMatmulsForwardAndBackward) {
   // mm forward 2·5·7·3, its backward two products of the same size; addmm forward
   // 2·5·3·2, backward: grad wrt its input (5x2 @ 2x3) and weight (2x5 @ 5x3).
   EXPECT_DOUBLE_EQ(c.matmul, 3 * 210.0 + 3 * 60.0);
+  // Stride and padding given as one number apply to both dimensions (the backward pass
+  // records them as one-element lists; it was counted on a 10 x 8 map).
+  {
+    compute::FlopCounter counter;
+    at::conv2d(x, w, {}, 1, 1).sum().backward();
+    EXPECT_DOUBLE_EQ(counter.result().conv, 3 * f1);
+  }
   double sum = 0;
   for (auto& [s, f] : c.by_shape) sum += f;
   EXPECT_DOUBLE_EQ(sum, c.total());
@@ -240,16 +248,27 @@ TEST(Numerics, Bf16SegmentorLogitsAreFp32AndClose) {
 }
 
 
-// train.conv_algorithm (compute/winograd.h): oneDNN's Winograd kernels against PyTorch's
+// The Winograd kernels this CPU runs: oneDNN's (AVX-512) and cp2's own (AVX2 + FMA), each
+// tested wherever it runs.
+std::vector<compute::WinogradKernels> winograd_kernel_sets() {
+  std::vector<compute::WinogradKernels> k;
+  if (compute::winograd_kernels() == compute::WinogradKernels::onednn) k.push_back(compute::WinogradKernels::onednn);
+  if (compute::tiles_available()) k.push_back(compute::WinogradKernels::tiles);
+  return k;
+}
+
+// train.conv_algorithm (compute/winograd.h): each set of Winograd kernels against PyTorch's
 // direct convolution, forward and both gradients, NCHW and channels-last, dilation 1 and 2
-// (the latter as four sub-grid convolutions). Winograd sums in another order: fp32
-// round-off, bounded here at 2e-5 of the largest magnitude. Where the build or CPU has no
-// Winograd kernels (no AVX-512), the key says so and auto falls back to direct.
+// (the latter as four sub-grid convolutions), maps that are not multiples of the 4×4 tile.
+// Winograd sums in another order: fp32 round-off, bounded here at 2e-5 of the largest
+// magnitude. Where the CPU has no Winograd kernels (neither AVX-512 nor AVX2 + FMA), the key
+// says so and auto falls back to direct.
 TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
   std::string why;
   compute::NumericsOptions o;
   o.conv_algorithm = "winograd";
   if (!compute::winograd_available(&why)) {
+    EXPECT_TRUE(winograd_kernel_sets().empty());
     expect_error([&] { compute::resolve_numerics(o, "cpu"); }, {"train.conv_algorithm", "winograd", why});
     o.conv_algorithm = "auto";
     EXPECT_FALSE(compute::resolve_numerics(o, "cpu").winograd);
@@ -260,53 +279,54 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
   auto rel = [](const at::Tensor& a, const at::Tensor& b) {
     return ((a - b).abs().max() / b.abs().max()).item<double>();
   };
-  for (int64_t d : {1, 2})
-    for (bool cl : {false, true}) {
-      SCOPED_TRACE("dilation " + std::to_string(d) + (cl ? ", channels-last" : ", NCHW"));
-      torch::manual_seed(5);
-      torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 24, 3).padding(d).dilation(d).bias(false));
-      auto x0 = torch::randn({3, 16, 12, 20});
-      if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
-      const auto g = torch::randn({3, 24, 12, 20});
-      auto run = [&](bool wino) {
-        conv->zero_grad();
-        auto x = x0.clone().requires_grad_(true);
-        compute::WinogradScope scope(wino);
-        auto y = compute::conv2d(*conv, x);
-        (y * g).sum().backward();
-        return std::vector<at::Tensor>{y.detach(), x.grad(), conv->weight.grad().clone()};
-      };
-      const auto ref = run(false), got = run(true);
-      for (size_t i = 0; i < ref.size(); ++i) {
-        SCOPED_TRACE(i == 0 ? "output" : i == 1 ? "input gradient" : "weight gradient");
-        EXPECT_EQ(got[i].sizes(), ref[i].sizes());
-        EXPECT_LT(rel(got[i], ref[i]), 2e-5);
+  ASSERT_FALSE(winograd_kernel_sets().empty());
+  for (auto kernels : winograd_kernel_sets()) {
+    SCOPED_TRACE(compute::winograd_kernels_name(kernels));
+    for (int64_t d : {1, 2})
+      for (bool cl : {false, true}) {
+        SCOPED_TRACE("dilation " + std::to_string(d) + (cl ? ", channels-last" : ", NCHW"));
+        torch::manual_seed(5);
+        torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 24, 3).padding(d).dilation(d).bias(false));
+        auto x0 = torch::randn({3, 16, 12, 20});
+        if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+        const auto g = torch::randn({3, 24, 12, 20});
+        auto run = [&](bool wino) {
+          conv->zero_grad();
+          auto x = x0.clone().requires_grad_(true);
+          compute::WinogradScope scope(wino, kernels);
+          auto y = compute::conv2d(*conv, x);
+          (y * g).sum().backward();
+          return std::vector<at::Tensor>{y.detach(), x.grad(), conv->weight.grad().clone()};
+        };
+        const auto ref = run(false), got = run(true);
+        for (size_t i = 0; i < ref.size(); ++i) {
+          SCOPED_TRACE(i == 0 ? "output" : i == 1 ? "input gradient" : "weight gradient");
+          EXPECT_EQ(got[i].sizes(), ref[i].sizes());
+          EXPECT_LT(rel(got[i], ref[i]), 2e-5);
+        }
+        EXPECT_GT(rel(got[0], ref[0]), 0);  // Winograd did run (direct gives identical bits)
+        EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl);
+        EXPECT_EQ(got[1].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[1].is_contiguous(), cl);
       }
-      EXPECT_GT(rel(got[0], ref[0]), 0);  // Winograd did run (direct gives identical bits)
-      EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl);
+    // The FLOP counter sees Winograd calls as the convolutions they replace: forward, then
+    // grad_input and grad_weight (sub-grids of a dilated one: the same nominal FLOPs).
+    for (int64_t d : {1, 2}) {
+      torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 24, 3).padding(d).dilation(d).bias(false));
+      auto x = torch::randn({2, 16, 8, 8}).requires_grad_(true);
+      compute::FlopCount c;
+      {
+        compute::FlopCounter counter;
+        compute::WinogradScope scope(true, kernels);
+        compute::conv2d(*conv, x).sum().backward();
+        c = counter.result();
+      }
+      EXPECT_DOUBLE_EQ(c.conv, 3 * conv_flops(2, 16, 24, 3, 8, 8)) << "dilation " << d;
+      // Counted by the Winograd path, not by aten::convolution (which would record the
+      // dilated shape): the batch of d² sub-grids, undilated.
+      compute::OpShape sub = compute::same_conv3x3({2 * d * d, 16, 8 / d, 8 / d}, {24, 16, 3, 3});
+      ASSERT_EQ(c.by_shape.size(), 1u) << "dilation " << d;
+      EXPECT_EQ(c.by_shape.begin()->first.str(), sub.str()) << "dilation " << d;
     }
-  // The FLOP counter sees Winograd calls as the convolutions they replace: forward, then
-  // grad_input and grad_weight (sub-grids of a dilated one: the same nominal FLOPs).
-  for (int64_t d : {1, 2}) {
-    torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 24, 3).padding(d).dilation(d).bias(false));
-    auto x = torch::randn({2, 16, 8, 8}).requires_grad_(true);
-    compute::FlopCount c;
-    {
-      compute::FlopCounter counter;
-      compute::WinogradScope scope(true);
-      compute::conv2d(*conv, x).sum().backward();
-      c = counter.result();
-    }
-    EXPECT_DOUBLE_EQ(c.conv, 3 * conv_flops(2, 16, 24, 3, 8, 8)) << "dilation " << d;
-    // Counted by the Winograd path, not by aten::convolution (which would record the
-    // dilated shape): the batch of d² sub-grids, undilated.
-    compute::OpShape sub;
-    sub.kind = "conv";
-    sub.in = {2 * d * d, 16, 8 / d, 8 / d};
-    sub.weight = {24, 16, 3, 3};
-    sub.stride = sub.padding = sub.dilation = {1, 1};
-    ASSERT_EQ(c.by_shape.size(), 1u) << "dilation " << d;
-    EXPECT_EQ(c.by_shape.begin()->first.str(), sub.str()) << "dilation " << d;
   }
   // Not eligible (stride 2, bias): the module's own forward, bit for bit.
   torch::nn::Conv2d strided(torch::nn::Conv2dOptions(8, 8, 3).padding(1).stride(2).bias(false));
@@ -317,21 +337,86 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
   EXPECT_TRUE(torch::equal(compute::conv2d(*biased, x), biased(x)));
 }
 
-// A whole CP² step with Winograd 3x3 convolutions tracks the direct one (fp32 round-off);
-// where the CPU has no Winograd kernels, the flag changes nothing.
+// cp2's own kernels (compute/winograd_tiles.h) at the edges of their tiling: maps of 1×1 to
+// 9×5 (partial tiles, a tile wider than the map), ResNet's channel counts, weights in
+// channels-last memory, one gradient asked for; channel counts not multiples of 8 run the
+// direct convolution bit for bit.
+TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
+  if (!compute::tiles_available()) {
+    std::string why;
+    EXPECT_FALSE(compute::tiles_available(&why));
+    EXPECT_NE(why.find("AVX2"), std::string::npos);
+    return;
+  }
+  auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+    return ((a - b).abs().max() / b.abs().max()).item<double>();
+  };
+  struct Case {
+    int64_t n, c, o, h, w;
+    bool weight_cl;
+  };
+  for (const auto& k : {Case{1, 8, 8, 1, 1, false}, Case{2, 64, 128, 9, 5, true}, Case{1, 256, 64, 7, 7, false},
+                        Case{2, 32, 16, 4, 13, true}}) {
+    SCOPED_TRACE(shape_str({k.n, k.c, k.h, k.w}) + " -> " + std::to_string(k.o));
+    torch::manual_seed(11);
+    auto w0 = torch::randn({k.o, k.c, 3, 3}) / std::sqrt(9.0 * k.c);
+    if (k.weight_cl) w0 = w0.contiguous(at::MemoryFormat::ChannelsLast);
+    const auto x0 = torch::randn({k.n, k.c, k.h, k.w});
+    const auto g = torch::randn({k.n, k.o, k.h, k.w});
+    auto xr = x0.clone().requires_grad_(true), wr = w0.clone().requires_grad_(true);
+    const auto yr = at::conv2d(xr, wr, {}, 1, 1);
+    (yr * g).sum().backward();
+    auto xt = x0.clone().requires_grad_(true), wt = w0.clone().requires_grad_(true);
+    const auto yt = compute::tiles_conv3x3(xt, wt);
+    (yt * g).sum().backward();
+    EXPECT_LT(rel(yt, yr), 2e-5);
+    EXPECT_LT(rel(xt.grad(), xr.grad()), 2e-5);
+    EXPECT_LT(rel(wt.grad(), wr.grad()), 2e-5);
+    EXPECT_EQ(wt.grad().sizes(), wr.grad().sizes());
+    // Weights frozen: no weight gradient computed, the input gradient unchanged.
+    auto xf = x0.clone().requires_grad_(true);
+    (compute::tiles_conv3x3(xf, w0) * g).sum().backward();
+    EXPECT_TRUE(torch::equal(xf.grad(), xt.grad()));
+  }
+  // Chosen as the best at hand, they run only where they were measured to win: ≥ 128
+  // channels, tiles ≥ 75 % full, ≥ 128 tiles.
+  EXPECT_TRUE(compute::tiles_pay_off(8, 128, 128, 16, 16));    // 8·4·4 = 128 full tiles
+  EXPECT_TRUE(compute::tiles_pay_off(8, 2560, 512, 14, 14));   // 77 % full
+  EXPECT_FALSE(compute::tiles_pay_off(8, 512, 512, 8, 8));     // 32 tiles
+  EXPECT_FALSE(compute::tiles_pay_off(8, 64, 64, 56, 56));     // 64 channels
+  EXPECT_FALSE(compute::tiles_pay_off(128, 256, 256, 6, 6));   // 56 % full
+  EXPECT_FALSE(compute::tiles_pay_off(32, 132, 128, 16, 16));  // not a multiple of 8
+  // 12 input channels: direct, bit for bit.
+  const auto x = torch::randn({2, 12, 6, 6});
+  const auto w = torch::randn({8, 12, 3, 3});
+  compute::WinogradScope scope(true, compute::WinogradKernels::tiles);
+  EXPECT_TRUE(torch::equal(compute::winograd_conv3x3(x, w), at::conv2d(x, w, {}, 1, 1)));
+  EXPECT_FALSE(torch::equal(compute::winograd_conv3x3(x.narrow(1, 0, 8), w.narrow(1, 0, 8)),
+                            at::conv2d(x.narrow(1, 0, 8), w.narrow(1, 0, 8), {}, 1, 1)));
+}
+
+// A whole CP² step with Winograd 3x3 convolutions tracks the direct one (fp32 round-off),
+// with each set of kernels; where the CPU has no Winograd kernels, the flag changes nothing.
 TEST(Winograd, CP2StepTracksDirect) {
   const auto ref = one_step({});
   compute::Numerics w;
   w.winograd = true;
-  const auto got = one_step(w);
   if (!compute::winograd_available()) {
+    const auto got = one_step(w);
     EXPECT_EQ(got.loss, ref.loss);
     EXPECT_EQ(max_abs_diff(got.params, ref.params), 0);
     return;
   }
-  EXPECT_NE(got.loss, ref.loss);  // it did run
-  EXPECT_NEAR(got.loss, ref.loss, 1e-4 * std::abs(ref.loss));
-  EXPECT_LT(max_abs_diff(got.params, ref.params), 1e-4);
+  for (auto kernels : winograd_kernel_sets()) {
+    SCOPED_TRACE(compute::winograd_kernels_name(kernels));
+    // The step opens its own scope from Numerics::winograd; the kernels are this thread's choice.
+    compute::WinogradScope choose(false, kernels);
+    const auto got = one_step(w);
+    // It did run: the weights moved differently (the fp32 loss may round to the same value).
+    EXPECT_GT(max_abs_diff(got.params, ref.params), 0);
+    EXPECT_NEAR(got.loss, ref.loss, 1e-4 * std::abs(ref.loss));
+    EXPECT_LT(max_abs_diff(got.params, ref.params), 1e-4);
+  }
 }
 
 TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {

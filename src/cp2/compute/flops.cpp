@@ -96,16 +96,33 @@ void add(bool conv, const OpShape& s, double times) {
 
 void count_conv_flops(const OpShape& s, double times) { add(true, s, times); }
 
+OpShape same_conv3x3(std::vector<int64_t> in, std::vector<int64_t> weight) {
+  OpShape s;
+  s.kind = "conv";
+  s.in = std::move(in);
+  s.weight = std::move(weight);
+  s.stride = s.padding = s.dilation = {1, 1};
+  return s;
+}
+
 namespace {
+
+// A one-element stride, padding or dilation applies to every spatial dimension, as in
+// PyTorch (at::conv2d(x, w, {}, 1, 1) records [1], and convolution_backward keeps it so).
+std::vector<int64_t> per_dim(std::vector<int64_t> v, size_t dims) {
+  if (v.size() == 1 && dims > 1) v.assign(dims, v[0]);
+  return v;
+}
 
 OpShape conv_shape(const c10::ArrayRef<const c10::IValue>& in, const std::vector<int64_t>& x, size_t arg) {
   OpShape s;
   s.kind = "conv";
   s.in = x;
   s.weight = sizes(in[arg]);
-  s.stride = ints(in[arg + 2]);
-  s.padding = ints(in[arg + 3]);
-  s.dilation = ints(in[arg + 4]);
+  const size_t dims = x.size() > 2 ? x.size() - 2 : 0;
+  s.stride = per_dim(ints(in[arg + 2]), dims);
+  s.padding = per_dim(ints(in[arg + 3]), dims);
+  s.dilation = per_dim(ints(in[arg + 4]), dims);
   s.groups = in[arg + 7].isInt() ? in[arg + 7].toInt() : 1;
   return s;
 }

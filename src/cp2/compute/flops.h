@@ -40,6 +40,10 @@ struct FlopCount {
 // not run through aten::convolution (compute/winograd.h).
 void count_conv_flops(const OpShape& s, double times);
 
+// The shape of a 3×3 convolution with stride 1 and padding 1 (Winograd's, compute/winograd.h)
+// of input `in` (N,C,H,W) by `weight` (O,C,3,3).
+OpShape same_conv3x3(std::vector<int64_t> in, std::vector<int64_t> weight);
+
 // Counts while alive; one at a time (a second throws).
 class FlopCounter {
  public:

@@ -23,7 +23,8 @@ void NumericsOptions::validate() const {
 
 std::string Numerics::describe() const {
   return std::string(bf16 ? "bf16 autocast (fp32 weights, losses, optimizer)" : "fp32") + ", " +
-         (channels_last ? "channels-last" : "NCHW") + (winograd ? ", Winograd 3x3" : "");
+         (channels_last ? "channels-last" : "NCHW") +
+         (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) + ")" : "");
 }
 
 bool cpu_has_native_bf16() {

@@ -36,23 +36,23 @@ inline constexpr const char* kPrecisionHelp =
     "fp32, bf16 (autocast; fp32 weights, losses, optimizer) or auto (bf16 on CUDA and on CPUs with "
     "AVX512-BF16/AMX, else fp32)";
 inline constexpr const char* kChannelsLastHelp = "activations and weights in channels-last (NHWC) memory";
-// train.conv_algorithm (compute/winograd.h): direct (PyTorch's), winograd (oneDNN's
-// Winograd where it applies; an error where this build or CPU has none), auto (winograd
+// train.conv_algorithm (compute/winograd.h): direct (PyTorch's), winograd (Winograd
+// F(4x4,3x3): oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones; an error where this build or CPU has none), auto (winograd
 // where available).
 inline const std::vector<std::string>& conv_algorithm_choices() {
   static const std::vector<std::string> c{"direct", "winograd", "auto"};
   return c;
 }
 inline constexpr const char* kConvAlgorithmHelp =
-    "3x3 convolutions in fp32 on the CPU: direct (as PyTorch), winograd (oneDNN's Winograd F(4x4,3x3) on "
-    "AVX-512 CPUs; differs from direct by fp32 round-off) or auto (winograd where available)";
+    "3x3 convolutions in fp32 on the CPU: direct (as PyTorch), winograd (Winograd F(4x4,3x3): oneDNN's kernels on "
+    "AVX-512 CPUs, cp2's on AVX2 ones; differs from direct by fp32 round-off) or auto (winograd where available)";
 
 // A run's resolved numerics.
 struct Numerics {
   bool bf16 = false;
   bool channels_last = false;
-  bool winograd = false;  // fp32 3x3 convolutions through oneDNN's Winograd kernels
-  std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3"
+  bool winograd = false;  // fp32 3x3 convolutions through Winograd kernels (compute/winograd.h)
+  std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3 (oneDNN)"
 };
 
 // Throws, naming the key, where train.conv_algorithm: winograd cannot apply (bf16, CUDA, a

@@ -14,6 +14,7 @@
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
 #include "cp2/compute/precision.h"
+#include "cp2/compute/winograd_tiles.h"
 
 #ifdef CP2_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -28,6 +29,7 @@ namespace cp2::compute {
 namespace {
 
 thread_local bool t_enabled = false;
+thread_local WinogradKernels t_kernels = WinogradKernels::best;
 
 // NHWC memory (a tensor contiguous both ways, e.g. one channel, counts as NCHW).
 bool channels_last(const at::Tensor& t) {
@@ -36,19 +38,27 @@ bool channels_last(const at::Tensor& t) {
 
 }  // namespace
 
-WinogradScope::WinogradScope(bool enable) : prev_(t_enabled) { t_enabled = enable; }
-WinogradScope::~WinogradScope() { t_enabled = prev_; }
+WinogradScope::WinogradScope(bool enable) : prev_(t_enabled), prev_kernels_(t_kernels) { t_enabled = enable; }
+WinogradScope::WinogradScope(bool enable, WinogradKernels kernels) : WinogradScope(enable) { t_kernels = kernels; }
+WinogradScope::~WinogradScope() {
+  t_enabled = prev_;
+  t_kernels = prev_kernels_;
+}
 
 #ifndef CP2_HAVE_DNNL
 
-bool winograd_available(std::string* why) {
-  if (why) *why = "this build has no oneDNN Winograd kernels (built without libdnnl-dev, or the GPU core build)";
+namespace {
+
+bool onednn_available(std::string* why) {
+  if (why) *why = "this build has no oneDNN (built without libdnnl-dev, or the GPU core build)";
   return false;
 }
 
-at::Tensor winograd_conv3x3(const at::Tensor&, const at::Tensor&) {
-  throw Error("train.conv_algorithm: winograd is not available in this build (no oneDNN)");
+at::Tensor onednn_conv3x3(const at::Tensor&, const at::Tensor&) {
+  throw Error("winograd: this build has no oneDNN Winograd kernels");
 }
+
+}  // namespace
 
 #else
 
@@ -214,17 +224,6 @@ at::Tensor contiguous_as(const at::Tensor& t, bool cl) {
 // Weights stay in their own layout (OIHW, or OHWI under train.channels_last).
 at::Tensor dense_weight(const at::Tensor& w) { return contiguous_as(w, channels_last(w)); }
 
-OpShape shape_of(const at::Tensor& x, const at::Tensor& w) {
-  OpShape s;
-  s.kind = "conv";
-  s.in = x.sizes().vec();
-  s.weight = w.sizes().vec();
-  s.stride = {1, 1};
-  s.padding = {1, 1};
-  s.dilation = {1, 1};
-  return s;
-}
-
 at::Tensor forward_impl(const at::Tensor& x0, const at::Tensor& w0) {
   const bool cl = channels_last(x0);
   const auto x = contiguous_as(x0, cl);
@@ -243,7 +242,7 @@ at::Tensor forward_impl(const at::Tensor& x0, const at::Tensor& w0) {
                      {DNNL_ARG_SCRATCHPAD, scratch(p->fwd_pd.scratchpad_desc())}});
   dst.finish(s);
   s.wait();
-  count_conv_flops(shape_of(x, w), 1);
+  count_conv_flops(same_conv3x3(x.sizes().vec(), w.sizes().vec()), 1);
   return y;
 }
 
@@ -303,7 +302,7 @@ struct WinogradConvFn : torch::autograd::Function<WinogradConvFn> {
       dwei.finish(s);
     }
     s.wait();
-    count_conv_flops(shape_of(x, w), (dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0));
+    count_conv_flops(same_conv3x3(x.sizes().vec(), w.sizes().vec()), (dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0));
     return {dx, dw};
   }
 };
@@ -318,11 +317,48 @@ bool cpu_has_avx512_core() {
   return has;
 }
 
+bool onednn_available(std::string* why) {
+  if (cpu_has_avx512_core()) return true;
+  if (why) *why = "oneDNN's Winograd kernels need an AVX-512 CPU";
+  return false;
+}
+
+at::Tensor onednn_conv3x3(const at::Tensor& x, const at::Tensor& weight) { return WinogradConvFn::apply(x, weight); }
+
 }  // namespace
 
+#endif
+
+namespace {
+
+// oneDNN's kernels where they run (AVX-512), else cp2's own (AVX2 + FMA).
+WinogradKernels best_kernels() {
+  static const WinogradKernels k = onednn_available(nullptr) ? WinogradKernels::onednn
+                                   : tiles_available(nullptr)  ? WinogradKernels::tiles
+                                                               : WinogradKernels::none;
+  return k;
+}
+
+}  // namespace
+
+WinogradKernels winograd_kernels() { return t_kernels != WinogradKernels::best ? t_kernels : best_kernels(); }
+
+const char* winograd_kernels_name(WinogradKernels k) {
+  switch (k) {
+    case WinogradKernels::onednn: return "oneDNN";
+    case WinogradKernels::tiles: return "cp2 AVX2";
+    default: return "none";
+  }
+}
+
 bool winograd_available(std::string* why) {
-  if (cpu_has_avx512_core()) return true;
-  if (why) *why = "oneDNN's Winograd kernels need an AVX-512 CPU; this one has none (see /proc/cpuinfo)";
+  if (best_kernels() != WinogradKernels::none) return true;
+  if (why) {
+    std::string a, b;
+    onednn_available(&a);
+    tiles_available(&b);
+    *why = a + "; " + b + "; this CPU has neither (see /proc/cpuinfo)";
+  }
   return false;
 }
 
@@ -332,10 +368,25 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
                 " and " + shape_str(weight.sizes().vec()));
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
     throw Error("winograd_conv3x3: expected fp32 CPU tensors");
-  return WinogradConvFn::apply(x, weight);
+  switch (winograd_kernels()) {
+    case WinogradKernels::onednn: {
+      std::string why;
+      if (!onednn_available(&why)) throw Error("winograd: " + why);
+      return onednn_conv3x3(x, weight);
+    }
+    case WinogradKernels::tiles: {
+      // cp2's kernels take 8 channels at a time; chosen by name they run wherever that fits,
+      // chosen as the best at hand only where they beat the direct convolution.
+      const int64_t c = x.size(1), o = weight.size(0);
+      const bool named = t_kernels == WinogradKernels::tiles;
+      if (tiles_available(nullptr) && (named ? tiles_fit(c, o) : tiles_pay_off(x.size(0), c, o, x.size(2), x.size(3))))
+        return tiles_conv3x3(x, weight);
+      return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
+    }
+    default:
+      return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
+  }
 }
-
-#endif
 
 namespace {
 

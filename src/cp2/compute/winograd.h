@@ -1,9 +1,11 @@
 // Winograd convolutions on the CPU in fp32 (issue 11: ≥ 1.5× the PyTorch pipeline in pure
-// fp32). PyTorch's CPU convolutions call oneDNN with its direct algorithm only; oneDNN also
-// has Winograd F(4×4, 3×3) kernels for AVX-512 CPUs (forward, backward-data and
-// backward-weights), 1.7–2.7× the direct kernels' speed on ResNet's 3×3 shapes (AMD Zen 4,
-// 2 threads). Winograd sums the same products in another order (fp32 round-off: within 2e-5
-// of the largest magnitude in the tests; cuDNN picks Winograd kernels too under the authors'
+// fp32 on any x86-64 CPU). PyTorch's CPU convolutions call oneDNN with its direct algorithm
+// only. Two sets of Winograd F(4×4, 3×3) kernels (forward, backward-data, backward-weights):
+// - oneDNN's own, on AVX-512 CPUs: 1.7–2.7× the direct kernels on ResNet's 3×3 shapes (AMD
+//   Zen 4, 2 threads);
+// - cp2's (compute/winograd_tiles.h), on AVX2 + FMA CPUs, where oneDNN 2.6 has none.
+// Winograd sums the same products in another order (fp32 round-off: within 2e-5 of the
+// largest magnitude in the tests; cuDNN picks Winograd kernels too under the authors'
 // cudnn.benchmark = True), so it is a choice of algorithm, `train.conv_algorithm`, not of
 // method.
 //
@@ -23,29 +25,39 @@ class Tensor;
 
 namespace cp2::compute {
 
-// Whether this build links oneDNN's Winograd kernels and the CPU runs them (AVX-512); when
-// not, `why` says what is missing.
+// Whether this CPU runs either set of kernels (oneDNN's needs AVX-512 and a build linking
+// oneDNN; cp2's needs AVX2 and FMA); when not, `why` says what is missing.
 bool winograd_available(std::string* why = nullptr);
 
-// While alive on this thread: eligible convolutions run through Winograd (when `enable`);
-// the previous state comes back at destruction (nests like AutocastScope). The key's
-// values and help are with the other numerics keys (compute/precision.h).
+// Which kernels run: `best` = oneDNN's where available, else cp2's. Tests and benchmarks may
+// name one (oneDNN's caps its ISA by DNNL_MAX_CPU_ISA=AVX2, which makes `best` pick cp2's).
+enum class WinogradKernels { best, onednn, tiles, none };
+WinogradKernels winograd_kernels();  // on this thread, `best` resolved
+const char* winograd_kernels_name(WinogradKernels k);  // "oneDNN", "cp2 AVX2"
+
+// While alive on this thread: eligible convolutions run through Winograd (when `enable`),
+// with the named kernels (else those chosen by an enclosing scope, or `best`); the previous
+// state comes back at destruction (nests like AutocastScope). The key's values and help are
+// with the other numerics keys (compute/precision.h).
 class WinogradScope {
  public:
   explicit WinogradScope(bool enable);
+  WinogradScope(bool enable, WinogradKernels kernels);
   ~WinogradScope();
   WinogradScope(const WinogradScope&) = delete;
   WinogradScope& operator=(const WinogradScope&) = delete;
 
  private:
   bool prev_;
+  WinogradKernels prev_kernels_;
 };
 
 // conv(x), through Winograd when enabled on this thread and the convolution is eligible.
 at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
 
 // Winograd 3×3 convolution (stride 1, padding 1, no bias) of fp32 CPU tensors, with
-// gradients for both; the caller checks eligibility (throws otherwise).
+// gradients for both; the caller checks eligibility (throws otherwise). With cp2's kernels,
+// channel counts that are not multiples of 8 run direct.
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight);
 
 }  // namespace cp2::compute

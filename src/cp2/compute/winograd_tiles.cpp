@@ -1,0 +1,166 @@
+#include "cp2/compute/winograd_tiles.h"
+
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+
+#include "cp2/common.h"
+#include "cp2/compute/flops.h"
+#include "cp2/compute/winograd_avx2.h"
+
+#ifdef CP2_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+namespace cp2::compute {
+
+namespace {
+
+using wino43::Geometry;
+
+// A [36][rows][cols] buffer whose 36 planes lie a little more than rows·cols floats apart:
+// plane sizes are often powers of two (512·512), and 36 streams a power of two apart share
+// cache sets (winograd_avx2.h). 16 floats = one cache line.
+at::Tensor planes(int64_t rows, int64_t cols, const at::TensorOptions& opts) {
+  const int64_t plane = rows * cols + 16;
+  return at::empty({36 * plane}, opts).as_strided({36, rows, cols}, {plane, cols, 1});
+}
+
+float* data(const at::Tensor& t) { return t.data_ptr<float>(); }
+
+// Filters (O,C,3,3) in the Winograd domain, [36][O][C] (turned 180° when `flip`).
+at::Tensor weight_tiles(const at::Tensor& w0, bool flip) {
+  const auto w = w0.contiguous();
+  const int64_t o = w.size(0), c = w.size(1);
+  auto u = planes(o, c, w.options());
+  at::parallel_for(0, o, 8, [&](int64_t b, int64_t e) {
+    wino43::weight_tiles(data(w), o, c, flip, data(u), u.stride(0), b, e);
+  });
+  return u;
+}
+
+// The weight gradient (O,C,3,3) back from the Winograd domain du [36][O][C].
+at::Tensor weight_grad(const at::Tensor& du) {
+  const int64_t o = du.size(1), c = du.size(2);
+  auto dw = at::empty({o, c, 3, 3}, du.options());
+  at::parallel_for(0, o, 8, [&](int64_t b, int64_t e) {
+    wino43::weight_grad(data(du), du.stride(0), o, c, data(dw), b, e);
+  });
+  return dw;
+}
+
+// out[ξ] = op(a[ξ]) · op(b[ξ]) for the 36 ξ, row-major; op(a) = a, or aᵀ when trans_a
+// (likewise b). Operands as planes() makes them: rows dense, planes strided.
+void gemm36(const at::Tensor& a, bool trans_a, const at::Tensor& b, bool trans_b, at::Tensor& out) {
+  const int64_t m = out.size(1), n = out.size(2), k = trans_a ? a.size(1) : a.size(2);
+#ifdef CP2_HAVE_DNNL
+  for (int64_t i = 0; i < 36; ++i) {
+    const auto st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, 1.f, data(a) + i * a.stride(0),
+                               a.stride(1), data(b) + i * b.stride(0), b.stride(1), 0.f, data(out) + i * out.stride(0),
+                               out.stride(1));
+    if (st != dnnl_success)
+      throw Error("winograd: oneDNN's sgemm failed (status " + std::to_string(static_cast<int>(st)) + ") for " +
+                  std::to_string(m) + "x" + std::to_string(k) + " by " + std::to_string(k) + "x" + std::to_string(n));
+  }
+#else
+  (void)m, (void)n, (void)k;
+  at::bmm_out(out, trans_a ? a.transpose(1, 2) : a, trans_b ? b.transpose(1, 2) : b);
+#endif
+}
+
+// Runs `kernel(begin, end)` over the tiles on LibTorch's intra-op threads.
+template <class F>
+void over_tiles(int64_t tiles, const F& kernel) {
+  at::parallel_for(0, tiles, 8, [&](int64_t b, int64_t e) { kernel(b, e); });
+}
+
+// x: (N,C,H,W) channels-last (NHWC memory) by u: [36][O][C] (or, when `u_in_out`,
+// [36][C][O]) → y (N,O,H,W) channels-last.
+at::Tensor forward_nhwc(const at::Tensor& x, const at::Tensor& u, bool u_in_out) {
+  const int64_t c = x.size(1), o = u_in_out ? u.size(2) : u.size(1);
+  const Geometry g{x.size(0), x.size(2), x.size(3)};
+  const int64_t tiles = g.tiles();
+  auto m = planes(tiles, o, x.options());
+  {
+    auto v = planes(tiles, c, x.options());
+    over_tiles(tiles, [&](int64_t b, int64_t e) { wino43::input_tiles(data(x), g, c, data(v), v.stride(0), b, e); });
+    gemm36(v, false, u, !u_in_out, m);
+  }
+  auto y = at::empty({g.n, o, g.h, g.w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  over_tiles(tiles, [&](int64_t b, int64_t e) { wino43::output_tiles(data(m), m.stride(0), g, o, data(y), b, e); });
+  return y;
+}
+
+// dL/dw for x (N,C,H,W) and dy (N,O,H,W), both channels-last.
+at::Tensor weight_grad_nhwc(const at::Tensor& x, const at::Tensor& dy) {
+  const int64_t c = x.size(1), o = dy.size(1);
+  const Geometry g{x.size(0), x.size(2), x.size(3)};
+  const int64_t tiles = g.tiles();
+  auto v = planes(tiles, c, x.options());
+  auto z = planes(tiles, o, x.options());
+  over_tiles(tiles, [&](int64_t b, int64_t e) {
+    wino43::input_tiles(data(x), g, c, data(v), v.stride(0), b, e);
+    wino43::grad_output_tiles(data(dy), g, o, data(z), z.stride(0), b, e);
+  });
+  auto du = planes(o, c, x.options());
+  gemm36(z, true, v, false, du);  // dU[ξ] = Z[ξ]ᵀ V[ξ], [O][C]
+  return weight_grad(du);
+}
+
+bool channels_last(const at::Tensor& t) {
+  return t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
+}
+
+at::Tensor as_layout(const at::Tensor& t, bool cl) {
+  return t.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+}
+
+struct TilesConvFn : torch::autograd::Function<TilesConvFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+    ctx->save_for_backward({x, w});
+    // Counted once, as the convolution it replaces (below), not as its GEMMs.
+    at::DisableRecordFunctionGuard uncounted;
+    const auto y = forward_nhwc(as_layout(x, true), weight_tiles(w, false), false);
+    count_conv_flops(same_conv3x3(x.sizes().vec(), w.sizes().vec()), 1);
+    return as_layout(y, channels_last(x));
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    at::DisableRecordFunctionGuard uncounted;
+    const auto& x = saved[0];
+    const auto& w = saved[1];
+    const auto dy = as_layout(grads[0], true);
+    at::Tensor dx, dw;
+    if (ctx->needs_input_grad(0))
+      // The same convolution of dy by the filters turned 180°, in and out channels swapped.
+      dx = as_layout(forward_nhwc(dy, weight_tiles(w, true), true), channels_last(x));
+    if (ctx->needs_input_grad(1))
+      dw = weight_grad_nhwc(as_layout(x, true), dy).contiguous(saved[1].suggest_memory_format());
+    count_conv_flops(same_conv3x3(x.sizes().vec(), w.sizes().vec()), (dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0));
+    return {dx, dw};
+  }
+};
+
+}  // namespace
+
+bool tiles_available(std::string* why) {
+  static const bool ok = wino43::cpu_supported();
+  if (!ok && why) *why = "cp2's Winograd kernels need an x86-64 CPU with AVX2 and FMA";
+  return ok;
+}
+
+bool tiles_fit(int64_t in_channels, int64_t out_channels) { return in_channels % 8 == 0 && out_channels % 8 == 0; }
+
+bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w) {
+  const Geometry g{n, h, w};
+  const double full = static_cast<double>(h * w) / static_cast<double>(g.tiles_h() * 4 * g.tiles_w() * 4);
+  return tiles_fit(in_channels, out_channels) && std::min(in_channels, out_channels) >= 128 && full >= 0.75 &&
+         g.tiles() >= 128;
+}
+
+at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight) { return TilesConvFn::apply(x, weight); }
+
+}  // namespace cp2::compute

@@ -1,0 +1,40 @@
+// cp2's own Winograd F(4×4, 3×3) convolution for AVX2 + FMA CPUs (issue 11: ≥ 1.5× the
+// PyTorch pipeline in fp32 on any x86-64 CPU, AVX2 only included), where oneDNN 2.6 has no
+// Winograd kernels. The tile transforms are winograd_avx2.h's; the 36 products per tile are
+// batched GEMMs, through oneDNN's sgemm where cp2 links oneDNN (its AVX2 GEMM runs at
+// 120–180 GFLOP/s on 2 threads of an AMD Zen 4 capped to AVX2, OpenBLAS's at 90–145), else
+// LibTorch's bmm. The gradients: the input gradient is the same convolution of the output
+// gradient by the flipped, transposed weights; the weight gradient is Gᵀ [Σ_tiles
+// (A dY Aᵀ) ⊙ (Bᵀ d B)] G, the exact gradient of the forward's arithmetic.
+//
+// Internal to compute/winograd.cpp, which picks these kernels or oneDNN's.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace at {
+class Tensor;
+}
+
+namespace cp2::compute {
+
+// Whether this CPU runs the kernels (AVX2 and FMA); when not, `why` says so.
+bool tiles_available(std::string* why = nullptr);
+
+// The kernels work on 8 channels at a time: input and output channels multiples of 8.
+bool tiles_fit(int64_t in_channels, int64_t out_channels);
+
+// Where they beat the direct convolution (forward + backward timed alone on an AMD Zen 4
+// capped to AVX2, 2 threads; docs/benchmarks.md): at least 128 channels in and out (below,
+// the layout reorders and transforms weigh as much as the GEMMs saved), tiles at least 75 %
+// full (a 6×6 or 3×3 map fills 56 % of its 4×4 tiles) and at least 128 tiles in the batch
+// (the filters' transforms, 4× the weights in size, are made every call: at 32 tiles the
+// convolution ran at half the direct one's speed, at 96 even, at 128 1.2–1.6× faster).
+bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w);
+
+// 3×3 convolution, stride 1, padding 1, no bias, of fp32 CPU tensors (N,C,H,W) by (O,C,3,3),
+// with gradients for both; output in the input's memory layout. The caller checks
+// tiles_available() and tiles_fit().
+at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight);
+
+}  // namespace cp2::compute
