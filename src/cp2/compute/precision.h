@@ -37,8 +37,8 @@ inline constexpr const char* kPrecisionHelp =
     "AVX512-BF16/AMX, else fp32)";
 inline constexpr const char* kChannelsLastHelp = "activations and weights in channels-last (NHWC) memory";
 // train.conv_algorithm (compute/winograd.h): direct (PyTorch's), winograd (Winograd
-// F(4x4,3x3): oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones; an error where this build or CPU has none), auto (winograd
-// where available).
+// F(4x4,3x3): oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones; an error where this build or
+// CPU has none), auto (winograd where available).
 inline const std::vector<std::string>& conv_algorithm_choices() {
   static const std::vector<std::string> c{"direct", "winograd", "auto"};
   return c;

@@ -357,7 +357,7 @@ bool winograd_available(std::string* why) {
     std::string a, b;
     onednn_available(&a);
     tiles_available(&b);
-    *why = a + "; " + b + "; this CPU has neither (see /proc/cpuinfo)";
+    *why = "no Winograd kernels here: " + a + "; " + b + " (see /proc/cpuinfo)";
   }
   return false;
 }
