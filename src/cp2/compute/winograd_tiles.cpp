@@ -1,9 +1,10 @@
 #include "cp2/compute/winograd_tiles.h"
 
 #include <ATen/Parallel.h>
-#include <algorithm>
 #include <ATen/record_function.h>
 #include <torch/torch.h>
+
+#include <algorithm>
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
