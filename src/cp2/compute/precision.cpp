@@ -110,4 +110,12 @@ at::Tensor in_layout(const at::Tensor& x, const Numerics& n) {
   return n.channels_last && x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
 }
 
+bool is_channels_last(const at::Tensor& t) {
+  return t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
+}
+
+at::Tensor contiguous_as(const at::Tensor& t, bool channels_last) {
+  return t.contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+}
+
 }  // namespace cp2::compute

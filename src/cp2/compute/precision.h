@@ -84,5 +84,9 @@ class AutocastScope {
 void to_channels_last(torch::nn::Module& m);
 // `x` in the layout the numerics ask for (4-D inputs only).
 at::Tensor in_layout(const at::Tensor& x, const Numerics& n);
+// Whether `t` is in NHWC memory (a tensor contiguous both ways, e.g. one channel, counts as
+// NCHW), and `t` made dense in NHWC (`channels_last`) or NCHW memory.
+bool is_channels_last(const at::Tensor& t);
+at::Tensor contiguous_as(const at::Tensor& t, bool channels_last);
 
 }  // namespace cp2::compute

@@ -31,11 +31,6 @@ namespace {
 thread_local bool t_enabled = false;
 thread_local WinogradKernels t_kernels = WinogradKernels::best;
 
-// NHWC memory (a tensor contiguous both ways, e.g. one channel, counts as NCHW).
-bool channels_last(const at::Tensor& t) {
-  return t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
-}
-
 }  // namespace
 
 WinogradScope::WinogradScope(bool enable) : prev_(t_enabled), prev_kernels_(t_kernels) { t_enabled = enable; }
@@ -137,7 +132,7 @@ void make_backward(Prims& p) {
 std::shared_ptr<Prims> prims(const at::Tensor& x, const at::Tensor& w, bool cl) {
   static std::mutex mu;
   static std::map<Key, std::shared_ptr<Prims>> cache;
-  const Key k{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), cl, channels_last(w)};
+  const Key k{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), cl, is_channels_last(w)};
   std::lock_guard<std::mutex> lk(mu);
   // Evaluation at many image sizes would make a set per size: keep at most 256 shapes
   // (callers hold their set by shared_ptr, so dropping the cache is safe).
@@ -217,15 +212,11 @@ dnnl::stream& stream() {
   return s;
 }
 
-at::Tensor contiguous_as(const at::Tensor& t, bool cl) {
-  return t.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-}
-
 // Weights stay in their own layout (OIHW, or OHWI under train.channels_last).
-at::Tensor dense_weight(const at::Tensor& w) { return contiguous_as(w, channels_last(w)); }
+at::Tensor dense_weight(const at::Tensor& w) { return contiguous_as(w, is_channels_last(w)); }
 
 at::Tensor forward_impl(const at::Tensor& x0, const at::Tensor& w0) {
-  const bool cl = channels_last(x0);
+  const bool cl = is_channels_last(x0);
   const auto x = contiguous_as(x0, cl);
   const auto w = dense_weight(w0);
   auto p = prims(x, w, cl);
@@ -255,7 +246,7 @@ struct WinogradConvFn : torch::autograd::Function<WinogradConvFn> {
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const bool cl = channels_last(saved[0]);
+    const bool cl = is_channels_last(saved[0]);
     const auto x = contiguous_as(saved[0], cl);
     const auto w = dense_weight(saved[1]);
     const auto dy = contiguous_as(grads[0], cl);
@@ -418,7 +409,7 @@ at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   // (i mod d, j mod d), only inputs of the same phase: d² undilated convolutions (padding 1)
   // over the sub-grids, batched.
   auto sub = x.reshape({n, c, h / d, d, w / d, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, h / d, w / d});
-  const bool cl = channels_last(x);
+  const bool cl = is_channels_last(x);
   if (cl) sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
   auto y = winograd_conv3x3(sub, conv.weight);
   const int64_t out = y.size(1);

@@ -8,6 +8,7 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
+#include "cp2/compute/precision.h"
 #include "cp2/compute/winograd_avx2.h"
 
 #ifdef CP2_HAVE_DNNL
@@ -109,22 +110,14 @@ at::Tensor weight_grad_nhwc(const at::Tensor& x, const at::Tensor& dy) {
   return weight_grad(du);
 }
 
-bool channels_last(const at::Tensor& t) {
-  return t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
-}
-
-at::Tensor as_layout(const at::Tensor& t, bool cl) {
-  return t.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-}
-
 struct TilesConvFn : torch::autograd::Function<TilesConvFn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
     ctx->save_for_backward({x, w});
     // Counted once, as the convolution it replaces (below), not as its GEMMs.
     at::DisableRecordFunctionGuard uncounted;
-    const auto y = forward_nhwc(as_layout(x, true), weight_tiles(w, false), false);
+    const auto y = forward_nhwc(contiguous_as(x, true), weight_tiles(w, false), false);
     count_conv_flops(same_conv3x3(x.sizes().vec(), w.sizes().vec()), 1);
-    return as_layout(y, channels_last(x));
+    return contiguous_as(y, is_channels_last(x));
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -133,13 +126,13 @@ struct TilesConvFn : torch::autograd::Function<TilesConvFn> {
     at::DisableRecordFunctionGuard uncounted;
     const auto& x = saved[0];
     const auto& w = saved[1];
-    const auto dy = as_layout(grads[0], true);
+    const auto dy = contiguous_as(grads[0], true);
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0))
       // The same convolution of dy by the filters turned 180°, in and out channels swapped.
-      dx = as_layout(forward_nhwc(dy, weight_tiles(w, true), true), channels_last(x));
+      dx = contiguous_as(forward_nhwc(dy, weight_tiles(w, true), true), is_channels_last(x));
     if (ctx->needs_input_grad(1))
-      dw = weight_grad_nhwc(as_layout(x, true), dy).contiguous(saved[1].suggest_memory_format());
+      dw = weight_grad_nhwc(contiguous_as(x, true), dy).contiguous(saved[1].suggest_memory_format());
     count_conv_flops(same_conv3x3(x.sizes().vec(), w.sizes().vec()), (dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0));
     return {dx, dw};
   }
