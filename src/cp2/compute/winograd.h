@@ -57,7 +57,9 @@ at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
 
 // Winograd 3×3 convolution (stride 1, padding 1, no bias) of fp32 CPU tensors, with
 // gradients for both; the caller checks eligibility (throws otherwise). With cp2's kernels,
-// channel counts that are not multiples of 8 run direct.
+// a convolution runs direct where they do not fit (channel counts not multiples of 8) or,
+// unless named by a WinogradScope, where they do not pay off (tiles_pay_off in
+// compute/winograd_tiles.h).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight);
 
 }  // namespace cp2::compute
