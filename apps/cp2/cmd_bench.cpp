@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/compute/conv_bench.h"
 #include "cp2/compute/precision.h"
 #include "cp2/data/prefetch.h"
 #include "cp2/pretrain/bench.h"
@@ -69,7 +70,23 @@ Command register_bench(CLI::App& app) {
   all->add_option("--arch", ar->arch, "ResNet depth")->capture_default_str();
   all->add_option("--rounds", ar->rounds, "timed all-reduces")->capture_default_str();
   all->add_option("--bucket-bytes", ar->bucket_bytes, "bucket size in bytes")->capture_default_str();
-  return {c, [o, p, so, ft, ev, all, ar] {
+  auto co = std::make_shared<compute::ConvBenchOptions>();
+  auto* cv = c->add_subcommand("conv",
+                               "time one fp32 3x3 convolution (padding = dilation) alone, forward and with both "
+                               "gradients: direct against what train.conv_algorithm: winograd runs for it");
+  cv->add_option("--batch", co->batch, "batch size")->capture_default_str();
+  cv->add_option("--in", co->in, "input channels")->capture_default_str();
+  cv->add_option("--out", co->out, "output channels")->capture_default_str();
+  cv->add_option("--size", co->size, "map height and width")->capture_default_str();
+  cv->add_option("--dilation", co->dilation, "dilation (= padding)")->capture_default_str();
+  cv->add_flag("--channels-last", co->channels_last, "channels-last input and weight");
+  cv->add_option("--rounds", co->rounds, "timed calls (best of)")->capture_default_str();
+  return {c, [o, p, so, ft, ev, all, ar, co, cv] {
+            if (cv->parsed()) {
+              std::printf("cp2 bench conv: %d intra-op threads\n", get_threads());
+              compute::bench_conv(*co, true);
+              return 0;
+            }
             if (all->parsed()) {
               pretrain::bench_allreduce(ar->arch, ar->rounds, ar->bucket_bytes, true);
               return 0;

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "cp2/compute/conv.h"
+#include "cp2/compute/conv_bench.h"
+#include "cp2/compute/dilated.h"
 #include "cp2/compute/flops.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
@@ -417,6 +420,130 @@ TEST(Winograd, CP2StepTracksDirect) {
     EXPECT_NEAR(got.loss, ref.loss, 1e-4 * std::abs(ref.loss));
     EXPECT_LT(max_abs_diff(got.params, ref.params), 1e-4);
   }
+}
+
+// Dilated 3x3 convolutions as one GEMM per tap (compute/dilated.h) against the direct
+// convolution: maps where outer taps read the image partly (7x9 at rate 3), only in one
+// dimension (5x11 at 5), or never (4x4 at 12, 1x1), odd and ResNet-like channel counts, NCHW
+// and channels-last input and weights, either gradient alone; then the dispatch
+// (compute/conv.h) and the FLOP count.
+TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
+  // The share of products that read the image: (14+8+8)/42 per side at rate 6 on 14², etc.
+  EXPECT_NEAR(compute::dilated_taps_kept(14, 14, 6), (30.0 / 42) * (30.0 / 42), 1e-12);
+  EXPECT_NEAR(compute::dilated_taps_kept(14, 14, 12), (18.0 / 42) * (18.0 / 42), 1e-12);
+  EXPECT_NEAR(compute::dilated_taps_kept(32, 32, 24), 0.25, 1e-12);
+  EXPECT_NEAR(compute::dilated_taps_kept(32, 32, 12), 0.5625, 1e-12);
+  EXPECT_NEAR(compute::dilated_taps_kept(8, 8, 12), 1.0 / 9, 1e-12);
+  EXPECT_NEAR(compute::dilated_taps_kept(32, 32, 2), (92.0 / 96) * (92.0 / 96), 1e-12);
+  if (!compute::tap_gemm_available()) {
+    std::string why;
+    EXPECT_FALSE(compute::tap_gemm_available(&why));
+    EXPECT_NE(why.find("oneDNN"), std::string::npos);
+    return;
+  }
+  auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+    return ((a - b).abs().max() / b.abs().max()).item<double>();
+  };
+  struct Case {
+    int64_t n, c, o, h, w, d;
+  };
+  for (const Case k : {Case{2, 16, 24, 7, 9, 3}, Case{2, 3, 5, 5, 11, 5}, Case{1, 8, 8, 4, 4, 12}, Case{3, 4, 6, 1, 1, 2},
+                       Case{2, 32, 16, 14, 14, 6}}) {
+    for (bool cl : {false, true}) {
+      SCOPED_TRACE("n" + std::to_string(k.n) + " c" + std::to_string(k.c) + " o" + std::to_string(k.o) + " " +
+                   std::to_string(k.h) + "x" + std::to_string(k.w) + " rate " + std::to_string(k.d) +
+                   (cl ? " channels-last" : " NCHW"));
+      torch::manual_seed(11);
+      auto x0 = torch::randn({k.n, k.c, k.h, k.w}), w0 = torch::randn({k.o, k.c, 3, 3});
+      if (cl) {
+        x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+        w0 = w0.contiguous(at::MemoryFormat::ChannelsLast);
+      }
+      const auto g = torch::randn({k.n, k.o, k.h, k.w});
+      for (int grads : {3, 1, 2}) {  // both, input only, weight only
+        auto run = [&](bool taps) {
+          auto x = x0.clone().requires_grad_(grads & 1);
+          auto w = w0.clone().requires_grad_((grads & 2) != 0);
+          auto y = taps ? compute::dilated_conv3x3_taps(x, w, k.d) : at::conv2d(x, w, {}, 1, k.d, k.d);
+          (y * g).sum().backward();
+          return std::vector<at::Tensor>{y.detach(), (grads & 1) ? x.grad() : at::Tensor(),
+                                         (grads & 2) ? w.grad() : at::Tensor()};
+        };
+        const auto ref = run(false), got = run(true);
+        EXPECT_EQ(got[0].sizes(), ref[0].sizes());
+        EXPECT_LT(rel(got[0], ref[0]), 1e-5);
+        EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl && k.h * k.w > 1);
+        for (int i : {1, 2}) {
+          ASSERT_EQ(got[i].defined(), ref[i].defined()) << "gradient " << i;
+          if (!got[i].defined()) continue;
+          EXPECT_EQ(got[i].sizes(), ref[i].sizes()) << "gradient " << i;
+          EXPECT_LT(rel(got[i], ref[i]), 1e-5) << "gradient " << i;
+        }
+        // Taps that never read the image get an exact zero gradient (rate 12 on 4x4: all
+        // but the centre).
+        if ((grads & 2) && k.d >= k.h && k.d >= k.w) {
+          auto outer = got[2].clone();
+          outer.select(2, 1).select(2, 1).zero_();
+          EXPECT_EQ(outer.abs().max().item<float>(), 0.f);
+        }
+      }
+    }
+  }
+  expect_error([] { compute::dilated_conv3x3_taps(torch::randn({1, 4, 5, 5}), torch::randn({2, 3, 3, 3}), 2); },
+               {"dilated_conv3x3_taps", "[1, 4, 5, 5]", "[2, 3, 3, 3]"});
+  expect_error([] { compute::dilated_conv3x3_taps(torch::randn({1, 4, 5, 5}, torch::kDouble), torch::randn({2, 4, 3, 3}), 2); },
+               {"fp32 CPU"});
+
+  // Through the model's dispatch: ASPP's rate 12 on 14² (share 0.18) takes the tap GEMMs
+  // under the fast algorithms and is counted as the products done; `direct` is the module's
+  // own forward bit for bit.
+  torch::nn::Conv2d aspp(torch::nn::Conv2dOptions(16, 8, 3).padding(12).dilation(12).bias(false));
+  const auto x = torch::randn({2, 16, 14, 14});
+  {
+    compute::WinogradScope off(false);
+    EXPECT_TRUE(torch::equal(compute::conv2d(*aspp, x), aspp(x)));
+  }
+  compute::FlopCount c;
+  at::Tensor y;
+  for (bool cl : {false, true}) {
+    {
+      compute::FlopCounter counter;
+      compute::WinogradScope on(true);
+      y = compute::conv2d(*aspp, (cl ? x.contiguous(at::MemoryFormat::ChannelsLast) : x).clone().requires_grad_(true));
+      y.sum().backward();
+      c = counter.result();
+    }
+    EXPECT_LT(rel(y.detach(), aspp(x).detach()), 1e-5);
+    EXPECT_NEAR(c.conv, 3 * compute::dilated_taps_kept(14, 14, 12) * conv_flops(2, 16, 8, 3, 14, 14), 1e-3);
+    for (const auto& [shape, flops] : c.by_shape) EXPECT_EQ(shape.weight[2], 1) << shape.str();
+  }
+  // Shares between the thresholds: rate 6 on 14² (0.51) and ResNet's rate 2 on 12x12 (0.79)
+  // take tap GEMMs in channels-last only; rate 2 on 32x32 (0.92) never (the counter sees 1x1
+  // shapes for tap GEMMs, 3x3 ones otherwise).
+  for (const auto& [rate, side, cl, taps] :
+       {std::tuple{6, 14, false, false}, std::tuple{6, 14, true, true}, std::tuple{2, 12, false, false},
+        std::tuple{2, 12, true, true}, std::tuple{2, 32, true, false}}) {
+    torch::nn::Conv2d conv(torch::nn::Conv2dOptions(8, 8, 3).padding(rate).dilation(rate).bias(false));
+    auto xr = torch::randn({2, 8, side, side});
+    if (cl) xr = xr.contiguous(at::MemoryFormat::ChannelsLast);
+    compute::FlopCounter counter;
+    compute::WinogradScope on(true);
+    compute::conv2d(*conv, xr);
+    for (const auto& [shape, flops] : counter.result().by_shape)
+      EXPECT_EQ(shape.weight[2], taps ? 1 : 3)
+          << "rate " << rate << ", " << side << (cl ? " channels-last " : " NCHW ") << shape.str();
+  }
+}
+
+// `cp2 bench conv` runs both algorithms on the shape and names the one compute::conv2d picks.
+TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {
+  compute::ConvBenchOptions o;
+  o.batch = 2, o.in = 16, o.out = 8, o.size = 14, o.dilation = 12, o.rounds = 1;
+  const auto r = compute::bench_conv(o, false);
+  EXPECT_EQ(r.fast, compute::tap_gemm_available() ? "tap GEMMs" : "direct");
+  for (double t : {r.direct_fwd_s, r.direct_step_s, r.fast_fwd_s, r.fast_step_s}) EXPECT_GT(t, 0);
+  o.dilation = 0;
+  expect_error([&] { compute::bench_conv(o, false); }, {"--dilation", "positive", "0"});
 }
 
 TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {

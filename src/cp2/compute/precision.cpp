@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cp2/common.h"
+#include "cp2/compute/dilated.h"
 #include "cp2/compute/winograd.h"
 
 namespace cp2::compute {
@@ -24,7 +25,9 @@ void NumericsOptions::validate() const {
 std::string Numerics::describe() const {
   return std::string(bf16 ? "bf16 autocast (fp32 weights, losses, optimizer)" : "fp32") + ", " +
          (channels_last ? "channels-last" : "NCHW") +
-         (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) + ")" : "");
+         (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) + ")" +
+                         (tap_gemm_available() ? ", dilated 3x3 as tap GEMMs" : "")
+                   : "");
 }
 
 bool cpu_has_native_bf16() {

@@ -21,8 +21,8 @@ struct NumericsOptions {
   // AMX), else fp32 (without native bf16, oneDNN emulates it, slower than fp32).
   std::string precision = "fp32";
   bool channels_last = false;
-  // direct | winograd | auto (compute/winograd.h): the algorithm of fp32 3x3 convolutions on
-  // the CPU.
+  // direct | winograd | auto (compute/conv.h): the algorithm of fp32 3x3 convolutions on the
+  // CPU.
   std::string conv_algorithm = "direct";
   void validate() const;  // names the key and the value
 };
@@ -36,23 +36,25 @@ inline constexpr const char* kPrecisionHelp =
     "fp32, bf16 (autocast; fp32 weights, losses, optimizer) or auto (bf16 on CUDA and on CPUs with "
     "AVX512-BF16/AMX, else fp32)";
 inline constexpr const char* kChannelsLastHelp = "activations and weights in channels-last (NHWC) memory";
-// train.conv_algorithm (compute/winograd.h): direct (PyTorch's), winograd (Winograd
-// F(4x4,3x3): oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones; an error where this build or
-// CPU has none), auto (winograd where available).
+// train.conv_algorithm (compute/conv.h): direct (PyTorch's), winograd (Winograd F(4x4,3x3):
+// oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones; dilated ones mostly over padding as one GEMM
+// per tap, compute/dilated.h; an error where this build or CPU has no Winograd kernels), auto
+// (winograd where available).
 inline const std::vector<std::string>& conv_algorithm_choices() {
   static const std::vector<std::string> c{"direct", "winograd", "auto"};
   return c;
 }
 inline constexpr const char* kConvAlgorithmHelp =
     "3x3 convolutions in fp32 on the CPU: direct (as PyTorch), winograd (Winograd F(4x4,3x3): oneDNN's kernels on "
-    "AVX-512 CPUs, cp2's on AVX2 ones; differs from direct by fp32 round-off) or auto (winograd where available)";
+    "AVX-512 CPUs, cp2's on AVX2 ones; dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap "
+    "over the pixels it reads; differs from direct by fp32 round-off) or auto (winograd where available)";
 
 // A run's resolved numerics.
 struct Numerics {
   bool bf16 = false;
   bool channels_last = false;
-  bool winograd = false;  // fp32 3x3 convolutions through Winograd kernels (compute/winograd.h)
-  std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3 (oneDNN)"
+  bool winograd = false;  // fp32 3x3 convolutions through the fast algorithms (compute/conv.h)
+  std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3 (oneDNN), dilated 3x3 as tap GEMMs"
 };
 
 // Throws, naming the key, where train.conv_algorithm: winograd cannot apply (bf16, CUDA, a

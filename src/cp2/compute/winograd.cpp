@@ -9,7 +9,6 @@
 #include <mutex>
 #include <optional>
 #include <tuple>
-#include <variant>
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
@@ -332,6 +331,8 @@ WinogradKernels best_kernels() {
 
 }  // namespace
 
+bool winograd_enabled() { return t_enabled; }
+
 WinogradKernels winograd_kernels() { return t_kernels != WinogradKernels::best ? t_kernels : best_kernels(); }
 
 const char* winograd_kernels_name(WinogradKernels k) {
@@ -377,44 +378,6 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
     default:
       return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
   }
-}
-
-namespace {
-
-// A conv's padding is a variant (sizes, 'valid' or 'same'): c10::variant in LibTorch 1.13,
-// std::variant in 2.x. `get_if` finds the matching one by argument-dependent lookup.
-template <class Variant>
-const torch::ExpandingArray<2>* explicit_padding(const Variant& v) {
-  using std::get_if;
-  return get_if<torch::ExpandingArray<2>>(&v);
-}
-
-}  // namespace
-
-at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
-  if (!t_enabled || x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat || conv.bias.defined() ||
-      autocast_active(false) || !winograd_available())
-    return conv.forward(x);
-  const auto& o = conv.options;
-  const auto k = *o.kernel_size(), st = *o.stride(), dl = *o.dilation();
-  const auto* pad = explicit_padding(o.padding());
-  const int64_t d = dl[0];
-  const bool eligible = o.groups() == 1 && k[0] == 3 && k[1] == 3 && st[0] == 1 && st[1] == 1 && dl[1] == d &&
-                        o.padding_mode().index() == 0 && pad && (**pad)[0] == d && (**pad)[1] == d;
-  if (!eligible) return conv.forward(x);
-  if (d == 1) return winograd_conv3x3(x, conv.weight);
-  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  if (h % d || w % d) return conv.forward(x);
-  // A 3×3 convolution with dilation d and padding d reads, for an output pixel in phase
-  // (i mod d, j mod d), only inputs of the same phase: d² undilated convolutions (padding 1)
-  // over the sub-grids, batched.
-  auto sub = x.reshape({n, c, h / d, d, w / d, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, h / d, w / d});
-  const bool cl = is_channels_last(x);
-  if (cl) sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
-  auto y = winograd_conv3x3(sub, conv.weight);
-  const int64_t out = y.size(1);
-  y = y.reshape({n, d, d, out, h / d, w / d}).permute({0, 3, 4, 1, 5, 2}).reshape({n, out, h, w});
-  return cl ? y.contiguous(at::MemoryFormat::ChannelsLast) : y;
 }
 
 }  // namespace cp2::compute

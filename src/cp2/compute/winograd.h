@@ -9,16 +9,11 @@
 // cudnn.benchmark = True), so it is a choice of algorithm, `train.conv_algorithm`, not of
 // method.
 //
-// Applies to 3×3 convolutions with stride 1, dilation 1, padding 1, no groups, no bias, on
-// fp32 CPU tensors outside autocast; any other convolution runs the module's own forward.
-// Dilated 3×3 convolutions with padding = dilation d (ResNet's dilated stages) run as d²
-// undilated ones over the interleaved sub-grids when H and W are multiples of d.
+// Applies to 3×3 convolutions with stride 1, padding 1, no bias, on fp32 CPU tensors outside
+// autocast; compute/conv.h decides which convolutions of a model take it.
 #pragma once
 #include <string>
 
-namespace torch::nn {
-class Conv2dImpl;
-}
 namespace at {
 class Tensor;
 }
@@ -29,13 +24,17 @@ namespace cp2::compute {
 // oneDNN; cp2's needs AVX2 and FMA); when not, `why` says what is missing.
 bool winograd_available(std::string* why = nullptr);
 
+// Whether a WinogradScope enabled the fast algorithms on this thread.
+bool winograd_enabled();
+
 // Which kernels run: `best` = oneDNN's where available, else cp2's. Tests and benchmarks may
 // name one (oneDNN's caps its ISA by DNNL_MAX_CPU_ISA=AVX2, which makes `best` pick cp2's).
 enum class WinogradKernels { best, onednn, tiles, none };
 WinogradKernels winograd_kernels();  // on this thread, `best` resolved
 const char* winograd_kernels_name(WinogradKernels k);  // "oneDNN", "cp2 AVX2"
 
-// While alive on this thread: eligible convolutions run through Winograd (when `enable`),
+// While alive on this thread: eligible convolutions run through the fast algorithms
+// (compute/conv.h: Winograd, and compute/dilated.h's tap GEMMs) when `enable`,
 // with the named kernels (else those chosen by an enclosing scope, or `best`); the previous
 // state comes back at destruction (nests like AutocastScope). The key's values and help are
 // with the other numerics keys (compute/precision.h).
@@ -51,9 +50,6 @@ class WinogradScope {
   bool prev_;
   WinogradKernels prev_kernels_;
 };
-
-// conv(x), through Winograd when enabled on this thread and the convolution is eligible.
-at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
 
 // Winograd 3×3 convolution (stride 1, padding 1, no bias) of fp32 CPU tensors, with
 // gradients for both; the caller checks eligibility (throws otherwise). With cp2's kernels,

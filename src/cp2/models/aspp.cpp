@@ -6,7 +6,7 @@
 #include <torch/nn/modules/pooling.h>
 
 #include "cp2/common.h"
-#include "cp2/compute/winograd.h"
+#include "cp2/compute/conv.h"
 
 namespace cp2::models {
 

@@ -3,7 +3,7 @@
 #include <torch/nn/functional/activation.h>
 
 #include "cp2/common.h"
-#include "cp2/compute/winograd.h"
+#include "cp2/compute/conv.h"
 
 namespace cp2::models {
 

@@ -1,0 +1,75 @@
+#include "cp2/compute/conv.h"
+
+#include <torch/torch.h>
+
+#include <variant>
+
+#include "cp2/compute/dilated.h"
+#include "cp2/compute/precision.h"
+#include "cp2/compute/winograd.h"
+
+namespace cp2::compute {
+
+namespace {
+
+// A conv's padding is a variant (sizes, 'valid' or 'same'): c10::variant in LibTorch 1.13,
+// std::variant in 2.x. `get_if` finds the matching one by argument-dependent lookup.
+template <class Variant>
+const torch::ExpandingArray<2>* explicit_padding(const Variant& v) {
+  using std::get_if;
+  return get_if<torch::ExpandingArray<2>>(&v);
+}
+
+}  // namespace
+
+ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
+  if (!winograd_enabled() || x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat ||
+      conv.bias.defined() || autocast_active(false))
+    return ConvPath::module;
+  const auto& o = conv.options;
+  const auto k = *o.kernel_size(), st = *o.stride(), dl = *o.dilation();
+  const auto* pad = explicit_padding(o.padding());
+  const int64_t d = dl[0];
+  const bool eligible = o.groups() == 1 && k[0] == 3 && k[1] == 3 && st[0] == 1 && st[1] == 1 && dl[1] == d &&
+                        o.padding_mode().index() == 0 && pad && (**pad)[0] == d && (**pad)[1] == d;
+  if (!eligible) return ConvPath::module;
+  const int64_t h = x.size(2), w = x.size(3);
+  if (d > 1 && tap_gemm_available() &&
+      dilated_taps_kept(h, w, d) <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
+    return ConvPath::taps;
+  if (!winograd_available()) return ConvPath::module;
+  if (d == 1) return ConvPath::winograd;
+  return h % d || w % d ? ConvPath::module : ConvPath::winograd_subgrids;
+}
+
+const char* conv_path_name(ConvPath p) {
+  switch (p) {
+    case ConvPath::taps: return "tap GEMMs";
+    case ConvPath::winograd: return "Winograd";
+    case ConvPath::winograd_subgrids: return "Winograd sub-grids";
+    default: return "direct";
+  }
+}
+
+at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
+  switch (conv_path(conv, x)) {
+    case ConvPath::module: return conv.forward(x);
+    case ConvPath::taps: return dilated_conv3x3_taps(x, conv.weight, (*conv.options.dilation())[0]);
+    case ConvPath::winograd: return winograd_conv3x3(x, conv.weight);
+    case ConvPath::winograd_subgrids: break;
+  }
+  // A 3×3 convolution with dilation d and padding d reads, for an output pixel in phase
+  // (i mod d, j mod d), only inputs of the same phase: d² undilated convolutions (padding 1)
+  // over the sub-grids, batched.
+  const int64_t d = (*conv.options.dilation())[0];
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  auto sub = x.reshape({n, c, h / d, d, w / d, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, h / d, w / d});
+  const bool cl = is_channels_last(x);
+  if (cl) sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
+  auto y = winograd_conv3x3(sub, conv.weight);
+  const int64_t out = y.size(1);
+  y = y.reshape({n, d, d, out, h / d, w / d}).permute({0, 3, 4, 1, 5, 2}).reshape({n, out, h, w});
+  return cl ? y.contiguous(at::MemoryFormat::ChannelsLast) : y;
+}
+
+}  // namespace cp2::compute

@@ -1,0 +1,42 @@
+// Which algorithm runs each convolution of a model (train.conv_algorithm, issue 11): the
+// module's own forward (PyTorch's direct convolution) unless a WinogradScope enabled the fast
+// algorithms on this thread and the convolution qualifies:
+// - 3×3, stride 1, padding 1: Winograd (compute/winograd.h);
+// - 3×3 with dilation d and padding d where only part of the products read the image (at
+//   most kTapGemmShare*, ASPP's branches): one GEMM per tap over the pixels it reads the
+//   image for (compute/dilated.h);
+// - other 3×3 with dilation d and padding d on maps whose sides are multiples of d (ResNet's
+//   dilated stages): Winograd over the d² interleaved sub-grids.
+// Only fp32 CPU tensors outside autocast, without bias or groups.
+#pragma once
+
+namespace torch::nn {
+class Conv2dImpl;
+}
+namespace at {
+class Tensor;
+}
+
+namespace cp2::compute {
+
+// Tap GEMMs take a dilated convolution when at most this share of the full 3×3's products
+// read the image (dilated_taps_kept): kTapGemmShareNhwc for channels-last input,
+// kTapGemmShareNchw otherwise (layout copies, and the forward pass by GEMMs too). Timed
+// forward + both gradients against the direct convolution with `cp2 bench conv` (AMD Zen 4,
+// 2 threads, 2048→512 channels; docs/benchmarks.md), channels-last / NCHW: share 0.25 (rate
+// 24 on 32², batch 2) 3.3× / 2.7×; 0.18 (rate 12 on 14², batch 8) 3.0× / 2.1×; 0.56 (rate 12
+// on 32²) 1.8× / 1.1×; 0.51 (rate 6 on 14²) 1.25× / 0.91×; 0.77 (rate 12 on 64²) 1.38× /
+// not taken. ResNet's rate 2 (0.92 on 32²) stays with Winograd over sub-grids.
+constexpr double kTapGemmShareNhwc = 0.8;
+constexpr double kTapGemmShareNchw = 0.5;
+
+// What conv2d does with `conv` on `x` on this thread (WinogradScope): the module's forward,
+// tap GEMMs, Winograd, or Winograd over the d² sub-grids. (cp2's own Winograd kernels may
+// still run a convolution direct where they do not pay off, compute/winograd.h.)
+enum class ConvPath { module, taps, winograd, winograd_subgrids };
+ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
+const char* conv_path_name(ConvPath p);  // "direct", "tap GEMMs", "Winograd", "Winograd sub-grids"
+
+at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
+
+}  // namespace cp2::compute

@@ -1,0 +1,90 @@
+#include "cp2/compute/conv_bench.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "cp2/common.h"
+#include "cp2/compute/conv.h"
+#include "cp2/compute/dilated.h"
+#include "cp2/compute/winograd.h"
+
+namespace cp2::compute {
+
+void ConvBenchOptions::validate() const {
+  auto positive = [](const char* key, int64_t v) {
+    if (v < 1) throw Error(std::string("--") + key + ": expected a positive value, found " + std::to_string(v));
+  };
+  positive("batch", batch);
+  positive("in", in);
+  positive("out", out);
+  positive("size", size);
+  positive("dilation", dilation);
+  positive("rounds", rounds);
+}
+
+namespace {
+
+template <class F>
+double best_of(int rounds, const F& f) {
+  f();
+  double best = 1e30;
+  for (int i = 0; i < rounds; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+}  // namespace
+
+ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
+  o.validate();
+  const int64_t d = o.dilation;
+  torch::nn::Conv2d conv(torch::nn::Conv2dOptions(o.in, o.out, 3).padding(d).dilation(d).bias(false));
+  const auto fmt = o.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  conv->weight.set_data(conv->weight.detach().contiguous(fmt));
+  const auto x = torch::randn({o.batch, o.in, o.size, o.size}).contiguous(fmt).requires_grad_(true);
+  const auto g = torch::randn({o.batch, o.out, o.size, o.size}).contiguous(fmt);
+  ConvBenchResult r;
+  {
+    WinogradScope on(true);
+    const auto path = conv_path(*conv, x);
+    r.fast = conv_path_name(path);
+    if (path == ConvPath::winograd || path == ConvPath::winograd_subgrids)
+      r.fast += std::string(" (") + winograd_kernels_name(winograd_kernels()) + ")";
+  }
+  auto fwd = [&](bool fast) {
+    torch::NoGradGuard ng;
+    WinogradScope s(fast);
+    conv2d(*conv, x);
+  };
+  auto step = [&](bool fast) {
+    WinogradScope s(fast);
+    auto y = conv2d(*conv, x);
+    torch::autograd::grad({y}, {x, conv->weight}, {g});
+  };
+  r.direct_fwd_s = best_of(o.rounds, [&] { fwd(false); });
+  r.fast_fwd_s = best_of(o.rounds, [&] { fwd(true); });
+  r.direct_step_s = best_of(o.rounds, [&] { step(false); });
+  r.fast_step_s = best_of(o.rounds, [&] { step(true); });
+  if (verbose) {
+    const double full = 2.0 * o.batch * o.in * o.out * 9 * o.size * o.size;  // one pass, every tap
+    std::printf("shape          x [%lld, %lld, %lld, %lld] * w [%lld, %lld, 3, 3], dilation %lld, %s; %.2f GFLOP per pass "
+                "(all 9 taps), %.0f %% of them read the image\n",
+                static_cast<long long>(o.batch), static_cast<long long>(o.in), static_cast<long long>(o.size),
+                static_cast<long long>(o.size), static_cast<long long>(o.out), static_cast<long long>(o.in),
+                static_cast<long long>(d), o.channels_last ? "channels-last" : "NCHW", full / 1e9,
+                100 * dilated_taps_kept(o.size, o.size, d));
+    std::printf("direct         forward %.4f s, forward + both gradients %.4f s\n", r.direct_fwd_s, r.direct_step_s);
+    std::printf("fast           %s: forward %.4f s, forward + both gradients %.4f s (%.2fx, %.2fx direct)\n",
+                r.fast.c_str(), r.fast_fwd_s, r.fast_step_s, r.direct_fwd_s / r.fast_fwd_s,
+                r.direct_step_s / r.fast_step_s);
+  }
+  return r;
+}
+
+}  // namespace cp2::compute
