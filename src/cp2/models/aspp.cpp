@@ -31,10 +31,12 @@ ConvModuleImpl::ConvModuleImpl(int64_t in, int64_t out, int64_t k, int64_t pad, 
 torch::Tensor ConvModuleImpl::forward(torch::Tensor x) { return torch::relu(bn(conv_forward(x))); }
 
 // A 3x3 conv with dilation d and padding d on a map no larger than d in a dimension
-// only ever reads zero padding with its outer taps in that dimension (ASPP's rates 12
-// and 18 on 14x14 maps at 224 px; every rate at 96 px). Dropping those taps gives the
-// same sums (minus additions of exact zeros) and the same gradients (the dropped taps'
-// gradient is exactly zero either way) at up to 9x less work.
+// only ever reads zero padding with its outer taps in that dimension (ASPP's rate 18 on
+// 14x14 maps at 224 px; every rate at 96 px). Dropping those taps gives the same sums
+// (minus additions of exact zeros) and the same gradients (the dropped taps' gradient is
+// exactly zero either way) at up to 9x less work. Rates that read the image in part (6
+// and 12 at 224 px) go to compute::conv2d, which runs them as tap GEMMs under the fast
+// algorithms (compute/dilated.h).
 torch::Tensor ConvModuleImpl::conv_forward(const torch::Tensor& x) {
   // Own settings rather than conv->options: its padding is a variant whose type differs
   // between LibTorch 1.13 and 2.x.
