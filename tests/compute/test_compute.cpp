@@ -25,6 +25,11 @@ double conv_flops(int64_t n, int64_t cin, int64_t cout, int64_t k, int64_t oh, i
   return 2.0 * n * cout * oh * ow * cin * k * k;
 }
 
+// Largest difference relative to the reference's largest magnitude.
+double rel(const at::Tensor& a, const at::Tensor& b) {
+  return ((a - b).abs().max() / b.abs().max()).item<double>();
+}
+
 }  // namespace
 
 TEST(Flops, CountsConvolutionsAndMatmulsForwardAndBackward) {
@@ -279,9 +284,6 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
   }
   EXPECT_TRUE(compute::resolve_numerics(o, "cpu").winograd);
   EXPECT_NE(compute::resolve_numerics(o, "cpu").describe().find("Winograd"), std::string::npos);
-  auto rel = [](const at::Tensor& a, const at::Tensor& b) {
-    return ((a - b).abs().max() / b.abs().max()).item<double>();
-  };
   ASSERT_FALSE(winograd_kernel_sets().empty());
   for (auto kernels : winograd_kernel_sets()) {
     SCOPED_TRACE(compute::winograd_kernels_name(kernels));
@@ -351,9 +353,6 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     EXPECT_NE(why.find("AVX2"), std::string::npos);
     return;
   }
-  auto rel = [](const at::Tensor& a, const at::Tensor& b) {
-    return ((a - b).abs().max() / b.abs().max()).item<double>();
-  };
   struct Case {
     int64_t n, c, o, h, w;
     bool weight_cl;
@@ -441,9 +440,6 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
     EXPECT_NE(why.find("oneDNN"), std::string::npos);
     return;
   }
-  auto rel = [](const at::Tensor& a, const at::Tensor& b) {
-    return ((a - b).abs().max() / b.abs().max()).item<double>();
-  };
   struct Case {
     int64_t n, c, o, h, w, d;
   };
@@ -515,6 +511,7 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
     }
     EXPECT_LT(rel(y.detach(), aspp(x).detach()), 1e-5);
     EXPECT_NEAR(c.conv, 3 * compute::dilated_taps_kept(14, 14, 12) * conv_flops(2, 16, 8, 3, 14, 14), 1e-3);
+    ASSERT_FALSE(c.by_shape.empty());
     for (const auto& [shape, flops] : c.by_shape) EXPECT_EQ(shape.weight[2], 1) << shape.str();
   }
   // Shares between the thresholds: rate 6 on 14² (0.51) and ResNet's rate 2 on 12x12 (0.79)
@@ -529,7 +526,9 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
     compute::FlopCounter counter;
     compute::WinogradScope on(true);
     compute::conv2d(*conv, xr);
-    for (const auto& [shape, flops] : counter.result().by_shape)
+    const auto seen = counter.result().by_shape;
+    ASSERT_FALSE(seen.empty()) << "rate " << rate << ", " << side;
+    for (const auto& [shape, flops] : seen)
       EXPECT_EQ(shape.weight[2], taps ? 1 : 3)
           << "rate " << rate << ", " << side << (cl ? " channels-last " : " NCHW ") << shape.str();
   }
