@@ -80,6 +80,10 @@ Command register_bench(CLI::App& app) {
   cv->add_option("--size", co->size, "map height and width")->capture_default_str();
   cv->add_option("--dilation", co->dilation, "dilation (= padding)")->capture_default_str();
   cv->add_flag("--channels-last", co->channels_last, "channels-last input and weight");
+  cv->add_option("--kernels", co->kernels,
+                 "Winograd kernels: best (as train.conv_algorithm picks), onednn, or tiles (cp2's AVX2 kernels, "
+                 "also where their pay-off rule would run the convolution direct)")
+      ->capture_default_str();
   cv->add_option("--rounds", co->rounds, "timed calls (best of)")->capture_default_str();
   return {c, [o, p, so, ft, ev, all, ar, co, cv] {
             if (cv->parsed()) {

@@ -344,7 +344,7 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
 
 // cp2's own kernels (compute/winograd_tiles.h) at the edges of their tiling: maps of 1×1 to
 // 9×5 (partial tiles, a tile wider than the map), ResNet's channel counts, weights in
-// channels-last memory, one gradient asked for; channel counts not multiples of 8 run the
+// channels-last memory (and their gradient in it), one gradient asked for; channel counts not multiples of 8 run the
 // direct convolution bit for bit.
 TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
   if (!compute::tiles_available()) {
@@ -357,8 +357,10 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     int64_t n, c, o, h, w;
     bool weight_cl;
   };
+  // The 512-channel cases' filters (9.4 MB, 38 MB in the Winograd domain) take the kernels'
+  // streaming stores.
   for (const auto& k : {Case{1, 8, 8, 1, 1, false}, Case{2, 64, 128, 9, 5, true}, Case{1, 256, 64, 7, 7, false},
-                        Case{2, 32, 16, 4, 13, true}}) {
+                        Case{2, 32, 16, 4, 13, true}, Case{1, 512, 512, 3, 5, false}, Case{1, 512, 512, 2, 2, true}}) {
     SCOPED_TRACE(shape_str({k.n, k.c, k.h, k.w}) + " -> " + std::to_string(k.o));
     torch::manual_seed(11);
     auto w0 = torch::randn({k.o, k.c, 3, 3}) / std::sqrt(9.0 * k.c);
@@ -380,13 +382,32 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     (compute::tiles_conv3x3(xf, w0) * g).sum().backward();
     EXPECT_TRUE(torch::equal(xf.grad(), xt.grad()));
   }
-  // Chosen as the best at hand, they run only where they were measured to win: ≥ 128
-  // channels, tiles ≥ 75 % full, ≥ 128 tiles.
+  // conv_path asks winograd_runs: where the kernels chosen would run the direct convolution,
+  // the module's forward, without the sub-grid copies (a rate-2 convolution on 8×8 maps,
+  // batch 1: 4 sub-grids of one tile each).
+  {
+    torch::nn::Conv2d dilated(torch::nn::Conv2dOptions(512, 512, 3).padding(2).dilation(2).bias(false));
+    const auto x = torch::randn({1, 512, 8, 8});
+    compute::WinogradScope named(true, compute::WinogradKernels::tiles);
+    EXPECT_TRUE(compute::winograd_runs(4, 512, 512, 4, 4));
+    EXPECT_EQ(compute::conv_path(*dilated, x), compute::ConvPath::winograd_subgrids);
+    compute::WinogradScope best(true, compute::WinogradKernels::best);
+    const bool ours = compute::winograd_kernels() == compute::WinogradKernels::tiles;  // an AVX2-only CPU
+    EXPECT_EQ(compute::winograd_runs(4, 512, 512, 4, 4), !ours);
+    EXPECT_EQ(compute::winograd_runs(32, 512, 512, 4, 4), true);
+    EXPECT_EQ(compute::conv_path(*dilated, x), ours ? compute::ConvPath::module : compute::ConvPath::winograd_subgrids);
+  }
+  // Chosen as the best at hand, they run only where they were measured to win: ≥ 32 tiles;
+  // ≥ 128 channels with tiles ≥ 75 % full, ≥ 256 with half-full ones.
   EXPECT_TRUE(compute::tiles_pay_off(8, 128, 128, 16, 16));    // 8·4·4 = 128 full tiles
   EXPECT_TRUE(compute::tiles_pay_off(8, 2560, 512, 14, 14));   // 77 % full
-  EXPECT_FALSE(compute::tiles_pay_off(8, 512, 512, 8, 8));     // 32 tiles
+  EXPECT_TRUE(compute::tiles_pay_off(8, 512, 512, 8, 8));      // 32 tiles
+  EXPECT_FALSE(compute::tiles_pay_off(4, 512, 512, 8, 8));     // 16 tiles
   EXPECT_FALSE(compute::tiles_pay_off(8, 64, 64, 56, 56));     // 64 channels
-  EXPECT_FALSE(compute::tiles_pay_off(128, 256, 256, 6, 6));   // 56 % full
+  EXPECT_TRUE(compute::tiles_pay_off(128, 256, 256, 6, 6));    // 56 % full, 256 channels
+  EXPECT_TRUE(compute::tiles_pay_off(128, 512, 512, 3, 3));    // 56 % full, 512 channels
+  EXPECT_FALSE(compute::tiles_pay_off(128, 128, 256, 6, 6));   // 56 % full, 128 channels
+  EXPECT_FALSE(compute::tiles_pay_off(128, 512, 512, 5, 5));   // 39 % full
   EXPECT_FALSE(compute::tiles_pay_off(32, 132, 128, 16, 16));  // not a multiple of 8
   // 12 input channels: direct, bit for bit.
   const auto x = torch::randn({2, 12, 6, 6});
@@ -541,7 +562,13 @@ TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {
   const auto r = compute::bench_conv(o, false);
   EXPECT_EQ(r.fast, compute::tap_gemm_available() ? "tap GEMMs" : "direct");
   for (double t : {r.direct_fwd_s, r.direct_step_s, r.fast_fwd_s, r.fast_step_s}) EXPECT_GT(t, 0);
-  o.dilation = 0;
+  // --kernels tiles: cp2's kernels wherever they fit, named as such (below their pay-off rule
+  // too: 2 tiles here).
+  o.dilation = 1, o.size = 8, o.kernels = "tiles";
+  EXPECT_EQ(compute::bench_conv(o, false).fast, compute::tiles_available() ? "Winograd (cp2 AVX2)" : "direct");
+  o.kernels = "fastest";
+  expect_error([&] { compute::bench_conv(o, false); }, {"--kernels", "best, onednn or tiles", "fastest"});
+  o.kernels = "best", o.dilation = 0;
   expect_error([&] { compute::bench_conv(o, false); }, {"--dilation", "positive", "0"});
 }
 

@@ -37,9 +37,12 @@ ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   if (d > 1 && tap_gemm_available() &&
       dilated_taps_kept(h, w, d) <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
     return ConvPath::taps;
-  if (!winograd_available()) return ConvPath::module;
-  if (d == 1) return ConvPath::winograd;
-  return h % d || w % d ? ConvPath::module : ConvPath::winograd_subgrids;
+  // Where Winograd would run the direct convolution anyway (cp2's kernels below their pay-off
+  // rule), the module's forward: no sub-grid copies around it.
+  const int64_t n = x.size(0), c = x.size(1), out = conv.weight.size(0);
+  if (d == 1) return winograd_runs(n, c, out, h, w) ? ConvPath::winograd : ConvPath::module;
+  if (h % d || w % d) return ConvPath::module;
+  return winograd_runs(n * d * d, c, out, h / d, w / d) ? ConvPath::winograd_subgrids : ConvPath::module;
 }
 
 const char* conv_path_name(ConvPath p) {

@@ -31,8 +31,8 @@ constexpr double kTapGemmShareNhwc = 0.8;
 constexpr double kTapGemmShareNchw = 0.5;
 
 // What conv2d does with `conv` on `x` on this thread (WinogradScope): the module's forward,
-// tap GEMMs, Winograd, or Winograd over the d² sub-grids. (cp2's own Winograd kernels may
-// still run a convolution direct where they do not pay off, compute/winograd.h.)
+// tap GEMMs, Winograd, or Winograd over the d² sub-grids (where winograd_runs() says the
+// kernels run Winograd for the shape, compute/winograd.h).
 enum class ConvPath { module, taps, winograd, winograd_subgrids };
 ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
 const char* conv_path_name(ConvPath p);  // "direct", "tap GEMMs", "Winograd", "Winograd sub-grids"

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "cp2/common.h"
+#include "cp2/cpu_allocator.h"
 #include "cp2/compute/conv.h"
 #include "cp2/compute/dilated.h"
 #include "cp2/compute/winograd.h"
@@ -23,6 +24,8 @@ void ConvBenchOptions::validate() const {
   positive("size", size);
   positive("dilation", dilation);
   positive("rounds", rounds);
+  if (kernels != "best" && kernels != "onednn" && kernels != "tiles")
+    throw Error("--kernels: expected best, onednn or tiles, found '" + kernels + "'");
 }
 
 namespace {
@@ -43,15 +46,21 @@ double best_of(int rounds, const F& f) {
 
 ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
   o.validate();
+  // As in training (seg/bench.cpp, the trainers): without it every large buffer is a fresh
+  // mmap and page faults, which weighs on the Winograd domain's filters most.
+  install_caching_cpu_allocator();
   const int64_t d = o.dilation;
   torch::nn::Conv2d conv(torch::nn::Conv2dOptions(o.in, o.out, 3).padding(d).dilation(d).bias(false));
   const auto fmt = o.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   conv->weight.set_data(conv->weight.detach().contiguous(fmt));
   const auto x = torch::randn({o.batch, o.in, o.size, o.size}).contiguous(fmt).requires_grad_(true);
   const auto g = torch::randn({o.batch, o.out, o.size, o.size}).contiguous(fmt);
+  const auto kernels = o.kernels == "onednn" ? WinogradKernels::onednn
+                       : o.kernels == "tiles" ? WinogradKernels::tiles
+                                              : WinogradKernels::best;
   ConvBenchResult r;
   {
-    WinogradScope on(true);
+    WinogradScope on(true, kernels);
     const auto path = conv_path(*conv, x);
     r.fast = conv_path_name(path);
     if (path == ConvPath::winograd || path == ConvPath::winograd_subgrids)
@@ -59,11 +68,11 @@ ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
   }
   auto fwd = [&](bool fast) {
     torch::NoGradGuard ng;
-    WinogradScope s(fast);
+    WinogradScope s(fast, kernels);
     conv2d(*conv, x);
   };
   auto step = [&](bool fast) {
-    WinogradScope s(fast);
+    WinogradScope s(fast, kernels);
     auto y = conv2d(*conv, x);
     torch::autograd::grad({y}, {x, conv->weight}, {g});
   };

@@ -11,6 +11,9 @@ namespace cp2::compute {
 struct ConvBenchOptions {
   int64_t batch = 2, in = 2048, out = 512, size = 32, dilation = 24;
   bool channels_last = false;
+  // Winograd kernels: best (as train.conv_algorithm picks them), onednn, or tiles (cp2's,
+  // also where compute/winograd_tiles.h's pay-off rule would run the convolution direct).
+  std::string kernels = "best";
   int rounds = 3;  // best of, after one untimed call
   void validate() const;  // names the option and the value
 };

@@ -354,6 +354,18 @@ bool winograd_available(std::string* why) {
   return false;
 }
 
+bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w) {
+  switch (winograd_kernels()) {
+    case WinogradKernels::onednn: return onednn_available(nullptr);
+    case WinogradKernels::tiles:
+      // cp2's kernels take 8 channels at a time; chosen by name they run wherever that fits,
+      // chosen as the best at hand only where they beat the direct convolution.
+      return tiles_available(nullptr) &&
+             (t_kernels == WinogradKernels::tiles ? tiles_fit(c, o) : tiles_pay_off(n, c, o, h, w));
+    default: return false;
+  }
+}
+
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
   if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1))
     throw Error("winograd_conv3x3: expected input (N,C,H,W) and weight (O,C,3,3), found " + shape_str(x.sizes().vec()) +
@@ -366,15 +378,9 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
       if (!onednn_available(&why)) throw Error("winograd: " + why);
       return onednn_conv3x3(x, weight);
     }
-    case WinogradKernels::tiles: {
-      // cp2's kernels take 8 channels at a time; chosen by name they run wherever that fits,
-      // chosen as the best at hand only where they beat the direct convolution.
-      const int64_t c = x.size(1), o = weight.size(0);
-      const bool named = t_kernels == WinogradKernels::tiles;
-      if (tiles_available(nullptr) && (named ? tiles_fit(c, o) : tiles_pay_off(x.size(0), c, o, x.size(2), x.size(3))))
-        return tiles_conv3x3(x, weight);
+    case WinogradKernels::tiles:
+      if (winograd_runs(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) return tiles_conv3x3(x, weight);
       return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
-    }
     default:
       return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
   }

@@ -12,6 +12,7 @@
 // Applies to 3×3 convolutions with stride 1, padding 1, no bias, on fp32 CPU tensors outside
 // autocast; compute/conv.h decides which convolutions of a model take it.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace at {
@@ -50,6 +51,11 @@ class WinogradScope {
   bool prev_;
   WinogradKernels prev_kernels_;
 };
+
+// Whether winograd_conv3x3 runs Winograd for input (n,c,h,w) and c→o filters on this thread:
+// oneDNN's kernels always; cp2's where they fit and (unless named by a WinogradScope) pay
+// off (tiles_pay_off); false where it would run the direct convolution.
+bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w);
 
 // Winograd 3×3 convolution (stride 1, padding 1, no bias) of fp32 CPU tensors, with
 // gradients for both; the caller checks eligibility (throws otherwise). With cp2's kernels,

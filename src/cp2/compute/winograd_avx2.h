@@ -36,12 +36,15 @@ void output_tiles(const float* m, int64_t plane, const Geometry& g, int64_t k, f
 // the gradient of output_tiles, for the weight gradient; tiles [t0, t1).
 void grad_output_tiles(const float* dy, const Geometry& g, int64_t k, float* z, int64_t plane, int64_t t0, int64_t t1);
 
-// u[ξ][o][c] = (G g Gᵀ)[ξ] for the filters g = w[o][c] of w (O,C,3,3), each turned 180°
-// when `flip` (the input gradient's filters); output channels [o0, o1); C a multiple of 8.
-void weight_tiles(const float* w, int64_t o, int64_t c, bool flip, float* u, int64_t plane, int64_t o0, int64_t o1);
+// u[ξ][o][c] = (G g Gᵀ)[ξ] for the filters g = w[o][c] of w (O,C,3,3), each turned 180° when
+// `flip` (the input gradient's filters); w in OIHW memory, or OHWI (channels-last weights)
+// when `ohwi`; output channels [o0, o1); C a multiple of 8.
+void weight_tiles(const float* w, bool ohwi, int64_t o, int64_t c, bool flip, float* u, int64_t plane, int64_t o0,
+                  int64_t o1);
 
 // dw[o][c] = Gᵀ du[·][o][c] G: the weight gradient (O,C,3,3) back from the Winograd domain
-// du [36][O][C]; output channels [o0, o1); C a multiple of 8.
-void weight_grad(const float* du, int64_t plane, int64_t o, int64_t c, float* dw, int64_t o0, int64_t o1);
+// du [36][O][C], written in OIHW memory, or OHWI when `ohwi`; output channels [o0, o1); C a
+// multiple of 8.
+void weight_grad(const float* du, int64_t plane, int64_t o, int64_t c, float* dw, bool ohwi, int64_t o0, int64_t o1);
 
 }  // namespace cp2::compute::wino43

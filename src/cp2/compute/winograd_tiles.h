@@ -24,12 +24,14 @@ bool tiles_available(std::string* why = nullptr);
 // The kernels work on 8 channels at a time: input and output channels multiples of 8.
 bool tiles_fit(int64_t in_channels, int64_t out_channels);
 
-// Where they beat the direct convolution (forward + backward timed alone on an AMD Zen 4
-// capped to AVX2, 2 threads; docs/benchmarks.md): at least 128 channels in and out (below,
-// the layout reorders and transforms weigh as much as the GEMMs saved), tiles at least 75 %
-// full (a 6×6 or 3×3 map fills 56 % of its 4×4 tiles) and at least 128 tiles in the batch
-// (the filters' transforms, 4× the weights in size, are made every call: at 32 tiles the
-// convolution ran at half the direct one's speed, at 96 even, at 128 1.2–1.6× faster).
+// Where they beat the direct convolution (forward + both gradients timed alone with `cp2
+// bench conv --kernels tiles`, AMD Zen 4 capped to AVX2, 2 threads; docs/benchmarks.md): at
+// least 32 tiles in the batch (at 16 the filters' transforms, 4× the weights in size and made
+// every call, outweigh the GEMMs saved: 0.95× at 2560→512 channels, at 8 tiles 0.57×); tiles
+// at least 75 % full with at least 128 channels in and out (below, the tile transforms weigh
+// as much as the GEMMs saved: 64 channels 0.91–0.99×); half-full tiles (6×6 and 3×3 maps fill
+// 56 % of their 4×4 tiles, doing 4 products per pixel instead of 2.25) with at least 256 (128
+// channels on 6×6: 0.98–1.25×; 256: 1.09–1.22×; 512: 1.31–1.50×).
 bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w);
 
 // 3×3 convolution, stride 1, padding 1, no bias, of fp32 CPU tensors (N,C,H,W) by (O,C,3,3),
