@@ -35,7 +35,7 @@ inline v8 splat(float f) { return v8{f, f, f, f, f, f, f, f}; }
 // The filters' Winograd domain and the weight gradient are written once and read once,
 // later, by another pass: past this size they go to memory by streaming stores, past the
 // caches (at 2560→512 channels the domain is 189 MB; with ordinary stores its transform ran
-// at a third of the memory's write bandwidth, AMD Zen 4: 31 → 10 ms).
+// at a third of the memory's write bandwidth, AMD Zen 4: 31 → 11 ms).
 constexpr double kStreamBytes = 8.0 * (1 << 20);
 
 inline bool aligned32(const float* p) { return reinterpret_cast<uintptr_t>(p) % 32 == 0; }
@@ -247,7 +247,7 @@ void weight_grad(const float* du, int64_t plane, int64_t o, int64_t c, float* dw
   // in the whole convolution.
   constexpr int64_t kBlock = 256;
   alignas(64) float buf[36][kBlock];
-  alignas(64) float out[9 * kBlock];  // the block's filters, [tap][channel] or (OIHW) [channel][tap]
+  alignas(64) float out[9 * kBlock];  // OIHW: the block's filters as [channel][tap] (OHWI is written in place)
   const bool nt = 9.0 * o * c * sizeof(float) > kStreamBytes && aligned32(dw);
   auto put = [nt](float* p, v8 v) {
     if (nt)
