@@ -25,13 +25,16 @@ bool tiles_available(std::string* why = nullptr);
 bool tiles_fit(int64_t in_channels, int64_t out_channels);
 
 // Where they beat the direct convolution (forward + both gradients timed alone with `cp2
-// bench conv --kernels tiles`, AMD Zen 4 capped to AVX2, 2 threads; docs/benchmarks.md): at
-// least 32 tiles in the batch (at 16 the filters' transforms, 4× the weights in size and made
-// every call, outweigh the GEMMs saved: 0.95× at 2560→512 channels, at 8 tiles 0.57×); tiles
-// at least 75 % full with at least 128 channels in and out (below, the tile transforms weigh
-// as much as the GEMMs saved: 64 channels 0.91–0.99×); half-full tiles (6×6 and 3×3 maps fill
-// 56 % of their 4×4 tiles, doing 4 products per pixel instead of 2.25) with at least 256 (128
-// channels on 6×6: 0.98–1.25×; 256: 1.09–1.22×; 512: 1.31–1.50×).
+// bench conv --kernels tiles`, AMD Zen 4 capped to AVX2, 2 threads; docs/benchmarks.md):
+// - at least 32 tiles in the batch: the filters' transforms (4× the weights in size, made
+//   every call) are shared by fewer tiles below (16 tiles of 2560→512: 1.12–1.44× over
+//   three runs, too close to call; 8 tiles lost, 0.57×);
+// - tiles at least 75 % full with at least 128 channels in and out (1.25–1.72× at 32 tiles;
+//   64 channels 0.85–1.14×, 32 channels 0.60–0.87×: the tile transforms weigh as much as the
+//   GEMMs saved);
+// - half-full tiles (6×6 and 3×3 maps fill 56 % of their 4×4 tiles: 4 products per pixel
+//   instead of 2.25) with at least 256 channels (256: 1.26×, 512: 1.22–1.51×, 2560→512:
+//   1.78×; 128: 1.01–1.22×, left direct).
 bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w);
 
 // 3×3 convolution, stride 1, padding 1, no bias, of fp32 CPU tensors (N,C,H,W) by (O,C,3,3),
