@@ -33,7 +33,7 @@ bool tiles_fit(int64_t in_channels, int64_t out_channels);
 //   64 channels 0.85–1.14×, 32 channels 0.60–0.87×: the tile transforms weigh as much as the
 //   GEMMs saved);
 // - half-full tiles (6×6 and 3×3 maps fill 56 % of their 4×4 tiles: 4 products per pixel
-//   instead of 2.25) with at least 256 channels (256: 1.26×, 512: 1.22–1.51×, 2560→512:
+//   instead of 2.25) with at least 256 channels (256: 1.09–1.26×, 512: 1.21–1.50×, 2560→512:
 //   1.78×; 128: 1.01–1.22×, left direct).
 bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w);
 
