@@ -344,8 +344,8 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
 
 // cp2's own kernels (compute/winograd_tiles.h) at the edges of their tiling: maps of 1×1 to
 // 9×5 (partial tiles, a tile wider than the map), ResNet's channel counts, weights in
-// channels-last memory (and their gradient in it), one gradient asked for; channel counts not multiples of 8 run the
-// direct convolution bit for bit.
+// channels-last memory (and their gradient in it), one gradient asked for; channel counts
+// not multiples of 8 run the direct convolution bit for bit.
 TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
   if (!compute::tiles_available()) {
     std::string why;
@@ -394,7 +394,7 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     compute::WinogradScope best(true, compute::WinogradKernels::best);
     const bool ours = compute::winograd_kernels() == compute::WinogradKernels::tiles;  // an AVX2-only CPU
     EXPECT_EQ(compute::winograd_runs(4, 512, 512, 4, 4), !ours);
-    EXPECT_EQ(compute::winograd_runs(32, 512, 512, 4, 4), true);
+    EXPECT_TRUE(compute::winograd_runs(32, 512, 512, 4, 4));
     EXPECT_EQ(compute::conv_path(*dilated, x), ours ? compute::ConvPath::module : compute::ConvPath::winograd_subgrids);
   }
   // Chosen as the best at hand, they run only where they were measured to win: ≥ 32 tiles;

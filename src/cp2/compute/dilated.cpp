@@ -165,10 +165,11 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
     const int64_t d = ctx->saved_data["d"].toInt();
     const int64_t n = x.size(0), c = x.size(1), h = x.size(2), wd = x.size(3), o = w.size(0);
     const bool want_dx = ctx->needs_input_grad(0), want_dw = ctx->needs_input_grad(1);
+    // Layout copies only for what is asked: x for the weight gradient, w for the input one.
     const auto gh = nhwc(grads[0]);
-    const auto xh = nhwc(x);
-    const auto wo = nhwc(w);
-    const Map G = map_of(gh), X = map_of(xh);
+    const auto xh = want_dw ? nhwc(x) : at::Tensor();
+    const auto wo = want_dx ? nhwc(w) : at::Tensor();
+    const Map G = map_of(gh), X = want_dw ? map_of(xh) : Map{};
     const auto ts = taps(h, wd, d);
     const int64_t all = n * h * wd;
     at::Tensor dxh, dwo;

@@ -380,7 +380,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
     }
     case WinogradKernels::tiles:
       if (winograd_runs(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) return tiles_conv3x3(x, weight);
-      return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
+      [[fallthrough]];
     default:
       return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
   }
