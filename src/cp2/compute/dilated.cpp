@@ -10,11 +10,8 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
+#include "cp2/compute/gemm.h"
 #include "cp2/compute/precision.h"
-
-#ifdef CP2_HAVE_DNNL
-#include <oneapi/dnnl/dnnl.h>
-#endif
 
 namespace cp2::compute {
 
@@ -60,18 +57,10 @@ int64_t outer_pixels(const std::vector<Tap>& ts, int64_t n) {
 
 float* data(const at::Tensor& t) { return t.data_ptr<float>(); }
 
-// Row-major C = alpha·op(A)·op(B) + beta·C with leading dimensions (oneDNN's sgemm, threaded).
-void sgemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-           float beta, float* c, int64_t ldc) {
-#ifdef CP2_HAVE_DNNL
-  const auto st = dnnl_sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc);
-  if (st != dnnl_success)
-    throw Error("dilated convolution: oneDNN's sgemm failed (status " + std::to_string(static_cast<int>(st)) + ") for " +
-                std::to_string(m) + "x" + std::to_string(k) + " by " + std::to_string(k) + "x" + std::to_string(n));
-#else
-  (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)beta, (void)c, (void)ldc;
-  throw Error("dilated convolution: this build has no oneDNN sgemm");
-#endif
+// The tap GEMMs (compute/gemm.h), named in their errors.
+void tap_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+              int64_t ldb, float beta, float* c, int64_t ldc) {
+  sgemm("dilated convolution", ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
 }
 
 // NHWC maps as [n][h][w][ch] floats. A rectangle of pixels (rows [r0, r1), columns [c0, c1)
@@ -143,14 +132,14 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
     auto yh = at::empty({n, h, wd, o}, x.options());
     const Map X = map_of(xh), Y = map_of(yh);
     // The centre tap reads the image everywhere: one GEMM writes every output.
-    sgemm('N', 'T', n * h * wd, o, c, data(xh), c, data(wo) + 4 * c, kTaps * c, 0.f, data(yh), o);
+    tap_gemm('N', 'T', n * h * wd, o, c, data(xh), c, data(wo) + 4 * c, kTaps * c, 0.f, data(yh), o);
     const int64_t most = outer_pixels(ts, n);
     auto a = at::empty({most * c}, x.options()), part = at::empty({most * o}, x.options());
     for (const auto& t : ts) {
       if (t.centre()) continue;
       const int64_t rows = t.r1 - t.r0, cols = t.c1 - t.c0, m = t.pixels(n);
       gather(X, t.r0 + t.dy, rows, t.c0 + t.dx, cols, data(a));
-      sgemm('N', 'T', m, o, c, data(a), c, data(wo) + (t.ky * 3 + t.kx) * c, kTaps * c, 0.f, data(part), o);
+      tap_gemm('N', 'T', m, o, c, data(a), c, data(wo) + (t.ky * 3 + t.kx) * c, kTaps * c, 0.f, data(part), o);
       scatter_add(Y, t.r0, rows, t.c0, cols, data(part));
     }
     count(ts, n, c, o, 1);
@@ -175,12 +164,12 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
     at::Tensor dxh, dwo;
     if (want_dx) {
       dxh = at::empty({n, h, wd, c}, x.options());
-      sgemm('N', 'N', all, c, o, data(gh), o, data(wo) + 4 * c, kTaps * c, 0.f, data(dxh), c);
+      tap_gemm('N', 'N', all, c, o, data(gh), o, data(wo) + 4 * c, kTaps * c, 0.f, data(dxh), c);
     }
     if (want_dw) {
       // Taps that never read the image get no gradient; the others are written below.
       dwo = ts.size() == kTaps ? at::empty({o, 3, 3, c}, w.options()) : at::zeros({o, 3, 3, c}, w.options());
-      sgemm('T', 'N', o, c, all, data(gh), o, data(xh), c, 0.f, data(dwo) + 4 * c, kTaps * c);
+      tap_gemm('T', 'N', o, c, all, data(gh), o, data(xh), c, 0.f, data(dwo) + 4 * c, kTaps * c);
     }
     const int64_t most = outer_pixels(ts, n);
     auto g = at::empty({most * o}, x.options()), a = at::empty({most * c}, x.options());
@@ -192,10 +181,10 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
       gather(G, t.r0, rows, t.c0, cols, data(g));
       if (want_dw) {
         gather(X, t.r0 + t.dy, rows, t.c0 + t.dx, cols, data(a));
-        sgemm('T', 'N', o, c, m, data(g), o, data(a), c, 0.f, data(dwo) + tap, kTaps * c);
+        tap_gemm('T', 'N', o, c, m, data(g), o, data(a), c, 0.f, data(dwo) + tap, kTaps * c);
       }
       if (want_dx) {
-        sgemm('N', 'N', m, c, o, data(g), o, data(wo) + tap, kTaps * c, 0.f, data(a), c);
+        tap_gemm('N', 'N', m, c, o, data(g), o, data(wo) + tap, kTaps * c, 0.f, data(a), c);
         scatter_add(DX, t.r0 + t.dy, rows, t.c0 + t.dx, cols, data(a));
       }
     }
@@ -228,15 +217,7 @@ double dilated_taps_kept(int64_t h, int64_t w, int64_t d) {
   return share(h) * share(w);
 }
 
-bool tap_gemm_available(std::string* why) {
-#ifdef CP2_HAVE_DNNL
-  (void)why;
-  return true;
-#else
-  if (why) *why = "this build has no oneDNN (built without libdnnl-dev, or the GPU core build)";
-  return false;
-#endif
-}
+bool tap_gemm_available(std::string* why) { return sgemm_available(why); }
 
 at::Tensor dilated_conv3x3_taps(const at::Tensor& x, const at::Tensor& weight, int64_t d) {
   if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1))

@@ -9,12 +9,9 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
+#include "cp2/compute/gemm.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd_avx2.h"
-
-#ifdef CP2_HAVE_DNNL
-#include <oneapi/dnnl/dnnl.h>
-#endif
 
 namespace cp2::compute {
 
@@ -104,20 +101,14 @@ at::Tensor weight_grad(const at::Tensor& du, at::MemoryFormat fmt) {
 // out[ξ] = op(a[ξ]) · op(b[ξ]) for the 36 ξ, row-major; op(a) = a, or aᵀ when trans_a
 // (likewise b). Operands as planes() makes them: rows dense, planes strided.
 void gemm36(const at::Tensor& a, bool trans_a, const at::Tensor& b, bool trans_b, at::Tensor& out) {
-  const int64_t m = out.size(1), n = out.size(2), k = trans_a ? a.size(1) : a.size(2);
-#ifdef CP2_HAVE_DNNL
-  for (int64_t i = 0; i < 36; ++i) {
-    const auto st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, 1.f, data(a) + i * a.stride(0),
-                               a.stride(1), data(b) + i * b.stride(0), b.stride(1), 0.f, data(out) + i * out.stride(0),
-                               out.stride(1));
-    if (st != dnnl_success)
-      throw Error("winograd: oneDNN's sgemm failed (status " + std::to_string(static_cast<int>(st)) + ") for " +
-                  std::to_string(m) + "x" + std::to_string(k) + " by " + std::to_string(k) + "x" + std::to_string(n));
+  if (!sgemm_available()) {
+    at::bmm_out(out, trans_a ? a.transpose(1, 2) : a, trans_b ? b.transpose(1, 2) : b);
+    return;
   }
-#else
-  (void)m, (void)n, (void)k;
-  at::bmm_out(out, trans_a ? a.transpose(1, 2) : a, trans_b ? b.transpose(1, 2) : b);
-#endif
+  const int64_t m = out.size(1), n = out.size(2), k = trans_a ? a.size(1) : a.size(2);
+  for (int64_t i = 0; i < 36; ++i)
+    sgemm("winograd", trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, data(a) + i * a.stride(0), a.stride(1),
+          data(b) + i * b.stride(0), b.stride(1), 0.f, data(out) + i * out.stride(0), out.stride(1));
 }
 
 // Runs `kernel(begin, end)` over the tiles on LibTorch's intra-op threads.

@@ -1,0 +1,20 @@
+// oneDNN's sgemm (threaded, with leading dimensions) for cp2's own kernels: the 36 products
+// of cp2's AVX2 Winograd kernels (compute/winograd_tiles.h) and the tap GEMMs of dilated
+// convolutions (compute/dilated.h). One place holds the build's oneDNN dependency and the
+// error on a failed call; no heavy headers here.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace cp2::compute {
+
+// Whether this build has oneDNN's sgemm (not without libdnnl-dev, nor in the GPU core build);
+// when not, `why` says so.
+bool sgemm_available(std::string* why = nullptr);
+
+// Row-major C = op(A)·op(B) + beta·C, op(X) = X or Xᵀ as `ta`/`tb` are 'N' or 'T'. Throws,
+// naming `who` and the shapes, when oneDNN fails or this build has none.
+void sgemm(const char* who, char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+}  // namespace cp2::compute
