@@ -4,7 +4,8 @@
 #   1. builds cp2's LibTorch-only core and cp2_gpu_check (cmake -DCP2_CORE_ONLY=ON);
 #   2. writes the CP² step parity fixtures on the CPU (tools/make_parity_fixtures.py);
 #   3. cp2_gpu_check: loss parity on CUDA (TF32 off), then the R50-ASPP@224 model step in
-#      img/s at batch 32 and 64, fp32 and AMP bf16, channels-last off and on;
+#      img/s at batch 32 and 64, fp32 and AMP bf16 with channels-last off and on, and AMP
+#      fp16 (dynamic loss scaling) channels-last;
 #   4. the same step in PyTorch on the same card (tools/cp2_reference.py's model and loss).
 # Budget: about 8 minutes. Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3)
 set -euo pipefail
@@ -33,8 +34,10 @@ torch.backends.cudnn.allow_tf32 = True      # PyTorch's defaults for a user's ru
 torch.backends.cuda.matmul.allow_tf32 = False
 print(f"[torch] R50-ASPP@{S}, K {K}, {steps} timed steps after 3 warm-up (img/s), PyTorch {torch.__version__}")
 for batch in (32, 64):
-    for amp in (False, True):
+    for amp in (None, torch.bfloat16, torch.float16):
         for cl in (False, True):
+            if amp == torch.float16 and not cl:
+                continue
             try:
                 q, k = ref.Segmentor(50, 16).to(dev), ref.Segmentor(50, 16).to(dev)
                 k.load_state_dict(q.state_dict())
@@ -46,6 +49,7 @@ for batch in (32, 64):
                 queue = torch.nn.functional.normalize(torch.randn(128, K, device=dev), dim=0)
                 ptr = torch.zeros(1, dtype=torch.long)
                 opt = torch.optim.SGD(q.parameters(), lr=0.03 * batch / 256, momentum=0.9, weight_decay=1e-4)
+                scaler = torch.cuda.amp.GradScaler(enabled=amp == torch.float16)
                 fmt = torch.channels_last if cl else torch.contiguous_format
                 mask = torch.zeros(batch, S, S, device=dev)
                 mask[:, S // 8:S - S // 8, S // 8:S - S // 8] = 1
@@ -55,12 +59,13 @@ for batch in (32, 64):
 
                 def step():
                     global queue, ptr
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    with torch.autocast("cuda", dtype=amp or torch.bfloat16, enabled=amp is not None):
                         losses, queue, p = ref.cp2_training_forward(q, k, queue, ptr, b)
                     ptr = torch.tensor([p])
                     opt.zero_grad()
-                    losses["total"].backward()
-                    opt.step()
+                    scaler.scale(losses["total"]).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 for _ in range(3):
                     step()
                 torch.cuda.synchronize()
@@ -71,7 +76,8 @@ for batch in (32, 64):
                 r = f"{steps * batch / (time.time() - t):9.2f} img/s"
             except RuntimeError as e:
                 r = "failed: " + str(e).splitlines()[0]
-            print(f"[torch] batch {batch:3d} {'AMP bf16' if amp else 'fp32':9s} {'channels-last' if cl else 'NCHW':13s} {r}", flush=True)
+            label = {None: "fp32", torch.bfloat16: "AMP bf16", torch.float16: "AMP fp16"}[amp]
+            print(f"[torch] batch {batch:3d} {label:9s} {'channels-last' if cl else 'NCHW':13s} {r}", flush=True)
             del q, k, opt
             torch.cuda.empty_cache()
 PY

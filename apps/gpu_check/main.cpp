@@ -5,8 +5,8 @@
 //     (written on the CPU by an independent PyTorch computation) against cp2's forward on
 //     --device, TF32 off; losses within 1e-4 relative, accuracies equal.
 //  2. the R50-ASPP@224 model step (momentum update, both encoders, losses, backward, SGD,
-//     enqueue; K 65536) in images/s at each --batches, fp32 and AMP bf16 (autocast),
-//     channels-last off and on.
+//     enqueue; K 65536) in images/s at each --batches: fp32 and AMP bf16 (autocast) with
+//     channels-last off and on, AMP fp16 (dynamic loss scaling) channels-last.
 // Exit status 1 when a parity check fails.
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -114,9 +114,10 @@ bool parity(const Args& a, const torch::Device& dev) {
 
 // Part 2: one configuration's images/s and nominal GFLOP/s ("" on success, else the
 // error's first line). The model computes in the numerics as `cp2 pretrain` would
-// (train.precision bf16 / train.channels_last: autocast around the encoders only).
-std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, bool bf16, bool channels_last,
-                      double& img_s, double& gflops) {
+// (train.precision bf16|fp16 / train.channels_last: autocast around the encoders only; fp16
+// with dynamic loss scaling, as train.loss_scale: auto).
+std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, const std::string& precision,
+                      bool channels_last, double& img_s, double& gflops) {
   try {
     pretrain::CP2Options o;
     o.encoder.backbone.depth = a.arch;
@@ -124,13 +125,15 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, bo
     auto m = pretrain::make_model(o, 0);
     m->to(dev);
     compute::Numerics n;
-    n.bf16 = bf16;
+    n.bf16 = precision == "bf16";
+    n.fp16 = n.loss_scaling = precision == "fp16";
     n.channels_last = channels_last;
     m->set_numerics(n);
     m->train();
     train::OptimOptions oo;
     oo.lr = 0.03;
     train::Optimizer opt(pretrain::query_parameters(*m), oo);
+    if (n.loss_scaling) opt.enable_loss_scaling(n.loss_scale_init, compute::kLossScaleGrowthInterval);
     const int64_t S = a.size;
     auto opts = torch::TensorOptions().device(dev);
     auto mask = torch::zeros({batch, S, S}, opts);
@@ -172,16 +175,18 @@ int main(int argc, char** argv) {
     std::printf("[step] R%d-ASPP@%d, K %lld, %d timed steps after %d warm-up (img/s)\n", a.arch, a.size,
                 static_cast<long long>(a.queue), a.steps, a.warmup);
     for (int64_t batch : a.batches)
-      for (bool bf16 : {false, true})
+      for (const std::string precision : {"fp32", "bf16", "fp16"})
         for (bool cl : {false, true}) {
+          if (precision == "fp16" && !cl) continue;  // AMP fp16 in its usual layout only (time budget)
+          const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
           double ips = 0, gflops = 0;
-          const auto err = time_step(a, dev, batch, bf16, cl, ips, gflops);
+          const auto err = time_step(a, dev, batch, precision, cl, ips, gflops);
           if (err.empty())
             std::printf("[step] batch %3lld %-9s %-13s %9.2f img/s %9.1f GFLOP/s\n", static_cast<long long>(batch),
-                        bf16 ? "AMP bf16" : "fp32", cl ? "channels-last" : "NCHW", ips, gflops);
+                        label.c_str(), cl ? "channels-last" : "NCHW", ips, gflops);
           else
-            std::printf("[step] batch %3lld %-9s %-13s failed: %s\n", static_cast<long long>(batch),
-                        bf16 ? "AMP bf16" : "fp32", cl ? "channels-last" : "NCHW", err.c_str());
+            std::printf("[step] batch %3lld %-9s %-13s failed: %s\n", static_cast<long long>(batch), label.c_str(),
+                        cl ? "channels-last" : "NCHW", err.c_str());
           std::fflush(stdout);
         }
     return ok ? 0 : 1;

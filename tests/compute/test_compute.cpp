@@ -106,7 +106,7 @@ TEST(Flops, ProbeTimesTheHeaviestShapes) {
   s.padding = {1, 1};
   s.dilation = {1, 1};
   c.by_shape[s] = s.flops();
-  auto r = compute::probe_peak(c, "cpu", false, false, 3, 0.05);
+  auto r = compute::probe_peak(c, "cpu", c10::kFloat, false, 3, 0.05);
   EXPECT_GT(r.gflops, 0.01);
   EXPECT_NE(r.shape.find("conv [2, 16, 16, 16] * [16, 16, 3, 3]"), std::string::npos) << r.shape;
   EXPECT_NE(compute::rate_line(1e9, 10, r.gflops).find("10.0 GFLOP/s"), std::string::npos);
@@ -122,8 +122,8 @@ TEST(Numerics, PrecisionResolvesPerDevice) {
   EXPECT_EQ(compute::resolve_numerics(o, "cpu").bf16, compute::cpu_has_native_bf16());
   o.channels_last = true;
   EXPECT_NE(compute::resolve_numerics(o, "cpu").describe().find("channels-last"), std::string::npos);
-  o.precision = "fp16";
-  expect_error([&] { o.validate(); }, {"train.precision", "fp16", "expected one of fp32, bf16, auto"});
+  o.precision = "fp8";
+  expect_error([&] { o.validate(); }, {"train.precision", "fp8", "expected one of fp32, bf16, fp16, auto"});
   // Both training configs bind the keys.
   pretrain::PretrainConfig pc;
   auto pf = pc.fields();
@@ -184,7 +184,9 @@ StepOut one_step(const compute::Numerics& n) {
   train::OptimOptions oo;
   oo.lr = 0.1;
   train::Optimizer opt(pretrain::query_parameters(*model), oo);
+  if (n.loss_scaling) opt.enable_loss_scaling(n.loss_scale_init, compute::kLossScaleGrowthInterval);
   auto r = pretrain::train_step(*model, opt, small_batch(), 0.1);
+  EXPECT_TRUE(r.stepped);
   StepOut s;
   s.stem_channels_last = !stem.is_contiguous() && stem.is_contiguous(at::MemoryFormat::ChannelsLast);
   s.loss = r.loss;
@@ -213,6 +215,20 @@ TEST(Numerics, ChannelsLastStepEqualsNchw) {
   EXPECT_TRUE(got.stem_channels_last);  // the layout did change (and stayed through the update)
   EXPECT_NEAR(got.loss, ref.loss, 1e-5 * std::abs(ref.loss));
   EXPECT_LT(max_abs_diff(got.params, ref.params), 1e-5);
+}
+
+// Dynamic loss scaling (train.loss_scale) multiplies the loss by 2^16 and divides the
+// gradients by it: exact in fp32 and in bf16 (fp32's exponent range), so one CP² step is bit
+// for bit the unscaled one.
+TEST(Numerics, LossScaledStepEqualsUnscaled) {
+  for (bool bf16 : {false, true}) {
+    compute::Numerics plain, scaled;
+    plain.bf16 = scaled.bf16 = bf16;
+    scaled.loss_scaling = true;
+    const auto ref = one_step(plain), got = one_step(scaled);
+    EXPECT_EQ(got.loss, ref.loss) << bf16;
+    EXPECT_EQ(max_abs_diff(got.params, ref.params), 0) << bf16;
+  }
 }
 
 // bf16 autocast: master weights, queue and losses stay fp32, and the step's losses track
@@ -565,7 +581,17 @@ TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {
   // --kernels tiles: cp2's kernels wherever they fit, named as such (below their pay-off rule
   // too: 2 tiles here).
   o.dilation = 1, o.size = 8, o.kernels = "tiles";
-  EXPECT_EQ(compute::bench_conv(o, false).fast, compute::tiles_available() ? "Winograd (cp2 AVX2)" : "direct");
+  if (std::string why; compute::tiles_available(&why))
+    EXPECT_EQ(compute::bench_conv(o, false).fast, "Winograd (cp2 AVX2)");
+  else
+    expect_error([&] { compute::bench_conv(o, false); }, {"--kernels tiles", "not available here", why});
+  // --kernels onednn: oneDNN's kernels, or an error naming what is missing (AVX-512, or the
+  // build's oneDNN); never a silent "direct".
+  o.kernels = "onednn";
+  if (std::string why; compute::winograd_kernels_available(compute::WinogradKernels::onednn, &why))
+    EXPECT_EQ(compute::bench_conv(o, false).fast, "Winograd (oneDNN)");
+  else
+    expect_error([&] { compute::bench_conv(o, false); }, {"--kernels onednn", "not available here", why});
   o.kernels = "fastest";
   expect_error([&] { compute::bench_conv(o, false); }, {"--kernels", "best, onednn or tiles", "fastest"});
   o.kernels = "best", o.dilation = 0;
@@ -586,6 +612,26 @@ TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {
   o.precision = "bf16";
   EXPECT_FALSE(compute::resolve_numerics(o, "cpu").winograd);  // auto: bf16 runs direct
   EXPECT_FALSE(compute::resolve_numerics({}, "cpu").winograd);  // the default is direct
+  // fp16: CUDA's AMP, with dynamic loss scaling unless train.loss_scale says off.
+  o = {};
+  o.precision = "fp16";
+  expect_error([&] { compute::resolve_numerics(o, "cpu"); }, {"train.precision", "fp16", "CUDA only", "'cpu'"});
+  auto n = compute::resolve_numerics(o, "cuda");
+  EXPECT_TRUE(n.fp16 && n.amp() && n.loss_scaling && !n.bf16);
+  EXPECT_NE(n.describe().find("fp16 autocast"), std::string::npos) << n.describe();
+  EXPECT_NE(n.describe().find("dynamic loss scaling"), std::string::npos) << n.describe();
+  o.loss_scale = "off";
+  EXPECT_FALSE(compute::resolve_numerics(o, "cuda").loss_scaling);
+  o.precision = "fp32", o.loss_scale = "auto";
+  EXPECT_FALSE(compute::resolve_numerics(o, "cpu").loss_scaling);
+  o.loss_scale = "dynamic", o.loss_scale_init = 1024;
+  n = compute::resolve_numerics(o, "cpu");
+  EXPECT_TRUE(n.loss_scaling && !n.amp());
+  EXPECT_EQ(n.loss_scale_init, 1024);
+  o.loss_scale = "static";
+  expect_error([&] { o.validate(); }, {"train.loss_scale", "auto, dynamic, off", "static"});
+  o.loss_scale = "auto", o.loss_scale_init = 0;
+  expect_error([&] { o.validate(); }, {"train.loss_scale_init", "positive"});
   pretrain::PretrainConfig pc;
   auto pf = pc.fields();
   pf.set("train.conv_algorithm", "auto", "test");

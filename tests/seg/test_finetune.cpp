@@ -212,6 +212,63 @@ TEST(Finetune, ResumeIsExact) {
   expect_error([&] { run(b, yaml, fixture("seg_r18_os16.pt")); }, {"seg_r18_os16.pt", "not a cp2 finetune checkpoint"});
 }
 
+// train.loss_scale: dynamic in fp32 (where fp16 is not at hand): the power-of-two scale leaves
+// every loss and weight bit for bit as without it, the checkpoint carries the scale, the log
+// reports it; a first scale that overflows the loss skips steps and backs off.
+TEST(Finetune, DynamicLossScalingIsExactInFp32AndBacksOffOnOverflow) {
+  set_threads(2);
+  auto data = temp_dir("ft_ls_data");
+  SynthSegOptions so;
+  so.train = 4;
+  so.val = 1;
+  so.width = 48;
+  so.height = 40;
+  write_synthetic_dataset(data, so);
+  const std::vector<std::string> sets = {"train.iters=3", "train.eval_every=0", "train.checkpoint_every=0",
+                                         "data.workers=1", "train.log_every=1"};
+  std::string yaml;
+  auto a = tiny(data, temp_dir("ft_ls_a"), sets, &yaml);
+  const auto plain = run(a, yaml);
+  auto s2 = sets;
+  s2.push_back("train.loss_scale=dynamic");
+  auto b = tiny(data, temp_dir("ft_ls_b"), s2, &yaml);
+  const auto scaled = run(b, yaml);
+  EXPECT_EQ(plain.losses, scaled.losses);
+  auto sa = load_tensors(plain.last_checkpoint), sb = load_tensors(scaled.last_checkpoint);
+  int compared = 0, scale_entries = 0;
+  for (const auto& [k, t] : sb) {
+    if (k.find("loss_scale") != std::string::npos) {
+      ++scale_entries;
+      if (k.size() >= 10 && k.compare(k.size() - 10, 10, "loss_scale") == 0) EXPECT_EQ(t.item<double>(), 65536) << k;
+      continue;
+    }
+    if (k.rfind("rng", 0) == 0 || !sa.count(k)) continue;
+    EXPECT_TRUE(torch::equal(t, sa.at(k))) << k;
+    ++compared;
+  }
+  EXPECT_EQ(scale_entries, 3);
+  EXPECT_GT(compared, 100);
+  auto last_log = [](const std::string& out) {
+    std::ifstream f(fs::path(out) / "log.jsonl");
+    std::string line, last;
+    while (std::getline(f, line))
+      if (line.find("\"loss\"") != std::string::npos) last = line;  // training lines (not evaluations)
+    return nlohmann::json::parse(last);
+  };
+  auto lb = last_log(b.train.out);
+  EXPECT_EQ(lb.at("loss_scale").get<double>(), 65536);
+  EXPECT_EQ(lb.at("skipped_steps").get<int64_t>(), 0);
+  EXPECT_FALSE(last_log(a.train.out).contains("loss_scale"));
+  // A first scale past fp32's range (3.4e38) makes every gradient inf or NaN: those steps are
+  // skipped and the scale halves until it is back in range (1e39 → 5e38 → 2.5e38).
+  s2.push_back("train.loss_scale_init=1e39");
+  auto c = tiny(data, temp_dir("ft_ls_c"), s2, &yaml);
+  run(c, yaml);
+  auto lc = last_log(c.train.out);
+  EXPECT_GE(lc.at("skipped_steps").get<int64_t>(), 2);
+  EXPECT_LE(lc.at("loss_scale").get<double>(), 2.5e38);
+}
+
 // Against tools/make_parity_fixtures.py::finetune_fixture (PyTorch, mmseg 0.x semantics
 // written out independently): two poly-lr SGD steps in float64 (see the fixture for why),
 // then slide and flip inference in float32 with the reference's trained weights.

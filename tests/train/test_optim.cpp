@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <map>
 
 #include "../helpers.h"
 #include "cp2/train/optim.h"
@@ -59,6 +60,78 @@ TEST(Optim, StateRoundTripContinuesIdentically) {
     oc.step(0.05);
     EXPECT_TRUE(torch::equal(a[0].second, c[0].second)) << name;
   }
+}
+
+// train.loss_scale (GradScaler's rule): a power-of-two scale changes no fp32 gradient, so a
+// scaled run steps bit for bit as an unscaled one; a non-finite gradient skips the update
+// (weights and momentum untouched) and halves the scale; growth_interval finite steps double
+// it; the scale, its growth count and the skips travel with the state.
+TEST(Optim, LossScalingIsExactAndSkipsNonFiniteSteps) {
+  OptimOptions o;
+  o.weight_decay = 1e-4;
+  auto make = [] {
+    return NamedTensors{{"w", torch::linspace(-1, 2, 6).view({2, 3}).set_requires_grad(true)},
+                        {"b", torch::full({3}, 0.25).set_requires_grad(true)}};
+  };
+  auto a = make(), b = make();
+  Optimizer plain(a, o), scaled(b, o);
+  scaled.enable_loss_scaling(1024, 2);
+  EXPECT_TRUE(scaled.loss_scaling());
+  const auto x = torch::linspace(0.1, 0.7, 12).view({4, 3});
+  auto loss = [&](const NamedTensors& p) { return ((x * p[0].second[0]).sum(1, true).tanh() * p[1].second).pow(2).mean(); };
+  for (int s = 0; s < 3; ++s) {
+    plain.zero_grad();
+    loss(a).backward();
+    plain.step(0.1);
+    scaled.zero_grad();
+    EXPECT_NEAR(scaled.scaled(loss(b)).item<double>(), loss(b).item<double>() * scaled.loss_scale(), 1e-3);
+    scaled.scaled(loss(b)).backward();
+    EXPECT_TRUE(scaled.step(0.1));
+    for (int i = 0; i < 2; ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << "step " << s << " param " << i;
+  }
+  EXPECT_EQ(scaled.loss_scale(), 2048);  // doubled after 2 finite steps, then 1 more
+  for (float bad : {INFINITY, NAN}) {
+    const auto before = b[0].second.detach().clone();
+    const auto state_before = scaled.state();
+    const double scale = scaled.loss_scale();
+    scaled.zero_grad();
+    scaled.scaled(loss(b)).backward();
+    b[1].second.mutable_grad()[1] = bad;
+    EXPECT_FALSE(scaled.step(0.1)) << bad;
+    EXPECT_TRUE(torch::equal(b[0].second, before));
+    EXPECT_EQ(scaled.loss_scale(), scale / 2);
+    EXPECT_TRUE(torch::equal(scaled.state()[0].second, state_before[0].second));  // momentum untouched
+  }
+  EXPECT_EQ(scaled.skipped_steps(), 2);
+  // The state carries the scale; a run without scaling keeps none.
+  const auto state = scaled.state(), plain_state = plain.state();
+  const std::map<std::string, at::Tensor> st(state.begin(), state.end()), pst(plain_state.begin(), plain_state.end());
+  ASSERT_TRUE(st.count("loss_scale") && st.count("loss_scale_growth") && st.count("loss_scale_skipped"));
+  EXPECT_EQ(st.at("loss_scale").item<double>(), 512);
+  EXPECT_EQ(pst.count("loss_scale"), 0u);
+  auto c = make();
+  Optimizer resumed(c, o);
+  resumed.enable_loss_scaling(65536, 2);
+  resumed.load_state(scaled.state(), "ck.pt");
+  EXPECT_EQ(resumed.loss_scale(), 512);
+  EXPECT_EQ(resumed.skipped_steps(), 2);
+  auto bad = scaled.state();
+  for (auto& [k, t] : bad)
+    if (k == "loss_scale") t = torch::tensor(-1.0, torch::kDouble);
+  expect_error([&] { resumed.load_state(bad, "ck.pt"); }, {"ck.pt", "loss scale", "not positive"});
+  expect_error([&] { resumed.enable_loss_scaling(0, 2); }, {"loss scaling", "positive"});
+  // Gradients that stay non-finite at any scale stop the run instead of skipping every step.
+  resumed.enable_loss_scaling(1, 2);
+  expect_error(
+      [&] {
+        for (int i = 0; i < 100; ++i) {
+          resumed.zero_grad();
+          c[0].second.mutable_grad() = torch::full({2, 3}, NAN);
+          resumed.step(0.1);
+        }
+      },
+      {"loss scaling", "non-finite", "steps skipped", "diverged"});
+  EXPECT_EQ(resumed.skipped_steps(), 2 + 85);
 }
 
 TEST(Optim, LoadStateErrors) {

@@ -58,6 +58,10 @@ ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
   const auto kernels = o.kernels == "onednn" ? WinogradKernels::onednn
                        : o.kernels == "tiles" ? WinogradKernels::tiles
                                               : WinogradKernels::best;
+  // A named set that cannot run here is an error, not a silent "direct" (the point of naming
+  // it is to time those kernels).
+  if (std::string why; o.kernels != "best" && !winograd_kernels_available(kernels, &why))
+    throw Error("--kernels " + o.kernels + ": not available here: " + why);
   ConvBenchResult r;
   {
     WinogradScope on(true, kernels);

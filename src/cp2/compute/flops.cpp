@@ -209,7 +209,8 @@ StepFlops count_step(const std::function<void()>& step, double images, const std
   }
   StepFlops r;
   r.per_img = count.total() / images;
-  if (probe) r.peak = probe_peak(count, device, n.bf16, n.channels_last, 3, 0.3, n.winograd);
+  const auto dtype = n.bf16 ? c10::kBFloat16 : n.fp16 ? c10::kHalf : c10::kFloat;
+  if (probe) r.peak = probe_peak(count, device, dtype, n.channels_last, 3, 0.3, n.winograd);
   if (count.uncounted > 0)
     std::fprintf(stderr,
                  "warning: FLOP count: %lld convolution/matmul calls had arguments of a form this build does not "
@@ -233,7 +234,7 @@ std::string rate_line(double flops_per_img, double img_s, double peak_gflops) {
   return buf;
 }
 
-ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16, bool channels_last, int top,
+ProbeResult probe_peak(const FlopCount& c, const std::string& device, c10::ScalarType dtype, bool channels_last, int top,
                        double seconds, bool winograd) {
   std::vector<std::pair<double, OpShape>> order;
   // Dilated convolutions are left out: their nominal count includes the taps that fall in
@@ -246,7 +247,7 @@ ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16,
   if (static_cast<int>(order.size()) > top) order.resize(static_cast<size_t>(top));
   torch::NoGradGuard ng;
   const torch::Device dev(device);
-  const auto opts = torch::TensorOptions().device(dev).dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
+  const auto opts = torch::TensorOptions().device(dev).dtype(dtype);
   const auto fmt = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   auto sync = [&] {
     if (dev.is_cuda()) torch::randn({1}, opts).cpu();  // waits for the queue
@@ -258,7 +259,7 @@ ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16,
     if (s.kind == "conv") {
       x = torch::randn(s.in, opts).contiguous(fmt);
       w = torch::randn(s.weight, opts).contiguous(fmt);
-      const bool wino = winograd && !bf16 && !dev.is_cuda() && s.groups == 1 && s.weight[2] == 3 &&
+      const bool wino = winograd && dtype == c10::kFloat && !dev.is_cuda() && s.groups == 1 && s.weight[2] == 3 &&
                         s.weight[3] == 3 && s.stride == std::vector<int64_t>{1, 1} &&
                         s.padding == std::vector<int64_t>{1, 1};
       if (wino)

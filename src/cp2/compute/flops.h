@@ -6,6 +6,8 @@
 // optimizer) is not counted. Plus a probe that times the heaviest counted shapes alone, so
 // a benchmark can say what share of the achievable rate a step reaches.
 #pragma once
+#include <c10/core/ScalarType.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -58,7 +60,7 @@ class FlopCounter {
 };
 
 // The rate the device reaches on the count's heaviest shapes run alone (forward only,
-// fp32 or bf16, NCHW or channels-last): the best GFLOP/s over the `top` undilated shapes
+// fp32, bf16 or fp16, NCHW or channels-last): the best GFLOP/s over the `top` undilated shapes
 // with the most FLOPs, each timed for about `seconds`.
 struct ProbeResult {
   double gflops = 0;
@@ -80,7 +82,7 @@ std::string rate_line(double flops_per_img, double img_s, double peak_gflops);
 // algorithm: Winograd where `winograd` and the shape is eligible, compute/winograd.h); each
 // shape's rate is its fastest single call (at least 3 calls, then until `seconds` have
 // passed); the result is the fastest shape.
-ProbeResult probe_peak(const FlopCount& c, const std::string& device, bool bf16, bool channels_last, int top = 3,
+ProbeResult probe_peak(const FlopCount& c, const std::string& device, c10::ScalarType dtype, bool channels_last, int top = 3,
                        double seconds = 0.3, bool winograd = false);
 
 }  // namespace cp2::compute

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -20,10 +21,18 @@ void NumericsOptions::validate() const {
   const auto& a = conv_algorithm_choices();
   if (std::find(a.begin(), a.end(), conv_algorithm) == a.end())
     throw Error("train.conv_algorithm: expected one of " + join(a) + ", found '" + conv_algorithm + "'");
+  const auto& l = loss_scale_choices();
+  if (std::find(l.begin(), l.end(), loss_scale) == l.end())
+    throw Error("train.loss_scale: expected one of " + join(l) + ", found '" + loss_scale + "'");
+  if (!(loss_scale_init > 0) || !std::isfinite(loss_scale_init))
+    throw Error("train.loss_scale_init: expected a positive finite number, found " + std::to_string(loss_scale_init));
 }
 
 std::string Numerics::describe() const {
-  return std::string(bf16 ? "bf16 autocast (fp32 weights, losses, optimizer)" : "fp32") + ", " +
+  return std::string(bf16   ? "bf16 autocast (fp32 weights, losses, optimizer)"
+                     : fp16 ? "fp16 autocast (fp32 weights, losses, optimizer)"
+                            : "fp32") +
+         (loss_scaling ? ", dynamic loss scaling" : "") + ", " +
          (channels_last ? "channels-last" : "NCHW") +
          (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) + ")" +
                          (tap_gemm_available() ? ", dilated 3x3 as tap GEMMs" : "")
@@ -52,8 +61,14 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
   n.channels_last = o.channels_last;
   const bool cuda = device.rfind("cuda", 0) == 0;
   n.bf16 = o.precision == "bf16" || (o.precision == "auto" && (cuda || cpu_has_native_bf16()));
+  n.fp16 = o.precision == "fp16";
+  if (n.fp16 && !cuda)
+    throw Error("train.precision: fp16 runs on CUDA only, found device '" + device +
+                "' (LibTorch's CPU autocast is bf16; use bf16, auto or fp32)");
+  n.loss_scaling = o.loss_scale == "dynamic" || (o.loss_scale == "auto" && n.fp16);
+  n.loss_scale_init = o.loss_scale_init;
   std::string why;
-  const bool can = !cuda && !n.bf16 && winograd_available(&why);
+  const bool can = !cuda && !n.amp() && winograd_available(&why);
   if (o.conv_algorithm == "winograd" && !can) {
     if (cuda) why = "on CUDA, cuDNN chooses the algorithm";
     else if (n.bf16) why = "it applies to fp32 only and train.precision resolves to bf16";
@@ -73,31 +88,44 @@ bool autocast_active(bool cuda) {
 
 namespace {
 
-void set_autocast(bool cuda, bool on) {
+bool autocast_is_fp16(bool cuda) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::get_autocast_dtype(cuda ? at::kCUDA : at::kCPU) == at::kHalf;
+#else
+  return (cuda ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype()) == at::kHalf;
+#endif
+}
+
+// The type is set while on, and on CUDA also while off, so that a scope restores it exactly
+// (the CPU's is bf16 always: fp16 never resolves there).
+void set_autocast(bool cuda, bool on, bool fp16) {
+  const auto dtype = fp16 ? at::kHalf : at::kBFloat16;
+  const bool set_type = on || cuda;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
   const auto t = cuda ? at::kCUDA : at::kCPU;
   at::autocast::set_autocast_enabled(t, on);
-  if (on) at::autocast::set_autocast_dtype(t, at::kBFloat16);
+  if (set_type) at::autocast::set_autocast_dtype(t, dtype);
 #else
   if (cuda) {
     at::autocast::set_enabled(on);
-    if (on) at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    if (set_type) at::autocast::set_autocast_gpu_dtype(dtype);
   } else {
     at::autocast::set_cpu_enabled(on);
-    if (on) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    if (set_type) at::autocast::set_autocast_cpu_dtype(dtype);
   }
 #endif
 }
 
 }  // namespace
 
-AutocastScope::AutocastScope(bool enable, bool cuda) : cuda_(cuda), prev_(autocast_active(cuda)), enabled_(enable) {
+AutocastScope::AutocastScope(bool enable, bool cuda, bool fp16)
+    : cuda_(cuda), prev_(autocast_active(cuda)), enabled_(enable), prev_fp16_(autocast_is_fp16(cuda)) {
   if (enable) at::autocast::increment_nesting();
-  if (enable != prev_) set_autocast(cuda_, enable);
+  if (enable != prev_ || (enable && fp16 != prev_fp16_)) set_autocast(cuda_, enable, fp16);
 }
 
 AutocastScope::~AutocastScope() {
-  if (enabled_ != prev_) set_autocast(cuda_, prev_);
+  set_autocast(cuda_, prev_, prev_fp16_);
   if (enabled_ && at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
 }
 

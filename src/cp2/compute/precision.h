@@ -1,8 +1,10 @@
-// What a run computes in (issue 11): fp32, or bf16 autocast with fp32 master weights,
-// optimizer state, losses and normalisation statistics; and the memory layout of its
+// What a run computes in (issue 11): fp32, or bf16 (CPU, CUDA) or fp16 (CUDA, with dynamic
+// loss scaling) autocast with fp32 master weights, optimizer state, losses and normalisation
+// statistics; and the memory layout of its
 // activations (NCHW or channels-last). Shared by pretraining, finetuning, evaluation and
 // the benchmarks; compiles against LibTorch 1.13 and 2.x (the autocast API moved in 2.4).
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -17,24 +19,42 @@ namespace cp2::compute {
 
 // Keys train.precision and train.channels_last of both training configs.
 struct NumericsOptions {
-  // fp32 | bf16 | auto: auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or
-  // AMX), else fp32 (without native bf16, oneDNN emulates it, slower than fp32).
+  // fp32 | bf16 | fp16 | auto: auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16
+  // or AMX), else fp32 (without native bf16, oneDNN emulates it, slower than fp32). fp16 is
+  // CUDA's AMP for cards without bf16 (V100, T4): LibTorch 1.13's CPU autocast is bf16 only.
   std::string precision = "fp32";
   bool channels_last = false;
   // direct | winograd | auto (compute/conv.h): the algorithm of fp32 3x3 convolutions on the
   // CPU.
   std::string conv_algorithm = "direct";
+  // auto | dynamic | off: the loss multiplied by a scale before the backward pass and the
+  // gradients divided by it before the step, which is skipped where they are not finite
+  // (torch.cuda.amp.GradScaler's rule: halve the scale then, double it after
+  // kLossScaleGrowthInterval finite steps). auto = dynamic with fp16, else off. fp16's
+  // gradients underflow without it; in fp32 and bf16 it changes nothing (the scale is a power
+  // of two) but the skipped steps.
+  std::string loss_scale = "auto";
+  double loss_scale_init = 65536.0;  // the first scale (GradScaler's 2^16)
   void validate() const;  // names the key and the value
 };
+inline constexpr int64_t kLossScaleGrowthInterval = 2000;  // GradScaler's growth_interval
 // The values of train.precision, and the help lines of the numerics keys (both training
 // configs bind them).
 inline const std::vector<std::string>& precision_choices() {
-  static const std::vector<std::string> c{"fp32", "bf16", "auto"};
+  static const std::vector<std::string> c{"fp32", "bf16", "fp16", "auto"};
   return c;
 }
 inline constexpr const char* kPrecisionHelp =
-    "fp32, bf16 (autocast; fp32 weights, losses, optimizer) or auto (bf16 on CUDA and on CPUs with "
-    "AVX512-BF16/AMX, else fp32)";
+    "fp32, bf16 (autocast; fp32 weights, losses, optimizer), fp16 (CUDA only: autocast to float16 with dynamic "
+    "loss scaling, for GPUs without bf16) or auto (bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32)";
+inline const std::vector<std::string>& loss_scale_choices() {
+  static const std::vector<std::string> c{"auto", "dynamic", "off"};
+  return c;
+}
+inline constexpr const char* kLossScaleHelp =
+    "dynamic loss scaling (as torch.cuda.amp.GradScaler: steps with non-finite gradients are skipped and the scale "
+    "halved; doubled after 2000 finite steps): auto (with fp16 only), dynamic or off";
+inline constexpr const char* kLossScaleInitHelp = "the first loss scale (a power of two keeps fp32 steps exact)";
 inline constexpr const char* kChannelsLastHelp = "activations and weights in channels-last (NHWC) memory";
 // train.conv_algorithm (compute/conv.h): direct (PyTorch's), winograd (Winograd F(4x4,3x3):
 // oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones; dilated ones mostly over padding as one GEMM
@@ -52,13 +72,17 @@ inline constexpr const char* kConvAlgorithmHelp =
 // A run's resolved numerics.
 struct Numerics {
   bool bf16 = false;
+  bool fp16 = false;  // CUDA only
+  bool loss_scaling = false;  // train.loss_scale resolved
+  double loss_scale_init = 65536.0;
+  bool amp() const { return bf16 || fp16; }  // autocast on (losses and statistics stay fp32)
   bool channels_last = false;
   bool winograd = false;  // fp32 3x3 convolutions through the fast algorithms (compute/conv.h)
   std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3 (oneDNN), dilated 3x3 as tap GEMMs"
 };
 
 // Throws, naming the key, where train.conv_algorithm: winograd cannot apply (bf16, CUDA, a
-// build or CPU without the kernels).
+// build or CPU without the kernels) or train.precision: fp16 is asked for off CUDA.
 Numerics resolve_numerics(const NumericsOptions& o, const std::string& device);
 
 // True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (read once).
@@ -67,18 +91,20 @@ bool cpu_has_native_bf16();
 // Whether autocast is on for the CPU (or CUDA) on this thread.
 bool autocast_active(bool cuda);
 
-// While alive: autocast to bf16 on the CPU or CUDA (`cuda`) when `enable`, else autocast
-// off (used around losses); the previous state comes back at destruction. The outermost
-// enabling scope clears autocast's weight-cast cache when it ends, as torch.autocast.
+// While alive: autocast to bf16 (fp16 when `fp16`) on the CPU or CUDA (`cuda`) when
+// `enable`, else autocast off (used around losses); the previous state and type come back at
+// destruction. The outermost enabling scope clears autocast's weight-cast cache when it
+// ends, as torch.autocast.
 class AutocastScope {
  public:
-  AutocastScope(bool enable, bool cuda);
+  AutocastScope(bool enable, bool cuda, bool fp16 = false);
+  AutocastScope(const Numerics& n, bool cuda) : AutocastScope(n.amp(), cuda, n.fp16) {}
   ~AutocastScope();
   AutocastScope(const AutocastScope&) = delete;
   AutocastScope& operator=(const AutocastScope&) = delete;
 
  private:
-  bool cuda_, prev_, enabled_;
+  bool cuda_, prev_, enabled_, prev_fp16_;
 };
 
 // Every 4-D parameter and buffer of `m` in channels-last memory (the optimizer state

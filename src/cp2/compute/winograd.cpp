@@ -354,6 +354,17 @@ bool winograd_available(std::string* why) {
   return false;
 }
 
+bool winograd_kernels_available(WinogradKernels k, std::string* why) {
+  switch (k) {
+    case WinogradKernels::best: return winograd_available(why);
+    case WinogradKernels::onednn: return onednn_available(why);
+    case WinogradKernels::tiles: return tiles_available(why);
+    default:
+      if (why) *why = "no Winograd kernels named";
+      return false;
+  }
+}
+
 bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w) {
   switch (winograd_kernels()) {
     case WinogradKernels::onednn: return onednn_available(nullptr);

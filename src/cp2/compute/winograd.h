@@ -33,6 +33,9 @@ bool winograd_enabled();
 enum class WinogradKernels { best, onednn, tiles, none };
 WinogradKernels winograd_kernels();  // on this thread, `best` resolved
 const char* winograd_kernels_name(WinogradKernels k);  // "oneDNN", "cp2 AVX2"
+// Whether the named kernels run on this CPU and build (`best`: either); when not, `why` says
+// what is missing.
+bool winograd_kernels_available(WinogradKernels k, std::string* why = nullptr);
 
 // While alive on this thread: eligible convolutions run through the fast algorithms
 // (compute/conv.h: Winograd, and compute/dilated.h's tap GEMMs) when `enable`,

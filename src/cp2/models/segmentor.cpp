@@ -29,22 +29,22 @@ torch::Tensor SegmentorImpl::encode(const torch::Tensor& x) {
 
 // Under bf16 autocast the network's outputs come back in fp32: losses, softmax and the
 // normalisation of CP²'s projections stay in fp32.
-torch::Tensor SegmentorImpl::fp32(const torch::Tensor& t) const { return num_.bf16 ? t.to(torch::kFloat) : t; }
+torch::Tensor SegmentorImpl::fp32(const torch::Tensor& t) const { return num_.amp() ? t.to(torch::kFloat) : t; }
 
 torch::Tensor SegmentorImpl::features(const torch::Tensor& x) {
-  compute::AutocastScope ac(num_.bf16, x.is_cuda());
+  compute::AutocastScope ac(num_, x.is_cuda());
   compute::WinogradScope wg(num_.winograd);
   return fp32(decode_head->features(encode(x)));
 }
 
 torch::Tensor SegmentorImpl::project(const torch::Tensor& x) {
-  compute::AutocastScope ac(num_.bf16, x.is_cuda());
+  compute::AutocastScope ac(num_, x.is_cuda());
   compute::WinogradScope wg(num_.winograd);
   return fp32(decode_head->project(decode_head->features(encode(x))));
 }
 
 torch::Tensor SegmentorImpl::logits(const torch::Tensor& x) {
-  compute::AutocastScope ac(num_.bf16, x.is_cuda());
+  compute::AutocastScope ac(num_, x.is_cuda());
   compute::WinogradScope wg(num_.winograd);
   return fp32(decode_head->classify(decode_head->features(encode(x))));
 }

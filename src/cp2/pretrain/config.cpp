@@ -93,6 +93,8 @@ config::Fields PretrainConfig::fields() {
   f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
   f.add_choice("train.conv_algorithm", train.numerics.conv_algorithm, compute::conv_algorithm_choices(),
                compute::kConvAlgorithmHelp);
+  f.add_choice("train.loss_scale", train.numerics.loss_scale, compute::loss_scale_choices(), compute::kLossScaleHelp);
+  f.add("train.loss_scale_init", train.numerics.loss_scale_init, compute::kLossScaleInitHelp);
   return f;
 }
 

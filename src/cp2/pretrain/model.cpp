@@ -30,11 +30,11 @@ torch::Tensor MocoEncoderImpl::mlp_embed(const torch::Tensor& x) {
 torch::Tensor MocoEncoderImpl::embed(const torch::Tensor& x) {
   torch::Tensor e;
   {
-    compute::AutocastScope ac(num_.bf16, x.is_cuda());
+    compute::AutocastScope ac(num_, x.is_cuda());
     compute::WinogradScope wg(num_.winograd);
     e = mlp_embed(compute::in_layout(x, num_));
   }
-  if (num_.bf16) e = e.to(torch::kFloat);
+  if (num_.amp()) e = e.to(torch::kFloat);
   return F::normalize(e, F::NormalizeFuncOptions().dim(1)).unsqueeze(2).unsqueeze(3);
 }
 

@@ -45,9 +45,9 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
   if (!r.finite) return r;
   opt.zero_grad();
   if (reducer) reducer->prepare();
-  r.parts.total.backward();
+  opt.scaled(r.parts.total).backward();
   if (reducer) reducer->finish();
-  opt.step(lr);
+  r.stepped = opt.step(lr);  // false: loss scaling skipped it (the keys are enqueued still, as MoCo's forward does)
   model.enqueue(r.parts.k_ins);
   return r;
 }

@@ -21,6 +21,7 @@ struct StepResult {
   LossParts parts;
   double loss = 0;
   bool finite = true;  // false: nothing was updated
+  bool stepped = false;  // the optimizer updated the weights (not where loss scaling skipped the step)
 };
 
 // One optimisation step on a batch (already on the model's device): forward (momentum

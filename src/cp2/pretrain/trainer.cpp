@@ -190,6 +190,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     const auto numerics = compute::resolve_numerics(T.numerics, T.device);
     model->set_numerics(numerics);
     train::Optimizer opt(query_parameters(*model), cfg.optim);
+    if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init, compute::kLossScaleGrowthInterval);
 
     auto lopt = cfg.loader_options();
     lopt.shard = comm->rank();
@@ -289,15 +290,18 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         const double ips = done * T.batch / std::max(el, 1e-9);
         const bool stop = (rc.max_steps > 0 && pos.step >= rc.max_steps) || h.stop_agreed();
         const bool last = pos.step == total_steps || stop;
-        if (pos.step % T.log_every == 0 || last)
-          h.log({{"step", pos.step}, {"epoch", epoch + 1}, {"iter", it}, {"lr", lr}, {"loss", res.loss},
-                 {"loss_ins", parts.ins_value}, {"loss_dense", parts.dense_value}, {"acc1", parts.acc1},
-                 {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense},
-                 {"acc_dense_chance", parts.acc_dense_chance}, {"acc_dense_match", parts.acc_dense_match},
-                 {"acc_dense_match_chance", parts.acc_dense_match_chance}, {"img_per_s", ips},
-                 {"data_wait_s", data_wait}, {"elapsed_s", el},
-                 {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
-                 {"rss_mib", rss_mib()}});
+        if (pos.step % T.log_every == 0 || last) {
+          nlohmann::json rec{{"step", pos.step}, {"epoch", epoch + 1}, {"iter", it}, {"lr", lr}, {"loss", res.loss},
+                             {"loss_ins", parts.ins_value}, {"loss_dense", parts.dense_value}, {"acc1", parts.acc1},
+                             {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense},
+                             {"acc_dense_chance", parts.acc_dense_chance}, {"acc_dense_match", parts.acc_dense_match},
+                             {"acc_dense_match_chance", parts.acc_dense_match_chance}, {"img_per_s", ips},
+                             {"data_wait_s", data_wait}, {"elapsed_s", el},
+                             {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
+                             {"rss_mib", rss_mib()}};
+          if (opt.loss_scaling()) rec.update({{"loss_scale", opt.loss_scale()}, {"skipped_steps", opt.skipped_steps()}});
+          h.log(rec);
+        }
         char line[512];
         const double eta = (total_steps - pos.step) * el / std::max<int64_t>(done, 1);
         std::snprintf(line, sizeof line,

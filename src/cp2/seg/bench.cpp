@@ -72,10 +72,11 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   train::NamedTensors params;
   for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
   train::Optimizer opt(params, cfg.optim);
+  if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init, compute::kLossScaleGrowthInterval);
   auto step = [&](const SegBatch& b) {
     auto l = seg_loss(model->logits(b.image.to(device)), b.label.to(device), false, false);
     opt.zero_grad();
-    l.loss.backward();
+    opt.scaled(l.loss).backward();
     opt.step(cfg.optim.lr);
     l.loss.item<double>();  // waits for the step to finish (device timing)
   };

@@ -125,6 +125,8 @@ config::Fields FinetuneConfig::fields() {
   f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
   f.add_choice("train.conv_algorithm", train.numerics.conv_algorithm, compute::conv_algorithm_choices(),
                compute::kConvAlgorithmHelp);
+  f.add_choice("train.loss_scale", train.numerics.loss_scale, compute::loss_scale_choices(), compute::kLossScaleHelp);
+  f.add("train.loss_scale_init", train.numerics.loss_scale_init, compute::kLossScaleInitHelp);
   f.add("train.avg_non_ignore", train.avg_non_ignore,
         "cross-entropy mean over labelled pixels only (false: over all pixels, as mmseg 0.x)");
   f.add_choice("eval.mode", eval.mode, {"whole", "slide"}, "test inference");

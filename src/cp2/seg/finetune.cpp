@@ -169,6 +169,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
     train::NamedTensors params;
     for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
     train::Optimizer opt(params, cfg.optim);
+    if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init, compute::kLossScaleGrowthInterval);
 
     if (h.resuming()) {
       const auto& path = h.resumed_path();
@@ -335,9 +336,9 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         if (!std::isfinite(loss)) h.non_finite(iter + 1, "loss " + std::to_string(loss));
         opt.zero_grad();
         if (reducer) reducer->prepare();
-        l.loss.backward();
+        opt.scaled(l.loss).backward();
         if (reducer) reducer->finish();
-        opt.step(lr);
+        opt.step(lr);  // skipped where loss scaling found non-finite gradients (counted in the log)
         ++iter;
         sum.losses.push_back(loss);
         sum.last_iter = iter;
@@ -347,11 +348,14 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         const double ips = static_cast<double>(done * T.batch) / std::max(el, 1e-9);
         const bool signalled = h.stop_agreed();
         const bool last = iter == stop || signalled;
-        if (iter % T.log_every == 0 || last)
-          h.log({{"iteration", iter}, {"lr", lr}, {"loss", loss}, {"acc", l.acc}, {"img_per_s", ips},
-                 {"data_wait_s", data_wait}, {"elapsed_s", el},
-                 {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
-                 {"rss_mib", rss_mib()}});
+        if (iter % T.log_every == 0 || last) {
+          nlohmann::json rec{{"iteration", iter}, {"lr", lr}, {"loss", loss}, {"acc", l.acc}, {"img_per_s", ips},
+                             {"data_wait_s", data_wait}, {"elapsed_s", el},
+                             {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
+                             {"rss_mib", rss_mib()}};
+          if (opt.loss_scaling()) rec.update({{"loss_scale", opt.loss_scale()}, {"skipped_steps", opt.skipped_steps()}});
+          h.log(rec);
+        }
         char line[256];
         const double eta = static_cast<double>(T.iters - iter) * el / static_cast<double>(std::max<int64_t>(done, 1));
         std::snprintf(line, sizeof line, "%s %lld/%lld %.2f img/s ETA %s loss %.4f acc %.1f%% lr %.6f",

@@ -46,8 +46,51 @@ void Optimizer::zero_grad() {
     if (p.grad().defined()) p.mutable_grad() = at::Tensor();  // set_to_none, PyTorch 2.x's default
 }
 
-void Optimizer::step(double lr) {
+void Optimizer::enable_loss_scaling(double init_scale, int64_t growth_interval) {
+  if (!(init_scale > 0) || !std::isfinite(init_scale) || growth_interval < 1)
+    throw Error("loss scaling: expected a positive finite scale and growth interval, found " +
+                std::to_string(init_scale) + " and " + std::to_string(growth_interval));
+  scaling_ = true;
+  scale_ = init_scale;
+  growth_interval_ = growth_interval;
+}
+
+at::Tensor Optimizer::scaled(const at::Tensor& loss) const { return scaling_ ? loss * scale_ : loss; }
+
+bool Optimizer::unscale_grads() {
+  std::vector<at::Tensor> sums;
+  for (auto& [n, p] : params_) {
+    if (!p.grad().defined()) continue;
+    auto g = p.mutable_grad();
+    g.mul_(1.0 / scale_);
+    // A sum is non-finite where any element is (inf, -inf or NaN); one reduction per
+    // gradient, one host read for all.
+    sums.push_back(g.sum().to(at::kFloat));
+  }
+  return sums.empty() || torch::stack(sums).isfinite().all().item<bool>();
+}
+
+bool Optimizer::step(double lr) {
   torch::NoGradGuard ng;
+  if (scaling_) {
+    const bool finite = unscale_grads();
+    if (!finite) {
+      scale_ *= 0.5;  // GradScaler's backoff_factor
+      growth_ = 0;
+      ++skipped_;
+      // From 2^16, some 100 non-finite steps in a row: no scale helps; stop rather than skip
+      // every step of the run (GradScaler would go on).
+      if (scale_ < 0x1p-84)
+        throw Error("loss scaling: the gradients stayed non-finite while the scale halved to 2^" +
+                    std::to_string(static_cast<int>(std::log2(scale_))) + " (" + std::to_string(skipped_) +
+                    " steps skipped): the model diverged or overflows in its forward pass");
+      return false;
+    }
+    if (++growth_ == growth_interval_) {
+      scale_ *= 2.0;  // growth_factor
+      growth_ = 0;
+    }
+  }
   ++steps_;
   const bool sgd = opt_.name == "sgd";
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -76,6 +119,7 @@ void Optimizer::step(double lr) {
       p.addcdiv_(buf1_[i], denom, -lr / bc1);
     }
   }
+  return true;
 }
 
 NamedTensors Optimizer::state() const {
@@ -87,6 +131,11 @@ NamedTensors Optimizer::state() const {
     if (!sgd) out.emplace_back("exp_avg_sq." + params_[i].first, buf2_[i]);
   }
   out.emplace_back("step", torch::tensor(steps_, torch::kLong));
+  if (scaling_) {
+    out.emplace_back("loss_scale", torch::tensor(scale_, torch::kDouble));
+    out.emplace_back("loss_scale_growth", torch::tensor(growth_, torch::kLong));
+    out.emplace_back("loss_scale_skipped", torch::tensor(skipped_, torch::kLong));
+  }
   return out;
 }
 
@@ -95,6 +144,14 @@ void Optimizer::load_state(const NamedTensors& s, const std::string& source) {
   auto step = m.find("step");
   if (step == m.end()) throw Error(source + ": optimizer state lacks 'step'");
   steps_ = step->second.item<int64_t>();
+  if (auto sc = m.find("loss_scale"); scaling_ && sc != m.end()) {
+    scale_ = sc->second.item<double>();
+    auto gr = m.find("loss_scale_growth"), sk = m.find("loss_scale_skipped");
+    if (gr == m.end() || sk == m.end() || !(scale_ > 0) || !std::isfinite(scale_))
+      throw Error(source + ": optimizer state's loss scale is incomplete or not positive (" + std::to_string(scale_) + ")");
+    growth_ = gr->second.item<int64_t>();
+    skipped_ = sk->second.item<int64_t>();
+  }
   const bool sgd = opt_.name == "sgd";
   torch::NoGradGuard ng;
   size_t found = 0;

@@ -33,9 +33,22 @@ double scheduled_lr(const OptimOptions& o, double lr0, int64_t epoch, int64_t it
 class Optimizer {
  public:
   Optimizer(NamedTensors params, OptimOptions o);
+  // Dynamic loss scaling (train.loss_scale; torch.cuda.amp.GradScaler's rule, written out so
+  // it runs on any device): backward() of scaled(loss); step() divides the gradients by the
+  // scale and, where any is not finite, skips the update and halves the scale; after
+  // `growth_interval` finite steps in a row it doubles it.
+  void enable_loss_scaling(double init_scale, int64_t growth_interval);
+  at::Tensor scaled(const at::Tensor& loss) const;  // loss × scale, or loss without scaling
+  bool loss_scaling() const { return scaling_; }
+  double loss_scale() const { return scale_; }
+  int64_t skipped_steps() const { return skipped_; }
   void zero_grad();
-  void step(double lr);  // parameters without a gradient are skipped, as in PyTorch
-  // "momentum_buffer.<param>" (sgd) or "exp_avg.<param>", "exp_avg_sq.<param>", "step" (adamw).
+  // Parameters without a gradient are skipped, as in PyTorch. False where loss scaling found
+  // a non-finite gradient and skipped the update (one host read of a flag per step).
+  bool step(double lr);
+  // "momentum_buffer.<param>" (sgd) or "exp_avg.<param>", "exp_avg_sq.<param>", "step" (adamw);
+  // with loss scaling also "loss_scale", "loss_scale_growth" and "loss_scale_skipped" (a
+  // state without them, from a run without scaling, starts from the first scale).
   NamedTensors state() const;
   // Strict: every buffer present with the right shape; throws naming `source` and the key.
   void load_state(const NamedTensors& s, const std::string& source);
@@ -46,6 +59,10 @@ class Optimizer {
   OptimOptions opt_;
   std::vector<at::Tensor> buf1_, buf2_;  // momentum / exp_avg, exp_avg_sq (undefined until the first step)
   int64_t steps_ = 0;
+  bool scaling_ = false;
+  double scale_ = 1.0;
+  int64_t growth_interval_ = 0, growth_ = 0, skipped_ = 0;
+  bool unscale_grads();  // true when every gradient is finite
 };
 
 }  // namespace cp2::train
