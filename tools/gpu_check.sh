@@ -38,6 +38,7 @@ for batch in (32, 64):
         for cl in (False, True):
             if amp == torch.float16 and not cl:
                 continue
+            q = k = opt = scaler = None  # so that a failure before they exist frees what does
             try:
                 q, k = ref.Segmentor(50, 16).to(dev), ref.Segmentor(50, 16).to(dev)
                 k.load_state_dict(q.state_dict())
@@ -78,7 +79,7 @@ for batch in (32, 64):
                 r = "failed: " + str(e).splitlines()[0]
             label = {None: "fp32", torch.bfloat16: "AMP bf16", torch.float16: "AMP fp16"}[amp]
             print(f"[torch] batch {batch:3d} {label:9s} {'channels-last' if cl else 'NCHW':13s} {r}", flush=True)
-            del q, k, opt
+            q = k = opt = scaler = None
             torch.cuda.empty_cache()
 PY
 echo "== all done in $(( $(date +%s) - t0 )) s"
