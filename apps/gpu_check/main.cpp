@@ -124,16 +124,16 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
     o.queue_size = a.queue;
     auto m = pretrain::make_model(o, 0);
     m->to(dev);
-    compute::Numerics n;
-    n.bf16 = precision == "bf16";
-    n.fp16 = n.loss_scaling = precision == "fp16";
-    n.channels_last = channels_last;
+    compute::NumericsOptions no;
+    no.precision = precision;
+    no.channels_last = channels_last;
+    const auto n = compute::resolve_numerics(no, dev.str());  // as train.precision resolves it
     m->set_numerics(n);
     m->train();
     train::OptimOptions oo;
     oo.lr = 0.03;
     train::Optimizer opt(pretrain::query_parameters(*m), oo);
-    if (n.loss_scaling) opt.enable_loss_scaling(n.loss_scale_init, compute::kLossScaleGrowthInterval);
+    if (n.loss_scaling) opt.enable_loss_scaling(n.loss_scale_init);
     const int64_t S = a.size;
     auto opts = torch::TensorOptions().device(dev);
     auto mask = torch::zeros({batch, S, S}, opts);

@@ -184,7 +184,7 @@ StepOut one_step(const compute::Numerics& n) {
   train::OptimOptions oo;
   oo.lr = 0.1;
   train::Optimizer opt(pretrain::query_parameters(*model), oo);
-  if (n.loss_scaling) opt.enable_loss_scaling(n.loss_scale_init, compute::kLossScaleGrowthInterval);
+  if (n.loss_scaling) opt.enable_loss_scaling(n.loss_scale_init);
   auto r = pretrain::train_step(*model, opt, small_batch(), 0.1);
   EXPECT_TRUE(r.stepped);
   StepOut s;

@@ -113,6 +113,18 @@ TEST(SegInit, EveryCheckpointKind) {
 }
 
 // The tiny CPU config on a generated VOC-layout dataset.
+// A generated VOC-layout dataset of train + val images of w×h in a fresh temp folder.
+std::string synth_voc(const std::string& name, int train, int val, int w, int h) {
+  const auto data = temp_dir(name);
+  SynthSegOptions so;
+  so.train = train;
+  so.val = val;
+  so.width = w;
+  so.height = h;
+  write_synthetic_dataset(data, so);
+  return data;
+}
+
 FinetuneConfig tiny(const std::string& data, const std::string& out, std::vector<std::string> sets, std::string* yaml) {
   FinetuneConfig cfg;
   config::Sources src;
@@ -133,13 +145,7 @@ FinetuneSummary run(const FinetuneConfig& cfg, const std::string& yaml, const st
 
 TEST(Finetune, OverfitsAHandfulOfImages) {
   set_threads(2);
-  auto data = temp_dir("ft_overfit_data"), out = temp_dir("ft_overfit_run");
-  SynthSegOptions so;
-  so.train = 4;
-  so.val = 1;
-  so.width = 96;
-  so.height = 72;
-  write_synthetic_dataset(data, so);
+  const auto data = synth_voc("ft_overfit_data", 4, 1, 96, 72), out = temp_dir("ft_overfit_run");
   std::string yaml;
   // Evaluate on the training images themselves: can the model fit them?
   auto cfg = tiny(data, out,
@@ -182,13 +188,7 @@ TEST(Finetune, OverfitsAHandfulOfImages) {
 
 TEST(Finetune, ResumeIsExact) {
   set_threads(2);
-  auto data = temp_dir("ft_resume_data");
-  SynthSegOptions so;
-  so.train = 6;
-  so.val = 2;
-  so.width = 48;
-  so.height = 40;
-  write_synthetic_dataset(data, so);
+  const auto data = synth_voc("ft_resume_data", 6, 2, 48, 40);
   std::string yaml;
   const std::vector<std::string> sets = {"train.iters=5", "train.eval_every=0", "train.checkpoint_every=0",
                                          "pipeline.photometric=true", "data.workers=2"};
@@ -217,13 +217,7 @@ TEST(Finetune, ResumeIsExact) {
 // reports it; a first scale that overflows the loss skips steps and backs off.
 TEST(Finetune, DynamicLossScalingIsExactInFp32AndBacksOffOnOverflow) {
   set_threads(2);
-  auto data = temp_dir("ft_ls_data");
-  SynthSegOptions so;
-  so.train = 4;
-  so.val = 1;
-  so.width = 48;
-  so.height = 40;
-  write_synthetic_dataset(data, so);
+  const auto data = synth_voc("ft_ls_data", 4, 1, 48, 40);
   const std::vector<std::string> sets = {"train.iters=3", "train.eval_every=0", "train.checkpoint_every=0",
                                          "data.workers=1", "train.log_every=1"};
   std::string yaml;

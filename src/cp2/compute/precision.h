@@ -17,7 +17,8 @@ class Tensor;
 
 namespace cp2::compute {
 
-// Keys train.precision and train.channels_last of both training configs.
+// Keys train.precision, train.channels_last, train.conv_algorithm and train.loss_scale(_init)
+// of both training configs.
 struct NumericsOptions {
   // fp32 | bf16 | fp16 | auto: auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16
   // or AMX), else fp32 (without native bf16, oneDNN emulates it, slower than fp32). fp16 is
@@ -29,15 +30,14 @@ struct NumericsOptions {
   std::string conv_algorithm = "direct";
   // auto | dynamic | off: the loss multiplied by a scale before the backward pass and the
   // gradients divided by it before the step, which is skipped where they are not finite
-  // (torch.cuda.amp.GradScaler's rule: halve the scale then, double it after
-  // kLossScaleGrowthInterval finite steps). auto = dynamic with fp16, else off. fp16's
+  // (torch.cuda.amp.GradScaler's rule, in train::Optimizer: halve the scale then, double it
+  // after 2000 finite steps). auto = dynamic with fp16, else off. fp16's
   // gradients underflow without it; in fp32 and bf16 it changes nothing (the scale is a power
   // of two) but the skipped steps.
   std::string loss_scale = "auto";
   double loss_scale_init = 65536.0;  // the first scale (GradScaler's 2^16)
   void validate() const;  // names the key and the value
 };
-inline constexpr int64_t kLossScaleGrowthInterval = 2000;  // GradScaler's growth_interval
 // The values of train.precision, and the help lines of the numerics keys (both training
 // configs bind them).
 inline const std::vector<std::string>& precision_choices() {

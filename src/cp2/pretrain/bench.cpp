@@ -62,7 +62,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   model->set_numerics(numerics);
   model->train();
   train::Optimizer opt(query_parameters(*model), cfg.optim);
-  if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init, compute::kLossScaleGrowthInterval);
+  if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
   const double lr = cfg.lr();
   auto to_dev = [&](const data::Batch& b) -> data::Batch {
     return {b.im_q.to(device), b.im_k.to(device), b.mask_q.to(device), b.mask_k.to(device)};

@@ -190,7 +190,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     const auto numerics = compute::resolve_numerics(T.numerics, T.device);
     model->set_numerics(numerics);
     train::Optimizer opt(query_parameters(*model), cfg.optim);
-    if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init, compute::kLossScaleGrowthInterval);
+    if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
 
     auto lopt = cfg.loader_options();
     lopt.shard = comm->rank();

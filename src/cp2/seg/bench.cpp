@@ -72,7 +72,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   train::NamedTensors params;
   for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
   train::Optimizer opt(params, cfg.optim);
-  if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init, compute::kLossScaleGrowthInterval);
+  if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
   auto step = [&](const SegBatch& b) {
     auto l = seg_loss(model->logits(b.image.to(device)), b.label.to(device), false, false);
     opt.zero_grad();

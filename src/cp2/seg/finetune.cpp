@@ -169,7 +169,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
     train::NamedTensors params;
     for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
     train::Optimizer opt(params, cfg.optim);
-    if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init, compute::kLossScaleGrowthInterval);
+    if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
 
     if (h.resuming()) {
       const auto& path = h.resumed_path();

@@ -58,16 +58,14 @@ void Optimizer::enable_loss_scaling(double init_scale, int64_t growth_interval) 
 at::Tensor Optimizer::scaled(const at::Tensor& loss) const { return scaling_ ? loss * scale_ : loss; }
 
 bool Optimizer::unscale_grads() {
-  std::vector<at::Tensor> sums;
-  for (auto& [n, p] : params_) {
-    if (!p.grad().defined()) continue;
-    auto g = p.mutable_grad();
-    g.mul_(1.0 / scale_);
-    // A sum is non-finite where any element is (inf, -inf or NaN); one reduction per
-    // gradient, one host read for all.
-    sums.push_back(g.sum().to(at::kFloat));
-  }
-  return sums.empty() || torch::stack(sums).isfinite().all().item<bool>();
+  std::vector<at::Tensor> grads;
+  for (auto& [n, p] : params_)
+    if (p.grad().defined()) grads.push_back(p.mutable_grad());
+  if (grads.empty()) return true;
+  // Two multi-tensor ops and one host read: an L1 norm is non-finite where any element is
+  // (inf, -inf or NaN), and overflows no sooner than the gradient's own sum would.
+  at::_foreach_mul_(grads, 1.0 / scale_);
+  return torch::stack(at::_foreach_norm(grads, 1)).isfinite().all().item<bool>();
 }
 
 bool Optimizer::step(double lr) {

@@ -36,8 +36,8 @@ class Optimizer {
   // Dynamic loss scaling (train.loss_scale; torch.cuda.amp.GradScaler's rule, written out so
   // it runs on any device): backward() of scaled(loss); step() divides the gradients by the
   // scale and, where any is not finite, skips the update and halves the scale; after
-  // `growth_interval` finite steps in a row it doubles it.
-  void enable_loss_scaling(double init_scale, int64_t growth_interval);
+  // `growth_interval` finite steps in a row (GradScaler's 2000) it doubles it.
+  void enable_loss_scaling(double init_scale, int64_t growth_interval = 2000);
   at::Tensor scaled(const at::Tensor& loss) const;  // loss × scale, or loss without scaling
   bool loss_scaling() const { return scaling_; }
   double loss_scale() const { return scale_; }
