@@ -47,7 +47,9 @@ int run(const EvalArgs& a) {
   auto m = seg::build_finetuned(file, seg::model_settings(file, cfg.model, src));
   const auto device = train::parse_device(a.device, "--device");
   m.model->to(device);
-  m.model->set_numerics(compute::resolve_numerics(cfg.train.numerics, a.device));
+  std::string note;  // the stored config may name what only its training device could run
+  m.model->set_numerics(compute::resolve_inference_numerics(cfg.train.numerics, a.device, &note));
+  if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
   seg::SegDataset ds(cfg.data.dataset(false));
   train::Progress progress(!a.quiet, 10);
   auto r = seg::evaluate(*m.model, ds, cfg.eval_options(), cfg.data.workers, [&](int64_t d, int64_t n) {

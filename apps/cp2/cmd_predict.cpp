@@ -34,7 +34,9 @@ int run(const PredictArgs& a) {
   config::apply_sources(f, src);  // not validated: predict needs no dataset
   auto m = seg::build_finetuned(file, seg::model_settings(file, cfg.model, src));
   m.model->to(train::parse_device(a.device, "--device"));
-  m.model->set_numerics(compute::resolve_numerics(cfg.train.numerics, a.device));
+  std::string note;  // the stored config may name what only its training device could run
+  m.model->set_numerics(compute::resolve_inference_numerics(cfg.train.numerics, a.device, &note));
+  if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
   seg::PredictOptions po;
   po.out = a.out;
   po.alpha = a.alpha;

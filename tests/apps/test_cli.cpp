@@ -146,10 +146,15 @@ TEST(Cli, PretrainConfigErrors) {
   r = run("pretrain --config-keys");
   EXPECT_EQ(r.rc, 0);
   EXPECT_NE(r.out.find("train.checkpoint_every_iters"), std::string::npos);
-  r = run("pretrain --data /tmp --precision fp16");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("train.precision"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("fp16"), std::string::npos) << r.out;
+  // A precision this device cannot run is refused before the run folder opens.
+  const auto out = cp2::test::temp_dir("cli_fp16_refused") + "/run";
+  for (const char* cmd : {"pretrain --data /tmp", "finetune --data /tmp --type voc"}) {
+    r = run(std::string(cmd) + " --precision fp16 --out " + out);
+    EXPECT_EQ(r.rc, 1) << cmd;
+    EXPECT_NE(r.out.find("error: train.precision: fp16 runs on CUDA only, found device 'cpu'"), std::string::npos)
+        << r.out;
+    EXPECT_FALSE(std::filesystem::exists(out)) << cmd << ": " << r.out;
+  }
   r = run("pretrain --data /tmp --print-config --precision auto --set train.channels_last=true");
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("precision: auto"), std::string::npos) << r.out;

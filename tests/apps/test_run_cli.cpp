@@ -176,6 +176,13 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   EXPECT_NE(r.out.find("model.arch: 50 asked"), std::string::npos) << r.out;
   r = run_cli("predict " + dir + "/run " + in + "/a.jpg --out " + dir + "/p2 --quiet --set model.align_corners=true");
   EXPECT_EQ(r.rc, 0) << r.out;
+  // A config trained in fp16 on a GPU is evaluated on the CPU in fp32, with a note.
+  for (const std::string cmd : {"evaluate " + dir + "/run", "predict " + dir + "/run " + in + "/a.jpg --out " + dir + "/p3"}) {
+    r = run_cli(cmd + " --quiet --set train.precision=fp16");
+    EXPECT_EQ(r.rc, 0) << cmd << ": " << r.out;
+    EXPECT_NE(r.out.find("note: train.precision: fp16 runs on CUDA only: running in fp32 on 'cpu'"), std::string::npos)
+        << r.out;
+  }
 }
 
 TEST(RunCli, VersionThreadsAndDidYouMean) {

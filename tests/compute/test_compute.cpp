@@ -607,6 +607,15 @@ TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {
   expect_error([&] { compute::resolve_numerics(o, "cpu"); }, {"train.conv_algorithm", "fp32 only"});
   o.precision = "fp32";
   expect_error([&] { compute::resolve_numerics(o, "cuda"); }, {"train.conv_algorithm", "cuDNN"});
+  // Inference of a CPU-trained winograd config on CUDA runs direct, and says why.
+  std::string said;
+  EXPECT_FALSE(compute::resolve_inference_numerics(o, "cuda", &said).winograd);
+  EXPECT_EQ(said, "train.conv_algorithm: winograd cannot apply here (on CUDA, cuDNN chooses the algorithm): 3x3 "
+                  "convolutions run direct");
+  if (compute::winograd_available(nullptr)) {
+    EXPECT_TRUE(compute::resolve_inference_numerics(o, "cpu", &said).winograd);
+    EXPECT_EQ(said, "");
+  }
   o.conv_algorithm = "auto";
   EXPECT_FALSE(compute::resolve_numerics(o, "cuda").winograd);
   o.precision = "bf16";
@@ -620,6 +629,14 @@ TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {
   EXPECT_TRUE(n.fp16 && n.amp() && n.loss_scaling && !n.bf16);
   EXPECT_NE(n.describe().find("fp16 autocast"), std::string::npos) << n.describe();
   EXPECT_NE(n.describe().find("dynamic loss scaling"), std::string::npos) << n.describe();
+  // Inference of a config trained on a GPU: fp16 falls back to fp32 off CUDA, and says so.
+  std::string note;
+  n = compute::resolve_inference_numerics(o, "cpu", &note);
+  EXPECT_TRUE(!n.amp() && !n.loss_scaling && !n.winograd);
+  EXPECT_EQ(note, "train.precision: fp16 runs on CUDA only: running in fp32 on 'cpu'");
+  n = compute::resolve_inference_numerics(o, "cuda", &note);
+  EXPECT_TRUE(n.fp16 && !n.loss_scaling) << "no backward pass, no scaling";
+  EXPECT_EQ(note, "");
   o.loss_scale = "off";
   EXPECT_FALSE(compute::resolve_numerics(o, "cuda").loss_scaling);
   o.precision = "fp32", o.loss_scale = "auto";

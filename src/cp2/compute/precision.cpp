@@ -55,11 +55,25 @@ bool cpu_has_native_bf16() {
   return has;
 }
 
+namespace {
+
+// Why train.conv_algorithm: winograd cannot apply to numerics `n` on this device; "" where it can.
+std::string winograd_blocked(const Numerics& n, bool cuda) {
+  if (cuda) return "on CUDA, cuDNN chooses the algorithm";
+  if (n.bf16) return "it applies to fp32 only and train.precision resolves to bf16";
+  std::string why;
+  return winograd_available(&why) ? std::string() : why;
+}
+
+bool is_cuda(const std::string& device) { return device.rfind("cuda", 0) == 0; }
+
+}  // namespace
+
 Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
   o.validate();
   Numerics n;
   n.channels_last = o.channels_last;
-  const bool cuda = device.rfind("cuda", 0) == 0;
+  const bool cuda = is_cuda(device);
   n.bf16 = o.precision == "bf16" || (o.precision == "auto" && (cuda || cpu_has_native_bf16()));
   n.fp16 = o.precision == "fp16";
   if (n.fp16 && !cuda)
@@ -67,14 +81,29 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
                 "' (LibTorch's CPU autocast is bf16; use bf16, auto or fp32)");
   n.loss_scaling = o.loss_scale == "dynamic" || (o.loss_scale == "auto" && n.fp16);
   n.loss_scale_init = o.loss_scale_init;
-  std::string why;
-  const bool can = !cuda && !n.amp() && winograd_available(&why);
-  if (o.conv_algorithm == "winograd" && !can) {
-    if (cuda) why = "on CUDA, cuDNN chooses the algorithm";
-    else if (n.bf16) why = "it applies to fp32 only and train.precision resolves to bf16";
-    throw Error("train.conv_algorithm: winograd cannot apply here: " + why + " (use direct or auto)");
+  const std::string blocked = winograd_blocked(n, cuda);
+  if (o.conv_algorithm == "winograd" && !blocked.empty())
+    throw Error("train.conv_algorithm: winograd cannot apply here: " + blocked + " (use direct or auto)");
+  n.winograd = o.conv_algorithm != "direct" && blocked.empty();
+  return n;
+}
+
+Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string& device, std::string* note) {
+  o.validate();
+  NumericsOptions p = o;
+  p.loss_scale = "off";  // no backward pass
+  std::string said;
+  if (p.precision == "fp16" && !is_cuda(device)) {
+    p.precision = "fp32";
+    said = "train.precision: fp16 runs on CUDA only: running in fp32 on '" + device + "'";
   }
-  n.winograd = o.conv_algorithm != "direct" && can;
+  const bool want_winograd = p.conv_algorithm == "winograd";
+  if (want_winograd) p.conv_algorithm = "auto";  // winograd where it applies, else direct
+  Numerics n = resolve_numerics(p, device);
+  if (want_winograd && !n.winograd)
+    said += (said.empty() ? "" : "; ") + std::string("train.conv_algorithm: winograd cannot apply here (") +
+            winograd_blocked(n, is_cuda(device)) + "): 3x3 convolutions run direct";
+  if (note) *note = said;
   return n;
 }
 

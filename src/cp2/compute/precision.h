@@ -84,6 +84,10 @@ struct Numerics {
 // Throws, naming the key, where train.conv_algorithm: winograd cannot apply (bf16, CUDA, a
 // build or CPU without the kernels) or train.precision: fp16 is asked for off CUDA.
 Numerics resolve_numerics(const NumericsOptions& o, const std::string& device);
+// The same for inference (cp2 evaluate, predict) of a config trained elsewhere: where that
+// device's choices cannot apply here, falls back instead of stopping (fp16 off CUDA -> fp32,
+// winograd -> direct) and says so in `note` ("" when nothing changed); no loss scaling.
+Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string& device, std::string* note);
 
 // True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (read once).
 bool cpu_has_native_bf16();

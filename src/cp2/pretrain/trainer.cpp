@@ -115,6 +115,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   const auto mopt = cfg.model_options();
   const auto& T = cfg.train;
   const std::string yaml = cfg.to_yaml();  // what runs is what the checkpoints store
+  // Before the run folder opens: a precision or algorithm this device cannot run is a config error.
+  const auto numerics = compute::resolve_numerics(T.numerics, T.device);
 
   if (!rc.dump_batch.empty()) {  // no run folder: the batch the run would train on next
     auto ds = std::make_shared<data::PretrainDataset>(cfg.data.root, cfg.aug_options(), T.seed);
@@ -187,7 +189,6 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       model->sync_key_encoder();
     }
     model->to(device);
-    const auto numerics = compute::resolve_numerics(T.numerics, T.device);
     model->set_numerics(numerics);
     train::Optimizer opt(query_parameters(*model), cfg.optim);
     if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);

@@ -98,6 +98,8 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   const auto device = train::parse_device(cfg.train.device);
   const auto& T = cfg.train;
   const std::string yaml = cfg.to_yaml();  // what runs is what the checkpoints store
+  // Before the run folder opens: a precision or algorithm this device cannot run is a config error.
+  const auto numerics = compute::resolve_numerics(T.numerics, T.device);
 
   const auto comm = fc.comm ? fc.comm : dist::single_process();
   const int world = comm->size();
@@ -164,7 +166,6 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
       progress.message("no train.init: finetuning from scratch (mmsegmentation init)");
     }
     model->to(device);
-    const auto numerics = compute::resolve_numerics(T.numerics, T.device);
     model->set_numerics(numerics);
     train::NamedTensors params;
     for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
