@@ -11,6 +11,7 @@
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
 #include "cp2/compute/winograd_tiles.h"
+#include "cp2/models/batchnorm.h"
 #include "cp2/models/resnet.h"
 #include "cp2/pretrain/config.h"
 #include "cp2/pretrain/step.h"
@@ -229,6 +230,52 @@ TEST(Numerics, LossScaledStepEqualsUnscaled) {
     EXPECT_EQ(got.loss, ref.loss) << bf16;
     EXPECT_EQ(max_abs_diff(got.params, ref.params), 0) << bf16;
   }
+}
+
+// A step whose loss is not finite (fp16's forward overflow) under loss scaling: nothing is
+// updated or enqueued, the step is counted as skipped and the scale halved (GradScaler's
+// loop); where the overflow reached BatchNorm, the model's buffers say so (the trainers
+// stop then). Without loss scaling nothing is counted: the trainers stop at once.
+TEST(Numerics, NonFiniteLossIsASkippedStepUnderLossScaling) {
+  for (bool scaling : {true, false}) {
+    auto model = pretrain::make_model(small_cp2(), 4);
+    model->train();
+    train::Optimizer opt(pretrain::query_parameters(*model), {});
+    if (scaling) opt.enable_loss_scaling(1024);
+    // An overflow after the last BatchNorm: the CP² projection's output layer.
+    std::string poisoned;
+    for (auto& [name, p] : pretrain::query_parameters(*model))
+      if (name.find("contrast_conv.2.weight") != std::string::npos) poisoned = name;
+    ASSERT_FALSE(poisoned.empty());
+    std::vector<at::Tensor> before;
+    for (auto& [name, p] : pretrain::query_parameters(*model)) {
+      if (name == poisoned) {
+        torch::NoGradGuard ng;
+        p.fill_(std::numeric_limits<float>::infinity());
+      }
+      before.push_back(p.detach().clone());
+    }
+    const auto queue = model->queue.clone();
+    auto r = pretrain::train_step(*model, opt, small_batch(), 0.1);
+    EXPECT_FALSE(r.finite) << poisoned;
+    EXPECT_FALSE(r.stepped);
+    EXPECT_TRUE(torch::equal(model->queue, queue)) << "nothing enqueued";
+    size_t i = 0;
+    for (auto& [name, p] : pretrain::query_parameters(*model)) EXPECT_TRUE(torch::equal(p, before[i++])) << name;
+    EXPECT_EQ(opt.skipped_steps(), scaling ? 1 : 0);
+    EXPECT_EQ(opt.loss_scale(), scaling ? 512 : 1);
+    EXPECT_TRUE(models::buffers_finite(*model)) << "the overflow came after every BatchNorm";
+  }
+  // An overflow in the input reaches BatchNorm's running statistics.
+  auto model = pretrain::make_model(small_cp2(), 4);
+  model->train();
+  train::Optimizer opt(pretrain::query_parameters(*model), {});
+  opt.enable_loss_scaling(1024);
+  auto b = small_batch();
+  b.im_q[0][0][0][0] = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(pretrain::train_step(*model, opt, b, 0.1).finite);
+  EXPECT_EQ(opt.skipped_steps(), 1);
+  EXPECT_FALSE(models::buffers_finite(*model));
 }
 
 // bf16 autocast: master weights, queue and losses stay fp32, and the step's losses track

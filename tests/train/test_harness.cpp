@@ -15,6 +15,7 @@
 #include "cp2/pretrain/trainer.h"
 #include "cp2/seg/finetune.h"
 #include "cp2/seg/synth.h"
+#include "cp2/train/harness.h"
 #include "cp2/train/progress.h"
 #include "cp2/train/resolve.h"
 #include "cp2/train/run_folder.h"
@@ -297,6 +298,35 @@ TEST(RunFolder, NonFiniteFinetuneLossIsNumberedAsProgressShowsIt) {
     ASSERT_EQ(msg.rfind("iteration ", 0), 0u) << msg;
     EXPECT_GE(std::stoll(msg.substr(10)), 2) << msg;  // the first iteration (1) is finite; never "iteration 0"
   }
+  // With loss scaling the non-finite loss is a skipped step, until the overflow has reached
+  // BatchNorm's running statistics: then the run stops, saying why skipping cannot help.
+  cfg = seg_cfg(data, temp_dir("h_nan_scaled"), {"train.iters=3", "optim.lr=1e30", "optim.min_lr=0",
+                                                 "train.loss_scale=dynamic"});
+  try {
+    seg::run_finetune(cfg, fc);
+    ADD_FAILURE() << "expected a non-finite loss";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    ASSERT_EQ(msg.rfind("iteration ", 0), 0u) << msg;
+    EXPECT_NE(msg.find("BatchNorm's running statistics took non-finite values"), std::string::npos) << msg;
+  }
+}
+
+// The rule after a non-finite loss: go on only where loss scaling skipped the step and the
+// buffers stayed finite.
+TEST(RunFolder, NonFiniteStepGoesOnOnlyWhenSkippedWithFiniteBuffers) {
+  train::HarnessOptions o;
+  o.kind = train::finetune_kind();
+  o.out = temp_dir("h_skip_rule");
+  o.unit = "iteration";
+  o.progress = false;
+  train::Harness h(o);
+  EXPECT_NO_THROW(h.non_finite_step(5, "loss nan", /*skipped=*/true, /*buffers_finite=*/true, 512));
+  expect_error([&] { h.non_finite_step(6, "loss nan", true, false, 256); },
+               {"iteration 6: loss is not finite (loss nan; the forward pass overflowed", "running statistics",
+                "resume from the last checkpoint in bf16 or fp32"});
+  expect_error([&] { h.non_finite_step(7, "loss inf", false, true, 1); },
+               {"iteration 7: loss is not finite (loss inf); stopped without updating"});
 }
 
 }  // namespace

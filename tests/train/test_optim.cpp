@@ -132,6 +132,14 @@ TEST(Optim, LossScalingIsExactAndSkipsNonFiniteSteps) {
       },
       {"loss scaling", "non-finite", "steps skipped", "diverged"});
   EXPECT_EQ(resumed.skipped_steps(), 2 + 85);
+  // A step whose loss is not finite (no backward pass): skipped as one whose gradients are not.
+  resumed.enable_loss_scaling(1024, 2);
+  const auto before = resumed.skipped_steps();
+  resumed.skip_step();
+  EXPECT_EQ(resumed.loss_scale(), 512);
+  EXPECT_EQ(resumed.skipped_steps(), before + 1);
+  Optimizer unscaled(c, o);
+  expect_error([&] { unscaled.skip_step(); }, {"loss scaling", "only with loss scaling on"});
 }
 
 TEST(Optim, LoadStateErrors) {

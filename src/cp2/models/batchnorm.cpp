@@ -128,4 +128,13 @@ int set_sync_bn(torch::nn::Module& m, std::shared_ptr<dist::Comm> comm) {
   return n;
 }
 
+bool buffers_finite(torch::nn::Module& m) {
+  std::vector<at::Tensor> floats;
+  for (auto& b : m.buffers())
+    if (b.is_floating_point() && b.numel() > 0) floats.push_back(b);
+  if (floats.empty()) return true;
+  torch::NoGradGuard ng;
+  return torch::stack(at::_foreach_norm(floats, 1)).isfinite().all().item<bool>();
+}
+
 }  // namespace cp2::models

@@ -41,4 +41,9 @@ TORCH_MODULE(SyncableBatchNorm2d);
 // size 1: plain BatchNorm). Returns how many there are.
 int set_sync_bn(torch::nn::Module& m, std::shared_ptr<dist::Comm> comm);
 
+// Whether every floating-point buffer under `m` (BatchNorm's running statistics, MoCo's
+// queue) is finite: a forward pass that overflowed leaves the statistics non-finite, and no
+// skipped step undoes that. One host read.
+bool buffers_finite(torch::nn::Module& m);
+
 }  // namespace cp2::models

@@ -42,7 +42,12 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
   }
   r.loss = r.parts.total_value;
   r.finite = std::isfinite(r.loss);
-  if (!r.finite) return r;
+  if (!r.finite) {
+    // Every rank agrees (the loss is their mean). Nothing is updated or enqueued; with loss
+    // scaling the step counts as skipped and the scale halves, as GradScaler's loop would.
+    if (opt.loss_scaling()) opt.skip_step();
+    return r;
+  }
   opt.zero_grad();
   if (reducer) reducer->prepare();
   opt.scaled(r.parts.total).backward();

@@ -20,7 +20,7 @@ train::NamedTensors query_parameters(CP2ModelImpl& m);
 struct StepResult {
   LossParts parts;
   double loss = 0;
-  bool finite = true;  // false: nothing was updated
+  bool finite = true;  // false: nothing was updated or enqueued (a skipped step with loss scaling)
   bool stepped = false;  // the optimizer updated the weights (not where loss scaling skipped the step)
 };
 

@@ -15,6 +15,7 @@
 #include "cp2/cpu_allocator.h"
 #include "cp2/io/checkpoint.h"
 #include "cp2/io/keymap.h"
+#include "cp2/models/batchnorm.h"
 #include "cp2/models/init.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/data/image.h"
@@ -277,9 +278,11 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                               reducer.get());
         const auto& parts = res.parts;
         if (!res.finite)  // numbered as the progress line would have shown it
-          h.non_finite(pos.step + 1, "epoch " + std::to_string(epoch + 1) + ", iteration " + std::to_string(it + 1) +
-                                         "; loss_ins " + std::to_string(parts.ins_value) + ", loss_dense " +
-                                         std::to_string(parts.dense_value));
+          h.non_finite_step(pos.step + 1,
+                            "epoch " + std::to_string(epoch + 1) + ", iteration " + std::to_string(it + 1) +
+                                "; loss_ins " + std::to_string(parts.ins_value) + ", loss_dense " +
+                                std::to_string(parts.dense_value),
+                            opt.loss_scaling(), models::buffers_finite(*model), opt.loss_scale());
         ++it;
         ++pos.step;
         sum.losses.push_back(res.loss);

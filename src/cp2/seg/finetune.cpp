@@ -334,12 +334,17 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         const auto m = dist::mean_over_ranks(*comm, {l.value, l.acc});
         const double loss = m[0];
         l.acc = m[1];
-        if (!std::isfinite(loss)) h.non_finite(iter + 1, "loss " + std::to_string(loss));
-        opt.zero_grad();
-        if (reducer) reducer->prepare();
-        opt.scaled(l.loss).backward();
-        if (reducer) reducer->finish();
-        opt.step(lr);  // skipped where loss scaling found non-finite gradients (counted in the log)
+        if (std::isfinite(loss)) {
+          opt.zero_grad();
+          if (reducer) reducer->prepare();
+          opt.scaled(l.loss).backward();
+          if (reducer) reducer->finish();
+          opt.step(lr);  // skipped where loss scaling found non-finite gradients (counted in the log)
+        } else {  // every rank agrees (the loss is their mean); with loss scaling, skipped as GradScaler's loop
+          if (opt.loss_scaling()) opt.skip_step();
+          h.non_finite_step(iter + 1, "loss " + std::to_string(loss), opt.loss_scaling(),
+                            models::buffers_finite(*model), opt.loss_scale());
+        }
         ++iter;
         sum.losses.push_back(loss);
         sum.last_iter = iter;

@@ -68,20 +68,24 @@ bool Optimizer::unscale_grads() {
   return torch::stack(at::_foreach_norm(grads, 1)).isfinite().all().item<bool>();
 }
 
+void Optimizer::skip_step() {
+  if (!scaling_) throw Error("loss scaling: a step can be skipped only with loss scaling on");
+  scale_ *= 0.5;  // GradScaler's backoff_factor
+  growth_ = 0;
+  ++skipped_;
+  // From 2^16, some 100 non-finite steps in a row: no scale helps; stop rather than skip
+  // every step of the run (GradScaler would go on).
+  if (scale_ < 0x1p-84)
+    throw Error("loss scaling: the gradients stayed non-finite while the scale halved to 2^" +
+                std::to_string(static_cast<int>(std::log2(scale_))) + " (" + std::to_string(skipped_) +
+                " steps skipped): the model diverged or overflows in its forward pass");
+}
+
 bool Optimizer::step(double lr) {
   torch::NoGradGuard ng;
   if (scaling_) {
-    const bool finite = unscale_grads();
-    if (!finite) {
-      scale_ *= 0.5;  // GradScaler's backoff_factor
-      growth_ = 0;
-      ++skipped_;
-      // From 2^16, some 100 non-finite steps in a row: no scale helps; stop rather than skip
-      // every step of the run (GradScaler would go on).
-      if (scale_ < 0x1p-84)
-        throw Error("loss scaling: the gradients stayed non-finite while the scale halved to 2^" +
-                    std::to_string(static_cast<int>(std::log2(scale_))) + " (" + std::to_string(skipped_) +
-                    " steps skipped): the model diverged or overflows in its forward pass");
+    if (!unscale_grads()) {
+      skip_step();
       return false;
     }
     if (++growth_ == growth_interval_) {

@@ -46,6 +46,11 @@ class Optimizer {
   // Parameters without a gradient are skipped, as in PyTorch. False where loss scaling found
   // a non-finite gradient and skipped the update (one host read of a flag per step).
   bool step(double lr);
+  // A step whose loss is not finite (a forward overflow in fp16), with loss scaling on: what
+  // step() does for non-finite gradients, without the backward pass that would make them
+  // (GradScaler's loop backpropagates the non-finite loss, then skips): the skip is counted,
+  // the scale halved, and the run stopped once no scale helps.
+  void skip_step();
   // "momentum_buffer.<param>" (sgd) or "exp_avg.<param>", "exp_avg_sq.<param>", "step" (adamw);
   // with loss scaling also "loss_scale", "loss_scale_growth" and "loss_scale_skipped" (a
   // state without them, from a run without scaling, starts from the first scale).
