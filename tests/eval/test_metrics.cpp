@@ -65,3 +65,30 @@ TEST(Metrics, AccumulatesOverBatchesAndCountsBadLabels) {
 
 }  // namespace
 }  // namespace cp2::test
+
+namespace cp2::test {
+namespace {
+
+// predicted_class is torch.argmax (the first of equal maxima) over any dimension and
+// layout, ties included, and leaves its input as it was.
+TEST(Metrics, PredictedClassIsArgmaxTiesIncluded) {
+  torch::manual_seed(5);
+  auto s = torch::randn({2, 5, 7, 9});
+  s.select(1, 3).slice(1, 0, 3).copy_(s.select(1, 1).slice(1, 0, 3));  // class 1 and 3 tie: argmax says 1
+  s.select(1, 4).slice(1, 3, 5).copy_(s.amax(1).slice(1, 3, 5));        // class 4 ties the maximum
+  s.select(0, 1).fill_(0.5);                                             // all equal: class 0
+  const auto before = s.clone();
+  for (const auto& x : {s, s.contiguous(at::MemoryFormat::ChannelsLast), s.to(torch::kBFloat16), s.transpose(2, 3)}) {
+    const auto got = eval::predicted_class(x, 1);
+    EXPECT_EQ(got.scalar_type(), torch::kLong);
+    EXPECT_TRUE(torch::equal(got, x.argmax(1))) << x.scalar_type();
+  }
+  EXPECT_TRUE(torch::equal(s, before));
+  const auto chw = s[0].contiguous();  // the evaluation's C x H x W probabilities
+  EXPECT_TRUE(torch::equal(eval::predicted_class(chw, 0), chw.argmax(0)));
+  EXPECT_TRUE(torch::equal(chw, before[0]));
+  EXPECT_GT((eval::predicted_class(chw, 0) != 0).sum().item<int64_t>(), 0);  // not all one class
+}
+
+}  // namespace
+}  // namespace cp2::test

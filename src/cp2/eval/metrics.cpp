@@ -84,4 +84,20 @@ std::string format_table(const Metrics& m, const std::vector<std::string>& names
   return o.str();
 }
 
+at::Tensor predicted_class(const at::Tensor& scores, int64_t dim) {
+  if (!scores.device().is_cpu() || !scores.is_floating_point() || scores.size(dim) < 2 || scores.stride(dim) == 1)
+    return scores.argmax(dim);  // fast where the classes are innermost (channels-last)
+  torch::NoGradGuard ng;
+  auto best = scores.select(dim, 0).clone(at::MemoryFormat::Contiguous);  // written below: never a view
+  auto cls = torch::zeros(best.sizes(), best.options().dtype(torch::kLong));
+  auto better = torch::empty(best.sizes(), best.options().dtype(torch::kBool));
+  for (int64_t k = 1; k < scores.size(dim); ++k) {
+    const auto x = scores.select(dim, k);
+    at::gt_out(better, x, best);  // strictly greater: the first maximum wins
+    at::maximum_out(best, best, x);
+    cls.masked_fill_(better, k);
+  }
+  return cls;
+}
+
 }  // namespace cp2::eval

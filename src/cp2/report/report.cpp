@@ -277,7 +277,7 @@ std::string finetune_section(const fs::path& run, const std::vector<json>& log, 
       for (int64_t i = 0; i < std::min<int64_t>(pictures, val->size()); ++i) {
         auto img = val->image(i);
         auto lab = val->label(i, img.size(0), img.size(1));
-        auto pred = seg::predict_probs(*m.model, img, eo).argmax(0).to(torch::kUInt8).cpu();
+        auto pred = eval::predicted_class(seg::predict_probs(*m.model, img, eo), 0).to(torch::kUInt8).cpu();
         auto black = torch::zeros_like(img);
         h << "<div class=cell>" << img_tag(img, fs::path(val->image_path(i)).filename().string())
           << img_tag(seg::overlay(black, lab, pal, 1.0), "ground truth")

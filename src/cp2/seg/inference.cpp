@@ -104,7 +104,7 @@ EvalResult evaluate(models::SegmentorImpl& m, SegDataset& ds, const EvalOptions&
   int64_t done = 0;
   while (auto it = pre.next()) {
     auto probs = predict_probs(m, it->image, o);
-    cm.update(probs.argmax(0).to(torch::kCPU), it->label.to(torch::kLong));
+    cm.update(eval::predicted_class(probs, 0).to(torch::kCPU), it->label.to(torch::kLong));
     if (on_image) on_image(++done, n);
   }
   m.train(was_training);

@@ -116,7 +116,7 @@ PredictResult predict_files(FinetunedModel& m, const std::string& input, const E
       if (progress) std::fprintf(stderr, "[%zu/%zu] skipped: %s\n", i + 1, inputs.size(), e.what());
       continue;
     }
-    auto labels = predict_probs(*m.model, img, eo).argmax(0).to(torch::kCPU).to(torch::kUInt8);
+    auto labels = eval::predicted_class(predict_probs(*m.model, img, eo), 0).to(torch::kCPU).to(torch::kUInt8);
     const fs::path stem = out / stems[i];
     fs::create_directories(stem.parent_path(), ec);
     const std::string lab_path = stem.string() + ".png";
