@@ -287,29 +287,28 @@ TEST(RunFolder, FinetuneCheckpointsOfTheFractionEraResumeInPercent) {
 TEST(RunFolder, NonFiniteFinetuneLossIsNumberedAsProgressShowsIt) {
   set_threads(2);
   const auto data = seg_data("h_nan_data", 4, 1);
-  auto cfg = seg_cfg(data, temp_dir("h_nan_run"), {"train.iters=3", "optim.lr=1e30", "optim.min_lr=0"});
-  seg::FinetuneControl fc;
-  fc.progress = false;
-  try {
-    seg::run_finetune(cfg, fc);
+  // The error of a finetuning run that diverges at lr 1e30 (with `extra` keys set).
+  auto diverge = [&](const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> keys{"train.iters=3", "optim.lr=1e30", "optim.min_lr=0"};
+    keys.insert(keys.end(), extra.begin(), extra.end());
+    seg::FinetuneControl fc;
+    fc.progress = false;
+    try {
+      seg::run_finetune(seg_cfg(data, temp_dir(name), keys), fc);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
     ADD_FAILURE() << "expected a non-finite loss";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    ASSERT_EQ(msg.rfind("iteration ", 0), 0u) << msg;
-    EXPECT_GE(std::stoll(msg.substr(10)), 2) << msg;  // the first iteration (1) is finite; never "iteration 0"
-  }
+    return std::string();
+  };
+  auto msg = diverge("h_nan_run", {});
+  ASSERT_EQ(msg.rfind("iteration ", 0), 0u) << msg;
+  EXPECT_GE(std::stoll(msg.substr(10)), 2) << msg;  // the first iteration (1) is finite; never "iteration 0"
   // With loss scaling the non-finite loss is a skipped step, until the overflow has reached
   // BatchNorm's running statistics: then the run stops, saying why skipping cannot help.
-  cfg = seg_cfg(data, temp_dir("h_nan_scaled"), {"train.iters=3", "optim.lr=1e30", "optim.min_lr=0",
-                                                 "train.loss_scale=dynamic"});
-  try {
-    seg::run_finetune(cfg, fc);
-    ADD_FAILURE() << "expected a non-finite loss";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    ASSERT_EQ(msg.rfind("iteration ", 0), 0u) << msg;
-    EXPECT_NE(msg.find("BatchNorm's running statistics took non-finite values"), std::string::npos) << msg;
-  }
+  msg = diverge("h_nan_scaled", {"train.loss_scale=dynamic"});
+  ASSERT_EQ(msg.rfind("iteration ", 0), 0u) << msg;
+  EXPECT_NE(msg.find("BatchNorm's running statistics took non-finite values"), std::string::npos) << msg;
 }
 
 // The rule after a non-finite loss: go on only where loss scaling skipped the step and the
