@@ -81,8 +81,8 @@ SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non
   r.loss = avg_non_ignore ? per_pixel.sum() / nvalid.clamp_min(1) : per_pixel.mean();
   torch::NoGradGuard ng;
   // One device sync for both counts and the loss.
-  auto v = torch::stack({nvalid.to(torch::kDouble), (eval::predicted_class(up, 1) == label).logical_and(valid).sum().to(torch::kDouble),
-                         r.loss.detach().to(torch::kDouble)})
+  const auto hits = (eval::predicted_class(up, 1) == label).logical_and(valid).sum();
+  auto v = torch::stack({nvalid.to(torch::kDouble), hits.to(torch::kDouble), r.loss.detach().to(torch::kDouble)})
                .to(torch::kCPU);
   const double* d = v.data_ptr<double>();
   const auto n = static_cast<int64_t>(d[0]), correct = static_cast<int64_t>(d[1]);
