@@ -16,6 +16,7 @@
 #include "cp2/seg/finetune.h"
 #include "cp2/seg/synth.h"
 #include "cp2/train/harness.h"
+#include "cp2/train/optim.h"
 #include "cp2/train/progress.h"
 #include "cp2/train/resolve.h"
 #include "cp2/train/run_folder.h"
@@ -320,11 +321,14 @@ TEST(RunFolder, NonFiniteStepGoesOnOnlyWhenSkippedWithFiniteBuffers) {
   o.unit = "iteration";
   o.progress = false;
   train::Harness h(o);
-  EXPECT_NO_THROW(h.non_finite_step(5, "loss nan", /*skipped=*/true, /*buffers_finite=*/true, 512));
-  expect_error([&] { h.non_finite_step(6, "loss nan", true, false, 256); },
+  train::Optimizer scaled({}, {}), plain({}, {});
+  scaled.enable_loss_scaling(1024);
+  scaled.skip_step();  // as the trainers do before asking
+  EXPECT_NO_THROW(h.non_finite_step(5, "loss nan", scaled, /*buffers_finite=*/true));
+  expect_error([&] { h.non_finite_step(6, "loss nan", scaled, false); },
                {"iteration 6: loss is not finite (loss nan; the forward pass overflowed", "running statistics",
                 "resume from the last checkpoint in bf16 or fp32"});
-  expect_error([&] { h.non_finite_step(7, "loss inf", false, true, 1); },
+  expect_error([&] { h.non_finite_step(7, "loss inf", plain, true); },
                {"iteration 7: loss is not finite (loss inf); stopped without updating"});
 }
 

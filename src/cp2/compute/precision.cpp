@@ -89,7 +89,7 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
 }
 
 Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string& device, std::string* note) {
-  o.validate();
+  o.validate();  // every key, loss_scale included, before it is replaced below
   NumericsOptions p = o;
   p.loss_scale = "off";  // no backward pass
   std::string said;

@@ -282,7 +282,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                             "epoch " + std::to_string(epoch + 1) + ", iteration " + std::to_string(it + 1) +
                                 "; loss_ins " + std::to_string(parts.ins_value) + ", loss_dense " +
                                 std::to_string(parts.dense_value),
-                            opt.loss_scaling(), models::buffers_finite(*model), opt.loss_scale());
+                            opt, models::buffers_finite(*model));
         ++it;
         ++pos.step;
         sum.losses.push_back(res.loss);

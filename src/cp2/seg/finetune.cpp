@@ -342,8 +342,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
           opt.step(lr);  // skipped where loss scaling found non-finite gradients (counted in the log)
         } else {  // every rank agrees (the loss is their mean); with loss scaling, skipped as GradScaler's loop
           if (opt.loss_scaling()) opt.skip_step();
-          h.non_finite_step(iter + 1, "loss " + std::to_string(loss), opt.loss_scaling(),
-                            models::buffers_finite(*model), opt.loss_scale());
+          h.non_finite_step(iter + 1, "loss " + std::to_string(loss), opt, models::buffers_finite(*model));
         }
         ++iter;
         sum.losses.push_back(loss);

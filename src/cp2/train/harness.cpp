@@ -10,6 +10,7 @@
 #include "cp2/config/fields.h"
 #include "cp2/dist/comm.h"
 #include "cp2/io/checkpoint.h"
+#include "cp2/train/optim.h"
 
 namespace cp2::train {
 
@@ -143,14 +144,14 @@ void Harness::non_finite(int64_t position, const std::string& detail) const {
                              : "Last good checkpoint: " + last_));
 }
 
-void Harness::non_finite_step(int64_t position, const std::string& detail, bool skipped, bool buffers_finite,
-                              double loss_scale) {
-  if (!skipped) non_finite(position, detail);
+void Harness::non_finite_step(int64_t position, const std::string& detail, const Optimizer& opt,
+                              bool buffers_finite) {
+  if (!opt.loss_scaling()) non_finite(position, detail);
   if (comm_ ? dist::any_rank(*comm_, !buffers_finite) : !buffers_finite)
     non_finite(position, detail + "; the forward pass overflowed and BatchNorm's running statistics took non-finite "
                                   "values, which no skipped step undoes: resume from the last checkpoint in bf16 or fp32");
   char scale[32];
-  std::snprintf(scale, sizeof scale, "%g", loss_scale);
+  std::snprintf(scale, sizeof scale, "%g", opt.loss_scale());
   progress().message(o_.unit + " " + std::to_string(position) + ": loss is not finite (" + detail +
                      "): skipped by loss scaling, the scale halved to " + scale);
 }

@@ -23,6 +23,8 @@ class Comm;
 
 namespace cp2::train {
 
+class Optimizer;
+
 struct HarnessOptions {
   CheckpointKind kind;
   std::string out;          // run folder
@@ -73,12 +75,11 @@ class Harness {
   bool stop_agreed() const;
   // The non-finite-loss error for the step numbered `position` (1-based).
   [[noreturn]] void non_finite(int64_t position, const std::string& detail) const;
-  // After a step whose loss is not finite: stops the run as non_finite() does, unless loss
-  // scaling skipped the step (`skipped`, fp16's forward overflow, as GradScaler's loop) and
-  // the model's buffers (BatchNorm's running statistics) stayed finite on every rank; then
-  // says so and returns.
-  void non_finite_step(int64_t position, const std::string& detail, bool skipped, bool buffers_finite,
-                       double loss_scale);
+  // After a step whose loss is not finite: stops the run as non_finite() does, unless `opt`
+  // scales the loss (it has skipped the step then, fp16's forward overflow, as GradScaler's
+  // loop) and the model's buffers (BatchNorm's running statistics) stayed finite on every
+  // rank; then says so and returns.
+  void non_finite_step(int64_t position, const std::string& detail, const Optimizer& opt, bool buffers_finite);
   // summary.json (atomic): `fields` plus finished, stopped_by and checkpoint.
   void summary(nlohmann::json fields, bool finished) const;
   // summary.json of a run that failed: `fields` plus the error.
