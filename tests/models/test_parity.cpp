@@ -58,8 +58,9 @@ INSTANTIATE_TEST_SUITE_P(All, ResNetParity,
                                            ResNetCase{18, 8, true}, ResNetCase{50, 16, false}, ResNetCase{50, 16, true},
                                            ResNetCase{50, 8, false}, ResNetCase{50, 8, true}),
                          [](const auto& i) {
-                           return "R" + std::to_string(i.param.depth) + "_OS" + std::to_string(i.param.os) +
-                                  (i.param.legacy ? "_legacy" : "_zip");
+                           std::string s = "R";  // not "R" + ...: GCC 12 warns falsely on it in C++20
+                           s += std::to_string(i.param.depth) + "_OS" + std::to_string(i.param.os);
+                           return s + (i.param.legacy ? "_legacy" : "_zip");
                          });
 
 struct SegCase {
@@ -127,7 +128,9 @@ TEST_P(SegmentorParity, AsppHeadAloneMatchesMmsegRebuild) {
 INSTANTIATE_TEST_SUITE_P(All, SegmentorParity,
                          ::testing::Values(SegCase{18, false}, SegCase{18, true}, SegCase{50, false}, SegCase{50, true}),
                          [](const auto& i) {
-                           return "R" + std::to_string(i.param.depth) + (i.param.legacy ? "_legacy" : "_zip");
+                           std::string s = "R";  // as above
+                           s += std::to_string(i.param.depth);
+                           return s + (i.param.legacy ? "_legacy" : "_zip");
                          });
 
 // C++ writes a checkpoint; Python's torch.load + torchvision reproduce the C++ outputs.

@@ -388,3 +388,11 @@ TEST(DataWaitWatch, RaisesAutoThenAdvisesOnceNamingTheKey) {
 
 }  // namespace
 }  // namespace cp2::test
+
+TEST(Progress, BarFillsInProportionAndClamps) {
+  EXPECT_EQ(cp2::train::bar(3, 10, 10), "[###.......]");
+  EXPECT_EQ(cp2::train::bar(0, 10, 4), "[....]");
+  EXPECT_EQ(cp2::train::bar(15, 10, 4), "[####]");  // past the end: full, never wider
+  EXPECT_EQ(cp2::train::bar(0, 0, 3), "[...]");     // no total yet
+  EXPECT_EQ(cp2::train::bar(1, 3), "[######..............]");  // default width 20
+}

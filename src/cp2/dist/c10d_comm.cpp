@@ -10,6 +10,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
+#include <torch/version.h>
 #ifdef CP2_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -24,6 +25,15 @@
 namespace cp2::dist {
 
 namespace {
+
+// LibTorch 2.0 moved the Gloo and NCCL process groups under c10d::Backend (ProcessGroup now
+// dispatches to backends); Backend has the same collectives, so cp2 holds whichever base the
+// concrete groups derive from.
+#if TORCH_VERSION_MAJOR >= 2
+using GroupBase = c10d::Backend;
+#else
+using GroupBase = c10d::ProcessGroup;
+#endif
 
 std::string first_line(const std::string& s) {
   const auto nl = s.find('\n');
@@ -270,7 +280,7 @@ class C10dComm final : public Comm {
   Layout l_;
   ConnectOptions o_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  c10::intrusive_ptr<GroupBase> pg_;
   std::unique_ptr<Heartbeat> heartbeat_;
   std::mutex mu_;
   int64_t seq_ = 0;

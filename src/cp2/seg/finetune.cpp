@@ -70,10 +70,13 @@ py::ObjPtr make_checkpoint(models::SegmentorImpl& m, const train::Optimizer* opt
 
 SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non_ignore, bool align_corners) {
   namespace F = torch::nn::functional;
-  auto up = F::interpolate(logits, F::InterpolateFuncOptions()
-                                       .size(std::vector<int64_t>{label.size(1), label.size(2)})
-                                       .mode(torch::kBilinear)
-                                       .align_corners(align_corners));
+  // A named options object: the temporary made GCC 12 warn falsely (-Wmaybe-uninitialized,
+  // its unset scale_factor) against LibTorch 2.10's headers.
+  const auto resize = F::InterpolateFuncOptions()
+                          .size(std::vector<int64_t>{label.size(1), label.size(2)})
+                          .mode(torch::kBilinear)
+                          .align_corners(align_corners);
+  auto up = F::interpolate(logits, resize);
   auto per_pixel = F::cross_entropy(up, label, F::CrossEntropyFuncOptions().ignore_index(255).reduction(torch::kNone));
   auto valid = label != 255;
   auto nvalid = valid.sum();

@@ -92,7 +92,7 @@ PredictResult predict_files(FinetunedModel& m, const std::string& input, const E
   for (size_t i = 0; i < inputs.size(); ++i)
     if (uses[stems[i]] > 1) {
       std::string ext = fs::path(inputs[i]).extension().string();
-      if (!ext.empty()) ext = "_" + ext.substr(1);
+      if (!ext.empty()) ext[0] = '_';  // ".png" -> "_png"
       stems[i] = stems[i].parent_path() / (stems[i].filename().string() + ext);
     }
   // Whatever the folders, no output file may be an input (a single image inside --out).

@@ -46,7 +46,9 @@ void Progress::done() {
 
 std::string bar(int64_t done, int64_t total, int width) {
   const int filled = static_cast<int>(width * std::min(done, total) / std::max<int64_t>(total, 1));
-  return "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
+  std::string s = "[";  // not "[" + ...: GCC 12 warns falsely on it in C++20 (-Wstringop-overflow)
+  s.append(filled, '#').append(width - filled, '.');
+  return s + "]";
 }
 
 DataWaitWatch::DataWaitWatch(std::string priority, int workers, double window_s, double min_share)

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Compiles every translation unit of cp2 against another LibTorch's headers, without linking:
+# the whole build (library, `cp2`, tests) and the LibTorch-only core with `cp2_gpu_check`
+# (CP2_CORE_ONLY, what tools/gpu_check.sh builds). It checks, on a machine that has neither
+# that LibTorch's libraries nor a GPU, that the code compiles against LibTorch 2.x; it cannot
+# find a symbol a LibTorch declares but does not export (that needs the real link).
+#
+#   bash tools/check_libtorch.sh LIBTORCH_DIR [WORK_DIR]
+#
+# LIBTORCH_DIR: an unpacked LibTorch (libtorch-*.zip from pytorch.org): its include/ and
+# share/cmake/ are used, lib/ may be empty (stub libraries stand in while CMake configures).
+# The C++ standard follows CMakeLists.txt's rule (C++20 from LibTorch 2.12 on). Where the
+# system has LibTorch headers of its own (Debian's libtorch-dev in /usr/include), they are
+# hidden from the compiler, so that nothing falls back on them unseen. Exit 0 when every
+# translation unit compiled; otherwise the failing files and their first errors, exit 1.
+# Takes about 20 minutes on 2 cores (full 15, core 5); CONFIGS=core checks the core alone and
+# JOBS=N sets the parallelism.
+set -euo pipefail
+
+if [[ $# -lt 1 || ! -d "$1/include/torch" || ! -d "$1/share/cmake/Torch" ]]; then
+  echo "usage: bash tools/check_libtorch.sh LIBTORCH_DIR [WORK_DIR]" >&2
+  echo "  LIBTORCH_DIR must hold include/torch and share/cmake/Torch (an unpacked LibTorch)" >&2
+  exit 2
+fi
+repo=$(cd "$(dirname "$0")/.." && pwd)
+lt=$(cd "$1" && pwd)
+work=${2:-/tmp/cp2-libtorch-check}
+jobs=${JOBS:-$(nproc)}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+
+# A prefix that looks installed to TorchConfig.cmake: the real headers, a copy of share/
+# (TorchConfig finds its prefix from its own path) and empty libraries where lib/ has none.
+prefix=$work/libtorch
+rm -rf "$prefix"
+mkdir -p "$prefix/lib"
+ln -s "$lt/include" "$prefix/include"
+cp -r "$lt/share" "$prefix/share"
+# Some nightly archives (2.0.0.dev) leave the ABI value empty, which breaks libstdc++'s
+# headers; such builds use the pre-C++11 ABI.
+sed -i 's/-D_GLIBCXX_USE_CXX11_ABI=")/-D_GLIBCXX_USE_CXX11_ABI=0")/' "$prefix/share/cmake/Torch/TorchConfig.cmake"
+for lib in $(grep -ho '${_IMPORT_PREFIX}/lib/[^"]*' "$prefix"/share/cmake/Caffe2/*Targets*.cmake | sed 's|.*/lib/||' | sort -u); do
+  if [[ -e "$lt/lib/$lib" ]]; then ln -s "$lt/lib/$lib" "$prefix/lib/$lib"
+  else echo 'int cp2_stub;' | c++ -shared -fPIC -x c++ -o "$prefix/lib/$lib" -; fi
+done
+version=$(cat "$lt/build-version" 2>/dev/null || echo unknown)
+
+# The compiler's default include path, with the system's own LibTorch headers taken out.
+flags=""
+if [[ -d /usr/include/torch || -d /usr/include/ATen ]]; then
+  sysinc=$work/sysinc
+  rm -rf "$sysinc"
+  mkdir -p "$sysinc"
+  for e in /usr/include/*; do
+    case $(basename "$e") in ATen|c10|caffe2|torch) ;; *) ln -s "$e" "$sysinc/$(basename "$e")" ;; esac
+  done
+  flags="-nostdinc"
+  while read -r d; do
+    [[ $d == /usr/include ]] && d=$sysinc
+    [[ $d == /usr/include/* && $d != /usr/include/c++* ]] && d=$sysinc/${d#/usr/include/}
+    flags+=" -isystem $d"
+  done < <(echo | c++ -xc++ -E -v - 2>&1 | sed -n '/#include <...> search starts here/,/End of search list/p' | sed '1d;$d')
+fi
+
+status=0
+check() {  # name, extra cmake args...
+  local name=$1; shift
+  local b=$work/build-$name
+  rm -rf "$b"
+  echo "== $name: configuring against LibTorch $version ($lt)"
+  if ! cmake -S "$repo" -B "$b" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+       -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON "$@" > "$b.configure.log" 2>&1; then
+    echo "   configure failed: $b.configure.log"; tail -20 "$b.configure.log"; status=1; return
+  fi
+  grep -E "^-- cp2:" "$b.configure.log" | sed 's/^/   /'
+  # Each compile command as CMake wrote it (precompiled headers first); nothing is linked.
+  python3 - "$b" "$jobs" <<'EOF' || status=1
+import json, os, re, shlex, subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
+b, jobs = sys.argv[1], int(sys.argv[2])
+entries = json.load(open(os.path.join(b, "compile_commands.json")))
+def compile_one(e):
+    args = shlex.split(e["command"])
+    out = os.path.join(e["directory"], e.get("output") or args[args.index("-o") + 1])
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    r = subprocess.run(e["command"], shell=True, cwd=e["directory"], capture_output=True, text=True)
+    return e["file"], r.returncode, r.stderr
+pch = [e for e in entries if e["file"].endswith(".hxx.cxx")]
+with ThreadPoolExecutor(jobs) as ex:
+    results = list(ex.map(compile_one, pch))
+    results += list(ex.map(compile_one, [e for e in entries if e not in pch]))
+with open(b + ".build.log", "w") as log:
+    for f, rc, err in results:
+        log.write(f"== {f} (exit {rc})\n{err}")
+failed = [(f, err) for f, rc, err in results if rc != 0]
+print(f"   {len(results) - len(failed)} of {len(results)} translation units compiled ({b}.build.log)")
+warnings = sorted({l for _, _, err in results for l in err.splitlines() if ": warning: " in l})
+for w in warnings[:20]:
+    print("   warning:", w[:300])
+for f, err in failed:
+    print("   failed:", f)
+    for l in [l for l in err.splitlines() if re.search(r": (fatal )?error: ", l)][:5]:
+        print("     ", l[:300])
+sys.exit(1 if failed else 0)
+EOF
+}
+
+for c in ${CONFIGS:-full core}; do
+  case $c in
+    full) check full -DCP2_BUILD_TESTS=ON ;;
+    core) check core -DCP2_CORE_ONLY=ON ;;
+    *) echo "CONFIGS: expected full and/or core, found '$c'" >&2; exit 2 ;;
+  esac
+done
+if [[ $status == 0 ]]; then echo "PASS: every translation unit compiles against LibTorch $version"
+else echo "FAIL: see above (logs under $work)"; fi
+exit $status
