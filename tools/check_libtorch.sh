@@ -22,6 +22,9 @@ if [[ $# -lt 1 || ! -d "$1/include/torch" || ! -d "$1/share/cmake/Torch" ]]; the
   echo "  LIBTORCH_DIR must hold include/torch and share/cmake/Torch (an unpacked LibTorch)" >&2
   exit 2
 fi
+for c in ${CONFIGS:-full core}; do
+  [[ $c == full || $c == core ]] || { echo "CONFIGS: expected full and/or core, found '$c'" >&2; exit 2; }
+done
 repo=$(cd "$(dirname "$0")/.." && pwd)
 lt=$(cd "$1" && pwd)
 work=${2:-/tmp/cp2-libtorch-check}
@@ -109,7 +112,6 @@ for c in ${CONFIGS:-full core}; do
   case $c in
     full) check full -DCP2_BUILD_TESTS=ON ;;
     core) check core -DCP2_CORE_ONLY=ON ;;
-    *) echo "CONFIGS: expected full and/or core, found '$c'" >&2; exit 2 ;;
   esac
 done
 if [[ $status == 0 ]]; then echo "PASS: every translation unit compiles against LibTorch $version"
