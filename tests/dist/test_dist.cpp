@@ -132,12 +132,8 @@ std::vector<at::Tensor> finetune_steps(const std::string& dir, std::shared_ptr<d
   for (int s = 0; s < kSteps; ++s) {
     auto b = load(dir + "/seg_" + std::to_string(s) + ".pt");
     if (comm) b = rows(b, comm->rank(), kLocal);
-    auto l = seg::seg_loss(model->logits(b[0]), b[1], false, false);
-    opt.zero_grad();
-    if (red) red->prepare();
-    l.loss.backward();
-    if (red) red->finish();
-    opt.step(0.05);
+    auto r = seg::train_step(*model, opt, b[0], b[1], 0.05, {}, comm.get(), red.get());
+    if (!r.finite || !r.stepped) throw Error("non-finite loss in the check");
   }
   std::vector<at::Tensor> out;
   for (auto& p : model->named_parameters()) out.push_back(p.value().detach().clone());

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "../helpers.h"
@@ -261,6 +262,57 @@ TEST(Finetune, DynamicLossScalingIsExactInFp32AndBacksOffOnOverflow) {
   auto lc = last_log(c.train.out);
   EXPECT_GE(lc.at("skipped_steps").get<int64_t>(), 2);
   EXPECT_LE(lc.at("loss_scale").get<double>(), 2.5e38);
+}
+
+// The loop's step alone: a finite loss is seg_loss's on the batch and updates the weights; a
+// non-finite one (here an overflowing classifier) updates nothing and, under loss scaling,
+// counts as skipped with the scale halved (GradScaler's loop, as pretrain::train_step).
+TEST(Finetune, TrainStepStepsOnAFiniteLossAndSkipsANonFiniteOne) {
+  set_threads(2);
+  auto opts = r18(3);
+  opts.head.dropout = 0;  // the expected loss comes from a second forward pass
+  torch::manual_seed(3);
+  const auto image = torch::randn({2, 3, 32, 32});
+  auto label = torch::randint(0, 3, {2, 32, 32}, torch::kLong);
+  label.index_put_({0, torch::indexing::Slice(0, 8)}, 255);
+  for (bool poison : {false, true}) {
+    auto model = make_segmentor(opts, 1);
+    model->train();
+    train::NamedTensors params;
+    for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
+    train::Optimizer opt(params, FinetuneConfig::default_optim());
+    opt.enable_loss_scaling(1024);
+    if (poison) {
+      torch::NoGradGuard ng;
+      model->named_parameters()["decode_head.conv_seg.weight"].fill_(std::numeric_limits<float>::infinity());
+    }
+    std::vector<at::Tensor> before;
+    for (auto& [name, p] : params) before.push_back(p.detach().clone());
+    SegLoss expected;
+    {
+      // The same forward on a copy of the model: BatchNorm's running statistics of `model` stay as they were.
+      auto twin = make_segmentor(opts, 1);
+      twin->train();
+      torch::NoGradGuard ng;
+      for (auto& p : twin->named_parameters()) p.value().copy_(model->named_parameters()[p.key()]);
+      expected = seg_loss(twin->logits(image), label, false, false);
+    }
+    const auto r = train_step(*model, opt, image, label, 0.01, {});
+    EXPECT_EQ(r.finite, !poison);
+    EXPECT_EQ(r.stepped, !poison);
+    EXPECT_EQ(opt.skipped_steps(), poison ? 1 : 0);
+    EXPECT_EQ(opt.loss_scale(), poison ? 512 : 1024);
+    size_t changed = 0, i = 0;
+    for (auto& [name, p] : params) changed += !torch::equal(p, before[i++]);
+    if (poison) {
+      EXPECT_FALSE(std::isfinite(r.loss)) << r.loss;
+      EXPECT_EQ(changed, 0u);
+    } else {
+      EXPECT_DOUBLE_EQ(r.loss, expected.value);
+      EXPECT_DOUBLE_EQ(r.acc, expected.acc);
+      EXPECT_GT(changed, params.size() / 2) << "of " << params.size();
+    }
+  }
 }
 
 // Against tools/make_parity_fixtures.py::finetune_fixture (PyTorch, mmseg 0.x semantics

@@ -25,9 +25,7 @@ void TrainOptions::validate() const {
 config::Fields PretrainConfig::fields() {
   config::Fields f;
   f.add("data.root", data.root, "image folder (root/<class>/<image> or flat)");
-  f.add("data.workers", data.workers, "loader threads (0 = load on the training thread)");
-  f.add("data.prefetch", data.prefetch, "batches prepared ahead");
-  f.add_choice("data.priority", data.priority, data::priority_choices(), data::priority_help());
+  data.bind(f);
   auto& v = aug.view;
   f.add("view.size", v.size, "crop size of every view");
   f.add("view.scale_min", v.scale_min, "RandomResizedCrop minimum area");
@@ -89,12 +87,7 @@ config::Fields PretrainConfig::fields() {
   f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
                "key layout of train.init (auto: detected from the keys)");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
-  f.add_choice("train.precision", train.numerics.precision, compute::precision_choices(), compute::kPrecisionHelp);
-  f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
-  f.add_choice("train.conv_algorithm", train.numerics.conv_algorithm, compute::conv_algorithm_choices(),
-               compute::kConvAlgorithmHelp);
-  f.add_choice("train.loss_scale", train.numerics.loss_scale, compute::loss_scale_choices(), compute::kLossScaleHelp);
-  f.add("train.loss_scale_init", train.numerics.loss_scale_init, compute::kLossScaleInitHelp);
+  train::bind_numerics(f, train.numerics);
   return f;
 }
 
@@ -123,12 +116,7 @@ data::CopyPasteOptions PretrainConfig::aug_options() const {
 }
 
 data::LoaderOptions PretrainConfig::loader_options() const {
-  data::LoaderOptions l;
-  l.batch = train.batch;
-  l.workers = data.workers;
-  l.prefetch = data.prefetch;
-  l.priority = data.priority;
-  return l;
+  return data.loader_options(train.batch);
 }
 
 std::string PretrainConfig::to_yaml() const {
@@ -151,8 +139,7 @@ void PretrainConfig::validate() const {
   if (!(model.temperature > 0)) throw Error("loss.temperature: expected > 0, found " + std::to_string(model.temperature));
   if (!(model.dense_temperature >= 0))
     throw Error("loss.dense_temperature: expected >= 0 (0 = none), found " + std::to_string(model.dense_temperature));
-  require_at_least("data.workers", data.workers, 0);
-  require_at_least("data.prefetch", data.prefetch, 1);
+  data.validate();
   aug_options().validate();
   model_options().validate();
   optim.validate();

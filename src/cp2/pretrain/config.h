@@ -9,15 +9,14 @@
 #include "cp2/data/copypaste.h"
 #include "cp2/data/loader.h"
 #include "cp2/pretrain/model.h"
+#include "cp2/train/keys.h"
 #include "cp2/train/optim.h"
 #include "cp2/compute/precision.h"
 
 namespace cp2::pretrain {
 
-struct DataConfig {
+struct DataConfig : train::LoaderKeys {  // data.workers, data.prefetch, data.priority
   std::string root;  // image folder
-  int workers = 2, prefetch = 4;
-  std::string priority = "auto";  // loader threads: data::priority_choices()
 };
 
 struct ModelConfig {

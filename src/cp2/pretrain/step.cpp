@@ -41,19 +41,11 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
     for (size_t i = 0; i < m.size(); ++i) r.parts.*kLogged[i] = m[i];
   }
   r.loss = r.parts.total_value;
-  r.finite = std::isfinite(r.loss);
-  if (!r.finite) {
-    // Every rank agrees (the loss is their mean). Nothing is updated or enqueued; with loss
-    // scaling the step counts as skipped and the scale halves, as GradScaler's loop would.
-    if (opt.loss_scaling()) opt.skip_step();
-    return r;
-  }
-  opt.zero_grad();
-  if (reducer) reducer->prepare();
-  opt.scaled(r.parts.total).backward();
-  if (reducer) reducer->finish();
-  r.stepped = opt.step(lr);  // false: loss scaling skipped it (the keys are enqueued still, as MoCo's forward does)
-  model.enqueue(r.parts.k_ins);
+  r.finite = std::isfinite(r.loss);  // every rank agrees: the loss is their mean
+  r.stepped = train::backward_and_step(opt, r.parts.total, r.finite, lr, reducer);
+  // A finite loss enqueues its keys even where loss scaling skipped the update (MoCo enqueues
+  // in the forward pass); a non-finite one enqueues nothing.
+  if (r.finite) model.enqueue(r.parts.k_ins);
   return r;
 }
 

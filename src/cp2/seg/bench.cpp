@@ -73,12 +73,11 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
   train::Optimizer opt(params, cfg.optim);
   if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
+  // The loop's step; on a GPU the timing waits for its optimizer step to finish.
   auto step = [&](const SegBatch& b) {
-    auto l = seg_loss(model->logits(b.image.to(device)), b.label.to(device), false, false);
-    opt.zero_grad();
-    opt.scaled(l.loss).backward();
-    opt.step(cfg.optim.lr);
-    l.loss.item<double>();  // waits for the step to finish (device timing)
+    train_step(*model, opt, b.image.to(device), b.label.to(device), cfg.optim.lr,
+               {cfg.train.avg_non_ignore, cfg.model.align_corners});
+    if (device.is_cuda()) torch::cuda::synchronize();
   };
   SegTrainLoader fixed_loader(ds, cfg.pipeline, [&] { auto l = cfg.loader_options(); l.workers = 0; return l; }(), 0);
   const auto fixed = fixed_loader.build(0);

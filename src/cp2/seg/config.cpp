@@ -75,9 +75,7 @@ config::Fields FinetuneConfig::fields() {
   f.add("data.val_split", data.val_split, "as data.train_split, for evaluation");
   f.add("data.ann_dir", data.ann_dir, "voc: label folder (\"\" = SegmentationClassAug; or SegmentationClass)");
   f.add("data.classes_file", data.classes_file, "list: file of class names, one per line");
-  f.add("data.workers", data.workers, "loader threads (0 = load on the training thread)");
-  f.add("data.prefetch", data.prefetch, "batches prepared ahead");
-  f.add_choice("data.priority", data.priority, data::priority_choices(), data::priority_help());
+  data.bind(f);
   auto& p = pipeline;
   f.add("pipeline.scale_long", p.scale_long, "train resize scale, long edge (x ratio)");
   f.add("pipeline.scale_short", p.scale_short, "train resize scale, short edge (x ratio)");
@@ -121,12 +119,7 @@ config::Fields FinetuneConfig::fields() {
   f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
                "key layout of train.init");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
-  f.add_choice("train.precision", train.numerics.precision, compute::precision_choices(), compute::kPrecisionHelp);
-  f.add("train.channels_last", train.numerics.channels_last, compute::kChannelsLastHelp);
-  f.add_choice("train.conv_algorithm", train.numerics.conv_algorithm, compute::conv_algorithm_choices(),
-               compute::kConvAlgorithmHelp);
-  f.add_choice("train.loss_scale", train.numerics.loss_scale, compute::loss_scale_choices(), compute::kLossScaleHelp);
-  f.add("train.loss_scale_init", train.numerics.loss_scale_init, compute::kLossScaleInitHelp);
+  train::bind_numerics(f, train.numerics);
   f.add("train.avg_non_ignore", train.avg_non_ignore,
         "cross-entropy mean over labelled pixels only (false: over all pixels, as mmseg 0.x)");
   f.add_choice("eval.mode", eval.mode, {"whole", "slide"}, "test inference");
@@ -143,12 +136,7 @@ config::Fields FinetuneConfig::fields() {
 }
 
 data::LoaderOptions FinetuneConfig::loader_options() const {
-  data::LoaderOptions l;
-  l.batch = train.batch;
-  l.workers = data.workers;
-  l.prefetch = data.prefetch;
-  l.priority = data.priority;
-  return l;
+  return data.loader_options(train.batch);
 }
 
 EvalOptions FinetuneConfig::eval_options() const {
@@ -173,8 +161,7 @@ void FinetuneConfig::validate() const {
   require_at_least("model.num_classes", model.num_classes, 0);
   if (!(model.dropout >= 0 && model.dropout < 1))
     throw Error("model.dropout: expected 0 <= p < 1, found " + std::to_string(model.dropout));
-  require_at_least("data.workers", data.workers, 0);
-  require_at_least("data.prefetch", data.prefetch, 1);
+  data.validate();
   data.dataset(true).validate();
   pipeline.validate();
   model.segmentor(1);

@@ -10,17 +10,16 @@
 #include "cp2/models/segmentor.h"
 #include "cp2/seg/dataset.h"
 #include "cp2/seg/pipeline.h"
+#include "cp2/train/keys.h"
 #include "cp2/train/optim.h"
 #include "cp2/compute/precision.h"
 
 namespace cp2::seg {
 
-struct SegDataConfig {
+struct SegDataConfig : train::LoaderKeys {  // data.workers, data.prefetch, data.priority
   std::string type = "voc", root;
   std::string train_split, val_split;  // "" = the type's default
   std::string ann_dir, classes_file;
-  int workers = 2, prefetch = 4;
-  std::string priority = "auto";  // loader threads: data::priority_choices()
   DatasetOptions dataset(bool train) const;
 };
 

@@ -94,6 +94,23 @@ SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non
   return r;
 }
 
+SegStepResult train_step(models::SegmentorImpl& model, train::Optimizer& opt, const at::Tensor& image,
+                         const at::Tensor& label, double lr, const SegStepOptions& o, dist::Comm* comm,
+                         dist::GradientReducer* reducer) {
+  SegStepResult r;
+  auto l = seg_loss(model.logits(image), label, o.avg_non_ignore, o.align_corners);
+  r.loss = l.value;
+  r.acc = l.acc;
+  if (comm && comm->size() > 1) {
+    const auto m = dist::mean_over_ranks(*comm, {l.value, l.acc});
+    r.loss = m[0];
+    r.acc = m[1];
+  }
+  r.finite = std::isfinite(r.loss);
+  r.stepped = train::backward_and_step(opt, l.loss, r.finite, lr, reducer);
+  return r;
+}
+
 FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& fc) {
   cfg.validate();
   install_caching_cpu_allocator();
@@ -331,22 +348,10 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         auto batch = loader.next();
         data_wait += seconds_since(tw);
         const double lr = train::scheduled_lr(cfg.optim, lr0, 0, iter, T.iters, 1);
-        auto x = batch->image.to(device, true), y = batch->label.to(device, true);
-        auto l = seg_loss(model->logits(x), y, T.avg_non_ignore, cfg.model.align_corners);
-        // Logged: means over ranks (so every rank agrees on finiteness).
-        const auto m = dist::mean_over_ranks(*comm, {l.value, l.acc});
-        const double loss = m[0];
-        l.acc = m[1];
-        if (std::isfinite(loss)) {
-          opt.zero_grad();
-          if (reducer) reducer->prepare();
-          opt.scaled(l.loss).backward();
-          if (reducer) reducer->finish();
-          opt.step(lr);  // skipped where loss scaling found non-finite gradients (counted in the log)
-        } else {  // every rank agrees (the loss is their mean); with loss scaling, skipped as GradScaler's loop
-          if (opt.loss_scaling()) opt.skip_step();
-          h.non_finite_step(iter + 1, "loss " + std::to_string(loss), opt, models::buffers_finite(*model));
-        }
+        const auto res = train_step(*model, opt, batch->image.to(device, true), batch->label.to(device, true), lr,
+                                    {T.avg_non_ignore, cfg.model.align_corners}, comm.get(), reducer.get());
+        const double loss = res.loss;  // a mean over ranks: every rank agrees on finiteness
+        if (!res.finite) h.non_finite_step(iter + 1, "loss " + std::to_string(loss), opt, models::buffers_finite(*model));
         ++iter;
         sum.losses.push_back(loss);
         sum.last_iter = iter;
@@ -357,7 +362,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         const bool signalled = h.stop_agreed();
         const bool last = iter == stop || signalled;
         if (iter % T.log_every == 0 || last) {
-          nlohmann::json rec{{"iteration", iter}, {"lr", lr}, {"loss", loss}, {"acc", l.acc}, {"img_per_s", ips},
+          nlohmann::json rec{{"iteration", iter}, {"lr", lr}, {"loss", loss}, {"acc", res.acc}, {"img_per_s", ips},
                              {"data_wait_s", data_wait}, {"elapsed_s", el},
                              {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
                              {"rss_mib", rss_mib()}};
@@ -368,7 +373,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         const double eta = static_cast<double>(T.iters - iter) * el / static_cast<double>(std::max<int64_t>(done, 1));
         std::snprintf(line, sizeof line, "%s %lld/%lld %.2f img/s ETA %s loss %.4f acc %.1f%% lr %.6f",
                       train::bar(iter, T.iters).c_str(), static_cast<long long>(iter), static_cast<long long>(T.iters),
-                      ips, train::fmt_time(eta).c_str(), loss, l.acc, lr);
+                      ips, train::fmt_time(eta).c_str(), loss, res.acc, lr);
         progress.update(line, iter, last);
         if (const auto v = wait_watch.update(data_wait, el); !v.message.empty()) {
           progress.message(v.message);

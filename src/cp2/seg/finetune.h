@@ -10,6 +10,7 @@
 
 namespace cp2::dist {
 class Comm;
+class GradientReducer;
 }
 
 namespace cp2::seg {
@@ -53,5 +54,24 @@ struct SegLoss {
   double value = 0;  // loss as a number, read with the pixel counts in one device sync
 };
 SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non_ignore, bool align_corners);
+
+struct SegStepOptions {
+  bool avg_non_ignore = false;  // train.avg_non_ignore
+  bool align_corners = false;   // model.align_corners
+};
+struct SegStepResult {
+  double loss = 0, acc = 0;  // means over ranks
+  bool finite = true;        // false: nothing was updated (a skipped step with loss scaling)
+  bool stepped = false;      // the optimizer updated the weights (not where loss scaling skipped the step)
+};
+// One finetuning step on a batch already on the model's device: forward, seg_loss, then — if
+// the loss is finite — backward and the optimizer step at `lr`; a non-finite loss updates
+// nothing (with loss scaling the step counts as skipped, as GradScaler's loop). The loop and
+// the benchmark share it, as pretrain::train_step. Multi-process (`comm` of world size > 1):
+// loss and accuracy are means over ranks (so every rank agrees on finiteness), `reducer`
+// averages the gradients.
+SegStepResult train_step(models::SegmentorImpl& model, train::Optimizer& opt, const at::Tensor& image,
+                         const at::Tensor& label, double lr, const SegStepOptions& o, dist::Comm* comm = nullptr,
+                         dist::GradientReducer* reducer = nullptr);
 
 }  // namespace cp2::seg

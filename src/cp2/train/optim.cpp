@@ -6,6 +6,7 @@
 #include <map>
 
 #include "cp2/common.h"
+#include "cp2/dist/reducer.h"
 
 namespace cp2::train {
 
@@ -177,6 +178,19 @@ void Optimizer::load_state(const NamedTensors& s, const std::string& source) {
   if (steps_ > 0 && found == 0 && opt_.momentum != 0)
     throw Error(source + ": optimizer state holds no " + opt_.name + " buffer for this model's parameters (" +
                 std::to_string(s.size()) + " entries; saved by another optimizer or model?)");
+}
+
+bool backward_and_step(Optimizer& opt, const at::Tensor& loss, bool finite, double lr,
+                       dist::GradientReducer* reducer) {
+  if (!finite) {
+    if (opt.loss_scaling()) opt.skip_step();
+    return false;
+  }
+  opt.zero_grad();
+  if (reducer) reducer->prepare();
+  opt.scaled(loss).backward();
+  if (reducer) reducer->finish();
+  return opt.step(lr);
 }
 
 }  // namespace cp2::train

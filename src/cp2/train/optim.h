@@ -8,6 +8,10 @@
 #include <utility>
 #include <vector>
 
+namespace cp2::dist {
+class GradientReducer;
+}
+
 namespace cp2::train {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
@@ -69,5 +73,13 @@ class Optimizer {
   int64_t growth_interval_ = 0, growth_ = 0, skipped_ = 0;
   bool unscale_grads();  // true when every gradient is finite
 };
+
+// The update after a training step's forward pass (pretraining's and finetuning's alike): a
+// loss that is not finite updates nothing and, with loss scaling, counts as a skipped step
+// (GradScaler's loop; callers pass a loss averaged over ranks, so every rank agrees); a finite
+// one runs the backward pass of opt.scaled(loss), with `reducer` averaging the gradients over
+// ranks (null: one process), then opt.step(lr). True where the weights were updated.
+bool backward_and_step(Optimizer& opt, const at::Tensor& loss, bool finite, double lr,
+                       dist::GradientReducer* reducer = nullptr);
 
 }  // namespace cp2::train
