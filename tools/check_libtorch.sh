@@ -13,8 +13,16 @@
 # system has LibTorch headers of its own (Debian's libtorch-dev in /usr/include), they are
 # hidden from the compiler, so that nothing falls back on them unseen. Exit 0 when every
 # translation unit compiled; otherwise the failing files and their first errors, exit 1.
-# Takes about 20 minutes on 2 cores (full 15, core 5); CONFIGS=core checks the core alone and
-# JOBS=N sets the parallelism.
+# Takes about 20 minutes on 2 cores (full 15, core 5); CONFIGS=core checks the core alone,
+# JOBS=N sets the parallelism and FILES=REGEX compiles only the sources whose path matches
+# (the precompiled headers always), e.g. FILES='precision|c10d_comm' for a version boundary;
+# CMAKE_ARGS='-DX=Y ...' adds configure options.
+#
+# CONFIGS=nccl compiles the one file with CUDA-only code, dist/c10d_comm.cpp's NCCL process
+# group (CP2_WITH_NCCL, on where LibTorch has CUDA), against a CUDA LibTorch's headers, without
+# CMake (configuring a CUDA LibTorch needs a working nvcc): set CUDA_INCLUDE to a CUDA
+# toolkit's include/ and NCCL_INCLUDE to a folder with nccl.h. It also checks that the object
+# refers to ProcessGroupNCCL, so that the NCCL lines were compiled, not left out.
 set -euo pipefail
 
 if [[ $# -lt 1 || ! -d "$1/include/torch" || ! -d "$1/share/cmake/Torch" ]]; then
@@ -23,8 +31,21 @@ if [[ $# -lt 1 || ! -d "$1/include/torch" || ! -d "$1/share/cmake/Torch" ]]; the
   exit 2
 fi
 for c in ${CONFIGS:-full core}; do
-  [[ $c == full || $c == core ]] || { echo "CONFIGS: expected full and/or core, found '$c'" >&2; exit 2; }
+  [[ $c == full || $c == core || $c == nccl ]] ||
+    { echo "CONFIGS: expected full, core and/or nccl, found '$c'" >&2; exit 2; }
+  if [[ $c == nccl ]]; then
+    [[ -f $1/include/torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp ]] ||
+      { echo "CONFIGS=nccl: $1 is not a CUDA LibTorch (no torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp)" >&2; exit 2; }
+    [[ -f ${CUDA_INCLUDE:-}/cuda_runtime_api.h ]] ||
+      { echo "CONFIGS=nccl: CUDA_INCLUDE must be a folder with cuda_runtime_api.h, found '${CUDA_INCLUDE:-}'" >&2; exit 2; }
+    [[ -f ${NCCL_INCLUDE:-}/nccl.h ]] ||
+      { echo "CONFIGS=nccl: NCCL_INCLUDE must be a folder with nccl.h, found '${NCCL_INCLUDE:-}'" >&2; exit 2; }
+  fi
 done
+if [[ -n ${FILES:-} ]]; then
+  python3 -c 'import re,sys; re.compile(sys.argv[1])' "$FILES" 2>/dev/null ||
+    { echo "FILES: expected a Python regular expression, found '$FILES'" >&2; exit 2; }
+fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 lt=$(cd "$1" && pwd)
 work=${2:-/tmp/cp2-libtorch-check}
@@ -72,16 +93,20 @@ check() {  # name, extra cmake args...
   rm -rf "$b"
   echo "== $name: configuring against LibTorch $version ($lt)"
   if ! cmake -S "$repo" -B "$b" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
-       -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON "$@" > "$b.configure.log" 2>&1; then
+       -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON ${CMAKE_ARGS:-} "$@" > "$b.configure.log" 2>&1; then
     echo "   configure failed: $b.configure.log"; tail -20 "$b.configure.log"; status=1; return
   fi
   grep -E "^-- cp2:" "$b.configure.log" | sed 's/^/   /'
   # Each compile command as CMake wrote it (precompiled headers first); nothing is linked.
-  python3 - "$b" "$jobs" <<'EOF' || status=1
+  python3 - "$b" "$jobs" "${FILES:-}" <<'EOF' || status=1
 import json, os, re, shlex, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
-b, jobs = sys.argv[1], int(sys.argv[2])
+b, jobs, only = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 entries = json.load(open(os.path.join(b, "compile_commands.json")))
+if only:
+    entries = [e for e in entries if e["file"].endswith(".hxx.cxx") or re.search(only, e["file"])]
+    if all(e["file"].endswith(".hxx.cxx") for e in entries):
+        sys.exit(f"   FILES={only!r} matches no source file of this configuration")
 def compile_one(e):
     args = shlex.split(e["command"])
     out = os.path.join(e["directory"], e.get("output") or args[args.index("-o") + 1])
@@ -108,10 +133,35 @@ sys.exit(1 if failed else 0)
 EOF
 }
 
+# The NCCL lines alone, as CMake would compile them for a CUDA LibTorch: its standard rule,
+# the ABI its TorchConfig sets, the definitions of its torch_cpu and torch_cuda targets.
+check_nccl() {
+  local mm std abi obj=$work/c10d_comm_nccl.o
+  mm=$(sed -E 's/^([0-9]+)\.([0-9]+).*/\1 \2/' <<< "$version")
+  std=gnu++17
+  if [[ $mm =~ ^[0-9]+\ [0-9]+$ ]] && (( ${mm% *} > 2 || (${mm% *} == 2 && ${mm#* } >= 12) )); then std=gnu++20; fi
+  abi=$(grep -o -- '-D_GLIBCXX_USE_CXX11_ABI=[01]' "$prefix/share/cmake/Torch/TorchConfig.cmake" | head -1 || true)
+  echo "== nccl: dist/c10d_comm.cpp with CP2_WITH_NCCL against LibTorch $version, -std=$std $abi"
+  # shellcheck disable=SC2086
+  if ! c++ -std=$std -O2 -Wall -Wextra -Wno-unused-parameter $abi -DUSE_DISTRIBUTED -DUSE_C10D_GLOO \
+       -DUSE_C10D_NCCL -DCP2_WITH_NCCL -I"$repo/src" -isystem "$lt/include" \
+       -isystem "$lt/include/torch/csrc/api/include" -isystem "$CUDA_INCLUDE" -isystem "$NCCL_INCLUDE" $flags \
+       -c "$repo/src/cp2/dist/c10d_comm.cpp" -o "$obj" 2> "$work/nccl.build.log"; then
+    echo "   failed ($work/nccl.build.log):"; grep -E ": (fatal )?error: " "$work/nccl.build.log" | head -5 | sed 's/^/     /'
+    status=1; return
+  fi
+  grep ": warning: " "$work/nccl.build.log" | head -20 | sed 's/^/   warning: /' || true
+  local refs
+  refs=$(nm -C "$obj" | grep -c ProcessGroupNCCL || true)
+  if [[ $refs == 0 ]]; then echo "   compiled, but the object has no ProcessGroupNCCL: the NCCL lines were left out"; status=1
+  else echo "   compiled; $refs ProcessGroupNCCL symbols in the object"; fi
+}
+
 for c in ${CONFIGS:-full core}; do
   case $c in
     full) check full -DCP2_BUILD_TESTS=ON ;;
     core) check core -DCP2_CORE_ONLY=ON ;;
+    nccl) check_nccl ;;
   esac
 done
 if [[ $status == 0 ]]; then echo "PASS: every translation unit compiles against LibTorch $version"

@@ -107,6 +107,10 @@ Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string&
   return n;
 }
 
+// LibTorch 2.4 made the autocast calls device-generic (pytorch/pytorch#124359) and deprecated
+// the per-device ones. Releases from 2.4 on have the new calls; 2.4 nightlies built before
+// that change (April 2024; 2.4.0.dev20240418 was checked) say 2.4 but lack them and do not
+// compile here: build against a release.
 bool autocast_active(bool cuda) {
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
   return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
