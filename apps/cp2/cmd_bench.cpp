@@ -12,6 +12,20 @@
 
 namespace cp2::app {
 
+namespace {
+
+// The numerics flags of the training benchmarks, each as its train.* key.
+void add_numerics_flags(CLI::App* s, compute::NumericsOptions& n) {
+  s->add_option("--precision", n.precision, std::string(compute::kPrecisionHelp) + " (as train.precision)")
+      ->capture_default_str();
+  s->add_flag("--channels-last", n.channels_last, "channels-last memory (as train.channels_last)");
+  s->add_option("--conv-algorithm", n.conv_algorithm,
+                std::string(compute::kConvAlgorithmHelp) + " (as train.conv_algorithm)")
+      ->capture_default_str();
+}
+
+}  // namespace
+
 Command register_bench(CLI::App& app) {
   auto o = std::make_shared<pretrain::BenchOptions>();
   auto* c = app.add_subcommand("bench", "Benchmarks (see docs/benchmarks.md)");
@@ -33,9 +47,7 @@ Command register_bench(CLI::App& app) {
   p->add_option("--data-batches", o->data_batches, "batches timed in the data phase (default 4 x steps)");
   p->add_flag("!--no-cache-allocator", o->cache_allocator, "use LibTorch's plain CPU allocator");
   p->add_option("--device", o->device, "cpu, cuda, cuda:N")->capture_default_str();
-  p->add_option("--precision", o->precision, std::string(compute::kPrecisionHelp) + " (as train.precision)")->capture_default_str();
-  p->add_flag("--channels-last", o->channels_last, "channels-last memory (as train.channels_last)");
-  p->add_option("--conv-algorithm", o->conv_algorithm, std::string(compute::kConvAlgorithmHelp) + " (as train.conv_algorithm)")->capture_default_str();
+  add_numerics_flags(p, o->numerics);
   auto so = std::make_shared<seg::SegBenchOptions>();
   auto add_seg = [&](CLI::App* s) {
     s->add_option("--data", so->data, "VOC-layout folder (default: generate one in a temp folder)");
@@ -51,9 +63,7 @@ Command register_bench(CLI::App& app) {
     s->add_option("--rounds", so->rounds, "timing rounds (medians reported)")->capture_default_str();
     s->add_option("--eval-images", so->eval_images, "images per evaluation round")->capture_default_str();
     s->add_option("--device", so->device, "cpu, cuda, cuda:N")->capture_default_str();
-    s->add_option("--precision", so->precision, std::string(compute::kPrecisionHelp) + " (as train.precision)")->capture_default_str();
-    s->add_flag("--channels-last", so->channels_last, "channels-last memory (as train.channels_last)");
-    s->add_option("--conv-algorithm", so->conv_algorithm, std::string(compute::kConvAlgorithmHelp) + " (as train.conv_algorithm)")->capture_default_str();
+    add_numerics_flags(s, so->numerics);
   };
   auto* ft = c->add_subcommand("finetune", "images/s of a DeepLabV3 training step (fixed batch and end to end), peak RSS");
   add_seg(ft);

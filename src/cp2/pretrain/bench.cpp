@@ -28,9 +28,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   cfg.model.mode = o.mode;
   cfg.train.batch = o.batch;
   cfg.train.device = o.device;
-  cfg.train.numerics.precision = o.precision;
-  cfg.train.numerics.channels_last = o.channels_last;
-  cfg.train.numerics.conv_algorithm = o.conv_algorithm;
+  cfg.train.numerics = o.numerics;
   cfg.validate();
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
   if (o.cache_allocator) install_caching_cpu_allocator();

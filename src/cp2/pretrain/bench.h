@@ -4,6 +4,8 @@
 #pragma once
 #include <string>
 
+#include "cp2/compute/precision.h"
+
 namespace cp2::pretrain {
 
 struct BenchOptions {
@@ -17,9 +19,7 @@ struct BenchOptions {
   int data_batches = 0;       // batches for the data phase (0 = 4 x steps)
   std::string device = "cpu";
   bool cache_allocator = true;  // cp2's caching CPU allocator, as in training
-  std::string precision = "fp32";  // fp32 | bf16 | auto (train.precision)
-  bool channels_last = false;       // train.channels_last
-  std::string conv_algorithm = "direct";  // direct | winograd | auto (train.conv_algorithm)
+  compute::NumericsOptions numerics;  // train.precision, train.channels_last, train.conv_algorithm, ...
 };
 
 struct BenchResult {

@@ -49,9 +49,7 @@ FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
   cfg.model.arch = o.arch;
   cfg.train.batch = o.batch;
   cfg.train.device = o.device;
-  cfg.train.numerics.precision = o.precision;
-  cfg.train.numerics.channels_last = o.channels_last;
-  cfg.train.numerics.conv_algorithm = o.conv_algorithm;
+  cfg.train.numerics = o.numerics;
   cfg.validate();
   install_caching_cpu_allocator();
   return cfg;

@@ -4,6 +4,8 @@
 #pragma once
 #include <string>
 
+#include "cp2/compute/precision.h"
+
 namespace cp2::seg {
 
 struct SegBenchOptions {
@@ -13,9 +15,7 @@ struct SegBenchOptions {
   int64_t batch = 4;
   int workers = 2, steps = 3, warmup = 1, rounds = 3, eval_images = 8;
   std::string device = "cpu";
-  std::string precision = "fp32";  // fp32 | bf16 | auto (train.precision)
-  bool channels_last = false;       // train.channels_last
-  std::string conv_algorithm = "direct";  // direct | winograd | auto (train.conv_algorithm)
+  compute::NumericsOptions numerics;  // train.precision, train.channels_last, train.conv_algorithm, ...
 };
 
 struct SegBenchResult {
