@@ -164,6 +164,7 @@ for c in ${CONFIGS:-full core}; do
     nccl) check_nccl ;;
   esac
 done
-if [[ $status == 0 ]]; then echo "PASS: every translation unit compiles against LibTorch $version"
+checked="${CONFIGS:-full core}${FILES:+, sources matching '$FILES'}"
+if [[ $status == 0 ]]; then echo "PASS ($checked): every file compiled against LibTorch $version"
 else echo "FAIL: see above (logs under $work)"; fi
 exit $status

@@ -351,7 +351,8 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         const auto res = train_step(*model, opt, batch->image.to(device, true), batch->label.to(device, true), lr,
                                     {T.avg_non_ignore, cfg.model.align_corners}, comm.get(), reducer.get());
         const double loss = res.loss;  // a mean over ranks: every rank agrees on finiteness
-        if (!res.finite) h.non_finite_step(iter + 1, "loss " + std::to_string(loss), opt, models::buffers_finite(*model));
+        if (!res.finite)
+          h.non_finite_step(iter + 1, "loss " + std::to_string(loss), opt, models::buffers_finite(*model));
         ++iter;
         sum.losses.push_back(loss);
         sum.last_iter = iter;
