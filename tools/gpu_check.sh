@@ -15,10 +15,19 @@ PY=${PYTHON:-python3}
 STEPS=${STEPS:-10}
 t0=$(date +%s)
 echo "== machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi'); $(nproc) cores"
+# A CUDA LibTorch's CMake config enables CMake's CUDA language, which needs nvcc: take it from
+# CUDA_HOME or /usr/local/cuda when it is not on PATH.
+if ! command -v nvcc > /dev/null; then
+  for d in "${CUDA_HOME:-}" /usr/local/cuda; do
+    if [ -n "$d" ] && [ -x "$d/bin/nvcc" ]; then export PATH="$d/bin:$PATH"; break; fi
+  done
+fi
+NVCC=$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo "not found (CMake's configure step says what is missing)")
+echo "== nvcc: $NVCC"
 PREFIX=$($PY -c 'import torch;print(torch.utils.cmake_prefix_path)')
 $PY -c 'import torch;print("== PyTorch", torch.__version__, "CUDA", torch.version.cuda, "available", torch.cuda.is_available())'
 cmake -S "$ROOT" -B "$B" -DCP2_CORE_ONLY=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" > "$B.cmake.log" 2>&1 \
-  || { tail -30 "$B.cmake.log"; exit 1; }
+  || { tail -60 "$B.cmake.log"; exit 1; }
 cmake --build "$B" -j"$(nproc)" > "$B.build.log" 2>&1 || { grep -E "error|Error" -A3 "$B.build.log" | head -60; exit 1; }
 echo "== built in $(( $(date +%s) - t0 )) s"
 $PY "$ROOT/tools/make_parity_fixtures.py" --out "$B/fixtures" --only-cp2-step

@@ -619,6 +619,68 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
 }
 
 // `cp2 bench conv` runs both algorithms on the shape and names the one compute::conv2d picks.
+// compute::conv2d's first path, on every algorithm, dtype and device: a dilated 3×3 on a map
+// no larger than its rate in a dimension runs without the outer taps there (they read only
+// zero padding). Both dimensions (rate 12 on 4x4, 18 on 14²: the centre tap), rows only (5x11
+// at 5, 10x23 at 12); with and without bias, fp32 and fp64, fast algorithms off: outputs and
+// all gradients equal the plain convolution, the dropped taps' weight gradient is exactly zero,
+// and the FLOP counter sees the smaller kernel. Rates that read the image are not taken.
+TEST(DilatedTaps, CentreTapsWhereOuterTapsReadOnlyPadding) {
+  compute::WinogradScope off(false);
+  struct Case {
+    int64_t h, w, d;
+  };
+  for (const Case k : {Case{4, 4, 12}, Case{14, 14, 18}, Case{5, 11, 5}, Case{10, 23, 12}})
+    for (bool bias : {false, true})
+      for (auto dtype : {at::kFloat, at::kDouble}) {
+        SCOPED_TRACE(std::to_string(k.h) + "x" + std::to_string(k.w) + " rate " + std::to_string(k.d) +
+                     (bias ? " bias " : " ") + c10::toString(dtype));
+        torch::manual_seed(5);
+        torch::nn::Conv2d conv(torch::nn::Conv2dOptions(6, 4, 3).padding(k.d).dilation(k.d).bias(bias));
+        conv->to(dtype);
+        const auto x0 = torch::randn({2, 6, k.h, k.w}, dtype);
+        ASSERT_EQ(compute::conv_path(*conv, x0), compute::ConvPath::centre_taps);
+        const auto g = torch::randn({2, 4, k.h, k.w}, dtype);
+        auto run = [&](bool centre) {
+          conv->zero_grad();
+          auto x = x0.clone().requires_grad_(true);
+          compute::FlopCounter counter;
+          auto y = centre ? compute::conv2d(*conv, x) : conv->forward(x);
+          (y * g).sum().backward();
+          std::vector<at::Tensor> out{y.detach(), x.grad(), conv->weight.grad().clone()};
+          if (bias) out.push_back(conv->bias.grad().clone());
+          return std::pair{out, counter.result()};
+        };
+        const auto [ref, ref_count] = run(false);
+        const auto [got, got_count] = run(true);
+        const double tol = dtype == at::kDouble ? 1e-12 : 1e-5;
+        for (size_t i = 0; i < ref.size(); ++i) {
+          EXPECT_EQ(got[i].sizes(), ref[i].sizes()) << i;
+          EXPECT_LT(rel(got[i], ref[i]), tol) << i;
+        }
+        const bool rows = k.d >= k.h, cols = k.d >= k.w;
+        auto outer = got[2].clone();
+        outer.slice(2, rows ? 1 : 0, rows ? 2 : 3).slice(3, cols ? 1 : 0, cols ? 2 : 3).zero_();
+        EXPECT_EQ(outer.abs().max().item<double>(), 0.0);
+        ASSERT_FALSE(got_count.by_shape.empty());
+        for (const auto& [shape, flops] : got_count.by_shape) {
+          EXPECT_EQ(shape.weight[2], rows ? 1 : 3) << shape.str();
+          EXPECT_EQ(shape.weight[3], cols ? 1 : 3) << shape.str();
+        }
+        EXPECT_NEAR(got_count.conv * (rows ? 3 : 1) * (cols ? 3 : 1), ref_count.conv, 1e-6 * ref_count.conv);
+      }
+  // Rates that read the image (12 on 14², 2 on 4x4), other kernels and strides: the module.
+  torch::nn::Conv2d reads(torch::nn::Conv2dOptions(6, 4, 3).padding(12).dilation(12).bias(false));
+  EXPECT_EQ(compute::conv_path(*reads, torch::randn({1, 6, 14, 14})), compute::ConvPath::module);
+  torch::nn::Conv2d rate2(torch::nn::Conv2dOptions(6, 4, 3).padding(2).dilation(2).bias(false));
+  EXPECT_EQ(compute::conv_path(*rate2, torch::randn({1, 6, 4, 4})), compute::ConvPath::module);
+  torch::nn::Conv2d strided(torch::nn::Conv2dOptions(6, 4, 3).padding(12).dilation(12).stride(2).bias(false));
+  EXPECT_EQ(compute::conv_path(*strided, torch::randn({1, 6, 4, 4})), compute::ConvPath::module);
+  torch::nn::Conv2d one(torch::nn::Conv2dOptions(6, 4, 1).bias(false));
+  EXPECT_EQ(compute::conv_path(*one, torch::randn({1, 6, 4, 4})), compute::ConvPath::module);
+  EXPECT_STREQ(compute::conv_path_name(compute::ConvPath::centre_taps), "centre taps");
+}
+
 TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {
   compute::ConvBenchOptions o;
   o.batch = 2, o.in = 16, o.out = 8, o.size = 14, o.dilation = 12, o.rounds = 1;

@@ -128,8 +128,9 @@ TEST(Options, BadValuesNameTheKey) {
 namespace cp2::test {
 namespace {
 
-// ConvModule's pruned path for dilated 3x3 convs (ASPP: taps that only read padding
-// dropped) equals the plain convolution, outputs and gradients, where taken and not.
+// ConvModule's forward (compute::conv2d: dilated 3x3 convs drop the taps that only read
+// padding, ASPP's rates on small maps) equals the plain convolution, outputs and gradients,
+// where taken and not.
 TEST(AsppConv, PrunedTapsEqualPlainConvolution) {
   torch::manual_seed(3);
   for (int64_t d : {2, 6, 12, 18})

@@ -20,19 +20,38 @@ const torch::ExpandingArray<2>* explicit_padding(const Variant& v) {
   return get_if<torch::ExpandingArray<2>>(&v);
 }
 
-}  // namespace
-
-ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
-  if (!winograd_enabled() || x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat ||
-      conv.bias.defined() || autocast_active(false))
-    return ConvPath::module;
+// The dilation d of a 3×3, stride-1, ungrouped convolution with zero padding d in both
+// dimensions (the shape every path but the module's forward needs), else 0.
+int64_t same_dilated_3x3(const torch::nn::Conv2dImpl& conv) {
   const auto& o = conv.options;
   const auto k = *o.kernel_size(), st = *o.stride(), dl = *o.dilation();
   const auto* pad = explicit_padding(o.padding());
   const int64_t d = dl[0];
   const bool eligible = o.groups() == 1 && k[0] == 3 && k[1] == 3 && st[0] == 1 && st[1] == 1 && dl[1] == d &&
                         o.padding_mode().index() == 0 && pad && (**pad)[0] == d && (**pad)[1] == d;
-  if (!eligible) return ConvPath::module;
+  return eligible ? d : 0;
+}
+
+// The outer taps of a dimension no larger than d multiply only zero padding: without them the
+// sums are the same but for additions of exact zeros, and so are the gradients (a dropped
+// tap's weight gradient is exactly zero either way), at up to 9× less work.
+at::Tensor centre_taps_conv(torch::nn::Conv2dImpl& conv, const at::Tensor& x, int64_t d) {
+  namespace F = torch::nn::functional;
+  using torch::indexing::Slice;
+  const bool rows = d >= x.size(2), cols = d >= x.size(3);
+  const auto w = conv.weight.index({Slice(), Slice(), rows ? Slice(1, 2) : Slice(), cols ? Slice(1, 2) : Slice()});
+  return F::conv2d(x, w, F::Conv2dFuncOptions().bias(conv.bias).padding({rows ? 0 : d, cols ? 0 : d})
+                             .dilation({rows ? 1 : d, cols ? 1 : d}));
+}
+
+}  // namespace
+
+ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
+  const int64_t d = same_dilated_3x3(conv);
+  if (d > 1 && x.dim() == 4 && (d >= x.size(2) || d >= x.size(3))) return ConvPath::centre_taps;
+  if (!winograd_enabled() || x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat ||
+      conv.bias.defined() || autocast_active(false) || d == 0)
+    return ConvPath::module;
   const int64_t h = x.size(2), w = x.size(3);
   if (d > 1 && tap_gemm_available() &&
       dilated_taps_kept(h, w, d) <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
@@ -47,6 +66,7 @@ ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
 
 const char* conv_path_name(ConvPath p) {
   switch (p) {
+    case ConvPath::centre_taps: return "centre taps";
     case ConvPath::taps: return "tap GEMMs";
     case ConvPath::winograd: return "Winograd";
     case ConvPath::winograd_subgrids: return "Winograd sub-grids";
@@ -56,6 +76,7 @@ const char* conv_path_name(ConvPath p) {
 
 at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   switch (conv_path(conv, x)) {
+    case ConvPath::centre_taps: return centre_taps_conv(conv, x, (*conv.options.dilation())[0]);
     case ConvPath::module: return conv.forward(x);
     case ConvPath::taps: return dilated_conv3x3_taps(x, conv.weight, (*conv.options.dilation())[0]);
     case ConvPath::winograd: return winograd_conv3x3(x, conv.weight);

@@ -1,6 +1,9 @@
-// Which algorithm runs each convolution of a model (train.conv_algorithm, issue 11): the
-// module's own forward (PyTorch's direct convolution) unless a WinogradScope enabled the fast
-// algorithms on this thread and the convolution qualifies:
+// Which algorithm runs each convolution of a model (train.conv_algorithm, issue 11). First,
+// on any device, dtype and algorithm: a 3×3 with dilation d and padding d on a map no larger
+// than d in a dimension runs without its outer taps in that dimension, which only ever read
+// zero padding (ASPP's rate 18 on 224 px crops' 14×14 maps, every rate at 96 px). Otherwise
+// the module's own forward (PyTorch's direct convolution) unless a WinogradScope enabled the
+// fast algorithms on this thread and the convolution qualifies:
 // - 3×3, stride 1, padding 1: Winograd (compute/winograd.h);
 // - 3×3 with dilation d and padding d where only part of the products read the image (at
 //   most kTapGemmShare*, ASPP's branches): one GEMM per tap over the pixels it reads the
@@ -30,12 +33,13 @@ namespace cp2::compute {
 constexpr double kTapGemmShareNhwc = 0.8;
 constexpr double kTapGemmShareNchw = 0.5;
 
-// What conv2d does with `conv` on `x` on this thread (WinogradScope): the module's forward,
-// tap GEMMs, Winograd, or Winograd over the d² sub-grids (where winograd_runs() says the
-// kernels run Winograd for the shape, compute/winograd.h).
-enum class ConvPath { module, taps, winograd, winograd_subgrids };
+// What conv2d does with `conv` on `x` on this thread (WinogradScope): the centre row, column
+// or tap alone, the module's forward, tap GEMMs, Winograd, or Winograd over the d² sub-grids
+// (where winograd_runs() says the kernels run Winograd for the shape, compute/winograd.h).
+enum class ConvPath { centre_taps, module, taps, winograd, winograd_subgrids };
 ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
-const char* conv_path_name(ConvPath p);  // "direct", "tap GEMMs", "Winograd", "Winograd sub-grids"
+// "centre taps", "direct", "tap GEMMs", "Winograd", "Winograd sub-grids"
+const char* conv_path_name(ConvPath p);
 
 at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
 

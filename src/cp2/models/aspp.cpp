@@ -1,6 +1,5 @@
 #include "cp2/models/aspp.h"
 
-#include <torch/nn/functional/conv.h>
 #include <torch/nn/functional/upsampling.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/pooling.h>
@@ -25,35 +24,12 @@ void ASPPHeadOptions::validate() const {
 }
 
 ConvModuleImpl::ConvModuleImpl(int64_t in, int64_t out, int64_t k, int64_t pad, int64_t dil)
-    : k_(k), pad_(pad), dil_(dil), conv(register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, k).padding(pad).dilation(dil).bias(false)))),
+    : conv(register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, k).padding(pad).dilation(dil).bias(false)))),
       bn(register_module("bn", SyncableBatchNorm2d(out))) {}
 
-torch::Tensor ConvModuleImpl::forward(torch::Tensor x) { return torch::relu(bn(conv_forward(x))); }
-
-// A 3x3 conv with dilation d and padding d on a map no larger than d in a dimension
-// only ever reads zero padding with its outer taps in that dimension (ASPP's rate 18 on
-// 14x14 maps at 224 px; every rate at 96 px). Dropping those taps gives the same sums
-// (minus additions of exact zeros) and the same gradients (the dropped taps' gradient is
-// exactly zero either way) at up to 9x less work. Rates that read the image in part (6
-// and 12 at 224 px) go to compute::conv2d, which runs them as tap GEMMs under the fast
-// algorithms (compute/dilated.h).
-torch::Tensor ConvModuleImpl::conv_forward(const torch::Tensor& x) {
-  // Own settings rather than conv->options: its padding is a variant whose type differs
-  // between LibTorch 1.13 and 2.x.
-  const int64_t d = dil_;
-  if (k_ != 3 || d <= 1 || pad_ != d) return compute::conv2d(*conv, x);
-  const bool rows = d >= x.size(2), cols = d >= x.size(3);
-  if (!rows && !cols) return compute::conv2d(*conv, x);
-  namespace F = torch::nn::functional;
-  using torch::indexing::Slice;
-  const auto& w = conv->weight;
-  if (rows && cols) return F::conv2d(x, w.index({Slice(), Slice(), Slice(1, 2), Slice(1, 2)}));
-  if (rows)
-    return F::conv2d(x, w.index({Slice(), Slice(), Slice(1, 2), Slice()}),
-                     F::Conv2dFuncOptions().padding({0, d}).dilation({1, d}));
-  return F::conv2d(x, w.index({Slice(), Slice(), Slice(), Slice(1, 2)}),
-                   F::Conv2dFuncOptions().padding({d, 0}).dilation({d, 1}));
-}
+// compute::conv2d drops the taps that only read padding (ASPP's rates on small maps) and runs
+// rates that read the image in part as tap GEMMs under the fast algorithms (compute/conv.h).
+torch::Tensor ConvModuleImpl::forward(torch::Tensor x) { return torch::relu(bn(compute::conv2d(*conv, x))); }
 
 ASPPHeadImpl::ASPPHeadImpl(const ASPPHeadOptions& opt) : opt_(opt) {
   opt_.validate();

@@ -31,15 +31,8 @@ class ConvModuleImpl : public torch::nn::Module {
   ConvModuleImpl(int64_t in, int64_t out, int64_t k, int64_t pad, int64_t dil);
   torch::Tensor forward(torch::Tensor x);
 
- private:
-  int64_t k_, pad_, dil_;  // stride 1, square kernel, as mmseg's ASPP modules
-
- public:
   torch::nn::Conv2d conv{nullptr};
   SyncableBatchNorm2d bn{nullptr};
-
- private:
-  torch::Tensor conv_forward(const torch::Tensor& x);
 };
 TORCH_MODULE(ConvModule);
 
