@@ -135,7 +135,8 @@ TEST(AsppConv, PrunedTapsEqualPlainConvolution) {
   torch::manual_seed(3);
   for (int64_t d : {2, 6, 12, 18})
     for (auto hw : std::vector<std::pair<int64_t, int64_t>>{{5, 6}, {14, 14}, {10, 23}, {40, 40}}) {
-      models::ConvModule m(16, 8, 3, d, d);
+      // 16 output channels: see DilatedTaps.CentreTapsWhereOuterTapsReadOnlyPadding.
+      models::ConvModule m(16, 16, 3, d, d);
       auto x = torch::randn({2, 16, hw.first, hw.second}, torch::requires_grad());
       auto y = m->forward(x);  // tap sums where they save work
       auto gy = torch::randn_like(y);

@@ -40,6 +40,21 @@ std::string first_line(const std::string& s) {
   return nl == std::string::npos ? s : s.substr(0, nl);
 }
 
+// LibTorch 2.4 and later ask for the libuv store backend by default, and builds without libuv
+// refuse it ("use_libuv was requested but PyTorch was build without libuv support": Debian
+// 13's 2.6, measured): there the store falls back to the classic backend.
+c10::intrusive_ptr<c10d::TCPStore> tcp_store(const std::string& host, c10d::TCPStoreOptions o) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(host, o);
+  } catch (const std::exception& e) {
+    if (!o.useLibUV || std::string(e.what()).find("libuv") == std::string::npos) throw;
+    o.useLibUV = false;
+  }
+#endif
+  return c10::make_intrusive<c10d::TCPStore>(host, o);
+}
+
 // A rank's pulse: a thread with its own store connection bumps `cp2/alive/<rank>` four times a
 // second. A killed or stopped process stops pulsing, so a peer whose collective failed
 // can name it even when it had already entered that collective (Gloo only reports a reset
@@ -99,14 +114,14 @@ class C10dComm final : public Comm {
     const std::string where = l.master_addr + ":" + std::to_string(l.master_port);
     const std::string prefix = std::string("cp2/attempt_") + (restart && *restart ? restart : "0");
     try {
-      auto tcp = c10::make_intrusive<c10d::TCPStore>(l.master_addr, so);
+      auto tcp = tcp_store(l.master_addr, so);
       store_ = c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);
       // The heartbeat's own client connection (a TCPStore client is one socket).
       c10d::TCPStoreOptions co = so;
       co.isServer = false;
       co.waitWorkers = false;
       co.timeout = std::chrono::seconds(10);
-      auto pulse = c10::make_intrusive<c10d::TCPStore>(l.master_addr, co);
+      auto pulse = tcp_store(l.master_addr, co);
       heartbeat_ = std::make_unique<Heartbeat>(c10::make_intrusive<c10d::PrefixStore>(prefix, pulse), l.rank);
     } catch (const std::exception& e) {
       const std::string what = first_line(e.what());

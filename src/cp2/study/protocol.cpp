@@ -373,7 +373,8 @@ StudyResult run_ablate(const AblateOptions& o) {
     r.label = d->label;
     r.qt = *d->mode;
     if (r.qt) {
-      const auto& m = pretrain::mode_spec(d->mode);
+      // A copy: GCC 14 (-Wdangling-reference) takes a reference for one into the temporary string.
+      const auto m = pretrain::mode_spec(d->mode);
       r.copy_paste = m.copy_paste, r.dense = m.dense, r.instance = m.instance;
     }
     r.paper = d->paper;
