@@ -283,14 +283,13 @@ TEST(Dist, LaunchedRunsFinishAndResumeInOneProcess) {
 }
 
 // PyTorch's own launcher starts the same run (its agent hosts the store: every cp2 rank is
-// a client). Debian's torchrun 1.13 needs -r 1 -t 1 under Python 3.11; Debian 13's torchrun
-// 2.6 needs USE_LIBUV=0 (its agent's store asks for libuv, which that build lacks).
+// a client). Debian's torchrun 1.13 needs -r 1 -t 1 under Python 3.11.
 TEST(Dist, TorchrunRunsTheSameStepsAsCp2Launch) {
   const auto dir = temp_dir("dist_torchrun");
   const auto images = synth_images("dist_torchrun_images", 16, 48, 48, 5);
   const std::string args = std::string(CP2_BINARY) + " pretrain --data " + images +
                            " --arch 18 --size 32 --batch 4 --queue 16 --workers 1 --threads 1 --epochs 1 --out ";
-  const auto t = sh("cd " + dir + " && USE_LIBUV=0 /usr/bin/torchrun --no_python -r 1 -t 1 --nproc_per_node 2 " + args + dir +
+  const auto t = sh("cd " + dir + " && /usr/bin/torchrun --no_python -r 1 -t 1 --nproc_per_node 2 " + args + dir +
                     "/torchrun 2>&1; echo rc=$?");
   ASSERT_NE(t.find("rc=0"), std::string::npos) << t;
   auto r = run_cli("launch --nproc 2 -- " + args.substr(args.find("pretrain")) + dir + "/launch");
