@@ -356,8 +356,8 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
         torch::manual_seed(5);
         // 32 output channels: the direct reference's input gradient is wrong in Debian 13's
         // LibTorch 2.6 for output channels that are not a multiple of 16 (see
-        // DilatedTaps.CentreTapsWhereOuterTapsReadOnlyPadding); Winograd.OwnKernelsTileEdges-
-        // AndChannelCounts covers other counts.
+        // DilatedTaps.CentreTapsWhereOuterTapsReadOnlyPadding); other counts are covered by
+        // Winograd.OwnKernelsTileEdgesAndChannelCounts.
         torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 32, 3).padding(d).dilation(d).bias(false));
         auto x0 = torch::randn({3, 16, 12, 20});
         if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
