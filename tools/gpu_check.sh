@@ -1,47 +1,81 @@
 #!/bin/bash
 # The GPU path's short check (issue 11 §6), for a machine with a CUDA GPU, a C++ compiler,
 # CMake and PyTorch (its LibTorch is what cp2 builds against; nothing else is needed):
-#   1. builds cp2's LibTorch-only core and cp2_gpu_check (cmake -DCP2_CORE_ONLY=ON);
-#   2. writes the CP² step parity fixtures on the CPU (tools/make_parity_fixtures.py);
-#   3. cp2_gpu_check: loss parity on CUDA (TF32 off), then the R50-ASPP@224 model step in
+#   1. builds cp2's LibTorch-only core and cp2_gpu_check (cmake -DCP2_CORE_ONLY=ON), while
+#      tools/make_parity_fixtures.py writes the CP² step parity fixtures on the CPU;
+#   2. cp2_gpu_check: loss parity on CUDA (TF32 off), then the R50-ASPP@224 model step in
 #      img/s at batch 32 and 64, fp32 and AMP bf16 with channels-last off and on, and AMP
-#      fp16 (dynamic loss scaling) channels-last;
-#   4. the same step in PyTorch on the same card (tools/cp2_reference.py's model and loss).
-# Budget: about 8 minutes. Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3)
-set -euo pipefail
+#      fp16 (dynamic loss scaling) channels-last, with the peak device memory of each;
+#   3. the same step in PyTorch on the same card (tools/cp2_reference.py's model and loss),
+#      also when the build failed, so that one run always yields the reference's figures.
+# Both sides time as the authors' runs do: cuDNN autotuning on (CP2 main.py sets
+# cudnn.benchmark = True), TF32 for convolutions (PyTorch's default), not for matmuls.
+# Budget: about 8 minutes. Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3,
+# STEPS=10; logs go to $OUT when it is set, else next to the build dir).
+set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${1:-/tmp/cp2_gpu_build}
 PY=${PYTHON:-python3}
 STEPS=${STEPS:-10}
+LOG=${OUT:-$B.logs}
+mkdir -p "$B" "$LOG"
 t0=$(date +%s)
-echo "== machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi'); $(nproc) cores"
-# A CUDA LibTorch's CMake config enables CMake's CUDA language, which needs nvcc: take it from
-# CUDA_HOME or /usr/local/cuda when it is not on PATH.
+el() { echo "$(( $(date +%s) - t0 )) s"; }
+echo "== machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi'); $(nproc) cores; $(g++ --version | head -1); $(cmake --version | head -1)"
+# A CUDA LibTorch's CMake config looks for the CUDA toolkit (nvcc): take it from CUDA_HOME
+# or /usr/local/cuda when it is not on PATH.
 if ! command -v nvcc > /dev/null; then
   for d in "${CUDA_HOME:-}" /usr/local/cuda; do
     if [ -n "$d" ] && [ -x "$d/bin/nvcc" ]; then export PATH="$d/bin:$PATH"; break; fi
   done
 fi
-NVCC=$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo "not found (CMake's configure step says what is missing)")
-echo "== nvcc: $NVCC"
-PREFIX=$($PY -c 'import torch;print(torch.utils.cmake_prefix_path)')
-$PY -c 'import torch;print("== PyTorch", torch.__version__, "CUDA", torch.version.cuda, "available", torch.cuda.is_available())'
-cmake -S "$ROOT" -B "$B" -DCP2_CORE_ONLY=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" > "$B.cmake.log" 2>&1 \
-  || { tail -60 "$B.cmake.log"; exit 1; }
-cmake --build "$B" -j"$(nproc)" > "$B.build.log" 2>&1 || { grep -E "error|Error" -A3 "$B.build.log" | head -60; exit 1; }
-echo "== built in $(( $(date +%s) - t0 )) s"
-$PY "$ROOT/tools/make_parity_fixtures.py" --out "$B/fixtures" --only-cp2-step
-rc=0
-"$B/cp2_gpu_check" --fixtures "$B/fixtures" --device cuda --steps "$STEPS" || rc=$?
-echo "== cp2 done at $(( $(date +%s) - t0 )) s (exit $rc)"
-$PY - "$ROOT/tools" "$STEPS" <<'PY'
+echo "== nvcc: $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo "not found (CMake's configure step says what is missing)")"
+read -r PREFIX ARCH < <($PY -c 'import torch
+c = torch.cuda.get_device_capability() if torch.cuda.is_available() else (0, 0)
+print(torch.utils.cmake_prefix_path, "%d.%d" % c)') || { echo "error: $PY cannot import torch"; exit 1; }
+$PY -c 'import torch;print("== PyTorch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version(), "available", torch.cuda.is_available())'
+# The card's own architecture, so that LibTorch's CMake config need not detect it.
+[ "$ARCH" != "0.0" ] && export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$ARCH}
+
+# The fixtures are written on the CPU while the build runs (an independent computation:
+# PyTorch on the CPU, cp2 on the GPU).
+(nice -n 10 $PY "$ROOT/tools/make_parity_fixtures.py" --out "$B/fixtures" --only-cp2-step > "$LOG/fixtures.log" 2>&1
+ echo $? > "$B/fixtures.rc") &
+FX=$!
+GEN=() KEEP=(-k)
+if command -v ninja > /dev/null; then GEN=(-G Ninja); KEEP=(-k 0); fi
+built=0
+if cmake -S "$ROOT" -B "$B" "${GEN[@]}" -DCP2_CORE_ONLY=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
+     > "$LOG/cmake.log" 2>&1; then
+  grep -E "cp2: LibTorch|CUDA detected|Found CUDAToolkit" "$LOG/cmake.log" | sed 's/^/   /'
+  if cmake --build "$B" -j"$(nproc)" -- "${KEEP[@]}" > "$LOG/build.log" 2>&1; then
+    built=1
+    echo "== built in $(el)"
+  else
+    echo "== BUILD FAILED after $(el); the errors:"
+    grep -E "error|Error|undefined reference" -A3 "$LOG/build.log" | head -80
+  fi
+else
+  echo "== CONFIGURE FAILED after $(el):"; tail -60 "$LOG/cmake.log"
+fi
+wait $FX
+echo "== fixtures: exit $(cat "$B/fixtures.rc"), $(tail -1 "$LOG/fixtures.log")"
+rc=1
+if [ $built = 1 ]; then
+  rc=0
+  "$B/cp2_gpu_check" --fixtures "$B/fixtures" --device cuda --steps "$STEPS" 2>&1 | tee "$LOG/cp2.log" || rc=$?
+  echo "== cp2 done at $(el) (exit $rc)"
+fi
+PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
 import sys, time, torch
 sys.path.insert(0, sys.argv[1])
 import cp2_reference as ref
 steps, dev, S, K = int(sys.argv[2]), "cuda", 224, 65536
+torch.backends.cudnn.benchmark = True       # the authors' main.py
 torch.backends.cudnn.allow_tf32 = True      # PyTorch's defaults for a user's run
 torch.backends.cuda.matmul.allow_tf32 = False
 print(f"[torch] R50-ASPP@{S}, K {K}, {steps} timed steps after 3 warm-up (img/s), PyTorch {torch.__version__}")
+Scaler = torch.amp.GradScaler if hasattr(torch.amp, "GradScaler") else None
 for batch in (32, 64):
     for amp in (None, torch.bfloat16, torch.float16):
         for cl in (False, True):
@@ -49,6 +83,7 @@ for batch in (32, 64):
                 continue
             q = k = opt = scaler = None  # so that a failure before they exist frees what does
             try:
+                torch.cuda.reset_peak_memory_stats()
                 q, k = ref.Segmentor(50, 16).to(dev), ref.Segmentor(50, 16).to(dev)
                 k.load_state_dict(q.state_dict())
                 for p in k.parameters():
@@ -59,7 +94,8 @@ for batch in (32, 64):
                 queue = torch.nn.functional.normalize(torch.randn(128, K, device=dev), dim=0)
                 ptr = torch.zeros(1, dtype=torch.long)
                 opt = torch.optim.SGD(q.parameters(), lr=0.03 * batch / 256, momentum=0.9, weight_decay=1e-4)
-                scaler = torch.cuda.amp.GradScaler(enabled=amp == torch.float16)
+                fp16 = amp == torch.float16
+                scaler = Scaler("cuda", enabled=fp16) if Scaler else torch.cuda.amp.GradScaler(enabled=fp16)
                 fmt = torch.channels_last if cl else torch.contiguous_format
                 mask = torch.zeros(batch, S, S, device=dev)
                 mask[:, S // 8:S - S // 8, S // 8:S - S // 8] = 1
@@ -83,13 +119,16 @@ for batch in (32, 64):
                 for _ in range(steps):
                     step()
                 torch.cuda.synchronize()
-                r = f"{steps * batch / (time.time() - t):9.2f} img/s"
-            except RuntimeError as e:
+                r = f"{steps * batch / (time.time() - t):9.2f} img/s {torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB peak"
+            except Exception as e:  # out of memory, or an API this PyTorch lacks
                 r = "failed: " + str(e).splitlines()[0]
             label = {None: "fp32", torch.bfloat16: "AMP bf16", torch.float16: "AMP fp16"}[amp]
             print(f"[torch] batch {batch:3d} {label:9s} {'channels-last' if cl else 'NCHW':13s} {r}", flush=True)
             q = k = opt = scaler = None
             torch.cuda.empty_cache()
 PY
-echo "== all done in $(( $(date +%s) - t0 )) s"
+echo "== all done in $(el)"
+echo "== summary"
+grep -h "^\[parity\]" "$LOG/cp2.log" 2>/dev/null
+paste -d'\n' <(grep -h "^\[step\] batch" "$LOG/cp2.log" 2>/dev/null) <(grep -h "^\[torch\] batch" "$LOG/torch.log")
 exit $rc

@@ -23,6 +23,9 @@
 #include "cp2/io/checkpoint.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/pretrain/step.h"
+#ifdef CP2_GPU_CHECK_CUDA  // CMake defines it where the LibTorch has CUDA (torch_cuda)
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace {
 
@@ -73,6 +76,21 @@ void sync(const torch::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize();
 }
 
+// Peak bytes the caching allocator handed out since the last reset, as PyTorch's
+// torch.cuda.max_memory_allocated() (-1 where not known: CPU, or a LibTorch without CUDA).
+int64_t peak_device_bytes(const torch::Device& d, bool reset) {
+#ifdef CP2_GPU_CHECK_CUDA
+  if (d.is_cuda()) {
+    const c10::DeviceIndex i = d.has_index() ? d.index() : 0;
+    if (reset) c10::cuda::CUDACachingAllocator::resetPeakStats(i);
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(i).allocated_bytes[0].peak;  // [0]: all pools
+  }
+#endif
+  (void)d;
+  (void)reset;
+  return -1;
+}
+
 double rel(const at::Tensor& a, const at::Tensor& b) {
   return std::abs(a.item<double>() - b.item<double>()) / std::max(std::abs(b.item<double>()), 1e-30);
 }
@@ -117,8 +135,9 @@ bool parity(const Args& a, const torch::Device& dev) {
 // (train.precision bf16|fp16 / train.channels_last: autocast around the encoders only; fp16
 // with dynamic loss scaling, as train.loss_scale: auto).
 std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, const std::string& precision,
-                      bool channels_last, double& img_s, double& gflops) {
+                      bool channels_last, double& img_s, double& gflops, double& peak_gib) {
   try {
+    peak_device_bytes(dev, /*reset=*/true);
     pretrain::CP2Options o;
     o.encoder.backbone.depth = a.arch;
     o.queue_size = a.queue;
@@ -150,6 +169,7 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
     sync(dev);
     img_s = a.steps * batch / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     gflops = fl.per_img * img_s / 1e9;
+    peak_gib = peak_device_bytes(dev, false) / double(1 << 30);
     return "";
   } catch (const std::exception& e) {
     std::string w = e.what();
@@ -170,8 +190,10 @@ int main(int argc, char** argv) {
     at::globalContext().setAllowTF32CuDNN(false);
     std::printf("cp2_gpu_check: LibTorch %s, device %s\n", TORCH_VERSION, dev.str().c_str());
     const bool ok = parity(a, dev);
-    // Timing as a user's run would: TF32 allowed for fp32 convolutions (PyTorch's default).
+    // Timing as a user's run would: TF32 allowed for fp32 convolutions (PyTorch's default),
+    // cuDNN autotuning on (the authors' main.py: cudnn.benchmark = True; train::parse_device).
     at::globalContext().setAllowTF32CuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(true);
     std::printf("[step] R%d-ASPP@%d, K %lld, %d timed steps after %d warm-up (img/s)\n", a.arch, a.size,
                 static_cast<long long>(a.queue), a.steps, a.warmup);
     for (int64_t batch : a.batches)
@@ -180,11 +202,13 @@ int main(int argc, char** argv) {
           // AMP fp16 in its usual layout only (time budget), and on CUDA only (train.precision's rule).
           if (precision == "fp16" && (!cl || !dev.is_cuda())) continue;
           const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
-          double ips = 0, gflops = 0;
-          const auto err = time_step(a, dev, batch, precision, cl, ips, gflops);
+          double ips = 0, gflops = 0, peak = -1;
+          const auto err = time_step(a, dev, batch, precision, cl, ips, gflops, peak);
+          char mem[48] = "";
+          if (peak >= 0) std::snprintf(mem, sizeof mem, " %6.1f GiB peak", peak);
           if (err.empty())
-            std::printf("[step] batch %3lld %-9s %-13s %9.2f img/s %9.1f GFLOP/s\n", static_cast<long long>(batch),
-                        label.c_str(), cl ? "channels-last" : "NCHW", ips, gflops);
+            std::printf("[step] batch %3lld %-9s %-13s %9.2f img/s %9.1f GFLOP/s%s\n", static_cast<long long>(batch),
+                        label.c_str(), cl ? "channels-last" : "NCHW", ips, gflops, mem);
           else
             std::printf("[step] batch %3lld %-9s %-13s failed: %s\n", static_cast<long long>(batch), label.c_str(),
                         cl ? "channels-last" : "NCHW", err.c_str());

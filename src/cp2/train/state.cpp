@@ -20,6 +20,9 @@ c10::Device parse_device(const std::string& s, const std::string& key) {
   }
   if (d->is_cuda() && !torch::cuda::is_available())
     throw Error(key + ": '" + s + "' requested but this LibTorch build has no usable CUDA device");
+  // cuDNN picks each convolution's algorithm by timing them once per shape, as the authors'
+  // runs do (CP2 main.py: cudnn.benchmark = True; configs/config_finetune.py: cudnn_benchmark = True).
+  if (d->is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
   return *d;
 }
 
