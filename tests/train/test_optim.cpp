@@ -36,6 +36,52 @@ TEST(OptimParity, SgdAndAdamWMatchTorchOptim) {
   }
 }
 
+// The multi-tensor SGD against torch.optim.SGD's per-tensor form (_single_tensor_sgd), bit for
+// bit: weight decay on and off, momentum on and off, a channels-last parameter, and a
+// parameter whose gradient appears only from the second step (its buffer starts there while
+// the others' continue).
+TEST(Optim, SgdMultiTensorEqualsPerTensorBitForBit) {
+  for (double wd : {1e-4, 0.0})
+    for (double momentum : {0.9, 0.0}) {
+      OptimOptions o;
+      o.name = "sgd";
+      o.weight_decay = wd;
+      o.momentum = momentum;
+      torch::manual_seed(7);
+      std::vector<at::Tensor> init{torch::randn({8, 3, 3, 3}), torch::randn({8, 4, 2, 3}), torch::randn({5}),
+                                   torch::randn({3, 7})};
+      init[1] = init[1].contiguous(at::MemoryFormat::ChannelsLast);
+      NamedTensors ps;
+      std::vector<at::Tensor> ref, buf(init.size());
+      for (size_t i = 0; i < init.size(); ++i) {
+        ps.emplace_back("p" + std::to_string(i), init[i].clone(init[i].suggest_memory_format()).set_requires_grad(true));
+        ref.push_back(init[i].clone(init[i].suggest_memory_format()));
+      }
+      Optimizer opt(ps, o);
+      for (int s = 0; s < 4; ++s) {
+        const double lr = 0.1 / (s + 1);
+        for (size_t i = 0; i < init.size(); ++i) {
+          if (i == 3 && s == 0) continue;  // no gradient yet
+          auto g = torch::randn_like(init[i]);
+          ps[i].second.mutable_grad() = g.clone(g.suggest_memory_format());
+          // The per-tensor update, written out.
+          if (wd != 0) g = g.add(ref[i], wd);
+          if (momentum != 0) {
+            buf[i] = buf[i].defined() ? buf[i].mul_(momentum).add_(g) : g.clone();
+            g = buf[i];
+          }
+          ref[i].add_(g, -lr);
+        }
+        opt.step(lr);
+        opt.zero_grad();
+      }
+      for (size_t i = 0; i < init.size(); ++i)
+        EXPECT_TRUE(torch::equal(ps[i].second.detach(), ref[i])) << "wd " << wd << " momentum " << momentum << " p" << i;
+      EXPECT_EQ(ps[1].second.suggest_memory_format(), at::MemoryFormat::ChannelsLast);
+      EXPECT_EQ(opt.state().size(), momentum != 0 ? init.size() + 1 : 1u);  // buffers + "step"
+    }
+}
+
 TEST(Optim, StateRoundTripContinuesIdentically) {
   for (std::string name : {"sgd", "adamw"}) {
     OptimOptions o;

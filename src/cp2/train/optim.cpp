@@ -82,6 +82,42 @@ void Optimizer::skip_step() {
                 " steps skipped): the model diverged or overflows in its forward pass");
 }
 
+// torch.optim.SGD as its foreach form (PyTorch 2.x's default on CUDA): a few multi-tensor ops
+// over all parameters instead of up to four launches per tensor, which on a GPU is host time
+// (docs/benchmarks.md, "GPU"). Elementwise it is the per-tensor arithmetic, g + wd·p, then
+// buf·m + g (the first step: buf = g), then p − lr·buf: on the CPU bit for bit (tested).
+void Optimizer::sgd_step(double lr) {
+  std::vector<at::Tensor> ps, gs, bufs;
+  std::vector<size_t> idx;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].second.grad().defined()) {
+      ps.push_back(params_[i].second);
+      gs.push_back(params_[i].second.grad());
+      idx.push_back(i);
+    }
+  if (ps.empty()) return;
+  if (opt_.weight_decay != 0) gs = at::_foreach_add(gs, ps, opt_.weight_decay);
+  if (opt_.momentum != 0) {
+    std::vector<at::Tensor> old, old_g;
+    for (size_t j = 0; j < idx.size(); ++j) {
+      auto& b = buf1_[idx[j]];
+      if (!b.defined()) {
+        b = gs[j].clone();
+      } else {
+        old.push_back(b);
+        old_g.push_back(gs[j]);
+      }
+      bufs.push_back(b);
+    }
+    if (!old.empty()) {
+      at::_foreach_mul_(old, opt_.momentum);
+      at::_foreach_add_(old, old_g);
+    }
+    gs = std::move(bufs);
+  }
+  at::_foreach_add_(ps, gs, -lr);
+}
+
 bool Optimizer::step(double lr) {
   torch::NoGradGuard ng;
   if (scaling_) {
@@ -95,32 +131,26 @@ bool Optimizer::step(double lr) {
     }
   }
   ++steps_;
-  const bool sgd = opt_.name == "sgd";
+  if (opt_.name == "sgd") {
+    sgd_step(lr);
+    return true;
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
     if (!p.grad().defined()) continue;
-    auto g = p.grad();
-    if (sgd) {
-      if (opt_.weight_decay != 0) g = g.add(p, opt_.weight_decay);
-      if (opt_.momentum != 0) {
-        if (!buf1_[i].defined()) buf1_[i] = g.clone();
-        else buf1_[i].mul_(opt_.momentum).add_(g);
-        g = buf1_[i];
-      }
-      p.add_(g, -lr);
-    } else {
-      p.mul_(1 - lr * opt_.weight_decay);
-      if (!buf1_[i].defined()) {
-        buf1_[i] = torch::zeros_like(p);
-        buf2_[i] = torch::zeros_like(p);
-      }
-      buf1_[i].mul_(opt_.beta1).add_(g, 1 - opt_.beta1);
-      buf2_[i].mul_(opt_.beta2).addcmul_(g, g, 1 - opt_.beta2);
-      const double bc1 = 1 - std::pow(opt_.beta1, static_cast<double>(steps_));
-      const double bc2 = 1 - std::pow(opt_.beta2, static_cast<double>(steps_));
-      auto denom = (buf2_[i].sqrt() / std::sqrt(bc2)).add_(opt_.eps);
-      p.addcdiv_(buf1_[i], denom, -lr / bc1);
+    const auto& g = p.grad();
+    // AdamW (decoupled weight decay), as torch.optim.AdamW.
+    p.mul_(1 - lr * opt_.weight_decay);
+    if (!buf1_[i].defined()) {
+      buf1_[i] = torch::zeros_like(p);
+      buf2_[i] = torch::zeros_like(p);
     }
+    buf1_[i].mul_(opt_.beta1).add_(g, 1 - opt_.beta1);
+    buf2_[i].mul_(opt_.beta2).addcmul_(g, g, 1 - opt_.beta2);
+    const double bc1 = 1 - std::pow(opt_.beta1, static_cast<double>(steps_));
+    const double bc2 = 1 - std::pow(opt_.beta2, static_cast<double>(steps_));
+    auto denom = (buf2_[i].sqrt() / std::sqrt(bc2)).add_(opt_.eps);
+    p.addcdiv_(buf1_[i], denom, -lr / bc1);
   }
   return true;
 }

@@ -72,6 +72,7 @@ class Optimizer {
   double scale_ = 1.0;
   int64_t growth_interval_ = 0, growth_ = 0, skipped_ = 0;
   bool unscale_grads();  // true when every gradient is finite
+  void sgd_step(double lr);
 };
 
 // The update after a training step's forward pass (pretraining's and finetuning's alike): a
