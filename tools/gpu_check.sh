@@ -3,9 +3,10 @@
 # CMake and PyTorch (its LibTorch is what cp2 builds against; nothing else is needed):
 #   1. builds cp2's LibTorch-only core and cp2_gpu_check (cmake -DCP2_CORE_ONLY=ON), while
 #      tools/make_parity_fixtures.py writes the CP² step parity fixtures on the CPU;
-#   2. cp2_gpu_check: loss parity on CUDA (TF32 off), then the R50-ASPP@224 model step in
-#      img/s at batch 32 and 64, fp32 and AMP bf16 with channels-last off and on, and AMP
-#      fp16 (dynamic loss scaling) channels-last, with the peak device memory of each;
+#   2. cp2_gpu_check: loss parity on CUDA (TF32 off) and the CUDA-graph step against the eager
+#      one, then the R50-ASPP@224 model step in img/s at batch 32 and 64, fp32 and AMP bf16
+#      with channels-last off and on, each eager and as a CUDA graph, and AMP fp16 (dynamic
+#      loss scaling) channels-last, with the peak device memory of each;
 #   3. the same step in PyTorch on the same card (tools/cp2_reference.py's model and loss),
 #      also when the build failed, so that one run always yields the reference's figures.
 # Both sides time as the authors' runs do: cuDNN autotuning on (CP2 main.py sets
@@ -129,6 +130,7 @@ for batch in (32, 64):
 PY
 echo "== all done in $(el)"
 echo "== summary"
-grep -h "^\[parity\]" "$LOG/cp2.log" 2>/dev/null
-paste -d'\n' <(grep -h "^\[step\] batch" "$LOG/cp2.log" 2>/dev/null) <(grep -h "^\[torch\] batch" "$LOG/torch.log")
+grep -h "^\[parity\]\|^\[graph\]" "$LOG/cp2.log" 2>/dev/null
+paste -d'\n' <(grep -h "^\[step\] batch" "$LOG/cp2.log" 2>/dev/null | grep -v " graph ") <(grep -h "^\[torch\] batch" "$LOG/torch.log")
+grep -h "^\[step\] batch.* graph " "$LOG/cp2.log" 2>/dev/null
 exit $rc

@@ -4,16 +4,21 @@
 //  1. loss parity on the device: the CP² step fixtures of tools/make_parity_fixtures.py
 //     (written on the CPU by an independent PyTorch computation) against cp2's forward on
 //     --device, TF32 off; losses within 1e-4 relative, accuracies equal.
+//     On CUDA also the CUDA-graph step (pretrain/graph_step.h) against the eager one.
 //  2. the R50-ASPP@224 model step (momentum update, both encoders, losses, backward, SGD,
 //     enqueue; K 65536) in images/s at each --batches: fp32 and AMP bf16 (autocast) with
-//     channels-last off and on, AMP fp16 (dynamic loss scaling) channels-last.
+//     channels-last off and on, each eager and (on CUDA) as a CUDA graph, and AMP fp16
+//     (dynamic loss scaling) channels-last, eager.
 // Exit status 1 when a parity check fails.
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,8 +27,9 @@
 #include "cp2/compute/flops.h"
 #include "cp2/io/checkpoint.h"
 #include "cp2/pretrain/state_io.h"
+#include "cp2/pretrain/graph_step.h"
 #include "cp2/pretrain/step.h"
-#ifdef CP2_GPU_CHECK_CUDA  // CMake defines it where the LibTorch has CUDA (torch_cuda)
+#ifdef CP2_WITH_CUDA  // CMake defines it where the LibTorch has CUDA (torch_cuda)
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
@@ -79,7 +85,7 @@ void sync(const torch::Device& d) {
 // Peak bytes the caching allocator handed out since the last reset, as PyTorch's
 // torch.cuda.max_memory_allocated() (-1 where not known: CPU, or a LibTorch without CUDA).
 int64_t peak_device_bytes(const torch::Device& d, bool reset) {
-#ifdef CP2_GPU_CHECK_CUDA
+#ifdef CP2_WITH_CUDA
   if (d.is_cuda()) {
     const c10::DeviceIndex i = d.has_index() ? d.index() : 0;
     if (reset) c10::cuda::CUDACachingAllocator::resetPeakStats(i);
@@ -130,12 +136,73 @@ bool parity(const Args& a, const torch::Device& dev) {
   return ok;
 }
 
+// Part 1b: the CUDA-graph step against the eager one, R18-ASPP@96, batch 8, K 256, fp32 with
+// TF32 off and deterministic cuDNN: two identical models, one eager for 4 steps, the other
+// eager once then 3 replays of its captured step; losses, query weights and queues compared.
+bool graph_parity(const torch::Device& dev) {
+  try {
+    const bool det = at::globalContext().deterministicCuDNN(), bench = at::globalContext().benchmarkCuDNN();
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
+    pretrain::CP2Options o;
+    o.encoder.backbone.depth = 18;
+    o.queue_size = 256;
+    auto make = [&] {
+      auto m = pretrain::make_model(o, 3);
+      m->to(dev);
+      m->train();
+      return m;
+    };
+    auto ma = make(), mb = make();
+    train::OptimOptions oo;
+    train::Optimizer oa(pretrain::query_parameters(*ma), oo), ob(pretrain::query_parameters(*mb), oo);
+    torch::manual_seed(5);
+    const int64_t N = 8, S = 96;
+    auto mask = (torch::rand({N, S, S}) > 0.4).to(torch::kFloat);
+    data::Batch b{torch::randn({N, 3, S, S}).to(dev), torch::randn({N, 3, S, S}).to(dev), mask.to(dev),
+                  mask.flip({2}).to(dev)};
+    const double lr = 0.01;
+    double loss_err = 0;
+    std::unique_ptr<pretrain::GraphedStep> g;
+    for (int s = 0; s < 4; ++s) {
+      const auto ra = pretrain::train_step(*ma, oa, b, lr);
+      pretrain::StepResult rb;
+      if (s == 0) {
+        rb = pretrain::train_step(*mb, ob, b, lr);
+        g = std::make_unique<pretrain::GraphedStep>(*mb, ob, b, lr);
+      } else {
+        rb = g->run(b);
+      }
+      loss_err = std::max(loss_err, std::abs(ra.loss - rb.loss) / std::max(std::abs(ra.loss), 1e-30));
+    }
+    double w_err = 0;
+    auto pa = ma->named_parameters(), pb = mb->named_parameters();
+    for (const auto& kv : pa) {
+      const auto d = (kv.value() - pb[kv.key()]).abs().max().item<double>();
+      w_err = std::max(w_err, d / std::max(kv.value().abs().max().item<double>(), 1e-30));
+    }
+    const double q_err = (ma->queue - mb->queue).abs().max().item<double>();
+    const bool ptr_eq = torch::equal(ma->queue_ptr.cpu(), mb->queue_ptr.cpu()) && oa.steps() == ob.steps();
+    at::globalContext().setDeterministicCuDNN(det);
+    at::globalContext().setBenchmarkCuDNN(bench);
+    const bool pass = loss_err <= 1e-5 && w_err <= 1e-5 && q_err <= 1e-5 && ptr_eq;
+    std::printf("[graph] R18-ASPP@96 batch 8: 1 eager + 3 replayed steps vs 4 eager: loss rel %.2e, weights rel "
+                "%.2e, queue abs %.2e, pointers and step counts %s: %s\n",
+                loss_err, w_err, q_err, ptr_eq ? "equal" : "DIFFER", pass ? "PASS" : "FAIL");
+    return pass;
+  } catch (const std::exception& e) {
+    std::string w = e.what();
+    std::printf("[graph] failed: %s\n", w.substr(0, w.find('\n')).c_str());
+    return false;
+  }
+}
+
 // Part 2: one configuration's images/s and nominal GFLOP/s ("" on success, else the
 // error's first line). The model computes in the numerics as `cp2 pretrain` would
 // (train.precision bf16|fp16 / train.channels_last: autocast around the encoders only; fp16
 // with dynamic loss scaling, as train.loss_scale: auto).
 std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, const std::string& precision,
-                      bool channels_last, double& img_s, double& gflops, double& peak_gib) {
+                      bool channels_last, bool graph, double& img_s, double& gflops, double& peak_gib) {
   try {
     peak_device_bytes(dev, /*reset=*/true);
     pretrain::CP2Options o;
@@ -163,9 +230,17 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
     for (int i = 0; i < a.warmup; ++i) step();
     const auto fl = compute::count_step(step, static_cast<double>(batch), dev.str(), n, /*verbose=*/false,
                                         /*probe=*/false);
+    std::unique_ptr<pretrain::GraphedStep> g;
+    if (graph) {
+      g = std::make_unique<pretrain::GraphedStep>(*m, opt, b, lr);
+      for (int i = 0; i < a.warmup; ++i) g->run(b);
+    }
     sync(dev);
     const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < a.steps; ++i) step();
+    for (int i = 0; i < a.steps; ++i) {
+      if (g) g->run(b);  // reads the losses each step, as the eager step does
+      else step();
+    }
     sync(dev);
     img_s = a.steps * batch / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     gflops = fl.per_img * img_s / 1e9;
@@ -189,7 +264,8 @@ int main(int argc, char** argv) {
     at::globalContext().setAllowTF32CuBLAS(false);
     at::globalContext().setAllowTF32CuDNN(false);
     std::printf("cp2_gpu_check: LibTorch %s, device %s\n", TORCH_VERSION, dev.str().c_str());
-    const bool ok = parity(a, dev);
+    bool ok = parity(a, dev);
+    if (dev.is_cuda()) ok = graph_parity(dev) && ok;
     // Timing as a user's run would: TF32 allowed for fp32 convolutions (PyTorch's default),
     // cuDNN autotuning on (the authors' main.py: cudnn.benchmark = True; train::parse_device).
     at::globalContext().setAllowTF32CuDNN(true);
@@ -198,22 +274,26 @@ int main(int argc, char** argv) {
                 static_cast<long long>(a.queue), a.steps, a.warmup);
     for (int64_t batch : a.batches)
       for (const std::string precision : {"fp32", "bf16", "fp16"})
-        for (bool cl : {false, true}) {
-          // AMP fp16 in its usual layout only (time budget), and on CUDA only (train.precision's rule).
-          if (precision == "fp16" && (!cl || !dev.is_cuda())) continue;
-          const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
-          double ips = 0, gflops = 0, peak = -1;
-          const auto err = time_step(a, dev, batch, precision, cl, ips, gflops, peak);
-          char mem[48] = "";
-          if (peak >= 0) std::snprintf(mem, sizeof mem, " %6.1f GiB peak", peak);
-          if (err.empty())
-            std::printf("[step] batch %3lld %-9s %-13s %9.2f img/s %9.1f GFLOP/s%s\n", static_cast<long long>(batch),
-                        label.c_str(), cl ? "channels-last" : "NCHW", ips, gflops, mem);
-          else
-            std::printf("[step] batch %3lld %-9s %-13s failed: %s\n", static_cast<long long>(batch), label.c_str(),
-                        cl ? "channels-last" : "NCHW", err.c_str());
-          std::fflush(stdout);
-        }
+        for (bool cl : {false, true})
+          for (bool graph : {false, true}) {
+            // AMP fp16 in its usual layout only (time budget), and on CUDA only (train.precision's
+            // rule); CUDA graphs on CUDA, without loss scaling (pretrain/graph_step.h).
+            if (precision == "fp16" && (!cl || !dev.is_cuda())) continue;
+            if (graph && (precision == "fp16" || !dev.is_cuda())) continue;
+            const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
+            const std::string layout = std::string(cl ? "channels-last" : "NCHW") + (graph ? " graph" : "");
+            double ips = 0, gflops = 0, peak = -1;
+            const auto err = time_step(a, dev, batch, precision, cl, graph, ips, gflops, peak);
+            char mem[48] = "";
+            if (peak >= 0) std::snprintf(mem, sizeof mem, " %6.1f GiB peak", peak);
+            if (err.empty())
+              std::printf("[step] batch %3lld %-9s %-19s %9.2f img/s %9.1f GFLOP/s%s\n",
+                          static_cast<long long>(batch), label.c_str(), layout.c_str(), ips, gflops, mem);
+            else
+              std::printf("[step] batch %3lld %-9s %-19s failed: %s\n", static_cast<long long>(batch), label.c_str(),
+                          layout.c_str(), err.c_str());
+            std::fflush(stdout);
+          }
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

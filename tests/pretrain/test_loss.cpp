@@ -8,6 +8,7 @@
 
 #include "../helpers.h"
 #include "cp2/pretrain/config.h"
+#include "cp2/pretrain/graph_step.h"
 #include "cp2/pretrain/loss.h"
 #include "cp2/pretrain/state_io.h"
 
@@ -226,6 +227,49 @@ TEST(KeyBn, SplitBnNormalisesEachGroupOfTheKeyBatch) {
   pretrain::CP2Model bad(o);
   cp2::test::expect_error([&] { bad->forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k); },
                           {"key_bn_splits", "batch 4 is not divisible by 3"});
+}
+
+// The logged numbers read later (what a CUDA-graph step does) equal those read at once, and
+// an unread LossParts says what it lacks.
+TEST(LossRead, DeferredReadEqualsImmediate) {
+  torch::manual_seed(11);
+  const int64_t N = 3, D = 16, P = 12, K = 40;
+  auto norm = [](const at::Tensor& t) { return torch::nn::functional::normalize(t, torch::nn::functional::NormalizeFuncOptions().dim(1)); };
+  auto q = norm(torch::randn({N, D, P})), k = norm(torch::randn({N, D, P}));
+  auto mq = (torch::rand({N, P}) > 0.5).to(torch::kFloat), mk = (torch::rand({N, P}) > 0.3).to(torch::kFloat);
+  auto queue = norm(torch::randn({D, K}).t()).t().contiguous();
+  const auto now = pretrain::cp2_loss(q, k, mq, mk, queue, pretrain::LossOptions{});
+  auto later = pretrain::cp2_loss(q, k, mq, mk, queue, pretrain::LossOptions{}, /*read=*/false);
+  EXPECT_EQ(later.total_value, 0);
+  EXPECT_EQ(later.acc_dense_match, 0);
+  ASSERT_TRUE(later.values.defined());
+  EXPECT_GT(now.total_value, 0);
+  pretrain::read_values(later);
+  for (auto f : {&pretrain::LossParts::total_value, &pretrain::LossParts::ins_value, &pretrain::LossParts::dense_value,
+                 &pretrain::LossParts::acc1, &pretrain::LossParts::acc5, &pretrain::LossParts::acc_dense,
+                 &pretrain::LossParts::acc_dense_chance, &pretrain::LossParts::acc_dense_match,
+                 &pretrain::LossParts::acc_dense_match_chance})
+    EXPECT_EQ(later.*f, now.*f);
+  pretrain::LossParts empty;
+  cp2::test::expect_error([&] { pretrain::read_values(empty); }, {"read_values", "9 numbers", "found none"});
+}
+
+// Off CUDA (and in a build without CUDA) the CUDA-graph step is refused with its reason,
+// before anything is captured or changed.
+TEST(GraphStep, RefusedOffCudaNamingWhy) {
+  pretrain::CP2Options o;
+  o.encoder.backbone.depth = 18;
+  o.queue_size = 64;
+  auto m = pretrain::make_model(o, 0);
+  train::Optimizer opt(pretrain::query_parameters(*m), train::OptimOptions{});
+  EXPECT_EQ(pretrain::graph_unsupported(*m, opt, torch::Device("cpu")), "a CUDA graph needs a CUDA device, found cpu");
+  data::Batch b{torch::randn({2, 3, 64, 64}), torch::randn({2, 3, 64, 64}), torch::ones({2, 64, 64}),
+                torch::ones({2, 64, 64})};
+  const auto before = m->queue.clone();
+  cp2::test::expect_error([&] { pretrain::GraphedStep g(*m, opt, b, 0.1); },
+                          {"CUDA graph: a CUDA graph needs a CUDA device, found cpu"});
+  EXPECT_TRUE(torch::equal(before, m->queue));
+  EXPECT_EQ(opt.steps(), 0);
 }
 
 TEST(BatchFile, BadShapesNameTheFile) {

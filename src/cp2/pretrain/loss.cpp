@@ -19,6 +19,9 @@ at::Tensor feature_mask(const at::Tensor& mask, int64_t stride, int64_t h, int64
 }
 
 namespace {
+// The logged numbers' places in LossParts::values.
+enum { kTotal, kIns, kDense, kTop1, kTop5, kDenseHits, kChance, kMatch, kMatchChance, kCount };
+
 // Masked sum over pixels, then L2 normalisation (SPEC §3; the normalisation makes sum
 // and mean pooling identical).
 at::Tensor masked_pool(const at::Tensor& f, const at::Tensor& m) {
@@ -27,7 +30,7 @@ at::Tensor masked_pool(const at::Tensor& f, const at::Tensor& m) {
 }  // namespace
 
 LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mq, const at::Tensor& mk,
-                   const at::Tensor& queue, const LossOptions& opt) {
+                   const at::Tensor& queue, const LossOptions& opt, bool read) {
   LossParts out;
   const int64_t n = q.size(0);
   out.total = torch::zeros({}, q.options());
@@ -35,7 +38,6 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   // (on CUDA each waits for the whole queue): total, instance, dense losses, top-1 and
   // top-5 hits, dense hits, dense chance, dense-match share and its chance. Parts a mode
   // leaves out stay 0.
-  enum { kTotal, kIns, kDense, kTop1, kTop5, kDenseHits, kChance, kMatch, kMatchChance, kCount };
   std::vector<at::Tensor> nums(kCount, torch::zeros({}, q.options()));
   {
     torch::NoGradGuard ng;
@@ -82,18 +84,28 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   nums[kTotal] = out.total.detach();
   torch::NoGradGuard ng;
   for (auto& t : nums) t = t.to(torch::kDouble);
-  const auto v = torch::stack(nums).to(torch::kCPU);
-  const double* d = v.data_ptr<double>();
-  out.total_value = d[kTotal];
-  out.ins_value = d[kIns];
-  out.dense_value = d[kDense];
-  out.acc1 = d[kTop1] * 100.0 / n;
-  out.acc5 = d[kTop5] * 100.0 / n;
-  out.acc_dense = d[kDenseHits] * 100.0 / n;
-  out.acc_dense_chance = d[kChance] * 100.0;
-  out.acc_dense_match = d[kMatch] * 100.0;
-  out.acc_dense_match_chance = d[kMatchChance] * 100.0;
+  out.values = torch::stack(nums);
+  out.batch = n;
+  if (read) read_values(out);
   return out;
+}
+
+void read_values(LossParts& p) {
+  if (!p.values.defined() || p.values.numel() != kCount || p.batch < 1)
+    throw Error("read_values: expected the " + std::to_string(kCount) + " numbers cp2_loss keeps, found " +
+                (p.values.defined() ? std::to_string(p.values.numel()) : std::string("none")));
+  const auto v = p.values.to(torch::kCPU, torch::kDouble).contiguous();
+  const double* d = v.data_ptr<double>();
+  const double n = static_cast<double>(p.batch);
+  p.total_value = d[kTotal];
+  p.ins_value = d[kIns];
+  p.dense_value = d[kDense];
+  p.acc1 = d[kTop1] * 100.0 / n;
+  p.acc5 = d[kTop5] * 100.0 / n;
+  p.acc_dense = d[kDenseHits] * 100.0 / n;
+  p.acc_dense_chance = d[kChance] * 100.0;
+  p.acc_dense_match = d[kMatch] * 100.0;
+  p.acc_dense_match_chance = d[kMatchChance] * 100.0;
 }
 
 }  // namespace cp2::pretrain

@@ -26,6 +26,11 @@ struct LossParts {
   // The three losses as numbers (0 for a part the mode leaves out), read back with the
   // accuracies in one device sync; what the loop logs (averaged over ranks when W > 1).
   double total_value = 0, ins_value = 0, dense_value = 0;
+  // Those numbers on the model's device before the read (kDouble; read_values fills the
+  // doubles above from them), and the batch size they are counted over. A step that must not
+  // wait for the device (a CUDA graph's capture) reads them later.
+  at::Tensor values;
+  int64_t batch = 0;
 };
 
 struct LossOptions {
@@ -41,7 +46,10 @@ struct LossOptions {
 
 // q, k: N x D x P (each pixel L2-normalised over D); mq, mk: N x P masks (float 0/1);
 // queue: D x K normalised keys. k, mk and queue carry no gradient.
+// read = false leaves the logged doubles at 0 and `values` unread (no device sync).
 LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mq, const at::Tensor& mk,
-                   const at::Tensor& queue, const LossOptions& opt);
+                   const at::Tensor& queue, const LossOptions& opt, bool read = true);
+// One device-to-host transfer of p.values into the logged doubles.
+void read_values(LossParts& p);
 
 }  // namespace cp2::pretrain

@@ -159,7 +159,7 @@ torch::Tensor CP2ModelImpl::query_features(const torch::Tensor& im_q, int64_t& h
 }
 
 LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Tensor& im_k, torch::Tensor mask_q,
-                                     torch::Tensor mask_k) {
+                                     torch::Tensor mask_k, bool read) {
   if (im_q.dim() != 4 || im_q.sizes() != im_k.sizes())
     throw Error("batch: im_q and im_k must both be N x 3 x H x W, found " + shape_str(im_q.sizes().vec()) + " and " +
                 shape_str(im_k.sizes().vec()));
@@ -183,7 +183,7 @@ LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Ten
   const int64_t s = opt_.encoder.backbone.output_stride;
   mq = feature_mask(mask_q.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
   mk = feature_mask(mask_k.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
-  return cp2_loss(q, k, mq, mk, queue.detach(), opt_.loss);
+  return cp2_loss(q, k, mq, mk, queue.detach(), opt_.loss, read);
 }
 
 void CP2ModelImpl::enqueue(const torch::Tensor& local_keys) {

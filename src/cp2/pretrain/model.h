@@ -82,9 +82,10 @@ class CP2ModelImpl : public torch::nn::Module {
   // θk ← m·θk + (1 − m)·θq over parameters (MoCo; buffers keep their own statistics).
   void momentum_update();
   // One training step's forward: momentum update, both encoders, losses. Masks are
-  // N x H x W at image resolution (ignored in no-copy-paste mode: all ones).
+  // N x H x W at image resolution (ignored in no-copy-paste mode: all ones). read = false:
+  // the logged numbers stay on the device (cp2_loss), so nothing waits for it.
   LossParts forward_step(const torch::Tensor& im_q, const torch::Tensor& im_k, torch::Tensor mask_q,
-                         torch::Tensor mask_k);
+                         torch::Tensor mask_k, bool read = true);
   // Writes keys (N x D) circularly into the queue after the loss is formed; in a
   // multi-process run every rank's keys, gathered in rank order (SPEC §2), so every
   // rank's queue stays identical.

@@ -62,6 +62,10 @@ class Optimizer {
   // Strict: every buffer present with the right shape; throws naming `source` and the key.
   void load_state(const NamedTensors& s, const std::string& source);
   const OptimOptions& options() const { return opt_; }
+  // Steps taken (AdamW's bias correction counts them; saved as "step"). set_steps is for a
+  // CUDA graph, whose replays step without calling step().
+  int64_t steps() const { return steps_; }
+  void set_steps(int64_t n) { steps_ = n; }
 
  private:
   NamedTensors params_;
