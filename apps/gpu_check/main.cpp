@@ -140,8 +140,15 @@ bool parity(const Args& a, const torch::Device& dev) {
 // TF32 off and deterministic cuDNN: two identical models, one eager for 4 steps, the other
 // eager once then 3 replays of its captured step; losses, query weights and queues compared.
 bool graph_parity(const torch::Device& dev) {
+  // cuDNN's settings come back however the check ends (the timing part needs autotuning).
+  struct CudnnSettings {
+    bool det = at::globalContext().deterministicCuDNN(), bench = at::globalContext().benchmarkCuDNN();
+    ~CudnnSettings() {
+      at::globalContext().setDeterministicCuDNN(det);
+      at::globalContext().setBenchmarkCuDNN(bench);
+    }
+  } restore;
   try {
-    const bool det = at::globalContext().deterministicCuDNN(), bench = at::globalContext().benchmarkCuDNN();
     at::globalContext().setDeterministicCuDNN(true);
     at::globalContext().setBenchmarkCuDNN(false);
     pretrain::CP2Options o;
@@ -183,8 +190,6 @@ bool graph_parity(const torch::Device& dev) {
     }
     const double q_err = (ma->queue - mb->queue).abs().max().item<double>();
     const bool ptr_eq = torch::equal(ma->queue_ptr.cpu(), mb->queue_ptr.cpu()) && oa.steps() == ob.steps();
-    at::globalContext().setDeterministicCuDNN(det);
-    at::globalContext().setBenchmarkCuDNN(bench);
     const bool pass = loss_err <= 1e-5 && w_err <= 1e-5 && q_err <= 1e-5 && ptr_eq;
     std::printf("[graph] R18-ASPP@96 batch 8: 1 eager + 3 replayed steps vs 4 eager: loss rel %.2e, weights rel "
                 "%.2e, queue abs %.2e, pointers and step counts %s: %s\n",

@@ -87,10 +87,13 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
   } catch (const std::exception& e) {
     at::autocast::set_autocast_cache_enabled(cache);
     std::string what = e.what();
-    if (capturing) try {
+    if (capturing) {
+      try {
         I.graph.capture_end();  // ends the stream's capture, so that CUDA work can go on
       } catch (const std::exception&) {
+        // the capture's own error (above) is the one to report
       }
+    }
     throw Error("CUDA graph: capturing the step failed: " + what.substr(0, what.find('\n')));
   }
   at::autocast::set_autocast_cache_enabled(cache);
