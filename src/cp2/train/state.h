@@ -12,7 +12,8 @@
 
 namespace cp2::train {
 
-// "cpu", "cuda", "cuda:N"; throws naming `key` when malformed or when CUDA is unusable.
+// "cpu", "cuda", "cuda:N"; throws naming `key` when malformed or when CUDA is unusable. A CUDA
+// device also turns on cuDNN autotuning for the process (the authors' cudnn.benchmark = True).
 c10::Device parse_device(const std::string& s, const std::string& key = "train.device");
 
 // Tensors as a checkpoint entry: an OrderedDict (what load_state_dict takes), on the CPU.
