@@ -12,12 +12,15 @@
 # Both sides time as the authors' runs do: cuDNN autotuning on (CP2 main.py sets
 # cudnn.benchmark = True), TF32 for convolutions (PyTorch's default), not for matmuls.
 # Budget: about 8 minutes. Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3,
-# STEPS=10; logs go to $OUT when it is set, else next to the build dir).
+# STEPS=10, TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32 NCHW step, the
+# authors' configuration, none skips PyTorch's side, when it was measured before; logs go to $OUT when it is
+# set, else next to the build dir).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${1:-/tmp/cp2_gpu_build}
 PY=${PYTHON:-python3}
 STEPS=${STEPS:-10}
+TORCH_SIDE=${TORCH_SIDE:-all}
 LOG=${OUT:-$B.logs}
 mkdir -p "$B" "$LOG"
 t0=$(date +%s)
@@ -67,7 +70,7 @@ if [ $built = 1 ]; then
   "$B/cp2_gpu_check" --fixtures "$B/fixtures" --device cuda --steps "$STEPS" 2>&1 | tee "$LOG/cp2.log" || rc=$?
   echo "== cp2 done at $(el) (exit $rc)"
 fi
-PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
+PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" "$TORCH_SIDE" <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
 import sys, time, torch
 sys.path.insert(0, sys.argv[1])
 import cp2_reference as ref
@@ -80,7 +83,7 @@ Scaler = torch.amp.GradScaler if hasattr(torch.amp, "GradScaler") else None
 for batch in (32, 64):
     for amp in (None, torch.bfloat16, torch.float16):
         for cl in (False, True):
-            if amp == torch.float16 and not cl:
+            if (amp == torch.float16 and not cl) or (sys.argv[3] == "authors" and (amp or cl)) or sys.argv[3] == "none":
                 continue
             q = k = opt = scaler = None  # so that a failure before they exist frees what does
             try:
@@ -131,6 +134,10 @@ PY
 echo "== all done in $(el)"
 echo "== summary"
 grep -h "^\[parity\]\|^\[graph\]" "$LOG/cp2.log" 2>/dev/null
-paste -d'\n' <(grep -h "^\[step\] batch" "$LOG/cp2.log" 2>/dev/null | grep -v " graph ") <(grep -h "^\[torch\] batch" "$LOG/torch.log")
+if [ "$TORCH_SIDE" = all ]; then
+  paste -d'\n' <(grep -h "^\[step\] batch" "$LOG/cp2.log" 2>/dev/null | grep -v " graph ") <(grep -h "^\[torch\] batch" "$LOG/torch.log")
+else
+  grep -h "^\[step\] batch" "$LOG/cp2.log" 2>/dev/null | grep -v " graph "; grep -h "^\[torch\] batch" "$LOG/torch.log"
+fi
 grep -h "^\[step\] batch.* graph " "$LOG/cp2.log" 2>/dev/null
 exit $rc

@@ -155,10 +155,21 @@ TEST(Cli, PretrainConfigErrors) {
         << r.out;
     EXPECT_FALSE(std::filesystem::exists(out)) << cmd << ": " << r.out;
   }
+  // So is train.cuda_graph: on where graphs cannot run.
+  r = run("pretrain --data /tmp --set train.cuda_graph=on --out " + out);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("error: train.cuda_graph: on: a CUDA graph needs a CUDA device, found cpu"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(std::filesystem::exists(out)) << r.out;
+  r = run("pretrain --data /tmp --set train.cuda_graph=sometimes");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("train.cuda_graph"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("sometimes"), std::string::npos) << r.out;
   r = run("pretrain --data /tmp --print-config --precision auto --set train.channels_last=true");
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("precision: auto"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("channels_last: true"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("cuda_graph: off"), std::string::npos) << r.out;
 }
 
 // Issue 11 §1: every bench line carries the step's FLOPs and the share of the probe.

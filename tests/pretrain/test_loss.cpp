@@ -5,6 +5,9 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <functional>
+#include <utility>
+#include <vector>
 
 #include "../helpers.h"
 #include "cp2/pretrain/config.h"
@@ -262,14 +265,72 @@ TEST(GraphStep, RefusedOffCudaNamingWhy) {
   o.queue_size = 64;
   auto m = pretrain::make_model(o, 0);
   train::Optimizer opt(pretrain::query_parameters(*m), train::OptimOptions{});
-  EXPECT_EQ(pretrain::graph_unsupported(*m, opt, torch::Device("cpu")), "a CUDA graph needs a CUDA device, found cpu");
+  EXPECT_EQ(pretrain::graph_unsupported(pretrain::graph_facts(*m, opt)), "a CUDA graph needs a CUDA device, found cpu");
   data::Batch b{torch::randn({2, 3, 64, 64}), torch::randn({2, 3, 64, 64}), torch::ones({2, 64, 64}),
                 torch::ones({2, 64, 64})};
   const auto before = m->queue.clone();
   cp2::test::expect_error([&] { pretrain::GraphedStep g(*m, opt, b, 0.1); },
                           {"CUDA graph: a CUDA graph needs a CUDA device, found cpu"});
+  cp2::test::expect_error([&] { pretrain::StepRunner r(*m, opt, /*graphs=*/true); },
+                          {"CUDA graph: a CUDA graph needs a CUDA device, found cpu"});
   EXPECT_TRUE(torch::equal(before, m->queue));
   EXPECT_EQ(opt.steps(), 0);
+}
+
+// train.cuda_graph: off is eager whatever the facts; auto falls back naming why; on throws
+// naming the key and why. Each reason in its order (the config's first, then the device).
+TEST(GraphStep, CudaGraphSettingResolvesWithItsReason) {
+  pretrain::GraphFacts f;  // sgd, cosine-epoch, one process, on the CPU
+  std::string why = "stale";
+  EXPECT_FALSE(pretrain::resolve_cuda_graph("off", f, why));
+  EXPECT_EQ(why, "");
+  EXPECT_FALSE(pretrain::resolve_cuda_graph("auto", f, why));
+  EXPECT_EQ(why, "a CUDA graph needs a CUDA device, found cpu");
+  cp2::test::expect_error([&] { pretrain::resolve_cuda_graph("on", f, why); },
+                          {"train.cuda_graph: on: a CUDA graph needs a CUDA device, found cpu"});
+  cp2::test::expect_error([&] { pretrain::resolve_cuda_graph("yes", f, why); },
+                          {"train.cuda_graph: expected off, on or auto, found 'yes'"});
+  const std::vector<std::pair<std::function<void(pretrain::GraphFacts&)>, std::string>> cases = {
+      {[](auto& g) { g.loss_scaling = true; }, "loss scaling (fp16) decides on the host"},
+      {[](auto& g) { g.optimizer = "adamw"; }, "AdamW's bias correction changes every step: use sgd"},
+      {[](auto& g) { g.processes = 2; }, "several processes: their gradient all-reduce is not captured"},
+      {[](auto& g) { g.key_bn_shuffle = true; }, "key_bn_shuffle draws its permutation on the host"},
+      {[](auto& g) { g.schedule = "poly"; }, "optim.schedule poly changes the learning rate every step"},
+      {[](auto& g) { g.schedule = "cosine-iter"; }, "optim.schedule cosine-iter changes the learning rate"},
+  };
+  for (const auto& [set, reason] : cases) {
+    pretrain::GraphFacts g;
+    g.device = c10::Device("cuda:0");  // a device string only: nothing touches a GPU
+    set(g);
+    EXPECT_EQ(pretrain::graph_unsupported(g).rfind(reason, 0), 0u) << pretrain::graph_unsupported(g);
+    cp2::test::expect_error([&] { pretrain::resolve_cuda_graph("on", g, why); }, {"train.cuda_graph: on: " + reason});
+  }
+}
+
+// Without graphs the runner is train_step itself: the same loss, weights and queue, bit for bit.
+TEST(GraphStep, EagerRunnerIsTrainStep) {
+  pretrain::CP2Options o;
+  o.encoder.backbone.depth = 18;
+  o.queue_size = 64;
+  auto ma = pretrain::make_model(o, 1), mb = pretrain::make_model(o, 1);
+  train::Optimizer oa(pretrain::query_parameters(*ma), train::OptimOptions{}),
+      ob(pretrain::query_parameters(*mb), train::OptimOptions{});
+  pretrain::StepRunner runner(*mb, ob, /*graphs=*/false);
+  torch::manual_seed(2);
+  data::Batch b{torch::randn({2, 3, 64, 64}), torch::randn({2, 3, 64, 64}), torch::ones({2, 64, 64}),
+                torch::ones({2, 64, 64})};
+  for (double lr : {0.1, 0.05}) {
+    const auto ra = pretrain::train_step(*ma, oa, b, lr);
+    const auto rb = runner.step(b, lr);
+    EXPECT_EQ(ra.loss, rb.loss);
+    EXPECT_FALSE(runner.last_replayed());
+    EXPECT_FALSE(rb.parts.total.requires_grad());  // the step's autograd graph is freed (loss.h)
+  }
+  EXPECT_EQ(runner.eager_steps(), 2);
+  EXPECT_EQ(runner.captures() + runner.replays(), 0);
+  auto pb = mb->named_parameters();
+  for (const auto& kv : ma->named_parameters()) EXPECT_TRUE(torch::equal(kv.value(), pb[kv.key()])) << kv.key();
+  EXPECT_TRUE(torch::equal(ma->queue, mb->queue));
 }
 
 TEST(BatchFile, BadShapesNameTheFile) {

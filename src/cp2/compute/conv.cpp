@@ -47,9 +47,10 @@ at::Tensor centre_taps_conv(torch::nn::Conv2dImpl& conv, const at::Tensor& x, in
 }  // namespace
 
 ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
+  if (x.dim() != 4) return ConvPath::module;  // the module's forward says what is wrong
   const int64_t d = same_dilated_3x3(conv);
-  if (d > 1 && x.dim() == 4 && (d >= x.size(2) || d >= x.size(3))) return ConvPath::centre_taps;
-  if (!winograd_enabled() || x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat ||
+  if (d > 1 && (d >= x.size(2) || d >= x.size(3))) return ConvPath::centre_taps;
+  if (!winograd_enabled() || !x.device().is_cpu() || x.scalar_type() != at::kFloat ||
       conv.bias.defined() || autocast_active(false) || d == 0)
     return ConvPath::module;
   const int64_t h = x.size(2), w = x.size(3);

@@ -88,6 +88,9 @@ config::Fields PretrainConfig::fields() {
                "key layout of train.init (auto: detected from the keys)");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
   train::bind_numerics(f, train.numerics);
+  f.add_choice("train.cuda_graph", train.cuda_graph, {"off", "on", "auto"},
+               "CUDA only: each step captured once as a CUDA graph and replayed (one capture per epoch and batch "
+               "shape; sgd, fp32 or bf16, one process; auto: where those hold, else eager steps)");
   return f;
 }
 

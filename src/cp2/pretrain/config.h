@@ -44,6 +44,7 @@ struct TrainOptions {
   std::string init_preset = "auto";  // its key layout (auto: detected, as finetuning)
   std::string device = "cpu";
   compute::NumericsOptions numerics;  // train.precision, train.channels_last
+  std::string cuda_graph = "off";     // off | on | auto: each step as a replayed CUDA graph
   void validate() const;
 };
 

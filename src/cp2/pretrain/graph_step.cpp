@@ -17,21 +17,53 @@
 
 namespace cp2::pretrain {
 
-std::string graph_unsupported(const CP2ModelImpl& model, const train::Optimizer& opt, const c10::Device& device) {
-  if (!device.is_cuda()) return "a CUDA graph needs a CUDA device, found " + device.str();
+GraphFacts graph_facts(const CP2ModelImpl& model, const train::Optimizer& opt) {
+  GraphFacts f;
+  f.device = model.queue.device();
+  f.loss_scaling = opt.loss_scaling();
+  f.optimizer = opt.options().name;
+  f.schedule = opt.options().schedule;
+  f.processes = model.comm() ? model.comm()->size() : 1;
+  f.key_bn_shuffle = model.options().key_bn_splits > 1 && model.options().key_bn_shuffle;
+  return f;
+}
+
+std::string graph_unsupported(const GraphFacts& f) {
+  // The config's reasons first (the same in every build, so the tests check them on a CPU),
+  // then the device and the build.
+  if (f.loss_scaling) return "loss scaling (fp16) decides on the host whether a step is skipped: use bf16 or fp32";
+  if (f.optimizer != "sgd") return "AdamW's bias correction changes every step: use sgd";
+  if (f.processes > 1) return "several processes: their gradient all-reduce is not captured";
+  if (f.key_bn_shuffle) return "key_bn_shuffle draws its permutation on the host";
+  if (f.schedule == "poly" || f.schedule == "cosine-iter")
+    return "optim.schedule " + f.schedule + " changes the learning rate every step (a capture per step): use "
+           "cosine-epoch or constant";
+  if (!f.device.is_cuda()) return "a CUDA graph needs a CUDA device, found " + f.device.str();
 #ifndef CP2_WITH_CUDA
-  (void)model;
-  (void)opt;
   return "this build of cp2 has no CUDA (build it against a CUDA LibTorch)";
 #else
-  if (opt.loss_scaling()) return "loss scaling (fp16) decides on the host whether a step is skipped: use bf16 or fp32";
-  if (opt.options().name != "sgd") return "AdamW's bias correction changes every step: use sgd";
-  if (model.comm() && model.comm()->size() > 1) return "several processes: their gradient all-reduce is not captured";
-  if (model.options().key_bn_splits > 1 && model.options().key_bn_shuffle)
-    return "key_bn_shuffle draws its permutation on the host";
   return "";
 #endif
 }
+
+bool resolve_cuda_graph(const std::string& setting, const GraphFacts& f, std::string& why) {
+  why.clear();
+  if (setting == "off") return false;
+  if (setting != "on" && setting != "auto")
+    throw Error("train.cuda_graph: expected off, on or auto, found '" + setting + "'");
+  why = graph_unsupported(f);
+  if (!why.empty() && setting == "on") throw Error("train.cuda_graph: on: " + why);
+  return why.empty();
+}
+
+namespace {
+// The reasons that hold for every step; a schedule's rate changes only cost captures here.
+std::string step_unsupported(const CP2ModelImpl& model, const train::Optimizer& opt) {
+  auto f = graph_facts(model, opt);
+  f.schedule = "constant";
+  return graph_unsupported(f);
+}
+}  // namespace
 
 struct GraphedStep::Impl {
 #ifdef CP2_WITH_CUDA
@@ -52,7 +84,10 @@ std::string shapes(const data::Batch& b) {
 
 GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& example, double lr)
     : impl_(std::make_unique<Impl>()) {
-  const auto why = graph_unsupported(model, opt, example.im_q.device());
+  auto facts = graph_facts(model, opt);
+  facts.device = example.im_q.device();
+  facts.schedule = "constant";
+  const auto why = graph_unsupported(facts);
   if (!why.empty()) throw Error("CUDA graph: " + why);
 #ifdef CP2_WITH_CUDA
   if (opt.steps() < 1)
@@ -73,9 +108,11 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
   const bool cache = at::autocast::is_autocast_cache_enabled();
   at::autocast::set_autocast_cache_enabled(false);
   auto side = c10::cuda::getStreamFromPool(false, example.im_q.device().index());
+  // The guard outlives the clean-up below: capture_end must be called on the capturing stream,
+  // else the capture never ends and every later CUDA call fails.
+  c10::cuda::CUDAStreamGuard guard(side);
   bool capturing = false;
   try {
-    c10::cuda::CUDAStreamGuard guard(side);
     I.graph.capture_begin();
     capturing = true;
     I.parts = model.forward_step(I.in.im_q, I.in.im_k, I.in.mask_q, I.in.mask_k, /*read=*/false);
@@ -85,17 +122,21 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
     capturing = false;
     I.graph.capture_end();
   } catch (const std::exception& e) {
-    at::autocast::set_autocast_cache_enabled(cache);
     std::string what = e.what();
     if (capturing) {
       try {
-        I.graph.capture_end();  // ends the stream's capture, so that CUDA work can go on
+        I.graph.capture_end();  // ends the stream's capture (it reports the capture invalid)
       } catch (const std::exception&) {
         // the capture's own error (above) is the one to report
       }
     }
+    at::autocast::set_autocast_cache_enabled(cache);
+    opt.set_steps(steps);
     throw Error("CUDA graph: capturing the step failed: " + what.substr(0, what.find('\n')));
   }
+  // The outputs without their autograd graph: kept alive, it would keep the parameters'
+  // gradient-accumulation nodes, bound to the capture stream, for the next eager step.
+  I.parts.detach();
   at::autocast::set_autocast_cache_enabled(cache);
   opt.set_steps(steps);  // capturing ran nothing
   torch::cuda::synchronize();
@@ -128,6 +169,36 @@ StepResult GraphedStep::run(const data::Batch& b) {
   r.loss = r.parts.total_value;
   r.finite = std::isfinite(r.loss);
   r.stepped = true;
+  return r;
+}
+
+StepRunner::StepRunner(CP2ModelImpl& model, train::Optimizer& opt, bool graphs, dist::GradientReducer* reducer)
+    : model_(model), opt_(opt), graphs_(graphs), reducer_(reducer) {
+  if (!graphs_) return;
+  const auto why = step_unsupported(model, opt);
+  if (!why.empty()) throw Error("CUDA graph: " + why);
+}
+
+StepRunner::~StepRunner() = default;
+
+StepResult StepRunner::step(const data::Batch& b, double lr) {
+  const auto shape = b.im_q.sizes().vec();
+  last_replayed_ = false;
+  if (graphs_ && !(graph_ && graph_shape_ == shape && graph_->lr() == lr) && shape == warm_shape_) {
+    graph_.reset();  // its memory goes before the next capture takes its own
+    graph_ = std::make_unique<GraphedStep>(model_, opt_, b, lr);
+    graph_shape_ = shape;
+    ++captures_;
+  }
+  if (graphs_ && graph_ && graph_shape_ == shape && graph_->lr() == lr) {
+    auto r = graph_->run(b);
+    last_replayed_ = true;
+    ++replays_;
+    return r;
+  }
+  auto r = train_step(model_, opt_, b, lr, reducer_);
+  warm_shape_ = shape;
+  ++eager_;
   return r;
 }
 

@@ -4,15 +4,35 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cp2/pretrain/step.h"
 
 namespace cp2::pretrain {
 
-// Why `model`'s step cannot be captured on `device` ("" when it can): not CUDA, a LibTorch
-// without CUDA, loss scaling (fp16: its skip decision reads the device), several processes,
-// or key-BN shuffling (a permutation drawn on the host).
-std::string graph_unsupported(const CP2ModelImpl& model, const train::Optimizer& opt, const c10::Device& device);
+// What decides whether a run's steps can be CUDA graphs, known from the config before any
+// model exists (so that train.cuda_graph: on is refused before the run folder opens).
+struct GraphFacts {
+  c10::Device device = c10::Device("cpu");
+  bool loss_scaling = false;  // fp16: the skip decision reads the device
+  std::string optimizer = "sgd";
+  std::string schedule = "cosine-epoch";
+  int processes = 1;
+  bool key_bn_shuffle = false;  // key_bn_splits > 1 with shuffling
+};
+GraphFacts graph_facts(const CP2ModelImpl& model, const train::Optimizer& opt);
+
+// Why such a run's steps cannot be captured ("" when they can), the first of: loss scaling,
+// AdamW (its bias correction changes every step), several processes (the gradient all-reduce
+// is not captured), key-BN shuffling (a permutation drawn on the host), a schedule that
+// changes the rate every step (poly, cosine-iter: a capture per step), not CUDA, a LibTorch
+// without CUDA.
+std::string graph_unsupported(const GraphFacts& f);
+
+// train.cuda_graph (off | on | auto) resolved: whether the steps are CUDA graphs. Sets `why` to
+// the reason they are not (empty when off was asked for). on with a reason throws it naming
+// the key; auto falls back to eager steps.
+bool resolve_cuda_graph(const std::string& setting, const GraphFacts& f, std::string& why);
 
 class GraphedStep {
  public:
@@ -21,7 +41,7 @@ class GraphedStep {
   // run() replays. The caller must have run at least one eager train_step at these shapes
   // first (cuDNN's algorithm choice and the optimizer's momentum buffers exist before capture).
   // `lr` is part of the graph: capture again when it changes (the authors' schedule changes
-  // it once per epoch). Throws with graph_unsupported()'s reason.
+  // it once per epoch). Throws with graph_unsupported()'s reason (the schedule aside).
   GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& example, double lr);
   ~GraphedStep();
   GraphedStep(const GraphedStep&) = delete;
@@ -35,6 +55,37 @@ class GraphedStep {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// How the training loop runs its steps (train.cuda_graph): eagerly, or replaying a CUDA graph
+// captured per learning rate and batch shape. A step at a shape not yet run eagerly runs
+// eagerly (it makes cuDNN's choices and the momentum buffers a capture needs), as does any
+// step whose graph does not match; a graph is captured when a step comes at the shape of the
+// last eager step, replacing the previous one (one graph's memory at a time). The authors'
+// cosine schedule changes the rate once per epoch: one capture per epoch. A schedule that
+// changes it every step (poly, cosine-iter) would capture every step: refused at start.
+class StepRunner {
+ public:
+  // graphs = false: every step is train_step(). graphs = true: throws graph_unsupported()'s
+  // reason (the schedule aside: the runner captures whenever the rate changes).
+  StepRunner(CP2ModelImpl& model, train::Optimizer& opt, bool graphs, dist::GradientReducer* reducer = nullptr);
+  ~StepRunner();
+  StepResult step(const data::Batch& b, double lr);
+  bool graphs() const { return graphs_; }
+  bool last_replayed() const { return last_replayed_; }  // the last step was a graph's replay
+  int64_t captures() const { return captures_; }
+  int64_t replays() const { return replays_; }
+  int64_t eager_steps() const { return eager_; }
+
+ private:
+  CP2ModelImpl& model_;
+  train::Optimizer& opt_;
+  bool graphs_;
+  dist::GradientReducer* reducer_;
+  std::unique_ptr<GraphedStep> graph_;
+  std::vector<int64_t> graph_shape_, warm_shape_;  // im_q's shape: captured / last eager step
+  bool last_replayed_ = false;
+  int64_t captures_ = 0, replays_ = 0, eager_ = 0;
 };
 
 }  // namespace cp2::pretrain

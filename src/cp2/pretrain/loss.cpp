@@ -90,6 +90,11 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   return out;
 }
 
+void LossParts::detach() {
+  for (auto* t : {&loss_ins, &loss_dense, &total})
+    if (t->defined()) *t = t->detach();
+}
+
 void read_values(LossParts& p) {
   if (!p.values.defined() || p.values.numel() != kCount || p.batch < 1)
     throw Error("read_values: expected the " + std::to_string(kCount) + " numbers cp2_loss keeps, found " +

@@ -31,6 +31,11 @@ struct LossParts {
   // wait for the device (a CUDA graph's capture) reads them later.
   at::Tensor values;
   int64_t batch = 0;
+  // Drops the losses' autograd graph once backward has run. A graph kept alive keeps the
+  // parameters' gradient-accumulation nodes, which remember the stream they were made on;
+  // a CUDA graph's capture on another stream then fails ("operation would make the legacy
+  // stream depend on a capturing blocking stream", PyTorch 2.x's AccumulateGrad warning).
+  void detach();
 };
 
 struct LossOptions {

@@ -46,6 +46,7 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
   // A finite loss enqueues its keys even where loss scaling skipped the update (MoCo enqueues
   // in the forward pass); a non-finite one enqueues nothing.
   if (r.finite) model.enqueue(r.parts.k_ins);
+  r.parts.detach();  // the step is done: free its autograd graph now (loss.h says why)
   return r;
 }
 

@@ -17,6 +17,7 @@
 #include "cp2/io/keymap.h"
 #include "cp2/models/batchnorm.h"
 #include "cp2/models/init.h"
+#include "cp2/pretrain/graph_step.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/data/image.h"
 #include "cp2/dist/comm.h"
@@ -147,6 +148,16 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       throw Error("model.key_bn_splits / model.query_bn_splits: single-process stand-ins for per-process BN; with " +
                   std::to_string(world) + " processes BN is per process and shuffle-BN runs across them: set both to 1");
   }
+  // train.cuda_graph: on that cannot hold is a config error, before the run folder opens.
+  std::string no_graph;
+  GraphFacts gf;
+  gf.device = device;
+  gf.loss_scaling = numerics.loss_scaling;
+  gf.optimizer = cfg.optim.name;
+  gf.schedule = cfg.optim.schedule;
+  gf.processes = world;
+  gf.key_bn_shuffle = mopt.key_bn_splits > 1 && mopt.key_bn_shuffle;
+  const bool use_graphs = resolve_cuda_graph(T.cuda_graph, gf, no_graph);
   auto hp = train::open_harness(*comm, {train::pretrain_kind(), T.out, rc.resume, yaml, "step", rc.progress,
                                          T.log_every, T.keep_last});
   train::Harness& h = *hp;
@@ -217,6 +228,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       reducer = std::make_unique<dist::GradientReducer>(comm, query_parameters(*model));
     }
 
+    StepRunner runner(*model, opt, use_graphs, reducer.get());
+
     const int64_t iters = steps_per_epoch(T, loader);
     const int64_t total_steps = T.epochs * iters;
     sum.first_step = sum.last_step = pos.step;
@@ -262,7 +275,11 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                      (world > 1 ? " (" + std::to_string(local_batch) + " per process x " + std::to_string(world) +
                                       " processes, shuffle-BN across them)"
                                 : std::string()) +
-                     ", lr " + std::to_string(lr0) + ", " + numerics.describe() + ", run folder " + h.path().string());
+                     ", lr " + std::to_string(lr0) + ", " + numerics.describe() +
+                     (runner.graphs() ? ", steps as CUDA graphs"
+                      : no_graph.empty() ? std::string()
+                                         : ", eager steps (train.cuda_graph auto: " + no_graph + ")") +
+                     ", run folder " + h.path().string());
     model->train();
     for (int64_t epoch = pos.epoch; epoch < T.epochs; ++epoch) {
       loader.start(epoch, pos.iter, iters);
@@ -274,14 +291,16 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         if (!batch) break;
         const double lr = train::scheduled_lr(cfg.optim, lr0, epoch, it, iters, T.epochs);
         auto to = [&](const at::Tensor& t) { return t.to(device, /*non_blocking=*/true); };
-        auto res = train_step(*model, opt, {to(batch->im_q), to(batch->im_k), to(batch->mask_q), to(batch->mask_k)}, lr,
-                              reducer.get());
+        auto res = runner.step({to(batch->im_q), to(batch->im_k), to(batch->mask_q), to(batch->mask_k)}, lr);
         const auto& parts = res.parts;
         if (!res.finite)  // numbered as the progress line would have shown it
           h.non_finite_step(pos.step + 1,
                             "epoch " + std::to_string(epoch + 1) + ", iteration " + std::to_string(it + 1) +
                                 "; loss_ins " + std::to_string(parts.ins_value) + ", loss_dense " +
-                                std::to_string(parts.dense_value),
+                                std::to_string(parts.dense_value) +
+                                (runner.last_replayed() ? "; a CUDA graph's replay, which applied its update in "
+                                                          "memory (nothing of it is saved)"
+                                                        : ""),
                             opt, models::buffers_finite(*model));
         ++it;
         ++pos.step;
