@@ -3,18 +3,19 @@
 # CMake and PyTorch (its LibTorch is what cp2 builds against; nothing else is needed):
 #   1. builds cp2's LibTorch-only core and cp2_gpu_check (cmake -DCP2_CORE_ONLY=ON), while
 #      tools/make_parity_fixtures.py writes the CP² step parity fixtures on the CPU;
-#   2. cp2_gpu_check: loss parity on CUDA (TF32 off) and the CUDA-graph step against the eager
-#      one, then the R50-ASPP@224 model step in img/s at batch 32 and 64, fp32 and AMP bf16
+#   2. cp2_gpu_check: loss parity on CUDA (TF32 off) and the training loop's CUDA-graph steps
+#      (train.cuda_graph) against eager ones step by step, then the R50-ASPP@224 model step in img/s at batch 32 and 64, fp32 and AMP bf16
 #      with channels-last off and on, each eager and as a CUDA graph, and AMP fp16 (dynamic
 #      loss scaling) channels-last, with the peak device memory of each;
 #   3. the same step in PyTorch on the same card (tools/cp2_reference.py's model and loss),
 #      also when the build failed, so that one run always yields the reference's figures.
 # Both sides time as the authors' runs do: cuDNN autotuning on (CP2 main.py sets
 # cudnn.benchmark = True), TF32 for convolutions (PyTorch's default), not for matmuls.
-# Budget: about 8 minutes. Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3,
-# STEPS=10, TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32 NCHW step, the
-# authors' configuration, none skips PyTorch's side, when it was measured before; logs go to $OUT when it is
-# set, else next to the build dir).
+# Budget: about 4-6 minutes on an H200 with 16 cores (build 63 s, cp2's side 2-4 min,
+# PyTorch's 1-2). Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3, STEPS=10,
+# TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32 NCHW step, the authors'
+# configuration, none skips PyTorch's side, for when it was measured before; logs go to $OUT
+# when it is set, else next to the build dir).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${1:-/tmp/cp2_gpu_build}

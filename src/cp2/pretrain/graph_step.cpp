@@ -132,7 +132,8 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
     }
     at::autocast::set_autocast_cache_enabled(cache);
     opt.set_steps(steps);
-    throw Error("CUDA graph: capturing the step failed: " + what.substr(0, what.find('\n')));
+    throw Error("CUDA graph: capturing the step failed: " + what.substr(0, what.find('\n')) +
+                " (train.cuda_graph: off runs every step eagerly)");
   }
   // The outputs without their autograd graph: kept alive, it would keep the parameters'
   // gradient-accumulation nodes, bound to the capture stream, for the next eager step.
