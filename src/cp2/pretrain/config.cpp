@@ -89,8 +89,9 @@ config::Fields PretrainConfig::fields() {
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
   train::bind_numerics(f, train.numerics);
   f.add_choice("train.cuda_graph", train.cuda_graph, {"off", "on", "auto"},
-               "CUDA only: each step captured once as a CUDA graph and replayed (one capture per epoch and batch "
-               "shape; sgd, fp32 or bf16, one process; auto: where those hold, else eager steps)");
+               "CUDA only: each step captured as a CUDA graph and replayed (one capture per learning rate and batch "
+               "shape; needs sgd with the cosine-epoch or constant schedule, fp32 or bf16, one process, no "
+               "key_bn_shuffle; on: refused otherwise, naming why; auto: eager steps then)");
   return f;
 }
 

@@ -17,15 +17,21 @@
 
 namespace cp2::pretrain {
 
-GraphFacts graph_facts(const CP2ModelImpl& model, const train::Optimizer& opt) {
+GraphFacts graph_facts(const CP2Options& model, const train::OptimOptions& optim, const c10::Device& device,
+                       bool loss_scaling, int processes) {
   GraphFacts f;
-  f.device = model.queue.device();
-  f.loss_scaling = opt.loss_scaling();
-  f.optimizer = opt.options().name;
-  f.schedule = opt.options().schedule;
-  f.processes = model.comm() ? model.comm()->size() : 1;
-  f.key_bn_shuffle = model.options().key_bn_splits > 1 && model.options().key_bn_shuffle;
+  f.device = device;
+  f.loss_scaling = loss_scaling;
+  f.optimizer = optim.name;
+  f.schedule = optim.schedule;
+  f.processes = processes;
+  f.key_bn_shuffle = model.key_bn_splits > 1 && model.key_bn_shuffle;
   return f;
+}
+
+GraphFacts graph_facts(const CP2ModelImpl& model, const train::Optimizer& opt) {
+  return graph_facts(model.options(), opt.options(), model.queue.device(), opt.loss_scaling(),
+                     model.comm() ? model.comm()->size() : 1);
 }
 
 std::string graph_unsupported(const GraphFacts& f) {
@@ -57,9 +63,11 @@ bool resolve_cuda_graph(const std::string& setting, const GraphFacts& f, std::st
 }
 
 namespace {
-// The reasons that hold for every step; a schedule's rate changes only cost captures here.
-std::string step_unsupported(const CP2ModelImpl& model, const train::Optimizer& opt) {
+// The reasons that hold for every step on `device`; here a schedule's rate changes only cost
+// captures (resolve_cuda_graph refuses the per-step ones for a run).
+std::string step_unsupported(const CP2ModelImpl& model, const train::Optimizer& opt, const c10::Device& device) {
   auto f = graph_facts(model, opt);
+  f.device = device;
   f.schedule = "constant";
   return graph_unsupported(f);
 }
@@ -84,10 +92,7 @@ std::string shapes(const data::Batch& b) {
 
 GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& example, double lr)
     : impl_(std::make_unique<Impl>()) {
-  auto facts = graph_facts(model, opt);
-  facts.device = example.im_q.device();
-  facts.schedule = "constant";
-  const auto why = graph_unsupported(facts);
+  const auto why = step_unsupported(model, opt, example.im_q.device());
   if (!why.empty()) throw Error("CUDA graph: " + why);
 #ifdef CP2_WITH_CUDA
   if (opt.steps() < 1)
@@ -176,7 +181,7 @@ StepResult GraphedStep::run(const data::Batch& b) {
 StepRunner::StepRunner(CP2ModelImpl& model, train::Optimizer& opt, bool graphs, dist::GradientReducer* reducer)
     : model_(model), opt_(opt), graphs_(graphs), reducer_(reducer) {
   if (!graphs_) return;
-  const auto why = step_unsupported(model, opt);
+  const auto why = step_unsupported(model, opt, model.queue.device());
   if (!why.empty()) throw Error("CUDA graph: " + why);
 }
 
@@ -185,13 +190,14 @@ StepRunner::~StepRunner() = default;
 StepResult StepRunner::step(const data::Batch& b, double lr) {
   const auto shape = b.im_q.sizes().vec();
   last_replayed_ = false;
-  if (graphs_ && !(graph_ && graph_shape_ == shape && graph_->lr() == lr) && shape == warm_shape_) {
+  auto graph_fits = [&] { return graph_ && graph_shape_ == shape && graph_->lr() == lr; };
+  if (graphs_ && !graph_fits() && shape == warm_shape_) {
     graph_.reset();  // its memory goes before the next capture takes its own
     graph_ = std::make_unique<GraphedStep>(model_, opt_, b, lr);
     graph_shape_ = shape;
     ++captures_;
   }
-  if (graphs_ && graph_ && graph_shape_ == shape && graph_->lr() == lr) {
+  if (graphs_ && graph_fits()) {
     auto r = graph_->run(b);
     last_replayed_ = true;
     ++replays_;

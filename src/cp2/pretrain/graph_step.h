@@ -20,6 +20,10 @@ struct GraphFacts {
   int processes = 1;
   bool key_bn_shuffle = false;  // key_bn_splits > 1 with shuffling
 };
+// From the options, before the model exists (the training loop's check), and from a model and
+// its optimizer (the same facts, read back).
+GraphFacts graph_facts(const CP2Options& model, const train::OptimOptions& optim, const c10::Device& device,
+                       bool loss_scaling, int processes);
 GraphFacts graph_facts(const CP2ModelImpl& model, const train::Optimizer& opt);
 
 // Why such a run's steps cannot be captured ("" when they can), the first of: loss scaling,

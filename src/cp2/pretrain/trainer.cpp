@@ -150,14 +150,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   }
   // train.cuda_graph: on that cannot hold is a config error, before the run folder opens.
   std::string no_graph;
-  GraphFacts gf;
-  gf.device = device;
-  gf.loss_scaling = numerics.loss_scaling;
-  gf.optimizer = cfg.optim.name;
-  gf.schedule = cfg.optim.schedule;
-  gf.processes = world;
-  gf.key_bn_shuffle = mopt.key_bn_splits > 1 && mopt.key_bn_shuffle;
-  const bool use_graphs = resolve_cuda_graph(T.cuda_graph, gf, no_graph);
+  const bool use_graphs = resolve_cuda_graph(
+      T.cuda_graph, graph_facts(mopt, cfg.optim, device, numerics.loss_scaling, world), no_graph);
   auto hp = train::open_harness(*comm, {train::pretrain_kind(), T.out, rc.resume, yaml, "step", rc.progress,
                                          T.log_every, T.keep_last});
   train::Harness& h = *hp;
