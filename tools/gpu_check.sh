@@ -4,10 +4,10 @@
 #   1. builds cp2's LibTorch-only core and cp2_gpu_check (cmake -DCP2_CORE_ONLY=ON), while
 #      tools/make_parity_fixtures.py writes the CP² step parity fixtures on the CPU;
 #   2. cp2_gpu_check: loss parity on CUDA (TF32 off) and the training loop's CUDA-graph steps
-#      (train.cuda_graph) against eager ones step by step, then the R50-ASPP@224 model step in
-#      img/s at batch 32 and 64, fp32 and AMP bf16 with channels-last off and on, each eager and
-#      as a CUDA graph, and AMP fp16 (dynamic loss scaling) channels-last, with the peak device
-#      memory of each;
+#      (train.cuda_graph; fp32, AMP bf16, AMP fp16 with loss scaling) against eager ones step
+#      by step, then the R50-ASPP@224 model step in img/s at batch 32 and 64, fp32 and AMP bf16
+#      with channels-last off and on and AMP fp16 (dynamic loss scaling) channels-last, each
+#      eager and as a CUDA graph, with the peak device memory of each;
 #   3. the same step in PyTorch on the same card (tools/cp2_reference.py's model and loss),
 #      also when the build failed, so that one run always yields the reference's figures.
 # Both sides time as the authors' runs do: cuDNN autotuning on (CP2 main.py sets

@@ -48,6 +48,9 @@ Command register_bench(CLI::App& app) {
   p->add_flag("!--no-cache-allocator", o->cache_allocator, "use LibTorch's plain CPU allocator");
   p->add_option("--device", o->device, "cpu, cuda, cuda:N")->capture_default_str();
   add_numerics_flags(p, o->numerics);
+  p->add_option("--cuda-graph", o->cuda_graph,
+                "off, on or auto (as train.cuda_graph): the timed steps as CUDA graphs, CUDA only")
+      ->capture_default_str();
   auto so = std::make_shared<seg::SegBenchOptions>();
   auto add_seg = [&](CLI::App* s) {
     s->add_option("--data", so->data, "VOC-layout folder (default: generate one in a temp folder)");

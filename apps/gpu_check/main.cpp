@@ -5,11 +5,12 @@
 //     (written on the CPU by an independent PyTorch computation) against cp2's forward on
 //     --device, TF32 off; losses within 1e-4 relative, accuracies equal.
 //     Then the training loop's CUDA-graph steps (pretrain/graph_step.h) against eager ones,
-//     in fp32 and AMP bf16 (off CUDA: the comparison itself, eager against eager, fp32).
+//     in fp32, AMP bf16 and AMP fp16 (off CUDA: the comparison itself, eager against eager,
+//     fp32).
 //  2. the R50-ASPP@224 model step (momentum update, both encoders, losses, backward, SGD,
 //     enqueue; K 65536) in images/s at each --batches: fp32 and AMP bf16 (autocast) with
-//     channels-last off and on, each eager and (on CUDA) as a CUDA graph, and AMP fp16
-//     (dynamic loss scaling) channels-last, eager.
+//     channels-last off and on, and AMP fp16 (dynamic loss scaling) channels-last, each
+//     eager and (on CUDA) as a CUDA graph.
 // Exit status 1 when a parity check fails.
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -148,10 +149,13 @@ bool parity(const Args& a, const torch::Device& dev) {
 // compared on its own: over 7 steps the smallest difference spreads (a 1e-7 relative change
 // of every gradient moved the weights' 7-step update by 1e-2 in the PyTorch reference).
 // Compared per step: the loss, the update (|Δb - Δa| / |Δa|, L2 over every parameter), the
-// momentum buffers, the queue; at the end the pointer and the step counts. In fp32 NCHW and in
+// momentum buffers, the queue; at the end the pointer and the step counts. In fp32 NCHW, in
 // AMP bf16 channels-last (a replay casts the weights at each use where the eager step caches
-// its casts within a step: the same values). Off CUDA the runner runs eagerly (7 eager steps
-// expected): the comparison itself is checked, every difference 0.
+// its casts within a step: the same values) and in AMP fp16 channels-last with loss scaling
+// from 2^24 (two graphs a step; a scale high enough that early steps may overflow and be
+// skipped, each skip a new scale and so a new capture: there the loss scale and the skipped
+// steps must agree, and the counts need only add up). Off CUDA the runner runs eagerly (7
+// eager steps expected): the comparison itself is checked, every difference 0.
 bool graph_parity(const torch::Device& dev, const std::string& precision, bool channels_last) {
   const bool fp32 = precision == "fp32", graphs = dev.is_cuda();
   const double loss_tol = fp32 ? 1e-5 : 5e-3, update_tol = fp32 ? 1e-3 : 3e-2, queue_tol = fp32 ? 1e-5 : 3e-2;
@@ -184,6 +188,10 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
     auto ma = make(), mb = make();
     train::OptimOptions oo;
     train::Optimizer oa(pretrain::query_parameters(*ma), oo), ob(pretrain::query_parameters(*mb), oo);
+    if (n.loss_scaling) {
+      oa.enable_loss_scaling(0x1p24);
+      ob.enable_loss_scaling(0x1p24);
+    }
     pretrain::StepRunner runner(*mb, ob, graphs);
     torch::manual_seed(5);
     const int64_t N = 8, S = 96;
@@ -233,21 +241,29 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
       q_err = std::max(q_err, (ma->queue - mb->queue).abs().max().item<double>() /
                                   std::max(ma->queue.abs().max().item<double>(), 1e-30));
     }
-    const bool ptr_eq = torch::equal(ma->queue_ptr.cpu(), mb->queue_ptr.cpu()) && oa.steps() == ob.steps();
+    const bool ptr_eq = torch::equal(ma->queue_ptr.cpu(), mb->queue_ptr.cpu()) && oa.steps() == ob.steps() &&
+                        oa.loss_scale() == ob.loss_scale() && oa.skipped_steps() == ob.skipped_steps();
     const int64_t want_eager = graphs ? 2 : 7, want_captures = graphs ? 2 : 0, want_replays = graphs ? 5 : 0;
-    const bool counts = runner.eager_steps() == want_eager && runner.captures() == want_captures &&
-                        runner.replays() == want_replays;
+    const bool skips = oa.skipped_steps() > 0;
+    const bool counts = skips ? runner.eager_steps() + runner.replays() == 7 && (!graphs || runner.replays() > 0)
+                              : runner.eager_steps() == want_eager && runner.captures() == want_captures &&
+                                    runner.replays() == want_replays;
     const bool pass = loss_err <= loss_tol && update_err <= update_tol && buf_err <= update_tol && q_err <= queue_tol &&
                       ptr_eq && counts;
     std::printf("[graph] R18-ASPP@96 %s, 7 steps, eager vs train.cuda_graph %s (%lld eager, %lld captures, %lld "
                 "replays; expected %lld, %lld, %lld), worst step: loss rel %.2e (tolerance %.0e), update rel %.2e, "
-                "momentum rel %.2e (tolerance %.0e), queue rel %.2e (tolerance %.0e); pointers and step counts %s: "
+                "momentum rel %.2e (tolerance %.0e), queue rel %.2e (tolerance %.0e); pointers and step counts%s %s%s: "
                 "%s\n",
                 tag.c_str(), graphs ? "on" : "off (not CUDA)", static_cast<long long>(runner.eager_steps()),
                 static_cast<long long>(runner.captures()), static_cast<long long>(runner.replays()),
                 static_cast<long long>(want_eager), static_cast<long long>(want_captures),
                 static_cast<long long>(want_replays), loss_err, loss_tol, update_err, buf_err, update_tol, q_err,
-                queue_tol, ptr_eq ? "equal" : "DIFFER", pass ? "PASS" : "FAIL");
+                queue_tol, n.loss_scaling ? ", loss scales, skipped steps" : "", ptr_eq ? "equal" : "DIFFER",
+                n.loss_scaling ? (" (" + std::to_string(oa.skipped_steps()) + " skipped, scale 2^" +
+                                  std::to_string(static_cast<int>(std::log2(oa.loss_scale()))) + ")")
+                                     .c_str()
+                               : "",
+                pass ? "PASS" : "FAIL");
     return pass;
   } catch (const std::exception& e) {
     std::string w = e.what();
@@ -291,6 +307,8 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
                                         /*probe=*/false);
     std::unique_ptr<pretrain::GraphedStep> g;
     if (graph) {
+      // A capture needs an update made (fp16's first steps may be skipped by loss scaling).
+      for (int i = 0; i < 30 && opt.steps() < 1; ++i) step();
       g = std::make_unique<pretrain::GraphedStep>(*m, opt, b, lr);
       for (int i = 0; i < a.warmup; ++i) g->run(b);
     }
@@ -326,6 +344,7 @@ int main(int argc, char** argv) {
     bool ok = parity(a, dev);
     ok = graph_parity(dev, "fp32", false) && ok;
     if (dev.is_cuda()) ok = graph_parity(dev, "bf16", true) && ok;
+    if (dev.is_cuda()) ok = graph_parity(dev, "fp16", true) && ok;
     // Timing as a user's run would: TF32 allowed for fp32 convolutions (PyTorch's default),
     // cuDNN autotuning on (the authors' main.py: cudnn.benchmark = True; train::parse_device).
     at::globalContext().setAllowTF32CuDNN(true);
@@ -337,9 +356,9 @@ int main(int argc, char** argv) {
         for (bool cl : {false, true})
           for (bool graph : {false, true}) {
             // AMP fp16 in its usual layout only (time budget), and on CUDA only (train.precision's
-            // rule); CUDA graphs on CUDA, without loss scaling (pretrain/graph_step.h).
+            // rule); CUDA graphs on CUDA (fp16 with loss scaling as two, pretrain/graph_step.h).
             if (precision == "fp16" && (!cl || !dev.is_cuda())) continue;
-            if (graph && (precision == "fp16" || !dev.is_cuda())) continue;
+            if (graph && !dev.is_cuda()) continue;
             const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
             const std::string layout = std::string(cl ? "channels-last" : "NCHW") + (graph ? " graph" : "");
             double ips = 0, gflops = 0, peak = -1;

@@ -176,9 +176,19 @@ TEST(Cli, PretrainConfigErrors) {
 TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   const auto images = cp2::test::synth_images("cli_bench_flops", 8, 64, 64, 2);
   auto r = run("bench pretrain --threads 1 --workers 1 --data " + images +
-               " --arch 18 --size 32 --batch 2 --queue 16 --steps 1 --warmup 0 --rounds 1 --channels-last");
+               " --arch 18 --size 32 --batch 2 --queue 16 --steps 1 --warmup 0 --rounds 1 --channels-last "
+               "--cuda-graph auto");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("numerics       fp32, channels-last; one step = "), std::string::npos) << r.out;
+  // --cuda-graph as train.cuda_graph: auto falls back naming why, on is refused before any work.
+  EXPECT_NE(r.out.find("\nsteps          eager (train.cuda_graph auto: a CUDA graph needs a CUDA device, found cpu)\n"),
+            std::string::npos)
+      << r.out;
+  auto on = run("bench pretrain --threads 1 --data " + images + " --arch 18 --size 32 --batch 2 --cuda-graph on");
+  EXPECT_EQ(on.rc, 1) << on.out;
+  EXPECT_NE(on.out.find("train.cuda_graph: on: a CUDA graph needs a CUDA device, found cpu"), std::string::npos)
+      << on.out;
+  EXPECT_EQ(on.out.find("data pipeline"), std::string::npos) << on.out;
   for (const char* line : {"\nmodel step ", "\nend to end "}) {
     const auto at = r.out.find(line);
     ASSERT_NE(at, std::string::npos) << r.out;

@@ -291,7 +291,6 @@ TEST(GraphStep, CudaGraphSettingResolvesWithItsReason) {
   cp2::test::expect_error([&] { pretrain::resolve_cuda_graph("yes", f, why); },
                           {"train.cuda_graph: expected off, on or auto, found 'yes'"});
   const std::vector<std::pair<std::function<void(pretrain::GraphFacts&)>, std::string>> cases = {
-      {[](auto& g) { g.loss_scaling = true; }, "loss scaling (fp16) decides on the host"},
       {[](auto& g) { g.optimizer = "adamw"; }, "AdamW's bias correction changes every step: use sgd"},
       {[](auto& g) { g.processes = 2; }, "several processes: their gradient all-reduce is not captured"},
       {[](auto& g) { g.key_bn_shuffle = true; }, "key_bn_shuffle draws its permutation on the host"},

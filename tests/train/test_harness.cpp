@@ -330,6 +330,10 @@ TEST(RunFolder, NonFiniteStepGoesOnOnlyWhenSkippedWithFiniteBuffers) {
                 "resume from the last checkpoint in bf16 or fp32"});
   expect_error([&] { h.non_finite_step(7, "loss inf", plain, true); },
                {"iteration 7: loss is not finite (loss inf); stopped without updating"});
+  // A CUDA graph's replay without loss scaling has applied its update: said, not denied.
+  expect_error([&] { h.non_finite_step(8, "loss inf", plain, true, /*updated=*/true); },
+               {"iteration 8: loss is not finite (loss inf); stopped after its update, which a CUDA graph's "
+                "replay applies whatever the loss (in memory only: nothing of it is saved). No checkpoint"});
 }
 
 }  // namespace

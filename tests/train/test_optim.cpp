@@ -112,19 +112,25 @@ TEST(Optim, StateRoundTripContinuesIdentically) {
 // scaled run steps bit for bit as an unscaled one; a non-finite gradient skips the update
 // (weights and momentum untouched) and halves the scale; growth_interval finite steps double
 // it; the scale, its growth count and the skips travel with the state.
+// The loss-scaling tests' problem: two parameters and a small smooth loss of them.
+NamedTensors tiny_params() {
+  return NamedTensors{{"w", torch::linspace(-1, 2, 6).view({2, 3}).set_requires_grad(true)},
+                      {"b", torch::full({3}, 0.25).set_requires_grad(true)}};
+}
+at::Tensor tiny_loss(const NamedTensors& p) {
+  const auto x = torch::linspace(0.1, 0.7, 12).view({4, 3});
+  return ((x * p[0].second[0]).sum(1, true).tanh() * p[1].second).pow(2).mean();
+}
+
 TEST(Optim, LossScalingIsExactAndSkipsNonFiniteSteps) {
   OptimOptions o;
   o.weight_decay = 1e-4;
-  auto make = [] {
-    return NamedTensors{{"w", torch::linspace(-1, 2, 6).view({2, 3}).set_requires_grad(true)},
-                        {"b", torch::full({3}, 0.25).set_requires_grad(true)}};
-  };
+  auto make = tiny_params;
   auto a = make(), b = make();
   Optimizer plain(a, o), scaled(b, o);
   scaled.enable_loss_scaling(1024, 2);
   EXPECT_TRUE(scaled.loss_scaling());
-  const auto x = torch::linspace(0.1, 0.7, 12).view({4, 3});
-  auto loss = [&](const NamedTensors& p) { return ((x * p[0].second[0]).sum(1, true).tanh() * p[1].second).pow(2).mean(); };
+  auto loss = tiny_loss;
   for (int s = 0; s < 3; ++s) {
     plain.zero_grad();
     loss(a).backward();
@@ -186,6 +192,42 @@ TEST(Optim, LossScalingIsExactAndSkipsNonFiniteSteps) {
   EXPECT_EQ(resumed.skipped_steps(), before + 1);
   Optimizer unscaled(c, o);
   expect_error([&] { unscaled.skip_step(); }, {"loss scaling", "only with loss scaling on"});
+}
+
+// A CUDA graph with loss scaling runs step() as its parts, reading the flag between them
+// (pretrain/graph_step.h): unscale_grads, settle_scale, update give step()'s weights, momentum,
+// scale and skips bit for bit, across growth and a skip (here on the CPU, where both run eagerly).
+TEST(Optim, LossScalingPartsAreStep) {
+  OptimOptions o;
+  o.weight_decay = 1e-4;
+  auto a = tiny_params(), b = tiny_params();
+  Optimizer whole(a, o), parts(b, o);
+  whole.enable_loss_scaling(1024, 2);
+  parts.enable_loss_scaling(1024, 2);
+  for (int s = 0; s < 5; ++s) {
+    for (auto* side : {&whole, &parts}) {
+      auto& p = side == &whole ? a : b;
+      side->zero_grad();
+      side->scaled(tiny_loss(p)).backward();
+      if (s == 3) p[0].second.mutable_grad()[0][1] = NAN;
+    }
+    const bool stepped = whole.step(0.1);
+    const auto flag = parts.unscale_grads();
+    EXPECT_EQ(flag.dim(), 0);
+    EXPECT_EQ(flag.scalar_type(), torch::kBool);
+    const bool finite = flag.item<bool>();
+    EXPECT_EQ(parts.settle_scale(finite), stepped) << "step " << s;
+    if (finite) parts.update(0.1);
+    EXPECT_EQ(stepped, s != 3);
+    for (int i = 0; i < 2; ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << "step " << s << " param " << i;
+    const auto sw = whole.state(), sp = parts.state();
+    ASSERT_EQ(sw.size(), sp.size());
+    for (size_t i = 0; i < sw.size(); ++i)
+      EXPECT_TRUE(torch::equal(sw[i].second, sp[i].second)) << "step " << s << " " << sw[i].first;
+  }
+  EXPECT_EQ(parts.loss_scale(), 1024);  // 1024, 2048 after 2 good steps, 1024 at the skip, then 1 good
+  EXPECT_EQ(parts.skipped_steps(), 1);
+  EXPECT_EQ(parts.steps(), 4);
 }
 
 TEST(Optim, LoadStateErrors) {

@@ -12,6 +12,7 @@
 #include "cp2/dist/comm.h"
 #include "cp2/dist/reducer.h"
 #include "cp2/pretrain/config.h"
+#include "cp2/pretrain/graph_step.h"
 #include "cp2/pretrain/trainer.h"
 
 namespace cp2::pretrain {
@@ -29,12 +30,17 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   cfg.train.batch = o.batch;
   cfg.train.device = o.device;
   cfg.train.numerics = o.numerics;
+  cfg.train.cuda_graph = o.cuda_graph;
   cfg.validate();
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
   if (o.cache_allocator) install_caching_cpu_allocator();
   if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
     throw Error("bench: expected --steps >= 1, --rounds >= 1 and --warmup >= 0");
   const torch::Device device(o.device);
+  // As the training loop decides it (on: refused here, naming why, before any work).
+  std::string no_graph;
+  const bool graphs =
+      resolve_cuda_graph(o.cuda_graph, graph_facts(cfg.model_options(), cfg.optim, device, 1), no_graph);
   BenchResult r;
 
   auto ds = std::make_shared<data::PretrainDataset>(o.data, cfg.aug_options(), 0);
@@ -62,6 +68,11 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   train::Optimizer opt(query_parameters(*model), cfg.optim);
   if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
   const double lr = cfg.lr();
+  StepRunner runner(*model, opt, graphs);
+  if (verbose)
+    std::printf("steps          %s\n", graphs                 ? "as CUDA graphs (train.cuda_graph)"
+                                       : no_graph.empty() ? "eager"
+                                                          : ("eager (train.cuda_graph auto: " + no_graph + ")").c_str());
   auto to_dev = [&](const data::Batch& b) -> data::Batch {
     return {b.im_q.to(device), b.im_k.to(device), b.mask_q.to(device), b.mask_k.to(device)};
   };
@@ -89,21 +100,24 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   // CPU from the probe (a probe at half the step's own rate).
   const auto fl = compute::count_step([&] { train_step(*model, opt, fixed, lr); }, static_cast<double>(o.batch),
                                       o.device, numerics, verbose);
-  for (int i = 0; i < o.warmup; ++i) train_step(*model, opt, to_dev(next()), lr);
-  train_step(*model, opt, fixed, lr);  // untimed, while the loader fills its prefetch queue
+  // Untimed: the warm-up, then one step while the loader fills its prefetch queue; with graphs
+  // these make the capture, and the timed steps replay it.
+  for (int i = 0; i < o.warmup; ++i) runner.step(to_dev(next()), lr);
+  runner.step(fixed, lr);
+  runner.step(fixed, lr);
   r.flops_per_img = fl.per_img;
   r.peak_gflops = fl.peak.gflops;
   std::vector<double> step_rates, e2e_rates;
   for (int round = 0; round < o.rounds; ++round) {
     auto t = Clock::now();
-    for (int i = 0; i < o.steps; ++i) train_step(*model, opt, fixed, lr);
+    for (int i = 0; i < o.steps; ++i) runner.step(fixed, lr);
     step_rates.push_back(o.steps * o.batch / seconds_since(t));
     t = Clock::now();
     for (int i = 0; i < o.steps; ++i) {
       auto tw = Clock::now();
       auto b = next();
       r.data_wait_s += seconds_since(tw);
-      train_step(*model, opt, to_dev(b), lr);
+      runner.step(to_dev(b), lr);
     }
     e2e_rates.push_back(o.steps * o.batch / seconds_since(t));
     if (verbose)

@@ -20,6 +20,9 @@ struct BenchOptions {
   std::string device = "cpu";
   bool cache_allocator = true;  // cp2's caching CPU allocator, as in training
   compute::NumericsOptions numerics;  // train.precision, train.channels_last, train.conv_algorithm, ...
+  // train.cuda_graph: off | on | auto; the timed steps go through the training loop's
+  // StepRunner (a capture at the first timed shape, replays after it).
+  std::string cuda_graph = "off";
 };
 
 struct BenchResult {

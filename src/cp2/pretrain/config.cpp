@@ -89,9 +89,10 @@ config::Fields PretrainConfig::fields() {
   f.add("train.device", train.device, "cpu, cuda, cuda:N");
   train::bind_numerics(f, train.numerics);
   f.add_choice("train.cuda_graph", train.cuda_graph, {"off", "on", "auto"},
-               "CUDA only: each step captured as a CUDA graph and replayed (one capture per learning rate and batch "
-               "shape; needs sgd with the cosine-epoch or constant schedule, fp32 or bf16, one process, no "
-               "key_bn_shuffle; on: refused otherwise, naming why; auto: eager steps then)");
+               "CUDA only: each step captured as a CUDA graph and replayed (one capture per learning rate, loss "
+               "scale and batch shape; fp16 with loss scaling as two graphs with the skip decided between them; "
+               "needs sgd with the cosine-epoch or constant schedule, one process, no key_bn_shuffle; on: refused "
+               "otherwise, naming why; auto: eager steps then)");
   return f;
 }
 

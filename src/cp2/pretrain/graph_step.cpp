@@ -18,10 +18,9 @@
 namespace cp2::pretrain {
 
 GraphFacts graph_facts(const CP2Options& model, const train::OptimOptions& optim, const c10::Device& device,
-                       bool loss_scaling, int processes) {
+                       int processes) {
   GraphFacts f;
   f.device = device;
-  f.loss_scaling = loss_scaling;
   f.optimizer = optim.name;
   f.schedule = optim.schedule;
   f.processes = processes;
@@ -30,14 +29,12 @@ GraphFacts graph_facts(const CP2Options& model, const train::OptimOptions& optim
 }
 
 GraphFacts graph_facts(const CP2ModelImpl& model, const train::Optimizer& opt) {
-  return graph_facts(model.options(), opt.options(), model.queue.device(), opt.loss_scaling(),
-                     model.comm() ? model.comm()->size() : 1);
+  return graph_facts(model.options(), opt.options(), model.queue.device(), model.comm() ? model.comm()->size() : 1);
 }
 
 std::string graph_unsupported(const GraphFacts& f) {
   // The config's reasons first (the same in every build, so the tests check them on a CPU),
   // then the device and the build.
-  if (f.loss_scaling) return "loss scaling (fp16) decides on the host whether a step is skipped: use bf16 or fp32";
   if (f.optimizer != "sgd") return "AdamW's bias correction changes every step: use sgd";
   if (f.processes > 1) return "several processes: their gradient all-reduce is not captured";
   if (f.key_bn_shuffle) return "key_bn_shuffle draws its permutation on the host";
@@ -76,11 +73,15 @@ std::string step_unsupported(const CP2ModelImpl& model, const train::Optimizer& 
 struct GraphedStep::Impl {
 #ifdef CP2_WITH_CUDA
   at::cuda::CUDAGraph graph;
+  at::cuda::CUDAGraph update;  // with loss scaling: the update and the enqueue, replayed apart
 #endif
+  CP2ModelImpl* model = nullptr;
   train::Optimizer* opt = nullptr;
   data::Batch in;  // the graph's inputs: run() copies each batch into them
   LossParts parts;  // its outputs, rewritten by every replay
-  double lr = 0;
+  at::Tensor grads_finite;  // with loss scaling: the gradients' flag, rewritten by every replay
+  bool split = false;  // loss scaling: two graphs
+  double lr = 0, scale = 1;
 };
 
 namespace {
@@ -96,11 +97,14 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
   if (!why.empty()) throw Error("CUDA graph: " + why);
 #ifdef CP2_WITH_CUDA
   if (opt.steps() < 1)
-    throw Error("CUDA graph: run one eager step at these shapes before capturing (cuDNN's algorithm choice and "
-                "the optimizer's momentum buffers must exist before capture)");
+    throw Error("CUDA graph: run one eager step that updates the weights at these shapes before capturing "
+                "(cuDNN's algorithm choice and the optimizer's momentum buffers must exist before capture)");
   auto& I = *impl_;
+  I.model = &model;
   I.opt = &opt;
   I.lr = lr;
+  I.split = opt.loss_scaling();
+  I.scale = opt.loss_scale();
   auto copy = [](const at::Tensor& t) { return t.clone(t.suggest_memory_format()); };
   I.in = {copy(example.im_q), copy(example.im_k), copy(example.mask_q), copy(example.mask_k)};
   const int64_t steps = opt.steps();
@@ -116,21 +120,32 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
   // The guard outlives the clean-up below: capture_end must be called on the capturing stream,
   // else the capture never ends and every later CUDA call fails.
   c10::cuda::CUDAStreamGuard guard(side);
-  bool capturing = false;
+  at::cuda::CUDAGraph* capturing = nullptr;
   try {
     I.graph.capture_begin();
-    capturing = true;
+    capturing = &I.graph;
     I.parts = model.forward_step(I.in.im_q, I.in.im_k, I.in.mask_q, I.in.mask_k, /*read=*/false);
     opt.scaled(I.parts.total).backward();
-    opt.step(lr);
+    if (I.split) {
+      // The eager step reads the flag between these two (train::Optimizer::step): run() does.
+      I.grads_finite = opt.unscale_grads();
+      capturing = nullptr;
+      I.graph.capture_end();
+      I.update.capture_begin();
+      capturing = &I.update;
+      opt.update(lr);
+    } else {
+      opt.step(lr);
+    }
     model.enqueue(I.parts.k_ins);
-    capturing = false;
-    I.graph.capture_end();
+    auto* g = capturing;
+    capturing = nullptr;
+    g->capture_end();
   } catch (const std::exception& e) {
     std::string what = e.what();
     if (capturing) {
       try {
-        I.graph.capture_end();  // ends the stream's capture (it reports the capture invalid)
+        capturing->capture_end();  // ends the stream's capture (it reports the capture invalid)
       } catch (const std::exception&) {
         // the capture's own error (above) is the one to report
       }
@@ -154,6 +169,7 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
 GraphedStep::~GraphedStep() = default;
 
 double GraphedStep::lr() const { return impl_->lr; }
+double GraphedStep::scale() const { return impl_->scale; }
 
 StepResult GraphedStep::run(const data::Batch& b) {
   auto& I = *impl_;
@@ -168,12 +184,26 @@ StepResult GraphedStep::run(const data::Batch& b) {
 #ifdef CP2_WITH_CUDA
   I.graph.replay();
 #endif
-  I.opt->set_steps(I.opt->steps() + 1);
   StepResult r;
   r.parts = I.parts;
   read_values(r.parts);
   r.loss = r.parts.total_value;
   r.finite = std::isfinite(r.loss);
+  if (I.split) {
+    // train_step's decisions (train::backward_and_step, Optimizer::step) on the replay's numbers.
+    if (!r.finite) {
+      I.opt->skip_step();  // a non-finite loss: no update, nothing enqueued
+      return r;
+    }
+    if (!I.opt->settle_scale(I.grads_finite.item<bool>())) {
+      I.model->enqueue(I.parts.k_ins);  // skipped by loss scaling: the keys still go in
+      return r;
+    }
+#ifdef CP2_WITH_CUDA
+    I.update.replay();
+#endif
+  }
+  I.opt->set_steps(I.opt->steps() + 1);
   r.stepped = true;
   return r;
 }
@@ -190,8 +220,10 @@ StepRunner::~StepRunner() = default;
 StepResult StepRunner::step(const data::Batch& b, double lr) {
   const auto shape = b.im_q.sizes().vec();
   last_replayed_ = false;
-  auto graph_fits = [&] { return graph_ && graph_shape_ == shape && graph_->lr() == lr; };
-  if (graphs_ && !graph_fits() && shape == warm_shape_) {
+  auto graph_fits = [&] {
+    return graph_ && graph_shape_ == shape && graph_->lr() == lr && graph_->scale() == opt_.loss_scale();
+  };
+  if (graphs_ && !graph_fits() && shape == warm_shape_ && opt_.steps() >= 1) {
     graph_.reset();  // its memory goes before the next capture takes its own
     graph_ = std::make_unique<GraphedStep>(model_, opt_, b, lr);
     graph_shape_ = shape;

@@ -14,7 +14,6 @@ namespace cp2::pretrain {
 // model exists (so that train.cuda_graph: on is refused before the run folder opens).
 struct GraphFacts {
   c10::Device device = c10::Device("cpu");
-  bool loss_scaling = false;  // fp16: the skip decision reads the device
   std::string optimizer = "sgd";
   std::string schedule = "cosine-epoch";
   int processes = 1;
@@ -23,11 +22,10 @@ struct GraphFacts {
 // From the options, before the model exists (the training loop's check), and from a model and
 // its optimizer (the same facts, read back).
 GraphFacts graph_facts(const CP2Options& model, const train::OptimOptions& optim, const c10::Device& device,
-                       bool loss_scaling, int processes);
+                       int processes);
 GraphFacts graph_facts(const CP2ModelImpl& model, const train::Optimizer& opt);
 
-// Why such a run's steps cannot be captured ("" when they can), the first of: loss scaling,
-// AdamW (its bias correction changes every step), several processes (the gradient all-reduce
+// Why such a run's steps cannot be captured ("" when they can), the first of: AdamW (its bias correction changes every step), several processes (the gradient all-reduce
 // is not captured), key-BN shuffling (a permutation drawn on the host), a schedule that
 // changes the rate every step (poly, cosine-iter: a capture per step), not CUDA, a LibTorch
 // without CUDA.
@@ -43,18 +41,26 @@ class GraphedStep {
   // Captures one step (forward, backward, optimizer step at `lr`, enqueue) on batches shaped
   // like `example`. Capturing runs nothing: the model, optimizer and queue change only when
   // run() replays. The caller must have run at least one eager train_step at these shapes
-  // first (cuDNN's algorithm choice and the optimizer's momentum buffers exist before capture).
-  // `lr` is part of the graph: capture again when it changes (the authors' schedule changes
-  // it once per epoch). Throws with graph_unsupported()'s reason (the schedule aside).
+  // first that updated the weights (cuDNN's algorithm choice and the optimizer's momentum
+  // buffers exist before capture). `lr` and the loss scale are part of the graph: capture
+  // again when one changes (the authors' schedule changes the rate once per epoch; loss
+  // scaling halves the scale at a skipped step and doubles it after 2000 good ones). With
+  // loss scaling (fp16) the step is two graphs, as the eager step's one host read splits it:
+  // forward, backward and the gradients' finiteness, then, when they are finite, the update
+  // and the enqueue. Throws with graph_unsupported()'s reason (the schedule aside).
   GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& example, double lr);
   ~GraphedStep();
   GraphedStep(const GraphedStep&) = delete;
   GraphedStep& operator=(const GraphedStep&) = delete;
   // Copies `b` into the graph's inputs, replays, reads the logged numbers (one device sync).
-  // The update is applied whatever the loss: a non-finite loss comes back with finite = false
-  // after the weights took it (an eager step would have skipped it), so stop the run then.
+  // Without loss scaling the update is applied whatever the loss: a non-finite loss comes back
+  // with finite = false after the weights took it (an eager step would have skipped it), so
+  // stop the run then. With loss scaling it decides as the eager step: a non-finite loss
+  // updates and enqueues nothing, non-finite gradients skip the update (the keys enqueued),
+  // each halving the scale; otherwise the update's graph is replayed.
   StepResult run(const data::Batch& b);
   double lr() const;
+  double scale() const;  // the loss scale it was captured at (1 without loss scaling)
 
  private:
   struct Impl;
@@ -62,9 +68,10 @@ class GraphedStep {
 };
 
 // How the training loop runs its steps (train.cuda_graph): eagerly, or replaying a CUDA graph
-// captured per learning rate and batch shape. A step at a shape not yet run eagerly runs
-// eagerly (it makes cuDNN's choices and the momentum buffers a capture needs), as does any
-// step whose graph does not match; a graph is captured when a step comes at the shape of the
+// captured per learning rate, loss scale and batch shape. A step at a shape not yet run
+// eagerly runs eagerly (it makes cuDNN's choices and the momentum buffers a capture needs),
+// as does any step whose graph does not match while no update has been made yet (fp16's
+// first steps may all be skipped); a graph is captured when a step comes at the shape of the
 // last eager step, replacing the previous one (one graph's memory at a time). The authors'
 // cosine schedule changes the rate once per epoch: one capture per epoch. A schedule that
 // changes it every step (poly, cosine-iter) would capture every step: refused at start.

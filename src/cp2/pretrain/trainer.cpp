@@ -151,7 +151,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   // train.cuda_graph: on that cannot hold is a config error, before the run folder opens.
   std::string no_graph;
   const bool use_graphs = resolve_cuda_graph(
-      T.cuda_graph, graph_facts(mopt, cfg.optim, device, numerics.loss_scaling, world), no_graph);
+      T.cuda_graph, graph_facts(mopt, cfg.optim, device, world), no_graph);
   auto hp = train::open_harness(*comm, {train::pretrain_kind(), T.out, rc.resume, yaml, "step", rc.progress,
                                          T.log_every, T.keep_last});
   train::Harness& h = *hp;
@@ -291,11 +291,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
           h.non_finite_step(pos.step + 1,
                             "epoch " + std::to_string(epoch + 1) + ", iteration " + std::to_string(it + 1) +
                                 "; loss_ins " + std::to_string(parts.ins_value) + ", loss_dense " +
-                                std::to_string(parts.dense_value) +
-                                (runner.last_replayed() ? "; a CUDA graph's replay, which applied its update in "
-                                                          "memory (nothing of it is saved)"
-                                                        : ""),
-                            opt, models::buffers_finite(*model));
+                                std::to_string(parts.dense_value),
+                            opt, models::buffers_finite(*model), res.stepped);
         ++it;
         ++pos.step;
         sum.losses.push_back(res.loss);

@@ -137,16 +137,18 @@ bool Harness::stop_agreed() const {
   return comm_ ? dist::any_rank(*comm_, mine) : mine;
 }
 
-void Harness::non_finite(int64_t position, const std::string& detail) const {
-  throw Error(o_.unit + " " + std::to_string(position) + ": loss is not finite (" + detail +
-              "); stopped without updating. " +
+void Harness::non_finite(int64_t position, const std::string& detail, bool updated) const {
+  throw Error(o_.unit + " " + std::to_string(position) + ": loss is not finite (" + detail + "); stopped " +
+              (updated ? "after its update, which a CUDA graph's replay applies whatever the loss (in memory only: "
+                         "nothing of it is saved). "
+                       : "without updating. ") +
               (last_.empty() ? std::string("No checkpoint was written by this run.")
                              : "Last good checkpoint: " + last_));
 }
 
 void Harness::non_finite_step(int64_t position, const std::string& detail, const Optimizer& opt,
-                              bool buffers_finite) {
-  if (!opt.loss_scaling()) non_finite(position, detail);
+                              bool buffers_finite, bool updated) {
+  if (!opt.loss_scaling()) non_finite(position, detail, updated);
   if (comm_ ? dist::any_rank(*comm_, !buffers_finite) : !buffers_finite)
     non_finite(position, detail + "; the forward pass overflowed and BatchNorm's running statistics took non-finite "
                                   "values, which no skipped step undoes: resume from the last checkpoint in bf16 or fp32");

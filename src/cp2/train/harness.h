@@ -73,13 +73,16 @@ class Harness {
   // all-reduce), so that a signal reaching one rank a step before another stops them at
   // the same step instead of leaving one waiting in the next step's collectives.
   bool stop_agreed() const;
-  // The non-finite-loss error for the step numbered `position` (1-based).
-  [[noreturn]] void non_finite(int64_t position, const std::string& detail) const;
+  // The non-finite-loss error for the step numbered `position` (1-based). `updated`: the step
+  // applied its update anyway (a CUDA graph's replay without loss scaling, which cannot skip);
+  // the message then says so, and that nothing of it is saved.
+  [[noreturn]] void non_finite(int64_t position, const std::string& detail, bool updated = false) const;
   // After a step whose loss is not finite: stops the run as non_finite() does, unless `opt`
   // scales the loss (it has skipped the step then, fp16's forward overflow, as GradScaler's
   // loop) and the model's buffers (BatchNorm's running statistics) stayed finite on every
   // rank; then says so and returns.
-  void non_finite_step(int64_t position, const std::string& detail, const Optimizer& opt, bool buffers_finite);
+  void non_finite_step(int64_t position, const std::string& detail, const Optimizer& opt, bool buffers_finite,
+                       bool updated = false);
   // summary.json (atomic): `fields` plus finished, stopped_by and checkpoint.
   void summary(nlohmann::json fields, bool finished) const;
   // summary.json of a run that failed: `fields` plus the error.

@@ -58,15 +58,28 @@ void Optimizer::enable_loss_scaling(double init_scale, int64_t growth_interval) 
 
 at::Tensor Optimizer::scaled(const at::Tensor& loss) const { return scaling_ ? loss * scale_ : loss; }
 
-bool Optimizer::unscale_grads() {
+at::Tensor Optimizer::unscale_grads() {
+  torch::NoGradGuard ng;
   std::vector<at::Tensor> grads;
   for (auto& [n, p] : params_)
     if (p.grad().defined()) grads.push_back(p.mutable_grad());
-  if (grads.empty()) return true;
-  // Two multi-tensor ops and one host read: an L1 norm is non-finite where any element is
+  if (grads.empty()) return torch::ones({}, torch::kBool);
+  // Two multi-tensor ops and no host read: an L1 norm is non-finite where any element is
   // (inf, -inf or NaN), and overflows no sooner than the gradient's own sum would.
   at::_foreach_mul_(grads, 1.0 / scale_);
-  return torch::stack(at::_foreach_norm(grads, 1)).isfinite().all().item<bool>();
+  return torch::stack(at::_foreach_norm(grads, 1)).isfinite().all();
+}
+
+bool Optimizer::settle_scale(bool grads_finite) {
+  if (!grads_finite) {
+    skip_step();
+    return false;
+  }
+  if (++growth_ == growth_interval_) {
+    scale_ *= 2.0;  // growth_factor
+    growth_ = 0;
+  }
+  return true;
 }
 
 void Optimizer::skip_step() {
@@ -119,21 +132,17 @@ void Optimizer::sgd_step(double lr) {
 }
 
 bool Optimizer::step(double lr) {
+  if (scaling_ && !settle_scale(unscale_grads().item<bool>())) return false;
+  update(lr);
+  return true;
+}
+
+void Optimizer::update(double lr) {
   torch::NoGradGuard ng;
-  if (scaling_) {
-    if (!unscale_grads()) {
-      skip_step();
-      return false;
-    }
-    if (++growth_ == growth_interval_) {
-      scale_ *= 2.0;  // growth_factor
-      growth_ = 0;
-    }
-  }
   ++steps_;
   if (opt_.name == "sgd") {
     sgd_step(lr);
-    return true;
+    return;
   }
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
@@ -152,7 +161,6 @@ bool Optimizer::step(double lr) {
     auto denom = (buf2_[i].sqrt() / std::sqrt(bc2)).add_(opt_.eps);
     p.addcdiv_(buf1_[i], denom, -lr / bc1);
   }
-  return true;
 }
 
 NamedTensors Optimizer::state() const {

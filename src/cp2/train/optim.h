@@ -48,8 +48,16 @@ class Optimizer {
   int64_t skipped_steps() const { return skipped_; }
   void zero_grad();
   // Parameters without a gradient are skipped, as in PyTorch. False where loss scaling found
-  // a non-finite gradient and skipped the update (one host read of a flag per step).
+  // a non-finite gradient and skipped the update (one host read of a flag per step). It is
+  // the three parts below in order, which a CUDA graph runs apart (pretrain/graph_step.h).
   bool step(double lr);
+  // Loss scaling's parts of step(): divide the gradients by the scale and return, on their
+  // device and without reading it, whether every one is finite (true without gradients);
+  // then, with that flag read, settle_scale skips the step (as skip_step) or counts it
+  // towards growing the scale, and returns the flag; update applies the rule at `lr`.
+  at::Tensor unscale_grads();
+  bool settle_scale(bool grads_finite);
+  void update(double lr);
   // A step whose loss is not finite (a forward overflow in fp16), with loss scaling on: what
   // step() does for non-finite gradients, without the backward pass that would make them
   // (GradScaler's loop backpropagates the non-finite loss, then skips): the skip is counted,
@@ -75,7 +83,6 @@ class Optimizer {
   bool scaling_ = false;
   double scale_ = 1.0;
   int64_t growth_interval_ = 0, growth_ = 0, skipped_ = 0;
-  bool unscale_grads();  // true when every gradient is finite
   void sgd_step(double lr);
 };
 
