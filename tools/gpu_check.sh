@@ -12,8 +12,9 @@
 #      also when the build failed, so that one run always yields the reference's figures.
 # Both sides time as the authors' runs do: cuDNN autotuning on (CP2 main.py sets
 # cudnn.benchmark = True), TF32 for convolutions (PyTorch's default), not for matmuls.
-# Budget: about 4-6 minutes on an H200 with 16 cores (build 63 s, cp2's side 2-4 min,
-# PyTorch's 1-2). Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3, STEPS=10,
+# Budget: about 4-6 minutes on an H200 with 16 cores as measured (build 63 s, cp2's side
+# 2-4 min, PyTorch's 1-2), before the fp16 graph check and its two timed lines were added
+# (expect some 30-60 s more). Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3, STEPS=10,
 # TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32 NCHW step, the authors'
 # configuration, none skips PyTorch's side, for when it was measured before; logs go to $OUT
 # when it is set, else next to the build dir).

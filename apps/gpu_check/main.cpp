@@ -277,7 +277,8 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
 // (train.precision bf16|fp16 / train.channels_last: autocast around the encoders only; fp16
 // with dynamic loss scaling, as train.loss_scale: auto).
 std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, const std::string& precision,
-                      bool channels_last, bool graph, double& img_s, double& gflops, double& peak_gib) {
+                      bool channels_last, bool graph, double& img_s, double& gflops, double& peak_gib,
+                      std::string& note) {
   try {
     peak_device_bytes(dev, /*reset=*/true);
     pretrain::CP2Options o;
@@ -305,20 +306,27 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
     for (int i = 0; i < a.warmup; ++i) step();
     const auto fl = compute::count_step(step, static_cast<double>(batch), dev.str(), n, /*verbose=*/false,
                                         /*probe=*/false);
-    std::unique_ptr<pretrain::GraphedStep> g;
+    // Graphs through the training loop's runner: it captures once an update has been made at
+    // this shape (fp16's first steps may be skipped by loss scaling) and again at a new scale.
+    std::unique_ptr<pretrain::StepRunner> runner;
     if (graph) {
-      // A capture needs an update made (fp16's first steps may be skipped by loss scaling).
-      for (int i = 0; i < 30 && opt.steps() < 1; ++i) step();
-      g = std::make_unique<pretrain::GraphedStep>(*m, opt, b, lr);
-      for (int i = 0; i < a.warmup; ++i) g->run(b);
+      runner = std::make_unique<pretrain::StepRunner>(*m, opt, true);
+      for (int i = 0; i < 30 && (i < a.warmup || runner->replays() == 0); ++i) runner->step(b, lr);
+      if (runner->replays() == 0) throw Error("no replay after 30 warm-up steps");
     }
+    const int64_t skipped = opt.skipped_steps(), captures = runner ? runner->captures() : 0;
     sync(dev);
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < a.steps; ++i) {
-      if (g) g->run(b);  // reads the losses each step, as the eager step does
+      if (runner) runner->step(b, lr);  // reads the losses each step, as the eager step does
       else step();
     }
     sync(dev);
+    note.clear();
+    if (opt.skipped_steps() > skipped)
+      note += " (" + std::to_string(opt.skipped_steps() - skipped) + " timed steps skipped by loss scaling)";
+    if (runner && runner->captures() > captures)
+      note += " (" + std::to_string(runner->captures() - captures) + " captures while timed)";
     img_s = a.steps * batch / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     gflops = fl.per_img * img_s / 1e9;
     peak_gib = peak_device_bytes(dev, false) / double(1 << 30);
@@ -362,12 +370,14 @@ int main(int argc, char** argv) {
             const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
             const std::string layout = std::string(cl ? "channels-last" : "NCHW") + (graph ? " graph" : "");
             double ips = 0, gflops = 0, peak = -1;
-            const auto err = time_step(a, dev, batch, precision, cl, graph, ips, gflops, peak);
+            std::string note;
+            const auto err = time_step(a, dev, batch, precision, cl, graph, ips, gflops, peak, note);
             char mem[48] = "";
             if (peak >= 0) std::snprintf(mem, sizeof mem, " %6.1f GiB peak", peak);
             if (err.empty())
-              std::printf("[step] batch %3lld %-9s %-19s %9.2f img/s %9.1f GFLOP/s%s\n",
-                          static_cast<long long>(batch), label.c_str(), layout.c_str(), ips, gflops, mem);
+              std::printf("[step] batch %3lld %-9s %-19s %9.2f img/s %9.1f GFLOP/s%s%s\n",
+                          static_cast<long long>(batch), label.c_str(), layout.c_str(), ips, gflops, mem,
+                          note.c_str());
             else
               std::printf("[step] batch %3lld %-9s %-19s failed: %s\n", static_cast<long long>(batch), label.c_str(),
                           layout.c_str(), err.c_str());

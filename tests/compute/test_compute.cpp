@@ -206,6 +206,20 @@ double max_abs_diff(const std::vector<at::Tensor>& a, const std::vector<at::Tens
 
 }  // namespace
 
+// The start-up check behind train.channels_last on the CPU: this LibTorch passes it (Debian
+// 13's 2.6 on AVX-512 fails it, docs/benchmarks.md); at a tolerance nothing meets, the refusal
+// names the convolution, the difference and the tolerance.
+TEST(Numerics, ChannelsLastSelfCheck) {
+  EXPECT_EQ(compute::channels_last_conv_fault(), "");
+  expect_error([] { throw Error(compute::channels_last_conv_fault(-1)); },
+               {"this LibTorch's channels-last 1x1 stride-2 convolution 256->512 on 4x4 (batch 4) differs from NCHW "
+                "by ",
+                " of its largest value (tolerance -1e+00)"});
+  compute::NumericsOptions o;
+  o.channels_last = true;
+  EXPECT_TRUE(compute::resolve_numerics(o, "cpu").channels_last);
+}
+
 // Channels-last is a layout, not a different computation: one CP² step equals NCHW's.
 TEST(Numerics, ChannelsLastStepEqualsNchw) {
   const auto ref = one_step({});

@@ -1,5 +1,6 @@
 #include "cp2/compute/precision.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
@@ -55,6 +56,34 @@ bool cpu_has_native_bf16() {
   return has;
 }
 
+std::string channels_last_conv_fault(double tolerance) {
+  torch::NoGradGuard ng;
+  auto gen = at::detail::createCPUGenerator(11);  // fixed inputs, the global generator untouched
+  struct Case {
+    const char* what;
+    int64_t in, out, k, stride, hw;
+  };
+  for (const Case& c : {Case{"1x1 stride-2 convolution 256->512 on 4x4", 256, 512, 1, 2, 4},
+                        Case{"3x3 convolution 64->64 on 8x8", 64, 64, 3, 1, 8}}) {
+    const auto x = at::randn({4, c.in, c.hw, c.hw}, gen, torch::kFloat);
+    const auto w = at::randn({c.out, c.in, c.k, c.k}, gen, torch::kFloat) / std::sqrt(double(c.in * c.k * c.k));
+    const auto ref = at::conv2d(x, w, {}, c.stride, c.k / 2);
+    const auto cl = at::conv2d(x.contiguous(at::MemoryFormat::ChannelsLast),
+                               w.contiguous(at::MemoryFormat::ChannelsLast), {}, c.stride, c.k / 2);
+    const double scale = ref.abs().max().item<double>();
+    const double err = (cl - ref).abs().max().item<double>() / std::max(scale, 1e-30);
+    if (!(err <= tolerance)) {  // NaN included
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2g", err);
+      char tol[32];
+      std::snprintf(tol, sizeof tol, "%.0e", tolerance);
+      return std::string("this LibTorch's channels-last ") + c.what + " (batch 4) differs from NCHW by " + buf +
+             " of its largest value (tolerance " + tol + ")";
+    }
+  }
+  return "";
+}
+
 namespace {
 
 // Why train.conv_algorithm: winograd cannot apply to numerics `n` on this device; "" where it can.
@@ -79,6 +108,11 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
   if (n.fp16 && !cuda)
     throw Error("train.precision: fp16 runs on CUDA only, found device '" + device +
                 "' (LibTorch's CPU autocast is bf16; use bf16, auto or fp32)");
+  if (n.channels_last && !cuda) {
+    static const std::string fault = channels_last_conv_fault();
+    if (!fault.empty())
+      throw Error("train.channels_last: " + fault + ": keep train.channels_last off with this LibTorch on this CPU");
+  }
   n.loss_scaling = o.loss_scale == "dynamic" || (o.loss_scale == "auto" && n.fp16);
   n.loss_scale_init = o.loss_scale_init;
   const std::string blocked = winograd_blocked(n, cuda);

@@ -82,7 +82,9 @@ struct Numerics {
 };
 
 // Throws, naming the key, where train.conv_algorithm: winograd cannot apply (bf16, CUDA, a
-// build or CPU without the kernels) or train.precision: fp16 is asked for off CUDA.
+// build or CPU without the kernels), train.precision: fp16 is asked for off CUDA, or
+// train.channels_last on the CPU with a LibTorch whose channels-last convolutions are wrong
+// (channels_last_conv_fault).
 Numerics resolve_numerics(const NumericsOptions& o, const std::string& device);
 // The same for inference (cp2 evaluate, predict) of a config trained elsewhere: where that
 // device's choices cannot apply here, falls back instead of stopping (fp16 off CUDA -> fp32,
@@ -91,6 +93,14 @@ Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string&
 
 // True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (read once).
 bool cpu_has_native_bf16();
+
+// "" where this LibTorch's CPU convolutions give the same numbers in channels-last as in
+// NCHW, else what differs: a 1x1 stride-2 convolution 256->512 on 4x4 maps (ResNet's layer-4
+// downsample at a small size) and a 3x3 one, fixed inputs, relative to the NCHW result's
+// largest entry, against `tolerance`. Debian 13's LibTorch 2.6 (oneDNN 3.7) gets the 1x1 one
+// 47 % wrong on an AMD Zen 5 with AVX-512 (docs/benchmarks.md); resolve_numerics refuses
+// train.channels_last on the CPU wherever this check fails (run once per process).
+std::string channels_last_conv_fault(double tolerance = 1e-4);
 
 // Whether autocast is on for the CPU (or CUDA) on this thread.
 bool autocast_active(bool cuda);

@@ -177,6 +177,9 @@ StepResult GraphedStep::run(const data::Batch& b) {
       b.mask_q.sizes() != I.in.mask_q.sizes() || b.mask_k.sizes() != I.in.mask_k.sizes())
     throw Error("CUDA graph: captured for a batch of " + shapes(I.in) + ", found " + shapes(b) +
                 " (capture again for another batch size, e.g. the last short batch)");
+  if (I.opt->loss_scale() != I.scale)
+    throw Error("CUDA graph: captured at loss scale " + std::to_string(I.scale) + ", the optimizer's is now " +
+                std::to_string(I.opt->loss_scale()) + " (capture again after a skipped step or the scale's growth)");
   I.in.im_q.copy_(b.im_q);
   I.in.im_k.copy_(b.im_k);
   I.in.mask_q.copy_(b.mask_q);

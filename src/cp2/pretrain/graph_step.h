@@ -57,7 +57,8 @@ class GraphedStep {
   // with finite = false after the weights took it (an eager step would have skipped it), so
   // stop the run then. With loss scaling it decides as the eager step: a non-finite loss
   // updates and enqueues nothing, non-finite gradients skip the update (the keys enqueued),
-  // each halving the scale; otherwise the update's graph is replayed.
+  // each halving the scale; otherwise the update's graph is replayed. Throws, changing nothing,
+  // for a batch of other shapes or once the optimizer's loss scale is not the captured one.
   StepResult run(const data::Batch& b);
   double lr() const;
   double scale() const;  // the loss scale it was captured at (1 without loss scaling)
