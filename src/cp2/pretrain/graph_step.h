@@ -69,11 +69,11 @@ class GraphedStep {
 };
 
 // How the training loop runs its steps (train.cuda_graph): eagerly, or replaying a CUDA graph
-// captured per learning rate, loss scale and batch shape. A step at a shape not yet run
-// eagerly runs eagerly (it makes cuDNN's choices and the momentum buffers a capture needs),
-// as does any step whose graph does not match while no update has been made yet (fp16's
-// first steps may all be skipped); a graph is captured when a step comes at the shape of the
-// last eager step, replacing the previous one (one graph's memory at a time). The authors'
+// captured per learning rate, loss scale and batch shape. A step replays the graph when it
+// fits. When none does, a graph is captured if the step comes at the shape of the last eager
+// step and an update has been made (a capture needs cuDNN's choices and the momentum buffers
+// that eager steps make; fp16's first steps may all be skipped), replacing the previous one
+// (one graph's memory at a time); otherwise the step runs eagerly. The authors'
 // cosine schedule changes the rate once per epoch: one capture per epoch. A schedule that
 // changes it every step (poly, cosine-iter) would capture every step: refused at start.
 class StepRunner {
