@@ -14,8 +14,8 @@
 # cudnn.benchmark = True), TF32 for convolutions (PyTorch's default), not for matmuls.
 # Budget: about 4-6 minutes on an H200 with 16 cores as measured (build 63 s, cp2's side
 # 2-4 min, PyTorch's 1-2), before the fp16 graph check and its two timed lines were added
-# (expect some 30-60 s more). Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3, STEPS=10,
-# TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32 NCHW step, the authors'
+# (expect some 30-60 s more). Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3,
+# STEPS=10, TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32 NCHW step, the authors'
 # configuration, none skips PyTorch's side, for when it was measured before; logs go to $OUT
 # when it is set, else next to the build dir).
 set -uo pipefail

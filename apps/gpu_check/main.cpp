@@ -250,6 +250,10 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
                                     runner.replays() == want_replays;
     const bool pass = loss_err <= loss_tol && update_err <= update_tol && buf_err <= update_tol && q_err <= queue_tol &&
                       ptr_eq && counts;
+    const std::string scaled_what = n.loss_scaling ? ", loss scales, skipped steps" : "",
+                      scaled_state = n.loss_scaling ? " (" + std::to_string(oa.skipped_steps()) + " skipped, scale 2^" +
+                                                          std::to_string(static_cast<int>(std::log2(oa.loss_scale()))) + ")"
+                                                    : "";
     std::printf("[graph] R18-ASPP@96 %s, 7 steps, eager vs train.cuda_graph %s (%lld eager, %lld captures, %lld "
                 "replays; expected %lld, %lld, %lld), worst step: loss rel %.2e (tolerance %.0e), update rel %.2e, "
                 "momentum rel %.2e (tolerance %.0e), queue rel %.2e (tolerance %.0e); pointers and step counts%s %s%s: "
@@ -258,12 +262,7 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
                 static_cast<long long>(runner.captures()), static_cast<long long>(runner.replays()),
                 static_cast<long long>(want_eager), static_cast<long long>(want_captures),
                 static_cast<long long>(want_replays), loss_err, loss_tol, update_err, buf_err, update_tol, q_err,
-                queue_tol, n.loss_scaling ? ", loss scales, skipped steps" : "", ptr_eq ? "equal" : "DIFFER",
-                n.loss_scaling ? (" (" + std::to_string(oa.skipped_steps()) + " skipped, scale 2^" +
-                                  std::to_string(static_cast<int>(std::log2(oa.loss_scale()))) + ")")
-                                     .c_str()
-                               : "",
-                pass ? "PASS" : "FAIL");
+                queue_tol, scaled_what.c_str(), ptr_eq ? "equal" : "DIFFER", scaled_state.c_str(), pass ? "PASS" : "FAIL");
     return pass;
   } catch (const std::exception& e) {
     std::string w = e.what();

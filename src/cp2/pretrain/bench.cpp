@@ -69,10 +69,12 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
   const double lr = cfg.lr();
   StepRunner runner(*model, opt, graphs);
-  if (verbose)
-    std::printf("steps          %s\n", graphs                 ? "as CUDA graphs (train.cuda_graph)"
-                                       : no_graph.empty() ? "eager"
-                                                          : ("eager (train.cuda_graph auto: " + no_graph + ")").c_str());
+  if (verbose) {
+    const std::string how = graphs             ? "as CUDA graphs (train.cuda_graph)"
+                            : no_graph.empty() ? "eager"
+                                               : "eager (train.cuda_graph auto: " + no_graph + ")";
+    std::printf("steps          %s\n", how.c_str());
+  }
   auto to_dev = [&](const data::Batch& b) -> data::Batch {
     return {b.im_q.to(device), b.im_k.to(device), b.mask_q.to(device), b.mask_k.to(device)};
   };

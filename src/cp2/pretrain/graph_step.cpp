@@ -127,16 +127,15 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
     I.parts = model.forward_step(I.in.im_q, I.in.im_k, I.in.mask_q, I.in.mask_k, /*read=*/false);
     opt.scaled(I.parts.total).backward();
     if (I.split) {
-      // The eager step reads the flag between these two (train::Optimizer::step): run() does.
+      // The eager step reads the flag between here and the update (train::Optimizer::step):
+      // run() does, between the two graphs.
       I.grads_finite = opt.unscale_grads();
       capturing = nullptr;
       I.graph.capture_end();
       I.update.capture_begin();
       capturing = &I.update;
-      opt.update(lr);
-    } else {
-      opt.step(lr);
     }
+    opt.update(lr);  // step() without loss scaling
     model.enqueue(I.parts.k_ins);
     auto* g = capturing;
     capturing = nullptr;

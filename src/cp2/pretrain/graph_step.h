@@ -25,10 +25,10 @@ GraphFacts graph_facts(const CP2Options& model, const train::OptimOptions& optim
                        int processes);
 GraphFacts graph_facts(const CP2ModelImpl& model, const train::Optimizer& opt);
 
-// Why such a run's steps cannot be captured ("" when they can), the first of: AdamW (its bias correction changes every step), several processes (the gradient all-reduce
-// is not captured), key-BN shuffling (a permutation drawn on the host), a schedule that
-// changes the rate every step (poly, cosine-iter: a capture per step), not CUDA, a LibTorch
-// without CUDA.
+// Why such a run's steps cannot be captured ("" when they can), the first of: AdamW (its bias
+// correction changes every step), several processes (the gradient all-reduce is not
+// captured), key-BN shuffling (a permutation drawn on the host), a schedule that changes the
+// rate every step (poly, cosine-iter: a capture per step), not CUDA, a LibTorch without CUDA.
 std::string graph_unsupported(const GraphFacts& f);
 
 // train.cuda_graph (off | on | auto) resolved: whether the steps are CUDA graphs. Sets `why` to
