@@ -5,9 +5,10 @@
 #      tools/make_parity_fixtures.py writes the CP² step parity fixtures on the CPU;
 #   2. cp2_gpu_check: loss parity on CUDA (TF32 off) and the training loop's CUDA-graph steps
 #      (train.cuda_graph; fp32, AMP bf16, AMP fp16 with loss scaling) against eager ones step
-#      by step, then the R50-ASPP@224 model step in img/s at batch 32 and 64, fp32 and AMP bf16
-#      with channels-last off and on and AMP fp16 (dynamic loss scaling) channels-last, each
-#      eager and as a CUDA graph, with the peak device memory of each;
+#      by step, a loader batch pinned from another thread, then the R50-ASPP@224 model step
+#      in img/s at batch 32 and 64, fp32 and AMP bf16 with channels-last off and on and AMP
+#      fp16 (dynamic loss scaling) channels-last, each eager and as a CUDA graph, with the
+#      peak device memory of each;
 #   3. the same step in PyTorch on the same card (tools/cp2_reference.py's model and loss),
 #      also when the build failed, so that one run always yields the reference's figures.
 # Both sides time as the authors' runs do: cuDNN autotuning on (CP2 main.py sets
@@ -136,7 +137,7 @@ for batch in (32, 64):
 PY
 echo "== all done in $(el)"
 echo "== summary"
-grep -h "^\[parity\]\|^\[graph\]" "$LOG/cp2.log" 2>/dev/null
+grep -h "^\[parity\]\|^\[graph\]\|^\[pin\]" "$LOG/cp2.log" 2>/dev/null
 if [ "$TORCH_SIDE" = all ]; then
   paste -d'\n' <(grep -h "^\[step\] batch" "$LOG/cp2.log" 2>/dev/null | grep -v " graph ") <(grep -h "^\[torch\] batch" "$LOG/torch.log")
 else

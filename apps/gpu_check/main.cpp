@@ -6,7 +6,7 @@
 //     --device, TF32 off; losses within 1e-4 relative, accuracies equal.
 //     Then the training loop's CUDA-graph steps (pretrain/graph_step.h) against eager ones,
 //     in fp32, AMP bf16 and AMP fp16 (off CUDA: the comparison itself, eager against eager,
-//     fp32).
+//     fp32), and (CUDA) a batch pinned by another thread, as the loaders make them.
 //  2. the R50-ASPP@224 model step (momentum update, both encoders, losses, backward, SGD,
 //     enqueue; K 65536) in images/s at each --batches: fp32 and AMP bf16 (autocast) with
 //     channels-last off and on, and AMP fp16 (dynamic loss scaling) channels-last, each
@@ -24,10 +24,12 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
+#include "cp2/data/batch.h"
 #include "cp2/io/checkpoint.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/pretrain/graph_step.h"
@@ -136,6 +138,31 @@ bool parity(const Args& a, const torch::Device& dev) {
                 tag.c_str(), dev.str().c_str(), ei, ed, et, acc ? "equal" : "DIFFER", pass ? "PASS" : "FAIL");
     ok = ok && pass;
   }
+  return ok;
+}
+
+// The loaders' batches on a CUDA run (data::batch_tensor): made page-locked by a thread other
+// than the training one, then copied to the device asynchronously, as the loops do.
+bool pinned_batch(const torch::Device& dev) {
+  at::Tensor host;
+  std::string err;
+  std::thread loader([&] {
+    try {
+      host = data::batch_tensor({8, 3, 224, 224}, at::kFloat, dev);
+      host.copy_(torch::arange(host.numel(), torch::kFloat).view(host.sizes()));
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+  });
+  loader.join();
+  bool ok = err.empty() && host.is_pinned();
+  if (ok) {
+    const auto on_dev = host.to(dev, /*non_blocking=*/true);
+    ok = torch::equal(on_dev.cpu(), host);
+  }
+  const std::string why = err.empty() ? std::string() : ": " + err.substr(0, err.find('\n'));
+  std::printf("[pin] a batch pinned by a loader thread for %s, copied asynchronously: %s%s\n", dev.str().c_str(),
+              ok ? "PASS" : "FAIL", why.c_str());
   return ok;
 }
 
@@ -352,6 +379,7 @@ int main(int argc, char** argv) {
     ok = graph_parity(dev, "fp32", false) && ok;
     if (dev.is_cuda()) ok = graph_parity(dev, "bf16", true) && ok;
     if (dev.is_cuda()) ok = graph_parity(dev, "fp16", true) && ok;
+    if (dev.is_cuda()) ok = pinned_batch(dev) && ok;
     // Timing as a user's run would: TF32 allowed for fp32 convolutions (PyTorch's default),
     // cuDNN autotuning on (the authors' main.py: cudnn.benchmark = True; train::parse_device).
     at::globalContext().setAllowTF32CuDNN(true);

@@ -2,12 +2,15 @@
 
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
-#include <torch/version.h>
 
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
@@ -15,12 +18,6 @@
 #include <vector>
 
 namespace cp2 {
-
-#if TORCH_VERSION_MAJOR >= 2
-// LibTorch 2.x changed c10::Allocator (const-ness, copy_data); stay on its allocator.
-bool install_caching_cpu_allocator(size_t) { return false; }
-CpuCacheStats cpu_cache_stats() { return {}; }
-#else
 
 namespace {
 
@@ -30,7 +27,30 @@ class CachingCpuAllocator final : public c10::Allocator {
  public:
   explicit CachingCpuAllocator(size_t cap) : cap_(cap) {}
 
-  c10::DataPtr allocate(size_t n) const override {
+  // c10::Allocator::allocate is const up to LibTorch 2.2 and not from 2.4 on (2.3 unchecked),
+  // where an allocator must also copy its blocks (copy_data, pure virtual). Both forms of
+  // allocate, and copy_data, without `override`, build against either: each LibTorch's pure
+  // virtuals are overridden and the other members are plain ones.
+  c10::DataPtr allocate(size_t n) const { return take(n); }
+  c10::DataPtr allocate(size_t n) { return take(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &CachingCpuAllocator::release; }
+
+  static void release(void* p) { instance()->put(p); }
+
+  static CachingCpuAllocator* instance(size_t cap = 0) {
+    static CachingCpuAllocator a(cap);
+    return &a;
+  }
+
+  CpuCacheStats stats() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return {hits_, misses_, cached_};
+  }
+
+ private:
+  c10::DataPtr take(size_t n) const {
     void* p = nullptr;
     if (n >= kMinCached) {
       std::lock_guard<std::mutex> lk(mu_);
@@ -55,21 +75,6 @@ class CachingCpuAllocator final : public c10::Allocator {
     return {p, p, &CachingCpuAllocator::release, c10::Device(c10::DeviceType::CPU)};
   }
 
-  c10::DeleterFnPtr raw_deleter() const override { return &CachingCpuAllocator::release; }
-
-  static void release(void* p) { instance()->put(p); }
-
-  static CachingCpuAllocator* instance(size_t cap = 0) {
-    static CachingCpuAllocator a(cap);
-    return &a;
-  }
-
-  CpuCacheStats stats() const {
-    std::lock_guard<std::mutex> lk(mu_);
-    return {hits_, misses_, cached_};
-  }
-
- private:
   void put(void* p) const {
     if (!p) return;
     {
@@ -97,7 +102,7 @@ class CachingCpuAllocator final : public c10::Allocator {
 
 }  // namespace
 
-bool install_caching_cpu_allocator(size_t max_cached_bytes) {
+void install_caching_cpu_allocator(size_t max_cached_bytes) {
   static std::once_flag once;
   std::call_once(once, [&] {
     // At most a quarter of the machine's memory stays cached.
@@ -106,12 +111,18 @@ bool install_caching_cpu_allocator(size_t max_cached_bytes) {
     // Priority above the default (0) so LibTorch uses it; blocks allocated before keep
     // their own deleters, so switching mid-run is safe.
     c10::SetCPUAllocator(CachingCpuAllocator::instance(max_cached_bytes), /*priority=*/1);
+#if defined(__GLIBC__)
+    // glibc raises its mmap and trim thresholds as large blocks come back to it; the cache
+    // keeps them, so they stayed at 128 KiB and glibc kept returning the loader threads' heap
+    // tops to the kernel (madvise) and faulting them in again: Debian 13's build decoded 18 %
+    // slower with the cache than without (docs/benchmarks.md). Fixed at the values the
+    // dynamic rule tops out at (32 MiB, twice that for trimming), as if it had run its course.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
   });
-  return true;
 }
 
 CpuCacheStats cpu_cache_stats() { return CachingCpuAllocator::instance()->stats(); }
-
-#endif
 
 }  // namespace cp2

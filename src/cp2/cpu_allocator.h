@@ -8,9 +8,8 @@
 namespace cp2 {
 
 // Installs the allocator for LibTorch's CPU tensors (idempotent; at most a quarter of
-// physical memory stays cached). Returns false where it is not supported (LibTorch 2.x,
-// whose Allocator interface differs: there LibTorch's own allocator stays).
-bool install_caching_cpu_allocator(size_t max_cached_bytes = size_t(8) << 30);
+// physical memory stays cached; LibTorch 1.13 and 2.x).
+void install_caching_cpu_allocator(size_t max_cached_bytes = size_t(8) << 30);
 
 struct CpuCacheStats {
   size_t hits = 0, misses = 0, cached_bytes = 0;

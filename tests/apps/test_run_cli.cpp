@@ -1,6 +1,7 @@
 // cp2's training commands as users and clusters drive them: SIGTERM/SIGINT checkpoints
 // and exact resume, a full disk, predict never writing over inputs, the CP² authors'
-// checkpoint layout, and the CLI's own help (--version, --threads, did you mean).
+// checkpoint layout, a config warning said once, and the CLI's own help (--version,
+// --threads, did you mean).
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -63,6 +64,17 @@ TEST(RunCli, SigtermCheckpointsAndResumeEqualsAnUninterruptedRun) {
   r = run_cli("pretrain --resume " + cut + " --threads 2 --quiet");
   ASSERT_EQ(r.rc, 0) << r.out;
   expect_same(straight + "/checkpoints/checkpoint_00000006.pt", cut + "/checkpoints/checkpoint_00000006.pt");
+}
+
+TEST(RunCli, QueueNotAMultipleOfTheBatchWarnsOnce) {
+  // Validated where the config is resolved and again by the run; warned once, by the run.
+  const auto data = tiny_images("rc_queue_data");
+  auto r = run_cli(pretrain_args(data, temp_dir("rc_queue")) + " --set model.queue=12 --max-steps 1");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const std::string w = "warning: model.queue 12 is not a multiple of train.batch 8 (MoCo asserts it; cp2 wraps)";
+  const auto at = r.out.find(w);
+  EXPECT_NE(at, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(w, at + 1), std::string::npos) << r.out;
 }
 
 // Files in `dir` (recursively) that a failed write left behind: empty or temp files.

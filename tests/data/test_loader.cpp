@@ -170,6 +170,22 @@ TEST(Loader, BatchesDependOnlyOnSeedEpochIndex) {
   EXPECT_TRUE(torch::equal(c.next()->mask_q, first[4].mask_q));
 }
 
+TEST(Loader, BatchTensorsArePinnedOnlyForACudaDevice) {
+  // CPU runs (every test here): pageable tensors of the asked shape and type.
+  const auto t = batch_tensor({2, 3, 4}, at::kLong, std::nullopt);
+  EXPECT_EQ(t.sizes(), (std::vector<int64_t>{2, 3, 4}));
+  EXPECT_EQ(t.scalar_type(), at::kLong);
+  EXPECT_TRUE(t.device().is_cpu() && t.is_contiguous());
+  EXPECT_FALSE(t.is_pinned());
+  // For a CUDA device: page-locked where there is one; elsewhere LibTorch refuses (the loops
+  // ask only on CUDA runs).
+  const torch::Device cuda(torch::kCUDA, 0);
+  if (torch::cuda::is_available())
+    EXPECT_TRUE(batch_tensor({2, 3, 4}, at::kFloat, cuda).is_pinned());
+  else
+    EXPECT_THROW(batch_tensor({2, 3, 4}, at::kFloat, cuda), c10::Error);
+}
+
 TEST(Loader, CorruptImagesAreSkippedAndCounted) {
   auto dir = synth_dir("loader_corrupt", 12, 2);
   std::ofstream(dir + "/class_0/zz_broken.jpg") << "garbage";

@@ -1,7 +1,9 @@
-// A pretraining batch: what the loader yields, `cp2 loss --batch` reads and
-// `cp2 pretrain --dump-batch` writes.
+// A pretraining batch (what the loader yields, `cp2 loss --batch` reads and
+// `cp2 pretrain --dump-batch` writes), and the empty tensors both loaders build batches in.
 #pragma once
 #include <ATen/core/Tensor.h>
+
+#include <optional>
 
 namespace cp2::data {
 
@@ -10,5 +12,11 @@ namespace cp2::data {
 struct Batch {
   at::Tensor im_q, im_k, mask_q, mask_k;
 };
+
+// An empty batch tensor: pageable, or page-locked for `pin_for` (a CUDA device), so that
+// copying it there is asynchronous (the authors' DataLoader(pin_memory=True)). The calling
+// (loader) thread is switched to pin_for meanwhile, as PyTorch's pin-memory thread is, so that
+// no process of a multi-GPU run makes a CUDA context on device 0 for it.
+at::Tensor batch_tensor(at::IntArrayRef shape, at::ScalarType dtype, const std::optional<c10::Device>& pin_for);
 
 }  // namespace cp2::data

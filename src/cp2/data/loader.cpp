@@ -113,10 +113,10 @@ Batch PretrainLoader::build(int64_t epoch, int64_t b) {
   const int64_t B = opt_.local_batch(), S = ds_->options().view.size;
   const int64_t first = b * opt_.batch + opt_.shard * B;
   Batch out;
-  out.im_q = torch::empty({B, 3, S, S});
-  out.im_k = torch::empty({B, 3, S, S});
-  out.mask_q = torch::empty({B, S, S});
-  out.mask_k = torch::empty({B, S, S});
+  out.im_q = batch_tensor({B, 3, S, S}, at::kFloat, opt_.pin_for);
+  out.im_k = batch_tensor({B, 3, S, S}, at::kFloat, opt_.pin_for);
+  out.mask_q = batch_tensor({B, S, S}, at::kFloat, opt_.pin_for);
+  out.mask_k = batch_tensor({B, S, S}, at::kFloat, opt_.pin_for);
   auto put = [](at::Tensor& dst, int64_t i, const at::Tensor& src) {  // memcpy: no ATen kernel in workers
     const auto n = src.numel();
     std::memcpy(dst.data_ptr<float>() + i * n, src.data_ptr<float>(), n * sizeof(float));

@@ -76,7 +76,8 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     std::printf("steps          %s\n", how.c_str());
   }
   auto to_dev = [&](const data::Batch& b) -> data::Batch {
-    return {b.im_q.to(device), b.im_k.to(device), b.mask_q.to(device), b.mask_k.to(device)};
+    auto to = [&](const at::Tensor& t) { return t.to(device, /*non_blocking=*/true); };
+    return {to(b.im_q), to(b.im_k), to(b.mask_q), to(b.mask_k)};
   };
 
   // (b) and (c) alternate in rounds so that drifting machine speed (shared VMs vary by
@@ -86,7 +87,9 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   data::PretrainLoader fixed_loader(ds, single);
   fixed_loader.start(0, 0, 1);
   const auto fixed = to_dev(*fixed_loader.next());
-  data::PretrainLoader loader(ds, cfg.loader_options());
+  auto lopt = cfg.loader_options();
+  if (device.is_cuda()) lopt.pin_for = device;  // as the training loop's
+  data::PretrainLoader loader(ds, lopt);
   const int64_t bpe = loader.batches_per_epoch();
   int64_t epoch = 0, left_in_epoch = 0;
   auto next = [&]() {

@@ -1,7 +1,5 @@
 #include "cp2/pretrain/config.h"
 
-#include <cstdio>
-
 #include "cp2/common.h"
 #include "cp2/io/keymap.h"
 #include "cp2/train/resolve.h"
@@ -157,9 +155,6 @@ void PretrainConfig::validate() const {
   if (train.batch % model.key_bn_splits != 0)
     throw Error("model.key_bn_splits: " + std::to_string(model.key_bn_splits) + " does not divide train.batch " +
                 std::to_string(train.batch));
-  if (model.queue % train.batch != 0)
-    std::fprintf(stderr, "warning: model.queue %lld is not a multiple of train.batch %lld (MoCo asserts it; cp2 wraps)\n",
-                 static_cast<long long>(model.queue), static_cast<long long>(train.batch));
 }
 
 std::string resolve_config(PretrainConfig& cfg, const ConfigSources& src) {

@@ -156,6 +156,9 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                                          T.log_every, T.keep_last});
   train::Harness& h = *hp;
   auto& progress = h.progress();
+  if (cfg.model.queue % T.batch != 0)  // here, not in validate(): once per run, however often it is validated
+    progress.message("warning: model.queue " + std::to_string(cfg.model.queue) + " is not a multiple of train.batch " +
+                     std::to_string(T.batch) + " (MoCo asserts it; cp2 wraps)");
 
   RunSummary sum;
   Position pos;
@@ -202,6 +205,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     auto lopt = cfg.loader_options();
     lopt.shard = comm->rank();
     lopt.shards = world;
+    if (device.is_cuda()) lopt.pin_for = device;
     data::PretrainLoader loader(ds, lopt);
     if (h.resuming()) {
       const auto& path = h.resumed_path();

@@ -73,7 +73,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
   // The loop's step; on a GPU the timing waits for its optimizer step to finish.
   auto step = [&](const SegBatch& b) {
-    train_step(*model, opt, b.image.to(device), b.label.to(device), cfg.optim.lr,
+    train_step(*model, opt, b.image.to(device, /*non_blocking=*/true), b.label.to(device, true), cfg.optim.lr,
                {cfg.train.avg_non_ignore, cfg.model.align_corners});
     if (device.is_cuda()) torch::cuda::synchronize();
   };
@@ -83,7 +83,9 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   // Counted and probed before the loader starts: its threads filling the prefetch queue took
   // CPU from the probe (a probe at half the step's own rate).
   const auto fl = compute::count_step([&] { step(fixed); }, static_cast<double>(o.batch), o.device, numerics, verbose);
-  SegTrainLoader loader(ds, cfg.pipeline, cfg.loader_options(), 0);
+  auto lopt = cfg.loader_options();
+  if (device.is_cuda()) lopt.pin_for = device;  // as the training loop's
+  SegTrainLoader loader(ds, cfg.pipeline, lopt, 0);
   loader.start(0, 1 << 30);
   for (int i = 0; i < o.warmup; ++i) step(*loader.next());
   step(fixed);  // untimed, while the loader fills its prefetch queue

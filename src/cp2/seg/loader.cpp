@@ -41,8 +41,8 @@ SegBatch SegTrainLoader::build(int64_t iteration) {
     for (int64_t i = 0; i < B; ++i) idx[i] = order_[first + i];
   }
   SegBatch b;
-  b.image = torch::empty({B, 3, p_.crop_h, p_.crop_w});
-  b.label = torch::empty({B, p_.crop_h, p_.crop_w}, torch::kLong);
+  b.image = data::batch_tensor({B, 3, p_.crop_h, p_.crop_w}, at::kFloat, l_.pin_for);
+  b.label = data::batch_tensor({B, p_.crop_h, p_.crop_w}, at::kLong, l_.pin_for);
   for (int64_t i = 0; i < B; ++i) {
     auto rng = data::Rng::derive(seed_, {kStreamSample, static_cast<uint64_t>(epoch), static_cast<uint64_t>(first + i)});
     auto img = ds_->image(idx[i]);
