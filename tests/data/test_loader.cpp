@@ -184,6 +184,9 @@ TEST(Loader, BatchTensorsArePinnedOnlyForACudaDevice) {
     EXPECT_TRUE(batch_tensor({2, 3, 4}, at::kFloat, cuda).is_pinned());
   else
     EXPECT_THROW(batch_tensor({2, 3, 4}, at::kFloat, cuda), c10::Error);
+  LoaderOptions o;
+  o.pin_for = torch::Device(torch::kCPU);
+  expect_error([&] { o.validate(); }, {"loader pin_for: expected a CUDA device (batches pinned for it), found cpu"});
 }
 
 TEST(Loader, CorruptImagesAreSkippedAndCounted) {

@@ -92,6 +92,8 @@ void LoaderOptions::validate() const {
     throw Error("loader shard: expected 0 <= shard < shards, found " + std::to_string(shard) + " of " +
                 std::to_string(shards));
   dist::per_process_batch(batch, shards);
+  if (pin_for && !pin_for->is_cuda())
+    throw Error("loader pin_for: expected a CUDA device (batches pinned for it), found " + pin_for->str());
 }
 
 PretrainLoader::PretrainLoader(std::shared_ptr<PretrainDataset> ds, LoaderOptions opt)
