@@ -207,8 +207,8 @@ double max_abs_diff(const std::vector<at::Tensor>& a, const std::vector<at::Tens
 }  // namespace
 
 // The start-up check behind train.channels_last on the CPU: this LibTorch passes it (Debian
-// 13's 2.6 on AVX-512 fails it, docs/benchmarks.md); at a tolerance nothing meets, the refusal
-// names the convolution, the difference and the tolerance.
+// 13's 2.6 fails it on an AMD Zen 5, not on a Zen 4, docs/benchmarks.md); at a tolerance
+// nothing meets, the refusal names the convolution, the difference and the tolerance.
 TEST(Numerics, ChannelsLastSelfCheck) {
   EXPECT_EQ(compute::channels_last_conv_fault(), "");
   expect_error([] { throw Error(compute::channels_last_conv_fault(-1)); },

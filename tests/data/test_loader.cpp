@@ -184,6 +184,17 @@ TEST(Loader, BatchTensorsArePinnedOnlyForACudaDevice) {
     EXPECT_TRUE(batch_tensor({2, 3, 4}, at::kFloat, cuda).is_pinned());
   else
     EXPECT_THROW(batch_tensor({2, 3, 4}, at::kFloat, cuda), c10::Error);
+  // The loader passes pin_for to every batch tensor (its refusal above shows it was asked).
+  auto ds = std::make_shared<PretrainDataset>(synth_dir("loader_pin", 4), small_opts(32), 1);
+  LoaderOptions pinned{4, 0, 1};
+  pinned.pin_for = pin_target(cuda);
+  PretrainLoader l(ds, pinned);
+  l.start(0, 0, 1);
+  if (torch::cuda::is_available())
+    EXPECT_TRUE(l.next()->im_q.is_pinned());
+  else
+    EXPECT_THROW(l.next(), c10::Error);
+  EXPECT_FALSE(pin_target(torch::Device(torch::kCPU)).has_value());
   LoaderOptions o;
   o.pin_for = torch::Device(torch::kCPU);
   expect_error([&] { o.validate(); }, {"loader pin_for: expected a CUDA device (batches pinned for it), found cpu"});

@@ -358,6 +358,15 @@ TEST(SegPipeline, TrainTransformAndLoaderDeterminism) {
   EXPECT_FALSE(torch::equal(first[0].image, first[3].image));  // epochs reshuffle and redraw
   SegTrainLoader c(ds, p, data::LoaderOptions{16, 0, 1}, 7);
   expect_error([&] { c.batches_per_epoch(); }, {"6 images", "batch of 16"});
+  // Batches pinned for a CUDA run's device (data::batch_tensor): pinned where there is CUDA,
+  // else LibTorch's refusal shows that the loader asked.
+  data::LoaderOptions pinned{2, 0, 1};
+  pinned.pin_for = data::pin_target(torch::Device(torch::kCUDA, 0));
+  SegTrainLoader d(ds, p, pinned, 7);
+  if (torch::cuda::is_available())
+    EXPECT_TRUE(d.build(0).image.is_pinned() && d.build(0).label.is_pinned());
+  else
+    EXPECT_THROW(d.build(0), c10::Error);
 }
 
 }  // namespace

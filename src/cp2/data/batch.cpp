@@ -11,4 +11,9 @@ at::Tensor batch_tensor(at::IntArrayRef shape, at::ScalarType dtype, const std::
   return at::empty(shape, at::TensorOptions(dtype).pinned_memory(pin_for.has_value()));
 }
 
+std::optional<c10::Device> pin_target(const c10::Device& device) {
+  if (device.is_cuda()) return device;
+  return std::nullopt;
+}
+
 }  // namespace cp2::data

@@ -18,5 +18,8 @@ struct Batch {
 // (loader) thread is switched to pin_for meanwhile, as PyTorch's pin-memory thread is, so that
 // no process of a multi-GPU run makes a CUDA context on device 0 for it.
 at::Tensor batch_tensor(at::IntArrayRef shape, at::ScalarType dtype, const std::optional<c10::Device>& pin_for);
+// What a run on `device` pins its batches for (LoaderOptions::pin_for): that device where it is
+// CUDA, else nothing (the training loops and the benches' end-to-end loaders).
+std::optional<c10::Device> pin_target(const c10::Device& device);
 
 }  // namespace cp2::data

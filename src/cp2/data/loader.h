@@ -65,7 +65,7 @@ struct LoaderOptions {
   // rows together are exactly the single-process batch (each sample is keyed by its
   // global position).
   int shard = 0, shards = 1;
-  // A CUDA device: batches pinned for it (batch_tensor). The loops set it for CUDA only.
+  // A CUDA device: batches pinned for it (batch_tensor); the loops set pin_target(device).
   std::optional<c10::Device> pin_for;
   int64_t local_batch() const { return batch / shards; }
   void validate() const;

@@ -88,7 +88,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   fixed_loader.start(0, 0, 1);
   const auto fixed = to_dev(*fixed_loader.next());
   auto lopt = cfg.loader_options();
-  if (device.is_cuda()) lopt.pin_for = device;  // as the training loop's
+  lopt.pin_for = data::pin_target(device);  // as the training loop's
   data::PretrainLoader loader(ds, lopt);
   const int64_t bpe = loader.batches_per_epoch();
   int64_t epoch = 0, left_in_epoch = 0;

@@ -205,7 +205,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     auto lopt = cfg.loader_options();
     lopt.shard = comm->rank();
     lopt.shards = world;
-    if (device.is_cuda()) lopt.pin_for = device;
+    lopt.pin_for = data::pin_target(device);
     data::PretrainLoader loader(ds, lopt);
     if (h.resuming()) {
       const auto& path = h.resumed_path();

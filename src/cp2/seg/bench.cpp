@@ -84,7 +84,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   // CPU from the probe (a probe at half the step's own rate).
   const auto fl = compute::count_step([&] { step(fixed); }, static_cast<double>(o.batch), o.device, numerics, verbose);
   auto lopt = cfg.loader_options();
-  if (device.is_cuda()) lopt.pin_for = device;  // as the training loop's
+  lopt.pin_for = data::pin_target(device);  // as the training loop's
   SegTrainLoader loader(ds, cfg.pipeline, lopt, 0);
   loader.start(0, 1 << 30);
   for (int i = 0; i < o.warmup; ++i) step(*loader.next());

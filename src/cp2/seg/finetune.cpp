@@ -251,7 +251,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
     auto lopt = cfg.loader_options();
     lopt.shard = comm->rank();
     lopt.shards = world;
-    if (device.is_cuda()) lopt.pin_for = device;
+    lopt.pin_for = data::pin_target(device);
     SegTrainLoader loader(train_ds, cfg.pipeline, lopt, T.seed);
     loader.batches_per_epoch();  // fails early on a split smaller than a batch
     const int64_t stop = fc.max_iters > 0 ? std::min(fc.max_iters, T.iters) : T.iters;
