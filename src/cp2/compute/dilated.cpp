@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cp2/common.h"
+#include "cp2/compute/apply.h"
 #include "cp2/compute/flops.h"
 #include "cp2/compute/gemm.h"
 #include "cp2/compute/precision.h"
@@ -228,7 +229,7 @@ at::Tensor dilated_conv3x3_taps(const at::Tensor& x, const at::Tensor& weight, i
   if (d < 1) throw Error("dilated_conv3x3_taps: expected dilation >= 1, found " + std::to_string(d));
   std::string why;
   if (!tap_gemm_available(&why)) throw Error("dilated_conv3x3_taps: " + why);
-  return TapConvFn::apply(x, weight, d);
+  return apply_function<TapConvFn>(x, weight, d);
 }
 
 }  // namespace cp2::compute

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "cp2/common.h"
+#include "cp2/compute/apply.h"
 #include "cp2/compute/flops.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd_tiles.h"
@@ -313,7 +314,7 @@ bool onednn_available(std::string* why) {
   return false;
 }
 
-at::Tensor onednn_conv3x3(const at::Tensor& x, const at::Tensor& weight) { return WinogradConvFn::apply(x, weight); }
+at::Tensor onednn_conv3x3(const at::Tensor& x, const at::Tensor& weight) { return apply_function<WinogradConvFn>(x, weight); }
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "cp2/common.h"
+#include "cp2/compute/apply.h"
 #include "cp2/compute/flops.h"
 #include "cp2/compute/gemm.h"
 #include "cp2/compute/precision.h"
@@ -198,6 +199,6 @@ bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t
          (full >= 0.75 ? channels >= 128 : full >= 0.5 && channels >= 256);
 }
 
-at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight) { return TilesConvFn::apply(x, weight); }
+at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight) { return apply_function<TilesConvFn>(x, weight); }
 
 }  // namespace cp2::compute

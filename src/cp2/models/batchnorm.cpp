@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "cp2/common.h"
+#include "cp2/compute/apply.h"
 #include "cp2/dist/comm.h"
 
 namespace cp2::models {
@@ -114,7 +115,7 @@ torch::Tensor SyncableBatchNorm2dImpl::forward(const torch::Tensor& x) {
   if (!synced() || !is_training() || !o.track_running_stats())
     return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training() || !o.track_running_stats(),
                              momentum, o.eps(), at::globalContext().userEnabledCuDNN());
-  return SyncBNFunction::apply(x, o.affine() ? weight : torch::Tensor(), o.affine() ? bias : torch::Tensor(),
+  return compute::apply_function<SyncBNFunction>(x, o.affine() ? weight : torch::Tensor(), o.affine() ? bias : torch::Tensor(),
                                running_mean, running_var, o.eps(), momentum, comm_.get());
 }
 
