@@ -111,6 +111,34 @@ TEST(Flops, ProbeTimesTheHeaviestShapes) {
   EXPECT_GT(r.gflops, 0.01);
   EXPECT_NE(r.shape.find("conv [2, 16, 16, 16] * [16, 16, 3, 3]"), std::string::npos) << r.shape;
   EXPECT_NE(compute::rate_line(1e9, 10, r.gflops).find("10.0 GFLOP/s"), std::string::npos);
+
+  // Which shapes are timed: the heaviest by their attributed FLOPs, dilated convolutions left
+  // out (their nominal count includes taps in the padding). With top = 1 only one is timed,
+  // so the result names it.
+  auto dilated = s;
+  dilated.in = {2, 32, 16, 16};
+  dilated.weight = {32, 32, 3, 3};
+  dilated.padding = {2, 2};
+  dilated.dilation = {2, 2};
+  c.by_shape[dilated] = 100 * s.flops();  // the heaviest, but never probed
+  compute::OpShape mm;
+  mm.kind = "mm";
+  mm.in = {1, 64, 32};
+  mm.weight = {32, 48};
+  c.by_shape[mm] = 10 * s.flops();
+  r = compute::probe_peak(c, "cpu", c10::kFloat, false, 1, 0.05);
+  EXPECT_EQ(r.shape, "mm 64x32 @ 32x48");
+  EXPECT_GT(r.gflops, 0.01);
+  c.by_shape[s] = 20 * s.flops();  // now the convolution is the heaviest eligible one
+  r = compute::probe_peak(c, "cpu", c10::kFloat, false, 1, 0.05);
+  EXPECT_EQ(r.shape, "conv [2, 16, 16, 16] * [16, 16, 3, 3]");
+  // top = 2 times both eligible shapes and keeps the faster; never the dilated one.
+  r = compute::probe_peak(c, "cpu", c10::kFloat, false, 2, 0.05);
+  EXPECT_TRUE(r.shape == "mm 64x32 @ 32x48" || r.shape == "conv [2, 16, 16, 16] * [16, 16, 3, 3]") << r.shape;
+  c.by_shape.erase(s);
+  c.by_shape.erase(mm);
+  r = compute::probe_peak(c, "cpu", c10::kFloat, false, 3, 0.05);
+  EXPECT_EQ(r.gflops, 0.0) << "a dilated convolution alone must not be probed, found " << r.shape;
 }
 
 TEST(Numerics, PrecisionResolvesPerDevice) {
