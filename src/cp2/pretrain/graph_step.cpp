@@ -192,7 +192,7 @@ StepResult GraphedStep::run(const data::Batch& b) {
   r.loss = r.parts.total_value;
   r.finite = std::isfinite(r.loss);
   if (I.split) {
-    // train_step's decisions (train::backward_and_step, Optimizer::step) on the replay's numbers.
+    // train_step's decisions (train::step_if_finite, Optimizer::step) on the replay's numbers.
     if (!r.finite) {
       I.opt->skip_step();  // a non-finite loss: no update, nothing enqueued
       return r;

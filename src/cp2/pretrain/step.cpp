@@ -28,7 +28,10 @@ train::NamedTensors query_parameters(CP2ModelImpl& m) {
 StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& b, double lr,
                       dist::GradientReducer* reducer) {
   StepResult r;
-  r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k);
+  // Forward, backward, then the one read of the logged numbers (train::backward says why).
+  r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k, /*read=*/false);
+  train::backward(opt, r.parts.total, reducer);
+  read_values(r.parts);
   if (const auto& comm = model.comm(); comm && comm->size() > 1) {
     // Every logged number of LossParts, averaged over ranks in one all-reduce.
     static constexpr double LossParts::*kLogged[] = {
@@ -42,7 +45,7 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
   }
   r.loss = r.parts.total_value;
   r.finite = std::isfinite(r.loss);  // every rank agrees: the loss is their mean
-  r.stepped = train::backward_and_step(opt, r.parts.total, r.finite, lr, reducer);
+  r.stepped = train::step_if_finite(opt, r.finite, lr);
   // A finite loss enqueues its keys even where loss scaling skipped the update (MoCo enqueues
   // in the forward pass); a non-finite one enqueues nothing.
   if (r.finite) model.enqueue(r.parts.k_ins);

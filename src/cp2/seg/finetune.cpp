@@ -68,7 +68,8 @@ py::ObjPtr make_checkpoint(models::SegmentorImpl& m, const train::Optimizer* opt
 
 }  // namespace
 
-SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non_ignore, bool align_corners) {
+SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non_ignore, bool align_corners,
+                 bool read) {
   namespace F = torch::nn::functional;
   // A named options object: the temporary made GCC 12 warn falsely (-Wmaybe-uninitialized,
   // its unset scale_factor) against LibTorch 2.10's headers.
@@ -85,20 +86,29 @@ SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non
   torch::NoGradGuard ng;
   // One device sync for both counts and the loss.
   const auto hits = (eval::predicted_class(up, 1) == label).logical_and(valid).sum();
-  auto v = torch::stack({nvalid.to(torch::kDouble), hits.to(torch::kDouble), r.loss.detach().to(torch::kDouble)})
-               .to(torch::kCPU);
+  r.values = torch::stack({nvalid.to(torch::kDouble), hits.to(torch::kDouble), r.loss.detach().to(torch::kDouble)});
+  if (read) r.read();
+  return r;
+}
+
+void SegLoss::read() {
+  if (!values.defined() || values.numel() != 3)
+    throw Error("SegLoss::read: expected the 3 numbers seg_loss keeps, found " +
+                (values.defined() ? std::to_string(values.numel()) : std::string("none")));
+  const auto v = values.to(torch::kCPU).contiguous();
   const double* d = v.data_ptr<double>();
   const auto n = static_cast<int64_t>(d[0]), correct = static_cast<int64_t>(d[1]);
-  r.value = d[2];
-  r.acc = n ? 100.0 * static_cast<double>(correct) / static_cast<double>(n) : 0.0;
-  return r;
+  value = d[2];
+  acc = n ? 100.0 * static_cast<double>(correct) / static_cast<double>(n) : 0.0;
 }
 
 SegStepResult train_step(models::SegmentorImpl& model, train::Optimizer& opt, const at::Tensor& image,
                          const at::Tensor& label, double lr, const SegStepOptions& o, dist::Comm* comm,
                          dist::GradientReducer* reducer) {
   SegStepResult r;
-  auto l = seg_loss(model.logits(image), label, o.avg_non_ignore, o.align_corners);
+  auto l = seg_loss(model.logits(image), label, o.avg_non_ignore, o.align_corners, /*read=*/false);
+  train::backward(opt, l.loss, reducer);
+  l.read();
   r.loss = l.value;
   r.acc = l.acc;
   if (comm && comm->size() > 1) {
@@ -107,7 +117,7 @@ SegStepResult train_step(models::SegmentorImpl& model, train::Optimizer& opt, co
     r.acc = m[1];
   }
   r.finite = std::isfinite(r.loss);
-  r.stepped = train::backward_and_step(opt, l.loss, r.finite, lr, reducer);
+  r.stepped = train::step_if_finite(opt, r.finite, lr);
   return r;
 }
 

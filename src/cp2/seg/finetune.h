@@ -52,8 +52,12 @@ struct SegLoss {
   at::Tensor loss;
   double acc = 0;
   double value = 0;  // loss as a number, read with the pixel counts in one device sync
+  at::Tensor values;  // those numbers on the device until read: valid pixels, hits, loss
+  void read();        // fills acc and value from `values`
 };
-SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non_ignore, bool align_corners);
+// read = false leaves acc and value to SegLoss::read(), so that nothing waits for the device.
+SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non_ignore, bool align_corners,
+                 bool read = true);
 
 struct SegStepOptions {
   bool avg_non_ignore = false;  // train.avg_non_ignore
@@ -64,8 +68,9 @@ struct SegStepResult {
   bool finite = true;        // false: nothing was updated (a skipped step with loss scaling)
   bool stepped = false;      // the optimizer updated the weights (not where loss scaling skipped the step)
 };
-// One finetuning step on a batch already on the model's device: forward, seg_loss, then — if
-// the loss is finite — backward and the optimizer step at `lr`; a non-finite loss updates
+// One finetuning step on a batch already on the model's device: forward, seg_loss, backward,
+// the loss and accuracy read (one device sync, with the backward pass queued; train::backward
+// says why), then — if the loss is finite — the optimizer step at `lr`; a non-finite loss updates
 // nothing (with loss scaling the step counts as skipped, as GradScaler's loop). The loop and
 // the benchmark share it, as pretrain::train_step. Multi-process (`comm` of world size > 1):
 // loss and accuracy are means over ranks (so every rank agrees on finiteness), `reducer`

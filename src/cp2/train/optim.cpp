@@ -218,16 +218,18 @@ void Optimizer::load_state(const NamedTensors& s, const std::string& source) {
                 std::to_string(s.size()) + " entries; saved by another optimizer or model?)");
 }
 
-bool backward_and_step(Optimizer& opt, const at::Tensor& loss, bool finite, double lr,
-                       dist::GradientReducer* reducer) {
-  if (!finite) {
-    if (opt.loss_scaling()) opt.skip_step();
-    return false;
-  }
+void backward(Optimizer& opt, const at::Tensor& loss, dist::GradientReducer* reducer) {
   opt.zero_grad();
   if (reducer) reducer->prepare();
   opt.scaled(loss).backward();
   if (reducer) reducer->finish();
+}
+
+bool step_if_finite(Optimizer& opt, bool finite, double lr) {
+  if (!finite) {
+    if (opt.loss_scaling()) opt.skip_step();
+    return false;
+  }
   return opt.step(lr);
 }
 

@@ -86,12 +86,17 @@ class Optimizer {
   void sgd_step(double lr);
 };
 
-// The update after a training step's forward pass (pretraining's and finetuning's alike): a
-// loss that is not finite updates nothing and, with loss scaling, counts as a skipped step
-// (GradScaler's loop; callers pass a loss averaged over ranks, so every rank agrees); a finite
-// one runs the backward pass of opt.scaled(loss), with `reducer` averaging the gradients over
-// ranks (null: one process), then opt.step(lr). True where the weights were updated.
-bool backward_and_step(Optimizer& opt, const at::Tensor& loss, bool finite, double lr,
-                       dist::GradientReducer* reducer = nullptr);
+// A training step's backward pass (pretraining's and finetuning's alike): the gradients of
+// opt.scaled(loss), set afresh, with `reducer` averaging them over ranks (null: one process).
+// The steps run it before they read their logged numbers, so that on a GPU the host's one
+// wait of the step comes with the backward pass already queued (the authors' loop reads
+// loss.item() between forward and backward: the card then idles while the host issues the
+// backward pass).
+void backward(Optimizer& opt, const at::Tensor& loss, dist::GradientReducer* reducer = nullptr);
+// The update after backward(): a loss that is not finite updates nothing and, with loss
+// scaling, counts as a skipped step (GradScaler's loop; callers pass a loss averaged over
+// ranks, so every rank agrees); a finite one runs opt.step(lr). True where the weights were
+// updated.
+bool step_if_finite(Optimizer& opt, bool finite, double lr);
 
 }  // namespace cp2::train
