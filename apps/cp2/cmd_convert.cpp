@@ -7,6 +7,7 @@
 #include "cp2/io/keymap.h"
 #include "cp2/io/weights.h"
 #include "cp2/models/segmentor.h"
+#include "cp2/train/run_folder.h"
 
 namespace cp2::app {
 
@@ -32,7 +33,8 @@ std::string describe(const py::ObjPtr& v) {
   }
 }
 
-int run_convert(const ConvertArgs& a) {
+int run_convert(ConvertArgs a) {
+  a.in = train::init_checkpoint(a.in, "convert IN");  // a run folder: its newest checkpoint
   io::Checkpoint ck = io::load_checkpoint(a.in);
   const char* fmt = ck.format == io::Format::Zip ? "zip" : "legacy";
   if (a.list) {
@@ -66,7 +68,7 @@ int run_convert(const ConvertArgs& a) {
 Command register_convert(CLI::App& app) {
   auto a = std::make_shared<ConvertArgs>();
   auto* c = app.add_subcommand("convert", "List a PyTorch checkpoint's keys, or rewrite it in another key layout");
-  c->add_option("IN", a->in, "input checkpoint (zip or legacy torch.save file)")->required();
+  c->add_option("IN", a->in, "input checkpoint (zip or legacy torch.save file), or a cp2 run folder (its newest checkpoint)")->required();
   c->add_option("OUT", a->out, "output checkpoint (zip format, readable by torch.load)");
   c->add_flag("--list", a->list, "print every key with shape and dtype (nested dicts joined with dots)");
   c->add_option("--from", a->from, "input key layout: auto, " + io::preset_names())->capture_default_str();

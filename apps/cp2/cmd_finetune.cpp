@@ -22,7 +22,7 @@ const std::vector<Shortcut>& shortcuts() {
       {"--data", "data.root", "dataset folder"},
       {"--type", "data.type", "voc, cityscapes, ade20k, list"},
       {"--out", "train.out", "run folder"},
-      {"--init", "train.init", "pretrained checkpoint: cp2/CP² authors' pretraining, MoCo v2, torchvision, mmseg"},
+      {"--init", "train.init", "pretrained checkpoint: cp2/CP² authors' pretraining, MoCo v2, torchvision, mmseg; or a cp2 run folder (its newest checkpoint)"},
       {"--init-preset", "train.init_preset", "key layout of --init: auto, cp2, moco, torchvision, mmseg"},
       {"--arch", "model.arch", "ResNet depth: 18, 34, 50, 101", Kind::PosInt},
       {"--crop", "pipeline.crop_h", "square crop size (sets pipeline.crop_w too)", Kind::PosInt},

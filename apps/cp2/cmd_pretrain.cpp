@@ -23,7 +23,7 @@ const std::vector<Shortcut>& shortcuts() {
   static const std::vector<Shortcut> s{
       {"--data", "data.root", "image folder"},
       {"--out", "train.out", "run folder"},
-      {"--init", "train.init", "Quick Tuning: backbone checkpoint"},
+      {"--init", "train.init", "Quick Tuning: backbone checkpoint, or a cp2 run folder (its newest checkpoint)"},
       {"--init-preset", "train.init_preset", "key layout of --init: auto, moco, torchvision, cp2, mmseg"},
       {"--mode", "model.mode", join(pretrain::mode_names())},
       {"--arch", "model.arch", "ResNet depth: 18, 34, 50, 101", Kind::PosInt},

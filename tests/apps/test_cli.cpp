@@ -45,6 +45,23 @@ TEST(Cli, ConvertMocoToTorchvisionAndBack) {
   auto back = run("convert --list " + out);
   EXPECT_NE(back.out.find("\nconv1.weight\t[64, 3, 7, 7] Float"), std::string::npos) << back.out;
   EXPECT_EQ(back.out.find("fc."), std::string::npos);
+  // A run folder stands for its newest checkpoint.
+  const auto run_dir = ::testing::TempDir() + "cli_convert_run";
+  std::filesystem::remove_all(run_dir);
+  std::filesystem::create_directories(run_dir + "/checkpoints");
+  std::filesystem::copy_file(fixture("moco_r18_legacy.pt"), run_dir + "/checkpoints/checkpoint_00000002.pt");
+  std::filesystem::copy_file(fixture("resnet18_os16.pt"), run_dir + "/checkpoints/checkpoint_00000001.pt");
+  auto folder = run("convert " + run_dir + " " + out + " --to torchvision");
+  ASSERT_EQ(folder.rc, 0) << folder.out;
+  EXPECT_NE(folder.out.find("read " + run_dir + "/checkpoints/checkpoint_00000002.pt (legacy format), layout moco"),
+            std::string::npos) << folder.out;
+  const auto empty_dir = ::testing::TempDir() + "cli_convert_empty";
+  std::filesystem::remove_all(empty_dir);
+  std::filesystem::create_directories(empty_dir);
+  auto empty = run("convert " + empty_dir + " " + out);
+  EXPECT_EQ(empty.rc, 1);
+  EXPECT_NE(empty.out.find("convert IN: "), std::string::npos) << empty.out;
+  EXPECT_NE(empty.out.find("is a folder without checkpoints"), std::string::npos) << empty.out;
 }
 
 TEST(Cli, BadInputsExitNonZeroWithOneMessage) {

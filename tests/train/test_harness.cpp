@@ -112,6 +112,37 @@ TEST(RunFolder, FreshRunRefusesAnOldRunAndResumeAloneTakesTheNewest) {
   EXPECT_EQ(pretrain_run(tiny_request(data, empty), 1).last_step, 1);
 }
 
+TEST(RunFolder, InitTakesARunFolderAsItsNewestCheckpoint) {
+  set_threads(2);
+  auto data = images("h_init_data", 16);
+  const auto a = temp_dir("h_init_a");
+  pretrain_run(tiny_request(data, a), 2);
+  const auto newest = a + "/checkpoints/checkpoint_00000002.pt";
+  ASSERT_TRUE(fs::exists(newest));
+  // Finetuning from a pretraining run folder: its config records the checkpoint itself.
+  seg::FinetuneConfig fc;
+  train::RunRequest freq;
+  freq.src.file = std::string(CP2_CONFIGS) + "/cpu_seg_tiny.yaml";
+  freq.src.flags = {{"data.root", data}, {"train.init", a + "/"}, {"train.out", temp_dir("h_init_ft")}};
+  train::resolve_run(fc, freq, train::finetune_kind());
+  EXPECT_EQ(fc.train.init, newest);
+  // Quick Tuning from one: the run starts from it (a step is taken).
+  pretrain::PretrainConfig pc;
+  auto qt = tiny_request(data, temp_dir("h_init_qt"));
+  qt.src.flags.emplace_back("train.init", a);
+  EXPECT_EQ(pretrain_run(qt, 1, &pc).last_step, 1);
+  EXPECT_EQ(pc.train.init, newest);
+  EXPECT_NE(read_text(pc.train.out + "/config.yaml").find(newest), std::string::npos);
+  // A file is kept as given; a folder without checkpoints is an error naming it.
+  freq.src.flags = {{"data.root", data}, {"train.init", newest}};
+  train::resolve_run(fc, freq, train::finetune_kind());
+  EXPECT_EQ(fc.train.init, newest);
+  const auto empty = temp_dir("h_init_empty");
+  freq.src.flags = {{"data.root", data}, {"train.init", empty}};
+  expect_error([&] { train::resolve_run(fc, freq, train::finetune_kind()); },
+               {"train.init", empty, "checkpoints/checkpoint_*.pt"});
+}
+
 TEST(RunFolder, SecondRunOnAFolderFailsNamingTheHolder) {
   const auto dir = temp_dir("h_lock");
   train::RunFolder holder(dir, /*resuming=*/false);

@@ -81,7 +81,7 @@ config::Fields PretrainConfig::fields() {
   f.add("train.checkpoint_every_iters", train.checkpoint_every_iters, "steps between checkpoints (0 = off)");
   f.add("train.keep_last", train.keep_last, "checkpoints kept");
   f.add("train.out", train.out, "run folder");
-  f.add("train.init", train.init, "Quick Tuning: checkpoint for the backbone (empty = from scratch)");
+  f.add("train.init", train.init, "Quick Tuning: checkpoint for the backbone, or a cp2 run folder (its newest checkpoint; empty = from scratch)");
   f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
                "key layout of train.init (auto: detected from the keys)");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");

@@ -115,7 +115,7 @@ config::Fields FinetuneConfig::fields() {
   f.add("train.checkpoint_every", train.checkpoint_every, "iterations between checkpoints (0 = at the end only)");
   f.add("train.keep_last", train.keep_last, "periodic checkpoints kept (best.pt is kept apart)");
   f.add("train.out", train.out, "run folder");
-  f.add("train.init", train.init, "pretrained checkpoint (cp2, CP² authors', MoCo v2, torchvision, mmseg; empty = scratch)");
+  f.add("train.init", train.init, "pretrained checkpoint (cp2, CP² authors', MoCo v2, torchvision, mmseg), or a cp2 run folder (its newest checkpoint; empty = scratch)");
   f.add_choice("train.init_preset", train.init_preset, {"auto", "torchvision", "moco", "cp2", "mmseg"},
                "key layout of train.init");
   f.add("train.device", train.device, "cpu, cuda, cuda:N");

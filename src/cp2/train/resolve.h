@@ -56,7 +56,7 @@ ResolvedRun resolve_run(Config& cfg, RunRequest req, const CheckpointKind& kind)
   config::apply_sources(f, req.src);
   cfg.data.root = absolute_path(cfg.data.root);
   cfg.train.out = absolute_path(cfg.train.out);
-  cfg.train.init = absolute_path(cfg.train.init);
+  cfg.train.init = init_checkpoint(absolute_path(cfg.train.init));
   cfg.validate();
   r.yaml = cfg.to_yaml();
   return r;

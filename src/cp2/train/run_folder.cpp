@@ -86,6 +86,16 @@ ResumeTarget locate_resume(const std::string& arg, const std::string& out) {
   return t;
 }
 
+std::string init_checkpoint(const std::string& init, const std::string& what) {
+  std::error_code ec;
+  if (init.empty() || !fs::is_directory(init, ec)) return init;
+  auto file = latest_checkpoint(init);
+  if (file.empty())
+    throw Error(what + ": " + init + " is a folder without checkpoints (expected a checkpoint file, or a run folder "
+                "holding checkpoints/checkpoint_*.pt)");
+  return file;
+}
+
 namespace {
 
 // The pid written into a lock file by its holder (0 when unreadable).

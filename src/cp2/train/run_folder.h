@@ -38,6 +38,12 @@ struct ResumeTarget {
 };
 ResumeTarget locate_resume(const std::string& arg, const std::string& out);
 
+// train.init resolved: the file as given, or, where it names a folder, the newest
+// checkpoints/checkpoint_*.pt in it (a pretraining run handed to finetuning), so that the
+// run's config records the file itself. A folder without one is an error naming it and `what`
+// (the key or argument that gave it).
+std::string init_checkpoint(const std::string& init, const std::string& what = "train.init");
+
 class RunFolder {
  public:
   // Creates `out` and out/checkpoints, locks out/.lock (another cp2 run holding it is an
