@@ -115,8 +115,9 @@ torch::Tensor SyncableBatchNorm2dImpl::forward(const torch::Tensor& x) {
   if (!synced() || !is_training() || !o.track_running_stats())
     return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training() || !o.track_running_stats(),
                              momentum, o.eps(), at::globalContext().userEnabledCuDNN());
-  return compute::apply_function<SyncBNFunction>(x, o.affine() ? weight : torch::Tensor(), o.affine() ? bias : torch::Tensor(),
-                               running_mean, running_var, o.eps(), momentum, comm_.get());
+  return compute::apply_function<SyncBNFunction>(x, o.affine() ? weight : torch::Tensor(),
+                                                 o.affine() ? bias : torch::Tensor(), running_mean, running_var,
+                                                 o.eps(), momentum, comm_.get());
 }
 
 int set_sync_bn(torch::nn::Module& m, std::shared_ptr<dist::Comm> comm) {

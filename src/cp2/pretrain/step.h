@@ -26,9 +26,10 @@ struct StepResult {
 
 // One optimisation step on a batch (already on the model's device): forward (momentum
 // update, both encoders, losses), backward, the logged numbers read (one device sync, with
-// the backward pass queued), then — if the loss is finite — optimizer step at `lr`, enqueue. The loop, the benchmark and the tests share it. Multi-process
-// (the model's comm, world size > 1): the logged values are means over ranks (so every
-// rank agrees on finiteness), `reducer` averages the gradients.
+// the backward pass queued), then — if the loss is finite — optimizer step at `lr`, enqueue.
+// The loop, the benchmark and the tests share it. Multi-process (the model's comm, world
+// size > 1): the logged values are means over ranks (so every rank agrees on finiteness),
+// `reducer` averages the gradients.
 StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Batch& batch, double lr,
                       dist::GradientReducer* reducer = nullptr);
 

@@ -84,7 +84,7 @@ SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non
   SegLoss r;
   r.loss = avg_non_ignore ? per_pixel.sum() / nvalid.clamp_min(1) : per_pixel.mean();
   torch::NoGradGuard ng;
-  // One device sync for both counts and the loss.
+  // Both counts and the loss, read in one device sync (now, or by SegLoss::read).
   const auto hits = (eval::predicted_class(up, 1) == label).logical_and(valid).sum();
   r.values = torch::stack({nvalid.to(torch::kDouble), hits.to(torch::kDouble), r.loss.detach().to(torch::kDouble)});
   if (read) r.read();
