@@ -71,10 +71,10 @@ struct SegStepResult {
 // One finetuning step on a batch already on the model's device: forward, seg_loss, backward,
 // the loss and accuracy read (one device sync, with the backward pass queued; train::backward
 // says why), then — if the loss is finite — the optimizer step at `lr`; a non-finite loss
-// updates nothing (with loss scaling the step counts as skipped, as GradScaler's loop). The loop and
-// the benchmark share it, as pretrain::train_step. Multi-process (`comm` of world size > 1):
-// loss and accuracy are means over ranks (so every rank agrees on finiteness), `reducer`
-// averages the gradients.
+// updates nothing (with loss scaling the step counts as skipped, as GradScaler's loop). The
+// loop and the benchmark share it, as pretrain::train_step. Multi-process (`comm` of world
+// size > 1): loss and accuracy are means over ranks (so every rank agrees on finiteness),
+// `reducer` averages the gradients.
 SegStepResult train_step(models::SegmentorImpl& model, train::Optimizer& opt, const at::Tensor& image,
                          const at::Tensor& label, double lr, const SegStepOptions& o, dist::Comm* comm = nullptr,
                          dist::GradientReducer* reducer = nullptr);
