@@ -363,9 +363,10 @@ TEST(SegPipeline, TrainTransformAndLoaderDeterminism) {
   data::LoaderOptions pinned{2, 0, 1};
   pinned.pin_for = data::pin_target(torch::Device(torch::kCUDA, 0));
   SegTrainLoader d(ds, p, pinned, 7);
-  if (torch::cuda::is_available())
-    EXPECT_TRUE(d.build(0).image.is_pinned() && d.build(0).label.is_pinned());
-  else
+  if (torch::cuda::is_available()) {
+    const auto b = d.build(0);
+    EXPECT_TRUE(b.image.is_pinned() && b.label.is_pinned());
+  } else
     EXPECT_THROW(d.build(0), c10::Error);
 }
 
