@@ -247,14 +247,16 @@ TEST(LossRead, DeferredReadEqualsImmediate) {
   EXPECT_EQ(later.acc_dense_match, 0);
   ASSERT_TRUE(later.values.defined());
   EXPECT_GT(now.total_value, 0);
-  pretrain::read_values(later);
+  later.read();
   for (auto f : {&pretrain::LossParts::total_value, &pretrain::LossParts::ins_value, &pretrain::LossParts::dense_value,
                  &pretrain::LossParts::acc1, &pretrain::LossParts::acc5, &pretrain::LossParts::acc_dense,
                  &pretrain::LossParts::acc_dense_chance, &pretrain::LossParts::acc_dense_match,
                  &pretrain::LossParts::acc_dense_match_chance})
     EXPECT_EQ(later.*f, now.*f);
   pretrain::LossParts empty;
-  cp2::test::expect_error([&] { pretrain::read_values(empty); }, {"read_values", "9 numbers", "found none"});
+  cp2::test::expect_error([&] { empty.read(); }, {"LossParts::read", "9 numbers", "cp2_loss", "found none"});
+  later.batch = 0;
+  cp2::test::expect_error([&] { later.read(); }, {"LossParts::read", "batch size", "found 0"});
 }
 
 // Off CUDA (and in a build without CUDA) the CUDA-graph step is refused with its reason,

@@ -50,6 +50,20 @@ TEST(SegLoss, HandComputed) {
   auto big = torch::zeros({1, 4, 4}, torch::kLong);
   EXPECT_NEAR(seg_loss(small, big, false, false).loss.item<double>(), std::log(2.0), 1e-6);
   EXPECT_DOUBLE_EQ(seg_loss(small, big, false, false).value, seg_loss(small, big, false, false).loss.item<double>());
+  // read = false leaves the numbers on the device until SegLoss::read (the step reads them
+  // once, after backward): the same numbers as read = true. Here the first pixel is missed.
+  auto missed = torch::tensor({1, 1, 255}, torch::kLong).reshape({1, 1, 3});
+  const auto now = seg_loss(logits, missed, true, false);
+  auto later = seg_loss(logits, missed, true, false, /*read=*/false);
+  EXPECT_EQ(later.value, 0);
+  EXPECT_EQ(later.acc, 0);
+  later.read();
+  EXPECT_DOUBLE_EQ(now.acc, 50.0);
+  EXPECT_DOUBLE_EQ(later.acc, now.acc);
+  EXPECT_DOUBLE_EQ(later.value, now.value);
+  EXPECT_DOUBLE_EQ(later.value, now.loss.item<double>());
+  SegLoss empty;
+  expect_error([&] { empty.read(); }, {"SegLoss::read", "3 numbers", "seg_loss", "found none"});
 }
 
 models::SegmentorOptions r18(int classes) {

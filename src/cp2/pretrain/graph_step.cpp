@@ -188,7 +188,7 @@ StepResult GraphedStep::run(const data::Batch& b) {
 #endif
   StepResult r;
   r.parts = I.parts;
-  read_values(r.parts);
+  r.parts.read();
   r.loss = r.parts.total_value;
   r.finite = std::isfinite(r.loss);
   if (I.split) {

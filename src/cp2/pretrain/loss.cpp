@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "cp2/common.h"
+#include "cp2/train/optim.h"
 
 namespace cp2::pretrain {
 
@@ -86,7 +87,7 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   for (auto& t : nums) t = t.to(torch::kDouble);
   out.values = torch::stack(nums);
   out.batch = n;
-  if (read) read_values(out);
+  if (read) out.read();
   return out;
 }
 
@@ -95,22 +96,19 @@ void LossParts::detach() {
     if (t->defined()) *t = t->detach();
 }
 
-void read_values(LossParts& p) {
-  if (!p.values.defined() || p.values.numel() != kCount || p.batch < 1)
-    throw Error("read_values: expected the " + std::to_string(kCount) + " numbers cp2_loss keeps, found " +
-                (p.values.defined() ? std::to_string(p.values.numel()) : std::string("none")));
-  const auto v = p.values.to(torch::kCPU, torch::kDouble).contiguous();
-  const double* d = v.data_ptr<double>();
-  const double n = static_cast<double>(p.batch);
-  p.total_value = d[kTotal];
-  p.ins_value = d[kIns];
-  p.dense_value = d[kDense];
-  p.acc1 = d[kTop1] * 100.0 / n;
-  p.acc5 = d[kTop5] * 100.0 / n;
-  p.acc_dense = d[kDenseHits] * 100.0 / n;
-  p.acc_dense_chance = d[kChance] * 100.0;
-  p.acc_dense_match = d[kMatch] * 100.0;
-  p.acc_dense_match_chance = d[kMatchChance] * 100.0;
+void LossParts::read() {
+  const auto d = train::read_numbers(values, kCount, "LossParts::read", "cp2_loss");
+  if (batch < 1) throw Error("LossParts::read: expected the batch size the numbers count, found " + std::to_string(batch));
+  const double n = static_cast<double>(batch);
+  total_value = d[kTotal];
+  ins_value = d[kIns];
+  dense_value = d[kDense];
+  acc1 = d[kTop1] * 100.0 / n;
+  acc5 = d[kTop5] * 100.0 / n;
+  acc_dense = d[kDenseHits] * 100.0 / n;
+  acc_dense_chance = d[kChance] * 100.0;
+  acc_dense_match = d[kMatch] * 100.0;
+  acc_dense_match_chance = d[kMatchChance] * 100.0;
 }
 
 }  // namespace cp2::pretrain

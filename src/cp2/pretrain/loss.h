@@ -26,11 +26,12 @@ struct LossParts {
   // The three losses as numbers (0 for a part the mode leaves out), read back with the
   // accuracies in one device sync; what the loop logs (averaged over ranks when W > 1).
   double total_value = 0, ins_value = 0, dense_value = 0;
-  // Those numbers on the model's device before the read (kDouble; read_values fills the
-  // doubles above from them), and the batch size they are counted over. A step that must not
-  // wait for the device (a CUDA graph's capture) reads them later.
+  // Those numbers on the model's device before the read (kDouble; read() fills the doubles
+  // above from them), and the batch size they are counted over. A step that must not wait
+  // for the device (a CUDA graph's capture) reads them later.
   at::Tensor values;
   int64_t batch = 0;
+  void read();  // one device-to-host transfer of `values` into the logged doubles
   // Drops the losses' autograd graph once backward has run. A graph kept alive keeps the
   // parameters' gradient-accumulation nodes, which remember the stream they were made on;
   // a CUDA graph's capture on another stream then fails ("operation would make the legacy
@@ -54,7 +55,5 @@ struct LossOptions {
 // read = false leaves the logged doubles at 0 and `values` unread (no device sync).
 LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mq, const at::Tensor& mk,
                    const at::Tensor& queue, const LossOptions& opt, bool read = true);
-// One device-to-host transfer of p.values into the logged doubles.
-void read_values(LossParts& p);
 
 }  // namespace cp2::pretrain

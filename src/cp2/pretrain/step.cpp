@@ -31,7 +31,7 @@ StepResult train_step(CP2ModelImpl& model, train::Optimizer& opt, const data::Ba
   // Forward, backward, then the one read of the logged numbers (train::backward says why).
   r.parts = model.forward_step(b.im_q, b.im_k, b.mask_q, b.mask_k, /*read=*/false);
   train::backward(opt, r.parts.total, reducer);
-  read_values(r.parts);
+  r.parts.read();
   if (const auto& comm = model.comm(); comm && comm->size() > 1) {
     // Every logged number of LossParts, averaged over ranks in one all-reduce.
     static constexpr double LossParts::*kLogged[] = {

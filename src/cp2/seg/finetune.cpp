@@ -18,6 +18,7 @@
 #include "cp2/seg/loader.h"
 #include "cp2/seg/model.h"
 #include "cp2/train/harness.h"
+#include "cp2/train/optim.h"
 
 namespace fs = std::filesystem;
 
@@ -92,11 +93,7 @@ SegLoss seg_loss(const at::Tensor& logits, const at::Tensor& label, bool avg_non
 }
 
 void SegLoss::read() {
-  if (!values.defined() || values.numel() != 3)
-    throw Error("SegLoss::read: expected the 3 numbers seg_loss keeps, found " +
-                (values.defined() ? std::to_string(values.numel()) : std::string("none")));
-  const auto v = values.to(torch::kCPU).contiguous();
-  const double* d = v.data_ptr<double>();
+  const auto d = train::read_numbers(values, 3, "SegLoss::read", "seg_loss");
   const auto n = static_cast<int64_t>(d[0]), correct = static_cast<int64_t>(d[1]);
   value = d[2];
   acc = n ? 100.0 * static_cast<double>(correct) / static_cast<double>(n) : 0.0;

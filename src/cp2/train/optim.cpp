@@ -225,6 +225,16 @@ void backward(Optimizer& opt, const at::Tensor& loss, dist::GradientReducer* red
   if (reducer) reducer->finish();
 }
 
+std::vector<double> read_numbers(const at::Tensor& values, int64_t count, const std::string& who,
+                                 const std::string& source) {
+  if (!values.defined() || values.numel() != count)
+    throw Error(who + ": expected the " + std::to_string(count) + " numbers " + source + " keeps, found " +
+                (values.defined() ? std::to_string(values.numel()) : std::string("none")));
+  const auto v = values.to(torch::kCPU, torch::kDouble).contiguous();
+  const double* d = v.data_ptr<double>();
+  return {d, d + count};
+}
+
 bool step_if_finite(Optimizer& opt, bool finite, double lr) {
   if (!finite) {
     if (opt.loss_scaling()) opt.skip_step();

@@ -98,5 +98,10 @@ void backward(Optimizer& opt, const at::Tensor& loss, dist::GradientReducer* red
 // ranks, so every rank agrees); a finite one runs opt.step(lr). True where the weights were
 // updated.
 bool step_if_finite(Optimizer& opt, bool finite, double lr);
+// A step's logged numbers, kept on the model's device until now, as doubles: the one
+// device-to-host read of the step (after backward(), above). `who` and `source` name the
+// caller and what wrote them in the error for a tensor that does not hold `count` numbers.
+std::vector<double> read_numbers(const at::Tensor& values, int64_t count, const std::string& who,
+                                 const std::string& source);
 
 }  // namespace cp2::train
