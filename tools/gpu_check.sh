@@ -8,7 +8,8 @@
 #      by step, a loader batch pinned from another thread, then the R50-ASPP@224 model step
 #      in img/s at batch 32 and 64, fp32 and AMP bf16 with channels-last off and on and AMP
 #      fp16 (dynamic loss scaling) channels-last, each eager and as a CUDA graph, with the
-#      peak device memory of each;
+#      peak device memory of each; then the ceiling of AMP's gain: the step's heaviest
+#      convolutions alone in fp32 (TF32) and in bf16 / fp16 (about 10 s);
 #   3. the same step in PyTorch on the same card (tools/cp2_reference.py's model and loss),
 #      also when the build failed, so that one run always yields the reference's figures.
 # Both sides time as the authors' runs do: cuDNN autotuning on (CP2 main.py sets
@@ -144,4 +145,5 @@ else
   grep -h "^\[step\] batch" "$LOG/cp2.log" 2>/dev/null | grep -v " graph "; grep -h "^\[torch\] batch" "$LOG/torch.log"
 fi
 grep -h "^\[step\] batch.* graph " "$LOG/cp2.log" 2>/dev/null
+grep -h "^\[ceiling\]" "$LOG/cp2.log" 2>/dev/null
 exit $rc

@@ -1,6 +1,6 @@
 // cp2_gpu_check: the GPU path's short check (issue 11 §6). Built with LibTorch alone
 // (cmake -DCP2_CORE_ONLY=ON, any LibTorch 1.13 / 2.x, CUDA or not); tools/gpu_check.sh
-// builds and runs it. Two parts:
+// builds and runs it. Three parts:
 //  1. loss parity on the device: the CP² step fixtures of tools/make_parity_fixtures.py
 //     (written on the CPU by an independent PyTorch computation) against cp2's forward on
 //     --device, TF32 off; losses within 1e-4 relative, accuracies equal.
@@ -11,6 +11,8 @@
 //     enqueue; K 65536) in images/s at each --batches: fp32 and AMP bf16 (autocast) with
 //     channels-last off and on, and AMP fp16 (dynamic loss scaling) channels-last, each
 //     eager and (on CUDA) as a CUDA graph.
+//  3. the ceiling of AMP's gain: the step's heaviest convolutions alone, in the authors' fp32
+//     (TF32) and in AMP bf16 / fp16, at the largest batch.
 // Exit status 1 when a parity check fails.
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -44,7 +46,7 @@ using namespace cp2;
 
 struct Args {
   std::string fixtures, device = "cuda";
-  int arch = 50, size = 224, steps = 10, warmup = 3;
+  int arch = 50, size = 224, steps = 10, warmup = 3, ceiling_shapes = 8;
   int64_t queue = 65536;
   std::vector<int64_t> batches{32, 64};
 };
@@ -52,7 +54,7 @@ struct Args {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "error: %s\nusage: cp2_gpu_check --fixtures DIR [--device cuda] [--arch 50] [--size 224] "
-               "[--batches 32,64] [--steps 10] [--warmup 3] [--queue 65536]\n",
+               "[--batches 32,64] [--steps 10] [--warmup 3] [--queue 65536] [--ceiling-shapes 8]\n",
                why.c_str());
   std::exit(2);
 }
@@ -71,6 +73,7 @@ Args parse(int argc, char** argv) {
       else if (k == "--steps") a.steps = std::stoi(v);
       else if (k == "--warmup") a.warmup = std::stoi(v);
       else if (k == "--queue") a.queue = std::stoll(v);
+      else if (k == "--ceiling-shapes") a.ceiling_shapes = std::stoi(v);
       else if (k == "--batches") {
         a.batches.clear();
         std::stringstream ss(v);
@@ -298,6 +301,14 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
   }
 }
 
+// A pretraining batch of random views whose masks overlap in a centred square.
+data::Batch step_batch(int64_t batch, int64_t S, const torch::Device& dev) {
+  auto opts = torch::TensorOptions().device(dev);
+  auto mask = torch::zeros({batch, S, S}, opts);
+  mask.slice(1, S / 8, S - S / 8).slice(2, S / 8, S - S / 8).fill_(1);
+  return {torch::randn({batch, 3, S, S}, opts), torch::randn({batch, 3, S, S}, opts), mask, mask.flip({1})};
+}
+
 // Part 2: one configuration's images/s and nominal GFLOP/s ("" on success, else the
 // error's first line). The model computes in the numerics as `cp2 pretrain` would
 // (train.precision bf16|fp16 / train.channels_last: autocast around the encoders only; fp16
@@ -322,11 +333,7 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
     oo.lr = 0.03;
     train::Optimizer opt(pretrain::query_parameters(*m), oo);
     if (n.loss_scaling) opt.enable_loss_scaling(n.loss_scale_init);
-    const int64_t S = a.size;
-    auto opts = torch::TensorOptions().device(dev);
-    auto mask = torch::zeros({batch, S, S}, opts);
-    mask.slice(1, S / 8, S - S / 8).slice(2, S / 8, S - S / 8).fill_(1);
-    data::Batch b{torch::randn({batch, 3, S, S}, opts), torch::randn({batch, 3, S, S}, opts), mask, mask.flip({1})};
+    const auto b = step_batch(batch, a.size, dev);
     const double lr = 0.03 * batch / 256;
     auto step = [&] { pretrain::train_step(*m, opt, b, lr); };
     for (int i = 0; i < a.warmup; ++i) step();
@@ -360,6 +367,76 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
   } catch (const std::exception& e) {
     std::string w = e.what();
     return w.substr(0, w.find('\n'));
+  }
+}
+
+// Part 3: what AMP's arithmetic can gain over the authors' fp32 step (issue 11's target:
+// AMP >= 2.5x it). The step's heaviest undilated convolutions (FLOPs counted over one step,
+// forward and backward), each timed alone, forward, by the FLOP counter's probe
+// (compute::probe_peak) in the authors' numerics (fp32, TF32 convolutions as PyTorch's
+// default, NCHW) and in AMP's (bf16 / fp16, channels-last). Each shape's FLOPs over its
+// rate, summed, is the time those convolutions need at that rate; the ratio of the sums is
+// what AMP gains on that share of the step's FLOPs, unfused. (Hopper's dense bf16/fp16
+// tensor-core rate is twice its TF32 rate by NVIDIA's datasheets, so a ratio near 2 says
+// the 2.5x lies beyond the convolutions' arithmetic.) Backward kernels differ from the
+// forward ones timed here: an estimate, printed as one.
+void ceiling(const Args& a, const torch::Device& dev, int64_t batch, int top) {
+  try {
+    pretrain::CP2Options o;
+    o.encoder.backbone.depth = a.arch;
+    o.queue_size = a.queue;
+    auto m = pretrain::make_model(o, 0);
+    m->to(dev);
+    m->train();
+    train::Optimizer opt(pretrain::query_parameters(*m), train::OptimOptions{});
+    const auto b = step_batch(batch, a.size, dev);
+    compute::FlopCount count;
+    {
+      compute::FlopCounter counter;
+      pretrain::train_step(*m, opt, b, 0.03 * batch / 256);
+      sync(dev);
+      count = counter.result();
+    }
+    std::vector<std::pair<double, compute::OpShape>> heavy;
+    for (const auto& [s, f] : count.by_shape)
+      if (s.kind == "conv" && std::all_of(s.dilation.begin(), s.dilation.end(), [](int64_t d) { return d == 1; }))
+        heavy.emplace_back(f, s);
+    std::sort(heavy.begin(), heavy.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+    if (static_cast<int>(heavy.size()) > top) heavy.resize(static_cast<size_t>(top));
+    double flops = 0;
+    for (const auto& h : heavy) flops += h.first;
+    std::printf("[ceiling] batch %lld: the %zu heaviest undilated convolutions, %.0f %% of the step's %.1f GFLOP, "
+                "each alone, forward (an estimate of forward + backward)\n",
+                static_cast<long long>(batch), heavy.size(), 100 * flops / std::max(count.total(), 1.0),
+                count.total() / 1e9);
+    struct Numerics {
+      std::string name;
+      c10::ScalarType dtype;
+      bool channels_last;
+    };
+    const std::string fp32 = dev.is_cuda() ? "fp32 (TF32)" : "fp32";  // main() allows TF32 before timing
+    std::vector<Numerics> lines{{fp32 + " NCHW", at::kFloat, false},
+                                {fp32 + " channels-last", at::kFloat, true},
+                                {"bf16 channels-last", at::kBFloat16, true}};
+    if (dev.is_cuda()) lines.push_back({"fp16 channels-last", at::kHalf, true});
+    double base = 0;
+    for (const auto& l : lines) {
+      double seconds = 0;
+      for (const auto& [f, s] : heavy) {
+        compute::FlopCount one;
+        one.by_shape[s] = f;
+        const auto p = compute::probe_peak(one, dev.str(), l.dtype, l.channels_last, 1, 0.2);
+        seconds += f / std::max(p.gflops * 1e9, 1.0);
+      }
+      if (base == 0) base = seconds;
+      std::printf("[ceiling] batch %3lld %-26s %8.1f ms %9.2f TFLOP/s %6.2fx %s NCHW\n", static_cast<long long>(batch),
+                  l.name.c_str(), 1e3 * seconds, flops / std::max(seconds, 1e-12) / 1e12,
+                  base / std::max(seconds, 1e-12), fp32.c_str());
+      std::fflush(stdout);
+    }
+  } catch (const std::exception& e) {
+    std::string w = e.what();
+    std::printf("[ceiling] batch %lld failed: %s\n", static_cast<long long>(batch), w.substr(0, w.find('\n')).c_str());
   }
 }
 
@@ -410,6 +487,7 @@ int main(int argc, char** argv) {
                           layout.c_str(), err.c_str());
             std::fflush(stdout);
           }
+    ceiling(a, dev, *std::max_element(a.batches.begin(), a.batches.end()), a.ceiling_shapes);
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
