@@ -301,6 +301,18 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
   }
 }
 
+// The model that parts 2 and 3 time: R<arch>-ASPP with a queue of --queue keys, on `dev`,
+// in training mode.
+pretrain::CP2Model step_model(const Args& a, const torch::Device& dev) {
+  pretrain::CP2Options o;
+  o.encoder.backbone.depth = a.arch;
+  o.queue_size = a.queue;
+  auto m = pretrain::make_model(o, 0);
+  m->to(dev);
+  m->train();
+  return m;
+}
+
 // A pretraining batch of random views whose masks overlap in a centred square.
 data::Batch step_batch(int64_t batch, int64_t S, const torch::Device& dev) {
   auto opts = torch::TensorOptions().device(dev);
@@ -318,17 +330,12 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
                       std::string& note) {
   try {
     peak_device_bytes(dev, /*reset=*/true);
-    pretrain::CP2Options o;
-    o.encoder.backbone.depth = a.arch;
-    o.queue_size = a.queue;
-    auto m = pretrain::make_model(o, 0);
-    m->to(dev);
+    auto m = step_model(a, dev);
     compute::NumericsOptions no;
     no.precision = precision;
     no.channels_last = channels_last;
     const auto n = compute::resolve_numerics(no, dev.str());  // as train.precision resolves it
     m->set_numerics(n);
-    m->train();
     train::OptimOptions oo;
     oo.lr = 0.03;
     train::Optimizer opt(pretrain::query_parameters(*m), oo);
@@ -373,7 +380,7 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
 // Part 3: what AMP's arithmetic can gain over the authors' fp32 step (issue 11's target:
 // AMP >= 2.5x it). The step's heaviest undilated convolutions (FLOPs counted over one step,
 // forward and backward), each timed alone, forward, by the FLOP counter's probe
-// (compute::probe_peak) in the authors' numerics (fp32, TF32 convolutions as PyTorch's
+// (compute::heaviest_shapes, compute::probe_shape) in the authors' numerics (fp32, TF32 convolutions as PyTorch's
 // default, NCHW) and in AMP's (bf16 / fp16, channels-last). Each shape's FLOPs over its
 // rate, summed, is the time those convolutions need at that rate; the ratio of the sums is
 // what AMP gains on that share of the step's FLOPs, unfused. (Hopper's dense bf16/fp16
@@ -382,27 +389,16 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
 // forward ones timed here: an estimate, printed as one.
 void ceiling(const Args& a, const torch::Device& dev, int64_t batch, int top) {
   try {
-    pretrain::CP2Options o;
-    o.encoder.backbone.depth = a.arch;
-    o.queue_size = a.queue;
-    auto m = pretrain::make_model(o, 0);
-    m->to(dev);
-    m->train();
+    auto m = step_model(a, dev);
     train::Optimizer opt(pretrain::query_parameters(*m), train::OptimOptions{});
     const auto b = step_batch(batch, a.size, dev);
     compute::FlopCount count;
     {
       compute::FlopCounter counter;
       pretrain::train_step(*m, opt, b, 0.03 * batch / 256);
-      sync(dev);
       count = counter.result();
     }
-    std::vector<std::pair<double, compute::OpShape>> heavy;
-    for (const auto& [s, f] : count.by_shape)
-      if (s.kind == "conv" && std::all_of(s.dilation.begin(), s.dilation.end(), [](int64_t d) { return d == 1; }))
-        heavy.emplace_back(f, s);
-    std::sort(heavy.begin(), heavy.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
-    if (static_cast<int>(heavy.size()) > top) heavy.resize(static_cast<size_t>(top));
+    const auto heavy = compute::heaviest_shapes(count, top, /*convolutions_only=*/true);
     double flops = 0;
     for (const auto& h : heavy) flops += h.first;
     std::printf("[ceiling] batch %lld: the %zu heaviest undilated convolutions, %.0f %% of the step's %.1f GFLOP, "
@@ -422,12 +418,8 @@ void ceiling(const Args& a, const torch::Device& dev, int64_t batch, int top) {
     double base = 0;
     for (const auto& l : lines) {
       double seconds = 0;
-      for (const auto& [f, s] : heavy) {
-        compute::FlopCount one;
-        one.by_shape[s] = f;
-        const auto p = compute::probe_peak(one, dev.str(), l.dtype, l.channels_last, 1, 0.2);
-        seconds += f / std::max(p.gflops * 1e9, 1.0);
-      }
+      for (const auto& [f, s] : heavy)
+        seconds += f / std::max(compute::probe_shape(s, dev.str(), l.dtype, l.channels_last, 0.2) * 1e9, 1.0);
       if (base == 0) base = seconds;
       std::printf("[ceiling] batch %3lld %-26s %8.1f ms %9.2f TFLOP/s %6.2fx %s NCHW\n", static_cast<long long>(batch),
                   l.name.c_str(), 1e3 * seconds, flops / std::max(seconds, 1e-12) / 1e12,

@@ -135,6 +135,17 @@ TEST(Flops, ProbeTimesTheHeaviestShapes) {
   // top = 2 times both eligible shapes and keeps the faster; never the dilated one.
   r = compute::probe_peak(c, "cpu", c10::kFloat, false, 2, 0.05);
   EXPECT_TRUE(r.shape == "mm 64x32 @ 32x48" || r.shape == "conv [2, 16, 16, 16] * [16, 16, 3, 3]") << r.shape;
+  // The list behind the probe, heaviest first with its FLOPs; convolutions only for
+  // cp2_gpu_check's ceiling.
+  const auto all = compute::heaviest_shapes(c, 3);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].second.str(), "conv [2, 16, 16, 16] * [16, 16, 3, 3]");
+  EXPECT_DOUBLE_EQ(all[0].first, 20 * s.flops());
+  EXPECT_EQ(all[1].second.str(), "mm 64x32 @ 32x48");
+  const auto convs = compute::heaviest_shapes(c, 3, /*convolutions_only=*/true);
+  ASSERT_EQ(convs.size(), 1u);
+  EXPECT_EQ(convs[0].second.str(), "conv [2, 16, 16, 16] * [16, 16, 3, 3]");
+  EXPECT_GT(compute::probe_shape(mm, "cpu", c10::kFloat, false, 0.05), 0.01);
   c.by_shape.erase(s);
   c.by_shape.erase(mm);
   r = compute::probe_peak(c, "cpu", c10::kFloat, false, 3, 0.05);

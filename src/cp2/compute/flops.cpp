@@ -234,17 +234,22 @@ std::string rate_line(double flops_per_img, double img_s, double peak_gflops) {
   return buf;
 }
 
-ProbeResult probe_peak(const FlopCount& c, const std::string& device, c10::ScalarType dtype, bool channels_last, int top,
-                       double seconds, bool winograd) {
+std::vector<std::pair<double, OpShape>> heaviest_shapes(const FlopCount& c, int top, bool convolutions_only) {
   std::vector<std::pair<double, OpShape>> order;
   // Dilated convolutions are left out: their nominal count includes the taps that fall in
   // the padding (ASPP's rate 12-36 on a 14 x 14 map), which oneDNN skips, so their
   // "GFLOP/s" would exceed the machine's peak.
   for (const auto& [s, f] : c.by_shape)
-    if (s.kind == "mm" || std::all_of(s.dilation.begin(), s.dilation.end(), [](int64_t d) { return d == 1; }))
+    if (s.kind == "mm" ? !convolutions_only
+                       : std::all_of(s.dilation.begin(), s.dilation.end(), [](int64_t d) { return d == 1; }))
       order.emplace_back(f, s);
   std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  if (static_cast<int>(order.size()) > top) order.resize(static_cast<size_t>(top));
+  if (static_cast<int>(order.size()) > top) order.resize(static_cast<size_t>(std::max(top, 0)));
+  return order;
+}
+
+double probe_shape(const OpShape& s, const std::string& device, c10::ScalarType dtype, bool channels_last,
+                   double seconds, bool winograd) {
   torch::NoGradGuard ng;
   const torch::Device dev(device);
   const auto opts = torch::TensorOptions().device(dev).dtype(dtype);
@@ -252,41 +257,46 @@ ProbeResult probe_peak(const FlopCount& c, const std::string& device, c10::Scala
   auto sync = [&] {
     if (dev.is_cuda()) torch::randn({1}, opts).cpu();  // waits for the queue
   };
-  ProbeResult r;
-  for (const auto& [f, s] : order) {
-    std::function<void()> run;
-    at::Tensor x, w;
-    if (s.kind == "conv") {
-      x = torch::randn(s.in, opts).contiguous(fmt);
-      w = torch::randn(s.weight, opts).contiguous(fmt);
-      const bool wino = winograd && dtype == c10::kFloat && !dev.is_cuda() && s.groups == 1 && s.weight[2] == 3 &&
-                        s.weight[3] == 3 && s.stride == std::vector<int64_t>{1, 1} &&
-                        s.padding == std::vector<int64_t>{1, 1};
-      if (wino)
-        run = [&] { winograd_conv3x3(x, w); };
-      else
-        run = [&, s = s] { at::convolution(x, w, {}, s.stride, s.padding, s.dilation, false, {0, 0}, s.groups); };
-    } else {
-      x = torch::randn({s.in[0], s.in[1], s.in[2]}, opts);
-      w = torch::randn({s.in[0], s.weight[0], s.weight[1]}, opts);
-      run = [&] { torch::bmm(x, w); };
-    }
+  std::function<void()> run;
+  at::Tensor x, w;
+  if (s.kind == "conv") {
+    x = torch::randn(s.in, opts).contiguous(fmt);
+    w = torch::randn(s.weight, opts).contiguous(fmt);
+    const bool wino = winograd && dtype == c10::kFloat && !dev.is_cuda() && s.groups == 1 && s.weight[2] == 3 &&
+                      s.weight[3] == 3 && s.stride == std::vector<int64_t>{1, 1} &&
+                      s.padding == std::vector<int64_t>{1, 1};
+    if (wino)
+      run = [&] { winograd_conv3x3(x, w); };
+    else
+      run = [&] { at::convolution(x, w, {}, s.stride, s.padding, s.dilation, false, {0, 0}, s.groups); };
+  } else {
+    x = torch::randn({s.in[0], s.in[1], s.in[2]}, opts);
+    w = torch::randn({s.in[0], s.weight[0], s.weight[1]}, opts);
+    run = [&] { torch::bmm(x, w); };
+  }
+  run();
+  sync();
+  // The fastest single call, of at least three: on a shared VM a mean over a fraction of a
+  // second can land in a slow moment (seen: one shape probed at 226, then 399 GFLOP/s).
+  using clk = std::chrono::steady_clock;
+  auto since = [](clk::time_point t) { return std::chrono::duration<double>(clk::now() - t).count(); };
+  const auto t0 = clk::now();
+  double best = 0;
+  for (int n = 0; n < 1000 && (n < 3 || since(t0) < seconds); ++n) {
+    const auto t = clk::now();
     run();
     sync();
-    // The fastest single call, of at least three: on a shared VM a mean over a fraction of a
-    // second can land in a slow moment (seen: one shape probed at 226, then 399 GFLOP/s).
-    using clk = std::chrono::steady_clock;
-    auto since = [](clk::time_point t) { return std::chrono::duration<double>(clk::now() - t).count(); };
-    const auto t0 = clk::now();
-    double best = 0;
-    for (int n = 0; n < 1000 && (n < 3 || since(t0) < seconds); ++n) {
-      const auto t = clk::now();
-      run();
-      sync();
-      const double el = since(t);
-      if (n == 0 || el < best) best = el;
-    }
-    const double g = s.flops() / std::max(best, 1e-12) / 1e9;
+    const double el = since(t);
+    if (n == 0 || el < best) best = el;
+  }
+  return s.flops() / std::max(best, 1e-12) / 1e9;
+}
+
+ProbeResult probe_peak(const FlopCount& c, const std::string& device, c10::ScalarType dtype, bool channels_last, int top,
+                       double seconds, bool winograd) {
+  ProbeResult r;
+  for (const auto& [f, s] : heaviest_shapes(c, top)) {
+    const double g = probe_shape(s, device, dtype, channels_last, seconds, winograd);
     if (g > r.gflops) r = {g, s.str()};
   }
   return r;

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cp2/compute/precision.h"
@@ -78,10 +79,18 @@ StepFlops count_step(const std::function<void()>& step, double images, const std
 // "8.26 GFLOP/img, 157.0 GFLOP/s = 67 % of the probe's 233.8" (no share when peak is 0).
 std::string rate_line(double flops_per_img, double img_s, double peak_gflops);
 
-// The `top` heaviest undilated shapes alone (forward, the step's dtype, layout and 3x3
-// algorithm: Winograd where `winograd` and the shape is eligible, compute/winograd.h); each
-// shape's rate is its fastest single call (at least 3 calls, then until `seconds` have
-// passed); the result is the fastest shape.
+// The count's `top` heaviest shapes (FLOPs attributed, forward + backward) with those FLOPs,
+// heaviest first; dilated convolutions left out (their nominal count includes taps that
+// read only padding, which the kernels skip), and matmuls too where `convolutions_only`.
+std::vector<std::pair<double, OpShape>> heaviest_shapes(const FlopCount& c, int top, bool convolutions_only = false);
+
+// One shape alone, forward, in `dtype` and layout (Winograd where `winograd` and the shape
+// is eligible, compute/winograd.h): GFLOP/s of its fastest single call (at least 3 calls,
+// then until `seconds` have passed).
+double probe_shape(const OpShape& s, const std::string& device, c10::ScalarType dtype, bool channels_last,
+                   double seconds = 0.3, bool winograd = false);
+
+// The fastest of probe_shape over heaviest_shapes(c, top).
 ProbeResult probe_peak(const FlopCount& c, const std::string& device, c10::ScalarType dtype, bool channels_last, int top = 3,
                        double seconds = 0.3, bool winograd = false);
 
