@@ -1,7 +1,9 @@
+#include <sys/stat.h>
 #include <torch/torch.h>
 
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 #include "../helpers.h"
 #include "cp2/io/checkpoint.h"
@@ -101,6 +103,21 @@ TEST(Checkpoint, WriteReadRoundTrip) {
   EXPECT_FALSE(std::ifstream(p + ".tmp").good());  // temp file renamed away
 }
 
+// A regular file is read in one piece; a pipe (cp2 convert <(curl ...)) as a stream.
+TEST(Checkpoint, ReadFileFromAFileAndAPipe) {
+  std::string bytes(100000, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7919 % 251);
+  EXPECT_EQ(io::read_file(write_bytes("plain.bin", bytes)), bytes);
+  EXPECT_EQ(io::read_file(write_bytes("empty.bin", "")), "");
+  const std::string fifo = ::testing::TempDir() + "read_file.fifo";
+  std::remove(fifo.c_str());
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << bytes; });
+  EXPECT_EQ(io::read_file(fifo), bytes);
+  writer.join();
+  std::remove(fifo.c_str());
+}
+
 TEST(CheckpointErrors, MissingFile) {
   expect_error([] { io::load_checkpoint("/nonexistent/w.pt"); }, {"/nonexistent/w.pt", "cannot open"});
 }
@@ -129,6 +146,44 @@ TEST(CheckpointErrors, TruncatedLegacy) {
     auto p = write_bytes("trunc_legacy.pt", bytes.substr(0, n));
     expect_error([&] { io::load_checkpoint(p); }, {p, "truncated"});
   }
+}
+
+// One flipped bit in a tensor's bytes: the zip still parses, so only the entry's CRC-32
+// can tell. Both torch.save's files (the fixture) and cp2's own are checked.
+TEST(CheckpointErrors, CorruptTensorBytesFailTheCrc) {
+  auto flip_inside = [](const std::string& path, const at::Tensor& t, const std::string& name) {
+    std::string bytes = io::read_file(path);
+    const std::string needle(static_cast<const char*>(t.data_ptr()), 64);  // the tensor's first 64 bytes
+    const size_t at = bytes.find(needle);
+    EXPECT_NE(at, std::string::npos) << "tensor bytes not found in " << path;
+    EXPECT_EQ(bytes.find(needle, at + 1), std::string::npos) << "tensor bytes found twice in " << path;
+    bytes[at + 40] ^= 0x10;
+    return write_bytes(name, bytes);
+  };
+  // torch.save's CRCs agree with cp2's (the fixture loads), and a flip is caught.
+  at::Tensor w;  // its largest tensor
+  for (auto& [k, t] : cp2::test::load_tensors(fixture("resnet18_os16.pt")))
+    if (!w.defined() || t.numel() > w.numel()) w = t.contiguous();
+  ASSERT_GT(w.numel(), 1000);
+  auto bad = flip_inside(fixture("resnet18_os16.pt"), w, "flipped_torch.pt");
+  expect_error([&] { io::load_checkpoint(bad); }, {bad, "zip entry '", "/data/", "fails its CRC-32 check", "corrupt"});
+
+  // cp2's writer: the same, and zeroed CRC fields (torch.save with compute_crc32 = False)
+  // are taken as "not computed", so such a file still loads.
+  const at::Tensor mine = torch::arange(4096, torch::kFloat) * 0.25;
+  std::string p = ::testing::TempDir() + "crc_mine.pt";
+  io::save_checkpoint(p, io::to_state_dict({{"w", mine}, {"v", torch::ones({3})}}));
+  auto bad2 = flip_inside(p, mine, "flipped_mine.pt");
+  expect_error([&] { io::load_checkpoint(bad2); }, {bad2, "fails its CRC-32 check"});
+  std::string bytes = io::read_file(p);
+  int zeroed = 0;
+  for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos; at = bytes.find("PK\x01\x02", at + 4), ++zeroed)
+    bytes.replace(at + 16, 4, std::string(4, '\0'));
+  EXPECT_GE(zeroed, 3);  // data.pkl, version and the storages at least
+  auto no_crc = write_bytes("no_crc.pt", bytes);
+  auto back = cp2::test::load_tensors(no_crc);
+  ASSERT_EQ(back.count("w"), 1u);
+  EXPECT_TRUE(torch::equal(back.at("w"), mine));
 }
 
 TEST(CheckpointErrors, UnsupportedDtype) {

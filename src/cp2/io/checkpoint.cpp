@@ -17,8 +17,18 @@
 namespace cp2::io {
 
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary);  // not ios::ate: a pipe would fail to open
   if (!f) throw Error(path + ": cannot open file (" + std::strerror(errno) + ")");
+  // A regular file is read once into a buffer of its size: through a growing stream, a
+  // checkpoint of a few hundred MB spent most of its load in copies and page faults.
+  const std::streamoff size = f.seekg(0, std::ios::end) ? static_cast<std::streamoff>(f.tellg()) : -1;
+  if (size >= 0 && f.seekg(0)) {
+    std::string bytes(static_cast<size_t>(size), '\0');
+    if (size > 0 && !f.read(bytes.data(), size))
+      throw Error(path + ": read error after " + std::to_string(f.gcount()) + " of " + std::to_string(size) + " bytes");
+    return bytes;
+  }
+  f.clear();  // not seekable (a pipe): read it as a stream
   std::ostringstream ss;
   ss << f.rdbuf();
   if (f.bad()) throw Error(path + ": read error");

@@ -4,6 +4,8 @@
 #include <zlib.h>
 #endif
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "cp2/common.h"
@@ -21,6 +23,29 @@ void le(std::string& s, uint64_t v, int n) {
   for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
+uint32_t crc32_of(const void* data, size_t n) {
+#ifdef CP2_NO_ZLIB
+  // The zip format's CRC-32 (reflected polynomial 0xEDB88320), bitwise: only the
+  // LibTorch-only GPU-check build has no zlib, and it reads and writes small files.
+  uint32_t c = 0xffffffffu;
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+  }
+  return c ^ 0xffffffffu;
+#else
+  // zlib's length is 32-bit: entries over 4 GiB go in pieces.
+  uLong c = crc32(0L, Z_NULL, 0);
+  const auto* p = static_cast<const Bytef*>(data);
+  for (size_t done = 0; done < n;) {
+    const size_t piece = std::min<size_t>(n - done, size_t{1} << 30);
+    c = crc32(c, p + done, static_cast<uInt>(piece));
+    done += piece;
+  }
+  return static_cast<uint32_t>(c);
+#endif
+}
 }  // namespace
 
 ZipReader::ZipReader(std::string bytes, std::string path) : bytes_(std::move(bytes)), path_(std::move(path)) {
@@ -77,10 +102,28 @@ ZipReader::ZipReader(std::string bytes, std::string path) : bytes_(std::move(byt
   }
 }
 
+// A flipped bit inside a tensor's bytes leaves a zip that parses and a model that loads
+// with wrong weights; the CRC-32 that every entry carries catches it. An entry's CRC
+// field holds 0 where the writer skipped it (torch.save with
+// torch.utils.serialization.config.save.compute_crc32 = False; an empty entry's CRC is
+// 0 too): nothing to check there.
+std::string_view ZipReader::verified(const std::string& name, Entry& e, std::string_view bytes) {
+  if (e.checked || e.crc == 0) return bytes;
+  const uint32_t found = crc32_of(bytes.data(), bytes.size());
+  if (found != e.crc) {
+    char msg[96];
+    std::snprintf(msg, sizeof msg, "fails its CRC-32 check (stored %08x, computed %08x)", e.crc, found);
+    throw Error(path_ + ": zip entry '" + name + "' (" + std::to_string(bytes.size()) + " bytes) " + msg +
+                ": the file is corrupt; its tensors cannot be trusted");
+  }
+  e.checked = true;
+  return bytes;
+}
+
 std::string_view ZipReader::read(const std::string& name) {
   auto it = entries_.find(name);
   if (it == entries_.end()) throw Error(path_ + ": zip entry '" + name + "' is missing");
-  const Entry& e = it->second;
+  Entry& e = it->second;
   const std::string& b = bytes_;
   if (e.local_offset + 30 > b.size() || u32(b, e.local_offset) != 0x04034b50)
     throw Error(path_ + ": zip entry '" + name + "' has no local header (truncated or corrupt file)");
@@ -91,7 +134,7 @@ std::string_view ZipReader::read(const std::string& name) {
   std::string_view raw(b.data() + data, e.comp_size);
   if (e.method == 0) {
     if (e.size != e.comp_size) throw Error(path_ + ": zip entry '" + name + "' has inconsistent sizes");
-    return raw;
+    return verified(name, e, raw);
   }
   if (e.method != 8)
     throw Error(path_ + ": zip entry '" + name + "' uses compression method " + std::to_string(e.method) +
@@ -112,27 +155,10 @@ std::string_view ZipReader::read(const std::string& name) {
   int rc = inflate(&zs, Z_FINISH);
   inflateEnd(&zs);
   if (rc != Z_STREAM_END) throw Error(path_ + ": zip entry '" + name + "' failed to inflate (corrupt data)");
-  return inflated_.emplace(name, std::move(out)).first->second;
+  return verified(name, e, inflated_.emplace(name, std::move(out)).first->second);
 #endif
 }
 
-namespace {
-uint32_t crc32_of(const void* data, size_t n) {
-#ifdef CP2_NO_ZLIB
-  // The zip format's CRC-32 (reflected polynomial 0xEDB88320), bitwise: only the
-  // LibTorch-only GPU-check build uses it, and only for small files.
-  uint32_t c = 0xffffffffu;
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    c ^= p[i];
-    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
-  }
-  return c ^ 0xffffffffu;
-#else
-  return static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(data), static_cast<uInt>(n)));
-#endif
-}
-}  // namespace
 
 void ZipWriter::put(const void* p, size_t n) {
   if (n && std::fwrite(p, 1, n, f_) != n)

@@ -16,7 +16,8 @@ class ZipReader {
   ZipReader(std::string bytes, std::string path);
   const std::vector<std::string>& names() const { return names_; }
   bool has(const std::string& name) const { return entries_.count(name) > 0; }
-  // Bytes of an entry (stored entries are not copied; deflated ones are inflated once).
+  // Bytes of an entry (stored entries are not copied; deflated ones are inflated once),
+  // checked against the entry's CRC-32 on the first read.
   std::string_view read(const std::string& name);
 
  private:
@@ -24,7 +25,9 @@ class ZipReader {
     uint16_t method = 0;
     uint32_t crc = 0;
     uint64_t comp_size = 0, size = 0, local_offset = 0;
+    bool checked = false;  // CRC-32 verified on an earlier read
   };
+  std::string_view verified(const std::string& name, Entry& e, std::string_view bytes);
   std::string bytes_, path_;
   std::vector<std::string> names_;
   std::map<std::string, Entry> entries_;
