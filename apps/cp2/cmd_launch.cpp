@@ -46,17 +46,17 @@ Command register_launch(CLI::App& app) {
       "launch",
       "run a training command as N data-parallel processes (PyTorch's RANK/WORLD_SIZE/MASTER_* contract, as torchrun); "
       "output prefixed by rank; one failing rank stops all");
-  c->add_option("--nproc", a->o.nproc, "processes on this node")->required()->check(CLI::PositiveNumber);
+  c->add_option("--nproc", a->o.nproc, "processes on this node")->required()->check(positive);
   c->add_option("--nnodes", a->o.nnodes, "nodes in the job; run the same command on each (default 1)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive);
   c->add_option("--node-rank", a->o.node_rank, "this node's index, 0..nnodes-1 (default 0)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative);
   c->add_option("--master-addr", a->o.master_addr, "node 0's address, reachable from every node (default 127.0.0.1)");
   c->add_option("--master-port", a->o.master_port,
                 "rendezvous port on node 0 (default: a free port on one node; required with --nnodes > 1)")
       ->check(CLI::Range(1, 65535));
   c->add_option("--grace", a->o.grace_s, "seconds the other ranks get to exit after one fails, before SIGKILL (default 30)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative);
   c->add_option("command", a->command, "the cp2 command after --: pretrain ..., finetune ... or bench allreduce ...")->required();
   c->footer(
       "Examples:\n"

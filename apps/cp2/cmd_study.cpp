@@ -29,7 +29,7 @@ void add_study_flags(CLI::App* c, StudyFlags& f) {
   c->add_option("--base", f.base,
                 "MoCo v2 base checkpoint (a cp2 moco-mode run's checkpoint, or the authors' moco_v2_800ep_pretrain.pth.tar)");
   c->add_option("--base-epochs", f.base_epochs, "or: pretrain the base with cp2's moco mode for N epochs first (folder base/)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive);
   c->add_option("--pretrain-config", f.recipe.pretrain_config,
                 "Quick Tuning config (YAML, cp2 pretrain keys); default: the built-in CPU recipe (R18-ASPP, 128 px views, output stride 16, K 256)");
   c->add_option("--finetune-config", f.recipe.finetune_config,
@@ -108,7 +108,7 @@ Command register_trials(CLI::App& app) {
                                "Table 7: N seeds x datasets of Quick Tuning (CP²) + finetuning, mean ± sample std per dataset; "
                                "reruns skip finished runs and resume interrupted ones");
   c->add_option("--out", o->out, "output folder (one run folder per stage)")->capture_default_str();
-  c->add_option("--seeds", o->seeds, "trials per dataset (seeds --seed, --seed + 1, ...)")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--seeds", o->seeds, "trials per dataset (seeds --seed, --seed + 1, ...)")->capture_default_str()->check(positive);
   c->add_option("--vary", o->vary, "both: Quick Tuning and finetuning per seed; finetune: one Quick Tuning run")->capture_default_str();
   c->add_option("--datasets", o->datasets, "built-in layouts (voc, cityscapes, ade20k) or finetune config files")
       ->delimiter(',')

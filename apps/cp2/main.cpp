@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   bool version = false;
   auto* threads_opt = app.add_option("--threads", threads, "intra-op threads (default: all cores)")
-                          ->check(CLI::PositiveNumber)
+                          ->check(cp2::app::positive)
                           ->type_name("INT");
   app.add_flag("--version", version, "print cp2's and LibTorch's versions, CUDA, CPU features, threads");
   std::vector<cp2::app::Command> cmds{cp2::app::register_convert(app), cp2::app::register_demo(app),
@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
   // Every subcommand lists --threads in its own help (it sets the same value).
   for (auto& c : cmds)
     c.sub->add_option("--threads", threads, threads_opt->get_description())
-        ->check(CLI::PositiveNumber)
+        ->check(cp2::app::positive)
         ->type_name("INT");
   // The first word that is not a global option must be a command.
   for (int i = 1; i < argc; ++i) {

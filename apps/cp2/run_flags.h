@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "commands.h"
 #include "cp2/config/fields.h"
 #include "cp2/dist/comm.h"
 #include "cp2/report/report.h"
@@ -100,7 +101,7 @@ inline void add_run_flags(CLI::App* c, RunFlags& f, const std::vector<Shortcut>&
   c->add_option("--dist-timeout", f.dist_timeout,
                 "multi-process runs (torchrun, cp2 launch): seconds a collective or the rendezvous may wait for "
                 "the other ranks before every rank stops with an error naming the missing one (default 300)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive)
       ->type_name("SECONDS");
 }
 
