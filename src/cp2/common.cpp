@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -70,6 +71,12 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   std::string s;
   for (size_t i = 0; i < items.size(); ++i) s += (i ? sep : "") + items[i];
   return s;
+}
+
+std::string num_str(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.10g", v);
+  return buf;
 }
 
 std::string shape_str(const std::vector<long>& sizes) {

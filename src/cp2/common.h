@@ -38,6 +38,10 @@ std::vector<std::string> for_each_index(int64_t n, int threads, const std::funct
 // "a, b, c": the items with sep between them (lists of choices in error messages and help).
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
 
+// A number in a message as a person writes it: 0.9, -3, 1e-05 (std::to_string gives
+// 0.900000, -3.000000, 0.000010).
+std::string num_str(double v);
+
 // Human-readable shape such as [64, 3, 7, 7].
 std::string shape_str(const std::vector<long>& sizes);
 

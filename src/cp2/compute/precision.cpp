@@ -26,7 +26,7 @@ void NumericsOptions::validate() const {
   if (std::find(l.begin(), l.end(), loss_scale) == l.end())
     throw Error("train.loss_scale: expected one of " + join(l) + ", found '" + loss_scale + "'");
   if (!(loss_scale_init > 0) || !std::isfinite(loss_scale_init))
-    throw Error("train.loss_scale_init: expected a positive finite number, found " + std::to_string(loss_scale_init));
+    throw Error("train.loss_scale_init: expected a positive finite number, found " + num_str(loss_scale_init));
 }
 
 std::string Numerics::describe() const {

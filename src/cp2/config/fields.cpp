@@ -44,9 +44,7 @@ double parse_double(const std::string& s) {
 }
 
 std::string show_double(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.10g", v);
-  std::string s = buf;
+  std::string s = num_str(v);
   if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
   return s;
 }

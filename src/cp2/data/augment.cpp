@@ -14,7 +14,7 @@ namespace cp2::data {
 
 void ViewOptions::validate() const {
   auto bad = [](const std::string& key, const std::string& expected, double found) {
-    throw Error("view." + key + ": expected " + expected + ", found " + std::to_string(found));
+    throw Error("view." + key + ": expected " + expected + ", found " + num_str(found));
   };
   if (size < 8) bad("size", ">= 8", size);
   if (!(scale_min > 0 && scale_min <= scale_max && scale_max <= 1)) bad("scale_min/scale_max", "0 < min <= max <= 1", scale_min);

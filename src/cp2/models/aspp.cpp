@@ -20,7 +20,7 @@ void ASPPHeadOptions::validate() const {
     if (d < 1) throw Error("head.dilations: expected values >= 1, found " + std::to_string(d));
   if (proj_channels < 0 || num_classes < 0)
     throw Error("head: proj_channels and num_classes must be >= 0");
-  if (dropout < 0 || dropout >= 1) throw Error("head.dropout: expected 0 <= p < 1, found " + std::to_string(dropout));
+  if (dropout < 0 || dropout >= 1) throw Error("head.dropout: expected 0 <= p < 1, found " + num_str(dropout));
 }
 
 ConvModuleImpl::ConvModuleImpl(int64_t in, int64_t out, int64_t k, int64_t pad, int64_t dil)

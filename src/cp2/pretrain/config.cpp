@@ -138,10 +138,10 @@ void PretrainConfig::validate() const {
   require_at_least("model.queue", model.queue, 1);
   require_at_least("model.key_bn_splits", model.key_bn_splits, 1);
   if (!(model.momentum >= 0 && model.momentum <= 1))
-    throw Error("model.momentum: expected 0..1, found " + std::to_string(model.momentum));
-  if (!(model.temperature > 0)) throw Error("loss.temperature: expected > 0, found " + std::to_string(model.temperature));
+    throw Error("model.momentum: expected 0..1, found " + num_str(model.momentum));
+  if (!(model.temperature > 0)) throw Error("loss.temperature: expected > 0, found " + num_str(model.temperature));
   if (!(model.dense_temperature >= 0))
-    throw Error("loss.dense_temperature: expected >= 0 (0 = none), found " + std::to_string(model.dense_temperature));
+    throw Error("loss.dense_temperature: expected >= 0 (0 = none), found " + num_str(model.dense_temperature));
   data.validate();
   aug_options().validate();
   model_options().validate();

@@ -177,8 +177,8 @@ StepResult GraphedStep::run(const data::Batch& b) {
     throw Error("CUDA graph: captured for a batch of " + shapes(I.in) + ", found " + shapes(b) +
                 " (capture again for another batch size, e.g. the last short batch)");
   if (I.opt->loss_scale() != I.scale)
-    throw Error("CUDA graph: captured at loss scale " + std::to_string(I.scale) + ", the optimizer's is now " +
-                std::to_string(I.opt->loss_scale()) + " (capture again after a skipped step or the scale's growth)");
+    throw Error("CUDA graph: captured at loss scale " + num_str(I.scale) + ", the optimizer's is now " +
+                num_str(I.opt->loss_scale()) + " (capture again after a skipped step or the scale's growth)");
   I.in.im_q.copy_(b.im_q);
   I.in.im_k.copy_(b.im_k);
   I.in.mask_q.copy_(b.mask_q);

@@ -51,10 +51,10 @@ void CP2Options::validate() const {
   encoder.validate();
   if (encoder.head.proj_channels <= 0) throw Error("head.proj_channels: pretraining needs a projection (> 0)");
   if (queue_size <= 0) throw Error("queue_size: expected > 0, found " + std::to_string(queue_size));
-  if (momentum < 0 || momentum > 1) throw Error("momentum: expected 0..1, found " + std::to_string(momentum));
-  if (loss.temperature <= 0) throw Error("temperature: expected > 0, found " + std::to_string(loss.temperature));
+  if (momentum < 0 || momentum > 1) throw Error("momentum: expected 0..1, found " + num_str(momentum));
+  if (loss.temperature <= 0) throw Error("temperature: expected > 0, found " + num_str(loss.temperature));
   if (!(loss.dense_temperature >= 0))
-    throw Error("dense_temperature: expected >= 0 (0 = none), found " + std::to_string(loss.dense_temperature));
+    throw Error("dense_temperature: expected >= 0 (0 = none), found " + num_str(loss.dense_temperature));
   if (key_bn_splits < 1) throw Error("key_bn_splits: expected >= 1, found " + std::to_string(key_bn_splits));
   if (query_bn_splits < 1) throw Error("query_bn_splits: expected >= 1, found " + std::to_string(query_bn_splits));
 }

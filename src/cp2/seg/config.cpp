@@ -36,7 +36,7 @@ void EvalOptions::validate() const {
     throw Error("eval.crop/stride: expected >= 1, found crop " + std::to_string(crop_h) + "x" + std::to_string(crop_w) +
                 ", stride " + std::to_string(stride_h) + "x" + std::to_string(stride_w));
   for (double s : scales)
-    if (!(s > 0)) throw Error("eval.scales: expected positive ratios, found " + std::to_string(s));
+    if (!(s > 0)) throw Error("eval.scales: expected positive ratios, found " + num_str(s));
   if (scale_long < 0 || scale_short < 0) throw Error("eval.scale_long/scale_short: expected >= 0");
   if (max_images < 0) throw Error("eval.max_images: expected >= 0, found " + std::to_string(max_images));
 }
@@ -160,7 +160,7 @@ void FinetuneConfig::validate() const {
   require_at_least("model.head_channels", model.head_channels, 1);
   require_at_least("model.num_classes", model.num_classes, 0);
   if (!(model.dropout >= 0 && model.dropout < 1))
-    throw Error("model.dropout: expected 0 <= p < 1, found " + std::to_string(model.dropout));
+    throw Error("model.dropout: expected 0 <= p < 1, found " + num_str(model.dropout));
   data.validate();
   data.dataset(true).validate();
   pipeline.validate();

@@ -45,12 +45,12 @@ void PipelineOptions::validate() const {
     throw Error("pipeline." + key + ": expected " + exp + ", found " + found);
   };
   if (scale_long < 1 || scale_short < 1) fail("scale", "positive long/short edges", std::to_string(scale_long) + "x" + std::to_string(scale_short));
-  if (!(ratio_min > 0 && ratio_max >= ratio_min)) fail("ratio_min/ratio_max", "0 < min <= max", std::to_string(ratio_min) + ", " + std::to_string(ratio_max));
+  if (!(ratio_min > 0 && ratio_max >= ratio_min)) fail("ratio_min/ratio_max", "0 < min <= max", num_str(ratio_min) + ", " + num_str(ratio_max));
   if (crop_h < 1 || crop_w < 1) fail("crop", ">= 1", std::to_string(crop_h) + "x" + std::to_string(crop_w));
-  if (!(cat_max_ratio > 0 && cat_max_ratio <= 1)) fail("cat_max_ratio", "in (0, 1]", std::to_string(cat_max_ratio));
-  if (!(flip_p >= 0 && flip_p <= 1)) fail("flip_p", "in [0, 1]", std::to_string(flip_p));
+  if (!(cat_max_ratio > 0 && cat_max_ratio <= 1)) fail("cat_max_ratio", "in (0, 1]", num_str(cat_max_ratio));
+  if (!(flip_p >= 0 && flip_p <= 1)) fail("flip_p", "in [0, 1]", num_str(flip_p));
   for (int c = 0; c < 3; ++c)
-    if (!(std[c] > 0)) fail("std", "positive values", std::to_string(std[c]));
+    if (!(std[c] > 0)) fail("std", "positive values", num_str(std[c]));
 }
 
 std::pair<int, int> rescale_size(int h, int w, double a, double b) {

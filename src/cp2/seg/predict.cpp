@@ -59,7 +59,7 @@ fs::path canonical_or_absolute(const fs::path& p) {
 PredictResult predict_files(FinetunedModel& m, const std::string& input, const EvalOptions& eo,
                             const PredictOptions& po, bool progress) {
   eo.validate();
-  if (!(po.alpha >= 0 && po.alpha <= 1)) throw Error("--alpha: expected 0..1, found " + std::to_string(po.alpha));
+  if (!(po.alpha >= 0 && po.alpha <= 1)) throw Error("--alpha: expected 0..1, found " + num_str(po.alpha));
   std::error_code ec;
   std::vector<std::string> inputs;
   fs::path base;

@@ -12,16 +12,16 @@ namespace cp2::train {
 
 void OptimOptions::validate() const {
   if (name != "sgd" && name != "adamw") throw Error("optim.name: expected sgd or adamw, found '" + name + "'");
-  if (!(lr > 0)) throw Error("optim.lr: expected > 0, found " + std::to_string(lr));
-  if (momentum < 0 || momentum >= 1) throw Error("optim.momentum: expected 0 <= m < 1, found " + std::to_string(momentum));
-  if (weight_decay < 0) throw Error("optim.weight_decay: expected >= 0, found " + std::to_string(weight_decay));
+  if (!(lr > 0)) throw Error("optim.lr: expected > 0, found " + num_str(lr));
+  if (momentum < 0 || momentum >= 1) throw Error("optim.momentum: expected 0 <= m < 1, found " + num_str(momentum));
+  if (weight_decay < 0) throw Error("optim.weight_decay: expected >= 0, found " + num_str(weight_decay));
   if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) throw Error("optim.beta1/beta2: expected 0 <= b < 1");
   if (!(eps > 0)) throw Error("optim.eps: expected > 0");
   if (schedule != "cosine-epoch" && schedule != "cosine-iter" && schedule != "constant" && schedule != "poly")
     throw Error("optim.schedule: expected cosine-epoch, cosine-iter, poly or constant, found '" + schedule + "'");
-  if (schedule == "poly" && !(power > 0)) throw Error("optim.power: expected > 0, found " + std::to_string(power));
+  if (schedule == "poly" && !(power > 0)) throw Error("optim.power: expected > 0, found " + num_str(power));
   if (schedule == "poly" && !(min_lr >= 0 && min_lr <= lr))
-    throw Error("optim.min_lr: expected 0 <= min_lr <= lr (" + std::to_string(lr) + "), found " + std::to_string(min_lr));
+    throw Error("optim.min_lr: expected 0 <= min_lr <= lr (" + num_str(lr) + "), found " + num_str(min_lr));
 }
 
 double scheduled_lr(const OptimOptions& o, double lr0, int64_t epoch, int64_t iter, int64_t iters_per_epoch,
@@ -189,7 +189,7 @@ void Optimizer::load_state(const NamedTensors& s, const std::string& source) {
     scale_ = sc->second.item<double>();
     auto gr = m.find("loss_scale_growth"), sk = m.find("loss_scale_skipped");
     if (gr == m.end() || sk == m.end() || !(scale_ > 0) || !std::isfinite(scale_))
-      throw Error(source + ": optimizer state's loss scale is incomplete or not positive (" + std::to_string(scale_) + ")");
+      throw Error(source + ": optimizer state's loss scale is incomplete or not positive (" + num_str(scale_) + ")");
     growth_ = gr->second.item<int64_t>();
     skipped_ = sk->second.item<int64_t>();
   }
