@@ -49,7 +49,7 @@ int run_convert(ConvertArgs a) {
   io::Mapped m = io::map_to_segmentor(ck, io::parse_preset(a.from));
   std::printf("read %s (%s format), layout %s: %zu tensors mapped, %zu dropped\n", a.in.c_str(), fmt,
               io::preset_name(m.preset).c_str(), m.tensors.size(), m.dropped.size());
-  for (const auto& k : m.dropped) std::printf("  dropped: %s\n", k.c_str());
+  for (const auto& k : io::dropped_lines(m.dropped)) std::printf("  dropped: %s\n", k.c_str());
   if (a.arch) {
     models::SegmentorOptions so;
     so.backbone.depth = a.arch;

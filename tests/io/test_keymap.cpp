@@ -58,6 +58,22 @@ TEST(Keymap, Cp2AuthorsCheckpointLoadsStrictly) {
   EXPECT_EQ(rep.loaded.size(), io::state_dict(*seg).size());
 }
 
+TEST(Keymap, DroppedLinesGroupLongRuns) {
+  std::vector<std::string> d{"queue", "encoder_k.backbone.conv1.weight"};
+  for (int i = 0; i < 6; ++i) d.push_back("encoder_k.decode_head.w" + std::to_string(i));
+  d.push_back("encoder_k.backbone.bn1.weight");
+  d.push_back("fc.weight");
+  d.push_back("fc.bias");
+  d.push_back("queue_ptr");
+  EXPECT_EQ(io::dropped_lines(d), (std::vector<std::string>{"queue", "encoder_k.backbone.conv1.weight",
+                                                            "encoder_k.backbone.bn1.weight",
+                                                            "encoder_k.decode_head.* (6 tensors)", "fc.weight",
+                                                            "fc.bias", "queue_ptr"}));
+  EXPECT_EQ(io::dropped_lines(d, 1).size(), 5u);  // queue, encoder_k.backbone.* (2), ...decode_head.* (6), fc.* (2), queue_ptr
+  EXPECT_EQ(io::dropped_lines(d, 1)[2], "encoder_k.decode_head.* (6 tensors)");
+  EXPECT_TRUE(io::dropped_lines({}).empty());
+}
+
 TEST(Keymap, TorchvisionDropsFcAndDetects) {
   auto ck = io::load_checkpoint(fixture("resnet50_os16.pt"));
   auto m = io::map_to_segmentor(ck, io::Preset::Auto);

@@ -1,5 +1,7 @@
 #include "cp2/io/keymap.h"
 
+#include <map>
+
 #include "cp2/common.h"
 
 namespace cp2::io {
@@ -155,6 +157,31 @@ py::ObjPtr export_layout(const TensorList& seg, Preset to) {
       break;
   }
   throw Error("convert --to: expected one of " + preset_names());
+}
+
+std::vector<std::string> dropped_lines(const std::vector<std::string>& dropped, size_t listed) {
+  auto prefix = [](const std::string& k) {
+    const size_t first = k.find('.');
+    if (first == std::string::npos) return k;  // a top-level key is its own group
+    const size_t second = k.find('.', first + 1);
+    return second == std::string::npos ? k.substr(0, first) : k.substr(0, second);
+  };
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<std::string>> groups;
+  for (const auto& k : dropped) {
+    auto& g = groups[prefix(k)];
+    if (g.empty()) order.push_back(prefix(k));
+    g.push_back(k);
+  }
+  std::vector<std::string> lines;
+  for (const auto& p : order) {
+    const auto& g = groups[p];
+    if (g.size() <= listed)
+      lines.insert(lines.end(), g.begin(), g.end());
+    else
+      lines.push_back(p + ".* (" + std::to_string(g.size()) + " tensors)");
+  }
+  return lines;
 }
 
 }  // namespace cp2::io

@@ -36,6 +36,12 @@ struct Mapped {
 // Maps a checkpoint's tensors to segmentor names with the given (or detected) preset.
 Mapped map_to_segmentor(const Checkpoint& ck, Preset from);
 
+// Dropped keys for a person to read, in first-seen order: keys under one prefix (their
+// first two dotted parts, or all but the last part of a shorter key) one per line while
+// there are at most `listed` of them, else one line "prefix.* (N tensors)". A pretraining
+// checkpoint's key encoder is one line instead of ~300.
+std::vector<std::string> dropped_lines(const std::vector<std::string>& dropped, size_t listed = 4);
+
 // Segmentor-named tensors to a layout (the inverse direction); returns the file's root.
 // torchvision: a bare OrderedDict of the backbone; moco: {"state_dict": module.encoder_q.*};
 // mmseg: {"state_dict": backbone.*, decode_head.*, "meta": {}}; cp2: {"model": ..., "cp2": {...}}.
