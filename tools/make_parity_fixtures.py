@@ -10,6 +10,7 @@ Files (each weights file in both containers: NAME.pt = zip, NAME_legacy.pt = leg
   moco_r18_legacy.pt             MoCo v2 training-checkpoint layout (legacy container)
   cp2_authors_r18.pt             CP² authors' layout (module.encoder_q.backbone.* ...)
   dtypes.pt, dtypes_legacy.pt    every supported dtype, shared storages, strided views
+  dtypes_deflated.pt             dtypes.pt re-zipped with deflate
   complex.pt                     a complex64 tensor (unsupported dtype)
   cp2_step_r{18_96,50_224}.pt    CP² pretraining state (authors' keys: module.encoder_q/k.*, queue,
                                  queue_ptr near K so the enqueue wraps), key encoder != query encoder
@@ -24,6 +25,7 @@ import copy
 import argparse
 import os
 import sys
+import zipfile
 from collections import OrderedDict
 
 import torch
@@ -226,6 +228,12 @@ def dtypes_fixture(out):
                     "none": None, "list": [1, 2, 3], "big": 2 ** 40, "neg": -3, 3: "int key"}),
     ])
     save_both(obj, f"{out}/dtypes")
+    # The same zip with every entry deflated (a checkpoint re-zipped by a tool): the
+    # reader's inflate path and its CRC-32 check against Python's zipfile.
+    with zipfile.ZipFile(f"{out}/dtypes.pt") as src, \
+            zipfile.ZipFile(f"{out}/dtypes_deflated.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
     torch.save({"z": torch.zeros(2, dtype=torch.complex64)}, f"{out}/complex.pt")
 
 

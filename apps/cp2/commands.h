@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -18,7 +19,7 @@ inline CLI::Validator number_check(bool zero_allowed) {
         char* end = nullptr;
         errno = 0;
         const double v = std::strtod(s.c_str(), &end);
-        const bool number = !s.empty() && *end == '\0' && errno != ERANGE && v == v;
+        const bool number = !s.empty() && *end == '\0' && errno != ERANGE && std::isfinite(v);
         if (number && (zero_allowed ? v >= 0 : v > 0)) return {};
         return std::string(zero_allowed ? "expected a number >= 0" : "expected a positive number") + ", found '" + s +
                "'";

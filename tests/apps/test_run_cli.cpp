@@ -215,7 +215,8 @@ TEST(RunCli, VersionThreadsAndDidYouMean) {
   // Numeric options say what they expect (CLI11's own checks print a 300-digit bound).
   for (auto [args, msg] : {std::pair{"synth --threads 0 --out /tmp/x", "--threads: expected a positive number, found '0'"},
                            {"launch --nproc abc -- pretrain", "--nproc: expected a positive number, found 'abc'"},
-                           {"pretrain --data /tmp --max-steps -1", "--max-steps: expected a number >= 0, found '-1'"}}) {
+                           {"pretrain --data /tmp --max-steps -1", "--max-steps: expected a number >= 0, found '-1'"},
+                           {"pretrain --data /tmp --dist-timeout inf", "--dist-timeout: expected a positive number, found 'inf'"}}) {
     r = run_cli(args);
     EXPECT_EQ(r.rc, 2) << args;  // a usage error
     EXPECT_NE(r.out.find(msg), std::string::npos) << r.out;

@@ -69,7 +69,7 @@ TEST_P(Dtypes, EveryDtypeSharedStoragesAndNestedValues) {
   EXPECT_EQ(flat["nested.list"], "list");
 }
 
-INSTANTIATE_TEST_SUITE_P(BothContainers, Dtypes, ::testing::Values("dtypes.pt", "dtypes_legacy.pt"));
+INSTANTIATE_TEST_SUITE_P(BothContainers, Dtypes, ::testing::Values("dtypes.pt", "dtypes_legacy.pt", "dtypes_deflated.pt"));
 
 TEST(Checkpoint, WriteReadRoundTrip) {
   auto root = py::dict();

@@ -144,7 +144,7 @@ std::string_view ZipReader::read(const std::string& name) {
               "stored entries)");
 #else
   auto cached = inflated_.find(name);
-  if (cached != inflated_.end()) return cached->second;
+  if (cached != inflated_.end()) return verified(name, e, cached->second);
   std::string out(e.size, '\0');
   z_stream zs{};
   inflateInit2(&zs, -MAX_WBITS);
@@ -158,7 +158,6 @@ std::string_view ZipReader::read(const std::string& name) {
   return verified(name, e, inflated_.emplace(name, std::move(out)).first->second);
 #endif
 }
-
 
 void ZipWriter::put(const void* p, size_t n) {
   if (n && std::fwrite(p, 1, n, f_) != n)
