@@ -2,32 +2,46 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
 #include <functional>
 #include <string>
 
 namespace cp2::app {
 
-// Checks for numeric options. CLI11 2.1's PositiveNumber and NonNegativeNumber answer
-// "--threads: Value 0 not in range 0.000000 to 17976931348623157...(300 digits)"; these
-// say what is expected and what was found. Same names in --help (INT:POSITIVE).
-inline CLI::Validator number_check(bool zero_allowed) {
+// What a numeric option holds, checked before CLI11 converts it.
+enum class Kind { Int, PosInt, NonNegInt, Float, PosFloat, NonNegFloat, Text };
+
+// A value checked as its kind, with the config key it sets where there is one:
+// "expected a positive integer (train.batch), found 'zero'". Non-finite numbers are refused.
+inline CLI::Validator typed(Kind kind, const std::string& key = "", const std::string& name = "") {
   return CLI::Validator(
-      [zero_allowed](std::string& s) -> std::string {
-        char* end = nullptr;
-        errno = 0;
-        const double v = std::strtod(s.c_str(), &end);
-        const bool number = !s.empty() && *end == '\0' && errno != ERANGE && std::isfinite(v);
-        if (number && (zero_allowed ? v >= 0 : v > 0)) return {};
-        return std::string(zero_allowed ? "expected a number >= 0" : "expected a positive number") + ", found '" + s +
-               "'";
+      [kind, key](std::string& v) -> std::string {
+        const bool integer = kind == Kind::Int || kind == Kind::PosInt || kind == Kind::NonNegInt;
+        const char* what = kind == Kind::PosInt        ? "a positive integer"
+                           : kind == Kind::NonNegInt   ? "an integer >= 0"
+                           : kind == Kind::Int         ? "an integer"
+                           : kind == Kind::PosFloat    ? "a positive number"
+                           : kind == Kind::NonNegFloat ? "a number >= 0"
+                                                       : "a number";
+        size_t used = 0;
+        double x = 0;
+        try {
+          x = integer ? static_cast<double>(std::stoll(v, &used)) : std::stod(v, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        const bool positive = kind == Kind::PosInt || kind == Kind::PosFloat;
+        const bool non_negative = kind == Kind::NonNegInt || kind == Kind::NonNegFloat;
+        const bool ok = used > 0 && used == v.size() && std::isfinite(x) && (!positive || x > 0) &&
+                        (!non_negative || x >= 0);
+        return ok ? std::string() : "expected " + std::string(what) + (key.empty() ? "" : " (" + key + ")") + ", found '" + v + "'";
       },
-      zero_allowed ? "NONNEGATIVE" : "POSITIVE");
+      name, "");
 }
-inline const CLI::Validator positive = number_check(false);
-inline const CLI::Validator non_negative = number_check(true);
+// For options without a config key. CLI11 2.1's PositiveNumber and NonNegativeNumber answer
+// "Value 0 not in range 0.000000 to 17976931348623157...(300 digits)"; the same names in --help.
+inline const CLI::Validator positive = typed(Kind::PosFloat, "", "POSITIVE");
+inline const CLI::Validator non_negative = typed(Kind::NonNegFloat, "", "NONNEGATIVE");
 
 struct Command {
   CLI::App* sub;

@@ -20,8 +20,6 @@
 
 namespace cp2::app {
 
-enum class Kind { Int, PosInt, NonNegInt, Float, PosFloat, Text };
-
 struct Shortcut {
   const char* flag;  // "--batch"
   const char* key;   // "train.batch"
@@ -48,31 +46,6 @@ struct RunFlags {
     return r;
   }
 };
-
-// A flag's value checked as its kind, naming the key: "expected a positive integer
-// (train.batch), found 'zero'".
-inline CLI::Validator typed(Kind kind, const std::string& key) {
-  return CLI::Validator(
-      [kind, key](std::string& v) -> std::string {
-        const bool integer = kind == Kind::Int || kind == Kind::PosInt || kind == Kind::NonNegInt;
-        const char* what = kind == Kind::PosInt     ? "a positive integer"
-                           : kind == Kind::NonNegInt ? "an integer >= 0"
-                           : kind == Kind::Int       ? "an integer"
-                           : kind == Kind::PosFloat  ? "a positive number"
-                                                     : "a number";
-        size_t used = 0;
-        double x = 0;
-        try {
-          x = integer ? static_cast<double>(std::stoll(v, &used)) : std::stod(v, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        const bool ok = used > 0 && used == v.size() &&
-                        ((kind != Kind::PosInt && kind != Kind::PosFloat) || x > 0) && (kind != Kind::NonNegInt || x >= 0);
-        return ok ? std::string() : "expected " + std::string(what) + " (" + key + "), found '" + v + "'";
-      },
-      "", "");
-}
 
 // Registers the shared flags on `c`; `defaults` shows each shortcut's built-in default.
 inline void add_run_flags(CLI::App* c, RunFlags& f, const std::vector<Shortcut>& shortcuts,

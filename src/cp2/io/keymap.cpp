@@ -169,8 +169,9 @@ std::vector<std::string> dropped_lines(const std::vector<std::string>& dropped, 
   std::vector<std::string> order;
   std::map<std::string, std::vector<std::string>> groups;
   for (const auto& k : dropped) {
-    auto& g = groups[prefix(k)];
-    if (g.empty()) order.push_back(prefix(k));
+    const std::string p = prefix(k);
+    auto& g = groups[p];
+    if (g.empty()) order.push_back(p);
     g.push_back(k);
   }
   std::vector<std::string> lines;
