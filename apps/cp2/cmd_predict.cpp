@@ -1,4 +1,4 @@
-// cp2 predict: label PNGs (dataset palette) and overlays for an image or a folder.
+// cp2 predict: label PNGs (dataset palette) and overlays for images and folders.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -14,8 +14,8 @@ namespace cp2::app {
 namespace {
 
 struct PredictArgs {
-  std::string model, input, out = "predictions", mode, scales, device = "cpu";
-  std::vector<std::string> sets;
+  std::string model, out = "predictions", mode, scales, device = "cpu";
+  std::vector<std::string> inputs, sets;
   double alpha = 0.5;
   bool flip = false, no_overlay = false, quiet = false, skip_bad = false;
 };
@@ -42,7 +42,7 @@ int run(const PredictArgs& a) {
   po.alpha = a.alpha;
   po.overlays = !a.no_overlay;
   po.skip_bad = a.skip_bad;
-  auto r = seg::predict_files(m, a.input, cfg.eval_options(), po, !a.quiet);
+  auto r = seg::predict_files(m, a.inputs, cfg.eval_options(), po, !a.quiet);
   std::printf("wrote %zu label PNGs%s to %s\n", r.labels.size(),
               po.overlays ? (" and " + std::to_string(r.overlays.size()) + " overlays").c_str() : "", a.out.c_str());
   if (!r.bad.empty()) {
@@ -58,7 +58,8 @@ Command register_predict(CLI::App& app) {
   auto a = std::make_shared<PredictArgs>();
   auto* c = app.add_subcommand("predict", "Label PNGs with the dataset palette and blended overlays, any image size");
   c->add_option("model", a->model, "finetuned checkpoint or run folder (its best.pt)")->required();
-  c->add_option("input", a->input, "an image or a folder of images")->required();
+  c->add_option("inputs", a->inputs, "images and folders of images (outputs mirror their paths below the folder holding them all)")
+      ->required();
   c->add_option("--out", a->out, "output folder")->capture_default_str();
   c->add_option("--alpha", a->alpha, "overlay opacity 0..1")->capture_default_str();
   c->add_flag("--no-overlay", a->no_overlay, "label PNGs only");

@@ -183,6 +183,32 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   size_t files = 0;
   for (auto& e : fs::directory_iterator(dir + "/preds")) files += e.is_regular_file();
   EXPECT_EQ(files, 4u);
+  // Several inputs (a shell glob, files and folders together): outputs mirror the paths below
+  // the deepest folder holding them all; an image named twice is predicted once; --out inside
+  // any input folder is refused.
+  const auto in2 = dir + "/in2/deep";
+  fs::create_directories(in2);
+  cv::imwrite(in2 + "/c.jpg", img);
+  r = run_cli("predict " + dir + "/run " + in + "/a.jpg " + in + "/a.png --out " + dir + "/multi1 --quiet");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("wrote 2 label PNGs and 2 overlays"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir + "/multi1/a_jpg.png"));
+  EXPECT_TRUE(fs::exists(dir + "/multi1/a_png.png"));
+  r = run_cli("predict " + dir + "/run " + in + "/a.jpg " + in + " " + in2 + " --out " + dir + "/multi2 --skip-bad --no-overlay");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("wrote 3 label PNGs to"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("skipped 1 unreadable images"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir + "/multi2/in/a_jpg.png"));
+  EXPECT_TRUE(fs::exists(dir + "/multi2/in/a_png.png"));
+  EXPECT_TRUE(fs::exists(dir + "/multi2/in2/deep/c.png"));
+  EXPECT_NE(r.out.find("] " + in + "/a.jpg -> "), std::string::npos) << r.out;  // progress lines without --quiet
+  r = run_cli("predict " + dir + "/run " + in + "/a.jpg " + in2 + " --out " + in2 + "/p --quiet");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("inside the input folder " + in2), std::string::npos) << r.out;
+  r = run_cli("predict " + dir + "/run " + in + "/a.jpg " + in + "/nope.jpg --out " + dir + "/multi3 --quiet");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find(in + "/nope.jpg: no such image or folder"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir + "/multi3"));
   // --set model.* reaches the model: a depth the file does not hold is an error, not ignored.
   r = run_cli("evaluate " + dir + "/run --set model.arch=50 --quiet");
   EXPECT_EQ(r.rc, 1);

@@ -54,32 +54,52 @@ fs::path canonical_or_absolute(const fs::path& p) {
   return ec ? fs::absolute(p).lexically_normal() : c;
 }
 
+// The deepest folder holding every path (each absolute and normalised).
+fs::path common_folder(const std::vector<fs::path>& folders) {
+  fs::path common = folders.front();
+  for (size_t k = 1; k < folders.size(); ++k) {
+    fs::path next;
+    auto a = common.begin(), b = folders[k].begin();
+    for (; a != common.end() && b != folders[k].end() && *a == *b; ++a, ++b) next /= *a;
+    common = next;
+  }
+  return common;
+}
+
 }  // namespace
 
-PredictResult predict_files(FinetunedModel& m, const std::string& input, const EvalOptions& eo,
+PredictResult predict_files(FinetunedModel& m, const std::vector<std::string>& inputs_given, const EvalOptions& eo,
                             const PredictOptions& po, bool progress) {
   eo.validate();
   if (!(po.alpha >= 0 && po.alpha <= 1)) throw Error("--alpha: expected 0..1, found " + num_str(po.alpha));
+  if (inputs_given.empty()) throw Error("predict: no image or folder given");
   std::error_code ec;
   std::vector<std::string> inputs;
-  fs::path base;
+  std::set<fs::path> seen;          // an image named twice (itself and in its folder) is predicted once
+  std::vector<fs::path> folders;    // where each input lies: outputs mirror the paths below their common folder
   const fs::path out = canonical_or_absolute(po.out);
-  if (fs::is_directory(input, ec)) {
-    base = canonical_or_absolute(input);
-    if (within(out, base))
-      throw Error("--out " + po.out + ": inside the input folder " + input +
-                  " (predictions could overwrite or be read as inputs); choose a folder outside it");
-    for (auto& f : data::list_images(input)) {
-      const std::string name = fs::path(f).filename().string();
-      const bool overlay_file = name.size() > 12 && name.compare(name.size() - 12, 12, "_overlay.jpg") == 0;
-      if (!overlay_file) inputs.push_back(f);
+  auto add = [&](const std::string& f) {
+    if (seen.insert(canonical_or_absolute(f)).second) inputs.push_back(f);
+  };
+  for (const auto& input : inputs_given) {
+    if (fs::is_directory(input, ec)) {
+      folders.push_back(canonical_or_absolute(input));
+      if (within(out, folders.back()))
+        throw Error("--out " + po.out + ": inside the input folder " + input +
+                    " (predictions could overwrite or be read as inputs); choose a folder outside it");
+      for (auto& f : data::list_images(input)) {
+        const std::string name = fs::path(f).filename().string();
+        const bool overlay_file = name.size() > 12 && name.compare(name.size() - 12, 12, "_overlay.jpg") == 0;
+        if (!overlay_file) add(f);
+      }
+    } else if (fs::is_regular_file(input, ec)) {
+      add(input);
+      folders.push_back(canonical_or_absolute(fs::path(input).parent_path().empty() ? "." : fs::path(input).parent_path()));
+    } else {
+      throw Error(input + ": no such image or folder");
     }
-  } else if (fs::is_regular_file(input, ec)) {
-    inputs = {input};
-    base = canonical_or_absolute(fs::path(input).parent_path().empty() ? "." : fs::path(input).parent_path());
-  } else {
-    throw Error(input + ": no such image or folder");
   }
+  const fs::path base = common_folder(folders);
   // Output stems: a/b/x.jpg -> out/a/b/x; inputs sharing a stem in one folder keep their extension apart.
   std::vector<fs::path> stems;
   std::map<fs::path, int> uses;

@@ -25,12 +25,14 @@ struct PredictResult {
   std::vector<std::string> bad;               // "image: error" for each image skipped
 };
 
-// Predicts every image (a file, or a folder listed recursively); writes <stem>.png
-// (palette-indexed labels) and <stem>_overlay.jpg into `out`, atomically. Never writes
+// Predicts every image (files, and folders listed recursively); writes <stem>.png
+// (palette-indexed labels) and <stem>_overlay.jpg into `out`, atomically, mirroring the
+// inputs' paths below the deepest folder that holds them all (one folder: its own
+// layout; photos/*.jpg: flat); an image named twice is predicted once. Never writes
 // over an input: `out` may not be an input folder or inside one, earlier overlays
 // (*_overlay.jpg) are not inputs, and inputs sharing a stem in one folder (a.jpg,
 // a.png) are written as <stem>_<ext>.png.
-PredictResult predict_files(FinetunedModel& m, const std::string& image_or_folder, const EvalOptions& eo,
+PredictResult predict_files(FinetunedModel& m, const std::vector<std::string>& images_or_folders, const EvalOptions& eo,
                             const PredictOptions& po, bool progress);
 
 }  // namespace cp2::seg
