@@ -1,5 +1,6 @@
 // cp2 convert: list a checkpoint's keys, or rewrite it in another key layout.
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "commands.h"
@@ -26,7 +27,7 @@ std::string describe(const py::ObjPtr& v) {
       return shape_str(std::vector<long>(t.sizes().begin(), t.sizes().end())) + " " + std::string(c10::toString(t.scalar_type()));
     }
     case py::Kind::Int: return "int " + std::to_string(v->i);
-    case py::Kind::Float: return "float " + std::to_string(v->f);
+    case py::Kind::Float: return "float " + num_str(v->f);
     case py::Kind::Bool: return std::string("bool ") + (v->b ? "True" : "False");
     case py::Kind::Str: return "str '" + v->s.substr(0, 60) + "'";
     default: return v->type_name();
@@ -34,6 +35,12 @@ std::string describe(const py::ObjPtr& v) {
 }
 
 int run_convert(ConvertArgs a) {
+  // Said before a long read of IN, not after it (rename's "Is a directory").
+  if (!a.list && a.out.empty()) throw Error("convert: OUT is required unless --list is given");
+  std::error_code ec;
+  if (!a.list && std::filesystem::is_directory(a.out, ec))
+    throw Error("convert OUT " + a.out + ": is a folder; expected the checkpoint file to write (e.g. " +
+                (std::filesystem::path(a.out) / "model.pt").string() + ")");
   a.in = train::init_checkpoint(a.in, "convert IN");  // a run folder: its newest checkpoint
   io::Checkpoint ck = io::load_checkpoint(a.in);
   const char* fmt = ck.format == io::Format::Zip ? "zip" : "legacy";
@@ -43,7 +50,6 @@ int run_convert(ConvertArgs a) {
     for (const auto& [k, v] : leaves) std::printf("%s\t%s\n", k.c_str(), describe(v).c_str());
     return 0;
   }
-  if (a.out.empty()) throw Error("convert: OUT is required unless --list is given");
   io::Preset to = io::parse_preset(a.to);
   if (to == io::Preset::Auto) throw Error("convert --to: expected one of " + io::preset_names() + ", found 'auto'");
   io::Mapped m = io::map_to_segmentor(ck, io::parse_preset(a.from));

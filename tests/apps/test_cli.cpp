@@ -33,7 +33,7 @@ TEST(Cli, ConvertListPrintsKeysShapesDtypes) {
   EXPECT_NE(r.out.find("legacy format"), std::string::npos);
   EXPECT_NE(r.out.find("state_dict.module.encoder_q.layer4.1.conv2.weight\t[512, 512, 3, 3] Float"), std::string::npos);
   EXPECT_NE(r.out.find("epoch\tint 800"), std::string::npos);
-  EXPECT_NE(r.out.find("optimizer.param_groups.0.momentum\tfloat 0.9"), std::string::npos);
+  EXPECT_NE(r.out.find("optimizer.param_groups.0.momentum\tfloat 0.9\n"), std::string::npos) << r.out;  // as written
 }
 
 TEST(Cli, ConvertMocoToTorchvisionAndBack) {
@@ -62,6 +62,12 @@ TEST(Cli, ConvertMocoToTorchvisionAndBack) {
   EXPECT_EQ(empty.rc, 1);
   EXPECT_NE(empty.out.find("convert IN: "), std::string::npos) << empty.out;
   EXPECT_NE(empty.out.find("is a folder without checkpoints"), std::string::npos) << empty.out;
+  // OUT naming a folder is refused before IN is read.
+  auto to_folder = run("convert " + fixture("moco_r18_legacy.pt") + " " + empty_dir + " --to torchvision");
+  EXPECT_EQ(to_folder.rc, 1);
+  EXPECT_NE(to_folder.out.find("convert OUT " + empty_dir + ": is a folder; expected the checkpoint file to write (e.g. " +
+                               empty_dir + "/model.pt)"), std::string::npos) << to_folder.out;
+  EXPECT_EQ(to_folder.out.find("read "), std::string::npos) << to_folder.out;
 }
 
 TEST(Cli, BadInputsExitNonZeroWithOneMessage) {

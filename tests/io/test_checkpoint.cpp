@@ -2,10 +2,12 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include "../helpers.h"
+#include "cp2/io/atomic_file.h"
 #include "cp2/io/checkpoint.h"
 
 using namespace cp2;
@@ -194,6 +196,12 @@ TEST(CheckpointErrors, UnsupportedDtype) {
 TEST(CheckpointErrors, UnwritableDestination) {
   auto root = io::to_state_dict({{"w", torch::ones({2})}});
   expect_error([&] { io::save_checkpoint("/nonexistent/dir/out.pt", root); }, {"/nonexistent/dir/out.pt", "cannot write"});
+  // A folder standing where the file goes is said as such, and no temp file is left beside it.
+  const auto dir = cp2::test::temp_dir("ck_folder_dest");
+  std::filesystem::create_directories(dir + "/x.pt/inner");
+  expect_error([&] { io::save_checkpoint(dir + "/x.pt", root); }, {dir + "/x.pt: is a folder; expected the name of a file"});
+  expect_error([&] { io::write_file_atomic(dir + "/x.pt", "text"); }, {dir + "/x.pt: is a folder; expected the name of a file"});
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()), 1);
 }
 
 }  // namespace

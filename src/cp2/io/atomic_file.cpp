@@ -23,11 +23,16 @@ void write_file_atomic(const std::string& path, const std::string& data) {
     std::remove(tmp.c_str());
     throw Error(path + ": cannot write (" + std::strerror(ok ? errno : err) + ")");
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename temp file into place (" + std::strerror(e) + ")");
-  }
+  rename_into_place(tmp, path);
+}
+
+void rename_into_place(const std::string& tmp, const std::string& path) {
+  if (std::rename(tmp.c_str(), path.c_str()) == 0) return;
+  const int e = errno;
+  std::remove(tmp.c_str());
+  if (e == EISDIR || e == ENOTEMPTY || e == EEXIST)
+    throw Error(path + ": is a folder; expected the name of a file to write");
+  throw Error(path + ": cannot rename temp file into place (" + std::strerror(e) + ")");
 }
 
 }  // namespace cp2::io

@@ -13,4 +13,8 @@ void write_file_atomic(const std::string& path, const std::string& data);
 // A temp name beside `path` that no other process uses (path.<pid>.tmp).
 std::string temp_path(const std::string& path);
 
+// Renames the written `tmp` onto `path`; on failure removes `tmp` and throws naming `path`
+// (a folder standing at `path` is said as such, not as rename's "Is a directory").
+void rename_into_place(const std::string& tmp, const std::string& path);
+
 }  // namespace cp2::io

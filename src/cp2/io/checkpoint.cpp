@@ -218,10 +218,7 @@ void save_checkpoint(const std::string& path, const py::ObjPtr& root) {
     std::remove(tmp.c_str());
     throw Error(path + ": cannot close checkpoint (" + std::strerror(errno) + ")");
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename temp file into place (" + std::strerror(errno) + ")");
-  }
+  rename_into_place(tmp, path);
 }
 
 }  // namespace cp2::io
