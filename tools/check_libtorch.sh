@@ -93,11 +93,12 @@ check() {  # name, extra cmake args...
   rm -rf "$b"
   echo "== $name: configuring against LibTorch $version ($lt)"
   if ! cmake -S "$repo" -B "$b" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
-       -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON ${CMAKE_ARGS:-} "$@" > "$b.configure.log" 2>&1; then
+       -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -DCP2_UNITY=OFF ${CMAKE_ARGS:-} "$@" > "$b.configure.log" 2>&1; then
     echo "   configure failed: $b.configure.log"; tail -20 "$b.configure.log"; status=1; return
   fi
   grep -E "^-- cp2:" "$b.configure.log" | sed 's/^/   /'
-  # Each compile command as CMake wrote it (precompiled headers first); nothing is linked.
+  # Each compile command as CMake wrote it (precompiled headers first; one source per unit, so
+  # FILES can pick them and a failure names its file); nothing is linked.
   python3 - "$b" "$jobs" "${FILES:-}" <<'EOF' || status=1
 import json, os, re, shlex, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor

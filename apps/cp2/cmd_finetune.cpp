@@ -17,7 +17,7 @@ struct FinetuneArgs {
   int64_t max_iters = 0;
 };
 
-const std::vector<Shortcut>& shortcuts() {
+const std::vector<Shortcut>& finetune_shortcuts() {
   static const std::vector<Shortcut> s{
       {"--data", "data.root", "dataset folder"},
       {"--type", "data.type", "voc, cityscapes, ade20k, list"},
@@ -82,7 +82,7 @@ Command register_finetune(CLI::App& app) {
   auto a = std::make_shared<FinetuneArgs>();
   auto* c = app.add_subcommand("finetune", "DeepLabV3 finetuning (mmsegmentation recipe) with evaluation and exact resume");
   seg::FinetuneConfig defaults;
-  add_run_flags(c, a->run, shortcuts(), defaults.fields(), "configs/voc_r50_512.yaml ...");
+  add_run_flags(c, a->run, finetune_shortcuts(), defaults.fields(), "configs/voc_r50_512.yaml ...");
   c->add_option("--max-iters", a->max_iters, "stop after this iteration, with a checkpoint")->check(non_negative);
   return {c, [a] { return run(*a); }};
 }

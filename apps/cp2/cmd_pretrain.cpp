@@ -19,7 +19,7 @@ struct PretrainArgs {
   int64_t max_steps = 0;
 };
 
-const std::vector<Shortcut>& shortcuts() {
+const std::vector<Shortcut>& pretrain_shortcuts() {
   static const std::vector<Shortcut> s{
       {"--data", "data.root", "image folder"},
       {"--out", "train.out", "run folder"},
@@ -81,7 +81,7 @@ Command register_pretrain(CLI::App& app) {
   auto a = std::make_shared<PretrainArgs>();
   auto* c = app.add_subcommand("pretrain", "CP² pretraining (Table 6 modes, MoCo v2) with Quick Tuning and exact resume");
   pretrain::PretrainConfig defaults;
-  add_run_flags(c, a->run, shortcuts(), defaults.fields(), "configs/cp2_r50_224.yaml ...");
+  add_run_flags(c, a->run, pretrain_shortcuts(), defaults.fields(), "configs/cp2_r50_224.yaml ...");
   c->add_option("--dump-batch", a->dump_batch, "write the next batch to train on (the first, or the resumed position's) in cp2 loss --batch format, and stop");
   c->add_option("--max-steps", a->max_steps, "stop after this global step, with a checkpoint")->check(non_negative);
   return {c, [a] { return run_pretrain_cmd(*a); }};

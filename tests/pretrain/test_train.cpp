@@ -22,7 +22,7 @@ namespace {
 
 using namespace cp2::pretrain;
 
-std::string images(const std::string& name, int count) { return synth_images(name, count, 96, 80, 3); }
+std::string train_images(const std::string& name, int count) { return synth_images(name, count, 96, 80, 3); }
 
 // The tiny CPU config (configs/cpu_tiny.yaml) on `data`, writing to `out`.
 PretrainConfig tiny(const std::string& data, const std::string& out, std::string* yaml = nullptr) {
@@ -49,7 +49,7 @@ double mean(const std::vector<double>& v, size_t a, size_t b) {
 
 TEST(PretrainRun, LossFallsOnGeneratedImages) {
   set_threads(2);
-  auto data = images("train_falls", 16);
+  auto data = train_images("train_falls", 16);
   std::string yaml;
   auto cfg = tiny(data, temp_dir("train_falls_run"), &yaml);
   cfg.train.epochs = 20;  // 2 steps per epoch: 40 steps, ~30 s on 2 cores
@@ -88,7 +88,7 @@ void expect_same_checkpoint(const std::string& a, const std::string& b) {
 
 TEST(PretrainRun, ResumeIsBitExact) {
   set_threads(2);
-  auto data = images("train_resume", 24);
+  auto data = train_images("train_resume", 24);
   std::string yaml;
   // 3 steps per epoch, so the stop at step 2 is mid-epoch and the run crosses an epoch.
   auto straight = tiny(data, temp_dir("train_resume_a"), &yaml);
@@ -118,7 +118,7 @@ TEST(PretrainRun, ResumeIsBitExact) {
 
 TEST(PretrainRun, KeepsTheLastCheckpoints) {
   set_threads(2);
-  auto data = images("train_keep", 16);
+  auto data = train_images("train_keep", 16);
   std::string yaml;
   auto cfg = tiny(data, temp_dir("train_keep_run"), &yaml);
   cfg.train.checkpoint_every_iters = 1;
@@ -132,7 +132,7 @@ TEST(PretrainRun, KeepsTheLastCheckpoints) {
 
 TEST(PretrainRun, QuickTuningFromMocoRunAndWrongArchitecture) {
   set_threads(2);
-  auto data = images("train_qt", 16);
+  auto data = train_images("train_qt", 16);
   std::string yaml;
   // MoCo v2 with cp2 itself: its checkpoint is the Quick Tuning base.
   auto moco = tiny(data, temp_dir("train_qt_moco"), &yaml);
@@ -159,7 +159,7 @@ TEST(PretrainRun, QuickTuningFromMocoRunAndWrongArchitecture) {
 
 TEST(PretrainRun, NonFiniteLossStopsNamingTheStep) {
   set_threads(2);
-  auto data = images("train_nan", 16);
+  auto data = train_images("train_nan", 16);
   std::string yaml;
   auto cfg = tiny(data, temp_dir("train_nan_run"), &yaml);
   cfg.optim.lr = 1e30;
@@ -185,7 +185,7 @@ TEST(PretrainRun, NonFiniteLossStopsNamingTheStep) {
 }
 
 TEST(PretrainRun, BadInputs) {
-  auto data = images("train_bad", 4);
+  auto data = train_images("train_bad", 4);
   std::string yaml;
   auto cfg = tiny(data, temp_dir("train_bad_run"), &yaml);
   auto empty = temp_dir("train_bad_empty");

@@ -255,7 +255,7 @@ TEST(SegPipeline, CropRejectsSingleClassCrops) {
 TEST(SegPipeline, NormalizePadFlip) {
   PipelineOptions o;
   auto img = torch::full({2, 3, 3}, 100, torch::kUInt8);
-  auto x = normalize(img, o.mean, o.std);
+  auto x = seg::normalize(img, o.mean, o.std);
   EXPECT_EQ(x.sizes(), (std::vector<int64_t>{3, 2, 3}));
   EXPECT_NEAR(x[0][0][0].item<double>(), (100 - 123.675) / 58.395, 1e-6);
   EXPECT_NEAR(x[2][1][2].item<double>(), (100 - 103.53) / 57.375, 1e-6);

@@ -26,7 +26,7 @@ namespace fs = std::filesystem;
 namespace cp2::test {
 namespace {
 
-std::string images(const std::string& name, int count) { return synth_images(name, count, 80, 64, 4); }
+std::string harness_images(const std::string& name, int count) { return synth_images(name, count, 80, 64, 4); }
 
 train::RunRequest tiny_request(const std::string& data, const std::string& out, std::vector<std::string> sets = {}) {
   train::RunRequest r;
@@ -61,7 +61,7 @@ std::vector<int64_t> logged(const std::string& run, const std::string& unit, boo
 
 TEST(RunFolder, ResumeWritesWhereTheUserPoints) {
   set_threads(2);
-  auto data = images("h_moved_data", 16);
+  auto data = harness_images("h_moved_data", 16);
   const auto a = temp_dir("h_moved_a"), b = temp_dir("h_moved_b");
   pretrain_run(tiny_request(data, a), 2);
   fs::remove_all(b);
@@ -94,7 +94,7 @@ TEST(RunFolder, ResumeWritesWhereTheUserPoints) {
 
 TEST(RunFolder, FreshRunRefusesAnOldRunAndResumeAloneTakesTheNewest) {
   set_threads(2);
-  auto data = images("h_fresh_data", 16);
+  auto data = harness_images("h_fresh_data", 16);
   const auto a = temp_dir("h_fresh_a");
   pretrain_run(tiny_request(data, a), 1);
   const auto log_before = read_text(a + "/log.jsonl");
@@ -114,7 +114,7 @@ TEST(RunFolder, FreshRunRefusesAnOldRunAndResumeAloneTakesTheNewest) {
 
 TEST(RunFolder, InitTakesARunFolderAsItsNewestCheckpoint) {
   set_threads(2);
-  auto data = images("h_init_data", 16);
+  auto data = harness_images("h_init_data", 16);
   const auto a = temp_dir("h_init_a");
   pretrain_run(tiny_request(data, a), 2);
   const auto newest = a + "/checkpoints/checkpoint_00000002.pt";
@@ -152,7 +152,7 @@ TEST(RunFolder, SecondRunOnAFolderFailsNamingTheHolder) {
 
 TEST(RunFolder, LogContinuesFromTheCheckpointAndStoredConfigIsWhatRan) {
   set_threads(2);
-  auto data = images("h_log_data", 16);
+  auto data = harness_images("h_log_data", 16);
   const auto a = temp_dir("h_log_a");
   // Checkpoints at steps 2 and 3; losing the newest emulates a kill after step 3 was logged.
   pretrain::PretrainConfig cfg;
@@ -174,7 +174,7 @@ TEST(RunFolder, LogContinuesFromTheCheckpointAndStoredConfigIsWhatRan) {
 
 TEST(RunFolder, ResumingAFinishedRunChangesNothing) {
   set_threads(2);
-  auto data = images("h_done_data", 16);
+  auto data = harness_images("h_done_data", 16);
   const auto a = temp_dir("h_done_a");
   auto first = pretrain_run(tiny_request(data, a, {"train.epochs=1"}));
   ASSERT_TRUE(first.finished);
@@ -191,7 +191,7 @@ TEST(RunFolder, ResumingAFinishedRunChangesNothing) {
 
 TEST(RunFolder, ResumeMixUpsSayWhatToDo) {
   set_threads(2);
-  auto data = images("h_mix_data", 16);
+  auto data = harness_images("h_mix_data", 16);
   const auto a = temp_dir("h_mix_a");
   pretrain_run(tiny_request(data, a), 1);
   // An architecture change on resume: one line naming the key, not hundreds of tensors.

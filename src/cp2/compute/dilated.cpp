@@ -56,7 +56,7 @@ int64_t outer_pixels(const std::vector<Tap>& ts, int64_t n) {
   return most;
 }
 
-float* data(const at::Tensor& t) { return t.data_ptr<float>(); }
+float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
 
 // The tap GEMMs (compute/gemm.h), named in their errors.
 void tap_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
@@ -94,7 +94,7 @@ void scatter_add(const Map& m, int64_t r0, int64_t rows, int64_t c0, int64_t col
 }
 
 at::Tensor nhwc(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).contiguous(); }
-Map map_of(const at::Tensor& t) { return {data(t), t.size(0), t.size(1), t.size(2), t.size(3)}; }
+Map map_of(const at::Tensor& t) { return {floats(t), t.size(0), t.size(1), t.size(2), t.size(3)}; }
 
 // Counted as the 1×1 convolution each tap is (the products done, not the full 3×3's).
 void count(const std::vector<Tap>& ts, int64_t n, int64_t c, int64_t o, double times) {
@@ -133,15 +133,15 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
     auto yh = at::empty({n, h, wd, o}, x.options());
     const Map X = map_of(xh), Y = map_of(yh);
     // The centre tap reads the image everywhere: one GEMM writes every output.
-    tap_gemm('N', 'T', n * h * wd, o, c, data(xh), c, data(wo) + 4 * c, kTaps * c, 0.f, data(yh), o);
+    tap_gemm('N', 'T', n * h * wd, o, c, floats(xh), c, floats(wo) + 4 * c, kTaps * c, 0.f, floats(yh), o);
     const int64_t most = outer_pixels(ts, n);
     auto a = at::empty({most * c}, x.options()), part = at::empty({most * o}, x.options());
     for (const auto& t : ts) {
       if (t.centre()) continue;
       const int64_t rows = t.r1 - t.r0, cols = t.c1 - t.c0, m = t.pixels(n);
-      gather(X, t.r0 + t.dy, rows, t.c0 + t.dx, cols, data(a));
-      tap_gemm('N', 'T', m, o, c, data(a), c, data(wo) + (t.ky * 3 + t.kx) * c, kTaps * c, 0.f, data(part), o);
-      scatter_add(Y, t.r0, rows, t.c0, cols, data(part));
+      gather(X, t.r0 + t.dy, rows, t.c0 + t.dx, cols, floats(a));
+      tap_gemm('N', 'T', m, o, c, floats(a), c, floats(wo) + (t.ky * 3 + t.kx) * c, kTaps * c, 0.f, floats(part), o);
+      scatter_add(Y, t.r0, rows, t.c0, cols, floats(part));
     }
     count(ts, n, c, o, 1);
     return yh.permute({0, 3, 1, 2}).contiguous();
@@ -165,12 +165,12 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
     at::Tensor dxh, dwo;
     if (want_dx) {
       dxh = at::empty({n, h, wd, c}, x.options());
-      tap_gemm('N', 'N', all, c, o, data(gh), o, data(wo) + 4 * c, kTaps * c, 0.f, data(dxh), c);
+      tap_gemm('N', 'N', all, c, o, floats(gh), o, floats(wo) + 4 * c, kTaps * c, 0.f, floats(dxh), c);
     }
     if (want_dw) {
       // Taps that never read the image get no gradient; the others are written below.
       dwo = ts.size() == kTaps ? at::empty({o, 3, 3, c}, w.options()) : at::zeros({o, 3, 3, c}, w.options());
-      tap_gemm('T', 'N', o, c, all, data(gh), o, data(xh), c, 0.f, data(dwo) + 4 * c, kTaps * c);
+      tap_gemm('T', 'N', o, c, all, floats(gh), o, floats(xh), c, 0.f, floats(dwo) + 4 * c, kTaps * c);
     }
     const int64_t most = outer_pixels(ts, n);
     auto g = at::empty({most * o}, x.options()), a = at::empty({most * c}, x.options());
@@ -179,14 +179,14 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
       if (t.centre()) continue;
       const int64_t rows = t.r1 - t.r0, cols = t.c1 - t.c0, m = t.pixels(n);
       const int64_t tap = (t.ky * 3 + t.kx) * c;
-      gather(G, t.r0, rows, t.c0, cols, data(g));
+      gather(G, t.r0, rows, t.c0, cols, floats(g));
       if (want_dw) {
-        gather(X, t.r0 + t.dy, rows, t.c0 + t.dx, cols, data(a));
-        tap_gemm('T', 'N', o, c, m, data(g), o, data(a), c, 0.f, data(dwo) + tap, kTaps * c);
+        gather(X, t.r0 + t.dy, rows, t.c0 + t.dx, cols, floats(a));
+        tap_gemm('T', 'N', o, c, m, floats(g), o, floats(a), c, 0.f, floats(dwo) + tap, kTaps * c);
       }
       if (want_dx) {
-        tap_gemm('N', 'N', m, c, o, data(g), o, data(wo) + tap, kTaps * c, 0.f, data(a), c);
-        scatter_add(DX, t.r0 + t.dy, rows, t.c0 + t.dx, cols, data(a));
+        tap_gemm('N', 'N', m, c, o, floats(g), o, floats(wo) + tap, kTaps * c, 0.f, floats(a), c);
+        scatter_add(DX, t.r0 + t.dy, rows, t.c0 + t.dx, cols, floats(a));
       }
     }
     count(ts, n, c, o, (want_dx ? 1 : 0) + (want_dw ? 1 : 0));
