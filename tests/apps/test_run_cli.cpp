@@ -151,6 +151,21 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   r = run_cli("--threads 2 finetune --config " CP2_CONFIGS "/cpu_seg_tiny.yaml --data " + dir + "/voc --out " + dir +
               "/run --iters 2 --eval-every 2 --quiet");
   ASSERT_EQ(r.rc, 0) << r.out;
+  const std::string predict = "predict " + dir + "/run ";
+  // `predict ARGS` exits 1 and says each fragment.
+  auto refused = [&](const std::string& args, std::initializer_list<std::string> fragments) {
+    auto f = run_cli(predict + args);
+    EXPECT_EQ(f.rc, 1) << args;
+    for (const auto& s : fragments) EXPECT_NE(f.out.find(s), std::string::npos) << s << " in: " << f.out;
+  };
+  // `predict ARGS` succeeds, prints `summary` and writes `files` (relative to dir); returns its output.
+  auto wrote = [&](const std::string& args, const std::string& summary, std::initializer_list<std::string> files) {
+    auto w = run_cli(predict + args);
+    EXPECT_EQ(w.rc, 0) << args << ": " << w.out;
+    EXPECT_NE(w.out.find(summary), std::string::npos) << w.out;
+    for (const auto& f : files) EXPECT_TRUE(fs::exists(dir + "/" + f)) << f;
+    return w.out;
+  };
   // a.jpg and a.png share a stem; a broken image; an earlier overlay in the folder.
   const auto in = dir + "/in";
   fs::create_directories(in);
@@ -159,27 +174,15 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   cv::imwrite(in + "/a.png", img);
   cv::imwrite(in + "/b_overlay.jpg", img);
   { std::ofstream(in + "/broken.jpg") << "not an image"; }
-  r = run_cli("predict " + dir + "/run " + in + " --out " + in + "/preds --quiet");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("inside the input folder"), std::string::npos) << r.out;
-  r = run_cli("predict " + dir + "/run " + in + " --out " + in + " --quiet");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("inside the input folder"), std::string::npos) << r.out;
-  r = run_cli("predict " + dir + "/run " + in + " --out " + dir + "/preds --quiet");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("broken.jpg"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("--skip-bad"), std::string::npos) << r.out;
-  r = run_cli("predict " + dir + "/run " + in + " --out " + dir + "/preds --quiet --skip-bad");
-  ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("wrote 2 label PNGs and 2 overlays"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("skipped 1 unreadable images"), std::string::npos) << r.out;
-  EXPECT_TRUE(fs::exists(dir + "/preds/a_jpg.png"));
-  EXPECT_TRUE(fs::exists(dir + "/preds/a_png.png"));
+  refused(in + " --out " + in + "/preds --quiet", {"inside the input folder"});
+  refused(in + " --out " + in + " --quiet", {"inside the input folder"});
+  refused(in + " --out " + dir + "/preds --quiet", {"broken.jpg", "--skip-bad"});
+  auto out = wrote(in + " --out " + dir + "/preds --quiet --skip-bad", "wrote 2 label PNGs and 2 overlays",
+                   {"preds/a_jpg.png", "preds/a_png.png"});
+  EXPECT_NE(out.find("skipped 1 unreadable images"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(dir + "/preds/b_overlay.png"));
   // A single image inside --out whose prediction would land on itself.
-  r = run_cli("predict " + dir + "/run " + dir + "/preds/a_png.png --out " + dir + "/preds --quiet");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("an input"), std::string::npos) << r.out;
+  refused(dir + "/preds/a_png.png --out " + dir + "/preds --quiet", {"an input"});
   size_t files = 0;
   for (auto& e : fs::directory_iterator(dir + "/preds")) files += e.is_regular_file();
   EXPECT_EQ(files, 4u);
@@ -189,34 +192,22 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   const auto in2 = dir + "/in2/deep";
   fs::create_directories(in2);
   cv::imwrite(in2 + "/c.jpg", img);
-  r = run_cli("predict " + dir + "/run " + in + "/a.jpg " + in + "/a.png --out " + dir + "/multi1 --quiet");
-  ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("wrote 2 label PNGs and 2 overlays"), std::string::npos) << r.out;
-  EXPECT_TRUE(fs::exists(dir + "/multi1/a_jpg.png"));
-  EXPECT_TRUE(fs::exists(dir + "/multi1/a_png.png"));
-  r = run_cli("predict " + dir + "/run " + in + "/a.jpg " + in + " " + in2 + " --out " + dir + "/multi2 --skip-bad --no-overlay");
-  ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("wrote 3 label PNGs to"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("skipped 1 unreadable images"), std::string::npos) << r.out;
-  EXPECT_TRUE(fs::exists(dir + "/multi2/in/a_jpg.png"));
-  EXPECT_TRUE(fs::exists(dir + "/multi2/in/a_png.png"));
-  EXPECT_TRUE(fs::exists(dir + "/multi2/in2/deep/c.png"));
-  EXPECT_NE(r.out.find("] " + in + "/a.jpg -> "), std::string::npos) << r.out;  // progress lines without --quiet
-  r = run_cli("predict " + dir + "/run " + in + "/a.jpg " + in2 + " --out " + in2 + "/p --quiet");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("inside the input folder " + in2), std::string::npos) << r.out;
-  r = run_cli("predict " + dir + "/run " + in + "/a.jpg " + in + "/nope.jpg --out " + dir + "/multi3 --quiet");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find(in + "/nope.jpg: no such image or folder"), std::string::npos) << r.out;
+  wrote(in + "/a.jpg " + in + "/a.png --out " + dir + "/multi1 --quiet", "wrote 2 label PNGs and 2 overlays",
+        {"multi1/a_jpg.png", "multi1/a_png.png"});
+  out = wrote(in + "/a.jpg " + in + " " + in2 + " --out " + dir + "/multi2 --skip-bad --no-overlay",
+              "wrote 3 label PNGs to", {"multi2/in/a_jpg.png", "multi2/in/a_png.png", "multi2/in2/deep/c.png"});
+  EXPECT_NE(out.find("skipped 1 unreadable images"), std::string::npos) << out;
+  EXPECT_NE(out.find("] " + in + "/a.jpg -> "), std::string::npos) << out;  // progress lines without --quiet
+  refused(in + "/a.jpg " + in2 + " --out " + in2 + "/p --quiet", {"inside the input folder " + in2});
+  refused(in + "/a.jpg " + in + "/nope.jpg --out " + dir + "/multi3 --quiet", {in + "/nope.jpg: no such image or folder"});
   EXPECT_FALSE(fs::exists(dir + "/multi3"));
   // --set model.* reaches the model: a depth the file does not hold is an error, not ignored.
   r = run_cli("evaluate " + dir + "/run --set model.arch=50 --quiet");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("model.arch: 50 asked"), std::string::npos) << r.out;
-  r = run_cli("predict " + dir + "/run " + in + "/a.jpg --out " + dir + "/p2 --quiet --set model.align_corners=true");
-  EXPECT_EQ(r.rc, 0) << r.out;
+  wrote(in + "/a.jpg --out " + dir + "/p2 --quiet --set model.align_corners=true", "wrote 1 label PNGs", {});
   // A config trained in fp16 on a GPU is evaluated on the CPU in fp32, with a note.
-  for (const std::string cmd : {"evaluate " + dir + "/run", "predict " + dir + "/run " + in + "/a.jpg --out " + dir + "/p3"}) {
+  for (const std::string cmd : {"evaluate " + dir + "/run", predict + in + "/a.jpg --out " + dir + "/p3"}) {
     r = run_cli(cmd + " --quiet --set train.precision=fp16");
     EXPECT_EQ(r.rc, 0) << cmd << ": " << r.out;
     EXPECT_NE(r.out.find("note: train.precision: fp16 runs on CUDA only: running in fp32 on 'cpu'"), std::string::npos)

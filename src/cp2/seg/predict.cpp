@@ -74,12 +74,16 @@ PredictResult predict_files(FinetunedModel& m, const std::vector<std::string>& i
   if (!(po.alpha >= 0 && po.alpha <= 1)) throw Error("--alpha: expected 0..1, found " + num_str(po.alpha));
   if (inputs_given.empty()) throw Error("predict: no image or folder given");
   std::error_code ec;
-  std::vector<std::string> inputs;
-  std::set<fs::path> seen;          // an image named twice (itself and in its folder) is predicted once
-  std::vector<fs::path> folders;    // where each input lies: outputs mirror the paths below their common folder
+  std::vector<std::string> inputs;  // as given (messages, progress)
+  std::vector<fs::path> canon;       // each input's canonical path
+  std::set<fs::path> seen;           // the same: an image named twice (itself and in its folder) is predicted once
+  std::vector<fs::path> folders;     // where each input lies: outputs mirror the paths below their common folder
   const fs::path out = canonical_or_absolute(po.out);
   auto add = [&](const std::string& f) {
-    if (seen.insert(canonical_or_absolute(f)).second) inputs.push_back(f);
+    fs::path c = canonical_or_absolute(f);
+    if (!seen.insert(c).second) return;
+    inputs.push_back(f);
+    canon.push_back(std::move(c));
   };
   for (const auto& input : inputs_given) {
     if (fs::is_directory(input, ec)) {
@@ -103,9 +107,9 @@ PredictResult predict_files(FinetunedModel& m, const std::vector<std::string>& i
   // Output stems: a/b/x.jpg -> out/a/b/x; inputs sharing a stem in one folder keep their extension apart.
   std::vector<fs::path> stems;
   std::map<fs::path, int> uses;
-  for (const auto& f : inputs) {
-    fs::path rel = fs::relative(canonical_or_absolute(f), base, ec);
-    if (ec || rel.empty()) rel = fs::path(f).filename();
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    fs::path rel = fs::relative(canon[i], base, ec);
+    if (ec || rel.empty()) rel = fs::path(inputs[i]).filename();
     stems.push_back(rel.parent_path() / rel.stem());
     ++uses[stems.back()];
   }
@@ -116,11 +120,9 @@ PredictResult predict_files(FinetunedModel& m, const std::vector<std::string>& i
       stems[i] = stems[i].parent_path() / (stems[i].filename().string() + ext);
     }
   // Whatever the folders, no output file may be an input (a single image inside --out).
-  std::set<fs::path> input_set;
-  for (const auto& f : inputs) input_set.insert(canonical_or_absolute(f));
   for (const auto& stem : stems)
     for (const char* suffix : {".png", "_overlay.jpg"})
-      if (input_set.count(canonical_or_absolute(out / (stem.string() + suffix))))
+      if (seen.count(canonical_or_absolute(out / (stem.string() + suffix))))
         throw Error("--out " + po.out + ": would write " + (out / (stem.string() + suffix)).string() +
                     ", an input; choose another folder");
   fs::create_directories(out, ec);
