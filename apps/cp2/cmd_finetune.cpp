@@ -55,6 +55,7 @@ int run(FinetuneArgs& a) {
   }
   seg::FinetuneControl fc;
   fc.resume = resolved.checkpoint;
+  fc.take_over = resolved.take_over;
   fc.max_iters = a.max_iters;
   fc.check_data = a.run.check_data;
   fc.progress = !a.run.quiet;

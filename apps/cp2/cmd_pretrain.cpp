@@ -56,6 +56,7 @@ int run_pretrain_cmd(PretrainArgs& a) {
   }
   pretrain::RunControl rc;
   rc.resume = resolved.checkpoint;
+  rc.take_over = resolved.take_over;
   rc.dump_batch = a.dump_batch;
   rc.max_steps = a.max_steps;
   rc.check_data = a.run.check_data;

@@ -32,7 +32,7 @@ struct RunFlags {
   std::vector<std::string> sets;
   std::map<std::string, std::string> shortcuts;  // key -> value given
   std::string resume;
-  bool resume_given = false;
+  bool auto_resume = false;
   bool check_data = false, print_config = false, keys = false, quiet = false;
   double dist_timeout = 300;  // seconds
   CLI::Option* resume_opt = nullptr;
@@ -43,6 +43,7 @@ struct RunFlags {
     for (const auto& [k, v] : shortcuts) r.src.flags.emplace_back(k, v);
     r.src.sets = sets;
     if (resume_opt && resume_opt->count() > 0) r.resume = resume;
+    r.auto_resume = auto_resume;
     return r;
   }
 };
@@ -67,6 +68,11 @@ inline void add_run_flags(CLI::App* c, RunFlags& f, const std::vector<Shortcut>&
                                "unless --config")
                      ->expected(0, 1)
                      ->type_name("[RUN|FILE]");
+  c->add_flag("--auto-resume", f.auto_resume,
+              "continue the newest checkpoint of --out where it has one, else start the run there (also over a "
+              "run that stopped before its first checkpoint, its log kept aside): one command line for a job's "
+              "first start and every requeue")
+      ->excludes(f.resume_opt);
   c->add_flag("--check-data", f.check_data, "read every image (and label) first; stop listing each unreadable one");
   c->add_flag("--print-config", f.print_config, "print the resolved config and stop");
   c->add_flag("--config-keys", f.keys, "list every config key with its default and stop");

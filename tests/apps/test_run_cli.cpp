@@ -101,6 +101,22 @@ TEST(RunCli, DiskFullLeavesNoTruncatedFiles) {
   EXPECT_EQ(debris(a), std::vector<std::string>{});
   auto summary = nlohmann::json::parse(read_text(a + "/summary.json"));
   EXPECT_NE(summary["error"].get<std::string>().find("checkpoint_00000001.pt"), std::string::npos);
+  // Its step logged but never saved: nothing to resume. The same command line with
+  // --auto-resume (a requeued job's) starts it again, then continues it.
+  r = run_cli(pretrain_args(data, a) + " --quiet --max-steps 1");
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_NE(r.out.find("stopped before its first checkpoint"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--auto-resume"), std::string::npos) << r.out;
+  r = run_cli(pretrain_args(data, a) + " --quiet --max-steps 1 --auto-resume --resume");
+  EXPECT_NE(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("--resume excludes --auto-resume"), std::string::npos) << r.out;
+  r = run_cli(pretrain_args(data, a) + " --quiet --max-steps 1 --auto-resume");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("starting it again (its log is now log.interrupted.jsonl)"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(a + "/checkpoints/checkpoint_00000001.pt"));
+  r = run_cli(pretrain_args(data, a) + " --quiet --max-steps 2 --auto-resume");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("after step 2: 1 steps"), std::string::npos) << r.out;
   // Nothing can be written at all: config.yaml fails whole, no 0-byte file stays.
   const auto b = temp_dir("rc_full_b");
   r = run_cli(pretrain_args(data, b) + " --quiet --max-steps 1", "trap '' XFSZ; ulimit -f 0; ");

@@ -89,7 +89,10 @@ TEST(StudyCli, AblateKilledMidRunResumesWithoutRedoingFinishedRuns) {
   ASSERT_FALSE(old_log.empty());
   r = run_cli(cmd.substr(std::string(CP2_BINARY).size() + 1));
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("ft_cp2: interrupted before its first checkpoint; starting it again"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("/ft_cp2: its run stopped before the first checkpoint; starting it again (its log is now "
+                       "log.interrupted.jsonl)"),
+            std::string::npos)
+      << r.out;
   EXPECT_EQ(read_text(out + "/ft_cp2/log.interrupted.jsonl"), old_log);
   EXPECT_TRUE(fs::exists(out + "/ft_cp2/best.pt"));
   EXPECT_TRUE(nlohmann::json::parse(read_text(out + "/results.json"))["complete"].get<bool>());

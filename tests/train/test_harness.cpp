@@ -43,6 +43,7 @@ pretrain::RunSummary pretrain_run(train::RunRequest req, int64_t max_steps = 0, 
   auto r = train::resolve_run(cfg, std::move(req), train::pretrain_kind());
   pretrain::RunControl rc;
   rc.resume = r.checkpoint;
+  rc.take_over = r.take_over;
   rc.max_steps = max_steps;
   rc.progress = false;
   if (out) *out = cfg;
@@ -110,6 +111,65 @@ TEST(RunFolder, FreshRunRefusesAnOldRunAndResumeAloneTakesTheNewest) {
   // An empty folder is fine for a fresh run.
   const auto empty = temp_dir("h_fresh_empty");
   EXPECT_EQ(pretrain_run(tiny_request(data, empty), 1).last_step, 1);
+}
+
+TEST(RunFolder, AutoResumeContinuesStartsOrStartsOverARunWithoutCheckpoint) {
+  set_threads(2);
+  auto data = harness_images("h_auto_data", 16);
+  const auto a = temp_dir("h_auto_a");
+  auto req = tiny_request(data, a);
+  req.auto_resume = true;
+  // A new folder: a fresh run; then its newest checkpoint, continued.
+  auto s = pretrain_run(req, 1);
+  EXPECT_EQ(s.first_step, 0);
+  EXPECT_EQ(s.last_step, 1);
+  s = pretrain_run(req, 2);
+  EXPECT_EQ(s.first_step, 1);
+  EXPECT_EQ(s.last_step, 2);
+  EXPECT_EQ(logged(a, "step"), (std::vector<int64_t>{1, 2}));
+  // A run that stopped before its first checkpoint (killed, or its disk full): a log alone.
+  // Neither a fresh run nor --resume can take it; both say what can.
+  fs::remove_all(a + "/checkpoints");
+  fs::remove(a + "/summary.json");
+  const auto old_log = read_text(a + "/log.jsonl");
+  expect_error([&] { pretrain_run(tiny_request(data, a), 1); },
+               {a + ": holds a run that stopped before its first checkpoint", "--auto-resume", "another --out"});
+  auto bare = tiny_request(data, a);
+  bare.resume = "";
+  expect_error([&] { pretrain_run(bare, 1); },
+               {a + ": no checkpoint to resume: its run stopped before the first checkpoint", "--auto-resume"});
+  train::RunRequest named;
+  named.resume = a;
+  expect_error([&] { pretrain_run(named, 1); }, {a + ": no checkpoint to resume", "--auto-resume"});
+  EXPECT_EQ(read_text(a + "/log.jsonl"), old_log);  // the refusals changed nothing
+  // --auto-resume starts it again, from step 0, its old log kept aside and said so.
+  testing::internal::CaptureStderr();
+  s = pretrain_run(req, 1);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(s.first_step, 0);
+  EXPECT_EQ(s.last_step, 1);
+  EXPECT_NE(err.find(a + ": its run stopped before the first checkpoint; starting it again (its log is now "
+                         "log.interrupted.jsonl)"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(read_text(a + "/log.interrupted.jsonl"), old_log);
+  EXPECT_EQ(logged(a, "step"), (std::vector<int64_t>{1}));
+  // Once more: the first log set aside is not replaced.
+  fs::remove_all(a + "/checkpoints");
+  EXPECT_EQ(pretrain_run(req, 1).first_step, 0);
+  EXPECT_EQ(read_text(a + "/log.interrupted.jsonl"), old_log);
+  EXPECT_TRUE(fs::exists(a + "/log.interrupted.2.jsonl"));
+  // A folder whose run has weights is never started over (best.pt alone, a finetuning run
+  // whose checkpoints were deleted): refused as any run.
+  const auto b = temp_dir("h_auto_b");
+  pretrain_run(tiny_request(data, b), 1);
+  fs::rename(train::latest_checkpoint(b), b + "/best.pt");
+  auto over = tiny_request(data, b);
+  over.auto_resume = true;
+  expect_error([&] { pretrain_run(over, 1); }, {b + ": already holds a run (best.pt, log.jsonl)", "--resume"});
+  auto both = req;
+  both.resume = a;
+  expect_error([&] { pretrain_run(both, 1); }, {"--auto-resume and --resume: give one"});
 }
 
 TEST(RunFolder, InitTakesARunFolderAsItsNewestCheckpoint) {

@@ -152,8 +152,10 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   std::string no_graph;
   const bool use_graphs = resolve_cuda_graph(
       T.cuda_graph, graph_facts(mopt, cfg.optim, device, world), no_graph);
-  auto hp = train::open_harness(*comm, {train::pretrain_kind(), T.out, rc.resume, yaml, "step", rc.progress,
-                                         T.log_every, T.keep_last});
+  train::HarnessOptions ho{train::pretrain_kind(), T.out, rc.resume, yaml, "step", rc.progress, T.log_every,
+                           T.keep_last};
+  ho.take_over = rc.take_over;
+  auto hp = train::open_harness(*comm, std::move(ho));
   train::Harness& h = *hp;
   auto& progress = h.progress();
   if (cfg.model.queue % T.batch != 0)  // here, not in validate(): once per run, however often it is validated

@@ -18,6 +18,7 @@ namespace cp2::pretrain {
 // into the folder its checkpoint names: see train::locate_resume).
 struct RunControl {
   std::string resume;      // checkpoint file to continue; "" = a fresh run
+  bool take_over = false;  // a fresh run may start over a run that stopped before its first checkpoint
   std::string dump_batch;  // write the first batch there and stop
   int64_t max_steps = 0;   // stop after this global step, writing a checkpoint (0 = run to the end)
   bool check_data = false;  // read every image first; stop listing the unreadable ones

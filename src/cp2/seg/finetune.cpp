@@ -131,8 +131,10 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   const auto comm = fc.comm ? fc.comm : dist::single_process();
   const int world = comm->size();
   const int64_t local_batch = dist::per_process_batch(T.batch, world);
-  auto hp = train::open_harness(
-      *comm, {train::finetune_kind(), T.out, fc.resume, yaml, "iteration", fc.progress, T.log_every, T.keep_last});
+  train::HarnessOptions ho{train::finetune_kind(), T.out, fc.resume, yaml, "iteration", fc.progress, T.log_every,
+                           T.keep_last};
+  ho.take_over = fc.take_over;
+  auto hp = train::open_harness(*comm, std::move(ho));
   train::Harness& h = *hp;
   auto& progress = h.progress();
 

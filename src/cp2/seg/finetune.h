@@ -18,6 +18,7 @@ namespace cp2::seg {
 // How to run: the run folder is cfg.train.out (see train::resolve_run for resume).
 struct FinetuneControl {
   std::string resume;       // checkpoint file to continue; "" = fresh
+  bool take_over = false;   // a fresh run may start over a run that stopped before its first checkpoint
   int64_t max_iters = 0;    // stop after this iteration, with a checkpoint (0 = run to the end)
   bool check_data = false;  // read every train and val image and label first; stop listing the bad ones
   bool progress = true;

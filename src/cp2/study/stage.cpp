@@ -21,26 +21,17 @@ StageResult run_stage(const StageSpec& spec, const std::string& out, bool progre
   train::RunRequest req;
   req.src = spec.src;
   req.src.flags.emplace_back("train.out", r.folder);
-  // A checkpoint in the folder: this stage ran before (finished, or interrupted).
-  r.resumed = !train::latest_checkpoint(r.folder).empty();
-  if (r.resumed) req.resume = "";
-  // Interrupted before its first checkpoint: nothing to continue, so the stage starts
-  // again; its log is kept aside (a plain `cp2 pretrain|finetune` would refuse the folder,
-  // but this folder belongs to the protocol).
-  const fs::path log = fs::path(r.folder) / "log.jsonl";
-  if (!r.resumed && !train::run_files(r.folder).empty() && fs::exists(log)) {
-    std::error_code ec;
-    fs::rename(log, fs::path(r.folder) / "log.interrupted.jsonl", ec);
-    if (ec) throw Error(log.string() + ": cannot set aside the interrupted run's log (" + ec.message() + ")");
-    std::printf("%s: interrupted before its first checkpoint; starting it again\n", spec.name.c_str());
-    std::fflush(stdout);  // before the stage's own output (stderr), also when redirected
-  }
+  // A checkpoint in the folder: this stage ran before (finished, or interrupted), and it
+  // continues; a stage interrupted before its first checkpoint starts again, its log kept aside.
+  req.auto_resume = true;
   try {
     if (spec.kind == StageKind::Pretrain) {
       pretrain::PretrainConfig cfg;
       auto res = train::resolve_run(cfg, req, train::pretrain_kind());
+      r.resumed = !res.checkpoint.empty();
       pretrain::RunControl rc;
       rc.resume = res.checkpoint;
+      rc.take_over = res.take_over;
       rc.progress = progress;
       auto s = pretrain::run_pretrain(cfg, rc);
       r.checkpoint = s.last_checkpoint;
@@ -53,8 +44,10 @@ StageResult run_stage(const StageSpec& spec, const std::string& out, bool progre
     } else {
       seg::FinetuneConfig cfg;
       auto res = train::resolve_run(cfg, req, train::finetune_kind());
+      r.resumed = !res.checkpoint.empty();
       seg::FinetuneControl fc;
       fc.resume = res.checkpoint;
+      fc.take_over = res.take_over;
       fc.progress = progress;
       auto s = seg::run_finetune(cfg, fc);
       r.checkpoint = s.best_checkpoint.empty() ? s.last_checkpoint : s.best_checkpoint;

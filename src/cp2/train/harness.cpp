@@ -28,8 +28,11 @@ std::vector<std::string> model_key_changes(const std::string& stored_yaml, const
 
 Harness::Harness(HarnessOptions o) : o_(std::move(o)), progress_(o_.progress && o_.main, o_.log_every) {
   if (o_.main) {
-    folder_ = std::make_unique<RunFolder>(o_.out, !o_.resume.empty());
+    folder_ = std::make_unique<RunFolder>(o_.out, !o_.resume.empty(), o_.take_over);
     path_ = folder_->path();
+    if (!folder_->set_aside_log().empty())  // shown with --quiet too: it changes the folder
+      std::fprintf(stderr, "%s: its run stopped before the first checkpoint; starting it again (its log is now %s)\n",
+                   path_.c_str(), folder_->set_aside_log().c_str());
   } else {
     path_ = absolute_path(o_.out);
   }

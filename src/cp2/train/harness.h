@@ -38,6 +38,9 @@ struct HarnessOptions {
   // checkpoints, config and summary; the other ranks load the same `resume` file (rank
   // 0's, already resolved to a checkpoint) and write nothing.
   bool main = true;
+  // A fresh run (`--auto-resume` without a checkpoint) may start over a run that stopped
+  // before its first checkpoint; its log.jsonl is renamed log.interrupted.jsonl.
+  bool take_over = false;
 };
 
 class Harness {

@@ -19,11 +19,16 @@ namespace cp2::train {
 struct RunRequest {
   config::Sources src;                // --config, shortcut flags, --set
   std::optional<std::string> resume;  // --resume [ARG]: none = a fresh run, "" = the newest checkpoint of the run folder
+  // --auto-resume: the newest checkpoint of the run folder where it has one, else a fresh
+  // run there (also over a run that stopped before its first checkpoint): one command line
+  // for a job's first start and every requeue.
+  bool auto_resume = false;
 };
 
 struct ResolvedRun {
   std::string yaml;        // the resolved config
   std::string checkpoint;  // to resume from ("" = fresh)
+  bool take_over = false;  // fresh, and may start over a run that stopped before its first checkpoint
 };
 
 // `Config` is a subsystem config with fields(), validate(), to_yaml(), data.root,
@@ -31,14 +36,20 @@ struct ResolvedRun {
 template <class Config>
 ResolvedRun resolve_run(Config& cfg, RunRequest req, const CheckpointKind& kind) {
   ResolvedRun r;
+  // Where `--resume` alone and `--auto-resume` look: --out, --set or the config file's train.out.
+  const auto out_of_sources = [&] {
+    Config probe;
+    auto f = probe.fields();
+    config::apply_sources(f, req.src);
+    return probe.train.out;
+  };
+  if (req.auto_resume) {
+    if (req.resume) throw Error("--auto-resume and --resume: give one (--auto-resume continues --out's newest checkpoint)");
+    if (!latest_checkpoint(absolute_path(out_of_sources())).empty()) req.resume = "";
+    else r.take_over = true;
+  }
   if (req.resume) {
-    std::string out_hint;  // where `--resume` alone looks: --out, --set or the config file's train.out
-    if (req.resume->empty()) {
-      Config probe;
-      auto f = probe.fields();
-      config::apply_sources(f, req.src);
-      out_hint = probe.train.out;
-    }
+    const std::string out_hint = req.resume->empty() ? out_of_sources() : "";
     const auto target = locate_resume(*req.resume, out_hint);
     r.checkpoint = target.checkpoint;
     if (req.src.file.empty()) {

@@ -53,6 +53,24 @@ std::string run_files(const fs::path& dir) {
   return found;
 }
 
+bool stopped_before_first_checkpoint(const fs::path& dir) {
+  std::error_code ec;
+  const auto log_size = fs::file_size(dir / "log.jsonl", ec);
+  return !ec && log_size > 0 && !fs::exists(dir / "best.pt", ec) && latest_checkpoint(dir).empty();
+}
+
+namespace {
+
+// The refusal of --resume where there is no checkpoint: what to do depends on why.
+Error no_checkpoint(const std::string& shown, const fs::path& dir) {
+  if (stopped_before_first_checkpoint(dir))
+    return Error(shown + ": no checkpoint to resume: its run stopped before the first checkpoint (log.jsonl only); "
+                 "start it again with --auto-resume (its log is kept aside), or choose another --out");
+  return Error(shown + ": no checkpoint to resume (expected " + shown + "/checkpoints/checkpoint_*.pt)");
+}
+
+}  // namespace
+
 std::string absolute_path(const std::string& p) {
   if (p.empty()) return p;
   fs::path a = fs::absolute(p).lexically_normal();
@@ -67,14 +85,13 @@ ResumeTarget locate_resume(const std::string& arg, const std::string& out) {
     if (out.empty()) throw Error("--resume: no checkpoint given and no run folder (--out) to resume");
     t.run = absolute_path(out);
     t.checkpoint = latest_checkpoint(t.run);
-    if (t.checkpoint.empty())
-      throw Error(out + ": no checkpoint to resume (expected " + out + "/checkpoints/checkpoint_*.pt)");
+    if (t.checkpoint.empty()) throw no_checkpoint(out, t.run);
     return t;
   }
   const fs::path p = absolute_path(arg);
   if (fs::is_directory(p, ec)) {
     t.checkpoint = latest_checkpoint(p);
-    if (t.checkpoint.empty()) throw Error(arg + ": run folder holds no checkpoints/checkpoint_*.pt");
+    if (t.checkpoint.empty()) throw no_checkpoint(arg, p);
     t.run = p.filename() == "checkpoints" ? p.parent_path().string() : p.string();
     return t;
   }
@@ -108,7 +125,7 @@ long lock_holder(const fs::path& lock) {
 
 }  // namespace
 
-RunFolder::RunFolder(const fs::path& out, bool resuming) : out_(absolute_path(out.string())) {
+RunFolder::RunFolder(const fs::path& out, bool resuming, bool take_over) : out_(absolute_path(out.string())) {
   std::error_code ec;
   fs::create_directories(out_, ec);
   if (ec) throw Error(out_.string() + ": cannot create run folder (" + ec.message() + ")");
@@ -131,9 +148,22 @@ RunFolder::RunFolder(const fs::path& out, bool resuming) : out_(absolute_path(ou
   if (ftruncate(lock_fd_, 0) == 0) (void)!pwrite(lock_fd_, pid.data(), pid.size(), 0);
   if (!resuming) {
     const std::string files = run_files(out_);
-    if (!files.empty())
+    if (!files.empty() && stopped_before_first_checkpoint(out_)) {
+      if (!take_over)
+        throw fail(out_.string() + ": holds a run that stopped before its first checkpoint (log.jsonl only, nothing "
+                   "to resume); start it again with --auto-resume (its log is kept aside), or choose another --out");
+      // Its steps are redone from the start; their log stays readable beside the new one.
+      fs::path aside = out_ / "log.interrupted.jsonl";
+      for (int k = 2; fs::exists(aside, ec); ++k) aside = out_ / ("log.interrupted." + std::to_string(k) + ".jsonl");
+      fs::rename(out_ / "log.jsonl", aside, ec);
+      if (ec)
+        throw fail((out_ / "log.jsonl").string() + ": cannot set aside the log of the run that stopped (" +
+                   ec.message() + ")");
+      set_aside_log_ = aside.filename().string();
+    } else if (!files.empty()) {
       throw fail(out_.string() + ": already holds a run (" + files + "); continue it with --resume " + out_.string() +
                  ", or choose another --out");
+    }
   }
   fs::create_directories(checkpoints(), ec);
   if (ec) throw fail(checkpoints().string() + ": cannot create (" + ec.message() + ")");

@@ -28,6 +28,10 @@ std::string latest_checkpoint(const fs::path& run);
 // log.jsonl, the newest checkpoint (config.yaml and summary.json alone are a run that
 // failed before training, which a fresh run may take over).
 std::string run_files(const fs::path& dir);
+// Whether `dir` holds a run that stopped before its first checkpoint (a crash, a kill, a full
+// disk): logged steps but no checkpoint and no best.pt. It cannot be resumed, only started
+// again (`--auto-resume`).
+bool stopped_before_first_checkpoint(const fs::path& dir);
 
 // Where `--resume ARG` continues: the checkpoint file and the run folder to write into.
 // ARG may be a run folder (its newest checkpoint), a checkpoint inside a run folder
@@ -47,13 +51,16 @@ std::string init_checkpoint(const std::string& init, const std::string& what = "
 class RunFolder {
  public:
   // Creates `out` and out/checkpoints, locks out/.lock (another cp2 run holding it is an
-  // error naming its pid). A fresh run refuses a folder holding a run.
-  RunFolder(const fs::path& out, bool resuming);
+  // error naming its pid). A fresh run refuses a folder holding a run; with `take_over` it
+  // starts over a run that stopped before its first checkpoint, its log kept aside.
+  RunFolder(const fs::path& out, bool resuming, bool take_over = false);
   ~RunFolder();
   RunFolder(const RunFolder&) = delete;
   RunFolder& operator=(const RunFolder&) = delete;
 
   const fs::path& path() const { return out_; }
+  // log.interrupted*.jsonl: where the log of a run taken over went ("" if none was).
+  const std::string& set_aside_log() const { return set_aside_log_; }
   fs::path checkpoints() const { return out_ / "checkpoints"; }
 
   // A run resumed from an older checkpoint than its newest: the later ones are renamed
@@ -71,6 +78,7 @@ class RunFolder {
 
  private:
   fs::path out_;
+  std::string set_aside_log_;
   int lock_fd_ = -1;
   std::FILE* log_ = nullptr;
 };
