@@ -125,6 +125,36 @@ TEST(RunCli, DiskFullLeavesNoTruncatedFiles) {
   EXPECT_EQ(debris(b), std::vector<std::string>{});
 }
 
+TEST(RunCli, KilledDuringItsFirstCheckpointStartsAgainClean) {
+  // SIGKILL (a scheduler's, after its grace period) while the first checkpoint is written:
+  // the temp file stays, and the run has a logged step but nothing to resume.
+  const auto data = tiny_images("rc_kill_data");
+  const auto out = temp_dir("rc_kill");
+  const std::string script = "( " + std::string(CP2_BINARY) + " " + pretrain_args(data, out) +
+                             " --quiet --max-steps 1 > /dev/null 2>&1 & pid=$!; "
+                             "for i in $(seq 3000); do ls " + out + "/checkpoints/*.tmp > /dev/null 2>&1 && break; "
+                             "sleep 0.01; done; kill -KILL $pid; wait $pid; echo rc=$? )";
+  FILE* p = popen(script.c_str(), "r");
+  std::string shell;
+  std::array<char, 256> buf;
+  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) shell.append(buf.data(), n);
+  pclose(p);
+  EXPECT_NE(shell.find("rc=137"), std::string::npos) << shell;
+  std::vector<std::string> temps;
+  for (auto& e : fs::directory_iterator(out + "/checkpoints")) temps.push_back(e.path().filename().string());
+  ASSERT_EQ(temps.size(), 1u);
+  EXPECT_EQ(temps[0].rfind("checkpoint_00000001.pt.", 0), 0u) << temps[0];
+  // The same command with --auto-resume: the temp file removed and said, the run started again.
+  auto r = run_cli(pretrain_args(data, out) + " --quiet --max-steps 1 --auto-resume");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find(out + ": removed 1 unfinished file ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("MiB) of a write that was killed: checkpoints/" + temps[0]), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("starting it again"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out + "/checkpoints/" + temps[0]));
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/checkpoint_00000001.pt"));
+  EXPECT_EQ(debris(out), std::vector<std::string>{});
+}
+
 TEST(RunCli, AuthorsCheckpointWithClassifierThroughLossInitConvert) {
   const auto data = tiny_images("rc_auth_data");
   const auto dir = temp_dir("rc_auth");

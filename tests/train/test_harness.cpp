@@ -2,6 +2,7 @@
 // overwritten, exact continuation after resume, preemption, failures that keep the work.
 // One test per bug the run-folder issue reproduced; each failed before the harness.
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include "../helpers.h"
 #include "cp2/data/image.h"
 #include "cp2/data/synth.h"
+#include "cp2/io/atomic_file.h"
 #include "cp2/io/checkpoint.h"
 #include "cp2/pretrain/trainer.h"
 #include "cp2/seg/finetune.h"
@@ -170,6 +172,43 @@ TEST(RunFolder, AutoResumeContinuesStartsOrStartsOverARunWithoutCheckpoint) {
   auto both = req;
   both.resume = a;
   expect_error([&] { pretrain_run(both, 1); }, {"--auto-resume and --resume: give one"});
+}
+
+TEST(RunFolder, TempFilesOfKilledWritesAreRemovedOnOpening) {
+  // temp_path() names, and only those, carry a pid.
+  EXPECT_EQ(io::temp_path_pid(fs::path(io::temp_path("/x/checkpoint_00000002.pt")).filename().string()), getpid());
+  EXPECT_EQ(io::temp_path_pid("summary.json.4194304.tmp"), 4194304);
+  for (const char* other : {"notes.tmp", "a.12x.tmp", ".123.tmp", "a.123.tmp.bak", "a.123", "a..tmp", "a.12345678901.tmp"})
+    EXPECT_EQ(io::temp_path_pid(other), 0) << other;
+  set_threads(2);
+  auto data = harness_images("h_temp_data", 16);
+  const auto a = temp_dir("h_temp_a");
+  pretrain_run(tiny_request(data, a), 1);
+  // 4194304 is above every Linux pid (pid_max <= 2^22): a process that cannot be alive.
+  const std::string dead_ckpt = a + "/checkpoints/checkpoint_00000002.pt.4194304.tmp",
+                    dead_json = a + "/summary.json.4194304.tmp",
+                    live = a + "/config.yaml." + std::to_string(getppid()) + ".tmp", other = a + "/notes.tmp";
+  std::ofstream(dead_ckpt) << std::string(3 << 20, 'x');
+  std::ofstream(dead_json) << "{";
+  std::ofstream(live) << "x";
+  std::ofstream(other) << "x";
+  auto req = tiny_request(data, a);
+  req.resume = "";
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(pretrain_run(req, 2).last_step, 2);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find(a + ": removed 2 unfinished files (3.0 MiB) of a write that was killed: "
+                         "checkpoints/checkpoint_00000002.pt.4194304.tmp, ..."),
+            std::string::npos)
+      << err;
+  EXPECT_FALSE(fs::exists(dead_ckpt));
+  EXPECT_FALSE(fs::exists(dead_json));
+  EXPECT_TRUE(fs::exists(live));  // a live process's write is left alone
+  EXPECT_TRUE(fs::exists(other));
+  // Nothing to remove: nothing said.
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(pretrain_run(req, 3).last_step, 3);
+  EXPECT_EQ(testing::internal::GetCapturedStderr().find("unfinished"), std::string::npos);
 }
 
 TEST(RunFolder, InitTakesARunFolderAsItsNewestCheckpoint) {

@@ -12,6 +12,20 @@ namespace cp2::io {
 
 std::string temp_path(const std::string& path) { return path + "." + std::to_string(getpid()) + ".tmp"; }
 
+long temp_path_pid(const std::string& filename) {
+  const std::string ext = ".tmp";
+  if (filename.size() <= ext.size() || filename.compare(filename.size() - ext.size(), ext.size(), ext) != 0) return 0;
+  const std::string stem = filename.substr(0, filename.size() - ext.size());
+  const auto dot = stem.rfind('.');
+  if (dot == std::string::npos || dot == 0 || dot + 1 == stem.size() || stem.size() - dot > 11) return 0;
+  long pid = 0;
+  for (size_t i = dot + 1; i < stem.size(); ++i) {
+    if (stem[i] < '0' || stem[i] > '9') return 0;
+    pid = pid * 10 + (stem[i] - '0');
+  }
+  return pid;
+}
+
 void write_file_atomic(const std::string& path, const std::string& data) {
   const std::string tmp = temp_path(path);
   std::FILE* f = std::fopen(tmp.c_str(), "wb");

@@ -12,6 +12,8 @@ void write_file_atomic(const std::string& path, const std::string& data);
 
 // A temp name beside `path` that no other process uses (path.<pid>.tmp).
 std::string temp_path(const std::string& path);
+// The pid in a name temp_path() made (NAME.<pid>.tmp), or 0 for any other name.
+long temp_path_pid(const std::string& filename);
 
 // Renames the written `tmp` onto `path`; on failure removes `tmp` and throws naming `path`
 // (a folder standing at `path` is said as such, not as rename's "Is a directory").

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -167,6 +168,24 @@ RunFolder::RunFolder(const fs::path& out, bool resuming, bool take_over) : out_(
   }
   fs::create_directories(checkpoints(), ec);
   if (ec) throw fail(checkpoints().string() + ": cannot create (" + ec.message() + ")");
+  // Every write into the folder happens under the lock now held, so another run's temp files
+  // are those of a write killed half way; a live process on this machine is left alone all
+  // the same (a report written just after its run released the lock).
+  std::vector<fs::path> stale;
+  for (const fs::path& dir : {out_, checkpoints()})
+    for (auto& e : fs::directory_iterator(dir, ec)) {
+      const long pid = io::temp_path_pid(e.path().filename().string());
+      if (pid && e.is_regular_file(ec) && (pid == getpid() || ::kill(static_cast<pid_t>(pid), 0) != 0))
+        stale.push_back(e.path());
+    }
+  std::sort(stale.begin(), stale.end());
+  for (const auto& p : stale) {
+    std::error_code size_ec;
+    const auto bytes = fs::file_size(p, size_ec);
+    if (!fs::remove(p, ec)) continue;
+    removed_temps_.push_back(fs::relative(p, out_, ec).string());
+    if (!size_ec) removed_temp_bytes_ += bytes;
+  }
 }
 
 RunFolder::~RunFolder() {

@@ -61,6 +61,10 @@ class RunFolder {
   const fs::path& path() const { return out_; }
   // log.interrupted*.jsonl: where the log of a run taken over went ("" if none was).
   const std::string& set_aside_log() const { return set_aside_log_; }
+  // Temp files of writes that a kill cut short (a second Ctrl-C, SIGKILL after a grace
+  // period), removed on opening: a checkpoint's can be hundreds of MB. Paths relative to the folder.
+  const std::vector<std::string>& removed_temps() const { return removed_temps_; }
+  uint64_t removed_temp_bytes() const { return removed_temp_bytes_; }
   fs::path checkpoints() const { return out_ / "checkpoints"; }
 
   // A run resumed from an older checkpoint than its newest: the later ones are renamed
@@ -79,6 +83,8 @@ class RunFolder {
  private:
   fs::path out_;
   std::string set_aside_log_;
+  std::vector<std::string> removed_temps_;
+  uint64_t removed_temp_bytes_ = 0;
   int lock_fd_ = -1;
   std::FILE* log_ = nullptr;
 };
