@@ -101,6 +101,8 @@ TEST(RunCli, DiskFullLeavesNoTruncatedFiles) {
   EXPECT_EQ(debris(a), std::vector<std::string>{});
   auto summary = nlohmann::json::parse(read_text(a + "/summary.json"));
   EXPECT_NE(summary["error"].get<std::string>().find("checkpoint_00000001.pt"), std::string::npos);
+  EXPECT_EQ(summary["steps"], 1);  // how far and how fast it went, as a finished run's summary says
+  EXPECT_GT(summary["images_per_s"].get<double>(), 0) << summary.dump();
   // Its step logged but never saved: nothing to resume. The same command line with
   // --auto-resume (a requeued job's) starts it again, then continues it.
   r = run_cli(pretrain_args(data, a) + " --quiet --max-steps 1");

@@ -165,6 +165,10 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   RunSummary sum;
   Position pos;
   auto ds = std::make_shared<data::PretrainDataset>(cfg.data.root, cfg.aug_options(), T.seed);
+  auto clock_out = [&] {
+    sum.seconds = h.seconds();
+    sum.images_per_s = (sum.last_step - sum.first_step) * T.batch / std::max(sum.seconds, 1e-9);
+  };
   auto fields = [&] {
     return nlohmann::json{{"steps", sum.last_step},
                           {"steps_this_run", sum.last_step - sum.first_step},
@@ -259,8 +263,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       progress.done();
       sum.finished = finished;
       sum.signal = h.stop_signal();  // reported even when it came with the last step: the caller stops too
-      sum.seconds = h.seconds();
-      sum.images_per_s = (sum.last_step - sum.first_step) * T.batch / std::max(sum.seconds, 1e-9);
+      clock_out();
       sum.last_checkpoint = h.last_checkpoint();
       sum.skipped_images += ds->take_skipped();
       h.summary(fields(), finished);
@@ -356,7 +359,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     }
     return finish(true);
   } catch (const std::exception& e) {
-    sum.seconds = h.seconds();
+    clock_out();  // a failed run's summary says how far and how fast it went too
     h.failed(e.what(), fields());
     throw;
   }

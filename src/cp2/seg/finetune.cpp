@@ -141,6 +141,10 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   FinetuneSummary sum;
   EvalState ev;
   int64_t iter = 0;
+  auto clock_out = [&] {
+    sum.seconds = h.seconds();
+    sum.images_per_s = static_cast<double>((sum.last_iter - sum.first_iter) * T.batch) / std::max(sum.seconds, 1e-9);
+  };
   auto fields = [&] {
     auto pct = [](double v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
     return nlohmann::json{{"iterations", sum.last_iter},
@@ -318,8 +322,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
                          " and not 255 (ignored); first: " + st.first_file);
       sum.finished = finished;
       sum.signal = finished ? 0 : h.stop_signal();
-      sum.seconds = h.seconds();
-      sum.images_per_s = static_cast<double>((sum.last_iter - sum.first_iter) * T.batch) / std::max(sum.seconds, 1e-9);
+      clock_out();
       sum.best_miou = ev.best_miou;
       sum.best_iter = ev.best_iter;
       sum.last_miou = ev.last_miou;
@@ -404,7 +407,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
     }
     return finish(iter == T.iters);
   } catch (const std::exception& e) {
-    sum.seconds = h.seconds();
+    clock_out();  // a failed run's summary says how far and how fast it went too
     h.failed(e.what(), fields());
     throw;
   }
