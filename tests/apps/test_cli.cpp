@@ -267,6 +267,7 @@ TEST(Cli, FinetuneEvaluatePredict) {
   r = run("finetune --config " CP2_CONFIGS "/cpu_seg_tiny.yaml --data " + dir + "/voc --type cityscapes --out " + dir + "/bad");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("cityscapes layout: expected leftImg8bit/train"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bad")) << "a wrong layout left a run folder";
   r = run("finetune --config " CP2_CONFIGS "/cpu_seg_tiny.yaml --data " + dir + "/voc --set pipeline.crop_hh=3");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("pipeline.crop_h"), std::string::npos) << r.out;  // did you mean

@@ -190,7 +190,11 @@ TEST(PretrainRun, BadInputs) {
   auto cfg = tiny(data, temp_dir("train_bad_run"), &yaml);
   auto empty = temp_dir("train_bad_empty");
   cfg.data.root = empty;
+  const std::string out = cfg.train.out;
+  cfg.train.out = out + "/never";
   expect_error([&] { run(cfg, yaml); }, {empty, "no images found"});
+  EXPECT_FALSE(fs::exists(cfg.train.out)) << "a folder without images left a run folder";
+  cfg.train.out = out;
   cfg.data.root = data;
   expect_error([&] { run(cfg, yaml); }, {"4 images", "batch of 8"});
   cfg.train.init = fixture("cp2_step_r18_96.pt");  // a pretraining state with no MoCo keys

@@ -152,6 +152,8 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   std::string no_graph;
   const bool use_graphs = resolve_cuda_graph(
       T.cuda_graph, graph_facts(mopt, cfg.optim, device, world), no_graph);
+  // The images are listed before the run folder opens: a wrong --data leaves no folder.
+  auto ds = std::make_shared<data::PretrainDataset>(cfg.data.root, cfg.aug_options(), T.seed);
   train::HarnessOptions ho{train::pretrain_kind(), T.out, rc.resume, yaml, "step", rc.progress, T.log_every,
                            T.keep_last};
   ho.take_over = rc.take_over;
@@ -164,7 +166,6 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
 
   RunSummary sum;
   Position pos;
-  auto ds = std::make_shared<data::PretrainDataset>(cfg.data.root, cfg.aug_options(), T.seed);
   auto clock_out = [&] {
     sum.seconds = h.seconds();
     sum.images_per_s = (sum.last_step - sum.first_step) * T.batch / std::max(sum.seconds, 1e-9);

@@ -128,6 +128,14 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   // Before the run folder opens: a precision or algorithm this device cannot run is a config error.
   const auto numerics = compute::resolve_numerics(T.numerics, T.device);
 
+  // The datasets are listed before the run folder opens: a wrong --data or layout leaves no folder.
+  auto train_ds = std::make_shared<SegDataset>(cfg.data.dataset(true));
+  SegDataset val_ds(cfg.data.dataset(false));
+  const int classes = cfg.model.num_classes > 0 ? cfg.model.num_classes : train_ds->num_classes();
+  if (classes != train_ds->num_classes())
+    throw Error("model.num_classes: " + std::to_string(classes) + " set, the " + cfg.data.type + " dataset has " +
+                std::to_string(train_ds->num_classes()) + " classes");
+
   const auto comm = fc.comm ? fc.comm : dist::single_process();
   const int world = comm->size();
   const int64_t local_batch = dist::per_process_batch(T.batch, world);
@@ -159,12 +167,6 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
                           {"units", "mIoU, mAcc, aAcc and acc in percent; iterations 1-based"}};
   };
   try {
-    auto train_ds = std::make_shared<SegDataset>(cfg.data.dataset(true));
-    SegDataset val_ds(cfg.data.dataset(false));
-    const int classes = cfg.model.num_classes > 0 ? cfg.model.num_classes : train_ds->num_classes();
-    if (classes != train_ds->num_classes())
-      throw Error("model.num_classes: " + std::to_string(classes) + " set, the " + cfg.data.type + " dataset has " +
-                  std::to_string(train_ds->num_classes()) + " classes");
     if (fc.check_data) {
       const int64_t nt = train_ds->size(), n = nt + val_ds.size();
       auto bad = train::check_items(
