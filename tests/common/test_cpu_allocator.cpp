@@ -5,6 +5,7 @@
 
 #include "../helpers.h"
 #include "cp2/cpu_allocator.h"
+#include "cp2/io/checkpoint.h"
 
 namespace cp2::test {
 namespace {
@@ -34,6 +35,25 @@ TEST(CpuAllocator, ReusesLargeBlocksAndKeepsResultsExact) {
       }
     });
   for (auto& t : ts) t.join();
+}
+
+TEST(CpuAllocator, CheckpointTensorsStayOutOfTheCache) {
+  // A loaded checkpoint is copied into the model and dropped: its blocks would stay in the
+  // cache for the whole run, in sizes the run never asks for again.
+  install_caching_cpu_allocator();
+  const auto path = temp_dir("cpu_alloc_ckpt") + "/w.pt";
+  const auto w = torch::arange(3 << 20, torch::kFloat);  // 12 MiB: a cached size class
+  io::save_checkpoint(path, io::to_state_dict({{"w", w}}));
+  const auto before = cpu_cache_stats();
+  {
+    auto ck = io::load_checkpoint(path);
+    auto t = ck.root->get("w")->tensor;
+    EXPECT_TRUE(torch::equal(t, w));
+  }
+  const auto after = cpu_cache_stats();
+  EXPECT_EQ(after.hits, before.hits);
+  EXPECT_EQ(after.misses, before.misses);
+  EXPECT_EQ(after.cached_bytes, before.cached_bytes);
 }
 
 }  // namespace

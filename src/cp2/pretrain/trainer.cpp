@@ -223,6 +223,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
       pos = read_position(root, path, steps_per_epoch(T, loader));
       train::set_rng_state(root->get("rng"));
       h.check_dataset("dataset_images", ds->size(), "images");
+      h.release_resumed();
     }
 
     // Every rank starts from rank 0's weights, queue and pointer (after --init/--resume).

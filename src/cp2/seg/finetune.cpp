@@ -228,6 +228,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
       }
       train::set_rng_state(root->get("rng"));
       h.check_dataset("dataset_images", train_ds->size(), "training images");
+      h.release_resumed();
     }
     // Every rank starts from rank 0's weights; BN statistics over the global batch.
     std::unique_ptr<dist::GradientReducer> reducer;

@@ -1,6 +1,9 @@
 #include "cp2/train/harness.h"
 
 #include <atomic>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <csignal>
 #include <cstdio>
 #include <exception>
@@ -84,6 +87,15 @@ std::unique_ptr<Harness> open_harness(dist::Comm& comm, HarnessOptions o) {
   });
   h->comm_ = &comm;
   return h;
+}
+
+void Harness::release_resumed() {
+  resumed_.reset();
+#if defined(__GLIBC__)
+  // Its tensors were freed to glibc's heap, below blocks still in use: without a trim the
+  // pages stayed (+113 MiB of RSS at cpu_tiny's R18 for the rest of the run).
+  malloc_trim(0);
+#endif
 }
 
 void Harness::check_dataset(const std::string& key, int64_t now, const std::string& what) {

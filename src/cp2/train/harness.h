@@ -52,6 +52,10 @@ class Harness {
 
   bool resuming() const { return !o_.resume.empty(); }
   const py::ObjPtr& resumed() const { return resumed_; }  // the resumed checkpoint's root
+  // Drops the resumed checkpoint once the loop has taken its state, and hands its memory back
+  // to the system: held for the whole run it kept a second copy of every weight, buffer and
+  // momentum (a resumed cpu_tiny R18 run: 1171 MiB RSS against a fresh run's 817).
+  void release_resumed();
   const std::string& resumed_path() const { return o_.resume; }
   Progress& progress() { return progress_; }
   const fs::path& path() const { return path_; }  // the run folder
