@@ -106,6 +106,44 @@ TEST(Checkpoint, WriteReadRoundTrip) {
 }
 
 // A regular file is read in one piece; a pipe (cp2 convert <(curl ...)) as a stream.
+TEST(Checkpoint, StructureReadsThePickleAloneWhereItCan) {
+  // Every key's shape and dtype as the whole load has them; the tensors on the meta device
+  // where the pickle is the file's first stored entry with its sizes in its header (cp2's
+  // files), loaded whole otherwise (torch.save's, whose headers defer the sizes to a data
+  // descriptor; deflated; legacy).
+  const std::string mine = ::testing::TempDir() + "structure_cp2.pt";
+  auto root = py::dict();
+  py::set(root, "config", py::str("model:\n  arch: 18\n"));
+  py::set(root, "state_dict", io::to_state_dict({{"w", torch::randn({64, 32})}, {"b", torch::arange(5)}}));
+  io::save_checkpoint(mine, root);
+  for (const auto& [path, on_meta] : std::vector<std::pair<std::string, bool>>{{fixture("dtypes.pt"), false},
+                                                                               {mine, true},
+                                                                               {fixture("dtypes_deflated.pt"), false},
+                                                                               {fixture("dtypes_legacy.pt"), false}}) {
+    const auto whole = io::flatten(io::load_checkpoint(path).root);
+    const auto part = io::flatten(io::load_checkpoint_structure(path).root);
+    ASSERT_EQ(part.size(), whole.size()) << path;
+    for (size_t i = 0; i < whole.size(); ++i) {
+      EXPECT_EQ(part[i].first, whole[i].first) << path;
+      ASSERT_EQ(part[i].second->kind, whole[i].second->kind) << path << " " << whole[i].first;
+      if (whole[i].second->kind != py::Kind::Tensor) continue;
+      const auto &p = part[i].second->tensor, &w = whole[i].second->tensor;
+      EXPECT_EQ(p.sizes(), w.sizes()) << path << " " << whole[i].first;
+      EXPECT_EQ(p.strides(), w.strides()) << path << " " << whole[i].first;
+      EXPECT_EQ(p.scalar_type(), w.scalar_type()) << path << " " << whole[i].first;
+      EXPECT_EQ(p.is_meta(), on_meta) << path << " " << whole[i].first;
+    }
+  }
+  // A file cut short after its pickle: the structure (and so the stored config) still reads;
+  // the whole load says the file is truncated.
+  std::ifstream in(mine, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto cut = write_bytes("structure_cut.pt", bytes.substr(0, 4096));
+  EXPECT_EQ(io::load_checkpoint_structure(cut).root->get("config")->s, "model:\n  arch: 18\n");
+  expect_error([&] { io::load_checkpoint(cut); }, {cut, "truncated"});
+  expect_error([&] { io::load_checkpoint_structure(::testing::TempDir() + "no_such.pt"); }, {"no_such.pt", "cannot open"});
+}
+
 TEST(Checkpoint, ReadFileFromAFileAndAPipe) {
   std::string bytes(100000, '\0');
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7919 % 251);

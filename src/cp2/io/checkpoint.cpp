@@ -177,6 +177,22 @@ void flatten_into(const std::string& prefix, const py::ObjPtr& o, std::vector<st
 
 }  // namespace
 
+Checkpoint load_checkpoint_structure(const std::string& path) {
+  auto first = read_first_zip_entry(path, uint64_t{1} << 30);
+  const std::string& n = first ? first->name : std::string();
+  if (!first || n.size() < 9 || n.compare(n.size() - 8, 8, "data.pkl") != 0 || n.find('/') != n.size() - 9)
+    return load_checkpoint(path);
+  py::PersistentLoad meta = [&](const py::ObjPtr& pid) {
+    const auto dt = py::storage_dtype(pid_field(pid, 1, path)->s, path + " (storage)");
+    return py::tensor(at::empty({pid_field(pid, 4, path)->i}, at::TensorOptions().dtype(dt).device(at::kMeta)));
+  };
+  size_t pos = 0;
+  Checkpoint c;
+  c.root = py::unpickle(first->data, pos, meta, path + ": " + n);
+  c.path = path;
+  return c;
+}
+
 Checkpoint load_checkpoint(const std::string& path) {
   std::string bytes = read_file(path);
   if (bytes.empty()) throw Error(path + ": file is empty; expected a PyTorch checkpoint");

@@ -24,6 +24,13 @@ using TensorList = std::vector<std::pair<std::string, at::Tensor>>;
 // wrong (missing, truncated, not a checkpoint, unsupported dtype).
 Checkpoint load_checkpoint(const std::string& path);
 
+// A checkpoint's objects with its tensors on the meta device (shapes and dtypes, no data):
+// what reading its stored config needs. From the pickle alone where it is the file's first
+// entry with its sizes in its header (cp2's checkpoints), so that resuming from a 1 GB
+// checkpoint does not read it once more for its config; otherwise (torch.save's files defer
+// the sizes to a data descriptor) the whole file is loaded and its tensors hold data.
+Checkpoint load_checkpoint_structure(const std::string& path);
+
 // Every leaf of nested dicts/lists, keys joined with dots (`state_dict.conv1.weight`,
 // `optimizer.state.0.momentum_buffer`); leaves may be tensors or plain values.
 std::vector<std::pair<std::string, py::ObjPtr>> flatten(const py::ObjPtr& root);

@@ -5,6 +5,8 @@
 #endif
 
 #include <algorithm>
+#include <cerrno>
+#include <memory>
 #include <cstdio>
 #include <cstring>
 
@@ -22,6 +24,8 @@ uint64_t u64(const std::string& b, uint64_t at) { return u32(b, at) | (static_ca
 void le(std::string& s, uint64_t v, int n) {
   for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
+
+}  // namespace
 
 uint32_t crc32_of(const void* data, size_t n) {
 #ifdef CP2_NO_ZLIB
@@ -46,7 +50,25 @@ uint32_t crc32_of(const void* data, size_t n) {
   return static_cast<uint32_t>(c);
 #endif
 }
-}  // namespace
+
+std::optional<ZipEntry> read_first_zip_entry(const std::string& path, uint64_t max_size) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error(path + ": cannot open file (" + std::strerror(errno) + ")");
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, &std::fclose);
+  std::string h(30, '\0');
+  if (std::fread(h.data(), 1, 30, f) != 30 || u32(h, 0) != 0x04034b50) return std::nullopt;
+  const uint16_t flags = u16(h, 6), method = u16(h, 8), nlen = u16(h, 26), xlen = u16(h, 28);
+  const uint32_t crc = u32(h, 14), comp = u32(h, 18), size = u32(h, 22);
+  // Bit 3: sizes in a data descriptor after the data; 0xffffffff: in a zip64 extra field.
+  if ((flags & 0x8) || method != 0 || comp != size || comp == 0xffffffffu || comp > max_size) return std::nullopt;
+  ZipEntry e;
+  e.name.resize(nlen);
+  if (std::fread(e.name.data(), 1, nlen, f) != nlen || std::fseek(f, xlen, SEEK_CUR) != 0) return std::nullopt;
+  e.data.resize(comp);
+  if (comp && std::fread(e.data.data(), 1, comp, f) != comp) return std::nullopt;
+  if (crc != 0 && crc32_of(e.data.data(), e.data.size()) != crc) return std::nullopt;  // the whole read says why
+  return e;
+}
 
 ZipReader::ZipReader(std::string bytes, std::string path) : bytes_(std::move(bytes)), path_(std::move(path)) {
   const std::string& b = bytes_;

@@ -4,11 +4,24 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace cp2::io {
+
+// The zip format's CRC-32 of n bytes.
+uint32_t crc32_of(const void* data, size_t n);
+
+// The first entry of a zip file, read from its first bytes alone: its name and data, where it
+// is stored uncompressed with its sizes in its local header (cp2's writer; not torch.save's), and
+// at most `max_size` bytes; nullopt otherwise. The data is CRC-checked. Throws only when the
+// file cannot be opened.
+struct ZipEntry {
+  std::string name, data;
+};
+std::optional<ZipEntry> read_first_zip_entry(const std::string& path, uint64_t max_size);
 
 class ZipReader {
  public:

@@ -53,7 +53,7 @@ ResolvedRun resolve_run(Config& cfg, RunRequest req, const CheckpointKind& kind)
     const auto target = locate_resume(*req.resume, out_hint);
     r.checkpoint = target.checkpoint;
     if (req.src.file.empty()) {
-      req.src.stored_config = stored_config(io::load_checkpoint(r.checkpoint).root, kind, r.checkpoint);
+      req.src.stored_config = stored_config(io::load_checkpoint_structure(r.checkpoint).root, kind, r.checkpoint);
       req.src.stored_origin = r.checkpoint + " (stored config)";
     }
     if (!req.src.names("train.out")) {
