@@ -37,6 +37,14 @@ void expect_same(const std::string& a, const std::string& b) {
     if (k.rfind("rng.", 0) != 0) EXPECT_TRUE(torch::equal(v, tb.at(k))) << k;
 }
 
+// Starts `cp2 ARGS` in the background (its output to `log`), sends `signal` once the shell
+// test `ready` holds (polled every 10 ms, 30 s at most) and returns "rc=<its exit status>".
+std::string signal_when(const std::string& args, const std::string& log, const std::string& ready,
+                        const std::string& signal) {
+  return sh("( " + std::string(CP2_BINARY) + " " + args + " > " + log + " 2>&1 & pid=$!; for i in $(seq 3000); do " +
+            ready + " && break; sleep 0.01; done; kill -" + signal + " $pid; wait $pid; echo rc=$? )");
+}
+
 TEST(RunCli, SigtermCheckpointsAndResumeEqualsAnUninterruptedRun) {
   const auto data = tiny_images("rc_sig_data");
   const auto straight = temp_dir("rc_sig_straight"), cut = temp_dir("rc_sig_cut");
@@ -44,15 +52,8 @@ TEST(RunCli, SigtermCheckpointsAndResumeEqualsAnUninterruptedRun) {
   auto r = run_cli(pretrain_args(data, straight) + six);
   ASSERT_EQ(r.rc, 0) << r.out;
   // SIGTERM once the first step is logged: the step finishes, a checkpoint is written, exit 143.
-  const std::string script = "( " + std::string(CP2_BINARY) + " " + pretrain_args(data, cut) + six +
-                             " > " + cut + "/out.txt 2>&1 & pid=$!; "
-                             "for i in $(seq 600); do grep -q '\"step\"' " + cut + "/log.jsonl 2>/dev/null && break; "
-                             "sleep 0.05; done; kill -TERM $pid; wait $pid; echo rc=$? )";
-  FILE* p = popen(script.c_str(), "r");
-  std::string out;
-  std::array<char, 256> buf;
-  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
-  pclose(p);
+  const std::string out = signal_when(pretrain_args(data, cut) + six, cut + "/out.txt",
+                                     "grep -q '\"step\"' " + cut + "/log.jsonl 2>/dev/null", "TERM");
   EXPECT_NE(out.find("rc=143"), std::string::npos) << out << read_text(cut + "/out.txt");
   auto summary = nlohmann::json::parse(read_text(cut + "/summary.json"));
   EXPECT_EQ(summary["stopped_by"], "SIGTERM");
@@ -132,15 +133,8 @@ TEST(RunCli, KilledDuringItsFirstCheckpointStartsAgainClean) {
   // the temp file stays, and the run has a logged step but nothing to resume.
   const auto data = tiny_images("rc_kill_data");
   const auto out = temp_dir("rc_kill");
-  const std::string script = "( " + std::string(CP2_BINARY) + " " + pretrain_args(data, out) +
-                             " --quiet --max-steps 1 > /dev/null 2>&1 & pid=$!; "
-                             "for i in $(seq 3000); do ls " + out + "/checkpoints/*.tmp > /dev/null 2>&1 && break; "
-                             "sleep 0.01; done; kill -KILL $pid; wait $pid; echo rc=$? )";
-  FILE* p = popen(script.c_str(), "r");
-  std::string shell;
-  std::array<char, 256> buf;
-  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) shell.append(buf.data(), n);
-  pclose(p);
+  const std::string shell = signal_when(pretrain_args(data, out) + " --quiet --max-steps 1", "/dev/null",
+                                       "ls " + out + "/checkpoints/*.tmp > /dev/null 2>&1", "KILL");
   EXPECT_NE(shell.find("rc=137"), std::string::npos) << shell;
   std::vector<std::string> temps;
   for (auto& e : fs::directory_iterator(out + "/checkpoints")) temps.push_back(e.path().filename().string());

@@ -64,11 +64,16 @@ const py::ObjPtr& pid_field(const py::ObjPtr& pid, size_t k, const std::string& 
   return pid->items[k];
 }
 
+// torch.save's pickle entry: <archive>/data.pkl, one folder deep.
+bool is_pickle_entry(const std::string& n) {
+  return n.size() >= 9 && n.compare(n.size() - 8, 8, "data.pkl") == 0 && n.find('/') == n.size() - 9;
+}
+
 Checkpoint load_zip(std::string bytes, const std::string& path) {
   ZipReader zip(std::move(bytes), path);
   std::string pkl;
   for (const auto& n : zip.names())
-    if (n.size() >= 8 && n.compare(n.size() - 8, 8, "data.pkl") == 0 && n.find('/') == n.size() - 9) pkl = n;
+    if (is_pickle_entry(n)) pkl = n;
   if (pkl.empty())
     throw Error(path + ": zip archive has no <archive>/data.pkl entry; it is not a torch.save checkpoint");
   std::string prefix = pkl.substr(0, pkl.size() - 8);
@@ -178,17 +183,15 @@ void flatten_into(const std::string& prefix, const py::ObjPtr& o, std::vector<st
 }  // namespace
 
 Checkpoint load_checkpoint_structure(const std::string& path) {
-  auto first = read_first_zip_entry(path, uint64_t{1} << 30);
-  const std::string& n = first ? first->name : std::string();
-  if (!first || n.size() < 9 || n.compare(n.size() - 8, 8, "data.pkl") != 0 || n.find('/') != n.size() - 9)
-    return load_checkpoint(path);
+  const auto first = read_first_zip_entry(path, uint64_t{1} << 30);
+  if (!first || !is_pickle_entry(first->name)) return load_checkpoint(path);
   py::PersistentLoad meta = [&](const py::ObjPtr& pid) {
     const auto dt = py::storage_dtype(pid_field(pid, 1, path)->s, path + " (storage)");
     return py::tensor(at::empty({pid_field(pid, 4, path)->i}, at::TensorOptions().dtype(dt).device(at::kMeta)));
   };
   size_t pos = 0;
   Checkpoint c;
-  c.root = py::unpickle(first->data, pos, meta, path + ": " + n);
+  c.root = py::unpickle(first->data, pos, meta, path + ": " + first->name);
   c.path = path;
   return c;
 }

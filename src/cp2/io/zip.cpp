@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <memory>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 
 #include "cp2/common.h"
 

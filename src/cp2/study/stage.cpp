@@ -1,6 +1,5 @@
 #include "cp2/study/stage.h"
 
-#include <cstdio>
 #include <filesystem>
 
 #include "cp2/common.h"

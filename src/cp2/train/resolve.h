@@ -36,20 +36,19 @@ struct ResolvedRun {
 template <class Config>
 ResolvedRun resolve_run(Config& cfg, RunRequest req, const CheckpointKind& kind) {
   ResolvedRun r;
-  // Where `--resume` alone and `--auto-resume` look: --out, --set or the config file's train.out.
-  const auto out_of_sources = [&] {
+  std::string out_hint;  // where `--resume` alone and `--auto-resume` look: --out, --set or the config file's train.out
+  if (req.auto_resume || (req.resume && req.resume->empty())) {
     Config probe;
     auto f = probe.fields();
     config::apply_sources(f, req.src);
-    return probe.train.out;
-  };
+    out_hint = probe.train.out;
+  }
   if (req.auto_resume) {
     if (req.resume) throw Error("--auto-resume and --resume: give one (--auto-resume continues --out's newest checkpoint)");
-    if (!latest_checkpoint(absolute_path(out_of_sources())).empty()) req.resume = "";
+    if (!latest_checkpoint(absolute_path(out_hint)).empty()) req.resume = "";
     else r.take_over = true;
   }
   if (req.resume) {
-    const std::string out_hint = req.resume->empty() ? out_of_sources() : "";
     const auto target = locate_resume(*req.resume, out_hint);
     r.checkpoint = target.checkpoint;
     if (req.src.file.empty()) {
