@@ -11,6 +11,7 @@ Files (each weights file in both containers: NAME.pt = zip, NAME_legacy.pt = leg
   cp2_authors_r18.pt             CP² authors' layout (module.encoder_q.backbone.* ...)
   dtypes.pt, dtypes_legacy.pt    every supported dtype, shared storages, strided views
   dtypes_deflated.pt             dtypes.pt re-zipped with deflate
+  long_pickle_legacy.pt          legacy container whose pickles outgrow the reader's first 1 MiB
   complex.pt                     a complex64 tensor (unsupported dtype)
   cp2_step_r{18_96,50_224}.pt    CP² pretraining state (authors' keys: module.encoder_q/k.*, queue,
                                  queue_ptr near K so the enqueue wraps), key encoder != query encoder
@@ -235,6 +236,11 @@ def dtypes_fixture(out):
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename))
     torch.save({"z": torch.zeros(2, dtype=torch.complex64)}, f"{out}/complex.pt")
+    # 30,000 small storages: the object pickle alone is ~2 MiB, past the 1 MiB that cp2 first
+    # reads of a legacy file; then one 12 MiB storage, read straight into its tensor.
+    many = OrderedDict((f"t{i}", torch.full((3,), float(i))) for i in range(30000))
+    many["big"] = torch.arange(3 << 20, dtype=torch.float32)
+    torch.save(many, f"{out}/long_pickle_legacy.pt", _use_new_zipfile_serialization=False)
 
 
 def random_masks(n, size, gen):

@@ -9,6 +9,7 @@
 #include "../helpers.h"
 #include "cp2/io/atomic_file.h"
 #include "cp2/io/checkpoint.h"
+#include "cp2/io/zip.h"
 
 using namespace cp2;
 using cp2::test::expect_error;
@@ -105,7 +106,6 @@ TEST(Checkpoint, WriteReadRoundTrip) {
   EXPECT_FALSE(std::ifstream(p + ".tmp").good());  // temp file renamed away
 }
 
-// A regular file is read in one piece; a pipe (cp2 convert <(curl ...)) as a stream.
 TEST(Checkpoint, StructureReadsThePickleAloneWhereItCan) {
   // Every key's shape and dtype as the whole load has them; the tensors on the meta device
   // where the pickle is the file's first stored entry with its sizes in its header (cp2's
@@ -144,6 +144,7 @@ TEST(Checkpoint, StructureReadsThePickleAloneWhereItCan) {
   expect_error([&] { io::load_checkpoint_structure(::testing::TempDir() + "no_such.pt"); }, {"no_such.pt", "cannot open"});
 }
 
+// A regular file is read in one piece; a pipe (cp2 convert <(curl ...)) as a stream.
 TEST(Checkpoint, ReadFileFromAFileAndAPipe) {
   std::string bytes(100000, '\0');
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7919 % 251);
@@ -156,6 +157,92 @@ TEST(Checkpoint, ReadFileFromAFileAndAPipe) {
   EXPECT_EQ(io::read_file(fifo), bytes);
   writer.join();
   std::remove(fifo.c_str());
+}
+
+// A zip checkpoint in a regular file is read entry by entry, each storage straight into its
+// tensor; through a pipe it is read whole first. Both give the same values, for torch.save's
+// files (stored, deflated) and cp2's (with a 10 MiB storage: the large-storage path).
+TEST(Checkpoint, ZipFromAFileAndFromAPipeLoadTheSame) {
+  const at::Tensor big = torch::randn({10, 1 << 18});
+  const std::string mine = ::testing::TempDir() + "file_and_pipe.pt";
+  io::save_checkpoint(mine, io::to_state_dict({{"big", big}, {"small", torch::arange(7)}, {"view", big[3]}}));
+  for (const std::string& path : {fixture("dtypes.pt"), fixture("dtypes_deflated.pt"), mine}) {
+    const auto from_file = io::flatten(io::load_checkpoint(path).root);
+    const std::string fifo = ::testing::TempDir() + "zip_pipe.fifo";
+    std::remove(fifo.c_str());
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    const std::string bytes = io::read_file(path);
+    std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << bytes; });
+    const auto from_pipe = io::flatten(io::load_checkpoint(fifo).root);
+    writer.join();
+    std::remove(fifo.c_str());
+    ASSERT_EQ(from_file.size(), from_pipe.size()) << path;
+    ASSERT_GE(from_file.size(), 3u) << path;
+    for (size_t i = 0; i < from_file.size(); ++i) {
+      EXPECT_EQ(from_file[i].first, from_pipe[i].first) << path;
+      const auto &f = from_file[i].second, &q = from_pipe[i].second;
+      ASSERT_EQ(f->kind, q->kind) << path << " " << from_file[i].first;
+      if (f->kind == py::Kind::Tensor)
+        EXPECT_TRUE(torch::equal(f->tensor, q->tensor)) << path << " " << from_file[i].first;
+    }
+  }
+  auto back = cp2::test::load_tensors(mine);
+  EXPECT_TRUE(torch::equal(back.at("big"), big));
+  EXPECT_TRUE(torch::equal(back.at("view"), big[3]));
+}
+
+// A legacy file is read in place too: its pickles from a first part of the file, grown while
+// they run past it (this one's are ~3.4 MiB, past the first 1 MiB), its storages straight into
+// their tensors. Through a pipe, and cut short, it reads as before.
+TEST(Checkpoint, LegacyPicklesLongerThanTheFirstRead) {
+  const std::string path = fixture("long_pickle_legacy.pt");
+  auto check = [](const io::Checkpoint& ck, const std::string& where) {
+    EXPECT_EQ(ck.format, io::Format::Legacy) << where;
+    const auto items = io::flatten(ck.root);
+    ASSERT_EQ(items.size(), 30001u) << where;
+    for (size_t i = 0; i < 30000; i += 997) {
+      EXPECT_EQ(items[i].first, "t" + std::to_string(i)) << where;
+      EXPECT_TRUE(torch::equal(items[i].second->tensor, torch::full({3}, static_cast<float>(i)))) << where;
+    }
+    EXPECT_EQ(items[29999].second->tensor[2].item<float>(), 29999.f) << where;
+    EXPECT_EQ(items.back().first, "big") << where;
+    EXPECT_TRUE(torch::equal(items.back().second->tensor, torch::arange(3 << 20, torch::kFloat))) << where;
+  };
+  check(io::load_checkpoint(path), "file");
+  const std::string bytes = io::read_file(path);
+  const std::string fifo = ::testing::TempDir() + "legacy_pipe.fifo";
+  std::remove(fifo.c_str());
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << bytes; });
+  check(io::load_checkpoint(fifo), "pipe");
+  writer.join();
+  std::remove(fifo.c_str());
+  // Cut inside the pickles (past the first read) and inside the last storage.
+  for (size_t n : {size_t(2) << 20, bytes.size() - 5}) {
+    auto p = write_bytes("long_pickle_cut.pt", bytes.substr(0, n));
+    expect_error([&] { io::load_checkpoint(p); }, {p, "truncated"});
+  }
+}
+
+// The zip CRC-32 is computed in 1 MiB pieces over the threads and joined: equal to the plain
+// bitwise CRC at every piece boundary.
+TEST(Zip, Crc32InPiecesEqualsTheBitwiseCrc) {
+  auto bitwise = [](const std::string& s) {
+    uint32_t c = 0xffffffffu;
+    for (unsigned char b : s) {
+      c ^= b;
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xffffffffu;
+  };
+  EXPECT_EQ(io::crc32_of("123456789", 9), 0xcbf43926u);  // the CRC-32 check value
+  std::string data((5u << 20) + 123, '\0');
+  uint32_t x = 12345;
+  for (auto& ch : data) ch = static_cast<char>((x = x * 1103515245u + 12345u) >> 24);
+  for (size_t n : {size_t(0), size_t(1), size_t(1) << 20, (size_t(1) << 20) + 1, (size_t(2) << 20) - 1, data.size()}) {
+    const std::string part = data.substr(0, n);
+    EXPECT_EQ(io::crc32_of(part.data(), part.size()), bitwise(part)) << n << " bytes";
+  }
 }
 
 TEST(CheckpointErrors, MissingFile) {

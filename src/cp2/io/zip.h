@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cp2/io/file.h"
+
 namespace cp2::io {
 
 // The zip format's CRC-32 of n bytes.
@@ -25,13 +27,21 @@ std::optional<ZipEntry> read_first_zip_entry(const std::string& path, uint64_t m
 
 class ZipReader {
  public:
-  // Takes ownership of the whole file's bytes; `path` is used in error messages.
+  // Over the whole file's bytes (a pipe, read to its end); `path` is used in error messages.
   ZipReader(std::string bytes, std::string path);
+  // Over an open regular file: only the central directory is read here; entries are read when
+  // asked for, large ones straight into their destination (read_into).
+  explicit ZipReader(File file);
   const std::vector<std::string>& names() const { return names_; }
   bool has(const std::string& name) const { return entries_.count(name) > 0; }
-  // Bytes of an entry (stored entries are not copied; deflated ones are inflated once),
-  // checked against the entry's CRC-32 on the first read.
+  // An entry's uncompressed size in bytes.
+  uint64_t size(const std::string& name) const;
+  // Bytes of an entry (stored entries of an in-memory zip are not copied; other entries are
+  // read or inflated once), checked against the entry's CRC-32 on the first read.
   std::string_view read(const std::string& name);
+  // The first n bytes of an entry into dst (n <= size(name)), CRC-checked: a stored entry of a
+  // file is read into dst directly, without a buffer of its own.
+  void read_into(const std::string& name, void* dst, uint64_t n);
 
  private:
   struct Entry {
@@ -40,11 +50,17 @@ class ZipReader {
     uint64_t comp_size = 0, size = 0, local_offset = 0;
     bool checked = false;  // CRC-32 verified on an earlier read
   };
+  void parse_directory();
+  std::string fetch(uint64_t offset, uint64_t n) const;  // n bytes at offset (file or memory)
+  Entry& entry(const std::string& name);
+  uint64_t data_offset(const std::string& name, const Entry& e) const;  // checked against the file's size
   std::string_view verified(const std::string& name, Entry& e, std::string_view bytes);
   std::string bytes_, path_;
+  std::optional<File> file_;  // where entries are read from, if not from bytes_
+  uint64_t size_ = 0;
   std::vector<std::string> names_;
   std::map<std::string, Entry> entries_;
-  std::map<std::string, std::string> inflated_;
+  std::map<std::string, std::string> loaded_;  // entries read from the file or inflated
 };
 
 class ZipWriter {
