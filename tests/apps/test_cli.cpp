@@ -1,5 +1,6 @@
 // The cp2 program itself: exit codes and messages as a user sees them.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -256,9 +257,19 @@ TEST(Cli, FinetuneEvaluatePredict) {
           dir + "/slide.json");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_TRUE(std::filesystem::exists(dir + "/slide.json"));
-  // predict: palette label PNGs at the input size, and overlays.
+  // predict: palette label PNGs at the input size, and overlays. A temp file that a killed
+  // predict left (its pid no live process) is removed and said; a live process's is kept.
+  std::filesystem::create_directories(dir + "/pred");
+  const std::string dead = dir + "/pred/val_000001.png.4194304.tmp",
+                    live = dir + "/pred/val_000001.png." + std::to_string(getpid()) + ".tmp";
+  std::ofstream(dead) << "half a png";
+  std::ofstream(live) << "being written";
   r = run("--threads 2 predict " + dir + "/run " + dir + "/voc/JPEGImages --out " + dir + "/pred --quiet");
   ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("pred: removed 1 unfinished file of a write that was killed: " + dead), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dead));
+  EXPECT_TRUE(std::filesystem::exists(live));
+  std::filesystem::remove(live);
   EXPECT_TRUE(std::filesystem::exists(dir + "/pred/train_000000_overlay.jpg"));
   auto lab = cp2::seg::read_label_png(dir + "/pred/val_000001.png");
   EXPECT_EQ(lab.size(0), 48);

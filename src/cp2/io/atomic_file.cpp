@@ -1,10 +1,13 @@
 #include "cp2/io/atomic_file.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "cp2/common.h"
 
@@ -24,6 +27,27 @@ long temp_path_pid(const std::string& filename) {
     pid = pid * 10 + (stem[i] - '0');
   }
   return pid;
+}
+
+RemovedTemps remove_killed_writes(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    const long pid = temp_path_pid(e.path().filename().string());
+    if (pid && e.is_regular_file(ec) && (pid == getpid() || ::kill(static_cast<pid_t>(pid), 0) != 0))
+      stale.push_back(e.path());
+  }
+  std::sort(stale.begin(), stale.end());
+  RemovedTemps out;
+  for (const auto& p : stale) {
+    std::error_code size_ec;
+    const auto bytes = fs::file_size(p, size_ec);
+    if (!fs::remove(p, ec)) continue;
+    out.paths.push_back(p.string());
+    if (!size_ec) out.bytes += bytes;
+  }
+  return out;
 }
 
 void write_file_atomic(const std::string& path, const std::string& data) {

@@ -2,7 +2,9 @@
 // fsynced and renamed into place, so a full disk or a kill never leaves a truncated or
 // 0-byte config.yaml, summary.json, metrics JSON or image behind.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace cp2::io {
 
@@ -14,6 +16,15 @@ void write_file_atomic(const std::string& path, const std::string& data);
 std::string temp_path(const std::string& path);
 // The pid in a name temp_path() made (NAME.<pid>.tmp), or 0 for any other name.
 long temp_path_pid(const std::string& filename);
+
+// Removes the temp files in `dir` (not below it) of writes that were killed half way: names
+// temp_path() made whose pid is no live process, or this process's own (call it before this
+// process writes there). Another live process's files are left alone. Returns what it removed.
+struct RemovedTemps {
+  std::vector<std::string> paths;  // sorted
+  uint64_t bytes = 0;
+};
+RemovedTemps remove_killed_writes(const std::string& dir);
 
 // Renames the written `tmp` onto `path`; on failure removes `tmp` and throws naming `path`
 // (a folder standing at `path` is said as such, not as rename's "Is a directory").

@@ -128,6 +128,18 @@ PredictResult predict_files(FinetunedModel& m, const std::vector<std::string>& i
   fs::create_directories(out, ec);
   if (ec) throw Error(po.out + ": cannot create folder (" + ec.message() + ")");
   PredictResult res;
+  // A predict killed during a write left its temp file (NAME.<pid>.tmp) in the folder it was
+  // writing; each folder is cleared of those before this run's first write into it.
+  std::set<fs::path> swept;
+  auto sweep = [&](const fs::path& dir) {
+    if (!swept.insert(dir).second) return;
+    const auto gone = io::remove_killed_writes(dir.string());
+    res.removed_temps.insert(res.removed_temps.end(), gone.paths.begin(), gone.paths.end());
+    if (!gone.paths.empty())
+      std::fprintf(stderr, "%s: removed %zu unfinished file%s of a write that was killed: %s%s\n", dir.c_str(),
+                   gone.paths.size(), gone.paths.size() == 1 ? "" : "s", gone.paths[0].c_str(),
+                   gone.paths.size() > 1 ? ", ..." : "");
+  };
   for (size_t i = 0; i < inputs.size(); ++i) {
     at::Tensor img;
     try {
@@ -141,6 +153,7 @@ PredictResult predict_files(FinetunedModel& m, const std::vector<std::string>& i
     auto labels = eval::predicted_class(predict_probs(*m.model, img, eo), 0).to(torch::kCPU).to(torch::kUInt8);
     const fs::path stem = out / stems[i];
     fs::create_directories(stem.parent_path(), ec);
+    sweep(stem.parent_path());
     const std::string lab_path = stem.string() + ".png";
     write_label_png(lab_path, labels, m.palette);
     res.labels.push_back(lab_path);

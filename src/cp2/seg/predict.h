@@ -23,6 +23,7 @@ struct PredictOptions {
 struct PredictResult {
   std::vector<std::string> labels, overlays;  // files written
   std::vector<std::string> bad;               // "image: error" for each image skipped
+  std::vector<std::string> removed_temps;     // temp files a killed predict had left in `out`
 };
 
 // Predicts every image (files, and folders listed recursively); writes <stem>.png

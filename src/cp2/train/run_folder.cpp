@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -171,20 +170,10 @@ RunFolder::RunFolder(const fs::path& out, bool resuming, bool take_over) : out_(
   // Every write into the folder happens under the lock now held, so another run's temp files
   // are those of a write killed half way; a live process on this machine is left alone all
   // the same (a report written just after its run released the lock).
-  std::vector<fs::path> stale;
-  for (const fs::path& dir : {out_, checkpoints()})
-    for (auto& e : fs::directory_iterator(dir, ec)) {
-      const long pid = io::temp_path_pid(e.path().filename().string());
-      if (pid && e.is_regular_file(ec) && (pid == getpid() || ::kill(static_cast<pid_t>(pid), 0) != 0))
-        stale.push_back(e.path());
-    }
-  std::sort(stale.begin(), stale.end());
-  for (const auto& p : stale) {
-    std::error_code size_ec;
-    const auto bytes = fs::file_size(p, size_ec);
-    if (!fs::remove(p, ec)) continue;
-    removed_temps_.push_back(fs::relative(p, out_, ec).string());
-    if (!size_ec) removed_temp_bytes_ += bytes;
+  for (const fs::path& dir : {out_, checkpoints()}) {
+    const auto gone = io::remove_killed_writes(dir.string());
+    for (const auto& p : gone.paths) removed_temps_.push_back(fs::relative(p, out_, ec).string());
+    removed_temp_bytes_ += gone.bytes;
   }
 }
 
