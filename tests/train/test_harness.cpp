@@ -168,7 +168,14 @@ TEST(RunFolder, AutoResumeContinuesStartsOrStartsOverARunWithoutCheckpoint) {
   fs::rename(train::latest_checkpoint(b), b + "/best.pt");
   auto over = tiny_request(data, b);
   over.auto_resume = true;
-  expect_error([&] { pretrain_run(over, 1); }, {b + ": already holds a run (best.pt, log.jsonl)", "--resume"});
+  // --resume would fail there: the refusals say what best.pt serves for instead.
+  expect_error([&] { pretrain_run(over, 1); },
+               {b + ": already holds a run (best.pt, log.jsonl) with no checkpoint to continue from; evaluate them with "
+                    "cp2 evaluate " + b + ", or finetune from them into another folder with --init " + b + "/best.pt"});
+  auto resume_b = tiny_request(data, b);
+  resume_b.resume = b;
+  expect_error([&] { pretrain_run(resume_b, 1); },
+               {b + ": no checkpoint to resume: it holds best.pt (weights only, no optimizer state)", "--init " + b + "/best.pt"});
   auto both = req;
   both.resume = a;
   expect_error([&] { pretrain_run(both, 1); }, {"--auto-resume and --resume: give one"});

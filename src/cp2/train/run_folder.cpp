@@ -61,11 +61,25 @@ bool stopped_before_first_checkpoint(const fs::path& dir) {
 
 namespace {
 
+// A finetuning run's best.pt without a checkpoint (checkpoints/ deleted to save space): its
+// weights are there, its optimizer state is not. What can be done with them.
+bool best_only(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_regular_file(dir / "best.pt", ec) && latest_checkpoint(dir).empty();
+}
+std::string best_only_uses(const std::string& shown) {
+  return "evaluate them with cp2 evaluate " + shown + ", or finetune from them into another folder with --init " +
+         shown + "/best.pt";
+}
+
 // The refusal of --resume where there is no checkpoint: what to do depends on why.
 Error no_checkpoint(const std::string& shown, const fs::path& dir) {
   if (stopped_before_first_checkpoint(dir))
     return Error(shown + ": no checkpoint to resume: its run stopped before the first checkpoint (log.jsonl only); "
                  "start it again with --auto-resume (its log is kept aside), or choose another --out");
+  if (best_only(dir))
+    return Error(shown + ": no checkpoint to resume: it holds best.pt (weights only, no optimizer state) and no " +
+                 shown + "/checkpoints/checkpoint_*.pt; " + best_only_uses(shown));
   return Error(shown + ": no checkpoint to resume (expected " + shown + "/checkpoints/checkpoint_*.pt)");
 }
 
@@ -160,6 +174,9 @@ RunFolder::RunFolder(const fs::path& out, bool resuming, bool take_over) : out_(
         throw fail((out_ / "log.jsonl").string() + ": cannot set aside the log of the run that stopped (" +
                    ec.message() + ")");
       set_aside_log_ = aside.filename().string();
+    } else if (!files.empty() && best_only(out_)) {
+      throw fail(out_.string() + ": already holds a run (" + files + ") with no checkpoint to continue from; " +
+                 best_only_uses(out_.string()) + ", or choose another --out");
     } else if (!files.empty()) {
       throw fail(out_.string() + ": already holds a run (" + files + "); continue it with --resume " + out_.string() +
                  ", or choose another --out");
@@ -175,6 +192,7 @@ RunFolder::RunFolder(const fs::path& out, bool resuming, bool take_over) : out_(
     for (const auto& p : gone.paths) removed_temps_.push_back(fs::relative(p, out_, ec).string());
     removed_temp_bytes_ += gone.bytes;
   }
+  std::sort(removed_temps_.begin(), removed_temps_.end());  // checkpoints/ first: the large ones
 }
 
 RunFolder::~RunFolder() {
