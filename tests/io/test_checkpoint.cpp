@@ -142,6 +142,16 @@ TEST(Checkpoint, StructureReadsThePickleAloneWhereItCan) {
   EXPECT_EQ(io::load_checkpoint_structure(cut).root->get("config")->s, "model:\n  arch: 18\n");
   expect_error([&] { io::load_checkpoint(cut); }, {cut, "truncated"});
   expect_error([&] { io::load_checkpoint_structure(::testing::TempDir() + "no_such.pt"); }, {"no_such.pt", "cannot open"});
+  // Through a pipe, read once and whole: the same keys as from the file.
+  const std::string fifo = ::testing::TempDir() + "structure.fifo";
+  std::remove(fifo.c_str());
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const std::string torch_bytes = io::read_file(fixture("dtypes.pt"));
+  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << torch_bytes; });
+  const auto piped = io::flatten(io::load_checkpoint_structure(fifo).root);
+  writer.join();
+  std::remove(fifo.c_str());
+  EXPECT_EQ(piped.size(), io::flatten(io::load_checkpoint(fixture("dtypes.pt")).root).size());
 }
 
 // A regular file is read in one piece; a pipe (cp2 convert <(curl ...)) as a stream.

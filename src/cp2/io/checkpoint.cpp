@@ -211,6 +211,15 @@ Checkpoint load_legacy_file(File file, const std::string& path) {
   }
 }
 
+// Which container a file's first bytes start: a zip's local header, or a pickle's PROTO opcode.
+enum class Container { Zip, Legacy, Other };
+Container container_of(std::string_view head) {
+  if (head.substr(0, 4) == std::string_view("PK\x03\x04", 4)) return Container::Zip;
+  if (head.size() >= 2 && static_cast<uint8_t>(head[0]) == 0x80 && static_cast<uint8_t>(head[1]) <= 5)
+    return Container::Legacy;
+  return Container::Other;
+}
+
 void flatten_into(const std::string& prefix, const py::ObjPtr& o, std::vector<std::pair<std::string, py::ObjPtr>>& out) {
   auto join = [&](const std::string& k) { return prefix.empty() ? k : prefix + "." + k; };
   if (o->kind == py::Kind::Dict) {
@@ -231,7 +240,9 @@ void flatten_into(const std::string& prefix, const py::ObjPtr& o, std::vector<st
 }  // namespace
 
 Checkpoint load_checkpoint_structure(const std::string& path) {
-  const auto first = read_first_zip_entry(path, uint64_t{1} << 30);
+  // A pipe is read once, whole: its first entry alone cannot be taken from it.
+  if (!is_regular_file(path)) return load_checkpoint(path);
+  const auto first = read_first_zip_entry(File::open(path), uint64_t{1} << 30);
   if (!first || !is_pickle_entry(first->name)) return load_checkpoint(path);
   py::PersistentLoad meta = [&](const py::ObjPtr& pid) {
     const auto dt = py::storage_dtype(pid_field(pid, 1, path)->s, path + " (storage)");
@@ -249,16 +260,15 @@ Checkpoint load_checkpoint(const std::string& path) {
   // file first held it twice (884 MB peak for a 371 MB checkpoint). A pipe is read whole.
   if (is_regular_file(path)) {
     File file = File::open(path);
-    const std::string magic = file.read_at(0, std::min<uint64_t>(file.size(), 4));
-    if (magic == std::string("PK\x03\x04", 4)) return load_zip(ZipReader(std::move(file)), path);
-    if (magic.size() >= 2 && static_cast<uint8_t>(magic[0]) == 0x80 && static_cast<uint8_t>(magic[1]) <= 5)
-      return load_legacy_file(std::move(file), path);
+    const Container kind = container_of(file.read_at(0, std::min<uint64_t>(file.size(), 4)));
+    if (kind == Container::Zip) return load_zip(ZipReader(std::move(file)), path);
+    if (kind == Container::Legacy) return load_legacy_file(std::move(file), path);
   }
   std::string bytes = read_file(path);
   if (bytes.empty()) throw Error(path + ": file is empty; expected a PyTorch checkpoint");
-  if (bytes.size() >= 4 && bytes.compare(0, 4, "PK\x03\x04") == 0) return load_zip(ZipReader(std::move(bytes), path), path);
-  if (bytes.size() >= 2 && static_cast<uint8_t>(bytes[0]) == 0x80 && static_cast<uint8_t>(bytes[1]) <= 5)
-    return load_legacy(bytes, nullptr, path);
+  const Container kind = container_of(bytes);
+  if (kind == Container::Zip) return load_zip(ZipReader(std::move(bytes), path), path);
+  if (kind == Container::Legacy) return load_legacy(bytes, nullptr, path);
   if (bytes.size() > 262 && bytes.compare(257, 5, "ustar") == 0)
     throw Error(path + ": a tar-format checkpoint (torch < 0.4); re-save it with a newer torch");
   throw Error(path + ": not a PyTorch checkpoint: expected a zip archive (torch >= 1.6) or a legacy pickle stream, "

@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "cp2/common.h"
@@ -63,22 +62,18 @@ uint32_t crc32_of(const void* data, size_t n) {
 #endif
 }
 
-std::optional<ZipEntry> read_first_zip_entry(const std::string& path, uint64_t max_size) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error(path + ": cannot open file (" + std::strerror(errno) + ")");
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, &std::fclose);
-  std::string h(30, '\0');
-  if (std::fread(h.data(), 1, 30, f) != 30 || u32(h, 0) != 0x04034b50) return std::nullopt;
+std::optional<ZipEntry> read_first_zip_entry(const File& file, uint64_t max_size) {
+  if (file.size() < 30) return std::nullopt;
+  const std::string h = file.read_at(0, 30);
+  if (u32(h, 0) != 0x04034b50) return std::nullopt;
   const uint16_t flags = u16(h, 6), method = u16(h, 8), nlen = u16(h, 26), xlen = u16(h, 28);
   const uint32_t crc = u32(h, 14), comp = u32(h, 18), size = u32(h, 22);
   // Bit 3: sizes in a data descriptor after the data; 0xffffffff: in a zip64 extra field.
   if ((flags & 0x8) || method != 0 || comp != size || comp == 0xffffffffu || comp > max_size) return std::nullopt;
-  ZipEntry e;
-  e.name.resize(nlen);
-  if (std::fread(e.name.data(), 1, nlen, f) != nlen || std::fseek(f, xlen, SEEK_CUR) != 0) return std::nullopt;
-  e.data.resize(comp);
-  if (comp && std::fread(e.data.data(), 1, comp, f) != comp) return std::nullopt;
-  if (crc != 0 && crc32_of(e.data.data(), e.data.size()) != crc) return std::nullopt;  // the whole read says why
+  const uint64_t data = 30 + uint64_t{nlen} + xlen;
+  if (data + comp > file.size()) return std::nullopt;  // the whole read says why
+  ZipEntry e{file.read_at(30, nlen), file.read_at(data, comp)};
+  if (crc != 0 && crc32_of(e.data.data(), e.data.size()) != crc) return std::nullopt;
   return e;
 }
 
@@ -174,17 +169,17 @@ std::string_view ZipReader::verified(const std::string& name, Entry& e, std::str
   return bytes;
 }
 
-ZipReader::Entry& ZipReader::entry(const std::string& name) {
+const ZipReader::Entry& ZipReader::entry(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) throw Error(path_ + ": zip entry '" + name + "' is missing");
   return it->second;
 }
 
-uint64_t ZipReader::size(const std::string& name) const {
-  auto it = entries_.find(name);
-  if (it == entries_.end()) throw Error(path_ + ": zip entry '" + name + "' is missing");
-  return it->second.size;
+ZipReader::Entry& ZipReader::entry(const std::string& name) {
+  return const_cast<Entry&>(static_cast<const ZipReader*>(this)->entry(name));
 }
+
+uint64_t ZipReader::size(const std::string& name) const { return entry(name).size; }
 
 uint64_t ZipReader::data_offset(const std::string& name, const Entry& e) const {
   const std::string h = e.local_offset + 30 <= size_ ? fetch(e.local_offset, 30) : std::string();
@@ -202,10 +197,14 @@ std::string_view ZipReader::read(const std::string& name) {
   auto cached = loaded_.find(name);
   if (cached != loaded_.end()) return verified(name, e, cached->second);
   const uint64_t data = data_offset(name, e);
+  // The entry's raw bytes: a view into an in-memory zip, or read from the file into `held`.
+  std::string held;
+  const std::string_view raw =
+      file_ ? std::string_view(held = fetch(data, e.comp_size)) : std::string_view(bytes_.data() + data, e.comp_size);
   if (e.method == 0) {
     if (e.size != e.comp_size) throw Error(path_ + ": zip entry '" + name + "' has inconsistent sizes");
-    if (!file_) return verified(name, e, std::string_view(bytes_.data() + data, e.comp_size));
-    return verified(name, e, loaded_.emplace(name, fetch(data, e.comp_size)).first->second);
+    if (!file_) return verified(name, e, raw);
+    return verified(name, e, loaded_.emplace(name, std::move(held)).first->second);
   }
   if (e.method != 8)
     throw Error(path_ + ": zip entry '" + name + "' uses compression method " + std::to_string(e.method) +
@@ -214,14 +213,6 @@ std::string_view ZipReader::read(const std::string& name) {
   throw Error(path_ + ": zip entry '" + name + "' is deflate-compressed and this build has no zlib (torch.save writes "
               "stored entries)");
 #else
-  std::string raw_copy;
-  std::string_view raw;
-  if (!file_) {
-    raw = std::string_view(bytes_.data() + data, e.comp_size);
-  } else {
-    raw_copy = fetch(data, e.comp_size);
-    raw = raw_copy;
-  }
   std::string out(e.size, '\0');
   z_stream zs{};
   inflateInit2(&zs, -MAX_WBITS);

@@ -18,12 +18,12 @@ uint32_t crc32_of(const void* data, size_t n);
 
 // The first entry of a zip file, read from its first bytes alone: its name and data, where it
 // is stored uncompressed with its sizes in its local header (cp2's writer; not torch.save's), and
-// at most `max_size` bytes; nullopt otherwise. The data is CRC-checked. Throws only when the
-// file cannot be opened.
+// at most `max_size` bytes; nullopt otherwise (also for a file too short to hold it). The data
+// is CRC-checked.
 struct ZipEntry {
   std::string name, data;
 };
-std::optional<ZipEntry> read_first_zip_entry(const std::string& path, uint64_t max_size);
+std::optional<ZipEntry> read_first_zip_entry(const File& file, uint64_t max_size);
 
 class ZipReader {
  public:
@@ -53,6 +53,7 @@ class ZipReader {
   void parse_directory();
   std::string fetch(uint64_t offset, uint64_t n) const;  // n bytes at offset (file or memory)
   Entry& entry(const std::string& name);
+  const Entry& entry(const std::string& name) const;
   uint64_t data_offset(const std::string& name, const Entry& e) const;  // checked against the file's size
   std::string_view verified(const std::string& name, Entry& e, std::string_view bytes);
   std::string bytes_, path_;

@@ -23,7 +23,7 @@ struct PredictOptions {
 struct PredictResult {
   std::vector<std::string> labels, overlays;  // files written
   std::vector<std::string> bad;               // "image: error" for each image skipped
-  std::vector<std::string> removed_temps;     // temp files a killed predict had left in `out`
+  std::vector<std::string> removed_temps;     // temp files a killed predict had left where this one wrote
 };
 
 // Predicts every image (files, and folders listed recursively); writes <stem>.png

@@ -189,10 +189,10 @@ RunFolder::RunFolder(const fs::path& out, bool resuming, bool take_over) : out_(
   // the same (a report written just after its run released the lock).
   for (const fs::path& dir : {out_, checkpoints()}) {
     const auto gone = io::remove_killed_writes(dir.string());
-    for (const auto& p : gone.paths) removed_temps_.push_back(fs::relative(p, out_, ec).string());
-    removed_temp_bytes_ += gone.bytes;
+    for (const auto& p : gone.paths) removed_.paths.push_back(fs::relative(p, out_, ec).string());
+    removed_.bytes += gone.bytes;
   }
-  std::sort(removed_temps_.begin(), removed_temps_.end());  // checkpoints/ first: the large ones
+  std::sort(removed_.paths.begin(), removed_.paths.end());  // checkpoints/ first: the large ones
 }
 
 RunFolder::~RunFolder() {

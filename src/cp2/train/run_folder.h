@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cp2/io/atomic_file.h"
 #include "cp2/io/pickle.h"
 
 namespace cp2::train {
@@ -63,8 +64,7 @@ class RunFolder {
   const std::string& set_aside_log() const { return set_aside_log_; }
   // Temp files of writes that a kill cut short (a second Ctrl-C, SIGKILL after a grace
   // period), removed on opening: a checkpoint's can be hundreds of MB. Paths relative to the folder.
-  const std::vector<std::string>& removed_temps() const { return removed_temps_; }
-  uint64_t removed_temp_bytes() const { return removed_temp_bytes_; }
+  const io::RemovedTemps& removed_temps() const { return removed_; }
   fs::path checkpoints() const { return out_ / "checkpoints"; }
 
   // A run resumed from an older checkpoint than its newest: the later ones are renamed
@@ -83,8 +83,7 @@ class RunFolder {
  private:
   fs::path out_;
   std::string set_aside_log_;
-  std::vector<std::string> removed_temps_;
-  uint64_t removed_temp_bytes_ = 0;
+  io::RemovedTemps removed_;
   int lock_fd_ = -1;
   std::FILE* log_ = nullptr;
 };
