@@ -266,7 +266,7 @@ TEST(Cli, FinetuneEvaluatePredict) {
   std::ofstream(live) << "being written";
   r = run("--threads 2 predict " + dir + "/run " + dir + "/voc/JPEGImages --out " + dir + "/pred --quiet");
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("pred: removed 1 unfinished file of a write that was killed: " + dead), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pred: removed 1 unfinished file (10 bytes) of a write that was killed: " + dead), std::string::npos) << r.out;
   EXPECT_FALSE(std::filesystem::exists(dead));
   EXPECT_TRUE(std::filesystem::exists(live));
   std::filesystem::remove(live);

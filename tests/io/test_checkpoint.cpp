@@ -1,4 +1,8 @@
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -234,6 +238,121 @@ TEST(Checkpoint, LegacyPicklesLongerThanTheFirstRead) {
   }
 }
 
+namespace {
+
+// `cp2 ARGS` as a child process: its exit code, its output, and its peak resident memory (MiB).
+struct Child {
+  int rc = -1;
+  std::string out;
+  double peak_mib = 0;
+};
+Child run_measured(const std::vector<std::string>& args) {
+  const std::string log = ::testing::TempDir() + "measured_child.log";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  std::vector<std::string> argv_s{CP2_BINARY};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  Child c;
+  pid_t pid;
+  if (posix_spawn(&pid, CP2_BINARY, &fa, nullptr, argv.data(), environ) != 0) return c;
+  posix_spawn_file_actions_destroy(&fa);
+  int st = 0;
+  rusage ru{};
+  wait4(pid, &st, 0, &ru);
+  c.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  c.out = io::read_file(log);
+  c.peak_mib = ru.ru_maxrss / 1024.0;  // KiB on Linux
+  return c;
+}
+
+// A legacy checkpoint's pickles as torch < 1.6 wrote them: magic number, protocol, sys_info
+// (the preamble), then {"big": float32[n]} and its storage keys; the storage's element count
+// and bytes follow them in the file.
+std::string legacy_preamble() {
+  auto magic = std::make_shared<py::Object>();
+  magic->kind = py::Kind::Bytes;
+  magic->s = std::string("\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 10);
+  auto sys_info = py::dict();
+  py::set(sys_info, "little_endian", py::boolean(true));
+  auto none = [](const at::Tensor&) -> std::string { return ""; };
+  return py::pickle(magic, none) + py::pickle(py::integer(1001), none) + py::pickle(sys_info, none);
+}
+std::string legacy_pickles(int64_t n) {
+  auto root = py::dict(true);
+  py::set(root, "big", py::tensor(torch::empty({n})));  // never touched: no memory taken here
+  auto key = [](const at::Tensor&) -> std::string { return "0"; };
+  return legacy_preamble() + py::pickle(root, key) + py::pickle(py::list({py::str("0")}), key);
+}
+// `head`, then a hole up to `file_bytes`: a large file that takes no disk.
+std::string sparse_file(const std::string& name, const std::string& head, uint64_t file_bytes) {
+  const std::string p = write_bytes(name, head);
+  std::filesystem::resize_file(p, file_bytes);
+  return p;
+}
+
+}  // namespace
+
+// A storage is read straight into its tensor: loading adds about one tensor's worth of
+// memory, not two (the whole file held, then copied out), for both containers. Measured as
+// `cp2 convert --list`'s peak RSS against the same command on a checkpoint of 16 elements.
+TEST(Checkpoint, StoragesAreReadInPlace) {
+  const int64_t n = int64_t(64) << 20;  // 256 MiB of float32
+  const double tensor_mib = n * 4 / 1048576.0;
+  auto legacy = [](const std::string& name, int64_t numel) {
+    const std::string pk = legacy_pickles(numel);
+    return sparse_file(name, pk + std::string(reinterpret_cast<const char*>(&numel), 8), pk.size() + 8 + 4 * numel);
+  };
+  auto zip = [](const std::string& name, int64_t numel) {
+    const std::string p = ::testing::TempDir() + name;
+    auto root = py::dict(true);
+    py::set(root, "big", py::tensor(torch::zeros({numel})));
+    io::save_checkpoint(p, root);
+    return p;
+  };
+  for (const auto& [kind, make] : {std::pair<std::string, std::function<std::string(const std::string&, int64_t)>>{"legacy", legacy},
+                                   {"zip", zip}}) {
+    const auto small = run_measured({"convert", "--list", make("inplace_small.pt", 16)});
+    const std::string big_path = make("inplace_big.pt", n);
+    const auto big = run_measured({"convert", "--list", big_path});
+    std::filesystem::remove(big_path);
+    ASSERT_EQ(small.rc, 0) << small.out;
+    ASSERT_EQ(big.rc, 0) << big.out;
+    EXPECT_NE(big.out.find("big"), std::string::npos) << big.out;
+    EXPECT_NE(big.out.find("67108864"), std::string::npos) << big.out;  // big	[67108864] Float
+    const double added = big.peak_mib - small.peak_mib;
+    EXPECT_GT(added, 0.9 * tensor_mib) << kind << ": the tensor was not loaded? " << big.peak_mib << " vs " << small.peak_mib;
+    EXPECT_LT(added, 1.4 * tensor_mib) << kind << ": " << added << " MiB for a " << tensor_mib << " MiB tensor";
+  }
+}
+
+// A corrupt legacy file is refused from the first part read, not after reading (up to) all of
+// it into memory: only the pickles running past that part read further. Two 2 GiB files (holes
+// past their pickles): a bad opcode, and a string that claims 3 GiB.
+TEST(CheckpointErrors, CorruptLegacyIsRefusedWithoutReadingItAll) {
+  const uint64_t size = uint64_t(2) << 30;
+  const std::string head = legacy_preamble();
+  const auto bad_op = sparse_file("corrupt_op.pt", head + "\x80\x02\xfe", size);
+  std::string claim = "\x80\x02X";
+  const uint32_t three_gib = 3u << 30;
+  claim.append(reinterpret_cast<const char*>(&three_gib), 4);
+  const auto bad_len = sparse_file("corrupt_len.pt", head + claim, size);
+  const auto base = run_measured({"convert", "--list", fixture("dtypes_legacy.pt")});
+  ASSERT_EQ(base.rc, 0) << base.out;
+  for (const auto& [path, says] : {std::pair<std::string, std::string>{bad_op, "unsupported pickle opcode"},
+                                   {bad_len, "wanted 3221225472 more bytes"}}) {
+    const auto r = run_measured({"convert", "--list", path});
+    EXPECT_NE(r.rc, 0) << r.out;
+    EXPECT_NE(r.out.find(path + ": cannot unpickle (" + says), std::string::npos) << r.out;
+    EXPECT_LT(r.peak_mib - base.peak_mib, 64) << path << ": " << r.peak_mib << " MiB against " << base.peak_mib;
+    std::filesystem::remove(path);
+  }
+}
+
 // The zip CRC-32 is computed in 1 MiB pieces over the threads and joined: equal to the plain
 // bitwise CRC at every piece boundary.
 TEST(Zip, Crc32InPiecesEqualsTheBitwiseCrc) {
@@ -337,6 +456,18 @@ TEST(CheckpointErrors, UnwritableDestination) {
   expect_error([&] { io::save_checkpoint(dir + "/x.pt", root); }, {dir + "/x.pt: is a folder; expected the name of a file"});
   expect_error([&] { io::write_file_atomic(dir + "/x.pt", "text"); }, {dir + "/x.pt: is a folder; expected the name of a file"});
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()), 1);
+}
+
+// The line both RunFolder and predict print for killed writes' temp files: one wording, the
+// size in the unit that suits it.
+TEST(AtomicFile, DescribeRemovedTempFiles) {
+  EXPECT_EQ(io::describe({}, "runs/a"), "");
+  EXPECT_EQ(io::describe({{"x.png.9.tmp"}, 10}, "pred"),
+            "pred: removed 1 unfinished file (10 bytes) of a write that was killed: x.png.9.tmp");
+  EXPECT_EQ(io::describe({{"a.json.9.tmp", "b.json.9.tmp"}, 1536}, "runs/a"),
+            "runs/a: removed 2 unfinished files (1.5 KiB) of a write that was killed: a.json.9.tmp, ...");
+  EXPECT_EQ(io::describe({{"checkpoints/c.pt.9.tmp"}, uint64_t(3) << 20}, "runs/a"),
+            "runs/a: removed 1 unfinished file (3.0 MiB) of a write that was killed: checkpoints/c.pt.9.tmp");
 }
 
 }  // namespace

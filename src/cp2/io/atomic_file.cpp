@@ -50,6 +50,20 @@ RemovedTemps remove_killed_writes(const std::string& dir) {
   return out;
 }
 
+std::string describe(const RemovedTemps& removed, const std::string& dir) {
+  const auto& p = removed.paths;
+  if (p.empty()) return "";
+  char size[32];  // a half-written checkpoint is MiB, a half-written PNG may be bytes
+  if (removed.bytes < 1024)
+    std::snprintf(size, sizeof size, "%llu bytes", static_cast<unsigned long long>(removed.bytes));
+  else if (removed.bytes < 1048576)
+    std::snprintf(size, sizeof size, "%.1f KiB", removed.bytes / 1024.0);
+  else
+    std::snprintf(size, sizeof size, "%.1f MiB", removed.bytes / 1048576.0);
+  return dir + ": removed " + std::to_string(p.size()) + " unfinished file" + (p.size() == 1 ? "" : "s") + " (" +
+         size + ") of a write that was killed: " + p[0] + (p.size() > 1 ? ", ..." : "");
+}
+
 void write_file_atomic(const std::string& path, const std::string& data) {
   const std::string tmp = temp_path(path);
   std::FILE* f = std::fopen(tmp.c_str(), "wb");

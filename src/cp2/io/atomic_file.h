@@ -25,6 +25,9 @@ struct RemovedTemps {
   uint64_t bytes = 0;
 };
 RemovedTemps remove_killed_writes(const std::string& dir);
+// The line that tells the user so: "DIR: removed N unfinished file(s) (SIZE) of a write that
+// was killed: FIRST, ..." (SIZE in bytes, KiB or MiB); "" when nothing was removed.
+std::string describe(const RemovedTemps& removed, const std::string& dir);
 
 // Renames the written `tmp` onto `path`; on failure removes `tmp` and throws naming `path`
 // (a folder standing at `path` is said as such, not as rename's "Is a directory").

@@ -124,7 +124,9 @@ Checkpoint load_zip(ZipReader zip, const std::string& path) {
 // (magic, protocol 1001, sys_info, the object, storage keys), then each storage's
 // int64 element count and raw bytes, in key order. `head` holds the stream's first bytes: all
 // of them, or (with `file`) at least its pickles, the storages then read from the file in place.
-struct HeadTooShort {};  // the pickles run past `head`: read more of the file and try again
+struct HeadTooShort {  // the pickles run past `head`: read more of the file (`needed` at least), try again
+  uint64_t needed;
+};
 
 Checkpoint load_legacy(const std::string& head, const File* file, const std::string& path) {
   static const unsigned char kMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
@@ -162,8 +164,10 @@ Checkpoint load_legacy(const std::string& head, const File* file, const std::str
       throw Error(path + ": big-endian checkpoints are not supported");
     c.root = py::unpickle(head, pos, load, path);
     keys = py::unpickle(head, pos, no_load, path);
-  } catch (const Error&) {
-    if (file && head.size() < size) throw HeadTooShort{};
+  } catch (const py::EndOfData& e) {
+    // Only running out of `head` reads further: a corrupt pickle's other faults are said at
+    // once, not after reading (up to) the whole file into memory.
+    if (file && head.size() < size && e.needed <= size) throw HeadTooShort{e.needed};
     throw;
   }
   if (keys->kind != py::Kind::List) throw Error(path + ": legacy storage key list missing (corrupt file)");
@@ -203,10 +207,11 @@ Checkpoint load_legacy(const std::string& head, const File* file, const std::str
 // A legacy file read in place: its pickles from a first part of the file (1 MiB, grown while
 // they run past it), its storages straight into their tensors.
 Checkpoint load_legacy_file(File file, const std::string& path) {
-  for (uint64_t want = std::min<uint64_t>(file.size(), 1u << 20);; want = std::min(file.size(), want * 8)) {
+  for (uint64_t want = std::min<uint64_t>(file.size(), 1u << 20);;) {
     try {
       return load_legacy(file.read_at(0, want), &file, path);
-    } catch (const HeadTooShort&) {
+    } catch (const HeadTooShort& h) {  // h.needed <= size: the loop ends by the whole file at most
+      want = std::min(file.size(), std::max(want * 8, h.needed));
     }
   }
 }

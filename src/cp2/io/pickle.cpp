@@ -189,12 +189,17 @@ class Unpickler {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& what) const {
-    throw Error(where_ + ": cannot unpickle (" + what + " at byte " + std::to_string(pos_) +
-                "); the file is truncated, corrupt or not a PyTorch checkpoint");
+  std::string message(const std::string& what) const {
+    return where_ + ": cannot unpickle (" + what + " at byte " + std::to_string(pos_) +
+           "); the file is truncated, corrupt or not a PyTorch checkpoint";
+  }
+  [[noreturn]] void fail(const std::string& what) const { throw Error(message(what)); }
+  [[noreturn]] void end_of_data(const std::string& what, uint64_t needed) const {
+    throw EndOfData(message(what), needed);
   }
   const char* take(size_t n) {
-    if (pos_ + n > d_.size()) fail("unexpected end of data, wanted " + std::to_string(n) + " more bytes");
+    if (pos_ + n > d_.size())
+      end_of_data("unexpected end of data, wanted " + std::to_string(n) + " more bytes", uint64_t(pos_) + n);
     const char* p = d_.data() + pos_;
     pos_ += n;
     return p;
@@ -204,7 +209,7 @@ class Unpickler {
   uint64_t u64() { uint64_t v; std::memcpy(&v, take(8), 8); return v; }
   std::string line() {
     size_t e = d_.find('\n', pos_);
-    if (e == std::string_view::npos) fail("unterminated text line");
+    if (e == std::string_view::npos) end_of_data("unterminated text line", uint64_t(d_.size()) + 1);
     std::string s(d_.substr(pos_, e - pos_));
     pos_ = e + 1;
     return s;

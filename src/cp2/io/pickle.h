@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "cp2/common.h"
+
 namespace cp2::py {
 
 struct Object;
@@ -51,6 +53,14 @@ void set(const ObjPtr& d, const std::string& key, ObjPtr value);
 // Maps a persistent id (a tuple such as ('storage', torch.FloatStorage, key, loc, numel))
 // to the storage object, here a 1-D tensor over the whole storage.
 using PersistentLoad = std::function<ObjPtr(const ObjPtr& pid)>;
+
+// What unpickle throws where `data` ends before the pickle does (any other fault is a plain
+// Error): a reader holding only a file's first part then knows to read more of it, up to
+// `needed` bytes (the offset at which the next read in `data` would have ended).
+struct EndOfData : Error {
+  EndOfData(const std::string& msg, uint64_t needed_) : Error(msg), needed(needed_) {}
+  uint64_t needed;
+};
 
 // Unpickles one object starting at `pos` in `data`; advances `pos` past STOP.
 // `where` names the file/entry in error messages.

@@ -135,10 +135,7 @@ PredictResult predict_files(FinetunedModel& m, const std::vector<std::string>& i
     if (!swept.insert(dir).second) return;
     const auto gone = io::remove_killed_writes(dir.string());
     res.removed_temps.insert(res.removed_temps.end(), gone.paths.begin(), gone.paths.end());
-    if (!gone.paths.empty())
-      std::fprintf(stderr, "%s: removed %zu unfinished file%s of a write that was killed: %s%s\n", dir.c_str(),
-                   gone.paths.size(), gone.paths.size() == 1 ? "" : "s", gone.paths[0].c_str(),
-                   gone.paths.size() > 1 ? ", ..." : "");
+    if (!gone.paths.empty()) std::fprintf(stderr, "%s\n", io::describe(gone, dir.string()).c_str());
   };
   for (size_t i = 0; i < inputs.size(); ++i) {
     at::Tensor img;

@@ -37,10 +37,8 @@ Harness::Harness(HarnessOptions o) : o_(std::move(o)), progress_(o_.progress && 
     if (!folder_->set_aside_log().empty())  // shown with --quiet too: it changes the folder
       std::fprintf(stderr, "%s: its run stopped before the first checkpoint; starting it again (its log is now %s)\n",
                    path_.c_str(), folder_->set_aside_log().c_str());
-    if (const auto& gone = folder_->removed_temps().paths; !gone.empty())
-      std::fprintf(stderr, "%s: removed %zu unfinished file%s (%.1f MiB) of a write that was killed: %s%s\n", path_.c_str(),
-                   gone.size(), gone.size() == 1 ? "" : "s", folder_->removed_temps().bytes / 1048576.0, gone[0].c_str(),
-                   gone.size() > 1 ? ", ..." : "");
+    if (const auto& gone = folder_->removed_temps(); !gone.paths.empty())
+      std::fprintf(stderr, "%s\n", io::describe(gone, path_).c_str());
   } else {
     path_ = absolute_path(o_.out);
   }
