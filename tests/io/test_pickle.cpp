@@ -50,6 +50,90 @@ TEST(Pickle, TruncatedAndUnknownOpcode) {
   pos = 0;
   cp2::test::expect_error([&] { py::unpickle(std::string("\x80\x02\xff", 3), pos, none_load, "g.pkl"); },
                           {"g.pkl", "opcode 0xff"});
+  // Running out of data is its own type, with the length the read wanted (a reader holding a
+  // file's first part reads that much of it); any other fault is not.
+  pos = 0;
+  try {
+    py::unpickle(bytes.substr(0, bytes.size() - 3), pos, none_load, "f.pkl");
+    ADD_FAILURE() << "no error";
+  } catch (const py::EndOfData& e) {
+    EXPECT_EQ(e.needed, bytes.size() - 2);  // "abc" ends before the list's APPENDS and STOP
+  }
+  pos = 0;
+  EXPECT_THROW(py::unpickle(std::string("\x80\x02\xff", 3), pos, none_load, "g.pkl"), Error);
+  pos = 0;
+  try {
+    py::unpickle(std::string("\x80\x02\xff", 3), pos, none_load, "g.pkl");
+  } catch (const py::EndOfData&) {
+    ADD_FAILURE() << "an unknown opcode is no end of data";
+  } catch (const Error&) {
+  }
+  // A corrupt 8-byte length (BINUNICODE8) that would wrap pos + n round: an error, no crash.
+  std::string huge("\x80\x04\x8d", 3);
+  const uint64_t n = UINT64_MAX - 5;  // 11 + n wraps to 5
+  huge.append(reinterpret_cast<const char*>(&n), 8);
+  huge += "abc.";
+  pos = 0;
+  try {
+    py::unpickle(huge, pos, none_load, "h.pkl");
+    ADD_FAILURE() << "no error";
+  } catch (const py::EndOfData& e) {
+    EXPECT_EQ(e.needed, UINT64_MAX);
+    EXPECT_NE(std::string(e.what()).find("h.pkl: cannot unpickle (unexpected end of data, wanted 18446744073709551610 "
+                                         "more bytes at byte 11)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Corrupt numbers in a pickle are its own errors, never std::stoll's exceptions, a memo of
+// gigabytes, or a tensor view past its storage.
+TEST(Pickle, CorruptNumbersAreErrors) {
+  auto none_load = [](const py::ObjPtr&) { return py::none(); };
+  auto fails = [&](const std::string& bytes, const std::string& says) {
+    size_t pos = 0;
+    try {
+      py::unpickle(bytes, pos, none_load, "c.pkl");
+      ADD_FAILURE() << "no error; expected " << says;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("c.pkl: cannot unpickle (" + says), std::string::npos) << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a cp2::Error: " << e.what();
+    }
+  };
+  fails(std::string("\x80\x02I12abc\n.", 10), "bad integer '12abc'");
+  fails(std::string("\x80\x02L\n.", 6), "bad integer ''");
+  fails(std::string("\x80\x02I99999999999999999999\n.", 26), "bad integer '99999999999999999999'");
+  fails(std::string("\x80\x02" "F1.5x\n.", 9), "bad float '1.5x'");
+  fails(std::string("\x80\x02Np-3\n.", 9), "bad memo key '-3'");
+  fails(std::string("\x80\x02Nr\xff\xff\xff\xff.", 9), "memo key 4294967295 out of range");
+  // _rebuild_tensor_v2(storage, offset, sizes, strides) over a 6-element storage.
+  auto storage6 = [](const py::ObjPtr&) { return py::tensor(torch::arange(6, torch::kFloat)); };
+  auto rebuild = [&](const std::string& off, const std::string& sizes, const std::string& strides) {
+    const std::string b = "\x80\x02" "ctorch._utils\n_rebuild_tensor_v2\n(NQI" + off + "\n(" + sizes + "t(" + strides + "ttR.";
+    size_t pos = 0;
+    return py::unpickle(b, pos, storage6, "c.pkl");
+  };
+  EXPECT_TRUE(torch::equal(rebuild("0", "I2\nI3\n", "I3\nI1\n")->tensor, torch::arange(6, torch::kFloat).view({2, 3})));
+  EXPECT_TRUE(torch::equal(rebuild("5", "", "")->tensor, torch::tensor(5.f)));
+  EXPECT_EQ(rebuild("9", "I0\nI3\n", "I3\nI1\n")->tensor.numel(), 0);  // empty: any offset
+  for (const auto& [off, sizes, strides, says] : std::vector<std::tuple<std::string, std::string, std::string, std::string>>{
+           {"1", "I2\nI3\n", "I3\nI1\n", "tensor of size [2, 3] at offset 1 lies past its storage's 6 elements"},
+           {"6", "", "", "tensor of size [] at offset 6 lies past"},
+           {"0", "I2\nI3\n", "I3\n", "tensor with sizes [2, 3], strides [3] and offset 0"},
+           {"0", "I-1\n", "I1\n", "tensor with sizes [-1], strides [1]"},
+           {"-1", "I1\n", "I1\n", "and offset -1"},
+           {"0", "I1099511627776\nI1099511627776\n", "I1099511627776\nI1\n", "lies past its storage's 6 elements"},
+           {"0", "I4611686018427387904\nI3\n", "I4\nI1\n", "lies past"}}) {
+    try {
+      rebuild(off, sizes, strides);
+      ADD_FAILURE() << "no error; expected " << says;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a cp2::Error: " << e.what();
+    }
+  }
 }
 
 TEST(Pickle, StorageDtypes) {

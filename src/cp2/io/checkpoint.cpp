@@ -68,11 +68,14 @@ void advise_huge_pages(void* p, uint64_t n) {
 // stored one in a file (cp2's and torch.save's are): no buffer of the whole file, no copy.
 at::Tensor storage_from_entry(ZipReader& zip, const std::string& entry, at::ScalarType dt, int64_t numel,
                               const std::string& where) {
+  // Checked before allocating: a corrupt element count must not ask for gigabytes.
+  const uint64_t elem = c10::elementSize(dt), has = zip.size(entry);
+  if (static_cast<uint64_t>(numel) > has / elem)
+    throw Error(where + ": storage of " + std::to_string(numel) + " elements needs " +
+                std::to_string(static_cast<uint64_t>(numel) > UINT64_MAX / elem ? UINT64_MAX : numel * elem) +
+                " bytes, its entry holds " + std::to_string(has) + " (truncated or corrupt file)");
+  const uint64_t need = static_cast<uint64_t>(numel) * elem;
   at::Tensor t = transient_storage(numel, dt);
-  const uint64_t need = static_cast<uint64_t>(numel) * t.element_size(), has = zip.size(entry);
-  if (has < need)
-    throw Error(where + ": storage holds " + std::to_string(has) + " bytes, expected " + std::to_string(need) +
-                " (truncated or corrupt file)");
   advise_huge_pages(t.data_ptr(), need);
   zip.read_into(entry, t.data_ptr(), need);
   return t;
@@ -82,6 +85,15 @@ const py::ObjPtr& pid_field(const py::ObjPtr& pid, size_t k, const std::string& 
   if (pid->kind != py::Kind::Tuple || pid->items.size() <= k || pid->items[0]->s != "storage")
     throw Error(where + ": unexpected persistent id " + pid->type_name() + " (not a torch storage reference)");
   return pid->items[k];
+}
+
+// A storage reference's element count (its 5th field): an int, not negative.
+int64_t pid_numel(const py::ObjPtr& pid, const std::string& where) {
+  const auto& n = pid_field(pid, 4, where);
+  if (n->kind != py::Kind::Int || n->i < 0)
+    throw Error(where + ": storage reference with element count " +
+                (n->kind == py::Kind::Int ? std::to_string(n->i) : n->type_name()) + " (corrupt file)");
+  return n->i;
 }
 
 // torch.save's pickle entry: <archive>/data.pkl, one folder deep.
@@ -102,7 +114,7 @@ Checkpoint load_zip(ZipReader zip, const std::string& path) {
   py::PersistentLoad load = [&](const py::ObjPtr& pid) {
     std::string cls = pid_field(pid, 1, path)->s;
     std::string key = pid_field(pid, 2, path)->s;
-    int64_t numel = pid_field(pid, 4, path)->i;
+    int64_t numel = pid_numel(pid, path);
     auto dt = py::storage_dtype(cls, path + " (storage " + key + ")");
     auto it = cache.find(key);
     if (it == cache.end()) {
@@ -138,13 +150,24 @@ Checkpoint load_legacy(const std::string& head, const File* file, const std::str
   py::PersistentLoad load = [&](const py::ObjPtr& pid) {
     std::string cls = pid_field(pid, 1, path)->s;
     std::string key = pid_field(pid, 2, path)->s;
-    int64_t numel = pid_field(pid, 4, path)->i;
+    int64_t numel = pid_numel(pid, path);
     auto dt = py::storage_dtype(cls, path + " (storage " + key + ")");
     auto it = storages.find(key);
-    if (it == storages.end()) it = storages.emplace(key, transient_storage(numel, dt)).first;
+    if (it == storages.end()) {
+      // Its bytes follow the pickles in the file: a count that the file cannot hold is corrupt,
+      // refused before it allocates.
+      if (static_cast<uint64_t>(numel) > size / c10::elementSize(dt))
+        throw Error(path + ": storage '" + key + "' of " + std::to_string(numel) + " elements does not fit in the file's " +
+                    std::to_string(size) + " bytes (truncated or corrupt file)");
+      it = storages.emplace(key, transient_storage(numel, dt)).first;
+    }
     at::Tensor s = it->second;
     if (pid->items.size() > 5 && pid->items[5]->kind == py::Kind::Tuple) {  // (view_key, offset, view_size)
       const auto& v = pid->items[5]->items;
+      if (v.size() < 3 || v[1]->kind != py::Kind::Int || v[2]->kind != py::Kind::Int || v[1]->i < 0 || v[2]->i < 0 ||
+          v[1]->i > s.numel() - v[2]->i)
+        throw Error(path + ": storage '" + key + "': a view past its " + std::to_string(s.numel()) +
+                    " elements (corrupt file)");
       s = s.narrow(0, v[1]->i, v[2]->i);
     }
     return py::tensor(s);
@@ -242,25 +265,22 @@ void flatten_into(const std::string& prefix, const py::ObjPtr& o, std::vector<st
   }
 }
 
-}  // namespace
-
-Checkpoint load_checkpoint_structure(const std::string& path) {
-  // A pipe is read once, whole: its first entry alone cannot be taken from it.
-  if (!is_regular_file(path)) return load_checkpoint(path);
-  const auto first = read_first_zip_entry(File::open(path), uint64_t{1} << 30);
-  if (!first || !is_pickle_entry(first->name)) return load_checkpoint(path);
-  py::PersistentLoad meta = [&](const py::ObjPtr& pid) {
-    const auto dt = py::storage_dtype(pid_field(pid, 1, path)->s, path + " (storage)");
-    return py::tensor(at::empty({pid_field(pid, 4, path)->i}, at::TensorOptions().dtype(dt).device(at::kMeta)));
-  };
-  size_t pos = 0;
-  Checkpoint c;
-  c.root = py::unpickle(first->data, pos, meta, path + ": " + first->name);
-  c.path = path;
-  return c;
+// Every fault of a corrupt file is meant to be a cp2::Error that names it (the checks above);
+// anything else that escapes (bad_alloc, a LibTorch check) still gets the file's name here.
+template <class Load>
+Checkpoint naming_the_file(const std::string& path, Load&& load) {
+  try {
+    return load();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    const std::string what = e.what();  // LibTorch's carry a backtrace after the first line
+    throw Error(path + ": unexpected fault while reading it (" + what.substr(0, what.find('\n')) +
+                "); the file is corrupt or not a PyTorch checkpoint");
+  }
 }
 
-Checkpoint load_checkpoint(const std::string& path) {
+Checkpoint load_any(const std::string& path) {
   // A regular file is read in place, each storage straight into its tensor: reading the whole
   // file first held it twice (884 MB peak for a 371 MB checkpoint). A pipe is read whole.
   if (is_regular_file(path)) {
@@ -278,6 +298,32 @@ Checkpoint load_checkpoint(const std::string& path) {
     throw Error(path + ": a tar-format checkpoint (torch < 0.4); re-save it with a newer torch");
   throw Error(path + ": not a PyTorch checkpoint: expected a zip archive (torch >= 1.6) or a legacy pickle stream, "
               "found neither");
+}
+
+Checkpoint load_structure(const std::string& path) {
+  // A pipe is read once, whole: its first entry alone cannot be taken from it.
+  if (!is_regular_file(path)) return load_any(path);
+  const auto first = read_first_zip_entry(File::open(path), uint64_t{1} << 30);
+  if (!first || !is_pickle_entry(first->name)) return load_any(path);
+  py::PersistentLoad meta = [&](const py::ObjPtr& pid) {
+    const auto dt = py::storage_dtype(pid_field(pid, 1, path)->s, path + " (storage)");
+    return py::tensor(at::empty({pid_numel(pid, path)}, at::TensorOptions().dtype(dt).device(at::kMeta)));
+  };
+  size_t pos = 0;
+  Checkpoint c;
+  c.root = py::unpickle(first->data, pos, meta, path + ": " + first->name);
+  c.path = path;
+  return c;
+}
+
+}  // namespace
+
+Checkpoint load_checkpoint_structure(const std::string& path) {
+  return naming_the_file(path, [&] { return load_structure(path); });
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  return naming_the_file(path, [&] { return load_any(path); });
 }
 
 std::vector<std::pair<std::string, py::ObjPtr>> flatten(const py::ObjPtr& root) {

@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "cp2/common.h"
@@ -104,10 +107,10 @@ class Unpickler {
           std::string l = line();
           if (l == "01") push(boolean(true));
           else if (l == "00") push(boolean(false));
-          else push(integer(std::stoll(l)));
+          else push(integer(text_int(l)));
           break;
         }
-        case 'L': { std::string l = line(); if (!l.empty() && l.back() == 'L') l.pop_back(); push(integer(std::stoll(l))); break; }
+        case 'L': { std::string l = line(); if (!l.empty() && l.back() == 'L') l.pop_back(); push(integer(text_int(l))); break; }
         case 'J': { int32_t v; std::memcpy(&v, take(4), 4); push(integer(v)); break; }
         case 'K': push(integer(byte())); break;
         case 'M': { uint16_t v; std::memcpy(&v, take(2), 2); push(integer(v)); break; }
@@ -122,7 +125,7 @@ class Unpickler {
           push(real(v));
           break;
         }
-        case 'F': push(real(std::stod(line()))); break;
+        case 'F': push(real(text_real(line()))); break;
         case 'X': { uint32_t n = u32(); push(str(std::string(take(n), n))); break; }
         case 0x8c: { uint8_t n = byte(); push(str(std::string(take(n), n))); break; }
         case 0x8d: { uint64_t n = u64(); push(str(std::string(take(n), n))); break; }
@@ -170,11 +173,11 @@ class Unpickler {
         case 0x81: { auto args = pop(); auto cls = pop(); push(reduce(cls, args)); break; }
         case 0x92: { pop(); auto args = pop(); auto cls = pop(); push(reduce(cls, args)); break; }
         case 'b': { auto st = pop(); build(top(), st); break; }
-        case 'p': memo(std::stoull(line())); break;
+        case 'p': memo(text_index(line())); break;
         case 'q': memo(byte()); break;
         case 'r': memo(u32()); break;
         case 0x94: memo(memo_.size()); break;
-        case 'g': push(recall(std::stoull(line()))); break;
+        case 'g': push(recall(text_index(line()))); break;
         case 'h': push(recall(byte())); break;
         case 'j': push(recall(u32())); break;
         case 'Q': { auto pid = pop(); push(load_(pid)); break; }
@@ -198,8 +201,9 @@ class Unpickler {
     throw EndOfData(message(what), needed);
   }
   const char* take(size_t n) {
-    if (pos_ + n > d_.size())
-      end_of_data("unexpected end of data, wanted " + std::to_string(n) + " more bytes", uint64_t(pos_) + n);
+    if (n > d_.size() - pos_)  // not pos_ + n: a corrupt 8-byte length would wrap it round
+      end_of_data("unexpected end of data, wanted " + std::to_string(n) + " more bytes",
+                  n > UINT64_MAX - pos_ ? UINT64_MAX : uint64_t(pos_) + n);
     const char* p = d_.data() + pos_;
     pos_ += n;
     return p;
@@ -207,6 +211,26 @@ class Unpickler {
   uint8_t byte() { return static_cast<uint8_t>(*take(1)); }
   uint32_t u32() { uint32_t v; std::memcpy(&v, take(4), 4); return v; }
   uint64_t u64() { uint64_t v; std::memcpy(&v, take(8), 8); return v; }
+  // Text opcodes' numbers (protocol 0): the whole line must be one, else the file is corrupt
+  // (std::stoll would take "12abc" and throw its own exception on "abc").
+  int64_t text_int(const std::string& l) const {
+    errno = 0;
+    char* end = nullptr;
+    const long long v = std::strtoll(l.c_str(), &end, 10);
+    if (l.empty() || end != l.c_str() + l.size() || errno == ERANGE) fail("bad integer '" + l + "'");
+    return v;
+  }
+  size_t text_index(const std::string& l) const {
+    const int64_t v = text_int(l);
+    if (v < 0) fail("bad memo key '" + l + "'");
+    return static_cast<size_t>(v);
+  }
+  double text_real(const std::string& l) const {
+    char* end = nullptr;
+    const double v = std::strtod(l.c_str(), &end);
+    if (l.empty() || end != l.c_str() + l.size()) fail("bad float '" + l + "'");
+    return v;
+  }
   std::string line() {
     size_t e = d_.find('\n', pos_);
     if (e == std::string_view::npos) end_of_data("unterminated text line", uint64_t(d_.size()) + 1);
@@ -256,6 +280,9 @@ class Unpickler {
     for (size_t k = 0; k < items.size(); k += 2) d->dict.emplace_back(items[k], items[k + 1]);
   }
   void memo(size_t idx) {
+    // Python numbers the memo from 0, one entry per PUT: an index past the data's length is
+    // corrupt, and resizing to it could ask for gigabytes.
+    if (idx > d_.size()) fail("memo key " + std::to_string(idx) + " out of range");
     if (memo_.size() <= idx) memo_.resize(idx + 1);
     memo_[idx] = top();
   }
@@ -287,14 +314,25 @@ class Unpickler {
       auto sizes = int_tuple(a[2]);
       auto strides = int_tuple(a[3]);
       const at::Tensor& storage = a[0]->tensor;
-      int64_t off = as_int(a[1]), need = off + 1;
-      for (size_t k = 0; k < sizes.size(); ++k) {
-        if (sizes[k] == 0) { need = 0; break; }
-        need += (sizes[k] - 1) * strides[k];
+      const int64_t off = as_int(a[1]);
+      if (sizes.size() != strides.size() || off < 0 ||
+          std::any_of(sizes.begin(), sizes.end(), [](int64_t v) { return v < 0; }) ||
+          std::any_of(strides.begin(), strides.end(), [](int64_t v) { return v < 0; }))
+        fail("tensor with sizes " + shape_str(std::vector<long>(sizes.begin(), sizes.end())) + ", strides " +
+             shape_str(std::vector<long>(strides.begin(), strides.end())) + " and offset " + std::to_string(off));
+      // The last element's index + 1 must lie in the storage; checked term by term, so that
+      // corrupt sizes cannot overflow the sum.
+      const int64_t has = storage.numel();
+      const bool empty = std::find(sizes.begin(), sizes.end(), 0) != sizes.end();
+      bool fits = empty || off < has;
+      int64_t need = off + 1;  // <= has from here on
+      for (size_t k = 0; fits && !empty && k < sizes.size(); ++k) {
+        if (strides[k] && sizes[k] - 1 > (has - need) / strides[k]) fits = false;
+        else need += (sizes[k] - 1) * strides[k];
       }
-      if (need > storage.numel())
-        fail("tensor of size " + shape_str(std::vector<long>(sizes.begin(), sizes.end())) + " needs " +
-             std::to_string(need) + " storage elements, storage has " + std::to_string(storage.numel()));
+      if (!fits)
+        fail("tensor of size " + shape_str(std::vector<long>(sizes.begin(), sizes.end())) + " at offset " +
+             std::to_string(off) + " lies past its storage's " + std::to_string(has) + " elements");
       return tensor(storage.as_strided(sizes, strides, off));
     }
     if (f == "torch._utils._rebuild_parameter" || f == "torch._utils._rebuild_parameter_with_state") {

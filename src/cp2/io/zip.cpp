@@ -112,7 +112,7 @@ void ZipReader::parse_directory() {
     const std::string loc = fetch(at - 20, 20);
     if (u32(loc, 0) != 0x07064b50) fail("zip64 locator missing");
     const uint64_t z = u64(loc, 8);
-    if (z + 56 > size_) fail("zip64 directory record missing");
+    if (size_ < 56 || z > size_ - 56) fail("zip64 directory record missing");  // not z + 56: it may wrap
     const std::string rec = fetch(z, 56);
     if (u32(rec, 0) != 0x06064b50) fail("zip64 directory record missing");
     count = u64(rec, 32);
@@ -139,9 +139,15 @@ void ZipReader::parse_directory() {
       uint16_t id = u16(b, x), sz = u16(b, x + 2);
       if (id == 0x0001) {
         uint64_t q = x + 4;
-        if (e.size == 0xffffffffu) { e.size = u64(b, q); q += 8; }
-        if (e.comp_size == 0xffffffffu) { e.comp_size = u64(b, q); q += 8; }
-        if (e.local_offset == 0xffffffffu) { e.local_offset = u64(b, q); }
+        auto field = [&] {  // inside this extra field, or the entry is corrupt
+          if (q + 8 > x + 4 + sz || q + 8 > xend) fail("zip64 extra field of entry " + std::to_string(i) + " too short");
+          const uint64_t v = u64(b, q);
+          q += 8;
+          return v;
+        };
+        if (e.size == 0xffffffffu) e.size = field();
+        if (e.comp_size == 0xffffffffu) e.comp_size = field();
+        if (e.local_offset == 0xffffffffu) e.local_offset = field();
       }
       x += 4 + sz;
     }
@@ -182,7 +188,7 @@ ZipReader::Entry& ZipReader::entry(const std::string& name) {
 uint64_t ZipReader::size(const std::string& name) const { return entry(name).size; }
 
 uint64_t ZipReader::data_offset(const std::string& name, const Entry& e) const {
-  const std::string h = e.local_offset + 30 <= size_ ? fetch(e.local_offset, 30) : std::string();
+  const std::string h = size_ >= 30 && e.local_offset <= size_ - 30 ? fetch(e.local_offset, 30) : std::string();
   if (h.size() < 30 || u32(h, 0) != 0x04034b50)
     throw Error(path_ + ": zip entry '" + name + "' has no local header (truncated or corrupt file)");
   uint64_t data = e.local_offset + 30 + u16(h, 26) + u16(h, 28);
