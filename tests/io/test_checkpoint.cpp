@@ -24,6 +24,25 @@ std::string write_bytes(const std::string& name, const std::string& bytes) {
   return p;
 }
 
+// `read(path)` on a named pipe that a thread fills with `bytes`, as `cp2 convert <(curl ...)`
+// reads: the pipe removed afterwards. `read` must read the pipe to its end (every loader does).
+template <class Read>
+auto through_pipe(const std::string& bytes, Read&& read) {
+  const std::string fifo = ::testing::TempDir() + "through.fifo";
+  std::remove(fifo.c_str());
+  if (mkfifo(fifo.c_str(), 0600) != 0) throw std::runtime_error("mkfifo " + fifo + " failed");
+  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << bytes; });
+  struct Done {
+    std::thread& writer;
+    const std::string& fifo;
+    ~Done() {
+      writer.join();
+      std::remove(fifo.c_str());
+    }
+  } done{writer, fifo};
+  return read(fifo);
+}
+
 class Dtypes : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Dtypes, EveryDtypeSharedStoragesAndNestedValues) {
@@ -144,14 +163,8 @@ TEST(Checkpoint, StructureReadsThePickleAloneWhereItCan) {
   expect_error([&] { io::load_checkpoint(cut); }, {cut, "truncated"});
   expect_error([&] { io::load_checkpoint_structure(::testing::TempDir() + "no_such.pt"); }, {"no_such.pt", "cannot open"});
   // Through a pipe, read once and whole: the same keys as from the file.
-  const std::string fifo = ::testing::TempDir() + "structure.fifo";
-  std::remove(fifo.c_str());
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  const std::string torch_bytes = io::read_file(fixture("dtypes.pt"));
-  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << torch_bytes; });
-  const auto piped = io::flatten(io::load_checkpoint_structure(fifo).root);
-  writer.join();
-  std::remove(fifo.c_str());
+  const auto piped = through_pipe(io::read_file(fixture("dtypes.pt")),
+                                  [](const std::string& p) { return io::flatten(io::load_checkpoint_structure(p).root); });
   EXPECT_EQ(piped.size(), io::flatten(io::load_checkpoint(fixture("dtypes.pt")).root).size());
 }
 
@@ -161,13 +174,7 @@ TEST(Checkpoint, ReadFileFromAFileAndAPipe) {
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7919 % 251);
   EXPECT_EQ(io::read_file(write_bytes("plain.bin", bytes)), bytes);
   EXPECT_EQ(io::read_file(write_bytes("empty.bin", "")), "");
-  const std::string fifo = ::testing::TempDir() + "read_file.fifo";
-  std::remove(fifo.c_str());
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << bytes; });
-  EXPECT_EQ(io::read_file(fifo), bytes);
-  writer.join();
-  std::remove(fifo.c_str());
+  EXPECT_EQ(through_pipe(bytes, [](const std::string& p) { return io::read_file(p); }), bytes);
 }
 
 // A zip checkpoint in a regular file is read entry by entry, each storage straight into its
@@ -179,14 +186,8 @@ TEST(Checkpoint, ZipFromAFileAndFromAPipeLoadTheSame) {
   io::save_checkpoint(mine, io::to_state_dict({{"big", big}, {"small", torch::arange(7)}, {"view", big[3]}}));
   for (const std::string& path : {fixture("dtypes.pt"), fixture("dtypes_deflated.pt"), mine}) {
     const auto from_file = io::flatten(io::load_checkpoint(path).root);
-    const std::string fifo = ::testing::TempDir() + "zip_pipe.fifo";
-    std::remove(fifo.c_str());
-    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-    const std::string bytes = io::read_file(path);
-    std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << bytes; });
-    const auto from_pipe = io::flatten(io::load_checkpoint(fifo).root);
-    writer.join();
-    std::remove(fifo.c_str());
+    const auto from_pipe =
+        through_pipe(io::read_file(path), [](const std::string& p) { return io::flatten(io::load_checkpoint(p).root); });
     ASSERT_EQ(from_file.size(), from_pipe.size()) << path;
     ASSERT_GE(from_file.size(), 3u) << path;
     for (size_t i = 0; i < from_file.size(); ++i) {
@@ -221,13 +222,7 @@ TEST(Checkpoint, LegacyPicklesLongerThanTheFirstRead) {
   };
   check(io::load_checkpoint(path), "file");
   const std::string bytes = io::read_file(path);
-  const std::string fifo = ::testing::TempDir() + "legacy_pipe.fifo";
-  std::remove(fifo.c_str());
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << bytes; });
-  check(io::load_checkpoint(fifo), "pipe");
-  writer.join();
-  std::remove(fifo.c_str());
+  check(through_pipe(bytes, [](const std::string& p) { return io::load_checkpoint(p); }), "pipe");
   // Cut inside the pickles (past the first read) and inside the last storage.
   for (size_t n : {size_t(2) << 20, bytes.size() - 5}) {
     auto p = write_bytes("long_pickle_cut.pt", bytes.substr(0, n));
@@ -389,7 +384,6 @@ TEST(Zip, Crc32InPiecesEqualsTheBitwiseCrc) {
 // from the file and (every 8th) through a pipe.
 TEST(CheckpointErrors, RandomCorruptionIsAlwaysACleanError) {
   std::mt19937 rng(20261205);
-  const std::string fifo = ::testing::TempDir() + "fuzz.fifo";
   // torch.save with compute_crc32 = False writes CRC fields of 0, which are not checked: its
   // corruptions reach the pickle and the storages as a legacy file's do.
   auto without_crcs = [](std::string z) {
@@ -419,32 +413,27 @@ TEST(CheckpointErrors, RandomCorruptionIsAlwaysACleanError) {
           what += (how == 0 ? " set byte " : " flipped a bit of byte ") + std::to_string(at);
         }
       }
-      const bool pipe = k % 8 == 7;
-      std::string path = write_bytes("fuzz.pt", bad);
-      std::thread writer;
-      if (pipe) {
-        std::remove(fifo.c_str());
-        ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-        writer = std::thread([&] { std::ofstream(fifo, std::ios::binary) << bad; });
-        path = fifo;
-      }
-      try {
-        io::load_checkpoint(path);
-        ++loaded;
-      } catch (const Error& e) {
-        ++refused;
-        EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << name << what << ": " << e.what();
-        // The last-resort wrapper's words: each fault should have its own check before it.
-        EXPECT_EQ(std::string(e.what()).find("unexpected fault"), std::string::npos) << name << what << ": " << e.what();
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << name << what << (pipe ? " (pipe)" : "") << ": not a cp2::Error: " << e.what();
-      }
-      if (writer.joinable()) writer.join();
+      auto attempt = [&](const std::string& path) {
+        try {
+          io::load_checkpoint(path);
+          ++loaded;
+        } catch (const Error& e) {
+          ++refused;
+          EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << name << what << ": " << e.what();
+          // The last-resort wrapper's words: each fault should have its own check before it.
+          EXPECT_EQ(std::string(e.what()).find("unexpected fault"), std::string::npos) << name << what << ": " << e.what();
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << name << what << " (" << path << "): not a cp2::Error: " << e.what();
+        }
+      };
+      if (k % 8 == 7)
+        through_pipe(bad, attempt);
+      else
+        attempt(write_bytes("fuzz.pt", bad));
     }
-    EXPECT_GT(refused, 500) << name;  // most corruptions are refused, and some loads happen
+    EXPECT_GT(refused, 500) << name;  // most corruptions are refused
     std::printf("%s: %d loaded, %d refused\n", name.c_str(), loaded, refused);
   }
-  std::remove(fifo.c_str());
 }
 
 TEST(CheckpointErrors, MissingFile) {

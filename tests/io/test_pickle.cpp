@@ -60,10 +60,9 @@ TEST(Pickle, TruncatedAndUnknownOpcode) {
     EXPECT_EQ(e.needed, bytes.size() - 2);  // "abc" ends before the list's APPENDS and STOP
   }
   pos = 0;
-  EXPECT_THROW(py::unpickle(std::string("\x80\x02\xff", 3), pos, none_load, "g.pkl"), Error);
-  pos = 0;
   try {
     py::unpickle(std::string("\x80\x02\xff", 3), pos, none_load, "g.pkl");
+    ADD_FAILURE() << "no error";
   } catch (const py::EndOfData&) {
     ADD_FAILURE() << "an unknown opcode is no end of data";
   } catch (const Error&) {
@@ -92,14 +91,7 @@ TEST(Pickle, CorruptNumbersAreErrors) {
   auto none_load = [](const py::ObjPtr&) { return py::none(); };
   auto fails = [&](const std::string& bytes, const std::string& says) {
     size_t pos = 0;
-    try {
-      py::unpickle(bytes, pos, none_load, "c.pkl");
-      ADD_FAILURE() << "no error; expected " << says;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("c.pkl: cannot unpickle (" + says), std::string::npos) << e.what();
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "not a cp2::Error: " << e.what();
-    }
+    cp2::test::expect_error([&] { py::unpickle(bytes, pos, none_load, "c.pkl"); }, {"c.pkl: cannot unpickle (" + says});
   };
   fails(std::string("\x80\x02I12abc\n.", 10), "bad integer '12abc'");
   fails(std::string("\x80\x02L\n.", 6), "bad integer ''");
@@ -124,16 +116,8 @@ TEST(Pickle, CorruptNumbersAreErrors) {
            {"0", "I-1\n", "I1\n", "tensor with sizes [-1], strides [1]"},
            {"-1", "I1\n", "I1\n", "and offset -1"},
            {"0", "I1099511627776\nI1099511627776\n", "I1099511627776\nI1\n", "lies past its storage's 6 elements"},
-           {"0", "I4611686018427387904\nI3\n", "I4\nI1\n", "lies past"}}) {
-    try {
-      rebuild(off, sizes, strides);
-      ADD_FAILURE() << "no error; expected " << says;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "not a cp2::Error: " << e.what();
-    }
-  }
+           {"0", "I4611686018427387904\nI3\n", "I4\nI1\n", "lies past"}})
+    cp2::test::expect_error([&, &off = off, &sizes = sizes, &strides = strides] { rebuild(off, sizes, strides); }, {says});
 }
 
 TEST(Pickle, StorageDtypes) {

@@ -46,7 +46,14 @@ namespace {
 // LibTorch's default allocator, not cp2's caching one, so that their memory can go back to the
 // system when the checkpoint is dropped. In the cache, blocks of sizes the run never asks for
 // again stayed for the whole run (a resumed cpu_tiny R18 run: 934 MiB RSS against 817 fresh).
-at::Tensor transient_storage(int64_t numel, at::ScalarType dt) {
+// Its bytes are to come from `has` bytes (its zip entry, the legacy file): a count they cannot
+// hold is corrupt, refused before it allocates (it could ask for terabytes). `what` names the
+// storage, `within` the bytes ("its entry's", "the file's").
+at::Tensor transient_storage(int64_t numel, at::ScalarType dt, uint64_t has, const std::string& what,
+                             const char* within) {
+  if (static_cast<uint64_t>(numel) > has / c10::elementSize(dt))
+    throw Error(what + " of " + std::to_string(numel) + " elements does not fit in " + within + " " +
+                std::to_string(has) + " bytes (truncated or corrupt file)");
   return at::detail::empty_generic({numel}, c10::GetDefaultCPUAllocator(), c10::DispatchKeySet(c10::DispatchKey::CPU), dt,
                                    {});
 }
@@ -68,14 +75,8 @@ void advise_huge_pages(void* p, uint64_t n) {
 // stored one in a file (cp2's and torch.save's are): no buffer of the whole file, no copy.
 at::Tensor storage_from_entry(ZipReader& zip, const std::string& entry, at::ScalarType dt, int64_t numel,
                               const std::string& where) {
-  // Checked before allocating: a corrupt element count must not ask for gigabytes.
-  const uint64_t elem = c10::elementSize(dt), has = zip.size(entry);
-  if (static_cast<uint64_t>(numel) > has / elem)
-    throw Error(where + ": storage of " + std::to_string(numel) + " elements needs " +
-                std::to_string(static_cast<uint64_t>(numel) > UINT64_MAX / elem ? UINT64_MAX : numel * elem) +
-                " bytes, its entry holds " + std::to_string(has) + " (truncated or corrupt file)");
-  const uint64_t need = static_cast<uint64_t>(numel) * elem;
-  at::Tensor t = transient_storage(numel, dt);
+  at::Tensor t = transient_storage(numel, dt, zip.size(entry), where + ": storage", "its entry's");
+  const uint64_t need = static_cast<uint64_t>(t.nbytes());
   advise_huge_pages(t.data_ptr(), need);
   zip.read_into(entry, t.data_ptr(), need);
   return t;
@@ -153,14 +154,8 @@ Checkpoint load_legacy(const std::string& head, const File* file, const std::str
     int64_t numel = pid_numel(pid, path);
     auto dt = py::storage_dtype(cls, path + " (storage " + key + ")");
     auto it = storages.find(key);
-    if (it == storages.end()) {
-      // Its bytes follow the pickles in the file: a count that the file cannot hold is corrupt,
-      // refused before it allocates.
-      if (static_cast<uint64_t>(numel) > size / c10::elementSize(dt))
-        throw Error(path + ": storage '" + key + "' of " + std::to_string(numel) + " elements does not fit in the file's " +
-                    std::to_string(size) + " bytes (truncated or corrupt file)");
-      it = storages.emplace(key, transient_storage(numel, dt)).first;
-    }
+    if (it == storages.end())  // its bytes follow the pickles in the file
+      it = storages.emplace(key, transient_storage(numel, dt, size, path + ": storage '" + key + "'", "the file's")).first;
     at::Tensor s = it->second;
     if (pid->items.size() > 5 && pid->items[5]->kind == py::Kind::Tuple) {  // (view_key, offset, view_size)
       const auto& v = pid->items[5]->items;

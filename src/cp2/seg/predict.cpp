@@ -135,7 +135,7 @@ PredictResult predict_files(FinetunedModel& m, const std::vector<std::string>& i
     if (!swept.insert(dir).second) return;
     const auto gone = io::remove_killed_writes(dir.string());
     res.removed_temps.insert(res.removed_temps.end(), gone.paths.begin(), gone.paths.end());
-    if (!gone.paths.empty()) std::fprintf(stderr, "%s\n", io::describe(gone, dir.string()).c_str());
+    if (const auto line = io::describe(gone, dir.string()); !line.empty()) std::fprintf(stderr, "%s\n", line.c_str());
   };
   for (size_t i = 0; i < inputs.size(); ++i) {
     at::Tensor img;

@@ -37,8 +37,8 @@ Harness::Harness(HarnessOptions o) : o_(std::move(o)), progress_(o_.progress && 
     if (!folder_->set_aside_log().empty())  // shown with --quiet too: it changes the folder
       std::fprintf(stderr, "%s: its run stopped before the first checkpoint; starting it again (its log is now %s)\n",
                    path_.c_str(), folder_->set_aside_log().c_str());
-    if (const auto& gone = folder_->removed_temps(); !gone.paths.empty())
-      std::fprintf(stderr, "%s\n", io::describe(gone, path_).c_str());
+    if (const auto line = io::describe(folder_->removed_temps(), path_); !line.empty())
+      std::fprintf(stderr, "%s\n", line.c_str());
   } else {
     path_ = absolute_path(o_.out);
   }

@@ -192,7 +192,7 @@ RunFolder::RunFolder(const fs::path& out, bool resuming, bool take_over) : out_(
     for (const auto& p : gone.paths) removed_.paths.push_back(fs::relative(p, out_, ec).string());
     removed_.bytes += gone.bytes;
   }
-  std::sort(removed_.paths.begin(), removed_.paths.end());  // checkpoints/ first: the large ones
+  std::sort(removed_.paths.begin(), removed_.paths.end());  // one sorted list over both folders
 }
 
 RunFolder::~RunFolder() {
