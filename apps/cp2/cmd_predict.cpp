@@ -31,7 +31,9 @@ int run(const PredictArgs& a) {
   src.stored_config = file.config_text;
   src.stored_origin = file.path + " (stored config)";
   auto f = cfg.fields();
-  config::apply_sources(f, src);  // not validated: predict needs no dataset
+  config::apply_sources(f, src);  // not validated whole: predict needs no dataset
+  seg::EvalOptions eo;
+  config::check_naming_origin(f, [&] { eo = cfg.eval_options(), eo.validate(); });
   auto m = seg::build_finetuned(file, seg::model_settings(file, cfg.model, src));
   m.model->to(train::parse_device(a.device, "--device"));
   std::string note;  // the stored config may name what only its training device could run
@@ -42,7 +44,7 @@ int run(const PredictArgs& a) {
   po.alpha = a.alpha;
   po.overlays = !a.no_overlay;
   po.skip_bad = a.skip_bad;
-  auto r = seg::predict_files(m, a.inputs, cfg.eval_options(), po, !a.quiet);
+  auto r = seg::predict_files(m, a.inputs, eo, po, !a.quiet);
   std::printf("wrote %zu label PNGs%s to %s\n", r.labels.size(),
               po.overlays ? (" and " + std::to_string(r.overlays.size()) + " overlays").c_str() : "", a.out.c_str());
   if (!r.bad.empty()) {

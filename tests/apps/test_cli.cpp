@@ -167,11 +167,12 @@ TEST(Cli, PretrainConfigErrors) {
   r = run("pretrain --data /tmp --print-config --set model.mode=moco");
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("mode: moco"), std::string::npos) << r.out;
-  // Numbers in messages as the user wrote them (std::to_string would say 0.900000, -3.000000).
-  for (auto [set, msg] : {std::pair{"view.hue=0.9", "error: view.hue: expected 0..0.5, found 0.9\n"},
-                          {"view.size=-3", "error: view.size: expected >= 8, found -3\n"},
-                          {"optim.lr=-0.5", "error: optim.lr: expected > 0, found -0.5\n"},
-                          {"model.momentum=1.5", "error: model.momentum: expected 0..1, found 1.5\n"}}) {
+  // Numbers in messages as the user wrote them (std::to_string would say 0.900000, -3.000000),
+  // after where the value came from.
+  for (auto [set, msg] : {std::pair{"view.hue=0.9", "error: --set: view.hue: expected 0..0.5, found 0.9\n"},
+                          {"view.size=-3", "error: --set: view.size: expected >= 8, found -3\n"},
+                          {"optim.lr=-0.5", "error: --set: optim.lr: expected > 0, found -0.5\n"},
+                          {"model.momentum=1.5", "error: --set: model.momentum: expected 0..1, found 1.5\n"}}) {
     r = run(std::string("pretrain --data /tmp --set ") + set);
     EXPECT_EQ(r.rc, 1) << set;
     EXPECT_NE(r.out.find(msg), std::string::npos) << r.out;

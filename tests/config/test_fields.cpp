@@ -4,6 +4,7 @@
 #include "../helpers.h"
 #include "cp2/config/fields.h"
 #include "cp2/pretrain/config.h"
+#include "cp2/seg/config.h"
 
 namespace cp2::test {
 namespace {
@@ -59,6 +60,38 @@ TEST(ConfigFields, ValidateRejectsBadValuesNamingTheKey) {
   expect_error([&] { cfg.validate(); }, {"19"});
   pretrain::PretrainConfig empty;
   expect_error([&] { empty.validate(); }, {"data.root"});
+}
+
+TEST(ConfigFields, ValidateErrorsNameWhereTheValueCameFrom) {
+  seg::FinetuneConfig cfg;
+  auto f = cfg.fields();
+  EXPECT_EQ(f.origin("train.batch"), "");  // a default
+  f.load_yaml_text("model:\n  arch: 19\neval:\n  stride_w: 0\n", "voc.yaml");
+  f.set("train.batch", "0", "command line");
+  EXPECT_EQ(f.origin("model.arch"), "voc.yaml");
+  EXPECT_EQ(f.origin("train.batch"), "command line");
+  auto check = [&](const std::function<void()>& fn) { config::check_naming_origin(f, fn); };
+  // A key at its default is left as it is.
+  try {
+    check([&] { cfg.validate(); });
+    ADD_FAILURE() << "expected cp2::Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("data.root: expected the dataset folder", 0), 0u) << e.what();
+  }
+  f.set("data.root", "/tmp", "command line");
+  expect_error([&] { check([&] { cfg.validate(); }); }, {"voc.yaml: model.arch: expected one of 18, 34, 50, 101, found 19"});
+  f.apply_overrides({"model.arch=18"});
+  EXPECT_EQ(f.origin("model.arch"), "--set");
+  expect_error([&] { check([&] { cfg.validate(); }); }, {"command line: train.batch: expected >= 1, found 0"});
+  f.apply_overrides({"train.batch=2"});
+  expect_error([&] { check([&] { cfg.validate(); }); }, {"voc.yaml: eval.stride_w: expected >= 1, found 0"});
+  // A message that starts with no key is left as it is.
+  expect_error([&] { check([] { throw Error("voc layout: expected the split file x"); }); }, {"voc layout: expected"});
+  try {
+    check([] { throw Error("voc layout: expected the split file x"); });
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "voc layout: expected the split file x");
+  }
 }
 
 TEST(ConfigFields, ShippedConfigsLoad) {

@@ -156,9 +156,7 @@ TEST(Checkpoint, StructureReadsThePickleAloneWhereItCan) {
   }
   // A file cut short after its pickle: the structure (and so the stored config) still reads;
   // the whole load says the file is truncated.
-  std::ifstream in(mine, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto cut = write_bytes("structure_cut.pt", bytes.substr(0, 4096));
+  const auto cut = write_bytes("structure_cut.pt", io::read_file(mine).substr(0, 4096));
   EXPECT_EQ(io::load_checkpoint_structure(cut).root->get("config")->s, "model:\n  arch: 18\n");
   expect_error([&] { io::load_checkpoint(cut); }, {cut, "truncated"});
   expect_error([&] { io::load_checkpoint_structure(::testing::TempDir() + "no_such.pt"); }, {"no_such.pt", "cannot open"});

@@ -333,10 +333,19 @@ TEST(RunFolder, ResumeMixUpsSayWhatToDo) {
   // Keys named as users write them.
   expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"data.workers=-1"})); },
                {"data.workers: expected >= 0, found -1"});
+  // ... after where the value came from: --set, a flag, the config file.
   expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"model.arch=7"})); },
-               {"model.arch: expected one of 18, 34, 50, 101, found 7"});
+               {"--set: model.arch: expected one of 18, 34, 50, 101, found 7"});
   expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"model.queue=0"})); },
-               {"model.queue: expected >= 1, found 0"});
+               {"--set: model.queue: expected >= 1, found 0"});
+  auto flagged = tiny_request(data, temp_dir("h_mix_c"));
+  flagged.src.flags.emplace_back("train.batch", "0");
+  expect_error([&] { pretrain_run(flagged); }, {"command line: train.batch: expected >= 1, found 0"});
+  const auto bad_yaml = temp_dir("h_mix_d") + "/bad.yaml";
+  std::ofstream(bad_yaml) << "model:\n  arch: 10\n";
+  auto from_file = tiny_request(data, temp_dir("h_mix_c"));
+  from_file.src.file = bad_yaml;
+  expect_error([&] { pretrain_run(from_file); }, {bad_yaml + ": model.arch: expected one of 18, 34, 50, 101, found 10"});
 }
 
 // A tiny generated VOC-layout set.

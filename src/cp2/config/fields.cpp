@@ -179,6 +179,26 @@ void Fields::set(const std::string& key, const std::string& value, const std::st
   } catch (const std::invalid_argument& e) {
     throw Error(origin + ": key '" + key + "': expected " + e.what() + ", found '" + value + "'");
   }
+  origins_[key] = origin;
+}
+
+std::string Fields::origin(const std::string& key) const {
+  auto it = origins_.find(key);
+  return it == origins_.end() ? "" : it->second;
+}
+
+void check_naming_origin(const Fields& f, const std::function<void()>& check) {
+  try {
+    check();
+  } catch (const Error& e) {
+    // The key is the message's first word ("model.arch: expected ..."); validate() messages
+    // start so (ConfigFields.ValidateErrorsNameWhereTheValueCameFrom).
+    const std::string msg = e.what();
+    const size_t end = msg.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.");
+    const std::string origin = f.origin(msg.substr(0, end));
+    if (origin.empty()) throw;
+    throw Error(origin + ": " + msg);
+  }
 }
 
 void Fields::apply_overrides(const std::vector<std::string>& items, const std::string& origin) {

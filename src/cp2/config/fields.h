@@ -6,6 +6,7 @@
 #include <array>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,6 +40,9 @@ class Fields {
   std::string value(const std::string& key) const;
   // One line per key: name, current value, help (for --help-config).
   std::string describe() const;
+  // Where `key`'s value was last set from (a file, "command line", "--set", a checkpoint's
+  // stored config); "" while it holds its default.
+  std::string origin(const std::string& key) const;
 
  private:
   struct Field {
@@ -48,7 +52,13 @@ class Fields {
   };
   const Field* find(const std::string& key) const;
   std::vector<Field> fields_;
+  std::map<std::string, std::string> origins_;
 };
+
+// Runs `check` (a config's validate(), whose errors start with the key at fault) and, where
+// that key's value was set from a file, the command line or a checkpoint, puts its origin in
+// front of the error, as parse errors have it ("a.yaml: model.arch: expected one of ...").
+void check_naming_origin(const Fields& f, const std::function<void()>& check);
 
 // Where a run's settings come from, lowest precedence first: the defaults, the config
 // file (or, when resuming without one, the config stored in the checkpoint), the

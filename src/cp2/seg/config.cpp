@@ -1,5 +1,7 @@
 #include "cp2/seg/config.h"
 
+#include <utility>
+
 #include "cp2/common.h"
 #include "cp2/io/keymap.h"
 #include "cp2/train/resolve.h"
@@ -32,12 +34,14 @@ models::SegmentorOptions SegModelConfig::segmentor(int classes) const {
 
 void EvalOptions::validate() const {
   if (mode != "whole" && mode != "slide") throw Error("eval.mode: expected whole or slide, found '" + mode + "'");
-  if (crop_h < 1 || crop_w < 1 || stride_h < 1 || stride_w < 1)
-    throw Error("eval.crop/stride: expected >= 1, found crop " + std::to_string(crop_h) + "x" + std::to_string(crop_w) +
-                ", stride " + std::to_string(stride_h) + "x" + std::to_string(stride_w));
+  // Each message starts with its own key (config::check_naming_origin finds it there).
+  for (auto [key, v] : {std::pair{"eval.crop_h", crop_h}, {"eval.crop_w", crop_w}, {"eval.stride_h", stride_h},
+                        {"eval.stride_w", stride_w}})
+    config::require_at_least(key, v, 1);
   for (double s : scales)
     if (!(s > 0)) throw Error("eval.scales: expected positive ratios, found " + num_str(s));
-  if (scale_long < 0 || scale_short < 0) throw Error("eval.scale_long/scale_short: expected >= 0");
+  config::require_at_least("eval.scale_long", scale_long, 0);
+  config::require_at_least("eval.scale_short", scale_short, 0);
   if (max_images < 0) throw Error("eval.max_images: expected >= 0, found " + std::to_string(max_images));
 }
 

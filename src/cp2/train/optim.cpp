@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <utility>
 
 #include "cp2/common.h"
 #include "cp2/dist/reducer.h"
@@ -15,8 +16,9 @@ void OptimOptions::validate() const {
   if (!(lr > 0)) throw Error("optim.lr: expected > 0, found " + num_str(lr));
   if (momentum < 0 || momentum >= 1) throw Error("optim.momentum: expected 0 <= m < 1, found " + num_str(momentum));
   if (weight_decay < 0) throw Error("optim.weight_decay: expected >= 0, found " + num_str(weight_decay));
-  if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) throw Error("optim.beta1/beta2: expected 0 <= b < 1");
-  if (!(eps > 0)) throw Error("optim.eps: expected > 0");
+  for (auto [key, b] : {std::pair{"optim.beta1", beta1}, {"optim.beta2", beta2}})
+    if (!(b >= 0 && b < 1)) throw Error(std::string(key) + ": expected 0 <= b < 1, found " + num_str(b));
+  if (!(eps > 0)) throw Error("optim.eps: expected > 0, found " + num_str(eps));
   if (schedule != "cosine-epoch" && schedule != "cosine-iter" && schedule != "constant" && schedule != "poly")
     throw Error("optim.schedule: expected cosine-epoch, cosine-iter, poly or constant, found '" + schedule + "'");
   if (schedule == "poly" && !(power > 0)) throw Error("optim.power: expected > 0, found " + num_str(power));

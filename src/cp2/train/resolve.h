@@ -67,7 +67,7 @@ ResolvedRun resolve_run(Config& cfg, RunRequest req, const CheckpointKind& kind)
   cfg.data.root = absolute_path(cfg.data.root);
   cfg.train.out = absolute_path(cfg.train.out);
   cfg.train.init = init_checkpoint(absolute_path(cfg.train.init));
-  cfg.validate();
+  config::check_naming_origin(f, [&] { cfg.validate(); });
   r.yaml = cfg.to_yaml();
   return r;
 }
