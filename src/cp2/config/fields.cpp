@@ -191,13 +191,28 @@ void check_naming_origin(const Fields& f, const std::function<void()>& check) {
   try {
     check();
   } catch (const Error& e) {
-    // The key is the message's first word ("model.arch: expected ..."); validate() messages
-    // start so (ConfigFields.ValidateErrorsNameWhereTheValueCameFrom).
+    // The keys are the message's head: "model.arch: ..." or, for a relation between keys,
+    // "view.scale_min/scale_max: ..." (the later names in the first one's section).
     const std::string msg = e.what();
-    const size_t end = msg.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.");
-    const std::string origin = f.origin(msg.substr(0, end));
-    if (origin.empty()) throw;
-    throw Error(origin + ": " + msg);
+    const size_t colon = msg.find(':');
+    if (colon == std::string::npos ||
+        msg.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_./ ") < colon)
+      throw;
+    std::vector<std::string> origins;
+    std::string section;
+    std::stringstream head(msg.substr(0, colon));
+    for (std::string name; std::getline(head, name, '/');) {
+      name = trim(name);
+      const size_t dot = name.rfind('.');
+      if (dot != std::string::npos) section = name.substr(0, dot);
+      else if (!section.empty()) name = section + "." + name;
+      const std::string o = f.origin(name);
+      if (!o.empty() && std::find(origins.begin(), origins.end(), o) == origins.end()) origins.push_back(o);
+    }
+    if (origins.empty()) throw;
+    std::string where;
+    for (const auto& o : origins) where += (where.empty() ? "" : " and ") + o;
+    throw Error(where + ": " + msg);
   }
 }
 

@@ -55,9 +55,10 @@ class Fields {
   std::map<std::string, std::string> origins_;
 };
 
-// Runs `check` (a config's validate(), whose errors start with the key at fault) and, where
-// that key's value was set from a file, the command line or a checkpoint, puts its origin in
-// front of the error, as parse errors have it ("a.yaml: model.arch: expected one of ...").
+// Runs `check` (a config's validate(), whose errors start with the key or keys at fault:
+// "model.arch: ...", "view.scale_min/scale_max: ...") and, where those keys' values were set
+// from a file, the command line or a checkpoint, puts that origin in front of the error, as
+// parse errors have it ("a.yaml: model.arch: expected one of ..."; "a.yaml and --set: ...").
 void check_naming_origin(const Fields& f, const std::function<void()>& check);
 
 // Where a run's settings come from, lowest precedence first: the defaults, the config

@@ -44,9 +44,9 @@ void PipelineOptions::validate() const {
   auto fail = [](const std::string& key, const std::string& exp, const std::string& found) {
     throw Error("pipeline." + key + ": expected " + exp + ", found " + found);
   };
-  if (scale_long < 1 || scale_short < 1) fail("scale", "positive long/short edges", std::to_string(scale_long) + "x" + std::to_string(scale_short));
+  if (scale_long < 1 || scale_short < 1) fail("scale_long/scale_short", "positive edges", std::to_string(scale_long) + "x" + std::to_string(scale_short));
   if (!(ratio_min > 0 && ratio_max >= ratio_min)) fail("ratio_min/ratio_max", "0 < min <= max", num_str(ratio_min) + ", " + num_str(ratio_max));
-  if (crop_h < 1 || crop_w < 1) fail("crop", ">= 1", std::to_string(crop_h) + "x" + std::to_string(crop_w));
+  if (crop_h < 1 || crop_w < 1) fail("crop_h/crop_w", ">= 1", std::to_string(crop_h) + "x" + std::to_string(crop_w));
   if (!(cat_max_ratio > 0 && cat_max_ratio <= 1)) fail("cat_max_ratio", "in (0, 1]", num_str(cat_max_ratio));
   if (!(flip_p >= 0 && flip_p <= 1)) fail("flip_p", "in [0, 1]", num_str(flip_p));
   for (int c = 0; c < 3; ++c)
