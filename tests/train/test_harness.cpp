@@ -338,6 +338,8 @@ TEST(RunFolder, ResumeMixUpsSayWhatToDo) {
                {"--set: model.arch: expected one of 18, 34, 50, 101, found 7"});
   expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"model.queue=0"})); },
                {"--set: model.queue: expected >= 1, found 0"});
+  expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"model.query_bn_splits=0"})); },
+               {"--set: model.query_bn_splits: expected >= 1, found 0"});
   auto flagged = tiny_request(data, temp_dir("h_mix_c"));
   flagged.src.flags.emplace_back("train.batch", "0");
   expect_error([&] { pretrain_run(flagged); }, {"command line: train.batch: expected >= 1, found 0"});

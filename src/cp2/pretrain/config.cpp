@@ -137,6 +137,7 @@ void PretrainConfig::validate() const {
   require_at_least("model.proj_channels", model.proj_channels, 1);
   require_at_least("model.queue", model.queue, 1);
   require_at_least("model.key_bn_splits", model.key_bn_splits, 1);
+  require_at_least("model.query_bn_splits", model.query_bn_splits, 1);
   if (!(model.momentum >= 0 && model.momentum <= 1))
     throw Error("model.momentum: expected 0..1, found " + num_str(model.momentum));
   if (!(model.temperature > 0)) throw Error("loss.temperature: expected > 0, found " + num_str(model.temperature));
@@ -148,7 +149,6 @@ void PretrainConfig::validate() const {
   optim.validate();
   train.validate();
   loader_options().validate();
-  require_at_least("model.query_bn_splits", model.query_bn_splits, 1);
   if (train.batch % model.query_bn_splits != 0)
     throw Error("model.query_bn_splits: " + std::to_string(model.query_bn_splits) + " does not divide train.batch " +
                 std::to_string(train.batch));
