@@ -33,7 +33,10 @@ int run(const PredictArgs& a) {
   auto f = cfg.fields();
   config::apply_sources(f, src);  // not validated whole: predict needs no dataset
   seg::EvalOptions eo;
-  config::check_naming_origin(f, [&] { eo = cfg.eval_options(), eo.validate(); });
+  config::check_naming_origin(f, [&] {
+    eo = cfg.eval_options();
+    eo.validate();
+  });
   auto m = seg::build_finetuned(file, seg::model_settings(file, cfg.model, src));
   m.model->to(train::parse_device(a.device, "--device"));
   std::string note;  // the stored config may name what only its training device could run

@@ -248,6 +248,12 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("model.arch: 50 asked"), std::string::npos) << r.out;
   wrote(in + "/a.jpg --out " + dir + "/p2 --quiet --set model.align_corners=true", "wrote 1 label PNGs", {});
+  // Bad eval keys are refused before any image, naming where the value came from.
+  refused(in + "/a.jpg --out " + dir + "/p4 --quiet --scales 0,1",
+          {"error: command line: eval.scales: expected positive ratios, found 0"});
+  refused(in + "/a.jpg --out " + dir + "/p4 --quiet --set eval.stride_h=0",
+          {"error: --set: eval.stride_h: expected >= 1, found 0"});
+  EXPECT_FALSE(fs::exists(dir + "/p4"));
   // A config trained in fp16 on a GPU is evaluated on the CPU in fp32, with a note.
   for (const std::string cmd : {"evaluate " + dir + "/run", predict + in + "/a.jpg --out " + dir + "/p3"}) {
     r = run_cli(cmd + " --quiet --set train.precision=fp16");

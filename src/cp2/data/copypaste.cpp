@@ -9,11 +9,11 @@ namespace cp2::data {
 void CopyPasteOptions::validate() const {
   view.validate();
   if (!(erase_scale_min > 0 && erase_scale_min <= erase_scale_max && erase_scale_max < 1))
-    throw Error("copy_paste.erase_scale_min/erase_scale_max: expected 0 < min <= max < 1, found " + num_str(erase_scale_min) +
-                ".." + num_str(erase_scale_max));
+    throw Error("copy_paste.erase_scale_min/erase_scale_max: expected 0 < min <= max < 1, found " +
+                num_str(erase_scale_min) + ".." + num_str(erase_scale_max));
   if (!(erase_ratio_min > 0 && erase_ratio_min <= erase_ratio_max))
-    throw Error("copy_paste.erase_ratio_min/erase_ratio_max: expected 0 < min <= max, found " + num_str(erase_ratio_min) + ".." +
-                num_str(erase_ratio_max));
+    throw Error("copy_paste.erase_ratio_min/erase_ratio_max: expected 0 < min <= max, found " +
+                num_str(erase_ratio_min) + ".." + num_str(erase_ratio_max));
 }
 
 namespace {
