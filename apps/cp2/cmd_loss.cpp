@@ -42,6 +42,7 @@ int run_loss(const LossArgs& a) {
   for (auto& [key, val] : shortcuts)
     if (!val->empty()) f.set(key, *val, "command line");
   f.apply_overrides(a.sets);
+  config::check_naming_origin(f, [&] { cfg.validate_model(); });
   std::vector<std::string> dropped;
   auto state = pretrain::drop_classifier(pretrain::strip_module(io::find_state_dict(ck)), &dropped);
   bool queue_given = !a.queue.empty();

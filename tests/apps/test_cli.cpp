@@ -116,6 +116,15 @@ TEST(Cli, LossPrintsTheReferenceLosses) {
                    fixture("cp2_step_r18_96_batch.pt"));
   EXPECT_EQ(wrong.rc, 1);
   EXPECT_NE(wrong.out.find("strict load failed"), std::string::npos) << wrong.out;
+  // The model's keys are checked as `cp2 pretrain` checks them: key names, and where the value came from.
+  for (auto [args, msg] : {std::pair{"--queue 0", "error: command line: model.queue: expected >= 1, found 0\n"},
+                           {"--set model.momentum=2", "error: --set: model.momentum: expected 0..1, found 2\n"},
+                           {"--arch 10", "error: command line: model.arch: expected one of 18, 34, 50, 101, found 10\n"}}) {
+    auto bad = run("loss --checkpoint " + fixture("cp2_step_r18_96.pt") + " --batch " +
+                   fixture("cp2_step_r18_96_batch.pt") + " " + args);
+    EXPECT_EQ(bad.rc, 1) << args;
+    EXPECT_NE(bad.out.find(msg), std::string::npos) << bad.out;
+  }
 }
 
 }  // namespace

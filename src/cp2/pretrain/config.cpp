@@ -129,7 +129,23 @@ std::string PretrainConfig::to_yaml() const {
 
 void PretrainConfig::validate() const {
   if (data.root.empty()) throw Error("data.root: expected an image folder (--data DIR or data.root in the config)");
-  // The user's key names first; the subsystems below check again in their own terms.
+  validate_model();
+  data.validate();
+  aug_options().validate();
+  model_options().validate();
+  optim.validate();
+  train.validate();
+  loader_options().validate();
+  if (train.batch % model.query_bn_splits != 0)
+    throw Error("model.query_bn_splits: " + std::to_string(model.query_bn_splits) + " does not divide train.batch " +
+                std::to_string(train.batch));
+  if (train.batch % model.key_bn_splits != 0)
+    throw Error("model.key_bn_splits: " + std::to_string(model.key_bn_splits) + " does not divide train.batch " +
+                std::to_string(train.batch));
+}
+
+void PretrainConfig::validate_model() const {
+  // The user's key names first; the subsystems check again in their own terms.
   using config::require_at_least;
   config::require_one_of("model.arch", model.arch, {18, 34, 50, 101});
   config::require_one_of("model.output_stride", model.output_stride, {8, 16, 32});
@@ -143,18 +159,6 @@ void PretrainConfig::validate() const {
   if (!(model.temperature > 0)) throw Error("loss.temperature: expected > 0, found " + num_str(model.temperature));
   if (!(model.dense_temperature >= 0))
     throw Error("loss.dense_temperature: expected >= 0 (0 = none), found " + num_str(model.dense_temperature));
-  data.validate();
-  aug_options().validate();
-  model_options().validate();
-  optim.validate();
-  train.validate();
-  loader_options().validate();
-  if (train.batch % model.query_bn_splits != 0)
-    throw Error("model.query_bn_splits: " + std::to_string(model.query_bn_splits) + " does not divide train.batch " +
-                std::to_string(train.batch));
-  if (train.batch % model.key_bn_splits != 0)
-    throw Error("model.key_bn_splits: " + std::to_string(model.key_bn_splits) + " does not divide train.batch " +
-                std::to_string(train.batch));
 }
 
 std::string resolve_config(PretrainConfig& cfg, const ConfigSources& src) {

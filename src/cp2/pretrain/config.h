@@ -65,6 +65,7 @@ struct PretrainConfig {
   data::LoaderOptions loader_options() const;
   double lr() const { return optim.lr * static_cast<double>(train.batch) / 256.0; }  // linear scaling
   void validate() const;  // every subsystem, plus cross-key checks
+  void validate_model() const;  // the model.* and loss.* keys alone (cp2 loss reads no data)
 };
 
 using ConfigSources = config::Sources;
