@@ -25,28 +25,27 @@ struct LossArgs {
 int run_loss(const LossArgs& a) {
   // The model is described as for `cp2 pretrain`: its config keys (defaults, --config,
   // shortcut flags, --set); K comes from the checkpoint's queue unless given.
-  pretrain::PretrainConfig cfg;
-  auto f = cfg.fields();
   auto ck = io::load_checkpoint(a.checkpoint);  // read once: these files reach 0.5 GB
-  if (!a.config.empty()) {
-    f.load_yaml_file(a.config);
-  } else if (train::kind_of(ck.root) == "pretrain") {
-    // A cp2 checkpoint describes its own model.
-    f.load_yaml_text(train::stored_config(ck.root, train::pretrain_kind(), a.checkpoint),
-                     a.checkpoint + " (stored config)");
+  config::Sources src;
+  src.file = a.config;
+  if (a.config.empty() && train::kind_of(ck.root) == "pretrain") {  // a cp2 checkpoint describes its own model
+    src.stored_config = train::stored_config(ck.root, train::pretrain_kind(), a.checkpoint);
+    src.stored_origin = a.checkpoint + " (stored config)";
   }
   const std::pair<const char*, const std::string*> shortcuts[] = {
       {"model.mode", &a.mode},           {"model.arch", &a.arch},         {"model.output_stride", &a.output_stride},
       {"model.key_bn_splits", &a.key_bn_splits}, {"model.queue", &a.queue}, {"model.momentum", &a.momentum},
       {"loss.temperature", &a.temperature}, {"loss.dense_weight", &a.dense_weight}};
   for (auto& [key, val] : shortcuts)
-    if (!val->empty()) f.set(key, *val, "command line");
-  f.apply_overrides(a.sets);
+    if (!val->empty()) src.flags.emplace_back(key, *val);
+  src.sets = a.sets;
+  pretrain::PretrainConfig cfg;
+  auto f = cfg.fields();
+  config::apply_sources(f, src);
   config::check_naming_origin(f, [&] { cfg.validate_model(); });
   std::vector<std::string> dropped;
   auto state = pretrain::drop_classifier(pretrain::strip_module(io::find_state_dict(ck)), &dropped);
-  bool queue_given = !a.queue.empty();
-  for (const auto& s : a.sets) queue_given |= s.rfind("model.queue=", 0) == 0;
+  const bool queue_given = src.names("model.queue");
   auto o = cfg.model_options();
   if (!queue_given) {
     const int64_t k = pretrain::stored_queue_size(state);
