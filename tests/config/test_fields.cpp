@@ -100,6 +100,22 @@ TEST(ConfigFields, ValidateErrorsNameWhereTheValueCameFrom) {
   // A message that starts with no key is left as it is.
   EXPECT_EQ(message([] { throw Error("voc layout: expected the split file x"); }), "voc layout: expected the split file x");
   EXPECT_EQ(message([] { throw Error("WORLD_SIZE: expected >= 1, found 0"); }), "WORLD_SIZE: expected >= 1, found 0");
+
+  // A relation across sections (model.key_bn_splits/train.batch) names both keys' origins.
+  pretrain::PretrainConfig pre;
+  auto p = pre.fields();
+  p.set("data.root", "/tmp", "command line");
+  p.load_yaml_text("model:\n  key_bn_splits: 4\n", "cp2.yaml");
+  p.set("train.batch", "6", "command line");
+  const std::string expected =
+      "cp2.yaml and command line: model.key_bn_splits/train.batch: key_bn_splits 4 does not divide the batch 6 "
+      "(batch norm runs over equal groups of the batch)";
+  try {
+    config::check_naming_origin(p, [&] { pre.validate(); });
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), expected);
+  }
 }
 
 TEST(ConfigFields, ShippedConfigsLoad) {

@@ -136,12 +136,13 @@ void PretrainConfig::validate() const {
   optim.validate();
   train.validate();
   loader_options().validate();
-  if (train.batch % model.query_bn_splits != 0)
-    throw Error("model.query_bn_splits: " + std::to_string(model.query_bn_splits) + " does not divide train.batch " +
-                std::to_string(train.batch));
-  if (train.batch % model.key_bn_splits != 0)
-    throw Error("model.key_bn_splits: " + std::to_string(model.key_bn_splits) + " does not divide train.batch " +
-                std::to_string(train.batch));
+  // A relation: its head names both keys, so the error says where each value came from.
+  for (const auto& [key, splits] : {std::pair<const char*, int>{"query_bn_splits", model.query_bn_splits},
+                                    std::pair<const char*, int>{"key_bn_splits", model.key_bn_splits}})
+    if (train.batch % splits != 0)
+      throw Error(std::string("model.") + key + "/train.batch: " + key + " " + std::to_string(splits) +
+                  " does not divide the batch " + std::to_string(train.batch) +
+                  " (batch norm runs over equal groups of the batch)");
 }
 
 void PretrainConfig::validate_model() const {
