@@ -7,7 +7,9 @@
 #include <fstream>
 
 #include "../helpers.h"
+#include "cp2/pretrain/config.h"
 #include "cp2/pretrain/state_io.h"
+#include "cp2/seg/config.h"
 #include "cp2/seg/label_png.h"
 
 #include <filesystem>
@@ -20,12 +22,130 @@ cp2::test::CliRun run(const std::string& args) { return cp2::test::run_cli(args)
 
 TEST(Cli, HelpForEverySubcommand) {
   for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth", "bench", "bench pretrain", "finetune",
-                          "evaluate", "predict", "bench finetune", "bench evaluate", "bench conv", "ablate", "trials", "report"}) {
+                          "evaluate", "predict", "bench finetune", "bench evaluate", "bench conv", "ablate", "trials", "report",
+                          "launch"}) {
     auto r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.rc, 0) << sub;
     EXPECT_NE(r.out.find("--help"), std::string::npos);
   }
   EXPECT_NE(run("--help").out.find("convert"), std::string::npos);
+}
+
+// The flags ("cp2 SUB ... --flag") and config keys ("`section.key`") that README.md and docs/*.md
+// name exist: a renamed option fails here rather than in a reader's shell.
+TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(CP2_CONFIGS).parent_path();
+  std::vector<fs::path> docs = {root / "README.md"};
+  for (const auto& e : fs::directory_iterator(root / "docs"))
+    if (e.path().extension() == ".md") docs.push_back(e.path());
+  ASSERT_GE(docs.size(), 3u);
+
+  const std::vector<std::string> subs = {"pretrain", "finetune", "evaluate", "predict", "convert", "loss", "bench",
+                                         "synth",    "demo",     "ablate",   "trials",  "report",  "launch"};
+  const std::vector<std::string> benches = {"pretrain", "finetune", "evaluate", "conv"};
+  std::map<std::string, std::string> help;  // "bench conv" -> its --help
+  auto has_flag = [&](const std::string& sub, const std::string& flag) {
+    if (!help.count(sub)) help[sub] = run(sub + " --help").out;
+    const std::string& h = help[sub];
+    for (size_t at = h.find(flag); at != std::string::npos; at = h.find(flag, at + 1)) {
+      const size_t end = at + flag.size();
+      if ((at == 0 || !(std::isalnum(static_cast<unsigned char>(h[at - 1])) || h[at - 1] == '-')) &&
+          (end == h.size() || !(std::isalnum(static_cast<unsigned char>(h[end])) || h[end] == '-')))
+        return true;
+    }
+    return false;
+  };
+  auto first_word = [](const std::string& s, std::string& rest) {
+    const size_t b = s.find_first_not_of(' ');
+    if (b == std::string::npos) return std::string();
+    const size_t e = std::min(s.find(' ', b), s.size());
+    rest = s.substr(e);
+    return s.substr(b, e - b);
+  };
+  // "--flag" tokens of one command's text (not "--" alone, not "a--b").
+  auto flags_of = [](const std::string& s) {
+    std::vector<std::string> out;
+    for (size_t at = s.find("--"); at != std::string::npos; at = s.find("--", at + 2)) {
+      if (at > 0 && (std::isalnum(static_cast<unsigned char>(s[at - 1])) || s[at - 1] == '-')) continue;
+      size_t e = at + 2;
+      if (e >= s.size() || !std::islower(static_cast<unsigned char>(s[e]))) continue;
+      while (e < s.size() && (std::isalnum(static_cast<unsigned char>(s[e])) || s[e] == '-')) ++e;
+      out.push_back(s.substr(at, e - at));
+    }
+    return out;
+  };
+  cp2::pretrain::PretrainConfig pre;
+  cp2::seg::FinetuneConfig fin;
+  const std::string keys = "\n" + pre.fields().describe() + fin.fields().describe();
+  const std::vector<std::string> sections = {"data.",  "view.",  "copy_paste.", "model.", "loss.",
+                                             "optim.", "train.", "pipeline.",   "eval."};
+
+  size_t flags_checked = 0, keys_checked = 0;
+  for (const auto& path : docs) {
+    std::string text = cp2::io::read_file(path.string());
+    // A command continued over lines is one command.
+    for (size_t at = text.find("\\\n"); at != std::string::npos; at = text.find("\\\n", at)) {
+      size_t e = at + 2;
+      while (e < text.size() && text[e] == ' ') ++e;
+      text.replace(at, e - at, " ");
+    }
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) {
+      const std::string where = path.filename().string() + ": " + line;
+      for (size_t at = line.find("cp2 "); at != std::string::npos; at = line.find("cp2 ", at + 4)) {
+        if (at > 0 && (std::isalnum(static_cast<unsigned char>(line[at - 1])) || line[at - 1] == '_')) continue;
+        std::string rest;
+        std::string sub = first_word(line.substr(at + 4), rest);
+        if (std::find(subs.begin(), subs.end(), sub) == subs.end()) continue;
+        // The command ends where the next one, a comment, a code span or a table cell begins.
+        rest = rest.substr(0, std::min({rest.find("cp2 "), rest.find('#'), rest.find('`'), rest.find('|')}));
+        std::vector<std::pair<std::string, std::string>> parts;  // (subcommand, its text)
+        if (sub == "launch" && rest.find(" -- ") != std::string::npos) {
+          std::string inner_rest;
+          const std::string inner = first_word(rest.substr(rest.find(" -- ") + 4), inner_rest);
+          parts.push_back({"launch", rest.substr(0, rest.find(" -- "))});
+          if (std::find(subs.begin(), subs.end(), inner) != subs.end()) parts.push_back({inner, inner_rest});
+        } else {
+          parts.push_back({sub, rest});
+        }
+        for (auto& [s, t] : parts) {
+          std::string after;
+          const std::string w = first_word(t, after);
+          if (s == "bench" && std::find(benches.begin(), benches.end(), w) != benches.end()) {
+            s = "bench " + w;
+            t = after;
+          }
+          for (const auto& flag : flags_of(t)) {
+            bool known = has_flag("", flag) || has_flag(s, flag);  // "" = the global options (--threads)
+            if (s == "bench")  // "cp2 bench ... --flag": any bench
+              for (const auto& b : benches) known = known || has_flag("bench " + b, flag);
+            EXPECT_TRUE(known) << "cp2 " << s << " has no " << flag << "\n  " << where;
+            ++flags_checked;
+          }
+        }
+      }
+      for (size_t at = line.find('`'); at != std::string::npos; at = line.find('`', at + 1)) {
+        const size_t b = at + 1;
+        size_t e = b;
+        while (e < line.size() && (std::islower(static_cast<unsigned char>(line[e])) ||
+                                   std::isdigit(static_cast<unsigned char>(line[e])) || line[e] == '_' || line[e] == '.'))
+          ++e;
+        const std::string key = line.substr(b, e - b);
+        if (key.find('.') == std::string::npos || (e < line.size() && line[e] == '('))  // loss.item() is code
+          continue;
+        if (std::none_of(sections.begin(), sections.end(), [&](const std::string& p) { return key.rfind(p, 0) == 0; }))
+          continue;
+        // `train.*` names a section: some key is in it.
+        const std::string wanted = "\n  " + key + (key.back() == '.' ? "" : " = ");
+        EXPECT_NE(keys.find(wanted), std::string::npos) << "no config key " << key << "\n  " << where;
+        ++keys_checked;
+      }
+    }
+  }
+  // The scan reads what it should: the docs name well over a hundred flags and keys.
+  EXPECT_GT(flags_checked, 100u);
+  EXPECT_GT(keys_checked, 50u);
 }
 
 TEST(Cli, ConvertListPrintsKeysShapesDtypes) {
