@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <regex>
 
 #include "../helpers.h"
@@ -122,9 +123,44 @@ TEST(Report, LineChartPlotsEveryPointAndBarsEveryClass) {
   const std::string pts = m[1];
   EXPECT_EQ(std::count(pts.begin(), pts.end(), ','), 4);
   EXPECT_NE(report::line_chart("empty", "step", {}).find("no data yet"), std::string::npos);
+  // Tick labels carry the decimals their step needs: integer steps, two decimals for a rate.
+  const auto rate = report::line_chart("lr", "step", {report::Series{"lr", {0, 100}, {0.25, 0.5}}});
+  for (const char* label : {">0</text>", ">20</text>", ">100</text>", ">0.25</text>", ">0.30</text>", ">0.50</text>"})
+    EXPECT_NE(rate.find(label), std::string::npos) << label << "\n" << rate;
+  for (const char* label : {">100.0</text>", ">0.3</text>", ">0.5</text>"}) EXPECT_EQ(rate.find(label), std::string::npos) << label;
   const auto bars = report::bar_chart("IoU", {"background", "t-shirt", "bag"}, {90, 45.5, 0}, "%");
   EXPECT_EQ(std::count(bars.begin(), bars.end(), '%'), 3);
   EXPECT_NE(bars.find("45.5%"), std::string::npos);
+}
+
+// A run's status line says where a stopped run stopped, and that a resumed run's time and rate
+// are its last session's.
+TEST(Report, StatusLineSaysWhereARunStopped) {
+  auto status = [](const std::string& name, const std::string& summary, const std::string& log) {
+    const auto dir = temp_dir(name);
+    std::ofstream(dir + "/log.jsonl") << log;
+    std::ofstream(dir + "/summary.json") << summary;
+    const auto html = report::render({dir}, report::ReportOptions{0, ""});
+    const size_t at = html.find("</code></h3>\n<p class=note>");
+    if (at == std::string::npos) return std::string("no status line");
+    const size_t b = html.find('>', at + 12) + 1;
+    return html.substr(b, html.find("</p>", b) - b);
+  };
+  EXPECT_EQ(status("report_sigint",
+                   R"({"finished": false, "stopped_by": "SIGINT", "steps": 34, "steps_this_run": 14, "seconds": 9.07,)"
+                   R"( "images_per_s": 12.35, "error": null})",
+                   "{\"step\": 33, \"loss\": 3.0}\n{\"step\": 34, \"loss\": 2.9}\n"),
+            "not finished (stopped by SIGINT at step 34); last session 14 steps in 9.07 s, 12.3 img/s");
+  EXPECT_EQ(status("report_max",
+                   R"({"finished": false, "stopped_by": "max", "iterations": 200, "iterations_this_run": 200,)"
+                   R"( "seconds": 61.5, "images_per_s": 26.0, "error": null})",
+                   "{\"iteration\": 200, \"loss\": 0.7}\n"),
+            "not finished (stopped at iteration 200 by --max-iters); 61.5 s, 26.0 img/s");
+  EXPECT_EQ(status("report_done",
+                   R"({"finished": true, "stopped_by": "", "steps": 40, "steps_this_run": 40, "seconds": 20.0,)"
+                   R"( "images_per_s": 16.0, "error": null})",
+                   "{\"step\": 40, \"loss\": 2.0}\n"),
+            "finished; 20.0 s, 16.0 img/s");
 }
 
 TEST(Report, RefusesFoldersThatAreNotRuns) {

@@ -71,6 +71,25 @@ std::vector<double> ticks(double lo, double hi, int want = 5) {
   return t;
 }
 
+// Tick labels with as many decimals as their step needs, the same for every tick of an axis:
+// steps 10, 20, 30 (not 10.0); rates 0.0465, 0.0470 (not 0.0465, 0.047).
+std::vector<std::string> tick_labels(const std::vector<double>& t) {
+  const double step = t.size() > 1 ? t[1] - t[0] : 1;
+  double top = 0;
+  for (double v : t) top = std::max(top, std::fabs(v));
+  const int decimals = std::max(0, static_cast<int>(std::ceil(-std::log10(step) - 1e-6)));
+  std::vector<std::string> out;
+  for (double v : t) {
+    char b[32];
+    if (top >= 1e6 || decimals > 6)
+      std::snprintf(b, sizeof b, "%.3g", v);
+    else
+      std::snprintf(b, sizeof b, "%.*f", decimals, v);
+    out.push_back(b);
+  }
+  return out;
+}
+
 std::string data_uri_png(const at::Tensor& hwc_rgb_u8) {
   auto t = hwc_rgb_u8.contiguous().cpu();
   cv::Mat rgb(static_cast<int>(t.size(0)), static_cast<int>(t.size(1)), CV_8UC3, t.data_ptr<uint8_t>()), bgr;
@@ -138,9 +157,26 @@ Series series(const std::vector<json>& log, const char* xkey, const char* ykey, 
 
 std::string summary_line(const json& sum) {
   if (!sum.is_object()) return "no summary.json (running, or killed hard)";
-  std::string s = sum.value("finished", false) ? "finished" : "not finished";
+  const bool finished = sum.value("finished", false);
+  std::string s = finished ? "finished" : "not finished";
+  // Where it stopped, and the last session's share of a resumed run ("seconds" and
+  // "images_per_s" are that session's, not the run's).
+  const bool pre = sum.contains("steps");
+  const std::string unit = pre ? "step" : "iteration";
+  const auto count = [&](const char* key) { return sum.contains(key) && sum[key].is_number() ? sum[key].get<int64_t>() : -1; };
+  const int64_t at = count(pre ? "steps" : "iterations"), in_session = count(pre ? "steps_this_run" : "iterations_this_run");
+  const std::string by = sum.contains("stopped_by") && sum["stopped_by"].is_string() ? sum["stopped_by"].get<std::string>() : "";
+  if (!finished && at >= 0 && (by == "SIGINT" || by == "SIGTERM"))
+    s += " (stopped by " + by + " at " + unit + " " + std::to_string(at) + ")";
+  else if (!finished && at >= 0 && by == "max")
+    s += " (stopped at " + unit + " " + std::to_string(at) + " by " + (pre ? "--max-steps" : "--max-iters") + ")";
   if (sum.contains("error") && sum["error"].is_string()) s += "; error: " + sum["error"].get<std::string>();
-  if (sum.contains("seconds") && sum["seconds"].is_number()) s += "; " + num(sum["seconds"].get<double>()) + " s";
+  if (sum.contains("seconds") && sum["seconds"].is_number()) {
+    s += "; ";
+    if (in_session >= 0 && in_session < at)
+      s += "last session " + std::to_string(in_session) + " " + unit + "s in ";
+    s += num(sum["seconds"].get<double>()) + " s";
+  }
   if (sum.contains("images_per_s") && sum["images_per_s"].is_number())
     s += ", " + num(sum["images_per_s"].get<double>()) + " img/s";
   if (sum.contains("best_miou") && sum["best_miou"].is_number())
@@ -422,13 +458,15 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
   auto Y = [&](double v) { return H - B - (v - y0) / (y1 - y0) * (H - T - B); };
   o << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << W - L - R << "\" height=\"" << H - T - B
     << "\" fill=\"#fff\" stroke=\"#999\"/>";
-  for (double v : yt)
-    o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << Y(v) << "\" y2=\"" << Y(v)
-      << "\" stroke=\"#eee\"/><text x=\"" << L - 4 << "\" y=\"" << Y(v) + 4 << "\" text-anchor=\"end\" font-size=\"10\">" << num(v)
-      << "</text>";
-  for (double v : xt)
-    if (v >= x0 && v <= x1)
-      o << "<text x=\"" << X(v) << "\" y=\"" << H - B + 14 << "\" text-anchor=\"middle\" font-size=\"10\">" << num(v) << "</text>";
+  const auto ylabels = tick_labels(yt), xlabels = tick_labels(xt);
+  for (size_t i = 0; i < yt.size(); ++i)
+    o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << Y(yt[i]) << "\" y2=\"" << Y(yt[i])
+      << "\" stroke=\"#eee\"/><text x=\"" << L - 4 << "\" y=\"" << Y(yt[i]) + 4
+      << "\" text-anchor=\"end\" font-size=\"10\">" << ylabels[i] << "</text>";
+  for (size_t i = 0; i < xt.size(); ++i)
+    if (xt[i] >= x0 && xt[i] <= x1)
+      o << "<text x=\"" << X(xt[i]) << "\" y=\"" << H - B + 14 << "\" text-anchor=\"middle\" font-size=\"10\">" << xlabels[i]
+        << "</text>";
   o << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - B + 28 << "\" text-anchor=\"middle\" font-size=\"11\">"
     << html_escape(xlabel) << "</text>";
   int k = 0;
