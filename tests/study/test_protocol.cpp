@@ -128,6 +128,11 @@ TEST(Report, LineChartPlotsEveryPointAndBarsEveryClass) {
   for (const char* label : {">0</text>", ">20</text>", ">100</text>", ">0.25</text>", ">0.30</text>", ">0.50</text>"})
     EXPECT_NE(rate.find(label), std::string::npos) << label << "\n" << rate;
   for (const char* label : {">100.0</text>", ">0.3</text>", ">0.5</text>"}) EXPECT_EQ(rate.find(label), std::string::npos) << label;
+  // A two-step run: the step axis counts 1, 2, with no step 1.2 or 1.5.
+  const auto two = report::line_chart("loss", "step", {report::Series{"loss", {1, 2}, {10, 30}}});
+  EXPECT_NE(two.find(">1</text>"), std::string::npos) << two;
+  EXPECT_NE(two.find(">2</text>"), std::string::npos) << two;
+  for (const char* label : {">1.2</text>", ">1.5</text>", ">1.0</text>"}) EXPECT_EQ(two.find(label), std::string::npos) << label;
   const auto bars = report::bar_chart("IoU", {"background", "t-shirt", "bag"}, {90, 45.5, 0}, "%");
   EXPECT_EQ(std::count(bars.begin(), bars.end(), '%'), 3);
   EXPECT_NE(bars.find("45.5%"), std::string::npos);

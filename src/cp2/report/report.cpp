@@ -56,8 +56,8 @@ std::string num(double v) {
   return b;
 }
 
-// "Nice" axis ticks covering [lo, hi].
-std::vector<double> ticks(double lo, double hi, int want = 5) {
+// "Nice" axis ticks covering [lo, hi]; whole numbers only on a counting axis (steps, iterations).
+std::vector<double> ticks(double lo, double hi, bool whole = false, int want = 5) {
   if (!(hi > lo)) hi = lo + 1;
   const double raw = (hi - lo) / want, mag = std::pow(10, std::floor(std::log10(raw)));
   double step = mag;
@@ -66,6 +66,7 @@ std::vector<double> ticks(double lo, double hi, int want = 5) {
       step = m * mag;
       break;
     }
+  if (whole) step = std::max(step, 1.0);
   std::vector<double> t;
   for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) t.push_back(std::fabs(v) < step * 1e-9 ? 0 : v);
   return t;
@@ -212,7 +213,8 @@ std::string pretrain_section(const fs::path& run, const std::vector<json>& log, 
   const bool have_cfg = stored_config(run, cfg);
   h << "<p>mode <b>" << html_escape(cfg.model.mode) << "</b>, ResNet-" << cfg.model.arch << ", views "
     << cfg.aug.view.size << " px, output stride " << cfg.model.output_stride << ", batch " << cfg.train.batch << ", queue "
-    << cfg.model.queue << ", " << cfg.train.epochs << " epochs" << (cfg.train.init.empty() ? "" : ", Quick Tuning from <code>" + html_escape(cfg.train.init) + "</code>") << "</p>\n";
+    << cfg.model.queue << ", " << cfg.train.epochs << (cfg.train.epochs == 1 ? " epoch" : " epochs")
+    << (cfg.train.init.empty() ? "" : ", Quick Tuning from <code>" + html_escape(cfg.train.init) + "</code>") << "</p>\n";
   std::vector<Series> loss{series(log, "step", "loss", "total")};
   for (auto [k, n] : {std::pair{"loss_ins", "instance"}, {"loss_dense", "dense"}}) {
     auto s = series(log, "step", k, n);
@@ -451,7 +453,10 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
     y0 -= 0.5 * std::max(1e-3, std::fabs(y0) * 0.01);
     y1 += 0.5 * std::max(1e-3, std::fabs(y1) * 0.01);
   }
-  const auto yt = ticks(y0, y1), xt = ticks(x0, x1);
+  bool whole_x = true;
+  for (const auto& s : series)
+    for (double v : s.x) whole_x = whole_x && v == std::floor(v);
+  const auto yt = ticks(y0, y1), xt = ticks(x0, x1, whole_x);
   y0 = std::min(y0, yt.front());
   y1 = std::max(y1, yt.back());
   auto X = [&](double v) { return L + (v - x0) / (x1 - x0) * (W - L - R); };
