@@ -76,14 +76,14 @@ Command register_loss(CLI::App& app) {
   c->add_option("--batch", a->batch, "batch file with im_q, im_k, mask_q, mask_k")->required();
   c->add_option("--config", a->config, "pretraining YAML config describing the model (default: a cp2 checkpoint's stored config)");
   c->add_option("--set", a->sets, "override a config key: --set model.arch=18 (repeatable)");
-  c->add_option("--arch", a->arch, "ResNet depth, model.arch (default 50)");
-  c->add_option("--output-stride", a->output_stride, "model.output_stride (default 16)");
-  c->add_option("--queue", a->queue, "queue length K (default: the checkpoint's)");
-  c->add_option("--momentum", a->momentum, "key-encoder momentum, model.momentum (default 0.999)");
-  c->add_option("--temperature", a->temperature, "instance-loss temperature, loss.temperature (default 0.2)");
-  c->add_option("--dense-weight", a->dense_weight, "loss.dense_weight (default 0.2)");
+  c->add_option("--arch", a->arch, "ResNet depth, model.arch (default 50)")->type_name("INT");
+  c->add_option("--output-stride", a->output_stride, "model.output_stride (default 16)")->type_name("INT");
+  c->add_option("--queue", a->queue, "queue length K (default: the checkpoint's)")->type_name("INT");
+  c->add_option("--momentum", a->momentum, "key-encoder momentum, model.momentum (default 0.999)")->type_name("FLOAT");
+  c->add_option("--temperature", a->temperature, "instance-loss temperature, loss.temperature (default 0.2)")->type_name("FLOAT");
+  c->add_option("--dense-weight", a->dense_weight, "loss.dense_weight (default 0.2)")->type_name("FLOAT");
   c->add_option("--mode", a->mode, "model.mode: " + join(pretrain::mode_names()) + " (default cp2)");
-  c->add_option("--key-bn-splits", a->key_bn_splits, "model.key_bn_splits (default 1 = plain BN)");
+  c->add_option("--key-bn-splits", a->key_bn_splits, "model.key_bn_splits (default 1 = plain BN)")->type_name("INT");
   return {c, [a] { return run_loss(*a); }};
 }
 
