@@ -44,7 +44,7 @@ Command register_bench(CLI::App& app) {
   p->add_option("--steps", o->steps, "timed steps per phase")->capture_default_str();
   p->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str();
   p->add_option("--rounds", o->rounds, "alternating rounds of model-step and end-to-end timing")->capture_default_str();
-  p->add_option("--data-batches", o->data_batches, "batches timed in the data phase (default 4 x steps)");
+  p->add_option("--data-batches", o->data_batches, "batches timed in the data phase (0 = 4 x steps)")->check(non_negative_int);
   p->add_flag("!--no-cache-allocator", o->cache_allocator, "use LibTorch's plain CPU allocator");
   p->add_option("--device", o->device, "cpu, cuda, cuda:N")->capture_default_str();
   add_numerics_flags(p, o->numerics);

@@ -79,9 +79,9 @@ Command register_convert(CLI::App& app) {
   c->add_flag("--list", a->list, "print every key with shape and dtype (nested dicts joined with dots)");
   c->add_option("--from", a->from, "input key layout: auto, " + io::preset_names())->capture_default_str();
   c->add_option("--to", a->to, "output key layout: " + io::preset_names())->capture_default_str();
-  c->add_option("--arch", a->arch, "also load into a ResNet-N segmentor and print the load report (18/34/50/101)");
-  c->add_option("--output-stride", a->output_stride, "output stride of that model (8/16/32)")->capture_default_str();
-  c->add_flag("--strict", a->strict, "with --arch: fail on any missing, unexpected or mis-shaped key");
+  auto* arch = c->add_option("--arch", a->arch, "also load into a ResNet-N segmentor and print the load report (18/34/50/101)");
+  c->add_option("--output-stride", a->output_stride, "output stride of that model (8/16/32)")->capture_default_str()->needs(arch);
+  c->add_flag("--strict", a->strict, "with --arch: fail on any missing, unexpected or mis-shaped key")->needs(arch);
   return {c, [a] { return run_convert(*a); }};
 }
 

@@ -109,7 +109,7 @@ Command register_demo(CLI::App& app) {
   c->add_option("--out", a->out, "output folder")->capture_default_str();
   c->add_option("--base-epochs", a->base_epochs, "epochs of the MoCo v2 base")->capture_default_str()->check(positive);
   c->add_option("--scale", a->scale, "recipe and data size: demo, default (larger, as cp2 ablate) or test (tiny)")->capture_default_str();
-  c->add_option("--seed", a->seed, "seed")->capture_default_str();
+  c->add_option("--seed", a->seed, "seed")->capture_default_str()->check(non_negative_int);
   c->add_flag("--quiet", a->quiet, "only the protocol's progress lines");
   return {c, [a] { return run_demo(*a); }};
 }

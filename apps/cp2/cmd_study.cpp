@@ -46,8 +46,10 @@ void add_study_flags(CLI::App* c, StudyFlags& f) {
   c->add_option("--fashion-classes", f.recipe.builtin.fashion_classes,
                 "labels of the built-in scenes: coarse (top, trousers, footwear, bag) or fine (the 10 Fashion-MNIST classes)")
       ->capture_default_str();
-  c->add_option("--seed", f.recipe.seed, "seed of every run (trials: the first seed)")->capture_default_str();
-  c->add_option("--pictures", f.pictures, "composites / predictions per run in report.html (0 = none)")->capture_default_str();
+  c->add_option("--seed", f.recipe.seed, "seed of every run (trials: the first seed)")->capture_default_str()->check(non_negative_int);
+  c->add_option("--pictures", f.pictures, "composites / predictions per run in report.html (0 = none)")
+      ->capture_default_str()
+      ->check(non_negative_int);
   c->add_flag("--quiet", f.quiet, "only the protocol's progress lines, not each run's");
 }
 
@@ -133,7 +135,9 @@ Command register_report(CLI::App& app) {
                                "and ablate/trials folders");
   c->add_option("runs", a->inputs, "run folders (pretrain/finetune) or ablate/trials folders")->required();
   c->add_option("--out", a->out, "HTML file to write (default: report.html in the first folder)");
-  c->add_option("--pictures", a->opt.pictures, "composites / predictions per run (0 = none)")->capture_default_str();
+  c->add_option("--pictures", a->opt.pictures, "composites / predictions per run (0 = none)")
+      ->capture_default_str()
+      ->check(non_negative_int);
   c->add_option("--title", a->opt.title, "page title");
   return {c, [a] {
             const std::string out = a->out.empty() ? (std::filesystem::path(a->inputs[0]) / "report.html").string() : a->out;

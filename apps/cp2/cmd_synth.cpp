@@ -14,29 +14,42 @@ Command register_synth(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   auto* c = app.add_subcommand("synth", "Write a folder of generated images (for demos, tests and benchmarks)");
   c->add_option("--out", *out, "folder to write")->required();
-  c->add_option("--count", o->count, "number of images")->capture_default_str();
-  c->add_option("--width", o->width, "image width")->capture_default_str();
-  c->add_option("--height", o->height, "image height")->capture_default_str();
-  c->add_option("--classes", o->classes, "class folders (0 = flat)")->capture_default_str();
+  c->add_option("--count", o->count, "number of images")->capture_default_str()->check(positive_int);
+  c->add_option("--width", o->width, "image width")->capture_default_str()->check(positive_int);
+  c->add_option("--height", o->height, "image height")->capture_default_str()->check(positive_int);
+  c->add_option("--classes", o->classes, "class folders (0 = flat)")->capture_default_str()->check(non_negative_int);
   c->add_option("--ext", o->ext, "jpg or png")->capture_default_str();
-  c->add_option("--seed", o->seed, "seed")->capture_default_str();
+  c->add_option("--seed", o->seed, "seed")->capture_default_str()->check(non_negative_int);
   c->add_option("--source", o->source,
                 "shapes (drawn primitives) or fashion-mnist (real Fashion-MNIST items on procedural backgrounds)")
       ->capture_default_str();
   c->add_option("--fashion-dir", o->fashion_dir, "Fashion-MNIST's IDX files (default: Debian's /usr/share/datasets/fashion-mnist)");
   auto so = std::make_shared<seg::SynthSegOptions>();
   auto seg_layout = std::make_shared<std::string>();
-  c->add_option("--seg", *seg_layout,
-                "write a segmentation dataset instead, in this layout: voc, cityscapes, ade20k, list");
-  c->add_option("--train", so->train, "--seg: training images")->capture_default_str();
-  c->add_option("--val", so->val, "--seg: validation images")->capture_default_str();
-  c->add_option("--seg-classes", so->classes, "--seg: foreground classes drawn")->capture_default_str();
-  c->add_option("--shapes", so->shapes, "--seg: shapes per image")->capture_default_str();
-  c->add_flag("--boundaries", so->boundaries, "--seg voc: 255 outlines around shapes");
-  c->add_flag("--label-ids", so->label_ids, "--seg cityscapes: write labelIds instead of labelTrainIds");
-  c->add_option("--max-items", so->max_items, "--seg with fashion-mnist: items per scene, 1..N")->capture_default_str();
-  c->add_option("--backgrounds", so->backgrounds, "--seg with fashion-mnist: all (gradients, noise, stripes, blobs, tiles) or plain (gradients only)")->capture_default_str();
-  c->add_option("--fashion-classes", so->fashion_classes, "--seg with fashion-mnist: fine (the 10 classes) or coarse (top, trousers, footwear, bag)")->capture_default_str();
+  auto* seg = c->add_option("--seg", *seg_layout,
+                            "write a segmentation dataset instead, in this layout: voc, cityscapes, ade20k, list");
+  // The scene options mean nothing without --seg: refused rather than ignored.
+  c->add_option("--train", so->train, "--seg: training images")->capture_default_str()->check(positive_int)->needs(seg);
+  c->add_option("--val", so->val, "--seg: validation images")->capture_default_str()->check(positive_int)->needs(seg);
+  c->add_option("--seg-classes", so->classes, "--seg: foreground classes drawn")
+      ->capture_default_str()
+      ->check(positive_int)
+      ->needs(seg);
+  c->add_option("--shapes", so->shapes, "--seg: shapes per image")->capture_default_str()->check(positive_int)->needs(seg);
+  c->add_flag("--boundaries", so->boundaries, "--seg voc: 255 outlines around shapes")->needs(seg);
+  c->add_flag("--label-ids", so->label_ids, "--seg cityscapes: write labelIds instead of labelTrainIds")->needs(seg);
+  c->add_option("--max-items", so->max_items, "--seg with fashion-mnist: items per scene, 1..N")
+      ->capture_default_str()
+      ->check(positive_int)
+      ->needs(seg);
+  c->add_option("--backgrounds", so->backgrounds,
+                "--seg with fashion-mnist: all (gradients, noise, stripes, blobs, tiles) or plain (gradients only)")
+      ->capture_default_str()
+      ->needs(seg);
+  c->add_option("--fashion-classes", so->fashion_classes,
+                "--seg with fashion-mnist: fine (the 10 classes) or coarse (top, trousers, footwear, bag)")
+      ->capture_default_str()
+      ->needs(seg);
   return {c, [o, out, so, seg_layout] {
             if (!seg_layout->empty()) {
               so->layout = *seg_layout;

@@ -42,6 +42,9 @@ inline CLI::Validator typed(Kind kind, const std::string& key = "", const std::s
 // "Value 0 not in range 0.000000 to 17976931348623157...(300 digits)"; the same names in --help.
 inline const CLI::Validator positive = typed(Kind::PosFloat, "", "POSITIVE");
 inline const CLI::Validator non_negative = typed(Kind::NonNegFloat, "", "NONNEGATIVE");
+// Counts, sizes and seeds: CLI11 takes "-1" for an unsigned option and converts it.
+inline const CLI::Validator positive_int = typed(Kind::PosInt, "", "POSITIVE");
+inline const CLI::Validator non_negative_int = typed(Kind::NonNegInt, "", "NONNEGATIVE");
 
 struct Command {
   CLI::App* sub;

@@ -366,6 +366,33 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   EXPECT_NE(r.out.find("% of the probe's"), std::string::npos) << r.out;
 }
 
+// Counts, seeds and picture numbers below their range, and options that mean nothing without
+// another, are refused naming the flag; nothing is written. (They were taken: "-1" wrapped an
+// unsigned seed, --classes -1 wrote a flat folder, --train without --seg was ignored.)
+TEST(Cli, OptionsOutOfRangeOrWithoutTheirPartnerAreRefused) {
+  const auto dir = cp2::test::temp_dir("cli_option_refusals");
+  const std::pair<std::string, std::string> cases[] = {
+      {"synth --out " + dir + "/s --classes -1", "--classes: expected an integer >= 0, found '-1'"},
+      {"synth --out " + dir + "/s --seed -1", "--seed: expected an integer >= 0, found '-1'"},
+      {"synth --out " + dir + "/s --count 0", "--count: expected a positive integer, found '0'"},
+      {"synth --out " + dir + "/s --train 4", "--train requires --seg"},
+      {"synth --out " + dir + "/s --boundaries", "--boundaries requires --seg"},
+      {"synth --out " + dir + "/s --seg voc --shapes 0", "--shapes: expected a positive integer, found '0'"},
+      {"report " + dir + " --pictures -1", "--pictures: expected an integer >= 0, found '-1'"},
+      {"ablate --out " + dir + "/a --pictures -2", "--pictures: expected an integer >= 0, found '-2'"},
+      {"demo --out " + dir + "/d --seed -1", "--seed: expected an integer >= 0, found '-1'"},
+      {"bench pretrain --data " + dir + " --data-batches -1", "--data-batches: expected an integer >= 0, found '-1'"},
+      {"convert " + dir + "/in.pt " + dir + "/out.pt --output-stride 8", "--output-stride requires --arch"},
+      {"convert " + dir + "/in.pt " + dir + "/out.pt --strict", "--strict requires --arch"},
+  };
+  for (const auto& [args, message] : cases) {
+    const auto r = run(args);
+    EXPECT_NE(r.rc, 0) << args;
+    EXPECT_EQ(r.out.rfind(message + "\n", 0), 0u) << args << "\n" << r.out;
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir)) << "a refused command wrote something";
+}
+
 TEST(Cli, FinetuneEvaluatePredict) {
   const auto dir = cp2::test::temp_dir("cli_finetune");
   auto r = run("synth --seg voc --out " + dir + "/voc --train 4 --val 2 --width 64 --height 48 --boundaries");
