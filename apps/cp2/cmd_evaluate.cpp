@@ -111,7 +111,7 @@ Command register_evaluate(CLI::App& app) {
   c->add_option("--mode", a->mode, "whole or slide (eval.mode)");
   c->add_flag("--flip", a->flip, "average with the flipped image (eval.flip)");
   c->add_option("--scales", a->scales, "comma-separated test ratios, e.g. 0.5,0.75,1,1.25,1.5,1.75 (eval.scales)");
-  c->add_option("--max-images", a->max_images, "first N images only (eval.max_images)")->type_name("N");
+  c->add_option("--max-images", a->max_images, "first N images only, 0 = all (eval.max_images)")->type_name("N");
   c->add_option("--device", a->device, "cpu, cuda, cuda:N")->capture_default_str();
   c->add_option("--json", a->json, "metrics file (default: <model>_eval.json next to the model)");
   c->add_flag("--quiet", a->quiet, "no progress output");

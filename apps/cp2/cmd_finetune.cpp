@@ -84,7 +84,7 @@ Command register_finetune(CLI::App& app) {
   auto* c = app.add_subcommand("finetune", "DeepLabV3 finetuning (mmsegmentation recipe) with evaluation and exact resume");
   seg::FinetuneConfig defaults;
   add_run_flags(c, a->run, finetune_shortcuts(), defaults.fields(), "configs/voc_r50_512.yaml ...");
-  c->add_option("--max-iters", a->max_iters, "stop after this iteration, with a checkpoint")->check(non_negative);
+  c->add_option("--max-iters", a->max_iters, "stop after this iteration, with a checkpoint (0 = run to the end)")->check(non_negative);
   return {c, [a] { return run(*a); }};
 }
 

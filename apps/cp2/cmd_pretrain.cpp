@@ -84,7 +84,7 @@ Command register_pretrain(CLI::App& app) {
   pretrain::PretrainConfig defaults;
   add_run_flags(c, a->run, pretrain_shortcuts(), defaults.fields(), "configs/cp2_r50_224.yaml ...");
   c->add_option("--dump-batch", a->dump_batch, "write the next batch to train on (the first, or the resumed position's) in cp2 loss --batch format, and stop");
-  c->add_option("--max-steps", a->max_steps, "stop after this global step, with a checkpoint")->check(non_negative);
+  c->add_option("--max-steps", a->max_steps, "stop after this global step, with a checkpoint (0 = run to the end)")->check(non_negative);
   return {c, [a] { return run_pretrain_cmd(*a); }};
 }
 
