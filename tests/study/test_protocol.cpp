@@ -133,6 +133,10 @@ TEST(Report, LineChartPlotsEveryPointAndBarsEveryClass) {
   EXPECT_NE(two.find(">1</text>"), std::string::npos) << two;
   EXPECT_NE(two.find(">2</text>"), std::string::npos) << two;
   for (const char* label : {">1.2</text>", ">1.5</text>", ">1.0</text>"}) EXPECT_EQ(two.find(label), std::string::npos) << label;
+  // Iterations 10..120: the step nearest five ticks is 20 (six ticks), not 50 (two).
+  const auto ft = report::line_chart("loss", "iteration", {report::Series{"loss", {10, 60, 120}, {0.9, 0.7, 0.5}}});
+  for (const char* label : {">20</text>", ">40</text>", ">60</text>", ">80</text>", ">100</text>", ">120</text>"})
+    EXPECT_NE(ft.find(label), std::string::npos) << label << "\n" << ft;
   const auto bars = report::bar_chart("IoU", {"background", "t-shirt", "bag"}, {90, 45.5, 0}, "%");
   EXPECT_EQ(std::count(bars.begin(), bars.end(), '%'), 3);
   EXPECT_NE(bars.find("45.5%"), std::string::npos);

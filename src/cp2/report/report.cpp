@@ -59,13 +59,12 @@ std::string num(double v) {
 // "Nice" axis ticks covering [lo, hi]; whole numbers only on a counting axis (steps, iterations).
 std::vector<double> ticks(double lo, double hi, bool whole = false, int want = 5) {
   if (!(hi > lo)) hi = lo + 1;
+  // The step of 1, 2 or 5 x 10^k whose tick count is nearest `want` (a 10..120 axis: 20, six
+  // ticks; the first step at or above the raw one would be 50, two ticks).
   const double raw = (hi - lo) / want, mag = std::pow(10, std::floor(std::log10(raw)));
   double step = mag;
-  for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (raw <= m * mag) {
-      step = m * mag;
-      break;
-    }
+  for (double m : {2.0, 5.0, 10.0})
+    if (std::fabs((hi - lo) / (m * mag) - want) <= std::fabs((hi - lo) / step - want)) step = m * mag;
   if (whole) step = std::max(step, 1.0);
   std::vector<double> t;
   for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) t.push_back(std::fabs(v) < step * 1e-9 ? 0 : v);
