@@ -309,6 +309,12 @@ TEST(Cli, PretrainConfigErrors) {
   r = run("pretrain --config-keys");
   EXPECT_EQ(r.rc, 0);
   EXPECT_NE(r.out.find("train.checkpoint_every_iters"), std::string::npos);
+  // A device name that is none is refused by the config's check, so --print-config too.
+  for (const char* cmd : {"pretrain --data /tmp", "finetune --data /tmp --type voc"}) {
+    r = run(std::string(cmd) + " --device gpu --print-config");
+    EXPECT_EQ(r.rc, 1) << cmd;
+    EXPECT_EQ(r.out, "error: command line: train.device: expected cpu, cuda or cuda:N, found 'gpu'\n") << cmd;
+  }
   // A precision this device cannot run is refused before the run folder opens.
   const auto out = cp2::test::temp_dir("cli_fp16_refused") + "/run";
   for (const char* cmd : {"pretrain --data /tmp", "finetune --data /tmp --type voc"}) {
@@ -371,7 +377,14 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
 // unsigned seed, --classes -1 wrote a flat folder, --train without --seg was ignored.)
 TEST(Cli, OptionsOutOfRangeOrWithoutTheirPartnerAreRefused) {
   const auto dir = cp2::test::temp_dir("cli_option_refusals");
+  const auto typo_yaml = cp2::test::temp_dir("cli_option_refusals_yaml") + "/typo.yaml";
+  std::ofstream(typo_yaml) << "train:\n  iter: 10\n";
   const std::pair<std::string, std::string> cases[] = {
+      // trials' datasets are checked before the base and Quick Tuning runs, not after them.
+      {"trials --out " + dir + "/t --scale test --base-epochs 1 --datasets voc,kitti",
+       "error: --datasets: expected voc, cityscapes, ade20k or a finetune config file, found 'kitti'"},
+      {"trials --out " + dir + "/t --scale test --base-epochs 1 --datasets " + typo_yaml,
+       "error: " + typo_yaml + ": unknown key 'train.iter' (did you mean 'train.iters'?); valid keys:"},
       {"synth --out " + dir + "/s --classes -1", "--classes: expected an integer >= 0, found '-1'"},
       {"synth --out " + dir + "/s --seed -1", "--seed: expected an integer >= 0, found '-1'"},
       {"synth --out " + dir + "/s --count 0", "--count: expected a positive integer, found '0'"},

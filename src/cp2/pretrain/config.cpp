@@ -3,6 +3,7 @@
 #include "cp2/common.h"
 #include "cp2/io/keymap.h"
 #include "cp2/train/resolve.h"
+#include "cp2/train/state.h"
 
 namespace cp2::pretrain {
 
@@ -16,6 +17,7 @@ void TrainOptions::validate() const {
   require_at_least("train.checkpoint_every_iters", checkpoint_every_iters, 0);
   require_at_least("train.keep_last", keep_last, 1);
   if (out.empty()) throw Error("train.out: expected a run folder, found an empty string");
+  train::check_device_name(device);
   io::parse_preset(init_preset);
   numerics.validate();
 }

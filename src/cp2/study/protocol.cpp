@@ -13,6 +13,7 @@
 #include "cp2/common.h"
 #include "cp2/io/atomic_file.h"
 #include "cp2/pretrain/modes.h"
+#include "cp2/seg/config.h"
 #include "cp2/train/progress.h"
 #include "cp2/train/run_folder.h"
 
@@ -107,6 +108,8 @@ void Recipe::validate() const {
 // ---------------------------------------------------------------------------------------
 
 namespace {
+
+bool builtin_layout(const std::string& d) { return d == "voc" || d == "cityscapes" || d == "ade20k"; }
 
 // A row's copy-paste / dense / instance columns come from its mode's entry in the mode
 // table (pretrain/modes.h); rows without Quick Tuning have none of them.
@@ -206,7 +209,7 @@ class Runner {
   // `dataset`: a built-in layout, or a finetune config file.
   StageSpec finetune_stage(const std::string& name, const std::string& dataset, const std::string& init, uint64_t seed) {
     StageSpec s{name, StageKind::Finetune, {}};
-    const bool builtin = dataset == "voc" || dataset == "cityscapes" || dataset == "ade20k";
+    const bool builtin = builtin_layout(dataset);
     s.src.file = builtin ? r_.finetune_config : dataset;
     if (s.src.file.empty()) s.src.flags = recipe_finetune_flags(r_.scale);
     if (builtin && (r_.finetune_config.empty() || !r_.seg_data.empty())) {
@@ -424,6 +427,15 @@ StudyResult run_trials(const TrialsOptions& o) {
   if (o.seeds < 1) throw Error("--seeds: expected >= 1, found " + std::to_string(o.seeds));
   if (o.vary != "both" && o.vary != "finetune") throw Error("--vary: expected both or finetune, found '" + o.vary + "'");
   if (o.datasets.empty()) throw Error("--datasets: expected at least one dataset");
+  // Before the base and the Quick Tuning runs, which take the most time: a name that is not a
+  // layout must be a finetune config file whose keys load.
+  for (const auto& d : o.datasets)
+    if (!builtin_layout(d)) {
+      if (!fs::is_regular_file(d))
+        throw Error("--datasets: expected voc, cityscapes, ade20k or a finetune config file, found '" + d + "'");
+      seg::FinetuneConfig cfg;
+      cfg.fields().load_yaml_file(d);
+    }
   Runner run("trials", o.out, o.recipe);
   const auto& entire = pretrain::mode_spec(pretrain::Mode::Cp2);  // every trial is entire CP²
   StudyResult s;
@@ -434,9 +446,7 @@ StudyResult run_trials(const TrialsOptions& o) {
     return s;
   };
   const uint64_t seed0 = o.recipe.seed;
-  auto dataset_name = [](const std::string& d) {
-    return d == "voc" || d == "cityscapes" || d == "ade20k" ? d : fs::path(d).stem().string();
-  };
+  auto dataset_name = [](const std::string& d) { return builtin_layout(d) ? d : fs::path(d).stem().string(); };
   std::vector<Planned> stages;
   if (o.base.empty()) stages.push_back({"base", Cost::Base});
   for (int k = 0; k < o.seeds; ++k) {

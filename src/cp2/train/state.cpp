@@ -11,13 +11,20 @@
 
 namespace cp2::train {
 
-c10::Device parse_device(const std::string& s, const std::string& key) {
-  std::unique_ptr<c10::Device> d;
+namespace {
+std::unique_ptr<c10::Device> device_from_name(const std::string& s, const std::string& key) {
   try {
-    d = std::make_unique<c10::Device>(s);
+    return std::make_unique<c10::Device>(s);
   } catch (const std::exception&) {
     throw Error(key + ": expected cpu, cuda or cuda:N, found '" + s + "'");
   }
+}
+}  // namespace
+
+void check_device_name(const std::string& s, const std::string& key) { device_from_name(s, key); }
+
+c10::Device parse_device(const std::string& s, const std::string& key) {
+  const auto d = device_from_name(s, key);
   if (d->is_cuda() && !torch::cuda::is_available())
     throw Error(key + ": '" + s + "' requested but this LibTorch build has no usable CUDA device");
   // cuDNN picks each convolution's algorithm by timing them once per shape, as the authors'

@@ -15,6 +15,9 @@ namespace cp2::train {
 // "cpu", "cuda", "cuda:N"; throws naming `key` when malformed or when CUDA is unusable. A CUDA
 // device also turns on cuDNN autotuning for the process (the authors' cudnn.benchmark = True).
 c10::Device parse_device(const std::string& s, const std::string& key = "train.device");
+// The name alone ("gpu" refused), for a config's validate(): whether CUDA is there is
+// parse_device's question, asked where the run starts.
+void check_device_name(const std::string& s, const std::string& key = "train.device");
 
 // Tensors as a checkpoint entry: an OrderedDict (what load_state_dict takes), on the CPU.
 py::ObjPtr state_entry(io::TensorList tensors);
