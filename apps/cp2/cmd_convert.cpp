@@ -50,9 +50,9 @@ int run_convert(ConvertArgs a) {
     for (const auto& [k, v] : leaves) std::printf("%s\t%s\n", k.c_str(), describe(v).c_str());
     return 0;
   }
-  io::Preset to = io::parse_preset(a.to);
-  if (to == io::Preset::Auto) throw Error("convert --to: expected one of " + io::preset_names() + ", found 'auto'");
-  io::Mapped m = io::map_to_segmentor(ck, io::parse_preset(a.from));
+  io::Preset to = io::parse_preset(a.to, "--to");
+  if (to == io::Preset::Auto) throw Error("--to: expected one of " + io::preset_names() + ", found 'auto'");
+  io::Mapped m = io::map_to_segmentor(ck, io::parse_preset(a.from, "--from"));
   std::printf("read %s (%s format), layout %s: %zu tensors mapped, %zu dropped\n", a.in.c_str(), fmt,
               io::preset_name(m.preset).c_str(), m.tensors.size(), m.dropped.size());
   for (const auto& k : io::dropped_lines(m.dropped)) std::printf("  dropped: %s\n", k.c_str());

@@ -136,7 +136,7 @@ TEST(FashionScenes, PlainBackgroundsAreGradients) {
   so.source = "fashion-mnist";
   so.backgrounds = "busy";
   expect_error([&] { seg::write_synthetic_dataset(temp_dir("fashion_bad_bg"), so); },
-               {"backgrounds must be all or plain, found 'busy'"});
+               {"synth --backgrounds: expected all or plain, found 'busy'"});
 }
 
 TEST(FashionScenes, CoarseLabelsAreTheGroupsOfTheSameItems) {
@@ -182,7 +182,7 @@ TEST(FashionScenes, CoarseLabelsAreTheGroupsOfTheSameItems) {
   }
   so.fashion_classes = "medium";
   expect_error([&] { seg::write_synthetic_dataset(temp_dir("fashion_bad_classes"), so); },
-               {"synth: fashion classes: expected fine (the 10 classes) or coarse (4 groups), found 'medium'"});
+               {"synth --fashion-classes: expected fine (the 10 classes) or coarse (4 groups), found 'medium'"});
 }
 
 TEST(FashionScenes, ValidationItemsComeFromT10kOnly) {

@@ -50,7 +50,7 @@ std::vector<std::string> write_synthetic_images(const std::string& root, const S
   if (o.count < 1 || o.width < 8 || o.height < 8)
     throw Error("synth: expected count >= 1 and size >= 8x8, found count " + std::to_string(o.count) + ", " +
                 std::to_string(o.width) + "x" + std::to_string(o.height));
-  if (o.ext != "jpg" && o.ext != "png") throw Error("synth: ext must be jpg or png, found '" + o.ext + "'");
+  if (o.ext != "jpg" && o.ext != "png") throw Error("synth --ext: expected jpg or png, found '" + o.ext + "'");
   if (o.source == "fashion-mnist") return write_fashion_images(root, o);
   if (o.source != "shapes") throw Error("synth --source: expected shapes or fashion-mnist, found '" + o.source + "'");
   std::vector<std::string> paths;

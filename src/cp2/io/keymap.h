@@ -16,7 +16,8 @@ enum class Preset {
   Mmseg,        // backbone.* / decode_head.* (mmsegmentation, cp2's segmentor checkpoints)
 };
 
-Preset parse_preset(const std::string& name);  // throws listing valid names
+// Throws "KEY: expected one of auto, torchvision, ..., found 'x'".
+Preset parse_preset(const std::string& name, const std::string& key = "train.init_preset");
 std::string preset_name(Preset p);
 std::string preset_names();                    // "torchvision, moco, cp2, mmseg"
 

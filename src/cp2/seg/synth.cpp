@@ -89,7 +89,10 @@ void write_lab(const fs::path& p, const cv::Mat& lab) {
 
 std::pair<std::string, std::string> write_synthetic_dataset(const std::string& root_s, const SynthSegOptions& o) {
   if (o.train < 1 || o.val < 1 || o.width < 16 || o.height < 16 || o.classes < 1 || o.shapes < 1)
-    throw Error("synth: expected train, val, classes, shapes >= 1 and size >= 16x16");
+    throw Error("synth: expected train, val, classes, shapes >= 1 and size >= 16x16, found train " +
+                std::to_string(o.train) + ", val " + std::to_string(o.val) + ", classes " + std::to_string(o.classes) +
+                ", shapes " + std::to_string(o.shapes) + ", size " + std::to_string(o.width) + "x" +
+                std::to_string(o.height));
   const bool fashion = o.source == "fashion-mnist";
   if (!fashion && o.source != "shapes")
     throw Error("synth --source: expected shapes or fashion-mnist, found '" + o.source + "'");
@@ -104,9 +107,9 @@ std::pair<std::string, std::string> write_synthetic_dataset(const std::string& r
     so.height = o.height;
     so.max_items = o.max_items;
     if (o.backgrounds != "all" && o.backgrounds != "plain")
-      throw Error("synth: backgrounds must be all or plain, found '" + o.backgrounds + "'");
+      throw Error("synth --backgrounds: expected all or plain, found '" + o.backgrounds + "'");
     so.background_kinds = o.backgrounds == "plain" ? 1 : 5;
-    so.coarse = data::parse_fashion_classes(o.fashion_classes, "synth: fashion classes");
+    so.coarse = data::parse_fashion_classes(o.fashion_classes, "synth --fashion-classes");
   }
   const int classes = fashion ? (so.coarse ? 4 : 10) : o.classes;
   const fs::path root = root_s;
