@@ -400,6 +400,8 @@ TEST(Cli, OptionsOutOfRangeOrWithoutTheirPartnerAreRefused) {
       {"bench pretrain --data " + dir + " --data-batches -1", "--data-batches: expected an integer >= 0, found '-1'"},
       {"convert " + dir + "/in.pt " + dir + "/out.pt --output-stride 8", "--output-stride requires --arch"},
       {"convert " + dir + "/in.pt " + dir + "/out.pt --strict", "--strict requires --arch"},
+      {"convert " + fixture("moco_r18_legacy.pt") + " " + dir + "/out.pt --to timm",
+       "error: --to: expected one of torchvision, moco, cp2, mmseg, found 'timm'"},
   };
   for (const auto& [args, message] : cases) {
     const auto r = run(args);
