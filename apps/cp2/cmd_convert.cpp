@@ -50,13 +50,7 @@ int run_convert(ConvertArgs a) {
     for (const auto& [k, v] : leaves) std::printf("%s\t%s\n", k.c_str(), describe(v).c_str());
     return 0;
   }
-  // An output layout is a real one: the list in the message leaves out auto.
-  io::Preset to = io::Preset::Auto;
-  try {
-    to = io::parse_preset(a.to, "--to");
-  } catch (const Error&) {
-  }
-  if (to == io::Preset::Auto) throw Error("--to: expected one of " + io::preset_names() + ", found '" + a.to + "'");
+  const io::Preset to = io::parse_preset(a.to, "--to", /*allow_auto=*/false);
   io::Mapped m = io::map_to_segmentor(ck, io::parse_preset(a.from, "--from"));
   std::printf("read %s (%s format), layout %s: %zu tensors mapped, %zu dropped\n", a.in.c_str(), fmt,
               io::preset_name(m.preset).c_str(), m.tensors.size(), m.dropped.size());

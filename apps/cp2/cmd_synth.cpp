@@ -29,19 +29,16 @@ Command register_synth(CLI::App& app) {
   auto* seg = c->add_option("--seg", *seg_layout,
                             "write a segmentation dataset instead, in this layout: voc, cityscapes, ade20k, list");
   // The scene options mean nothing without --seg: refused rather than ignored.
-  c->add_option("--train", so->train, "--seg: training images")->capture_default_str()->check(positive_int)->needs(seg);
-  c->add_option("--val", so->val, "--seg: validation images")->capture_default_str()->check(positive_int)->needs(seg);
-  c->add_option("--seg-classes", so->classes, "--seg: foreground classes drawn")
-      ->capture_default_str()
-      ->check(positive_int)
-      ->needs(seg);
-  c->add_option("--shapes", so->shapes, "--seg: shapes per image")->capture_default_str()->check(positive_int)->needs(seg);
+  auto scene_count = [&](const char* flag, int& v, const char* help) {
+    c->add_option(flag, v, help)->capture_default_str()->check(positive_int)->needs(seg);
+  };
+  scene_count("--train", so->train, "--seg: training images");
+  scene_count("--val", so->val, "--seg: validation images");
+  scene_count("--seg-classes", so->classes, "--seg: foreground classes drawn");
+  scene_count("--shapes", so->shapes, "--seg: shapes per image");
   c->add_flag("--boundaries", so->boundaries, "--seg voc: 255 outlines around shapes")->needs(seg);
   c->add_flag("--label-ids", so->label_ids, "--seg cityscapes: write labelIds instead of labelTrainIds")->needs(seg);
-  c->add_option("--max-items", so->max_items, "--seg with fashion-mnist: items per scene, 1..N")
-      ->capture_default_str()
-      ->check(positive_int)
-      ->needs(seg);
+  scene_count("--max-items", so->max_items, "--seg with fashion-mnist: items per scene, 1..N");
   c->add_option("--backgrounds", so->backgrounds,
                 "--seg with fashion-mnist: all (gradients, noise, stripes, blobs, tiles) or plain (gradients only)")
       ->capture_default_str()

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <set>
 
 #include "../helpers.h"
 #include "cp2/pretrain/config.h"
@@ -41,13 +42,25 @@ TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
     if (e.path().extension() == ".md") docs.push_back(e.path());
   ASSERT_GE(docs.size(), 3u);
 
-  const std::vector<std::string> subs = {"pretrain", "finetune", "evaluate", "predict", "convert", "loss", "bench",
-                                         "synth",    "demo",     "ablate",   "trials",  "report",  "launch"};
-  const std::vector<std::string> benches = {"pretrain", "finetune", "evaluate", "conv"};
-  std::map<std::string, std::string> help;  // "bench conv" -> its --help
-  auto has_flag = [&](const std::string& sub, const std::string& flag) {
+  std::map<std::string, std::string> help;  // "bench conv" -> its --help ("" = the program's)
+  auto help_of = [&](const std::string& sub) -> const std::string& {
     if (!help.count(sub)) help[sub] = run(sub + " --help").out;
-    const std::string& h = help[sub];
+    return help[sub];
+  };
+  // The subcommands as the program lists them, so that a new one's flags are read too.
+  auto subcommands_of = [&](const std::string& sub) {
+    std::istringstream in(help_of(sub).substr(help_of(sub).find("Subcommands:")));
+    std::vector<std::string> out;
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line) && line.rfind("  ", 0) == 0) out.push_back(line.substr(2, line.find(' ', 2) - 2));
+    return out;
+  };
+  const auto subs = subcommands_of(""), benches = subcommands_of("bench");
+  ASSERT_NE(std::find(subs.begin(), subs.end(), "launch"), subs.end());
+  ASSERT_NE(std::find(benches.begin(), benches.end(), "conv"), benches.end());
+  auto has_flag = [&](const std::string& sub, const std::string& flag) {
+    const std::string& h = help_of(sub);
     for (size_t at = h.find(flag); at != std::string::npos; at = h.find(flag, at + 1)) {
       const size_t end = at + flag.size();
       if ((at == 0 || !(std::isalnum(static_cast<unsigned char>(h[at - 1])) || h[at - 1] == '-')) &&
@@ -78,8 +91,10 @@ TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
   cp2::pretrain::PretrainConfig pre;
   cp2::seg::FinetuneConfig fin;
   const std::string keys = "\n" + pre.fields().describe() + fin.fields().describe();
-  const std::vector<std::string> sections = {"data.",  "view.",  "copy_paste.", "model.", "loss.",
-                                             "optim.", "train.", "pipeline.",   "eval."};
+  std::set<std::string> sections;  // "train." ...: the first word of every key
+  for (size_t at = keys.find("\n  "); at != std::string::npos; at = keys.find("\n  ", at + 1))
+    sections.insert(keys.substr(at + 3, keys.find('.', at + 3) - at - 2));
+  ASSERT_TRUE(sections.count("copy_paste.") && sections.count("pipeline.") && sections.count("eval.")) << keys;
 
   size_t flags_checked = 0, keys_checked = 0;
   for (const auto& path : docs) {

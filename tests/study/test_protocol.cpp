@@ -150,9 +150,10 @@ TEST(Report, StatusLineSaysWhereARunStopped) {
     std::ofstream(dir + "/log.jsonl") << log;
     std::ofstream(dir + "/summary.json") << summary;
     const auto html = report::render({dir}, report::ReportOptions{0, ""});
-    const size_t at = html.find("</code></h3>\n<p class=note>");
+    const std::string head = "</code></h3>\n<p class=note>";
+    const size_t at = html.find(head);
     if (at == std::string::npos) return std::string("no status line");
-    const size_t b = html.find('>', at + 12) + 1;
+    const size_t b = at + head.size();
     return html.substr(b, html.find("</p>", b) - b);
   };
   EXPECT_EQ(status("report_sigint",

@@ -16,13 +16,13 @@ bool any_starts(const TensorList& sd, const std::string& p) {
 }
 }  // namespace
 
-Preset parse_preset(const std::string& name, const std::string& key) {
-  if (name == "auto") return Preset::Auto;
+Preset parse_preset(const std::string& name, const std::string& key, bool allow_auto) {
+  if (name == "auto" && allow_auto) return Preset::Auto;
   if (name == "torchvision") return Preset::Torchvision;
   if (name == "moco") return Preset::Moco;
   if (name == "cp2") return Preset::Cp2;
   if (name == "mmseg") return Preset::Mmseg;
-  throw Error(key + ": expected one of auto, " + preset_names() + ", found '" + name + "'");
+  throw Error(key + ": expected one of " + (allow_auto ? "auto, " : "") + preset_names() + ", found '" + name + "'");
 }
 
 std::string preset_name(Preset p) {

@@ -16,8 +16,9 @@ enum class Preset {
   Mmseg,        // backbone.* / decode_head.* (mmsegmentation, cp2's segmentor checkpoints)
 };
 
-// Throws "KEY: expected one of auto, torchvision, ..., found 'x'".
-Preset parse_preset(const std::string& name, const std::string& key = "train.init_preset");
+// Throws "KEY: expected one of auto, torchvision, ..., found 'x'". An output layout
+// (allow_auto false) is a real one: auto is refused and not listed.
+Preset parse_preset(const std::string& name, const std::string& key = "train.init_preset", bool allow_auto = true);
 std::string preset_name(Preset p);
 std::string preset_names();                    // "torchvision, moco, cp2, mmseg"
 

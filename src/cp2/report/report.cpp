@@ -56,8 +56,13 @@ std::string num(double v) {
   return b;
 }
 
+struct Ticks {
+  std::vector<double> at;
+  double step = 1;
+};
+
 // "Nice" axis ticks covering [lo, hi]; whole numbers only on a counting axis (steps, iterations).
-std::vector<double> ticks(double lo, double hi, bool whole = false, int want = 5) {
+Ticks ticks(double lo, double hi, bool whole = false, int want = 5) {
   if (!(hi > lo)) hi = lo + 1;
   // The step of 1, 2 or 5 x 10^k whose tick count is nearest `want` (a 10..120 axis: 20, six
   // ticks; the first step at or above the raw one would be 50, two ticks).
@@ -66,20 +71,19 @@ std::vector<double> ticks(double lo, double hi, bool whole = false, int want = 5
   for (double m : {2.0, 5.0, 10.0})
     if (std::fabs((hi - lo) / (m * mag) - want) <= std::fabs((hi - lo) / step - want)) step = m * mag;
   if (whole) step = std::max(step, 1.0);
-  std::vector<double> t;
-  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) t.push_back(std::fabs(v) < step * 1e-9 ? 0 : v);
+  Ticks t{{}, step};
+  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) t.at.push_back(std::fabs(v) < step * 1e-9 ? 0 : v);
   return t;
 }
 
 // Tick labels with as many decimals as their step needs, the same for every tick of an axis:
 // steps 10, 20, 30 (not 10.0); rates 0.0465, 0.0470 (not 0.0465, 0.047).
-std::vector<std::string> tick_labels(const std::vector<double>& t) {
-  const double step = t.size() > 1 ? t[1] - t[0] : 1;
+std::vector<std::string> tick_labels(const Ticks& t) {
   double top = 0;
-  for (double v : t) top = std::max(top, std::fabs(v));
-  const int decimals = std::max(0, static_cast<int>(std::ceil(-std::log10(step) - 1e-6)));
+  for (double v : t.at) top = std::max(top, std::fabs(v));
+  const int decimals = std::max(0, static_cast<int>(std::ceil(-std::log10(t.step) - 1e-6)));
   std::vector<std::string> out;
-  for (double v : t) {
+  for (double v : t.at) {
     char b[32];
     if (top >= 1e6 || decimals > 6)
       std::snprintf(b, sizeof b, "%.3g", v);
@@ -456,21 +460,21 @@ std::string line_chart(const std::string& title, const std::string& xlabel, cons
   for (const auto& s : series)
     for (double v : s.x) whole_x = whole_x && v == std::floor(v);
   const auto yt = ticks(y0, y1), xt = ticks(x0, x1, whole_x);
-  y0 = std::min(y0, yt.front());
-  y1 = std::max(y1, yt.back());
+  y0 = std::min(y0, yt.at.front());
+  y1 = std::max(y1, yt.at.back());
   auto X = [&](double v) { return L + (v - x0) / (x1 - x0) * (W - L - R); };
   auto Y = [&](double v) { return H - B - (v - y0) / (y1 - y0) * (H - T - B); };
   o << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << W - L - R << "\" height=\"" << H - T - B
     << "\" fill=\"#fff\" stroke=\"#999\"/>";
   const auto ylabels = tick_labels(yt), xlabels = tick_labels(xt);
-  for (size_t i = 0; i < yt.size(); ++i)
-    o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << Y(yt[i]) << "\" y2=\"" << Y(yt[i])
-      << "\" stroke=\"#eee\"/><text x=\"" << L - 4 << "\" y=\"" << Y(yt[i]) + 4
+  for (size_t i = 0; i < yt.at.size(); ++i)
+    o << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << Y(yt.at[i]) << "\" y2=\"" << Y(yt.at[i])
+      << "\" stroke=\"#eee\"/><text x=\"" << L - 4 << "\" y=\"" << Y(yt.at[i]) + 4
       << "\" text-anchor=\"end\" font-size=\"10\">" << ylabels[i] << "</text>";
-  for (size_t i = 0; i < xt.size(); ++i)
-    if (xt[i] >= x0 && xt[i] <= x1)
-      o << "<text x=\"" << X(xt[i]) << "\" y=\"" << H - B + 14 << "\" text-anchor=\"middle\" font-size=\"10\">" << xlabels[i]
-        << "</text>";
+  for (size_t i = 0; i < xt.at.size(); ++i)
+    if (xt.at[i] >= x0 && xt.at[i] <= x1)
+      o << "<text x=\"" << X(xt.at[i]) << "\" y=\"" << H - B + 14 << "\" text-anchor=\"middle\" font-size=\"10\">"
+        << xlabels[i] << "</text>";
   o << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - B + 28 << "\" text-anchor=\"middle\" font-size=\"11\">"
     << html_escape(xlabel) << "</text>";
   int k = 0;

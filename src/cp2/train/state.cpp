@@ -4,7 +4,6 @@
 #include <ATen/Context.h>
 #include <torch/cuda.h>
 
-#include <memory>
 #include <mutex>
 
 #include "cp2/common.h"
@@ -12,9 +11,9 @@
 namespace cp2::train {
 
 namespace {
-std::unique_ptr<c10::Device> device_from_name(const std::string& s, const std::string& key) {
+c10::Device device_from_name(const std::string& s, const std::string& key) {
   try {
-    return std::make_unique<c10::Device>(s);
+    return c10::Device(s);
   } catch (const std::exception&) {
     throw Error(key + ": expected cpu, cuda or cuda:N, found '" + s + "'");
   }
@@ -24,13 +23,13 @@ std::unique_ptr<c10::Device> device_from_name(const std::string& s, const std::s
 void check_device_name(const std::string& s, const std::string& key) { device_from_name(s, key); }
 
 c10::Device parse_device(const std::string& s, const std::string& key) {
-  const auto d = device_from_name(s, key);
-  if (d->is_cuda() && !torch::cuda::is_available())
+  const c10::Device d = device_from_name(s, key);
+  if (d.is_cuda() && !torch::cuda::is_available())
     throw Error(key + ": '" + s + "' requested but this LibTorch build has no usable CUDA device");
   // cuDNN picks each convolution's algorithm by timing them once per shape, as the authors'
   // runs do (CP2 main.py: cudnn.benchmark = True; configs/config_finetune.py: cudnn_benchmark = True).
-  if (d->is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
-  return *d;
+  if (d.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
+  return d;
 }
 
 py::ObjPtr state_entry(io::TensorList tensors) {
