@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "../helpers.h"
@@ -64,7 +65,13 @@ TEST(PretrainRun, LossFallsOnGeneratedImages) {
   // Log and summary files.
   std::ifstream log(cfg.train.out + "/log.jsonl");
   int lines = 0;
-  for (std::string l; std::getline(log, l);) lines += l.find("\"loss_dense\"") != std::string::npos;
+  for (std::string l; std::getline(log, l);) {
+    const auto rec = nlohmann::json::parse(l);
+    if (!rec.contains("loss_dense")) continue;
+    ++lines;
+    for (const char* k : {"step", "lr", "acc1", "img_per_s", "data_wait_s", "elapsed_s", "rss_mib"})
+      EXPECT_TRUE(rec.contains(k)) << k << " missing from " << l;
+  }
   EXPECT_EQ(lines, 40);
   EXPECT_TRUE(fs::exists(cfg.train.out + "/summary.json"));
   EXPECT_TRUE(fs::exists(cfg.train.out + "/config.yaml"));

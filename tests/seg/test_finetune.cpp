@@ -267,7 +267,10 @@ TEST(Finetune, DynamicLossScalingIsExactInFp32AndBacksOffOnOverflow) {
   auto lb = last_log(b.train.out);
   EXPECT_EQ(lb.at("loss_scale").get<double>(), 65536);
   EXPECT_EQ(lb.at("skipped_steps").get<int64_t>(), 0);
-  EXPECT_FALSE(last_log(a.train.out).contains("loss_scale"));
+  const auto la = last_log(a.train.out);
+  EXPECT_FALSE(la.contains("loss_scale"));
+  for (const char* k : {"iteration", "lr", "acc", "img_per_s", "data_wait_s", "elapsed_s", "rss_mib"})
+    EXPECT_TRUE(la.contains(k) && lb.contains(k)) << k << " missing from " << la.dump() << " or " << lb.dump();
   // A first scale past fp32's range (3.4e38) makes every gradient inf or NaN: those steps are
   // skipped and the scale halves until it is back in range (1e39 → 5e38 → 2.5e38).
   s2.push_back("train.loss_scale_init=1e39");

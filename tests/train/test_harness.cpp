@@ -548,3 +548,25 @@ TEST(Progress, BarFillsInProportionAndClamps) {
   EXPECT_EQ(cp2::train::bar(0, 0, 3), "[...]");     // no total yet
   EXPECT_EQ(cp2::train::bar(1, 3), "[######..............]");  // default width 20
 }
+
+// Both loops' log records end with the same figures, counted the same way: images/s over this
+// session's steps, the ETA at that pace, and fp16's loss scale only where it is kept.
+TEST(Progress, PaceFieldsAreWhatBothLoopsLog) {
+  const cp2::train::Pace pace{3, 7, 4, 2.0};  // 3 steps of 4 images in 2 s, 7 to go
+  EXPECT_DOUBLE_EQ(pace.img_per_s(), 6.0);
+  EXPECT_DOUBLE_EQ(pace.eta_s(), 7 * 2.0 / 3);
+  EXPECT_DOUBLE_EQ((cp2::train::Pace{0, 5, 4, 0.0}.eta_s()), 0.0);  // before the first step: no ETA, no NaN
+  cp2::train::NamedTensors ps{{"w", torch::zeros({2}).set_requires_grad(true)}};
+  cp2::train::Optimizer opt(ps, cp2::train::OptimOptions{});
+  auto j = cp2::train::pace_fields(pace, 0.5, 0.25, opt);
+  EXPECT_DOUBLE_EQ(j.at("img_per_s").get<double>(), 6.0);
+  EXPECT_DOUBLE_EQ(j.at("data_wait_s").get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j.at("elapsed_s").get<double>(), 2.0);
+  EXPECT_DOUBLE_EQ(j.at("grad_allreduce_wait_s").get<double>(), 0.25);
+  EXPECT_GT(j.at("rss_mib").get<double>(), 1.0);  // this process's resident set, in MiB
+  EXPECT_EQ(j.size(), 5u) << j.dump();
+  opt.enable_loss_scaling(1024);
+  j = cp2::train::pace_fields(pace, 0.5, 0.25, opt);
+  EXPECT_DOUBLE_EQ(j.at("loss_scale").get<double>(), 1024);
+  EXPECT_EQ(j.at("skipped_steps").get<int64_t>(), 0);
+}

@@ -310,9 +310,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
         sum.last_step = pos.step;
         const Position here = it >= iters ? Position{epoch + 1, 0, pos.step} : Position{epoch, it, pos.step};
 
-        const double el = h.seconds();
-        const int64_t done = pos.step - sum.first_step;
-        const double ips = done * T.batch / std::max(el, 1e-9);
+        const train::Pace pace{pos.step - sum.first_step, total_steps - pos.step, T.batch, h.seconds()};
         const bool stop = (rc.max_steps > 0 && pos.step >= rc.max_steps) || h.stop_agreed();
         const bool last = pos.step == total_steps || stop;
         if (pos.step % T.log_every == 0 || last) {
@@ -320,25 +318,21 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                              {"loss_ins", parts.ins_value}, {"loss_dense", parts.dense_value}, {"acc1", parts.acc1},
                              {"acc5", parts.acc5}, {"acc_dense", parts.acc_dense},
                              {"acc_dense_chance", parts.acc_dense_chance}, {"acc_dense_match", parts.acc_dense_match},
-                             {"acc_dense_match_chance", parts.acc_dense_match_chance}, {"img_per_s", ips},
-                             {"data_wait_s", data_wait}, {"elapsed_s", el},
-                             {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
-                             {"rss_mib", rss_mib()}};
-          if (opt.loss_scaling()) rec.update({{"loss_scale", opt.loss_scale()}, {"skipped_steps", opt.skipped_steps()}});
+                             {"acc_dense_match_chance", parts.acc_dense_match_chance}};
+          rec.update(train::pace_fields(pace, data_wait, reducer ? reducer->comm_wait_seconds() : 0.0, opt));
           h.log(rec);
         }
         char line[512];
-        const double eta = (total_steps - pos.step) * el / std::max<int64_t>(done, 1);
         std::snprintf(line, sizeof line,
                       "epoch %lld/%lld %s %lld/%lld %.2f img/s ETA %s loss %.4f (ins %.4f dense %.4f) acc1 %.1f "
                       "acc5 %.1f dense %.1f match %.1f/%.1f lr %.5f",
                       static_cast<long long>(epoch + 1), static_cast<long long>(T.epochs),
                       train::bar(pos.step, total_steps).c_str(), static_cast<long long>(pos.step),
-                      static_cast<long long>(total_steps), ips, train::fmt_time(eta).c_str(), res.loss,
+                      static_cast<long long>(total_steps), pace.img_per_s(), train::fmt_time(pace.eta_s()).c_str(), res.loss,
                       parts.ins_value, parts.dense_value, parts.acc1, parts.acc5, parts.acc_dense, parts.acc_dense_match,
                       parts.acc_dense_match_chance, lr);
         progress.update(line, pos.step, last);
-        if (const auto v = wait_watch.update(data_wait, el); !v.message.empty()) {
+        if (const auto v = wait_watch.update(data_wait, pace.elapsed_s); !v.message.empty()) {
           progress.message(v.message);
           if (v.raise_priority) loader.set_priority("normal");
         }

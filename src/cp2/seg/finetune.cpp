@@ -373,26 +373,20 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         sum.losses.push_back(loss);
         sum.last_iter = iter;
 
-        const double el = h.seconds();
-        const int64_t done = iter - sum.first_iter;
-        const double ips = static_cast<double>(done * T.batch) / std::max(el, 1e-9);
+        const train::Pace pace{iter - sum.first_iter, T.iters - iter, T.batch, h.seconds()};
         const bool signalled = h.stop_agreed();
         const bool last = iter == stop || signalled;
         if (iter % T.log_every == 0 || last) {
-          nlohmann::json rec{{"iteration", iter}, {"lr", lr}, {"loss", loss}, {"acc", res.acc}, {"img_per_s", ips},
-                             {"data_wait_s", data_wait}, {"elapsed_s", el},
-                             {"grad_allreduce_wait_s", reducer ? reducer->comm_wait_seconds() : 0.0},
-                             {"rss_mib", rss_mib()}};
-          if (opt.loss_scaling()) rec.update({{"loss_scale", opt.loss_scale()}, {"skipped_steps", opt.skipped_steps()}});
+          nlohmann::json rec{{"iteration", iter}, {"lr", lr}, {"loss", loss}, {"acc", res.acc}};
+          rec.update(train::pace_fields(pace, data_wait, reducer ? reducer->comm_wait_seconds() : 0.0, opt));
           h.log(rec);
         }
         char line[256];
-        const double eta = static_cast<double>(T.iters - iter) * el / static_cast<double>(std::max<int64_t>(done, 1));
         std::snprintf(line, sizeof line, "%s %lld/%lld %.2f img/s ETA %s loss %.4f acc %.1f%% lr %.6f",
                       train::bar(iter, T.iters).c_str(), static_cast<long long>(iter), static_cast<long long>(T.iters),
-                      ips, train::fmt_time(eta).c_str(), loss, res.acc, lr);
+                      pace.img_per_s(), train::fmt_time(pace.eta_s()).c_str(), loss, res.acc, lr);
         progress.update(line, iter, last);
-        if (const auto v = wait_watch.update(data_wait, el); !v.message.empty()) {
+        if (const auto v = wait_watch.update(data_wait, pace.elapsed_s); !v.message.empty()) {
           progress.message(v.message);
           if (v.raise_priority) loader.set_priority("normal");
         }

@@ -4,6 +4,7 @@
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -17,6 +18,20 @@
 #include "cp2/train/optim.h"
 
 namespace cp2::train {
+
+double Pace::img_per_s() const { return static_cast<double>(done * batch) / std::max(elapsed_s, 1e-9); }
+
+double Pace::eta_s() const { return static_cast<double>(left) * elapsed_s / static_cast<double>(std::max<int64_t>(done, 1)); }
+
+nlohmann::json pace_fields(const Pace& pace, double data_wait_s, double allreduce_wait_s, const Optimizer& opt) {
+  nlohmann::json j{{"img_per_s", pace.img_per_s()},
+                   {"data_wait_s", data_wait_s},
+                   {"elapsed_s", pace.elapsed_s},
+                   {"grad_allreduce_wait_s", allreduce_wait_s},
+                   {"rss_mib", rss_mib()}};
+  if (opt.loss_scaling()) j.update({{"loss_scale", opt.loss_scale()}, {"skipped_steps", opt.skipped_steps()}});
+  return j;
+}
 
 std::vector<std::string> model_key_changes(const std::string& stored_yaml, const std::string& yaml) {
   std::map<std::string, std::string> stored;

@@ -114,6 +114,22 @@ class Harness {
 // fails every rank with its message. World size 1: Harness(o).
 std::unique_ptr<Harness> open_harness(dist::Comm& comm, HarnessOptions o);
 
+// How far a loop has come this session, for its log records and progress line: both loops
+// count rate and ETA the same way.
+struct Pace {
+  int64_t done = 0;       // steps (iterations) run this session
+  int64_t left = 0;       // steps still to run to the end of the run
+  int64_t batch = 1;      // images per step, all processes together
+  double elapsed_s = 0;   // this session's wall time
+  double img_per_s() const;
+  double eta_s() const;   // left steps at this session's pace
+};
+
+// The tail every log record of both loops carries: img_per_s, data_wait_s, elapsed_s,
+// grad_allreduce_wait_s, rss_mib, and loss_scale / skipped_steps where `opt` scales the loss
+// (fp16).
+nlohmann::json pace_fields(const Pace& pace, double data_wait_s, double allreduce_wait_s, const Optimizer& opt);
+
 // "key: stored A, asked B" for each model.* key on which two resolved configs differ.
 std::vector<std::string> model_key_changes(const std::string& stored_yaml, const std::string& yaml);
 
