@@ -44,7 +44,7 @@ Command register_launch(CLI::App& app) {
   auto a = std::make_shared<LaunchArgs>();
   auto* c = app.add_subcommand(
       "launch",
-      "run a training command as N data-parallel processes (PyTorch's RANK/WORLD_SIZE/MASTER_* contract, as torchrun); "
+      "Run a training command as N data-parallel processes (PyTorch's RANK/WORLD_SIZE/MASTER_* contract, as torchrun); "
       "output prefixed by rank; one failing rank stops all");
   c->add_option("--nproc", a->o.nproc, "processes on this node")->required()->check(positive);
   c->add_option("--nnodes", a->o.nnodes, "nodes in the job; run the same command on each (default 1)")

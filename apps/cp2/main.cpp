@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <exception>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "commands.h"
@@ -43,13 +44,20 @@ int main(int argc, char** argv) {
                           ->check(cp2::app::positive)
                           ->type_name("INT");
   app.add_flag("--version", version, "print cp2's and LibTorch's versions, CUDA, CPU features, threads");
-  std::vector<cp2::app::Command> cmds{cp2::app::register_convert(app), cp2::app::register_demo(app),
-                                       cp2::app::register_loss(app), cp2::app::register_pretrain(app),
-                                       cp2::app::register_synth(app), cp2::app::register_bench(app),
-                                       cp2::app::register_finetune(app), cp2::app::register_evaluate(app),
-                                       cp2::app::register_predict(app),
-                                       cp2::app::register_ablate(app),  cp2::app::register_trials(app),
-                                       cp2::app::register_report(app),  cp2::app::register_launch(app)};
+  // Listed by --help in the order of a user's work, under three headings.
+  namespace ca = cp2::app;
+  const std::pair<const char*, std::vector<ca::Command (*)(CLI::App&)>> groups[] = {
+      {"Train and use a model", {ca::register_pretrain, ca::register_finetune, ca::register_evaluate,
+                                 ca::register_predict, ca::register_launch}},
+      {"The paper's experiments (Tables 6 and 7)", {ca::register_demo, ca::register_ablate, ca::register_trials}},
+      {"Tools", {ca::register_report, ca::register_convert, ca::register_synth, ca::register_loss,
+                 ca::register_bench}}};
+  std::vector<ca::Command> cmds;
+  for (const auto& [heading, registers] : groups)
+    for (auto reg : registers) {
+      cmds.push_back(reg(app));
+      cmds.back().sub->group(heading);
+    }
   // Every subcommand lists --threads in its own help (it sets the same value).
   for (auto& c : cmds)
     c.sub->add_option("--threads", threads, threads_opt->get_description())

@@ -29,11 +29,22 @@ TEST(Cli, HelpForEverySubcommand) {
     EXPECT_EQ(r.rc, 0) << sub;
     EXPECT_NE(r.out.find("--help"), std::string::npos);
   }
-  EXPECT_NE(run("--help").out.find("convert"), std::string::npos);
+  // The program's help lists the commands in the order of a user's work, under three
+  // headings.
+  const std::string top = run("--help").out;
+  size_t at = 0;
+  for (const char* entry : {"Train and use a model:", "  pretrain ", "  finetune ", "  evaluate ", "  predict ",
+                            "  launch ", "The paper's experiments (Tables 6 and 7):", "  demo ", "  ablate ",
+                            "  trials ", "Tools:", "  report ", "  convert ", "  synth ", "  loss ", "  bench "}) {
+    const size_t next = top.find(std::string("\n") + entry, at);
+    ASSERT_NE(next, std::string::npos) << "'" << entry << "' after offset " << at << " in:\n" << top;
+    at = next + 1;
+  }
 }
 
 // The flags ("cp2 SUB ... --flag") and config keys ("`section.key`") that README.md and docs/*.md
-// name exist: a renamed option fails here rather than in a reader's shell.
+// name exist, and their pretrain/finetune command lines resolve to valid configs: a renamed
+// option or a pair of flags that no longer go together fails here rather than in a reader's shell.
 TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
   namespace fs = std::filesystem;
   const fs::path root = fs::path(CP2_CONFIGS).parent_path();
@@ -47,13 +58,18 @@ TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
     if (!help.count(sub)) help[sub] = run(sub + " --help").out;
     return help[sub];
   };
-  // The subcommands as the program lists them, so that a new one's flags are read too.
+  // The subcommands as the program lists them, so that a new one's flags are read too: the
+  // entries under every heading but Positionals and Options (cp2 --help groups them).
   auto subcommands_of = [&](const std::string& sub) {
-    std::istringstream in(help_of(sub).substr(help_of(sub).find("Subcommands:")));
+    std::istringstream in(help_of(sub));
     std::vector<std::string> out;
-    std::string line;
-    std::getline(in, line);
-    while (std::getline(in, line) && line.rfind("  ", 0) == 0) out.push_back(line.substr(2, line.find(' ', 2) - 2));
+    std::string line, heading;
+    while (std::getline(in, line)) {
+      if (!line.empty() && line[0] != ' ' && line.back() == ':') heading = line;
+      else if (line.rfind("  ", 0) == 0 && line.size() > 2 && line[2] != ' ' && line[2] != '-' &&
+               !heading.empty() && heading != "Positionals:" && heading != "Options:")
+        out.push_back(line.substr(2, line.find(' ', 2) - 2));
+    }
     return out;
   };
   const auto subs = subcommands_of(""), benches = subcommands_of("bench");
@@ -96,7 +112,23 @@ TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
     sections.insert(keys.substr(at + 3, keys.find('.', at + 3) - at - 2));
   ASSERT_TRUE(sections.count("copy_paste.") && sections.count("pipeline.") && sections.count("eval.")) << keys;
 
-  size_t flags_checked = 0, keys_checked = 0;
+  // Where the next command of a line starts ("cp2 " and a subcommand; "--mode cp2 --arch" is
+  // not one), or npos.
+  auto next_command = [&](const std::string& s) {
+    for (size_t at = s.find("cp2 "); at != std::string::npos; at = s.find("cp2 ", at + 4)) {
+      std::string ignored;
+      const std::string w = first_word(s.substr(at + 4), ignored);
+      if (std::find(subs.begin(), subs.end(), w) != subs.end()) return at;
+    }
+    return std::string::npos;
+  };
+  // A whole command line in a code block, with nothing left for the reader to fill in.
+  auto complete = [](const std::string& s) {
+    for (const char* open : {"...", "\xE2\x80\xA6", "$", "<", ">", "[", "'", "\"", "--resume", "--auto-resume"})
+      if (s.find(open) != std::string::npos) return false;
+    return true;
+  };
+  size_t flags_checked = 0, keys_checked = 0, configs_checked = 0;
   for (const auto& path : docs) {
     std::string text = cp2::io::read_file(path.string());
     // A command continued over lines is one command.
@@ -106,7 +138,9 @@ TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
       text.replace(at, e - at, " ");
     }
     std::istringstream lines(text);
+    bool code = false;  // inside a ``` block
     for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("```", 0) == 0) code = !code;
       const std::string where = path.filename().string() + ": " + line;
       for (size_t at = line.find("cp2 "); at != std::string::npos; at = line.find("cp2 ", at + 4)) {
         if (at > 0 && (std::isalnum(static_cast<unsigned char>(line[at - 1])) || line[at - 1] == '_')) continue;
@@ -114,7 +148,7 @@ TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
         std::string sub = first_word(line.substr(at + 4), rest);
         if (std::find(subs.begin(), subs.end(), sub) == subs.end()) continue;
         // The command ends where the next one, a comment, a code span or a table cell begins.
-        rest = rest.substr(0, std::min({rest.find("cp2 "), rest.find('#'), rest.find('`'), rest.find('|')}));
+        rest = rest.substr(0, std::min({next_command(rest), rest.find('#'), rest.find('`'), rest.find('|')}));
         std::vector<std::pair<std::string, std::string>> parts;  // (subcommand, its text)
         if (sub == "launch" && rest.find(" -- ") != std::string::npos) {
           std::string inner_rest;
@@ -137,6 +171,13 @@ TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
               for (const auto& b : benches) known = known || has_flag("bench " + b, flag);
             EXPECT_TRUE(known) << "cp2 " << s << " has no " << flag << "\n  " << where;
             ++flags_checked;
+          }
+          // A training command line the reader can paste resolves to a valid config: its flags go
+          // together (CLI11's needs/excludes) and its values pass validate(), without data.
+          if (code && (s == "pretrain" || s == "finetune") && complete(t)) {
+            const auto r = cp2::test::run_cli(s + t + " --print-config", "cd '" + root.string() + "' && ");
+            EXPECT_EQ(r.rc, 0) << "cp2 " << s << t << " --print-config:\n" << r.out << "  " << where;
+            ++configs_checked;
           }
         }
       }
@@ -161,6 +202,9 @@ TEST(Cli, DocsNameOnlyRealFlagsAndKeys) {
   // The scan reads what it should: the docs name well over a hundred flags and keys.
   EXPECT_GT(flags_checked, 100u);
   EXPECT_GT(keys_checked, 50u);
+  std::printf("[docs] %zu flags, %zu config keys and %zu training command lines checked\n", flags_checked,
+              keys_checked, configs_checked);
+  EXPECT_GT(configs_checked, 15u);
 }
 
 TEST(Cli, ConvertListPrintsKeysShapesDtypes) {
