@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   app.fallthrough();  // global options (--threads) may also follow the subcommand
   int threads = 0;
   bool version = false;
-  auto* threads_opt = app.add_option("--threads", threads, "intra-op threads (default: all cores)")
+  auto* threads_opt = app.add_option("--threads", threads, "intra-op threads (default: every core this process may run on)")
                           ->check(cp2::app::positive)
                           ->type_name("INT");
   app.add_flag("--version", version, "print cp2's and LibTorch's versions, CUDA, CPU features, threads");

@@ -1,6 +1,7 @@
 #include "cp2/common.h"
 
 #include <ATen/Parallel.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -15,9 +16,16 @@
 
 namespace cp2 {
 
+int usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));  // a mask past 1024 CPUs
+}
+
 int set_threads(int n) {
   if (n <= 0) {
-    n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    n = usable_cores();
     // Several processes on one machine (torchrun, cp2 launch) share its cores.
     if (const char* lw = std::getenv("LOCAL_WORLD_SIZE"); lw && std::atoi(lw) > 1) n = std::max(1, n / std::atoi(lw));
   }

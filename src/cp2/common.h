@@ -18,10 +18,14 @@ class Error : public std::runtime_error {
 };
 
 // Debian's LibTorch starts with one intra-op thread; cp2 defaults to all cores.
-// n <= 0: all cores, shared evenly among LOCAL_WORLD_SIZE processes on this machine.
-// Returns the number set.
+// n <= 0: all the cores this process may run on (usable_cores()), shared evenly among
+// LOCAL_WORLD_SIZE processes on this machine. Returns the number set.
 int set_threads(int n);
 int get_threads();
+// The cores in this process's CPU affinity mask (taskset, SLURM's --cpus-per-task, a
+// container's cpuset), as OpenMP counts them; std::thread::hardware_concurrency counts every
+// core of the machine, and threads past the mask only wait on each other.
+int usable_cores();
 
 // Timing and memory figures for progress lines and benchmarks.
 using Clock = std::chrono::steady_clock;
