@@ -86,7 +86,7 @@ int run_demo(const DemoArgs& a) {
   std::fflush(stdout);
   auto r = study::run_ablate(o);
   if (r.signal) {
-    std::printf("stopped by a signal\n");
+    std::printf("stopped by %s\n", signal_name(r.signal).c_str());
     return exit_status(r.signal);
   }
   std::printf("%s", study::format_ablate_table(r.rows).c_str());

@@ -64,7 +64,7 @@ int run(FinetuneArgs& a) {
   if (s.already_finished) return 0;
   if (!fc.comm->main()) return exit_status(s.signal);  // rank 0 reports
   std::printf("%s after iteration %lld: %lld iterations in %.1f s (%.2f img/s)\n",
-              s.finished ? "finished" : s.signal ? "stopped by a signal" : "stopped",
+              s.finished ? "finished" : s.signal ? ("stopped by " + signal_name(s.signal)).c_str() : "stopped",
               static_cast<long long>(s.last_iter), static_cast<long long>(s.last_iter - s.first_iter), s.seconds,
               s.images_per_s);
   if (!s.losses.empty()) std::printf("loss: first %.4f, last %.4f\n", s.losses.front(), s.losses.back());
@@ -73,7 +73,7 @@ int run(FinetuneArgs& a) {
                 s.best_checkpoint.c_str());
   std::printf("checkpoint: %s\nlog: %s/log.jsonl\n", s.last_checkpoint.c_str(), cfg.train.out.c_str());
   if (!s.signal) write_run_report(cfg.train.out);
-  if (s.signal) std::printf("continue with: cp2 finetune --resume %s\n", cfg.train.out.c_str());
+  if (s.signal) print_continue("finetune", cfg.train.out, fc.comm.get());
   return exit_status(s.signal);
 }
 

@@ -81,7 +81,7 @@ int finish(const study::StudyResult& r, const std::string& out, const std::strin
     std::fprintf(stderr, "warning: report not written: %s\n", e.what());
   }
   std::printf("results: %s/results.json, results.csv, table.txt (%.1f s this invocation)\n", out.c_str(), r.seconds);
-  if (r.signal) std::printf("stopped by a signal: rerun the same command to continue\n");
+  if (r.signal) std::printf("stopped by %s: rerun the same command to continue\n", signal_name(r.signal).c_str());
   return exit_status(r.signal);
 }
 

@@ -103,8 +103,16 @@ inline void prune(RunFlags& f) {
   for (auto it = f.shortcuts.begin(); it != f.shortcuts.end();) it = it->second.empty() ? f.shortcuts.erase(it) : ++it;
 }
 
-// 0, or 128 + the signal that stopped a run (130 SIGINT, 143 SIGTERM).
+// 0, or 128 + the signal that stopped a run (130 SIGINT, 143 SIGTERM, 138 SIGUSR1, 140 SIGUSR2).
 inline int exit_status(int signal) { return signal ? 128 + signal : 0; }
+
+// The command that continues a run a signal stopped; a data-parallel one is continued by the
+// same launch (cp2 launch or torchrun, the same process count) around it.
+inline void print_continue(const std::string& sub, const std::string& out, const dist::Comm* comm) {
+  const bool launched = comm && comm->size() > 1;
+  std::printf("continue with: %scp2 %s --resume %s%s\n", launched ? "the same launch of " : "", sub.c_str(),
+              out.c_str(), launched ? (" (" + std::to_string(comm->size()) + " processes)").c_str() : "");
+}
 
 // RUN/report.html at the end of a run (not of a signalled one: preemption leaves little
 // time); a failure to write it is a warning, never the run's failure.

@@ -1,6 +1,7 @@
 // Shared basics: the one exception type thrown at boundaries, thread setup.
 #pragma once
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
@@ -26,6 +27,12 @@ int get_threads();
 // container's cpuset), as OpenMP counts them; std::thread::hardware_concurrency counts every
 // core of the machine, and threads past the mask only wait on each other.
 int usable_cores();
+
+// The signals a training run stops on, with a checkpoint (train/signals.h), and that cp2
+// launch passes on to its ranks.
+inline constexpr int stop_signals[] = {SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+// "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", else "signal N".
+std::string signal_name(int sig);
 
 // Timing and memory figures for progress lines and benchmarks.
 using Clock = std::chrono::steady_clock;

@@ -67,6 +67,34 @@ TEST(RunCli, SigtermCheckpointsAndResumeEqualsAnUninterruptedRun) {
   expect_same(straight + "/checkpoints/checkpoint_00000006.pt", cut + "/checkpoints/checkpoint_00000006.pt");
 }
 
+// Schedulers' early warnings (SLURM's --signal=USR1@120, submitit's USR2) stop a run as
+// SIGTERM does, where their default action would kill it without a checkpoint; cp2 launch
+// passes them on to every rank.
+TEST(RunCli, Sigusr1AndSigusr2CheckpointAndStopAlsoThroughLaunch) {
+  const auto data = tiny_images("rc_usr_data");
+  const std::string many = " --set train.epochs=50";  // 2 steps per epoch: stopped long before the end
+  for (const std::string how : {"USR1", "USR2"}) {
+    const auto out = temp_dir("rc_usr_" + how);
+    const std::string launch = how == "USR2" ? "launch --nproc 2 -- " : "";
+    const std::string res = signal_when(launch + pretrain_args(data, out) + many, out + ".txt",
+                                        "grep -q '\"step\"' " + out + "/log.jsonl 2>/dev/null", how);
+    const std::string text = read_text(out + ".txt");
+    EXPECT_NE(res.find(how == "USR1" ? "rc=138" : "rc=140"), std::string::npos) << res << text;
+    const auto summary = nlohmann::json::parse(read_text(out + "/summary.json"));
+    EXPECT_EQ(summary["stopped_by"], "SIG" + how) << summary.dump();
+    EXPECT_LT(summary["steps"].get<int64_t>(), 100);
+    EXPECT_TRUE(fs::exists(summary["checkpoint"].get<std::string>())) << summary.dump();
+    EXPECT_NE(text.find("stopped by SIG" + how + " after step"), std::string::npos) << text;
+    EXPECT_NE(text.find(launch.empty() ? "continue with: cp2 pretrain --resume " + out + "\n"
+                                       : "continue with: the same launch of cp2 pretrain --resume " + out +
+                                             " (2 processes)\n"),
+              std::string::npos)
+        << text;
+    if (!launch.empty())
+      EXPECT_NE(text.find("cp2 launch: SIGUSR2 received: passing it to every rank"), std::string::npos) << text;
+  }
+}
+
 TEST(RunCli, QueueNotAMultipleOfTheBatchWarnsOnce) {
   // Validated where the config is resolved and again by the run; warned once, by the run.
   const auto data = tiny_images("rc_queue_data");

@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -109,12 +110,11 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
                o.master_addr.c_str(), o.master_port);
 
   std::vector<Child> kids(static_cast<size_t>(o.nproc));
-  struct sigaction sa {}, old_int{}, old_term{};
+  struct sigaction sa {}, old[std::size(stop_signals)];
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   g_forward = 0;
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
+  for (size_t i = 0; i < std::size(stop_signals); ++i) sigaction(stop_signals[i], &sa, &old[i]);
   const pid_t parent = getpid();
   std::fflush(stdout);
   std::fflush(stderr);
@@ -131,8 +131,7 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
       setpgid(0, 0);
       prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (getppid() != parent) _exit(143);
-      signal(SIGINT, SIG_DFL);
-      signal(SIGTERM, SIG_DFL);
+      for (int sig : stop_signals) signal(sig, SIG_DFL);
       dup2(po[1], STDOUT_FILENO);
       dup2(pe[1], STDERR_FILENO);
       close(po[0]), close(po[1]), close(pe[0]), close(pe[1]);
@@ -177,7 +176,7 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
   while (running() > 0 || open_streams() > 0) {
     if (g_forward && !forwarded) {
       forwarded = g_forward;
-      std::fprintf(stderr, "cp2 launch: %s received: passing it to every rank\n", forwarded == SIGINT ? "SIGINT" : "SIGTERM");
+      std::fprintf(stderr, "cp2 launch: %s received: passing it to every rank\n", signal_name(forwarded).c_str());
       signal_all(forwarded);
     }
     std::vector<pollfd> fds;
@@ -230,8 +229,7 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
       killed = true;
     }
   }
-  sigaction(SIGINT, &old_int, nullptr);
-  sigaction(SIGTERM, &old_term, nullptr);
+  for (size_t i = 0; i < std::size(stop_signals); ++i) sigaction(stop_signals[i], &old[i], nullptr);
   if (failed_rank >= 0) {
     std::fprintf(stderr, "cp2 launch: failed: rank %d (exit status %d)\n", failed_rank, failed_status);
     return failed_status ? failed_status : 1;

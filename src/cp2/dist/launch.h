@@ -1,7 +1,7 @@
 // `cp2 launch`: torchrun's job for users without Python. Starts N processes of a program
 // on this node with PyTorch's environment contract (RANK, WORLD_SIZE, LOCAL_RANK,
 // LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), forwards their output line by line with a
-// "[rank r]" prefix, forwards SIGINT/SIGTERM to them, and when one fails stops the others
+// "[rank r]" prefix, forwards SIGINT/SIGTERM/SIGUSR1/SIGUSR2 to them, and when one fails stops the others
 // (SIGTERM, then SIGKILL after a grace period) and exits with the failed rank's status.
 #pragma once
 #include <string>
@@ -21,7 +21,7 @@ struct LaunchOptions {
 
 // Runs `argv` (argv[0] = the program path) as the node's processes; returns the exit
 // status to give: 0, the first failed rank's status (128 + signal for a signal), or the
-// ranks' status after a forwarded SIGINT/SIGTERM.
+// ranks' status after a forwarded signal.
 int launch(const LaunchOptions& o, const std::vector<std::string>& argv);
 
 // A TCP port that is free on this machine now (for the rendezvous of a one-node job).

@@ -36,7 +36,7 @@ struct RunSummary {
   int64_t skipped_images = 0;
   bool finished = false;  // reached the last epoch (not stopped by max_steps or a signal)
   bool already_finished = false;  // resumed a finished run: nothing ran, nothing was written
-  int signal = 0;                 // SIGINT/SIGTERM that stopped the run (checkpoint written)
+  int signal = 0;                 // the stop signal that ended the run (checkpoint written)
 };
 
 // Runs (or resumes) a pretraining job in cfg.train.out. Throws cp2::Error on bad input,

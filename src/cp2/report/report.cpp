@@ -170,7 +170,7 @@ std::string summary_line(const json& sum) {
   const auto count = [&](const char* key) { return sum.contains(key) && sum[key].is_number() ? sum[key].get<int64_t>() : -1; };
   const int64_t at = count(pre ? "steps" : "iterations"), in_session = count(pre ? "steps_this_run" : "iterations_this_run");
   const std::string by = sum.contains("stopped_by") && sum["stopped_by"].is_string() ? sum["stopped_by"].get<std::string>() : "";
-  if (!finished && at >= 0 && (by == "SIGINT" || by == "SIGTERM"))
+  if (!finished && at >= 0 && by.rfind("SIG", 0) == 0)
     s += " (stopped by " + by + " at " + unit + " " + std::to_string(at) + ")";
   else if (!finished && at >= 0 && by == "max")
     s += " (stopped at " + unit + " " + std::to_string(at) + " by " + (pre ? "--max-steps" : "--max-iters") + ")";

@@ -37,7 +37,7 @@ struct FinetuneSummary {
   double seconds = 0, images_per_s = 0;
   bool finished = false;
   bool already_finished = false;  // resumed a finished run: nothing ran, nothing was written
-  int signal = 0;                 // SIGINT/SIGTERM that stopped the run (checkpoint written)
+  int signal = 0;                 // the stop signal that ended the run (checkpoint written)
 };
 
 // Runs (or resumes) finetuning in cfg.train.out. Every checkpoint is written before the

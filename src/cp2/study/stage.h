@@ -27,7 +27,7 @@ struct StageResult {
   double seconds = 0;            // this invocation's training time (0 when skipped)
   bool skipped = false;          // finished before: nothing ran
   bool resumed = false;          // continued an interrupted run
-  int signal = 0;                // stopped by SIGINT/SIGTERM (checkpoint written)
+  int signal = 0;                // stopped by a signal (checkpoint written)
   uint64_t seed = 0;
   std::string budget;            // e.g. "3 epochs x 32 steps, batch 32" / "200 iterations, batch 8"
 };

@@ -194,7 +194,7 @@ void Harness::non_finite_step(int64_t position, const std::string& detail, const
 void Harness::summary(nlohmann::json fields, bool finished) const {
   fields["finished"] = finished;
   const int sig = stop_signal();
-  fields["stopped_by"] = finished ? "" : sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "max";
+  fields["stopped_by"] = finished ? "" : sig ? signal_name(sig) : "max";
   fields["checkpoint"] = last_;
   fields["error"] = nullptr;
   write("summary.json", fields.dump(2) + "\n");

@@ -2,7 +2,7 @@
 // its step and its evaluation; the harness owns what a run folder users can trust needs:
 // the lock, fresh-run refusal, resume (kind, model-key and dataset checks, the log
 // continued from the checkpoint), atomic checkpoints with rotation, config.yaml, the
-// summary for every exit (finished, stopped, signalled, failed), SIGINT/SIGTERM, and
+// summary for every exit (finished, stopped, signalled, failed), the stop signals (signals.h), and
 // one numbering of steps (1-based, as the progress line shows).
 #pragma once
 #include <cstdint>
@@ -65,7 +65,7 @@ class Harness {
   // Warns when a resumed run's dataset no longer has the size stored at `key`.
   void check_dataset(const std::string& key, int64_t now, const std::string& what);
   // The run starts (or continues) at `position`: config.yaml written, the log kept up to
-  // `position` (records with unit <= position that `keep` also accepts), SIGINT/SIGTERM
+  // `position` (records with unit <= position that `keep` also accepts), the stop signals
   // handled, the clock started.
   void start(int64_t position, const std::function<bool(const nlohmann::json&)>& keep = nullptr);
   void log(const nlohmann::json& record);
@@ -74,7 +74,7 @@ class Harness {
   const std::string& last_checkpoint() const { return last_; }
   // RUN/<name>, atomically (rank 0 only).
   void write(const std::string& name, const std::string& text) const;
-  // SIGINT or SIGTERM received since start() (0 if none).
+  // The stop signal received since start() (0 if none).
   int stop_signal() const;
   // Whether any rank received one: every rank must call it at the same point (one small
   // all-reduce), so that a signal reaching one rank a step before another stops them at

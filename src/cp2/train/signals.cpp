@@ -3,13 +3,14 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <iterator>
 
 namespace cp2::train {
 
 namespace {
 
 volatile std::sig_atomic_t g_signal = 0;
-struct sigaction g_old_int, g_old_term;
+struct sigaction g_old[std::size(stop_signals)];
 
 void on_signal(int sig) {
   if (g_signal) _exit(128 + sig);  // second signal: the user means now
@@ -26,13 +27,11 @@ StopSignals::StopSignals() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, &g_old_int);
-  sigaction(SIGTERM, &sa, &g_old_term);
+  for (size_t i = 0; i < std::size(stop_signals); ++i) sigaction(stop_signals[i], &sa, &g_old[i]);
 }
 
 StopSignals::~StopSignals() {
-  sigaction(SIGINT, &g_old_int, nullptr);
-  sigaction(SIGTERM, &g_old_term, nullptr);
+  for (size_t i = 0; i < std::size(stop_signals); ++i) sigaction(stop_signals[i], &g_old[i], nullptr);
 }
 
 int StopSignals::received() { return g_signal; }

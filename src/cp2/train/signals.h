@@ -1,7 +1,10 @@
-// SIGINT / SIGTERM during training (preemptible clusters send SIGTERM before the kill):
-// the first one asks the loop to finish its step, write a checkpoint and exit 130/143;
-// a second one exits at once.
+// SIGINT, SIGTERM, SIGUSR1 or SIGUSR2 during training (preemptible clusters send SIGTERM
+// before the kill; SLURM's --signal=USR1@120 and submitit's timeout send USR1/USR2 ahead of
+// the time limit, and would otherwise kill the process, their default action): the first one
+// asks the loop to finish its step, write a checkpoint and exit 128 + the signal (130, 143,
+// 138, 140); a second one exits at once.
 #pragma once
+#include "cp2/common.h"
 
 namespace cp2::train {
 
@@ -11,7 +14,7 @@ class StopSignals {
   ~StopSignals();
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
-  // The signal received (SIGINT or SIGTERM), 0 if none.
+  // The signal received (one of stop_signals), 0 if none.
   static int received();
   static void reset();  // tests: forget a handled signal
 };
