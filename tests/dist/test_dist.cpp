@@ -352,4 +352,33 @@ TEST(Dist, DeadOrHungRankEndsTheJobWithAMessage) {
   }
 }
 
+// Plain "cuda" in an N-process run: each process on the device of its local rank, or on the one
+// device it sees; refused, naming train.device, where ranks would share a device or find none.
+// (Pure logic: the CPU machines that run CI have no CUDA device.)
+TEST(Dist, CudaDevicePerProcess) {
+  const std::string key = "train.device";
+  EXPECT_EQ(dist::cuda_index(-1, 0, 1, 1, key), 0);  // one process: cuda is cuda:0
+  EXPECT_EQ(dist::cuda_index(2, 0, 1, 4, key), 2);   // and cuda:N is N
+  EXPECT_EQ(dist::cuda_index(-1, 5, 8, 8, key), 5);  // cp2 launch --nproc 8 on 8 GPUs
+  EXPECT_EQ(dist::cuda_index(-1, 1, 2, 8, key), 1);  // fewer processes than GPUs
+  EXPECT_EQ(dist::cuda_index(-1, 3, 8, 1, key), 0);  // each process sees its own GPU (--gpus-per-task=1)
+  EXPECT_EQ(dist::cuda_index(0, 3, 8, 1, key), 0);
+  auto message = [&](int asked, int lr, int lw, int visible) {
+    try {
+      dist::cuda_index(asked, lr, lw, visible, key);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message(-1, 0, 8, 4),
+            "train.device: cuda for 8 processes on this node (LOCAL_WORLD_SIZE), which sees 4 CUDA devices: start one "
+            "process per device (cp2 launch --nproc 4), or give each process one device (CUDA_VISIBLE_DEVICES)");
+  EXPECT_EQ(message(1, 0, 2, 2),
+            "train.device: cuda:1 names one device for all 2 processes on this node (LOCAL_WORLD_SIZE), and NCCL "
+            "refuses two ranks on one device: use 'cuda' (each process takes the device of its LOCAL_RANK)");
+  EXPECT_EQ(message(4, 0, 1, 2), "train.device: cuda:4 asked, this process sees 2 CUDA devices (cuda:0..1)");
+  EXPECT_EQ(message(-1, 0, 2, 0), "train.device: cuda asked, but this process sees no CUDA device");
+}
+
 }  // namespace cp2::test

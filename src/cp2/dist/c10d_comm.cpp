@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "cp2/common.h"
@@ -136,6 +137,12 @@ class C10dComm final : public Comm {
     try {
       if (cuda) {
 #ifdef CP2_WITH_NCCL
+        // NCCL reduces CUDA tensors only: the small CPU tensors of the loops' agreements
+        // (any_rank, mean_over_ranks) go through this process's device.
+        const c10::Device asked(o.device);
+        stage_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(cuda_index(
+                                             asked.has_index() ? asked.index() : -1, l.local_rank, l.local_world,
+                                             static_cast<int>(torch::cuda::device_count()), "train.device")));
         auto no = c10d::ProcessGroupNCCL::Options::create();
         no->timeout = o.timeout;
         pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, l.rank, l.world, no);
@@ -164,23 +171,30 @@ class C10dComm final : public Comm {
   int size() const override { return l_.world; }
 
   std::unique_ptr<Work> all_reduce_sum_async(at::Tensor t) override {
+    if (staged(t)) {  // a CPU tensor under NCCL: through the device, waited here
+      std::vector<at::Tensor> ts{t.to(*stage_)};
+      start("all-reduce", [&] { return pg_->allreduce(ts); }).wait();
+      t.copy_(ts[0]);
+      return std::make_unique<PendingWork>(this, "all-reduce", 0, c10::intrusive_ptr<c10d::Work>());  // done
+    }
     std::vector<at::Tensor> ts{t};
     return std::make_unique<PendingWork>(start("all-reduce", [&] { return pg_->allreduce(ts); }));
   }
 
   void broadcast(const at::Tensor& t, int root) override {
-    std::vector<at::Tensor> ts{t};
+    std::vector<at::Tensor> ts{staged(t) ? t.to(*stage_) : t};
     c10d::BroadcastOptions bo;
     bo.rootRank = root;
     start("broadcast", [&] { return pg_->broadcast(ts, bo); }).wait();
+    if (staged(t)) t.copy_(ts[0]);
   }
 
   at::Tensor all_gather(const at::Tensor& t) override {
-    std::vector<at::Tensor> in{t.contiguous()};
+    std::vector<at::Tensor> in{(staged(t) ? t.to(*stage_) : t).contiguous()};
     std::vector<std::vector<at::Tensor>> out(1);
     for (int r = 0; r < l_.world; ++r) out[0].push_back(torch::empty_like(in[0]));
     start("all-gather", [&] { return pg_->allgather(out, in); }).wait();
-    return torch::cat(out[0], 0);
+    return torch::cat(out[0], 0).to(t.device());
   }
 
   std::vector<std::string> all_gather_strings(const std::string& s, const std::string& key) override {
@@ -250,6 +264,8 @@ class C10dComm final : public Comm {
   }
 
  private:
+  bool staged(const at::Tensor& t) const { return stage_ && t.device() != *stage_; }
+
   struct PendingWork final : Work {
     PendingWork(C10dComm* c, std::string op, int64_t n, c10::intrusive_ptr<c10d::Work> w)
         : c_(c), op_(std::move(op)), n_(n), w_(std::move(w)) {}
@@ -294,6 +310,7 @@ class C10dComm final : public Comm {
 
   Layout l_;
   ConnectOptions o_;
+  std::optional<c10::Device> stage_;  // NCCL: where CPU tensors are reduced
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<GroupBase> pg_;
   std::unique_ptr<Heartbeat> heartbeat_;

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "cp2/common.h"
@@ -112,6 +113,24 @@ std::vector<double> mean_over_ranks(Comm& comm, const std::vector<double>& value
   comm.all_reduce_sum(t);
   t.div_(comm.size());
   return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
+int cuda_index(int asked, int local_rank, int local_world, int visible, const std::string& key) {
+  if (visible < 1) throw Error(key + ": cuda asked, but this process sees no CUDA device");
+  const std::string n = std::to_string(visible) + " CUDA device" + (visible == 1 ? "" : "s");
+  if (asked >= visible)
+    throw Error(key + ": cuda:" + std::to_string(asked) + " asked, this process sees " + n + " (cuda:0.." +
+                std::to_string(visible - 1) + ")");
+  if (local_world <= 1 || visible == 1) return std::max(asked, 0);
+  if (asked >= 0)
+    throw Error(key + ": cuda:" + std::to_string(asked) + " names one device for all " + std::to_string(local_world) +
+                " processes on this node (LOCAL_WORLD_SIZE), and NCCL refuses two ranks on one device: use 'cuda' "
+                "(each process takes the device of its LOCAL_RANK)");
+  if (local_world > visible)
+    throw Error(key + ": cuda for " + std::to_string(local_world) + " processes on this node (LOCAL_WORLD_SIZE), "
+                "which sees " + n + ": start one process per device (cp2 launch --nproc " + std::to_string(visible) +
+                "), or give each process one device (CUDA_VISIBLE_DEVICES)");
+  return local_rank;
 }
 
 std::shared_ptr<Comm> single_process() { return std::make_shared<SingleProcess>(); }

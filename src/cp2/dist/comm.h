@@ -54,6 +54,15 @@ class Comm {
   virtual void barrier() = 0;
 };
 
+// The CUDA device index of process `local_rank` of the `local_world` on its node, which sees
+// `visible` devices, for `asked` (cuda:N's N, or -1 for plain "cuda"). Plain "cuda" is the
+// device of the process's local rank, as a PyTorch script's torch.cuda.set_device(local_rank)
+// (the authors' main_moco.py: args.gpu), or the one device a process sees (CUDA_VISIBLE_DEVICES
+// set per process, SLURM's --gpus-per-task=1). Throws naming `key` where that cannot hold:
+// more processes than devices, a cuda:N past the devices, or one cuda:N for several processes
+// (NCCL refuses two ranks on one device).
+int cuda_index(int asked, int local_rank, int local_world, int visible, const std::string& key);
+
 // Rank `root`'s string on every rank (paths, decisions); `key` names the exchange.
 std::string broadcast_string(Comm& comm, const std::string& s, const std::string& key, int root = 0);
 // train.batch is the global batch: this process's share, or an error naming both numbers.

@@ -5,7 +5,6 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
 
-#include <algorithm>
 #include <mutex>
 
 #include "cp2/common.h"
@@ -25,30 +24,13 @@ c10::Device device_from_name(const std::string& s, const std::string& key) {
 
 void check_device_name(const std::string& s, const std::string& key) { device_from_name(s, key); }
 
-int cuda_index(int asked, int local_rank, int local_world, int visible, const std::string& key) {
-  const std::string n = std::to_string(visible) + " CUDA device" + (visible == 1 ? "" : "s");
-  if (asked >= visible)
-    throw Error(key + ": cuda:" + std::to_string(asked) + " asked, this process sees " + n + " (cuda:0.." +
-                std::to_string(visible - 1) + ")");
-  if (local_world <= 1 || visible == 1) return std::max(asked, 0);
-  if (asked >= 0)
-    throw Error(key + ": cuda:" + std::to_string(asked) + " names one device for all " + std::to_string(local_world) +
-                " processes on this node (LOCAL_WORLD_SIZE), and NCCL refuses two ranks on one device: use 'cuda' "
-                "(each process takes the device of its LOCAL_RANK)");
-  if (local_world > visible)
-    throw Error(key + ": cuda for " + std::to_string(local_world) + " processes on this node (LOCAL_WORLD_SIZE), "
-                "which sees " + n + ": start one process per device (cp2 launch --nproc " + std::to_string(visible) +
-                "), or give each process one device (CUDA_VISIBLE_DEVICES)");
-  return local_rank;
-}
-
 c10::Device parse_device(const std::string& s, const std::string& key) {
   c10::Device d = device_from_name(s, key);
   if (d.is_cuda() && !torch::cuda::is_available())
     throw Error(key + ": '" + s + "' requested but this LibTorch build has no usable CUDA device");
   if (d.is_cuda()) {
     const auto l = dist::layout_from_env();
-    d = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(cuda_index(
+    d = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(dist::cuda_index(
                                     d.has_index() ? d.index() : -1, l.local_rank, l.local_world,
                                     static_cast<int>(torch::cuda::device_count()), key)));
     // Where a kernel, stream or CUDA graph is asked for without a device, this one is meant.

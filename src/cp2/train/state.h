@@ -13,18 +13,10 @@
 namespace cp2::train {
 
 // "cpu", "cuda", "cuda:N"; throws naming `key` when malformed or when CUDA is unusable. A CUDA
-// device comes back with its index (cuda_index, from LOCAL_RANK and LOCAL_WORLD_SIZE) and
+// device comes back with its index (dist::cuda_index, from LOCAL_RANK and LOCAL_WORLD_SIZE) and
 // becomes the process's current device; it also turns on cuDNN autotuning for the process
 // (the authors' cudnn.benchmark = True).
 c10::Device parse_device(const std::string& s, const std::string& key = "train.device");
-// The CUDA device index of process `local_rank` of the `local_world` on its node, which sees
-// `visible` devices, for `asked` (cuda:N's N, or -1 for plain "cuda"). Plain "cuda" is the
-// device of the process's local rank, as a PyTorch script's torch.cuda.set_device(local_rank)
-// (the authors' main_moco.py: args.gpu), or the one device a process sees (CUDA_VISIBLE_DEVICES
-// set per process, SLURM's --gpus-per-task=1). Throws naming `key` where that cannot hold:
-// more processes than devices, a cuda:N past the devices, or one cuda:N for several processes
-// (NCCL refuses two ranks on one device).
-int cuda_index(int asked, int local_rank, int local_world, int visible, const std::string& key);
 // The name alone ("gpu" refused), for a config's validate(): whether CUDA is there is
 // parse_device's question, asked where the run starts.
 void check_device_name(const std::string& s, const std::string& key = "train.device");
