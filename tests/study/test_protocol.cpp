@@ -161,6 +161,11 @@ TEST(Report, StatusLineSaysWhereARunStopped) {
                    R"( "images_per_s": 12.35, "error": null})",
                    "{\"step\": 33, \"loss\": 3.0}\n{\"step\": 34, \"loss\": 2.9}\n"),
             "not finished (stopped by SIGINT at step 34); last session 14 steps in 9.07 s, 12.3 img/s");
+  EXPECT_EQ(status("report_sigusr1",  // a scheduler's warning ahead of its time limit
+                   R"({"finished": false, "stopped_by": "SIGUSR1", "iterations": 750, "iterations_this_run": 750,)"
+                   R"( "seconds": 80.0, "images_per_s": 75.0, "error": null})",
+                   "{\"iteration\": 750, \"loss\": 0.5}\n"),
+            "not finished (stopped by SIGUSR1 at iteration 750); 80.0 s, 75.0 img/s");
   EXPECT_EQ(status("report_max",
                    R"({"finished": false, "stopped_by": "max", "iterations": 200, "iterations_this_run": 200,)"
                    R"( "seconds": 61.5, "images_per_s": 26.0, "error": null})",
