@@ -168,7 +168,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   Position pos;
   auto clock_out = [&] {
     sum.seconds = h.seconds();
-    sum.images_per_s = (sum.last_step - sum.first_step) * T.batch / std::max(sum.seconds, 1e-9);
+    sum.images_per_s = train::Pace{sum.last_step - sum.first_step, 0, T.batch, sum.seconds}.img_per_s();
   };
   auto fields = [&] {
     return nlohmann::json{{"steps", sum.last_step},

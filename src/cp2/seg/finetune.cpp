@@ -151,7 +151,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   int64_t iter = 0;
   auto clock_out = [&] {
     sum.seconds = h.seconds();
-    sum.images_per_s = static_cast<double>((sum.last_iter - sum.first_iter) * T.batch) / std::max(sum.seconds, 1e-9);
+    sum.images_per_s = train::Pace{sum.last_iter - sum.first_iter, 0, T.batch, sum.seconds}.img_per_s();
   };
   auto fields = [&] {
     auto pct = [](double v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };

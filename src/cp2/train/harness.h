@@ -114,7 +114,7 @@ class Harness {
 // fails every rank with its message. World size 1: Harness(o).
 std::unique_ptr<Harness> open_harness(dist::Comm& comm, HarnessOptions o);
 
-// How far a loop has come this session, for its log records and progress line: both loops
+// How far a loop has come this session, for its log records, progress line and summary: both loops
 // count rate and ETA the same way.
 struct Pace {
   int64_t done = 0;       // steps (iterations) run this session
