@@ -137,12 +137,10 @@ class C10dComm final : public Comm {
     try {
       if (cuda) {
 #ifdef CP2_WITH_NCCL
-        // NCCL reduces CUDA tensors only: the small CPU tensors of the loops' agreements
-        // (any_rank, mean_over_ranks) go through this process's device.
-        const c10::Device asked(o.device);
-        stage_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(cuda_index(
-                                             asked.has_index() ? asked.index() : -1, l.local_rank, l.local_world,
-                                             static_cast<int>(torch::cuda::device_count()), "train.device")));
+        // NCCL reduces CUDA tensors only: the loops' small CPU tensors (any_rank,
+        // mean_over_ranks, shuffle-BN's permutation, the confusion matrix) go through the
+        // device train::parse_device gives this process.
+        stage_ = process_cuda_device(c10::Device(o.device), l, "train.device");
         auto no = c10d::ProcessGroupNCCL::Options::create();
         no->timeout = o.timeout;
         pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, l.rank, l.world, no);

@@ -133,6 +133,12 @@ int cuda_index(int asked, int local_rank, int local_world, int visible, const st
   return local_rank;
 }
 
+c10::Device process_cuda_device(const c10::Device& asked, const Layout& layout, const std::string& key) {
+  const int index = cuda_index(asked.has_index() ? asked.index() : -1, layout.local_rank, layout.local_world,
+                               static_cast<int>(torch::cuda::device_count()), key);
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
 std::shared_ptr<Comm> single_process() { return std::make_shared<SingleProcess>(); }
 
 }  // namespace cp2::dist

@@ -4,6 +4,7 @@
 // (flashlight's distributed layer has the same split).
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <chrono>
 #include <functional>
@@ -62,6 +63,9 @@ class Comm {
 // more processes than devices, a cuda:N past the devices, or one cuda:N for several processes
 // (NCCL refuses two ranks on one device).
 int cuda_index(int asked, int local_rank, int local_world, int visible, const std::string& key);
+// cuda_index for this process: `asked` ("cuda" or "cuda:N") placed by `layout` among the
+// devices this process sees.
+c10::Device process_cuda_device(const c10::Device& asked, const Layout& layout, const std::string& key);
 
 // Rank `root`'s string on every rank (paths, decisions); `key` names the exchange.
 std::string broadcast_string(Comm& comm, const std::string& s, const std::string& key, int root = 0);

@@ -29,16 +29,13 @@ c10::Device parse_device(const std::string& s, const std::string& key) {
   if (d.is_cuda() && !torch::cuda::is_available())
     throw Error(key + ": '" + s + "' requested but this LibTorch build has no usable CUDA device");
   if (d.is_cuda()) {
-    const auto l = dist::layout_from_env();
-    d = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(dist::cuda_index(
-                                    d.has_index() ? d.index() : -1, l.local_rank, l.local_world,
-                                    static_cast<int>(torch::cuda::device_count()), key)));
+    d = dist::process_cuda_device(d, dist::layout_from_env(), key);
     // Where a kernel, stream or CUDA graph is asked for without a device, this one is meant.
     c10::impl::getDeviceGuardImpl(c10::kCUDA)->setDevice(d);
+    // cuDNN picks each convolution's algorithm by timing them once per shape, as the authors'
+    // runs do (CP2 main.py: cudnn.benchmark = True; configs/config_finetune.py: cudnn_benchmark = True).
+    at::globalContext().setBenchmarkCuDNN(true);
   }
-  // cuDNN picks each convolution's algorithm by timing them once per shape, as the authors'
-  // runs do (CP2 main.py: cudnn.benchmark = True; configs/config_finetune.py: cudnn_benchmark = True).
-  if (d.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
   return d;
 }
 

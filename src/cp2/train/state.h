@@ -13,7 +13,7 @@
 namespace cp2::train {
 
 // "cpu", "cuda", "cuda:N"; throws naming `key` when malformed or when CUDA is unusable. A CUDA
-// device comes back with its index (dist::cuda_index, from LOCAL_RANK and LOCAL_WORLD_SIZE) and
+// device comes back with its index (dist::process_cuda_device, from LOCAL_RANK and LOCAL_WORLD_SIZE) and
 // becomes the process's current device; it also turns on cuDNN autotuning for the process
 // (the authors' cudnn.benchmark = True).
 c10::Device parse_device(const std::string& s, const std::string& key = "train.device");
