@@ -18,7 +18,7 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& msg) : std::runtime_error(msg) {}
 };
 
-// Debian's LibTorch starts with one intra-op thread; cp2 defaults to all cores.
+// Debian's LibTorch starts with one intra-op thread; cp2 defaults to every core it may use.
 // n <= 0: all the cores this process may run on (usable_cores()), shared evenly among
 // LOCAL_WORLD_SIZE processes on this machine. Returns the number set.
 int set_threads(int n);
