@@ -1,6 +1,7 @@
 #include "cp2/common.h"
 
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -34,14 +35,32 @@ std::string signal_name(int sig) {
   }
 }
 
-int set_threads(int n) {
-  if (n <= 0) {
-    n = usable_cores();
-    // Several processes on one machine (torchrun, cp2 launch) share its cores.
-    if (const char* lw = std::getenv("LOCAL_WORLD_SIZE"); lw && std::atoi(lw) > 1) n = std::max(1, n / std::atoi(lw));
-  }
-  at::set_num_threads(n);
+int cores_per_process() {
+  int n = usable_cores();
+  // Several processes on one machine (torchrun, cp2 launch) share its cores.
+  if (const char* lw = std::getenv("LOCAL_WORLD_SIZE"); lw && std::atoi(lw) > 1) n = std::max(1, n / std::atoi(lw));
   return n;
+}
+
+int set_threads(int n) {
+  if (n <= 0) n = cores_per_process();
+  at::set_num_threads(n);
+  // Debian's LibTorch does its matmuls (the queue logits, the dense loss's bmm, the linear
+  // layers) in OpenBLAS, whose pthread build keeps its own pool, sized at load from
+  // OPENBLAS_NUM_THREADS / OMP_NUM_THREADS or else every core; at::set_num_threads reaches
+  // OpenMP and MKL only. Unset, `--threads 1` still ran OpenBLAS on every core, each of N
+  // launched processes did, and a run's numbers hung on that pool's size (torchrun, which sets
+  // OMP_NUM_THREADS=1, and cp2 launch gave different losses on an Intel Xeon). Looked up at run
+  // time: a LibTorch on MKL (PyTorch's official builds) has no such symbol.
+  using SetThreads = void (*)(int);
+  if (auto* f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+  return n;
+}
+
+int openblas_threads() {
+  using GetThreads = int (*)();
+  auto* f = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return f ? f() : 0;
 }
 
 int get_threads() { return at::get_num_threads(); }

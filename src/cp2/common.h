@@ -23,10 +23,16 @@ class Error : public std::runtime_error {
 // LOCAL_WORLD_SIZE processes on this machine. Returns the number set.
 int set_threads(int n);
 int get_threads();
+// The threads of OpenBLAS's own pool (set_threads sets them too), or 0 where torch's BLAS is
+// not OpenBLAS (MKL in PyTorch's official LibTorch).
+int openblas_threads();
 // The cores in this process's CPU affinity mask (taskset, SLURM's --cpus-per-task, a
 // container's cpuset), as OpenMP counts them; std::thread::hardware_concurrency counts every
 // core of the machine, and threads past the mask only wait on each other.
 int usable_cores();
+// usable_cores() shared evenly among the LOCAL_WORLD_SIZE processes on this machine (torchrun,
+// cp2 launch), at least 1: the default intra-op threads, and the loader threads on a GPU.
+int cores_per_process();
 
 // The signals a training run stops on, with a checkpoint (train/signals.h), and that cp2
 // launch passes on to its ranks.

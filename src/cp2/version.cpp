@@ -48,6 +48,7 @@ std::string version_report() {
     << "CPU: " << model << "\n"
     << "CPU features: " << (feats.empty() ? "none of avx2/avx512/bf16/amx" : feats) << "\n"
     << "threads: " << get_threads() << "\n";
+  if (const int b = openblas_threads(); b > 0) o << "OpenBLAS threads: " << b << "\n";
   return o.str();
 }
 
