@@ -52,7 +52,7 @@ int run(const EvalArgs& a) {
   if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
   seg::SegDataset ds(cfg.data.dataset(false));
   train::Progress progress(!a.quiet, 10);
-  auto r = seg::evaluate(*m.model, ds, cfg.eval_options(), cfg.data.workers, [&](int64_t d, int64_t n) {
+  auto r = seg::evaluate(*m.model, ds, cfg.eval_options(), cfg.data.workers_for(a.device), [&](int64_t d, int64_t n) {
     progress.update("evaluating " + train::bar(d, n) + " " + std::to_string(d) + "/" + std::to_string(n), d, d == n);
   });
   progress.done();

@@ -30,7 +30,7 @@ const std::vector<Shortcut>& finetune_shortcuts() {
       {"--iters", "train.iters", "iterations", Kind::PosInt},
       {"--lr", "optim.lr", "base learning rate", Kind::PosFloat},
       {"--eval-every", "train.eval_every", "iterations between evaluations (0 = at the end)", Kind::NonNegInt},
-      {"--workers", "data.workers", "loader threads", Kind::NonNegInt},
+      {"--workers", "data.workers", "loader threads (auto: 2 for a CPU run, the cores but one for a GPU run)", Kind::NonNegIntOrAuto},
       {"--device", "train.device", "cpu, cuda, cuda:N"},
       {"--precision", "train.precision", compute::kPrecisionHelp},
       {"--conv-algorithm", "train.conv_algorithm", compute::kConvAlgorithmHelp},

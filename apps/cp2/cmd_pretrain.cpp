@@ -32,7 +32,7 @@ const std::vector<Shortcut>& pretrain_shortcuts() {
       {"--epochs", "train.epochs", "epochs", Kind::PosInt},
       {"--iters-per-epoch", "train.iters_per_epoch", "cap on steps per epoch (0 = whole dataset)", Kind::NonNegInt},
       {"--queue", "model.queue", "queue length K", Kind::PosInt},
-      {"--workers", "data.workers", "loader threads", Kind::NonNegInt},
+      {"--workers", "data.workers", "loader threads (auto: 2 for a CPU run, the cores but one for a GPU run)", Kind::NonNegIntOrAuto},
       {"--device", "train.device", "cpu, cuda, cuda:N"},
       {"--precision", "train.precision", compute::kPrecisionHelp},
       {"--conv-algorithm", "train.conv_algorithm", compute::kConvAlgorithmHelp},

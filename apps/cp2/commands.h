@@ -9,16 +9,19 @@
 namespace cp2::app {
 
 // What a numeric option holds, checked before CLI11 converts it.
-enum class Kind { Int, PosInt, NonNegInt, Float, PosFloat, NonNegFloat, Text };
+enum class Kind { Int, PosInt, NonNegInt, NonNegIntOrAuto, Float, PosFloat, NonNegFloat, Text };
 
 // A value checked as its kind, with the config key it sets where there is one:
 // "expected a positive integer (train.batch), found 'zero'". Non-finite numbers are refused.
 inline CLI::Validator typed(Kind kind, const std::string& key = "", const std::string& name = "") {
   return CLI::Validator(
       [kind, key](std::string& v) -> std::string {
-        const bool integer = kind == Kind::Int || kind == Kind::PosInt || kind == Kind::NonNegInt;
-        const char* what = kind == Kind::PosInt        ? "a positive integer"
-                           : kind == Kind::NonNegInt   ? "an integer >= 0"
+        if (kind == Kind::NonNegIntOrAuto && v == "auto") return std::string();
+        const bool integer =
+            kind == Kind::Int || kind == Kind::PosInt || kind == Kind::NonNegInt || kind == Kind::NonNegIntOrAuto;
+        const char* what = kind == Kind::PosInt            ? "a positive integer"
+                           : kind == Kind::NonNegInt       ? "an integer >= 0"
+                           : kind == Kind::NonNegIntOrAuto ? "auto or an integer >= 0"
                            : kind == Kind::Int         ? "an integer"
                            : kind == Kind::PosFloat    ? "a positive number"
                            : kind == Kind::NonNegFloat ? "a number >= 0"
@@ -31,7 +34,8 @@ inline CLI::Validator typed(Kind kind, const std::string& key = "", const std::s
           used = 0;
         }
         const bool positive = kind == Kind::PosInt || kind == Kind::PosFloat;
-        const bool non_negative = kind == Kind::NonNegInt || kind == Kind::NonNegFloat;
+        const bool non_negative =
+            kind == Kind::NonNegInt || kind == Kind::NonNegIntOrAuto || kind == Kind::NonNegFloat;
         const bool ok = used > 0 && used == v.size() && std::isfinite(x) && (!positive || x > 0) &&
                         (!non_negative || x >= 0);
         return ok ? std::string() : "expected " + std::string(what) + (key.empty() ? "" : " (" + key + ")") + ", found '" + v + "'";

@@ -59,8 +59,11 @@ inline void add_run_flags(CLI::App* c, RunFlags& f, const std::vector<Shortcut>&
     if (d.empty()) d = "none";
     auto* o = c->add_option(s.flag, f.shortcuts[s.key],
                             std::string(s.help) + " (" + s.key + "; default " + d + ")");
-    if (s.kind != Kind::Text) o->check(typed(s.kind, s.key))->type_name(s.kind == Kind::Float || s.kind == Kind::PosFloat ? "FLOAT" : "INT");
-    else o->type_name("TEXT");
+    if (s.kind == Kind::Text) o->type_name("TEXT");
+    else o->check(typed(s.kind, s.key))
+             ->type_name(s.kind == Kind::Float || s.kind == Kind::PosFloat ? "FLOAT"
+                         : s.kind == Kind::NonNegIntOrAuto                 ? "INT|auto"
+                                                                           : "INT");
   }
   f.resume_opt = c->add_option("--resume", f.resume,
                                "continue a run: a run folder (its newest checkpoint), a checkpoint, or nothing (the "

@@ -2,6 +2,7 @@
 #include <fstream>
 
 #include "../helpers.h"
+#include "cp2/common.h"
 #include "cp2/config/fields.h"
 #include "cp2/pretrain/config.h"
 #include "cp2/seg/config.h"
@@ -42,6 +43,37 @@ TEST(ConfigFields, UnknownKeysAndBadValuesListWhatIsValid) {
   expect_error([&] { f.apply_overrides({"train.epochs"}); }, {"key=value", "train.epochs"});
   expect_error([&] { f.load_yaml_text("train: [1, 2", "broken.yaml"); }, {"broken.yaml", "invalid YAML"});
   expect_error([&] { f.load_yaml_file("/nonexistent/cp2.yaml"); }, {"/nonexistent/cp2.yaml", "not found"});
+}
+
+// data.workers is a count or auto: auto resolves by the run's device (2 beside a CPU step, the
+// process's cores but one beside a GPU step); an explicit count is kept whatever the device.
+TEST(ConfigFields, LoaderWorkersAutoOrACount) {
+  pretrain::PretrainConfig cfg;
+  auto f = cfg.fields();
+  EXPECT_EQ(f.value("data.workers"), "auto");  // the default
+  EXPECT_NE(f.to_yaml().find("  workers: auto\n"), std::string::npos) << f.to_yaml();
+  EXPECT_EQ(cfg.data.workers_for("cpu"), 2);
+  EXPECT_EQ(train::auto_workers(false, 64), 2);
+  EXPECT_EQ(train::auto_workers(true, 16), 15);
+  EXPECT_EQ(train::auto_workers(true, 2), 2);
+  EXPECT_EQ(train::auto_workers(true, 1), 2);
+  EXPECT_EQ(cfg.data.workers_for("cuda:1"), train::auto_workers(true, cores_per_process()));
+  f.set("data.workers", "3", "--set");
+  EXPECT_EQ(cfg.data.workers_for("cpu"), 3);
+  EXPECT_EQ(cfg.data.workers_for("cuda"), 3);
+  EXPECT_EQ(cfg.loader_options().workers, 3);
+  f.set("data.workers", "0", "--set");
+  EXPECT_EQ(cfg.data.workers_for("cuda"), 0);
+  // The dump of auto reads back as auto.
+  f.set("data.workers", "auto", "run.yaml");
+  pretrain::PretrainConfig again;
+  again.data.workers = 5;
+  auto g = again.fields();
+  g.load_yaml_text(f.to_yaml(), "dump");
+  EXPECT_EQ(g.value("data.workers"), "auto");
+  for (const char* bad : {"-1", "two", "1.5", ""})
+    expect_error([&] { f.set("data.workers", bad, "cp2.yaml"); },
+                 {"cp2.yaml: key 'data.workers': expected auto or an integer >= 0, found '" + std::string(bad) + "'"});
 }
 
 TEST(ConfigFields, ValidateRejectsBadValuesNamingTheKey) {

@@ -1,13 +1,17 @@
 // Copy-paste composer properties, the image folder and the loader's determinism.
 #include <torch/torch.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 
 #include "cp2/data/image.h"
 #include "cp2/data/loader.h"
+#include "cp2/data/prefetch.h"
 #include "cp2/data/synth.h"
 #include "../helpers.h"
 
@@ -168,6 +172,36 @@ TEST(Loader, BatchesDependOnlyOnSeedEpochIndex) {
   PretrainLoader c(ds2, multi);
   c.start(1, 4, 5);
   EXPECT_TRUE(torch::equal(c.next()->mask_q, first[4].mask_q));
+}
+
+// Every loader thread gets a batch to build, however small data.prefetch is: with 6 workers and
+// prefetch 2, six batches are built at once (the window was the prefetch alone, so a run with
+// data.workers 8 and the recipe's prefetch 4 built 4 at a time, and the data-wait advice to raise
+// data.workers changed nothing). Each of the first six builds waits, up to 10 s, until all six are
+// inside; the batches still come out in order.
+TEST(Loader, EveryWorkerBuildsABatchWhateverThePrefetch) {
+  constexpr int kWorkers = 6;
+  std::mutex mu;
+  std::condition_variable cv;
+  int inside = 0, most = 0;
+  Prefetcher<int64_t> p(
+      [&](int64_t, int64_t b) {
+        std::unique_lock<std::mutex> lk(mu);
+        most = std::max(most, ++inside);
+        cv.notify_all();
+        if (b < kWorkers) cv.wait_for(lk, std::chrono::seconds(10), [&] { return most >= kWorkers; });
+        --inside;
+        return b;
+      },
+      kWorkers, /*prefetch=*/2, "normal");
+  p.start(0, 0, 3 * kWorkers);
+  for (int64_t b = 0; b < 3 * kWorkers; ++b) {
+    const auto got = p.next();
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ(*got, b);
+  }
+  EXPECT_FALSE(p.next().has_value());
+  EXPECT_EQ(most, kWorkers);
 }
 
 TEST(Loader, BatchTensorsArePinnedOnlyForACudaDevice) {

@@ -91,6 +91,24 @@ void Fields::add(const std::string& key, int& v, const std::string& help) {
                      },
                      [&v] { return std::to_string(v); }});
 }
+void Fields::add_count_or_auto(const std::string& key, int& v, const std::string& help) {
+  fields_.push_back({key, "int|auto", help,
+                     [&v](const std::string& s) {
+                       if (s == "auto") {
+                         v = kAuto;
+                         return;
+                       }
+                       int64_t x = 0;
+                       try {
+                         x = parse_int(s);
+                       } catch (const std::invalid_argument&) {
+                         x = -1;
+                       }
+                       if (x < 0 || x > INT32_MAX) throw std::invalid_argument("auto or an integer >= 0");
+                       v = static_cast<int>(x);
+                     },
+                     [&v] { return v == kAuto ? std::string("auto") : std::to_string(v); }});
+}
 void Fields::add(const std::string& key, int64_t& v, const std::string& help) {
   fields_.push_back({key, "int", help, [&v](const std::string& s) { v = parse_int(s); },
                      [&v] { return std::to_string(v); }});

@@ -13,6 +13,9 @@
 
 namespace cp2::config {
 
+// The value of a count key (add_count_or_auto) set to "auto".
+constexpr int kAuto = -1;
+
 class Fields {
  public:
   void add(const std::string& key, int& v, const std::string& help);
@@ -23,6 +26,9 @@ class Fields {
   void add(const std::string& key, std::string& v, const std::string& help);
   void add(const std::string& key, std::array<double, 3>& v, const std::string& help);
   void add(const std::string& key, std::vector<double>& v, const std::string& help);  // non-empty list
+  // A count or "auto" (held as kAuto; resolved where what it depends on is known, e.g. the
+  // device for data.workers). Negative numbers are refused.
+  void add_count_or_auto(const std::string& key, int& v, const std::string& help);
   // A string restricted to `choices`.
   void add_choice(const std::string& key, std::string& v, std::vector<std::string> choices, const std::string& help);
 

@@ -2,6 +2,7 @@
 // segmentation loaders: batch b of epoch e is built by `build(e, b)` on any worker, and
 // handed out strictly in order, so results never depend on thread count or timing.
 #pragma once
+#include <algorithm>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -28,8 +29,14 @@ class Prefetcher {
  public:
   using BuildFn = std::function<BatchT(int64_t epoch, int64_t batch)>;
 
+  // At most max(prefetch, workers) batches are built ahead of the consumer: a worker builds a
+  // whole batch, so a window narrower than the workers would leave the rest idle (PyTorch's
+  // DataLoader keeps prefetch_factor batches per worker).
   Prefetcher(BuildFn build, int workers, int prefetch, std::string priority)
-      : build_(std::move(build)), workers_(workers), prefetch_(prefetch), priority_(std::move(priority)) {
+      : build_(std::move(build)),
+        workers_(workers),
+        window_(std::max(prefetch, workers)),
+        priority_(std::move(priority)) {
     spawn();
   }
   ~Prefetcher() { join(); }
@@ -99,7 +106,7 @@ class Prefetcher {
     set_loader_thread_priority(priority_);
     std::unique_lock<std::mutex> lk(mu_);
     while (true) {
-      cv_.wait(lk, [this] { return stop_ || (next_assign_ < end_ && next_assign_ < next_consume_ + prefetch_); });
+      cv_.wait(lk, [this] { return stop_ || (next_assign_ < end_ && next_assign_ < next_consume_ + window_); });
       if (stop_) return;
       const int64_t b = next_assign_++, epoch = epoch_;
       const uint64_t gen = generation_;
@@ -120,7 +127,7 @@ class Prefetcher {
   }
 
   BuildFn build_;
-  int workers_, prefetch_;
+  int workers_, window_;  // window_: batches built ahead at most
   std::string priority_;
   std::vector<std::thread> threads_;
   std::mutex mu_;

@@ -121,7 +121,7 @@ data::CopyPasteOptions PretrainConfig::aug_options() const {
 }
 
 data::LoaderOptions PretrainConfig::loader_options() const {
-  return data.loader_options(train.batch);
+  return data.loader_options(train.batch, train.device);
 }
 
 std::string PretrainConfig::to_yaml() const {

@@ -183,7 +183,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     if (rc.check_data) {
       auto bad = train::check_items(
           ds->size(), [&](int64_t i) { data::read_image(ds->files()[static_cast<size_t>(i)]); },
-          std::max(cfg.data.workers, 1), [&](int64_t d, int64_t n) {
+          std::max(cfg.loader_options().workers, 1), [&](int64_t d, int64_t n) {
             progress.update("checking images " + train::bar(d, n) + " " + std::to_string(d) + "/" + std::to_string(n),
                             d, d == n);
           });
@@ -252,7 +252,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                        std::to_string(pos.epoch + 1) + ", iteration " + std::to_string(pos.iter) + ")");
     h.start(pos.step);
 
-    train::DataWaitWatch wait_watch(cfg.data.priority, cfg.data.workers);
+    train::DataWaitWatch wait_watch(cfg.data.priority, lopt.workers);
     int64_t saved_step = -1;
     auto save = [&](const Position& p) {
       if (p.step == saved_step) return;
@@ -284,7 +284,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
                      (runner.graphs() ? ", steps as CUDA graphs"
                       : no_graph.empty() ? std::string()
                                          : ", eager steps (train.cuda_graph auto: " + no_graph + ")") +
-                     ", run folder " + h.path().string());
+                     ", " + train::thread_counts(lopt.workers) + ", run folder " + h.path().string());
     model->train();
     for (int64_t epoch = pos.epoch; epoch < T.epochs; ++epoch) {
       loader.start(epoch, pos.iter, iters);

@@ -142,7 +142,7 @@ config::Fields FinetuneConfig::fields() {
 }
 
 data::LoaderOptions FinetuneConfig::loader_options() const {
-  return data.loader_options(train.batch);
+  return data.loader_options(train.batch, train.device);
 }
 
 EvalOptions FinetuneConfig::eval_options() const {

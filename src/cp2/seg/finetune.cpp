@@ -177,7 +177,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
             auto img = d.image(k);
             d.label(k, img.size(0), img.size(1));
           },
-          std::max(cfg.data.workers, 1), [&](int64_t d, int64_t total) {
+          std::max(cfg.loader_options().workers, 1), [&](int64_t d, int64_t total) {
             progress.update("checking images and labels " + train::bar(d, total) + " " + std::to_string(d) + "/" +
                                 std::to_string(total), d, d == total);
           });
@@ -286,7 +286,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
       progress.done();
       // Multi-process: each rank evaluates every world-th image and the confusion matrices
       // are summed; a signal then waits for the evaluation's end (the ranks stop together).
-      auto r = evaluate(*model, val_ds, cfg.eval_options(), cfg.data.workers, [&](int64_t d, int64_t n) {
+      auto r = evaluate(*model, val_ds, cfg.eval_options(), lopt.workers, [&](int64_t d, int64_t n) {
         if (world == 1 && h.stop_signal()) throw Interrupted{};  // the iteration's checkpoint is already written
         progress.update("evaluating " + train::bar(d, n) + " " + std::to_string(d) + "/" + std::to_string(n), d, d == n);
       }, comm.get());
@@ -344,8 +344,8 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
                                       " processes, SyncBN)"
                                 : std::string()) +
                      ", crop " + std::to_string(cfg.pipeline.crop_h) + "x" +
-                     std::to_string(cfg.pipeline.crop_w) + ", lr " + std::to_string(lr0) + ", " + numerics.describe() +
-                     ", run folder " +
+                     std::to_string(cfg.pipeline.crop_w) + ", lr " + std::to_string(lr0) + ", " + numerics.describe() + ", " +
+                     train::thread_counts(lopt.workers) + ", run folder " +
                      h.path().string());
     try {
       if (eval_pending) {
@@ -356,7 +356,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
         if (iter >= T.iters) return finish(true);
       }
       double data_wait = 0;
-      train::DataWaitWatch wait_watch(cfg.data.priority, cfg.data.workers);
+      train::DataWaitWatch wait_watch(cfg.data.priority, lopt.workers);
       loader.start(iter, stop);
       model->train();
       while (iter < stop) {

@@ -1,26 +1,43 @@
 #include "cp2/train/keys.h"
 
+#include <algorithm>
+
+#include "cp2/common.h"
 #include "cp2/data/prefetch.h"
 
 namespace cp2::train {
 
 void LoaderKeys::bind(config::Fields& f) {
-  f.add("data.workers", workers, "loader threads (0 = load on the training thread)");
-  f.add("data.prefetch", prefetch, "batches prepared ahead");
+  f.add_count_or_auto("data.workers", workers,
+                      "loader threads: auto (2 for a CPU run; for a GPU run every core of the process but one) or N "
+                      "(0 = load on the training thread)");
+  f.add("data.prefetch", prefetch, "batches prepared ahead (at least one per loader thread)");
   f.add_choice("data.priority", priority, data::priority_choices(), data::priority_help());
 }
 
-data::LoaderOptions LoaderKeys::loader_options(int64_t batch) const {
+int auto_workers(bool cuda, int cores_per_process) { return cuda ? std::max(2, cores_per_process - 1) : 2; }
+
+std::string thread_counts(int loader_workers) {
+  const int t = get_threads();
+  return std::to_string(t) + (t == 1 ? " thread + " : " threads + ") + std::to_string(loader_workers) +
+         (loader_workers == 1 ? " loader thread" : " loader threads");
+}
+
+int LoaderKeys::workers_for(const std::string& device) const {
+  return workers == config::kAuto ? auto_workers(device.rfind("cuda", 0) == 0, cores_per_process()) : workers;
+}
+
+data::LoaderOptions LoaderKeys::loader_options(int64_t batch, const std::string& device) const {
   data::LoaderOptions l;
   l.batch = batch;
-  l.workers = workers;
+  l.workers = workers_for(device);
   l.prefetch = prefetch;
   l.priority = priority;
   return l;
 }
 
 void LoaderKeys::validate() const {
-  config::require_at_least("data.workers", workers, 0);
+  if (workers != config::kAuto) config::require_at_least("data.workers", workers, 0);
   config::require_at_least("data.prefetch", prefetch, 1);
 }
 
