@@ -331,8 +331,11 @@ TEST(RunFolder, ResumeMixUpsSayWhatToDo) {
   wrong.src.flags = {{"train.out", temp_dir("h_mix_b")}};
   expect_error([&] { pretrain_run(wrong); }, {seg_ckpt, "not a cp2 pretraining checkpoint", "--init"});
   // Keys named as users write them.
+  expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"data.prefetch=0"})); },
+               {"data.prefetch: expected >= 1, found 0"});
+  // data.workers is a count or auto, so a negative one is refused as its value is read.
   expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"data.workers=-1"})); },
-               {"data.workers: expected >= 0, found -1"});
+               {"--set: key 'data.workers': expected auto or an integer >= 0, found '-1'"});
   // ... after where the value came from: --set, a flag, the config file.
   expect_error([&] { pretrain_run(tiny_request(data, temp_dir("h_mix_c"), {"model.arch=7"})); },
                {"--set: model.arch: expected one of 18, 34, 50, 101, found 7"});
