@@ -159,7 +159,16 @@ TEST(Numerics, PrecisionResolvesPerDevice) {
   EXPECT_TRUE(compute::resolve_numerics(o, "cpu").bf16);
   o.precision = "auto";
   EXPECT_TRUE(compute::resolve_numerics(o, "cuda:0").bf16);
-  EXPECT_EQ(compute::resolve_numerics(o, "cpu").bf16, compute::cpu_has_native_bf16());
+  EXPECT_EQ(compute::resolve_numerics(o, "cpu").bf16, compute::cpu_bf16_is_faster());
+  // auto takes bf16 on a CPU only where it was measured faster than fp32: AMX, or AVX512-BF16
+  // on AMD (Zen 4, Zen 5); not AVX512-BF16 alone on Intel (Emerald Rapids without AMX: 0.5-0.7x),
+  // nor emulated bf16.
+  const std::string zen5 = "fpu avx2 avx512f avx512_bf16 avx512_vnni", emr = "fpu avx2 avx512f avx512_bf16 avx512_fp16";
+  EXPECT_TRUE(compute::bf16_is_faster(zen5, "AuthenticAMD"));
+  EXPECT_FALSE(compute::bf16_is_faster(emr, "GenuineIntel"));
+  EXPECT_TRUE(compute::bf16_is_faster(emr + " amx_bf16 amx_tile", "GenuineIntel"));
+  EXPECT_FALSE(compute::bf16_is_faster("fpu avx2 avx512f avx512_vnni", "AuthenticAMD"));
+  EXPECT_FALSE(compute::bf16_is_faster("fpu avx2 avx512f avx512_bf16x", "AuthenticAMD"));  // whole words only
   o.channels_last = true;
   EXPECT_NE(compute::resolve_numerics(o, "cpu").describe().find("channels-last"), std::string::npos);
   o.precision = "fp8";

@@ -40,20 +40,30 @@ std::string Numerics::describe() const {
                    : "");
 }
 
-bool cpu_has_native_bf16() {
-  static const bool has = [] {
+bool bf16_is_faster(const std::string& flags, const std::string& vendor) {
+  bool avx512_bf16 = false, amx_bf16 = false;
+  std::istringstream ss(flags);
+  for (std::string w; ss >> w;) {
+    avx512_bf16 = avx512_bf16 || w == "avx512_bf16";
+    amx_bf16 = amx_bf16 || w == "amx_bf16";
+  }
+  return amx_bf16 || (avx512_bf16 && vendor == "AuthenticAMD");
+}
+
+bool cpu_bf16_is_faster() {
+  static const bool faster = [] {
     std::ifstream f("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(f, line)) {
-      if (line.rfind("flags", 0) != 0) continue;
-      std::istringstream ss(line);
-      for (std::string w; ss >> w;)
-        if (w == "avx512_bf16" || w == "amx_bf16") return true;
-      return false;
+    std::string flags, vendor;
+    for (std::string line; std::getline(f, line) && (flags.empty() || vendor.empty());) {
+      const auto colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+      if (flags.empty() && line.rfind("flags", 0) == 0) flags = value;
+      if (vendor.empty() && line.rfind("vendor_id", 0) == 0) vendor = value;
     }
-    return false;
+    return bf16_is_faster(flags, vendor);
   }();
-  return has;
+  return faster;
 }
 
 std::string channels_last_conv_fault(double tolerance) {
@@ -103,7 +113,7 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
   Numerics n;
   n.channels_last = o.channels_last;
   const bool cuda = is_cuda(device);
-  n.bf16 = o.precision == "bf16" || (o.precision == "auto" && (cuda || cpu_has_native_bf16()));
+  n.bf16 = o.precision == "bf16" || (o.precision == "auto" && (cuda || cpu_bf16_is_faster()));
   n.fp16 = o.precision == "fp16";
   if (n.fp16 && !cuda)
     throw Error("train.precision: fp16 runs on CUDA only, found device '" + device +

@@ -20,9 +20,9 @@ namespace cp2::compute {
 // Keys train.precision, train.channels_last, train.conv_algorithm and train.loss_scale(_init)
 // of both training configs.
 struct NumericsOptions {
-  // fp32 | bf16 | fp16 | auto: auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16
-  // or AMX), else fp32 (without native bf16, oneDNN emulates it, slower than fp32). fp16 is
-  // CUDA's AMP for cards without bf16 (V100, T4): LibTorch 1.13's CPU autocast is bf16 only.
+  // fp32 | bf16 | fp16 | auto: auto = bf16 on CUDA and on CPUs where bf16 is the faster
+  // (cpu_bf16_is_faster), else fp32. fp16 is CUDA's AMP for cards without bf16 (V100, T4):
+  // LibTorch 1.13's CPU autocast is bf16 only.
   std::string precision = "fp32";
   bool channels_last = false;
   // direct | winograd | auto (compute/conv.h): the algorithm of fp32 3x3 convolutions on the
@@ -46,7 +46,8 @@ inline const std::vector<std::string>& precision_choices() {
 }
 inline constexpr const char* kPrecisionHelp =
     "fp32, bf16 (autocast; fp32 weights, losses, optimizer), fp16 (CUDA only: autocast to float16 with dynamic "
-    "loss scaling, for GPUs without bf16) or auto (bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32)";
+    "loss scaling, for GPUs without bf16) or auto (bf16 on CUDA and where it is the faster on the CPU: AMX, or "
+    "AVX512-BF16 on AMD; else fp32)";
 inline const std::vector<std::string>& loss_scale_choices() {
   static const std::vector<std::string> c{"auto", "dynamic", "off"};
   return c;
@@ -91,8 +92,16 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device);
 // winograd -> direct) and says so in `note` ("" when nothing changed); no loss scaling.
 Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string& device, std::string* note);
 
-// True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (read once).
-bool cpu_has_native_bf16();
+// Whether bf16 steps beat fp32 ones on this CPU (/proc/cpuinfo, read once): with AMX-BF16, or
+// AVX512-BF16 on an AMD core. Measured (docs/benchmarks.md): oneDNN's bf16 3x3 convolution is
+// 2.5x its fp32 one on Zen 4 and a step 1.6-1.9x; on an Intel Xeon (Emerald Rapids, AMX not
+// passed to the VM) whose only bf16 is AVX512-BF16 it runs 175 GFLOP/s against fp32's 270-340,
+// and a step 0.5-0.7x fp32's (likely because Intel cores issue VDPBF16PS at half FMA's rate,
+// so it does no more multiply-adds per cycle). Without native bf16 oneDNN emulates it, 2.8x
+// slower than fp32.
+bool cpu_bf16_is_faster();
+// The rule, from the flags line's words and the vendor_id.
+bool bf16_is_faster(const std::string& flags, const std::string& vendor);
 
 // "" where this LibTorch's CPU convolutions give the same numbers in channels-last as in
 // NCHW, else what differs: a 1x1 stride-2 convolution 256->512 on 4x4 maps (ResNet's layer-4
