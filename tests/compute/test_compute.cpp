@@ -169,6 +169,16 @@ TEST(Numerics, PrecisionResolvesPerDevice) {
   EXPECT_TRUE(compute::bf16_is_faster(emr + " amx_bf16 amx_tile", "GenuineIntel"));
   EXPECT_FALSE(compute::bf16_is_faster("fpu avx2 avx512f avx512_vnni", "AuthenticAMD"));
   EXPECT_FALSE(compute::bf16_is_faster("fpu avx2 avx512f avx512_bf16x", "AuthenticAMD"));  // whole words only
+  // Where auto passes over the CPU's bf16, the start line says why.
+  EXPECT_EQ(compute::bf16_passed_over(emr, "GenuineIntel"),
+            "AVX512-BF16 without AMX on a GenuineIntel CPU, measured slower than fp32");
+  EXPECT_EQ(compute::bf16_passed_over(zen5, "AuthenticAMD"), "");
+  EXPECT_EQ(compute::bf16_passed_over("fpu avx2", "GenuineIntel"), "");  // no bf16 to pass over
+  compute::Numerics passed;
+  passed.auto_fp32_reason = compute::bf16_passed_over(emr, "GenuineIntel");
+  EXPECT_EQ(passed.describe(),
+            "fp32 (precision auto: AVX512-BF16 without AMX on a GenuineIntel CPU, measured slower than fp32), NCHW");
+  EXPECT_EQ(compute::resolve_numerics(o, "cuda").auto_fp32_reason, "");
   o.channels_last = true;
   EXPECT_NE(compute::resolve_numerics(o, "cpu").describe().find("channels-last"), std::string::npos);
   o.precision = "fp8";

@@ -33,6 +33,7 @@ std::string Numerics::describe() const {
   return std::string(bf16   ? "bf16 autocast (fp32 weights, losses, optimizer)"
                      : fp16 ? "fp16 autocast (fp32 weights, losses, optimizer)"
                             : "fp32") +
+         (auto_fp32_reason.empty() ? "" : " (precision auto: " + auto_fp32_reason + ")") +
          (loss_scaling ? ", dynamic loss scaling" : "") + ", " +
          (channels_last ? "channels-last" : "NCHW") +
          (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) + ")" +
@@ -40,18 +41,18 @@ std::string Numerics::describe() const {
                    : "");
 }
 
-bool bf16_is_faster(const std::string& flags, const std::string& vendor) {
-  bool avx512_bf16 = false, amx_bf16 = false;
+namespace {
+
+bool has_flag(const std::string& flags, const char* word) {
   std::istringstream ss(flags);
-  for (std::string w; ss >> w;) {
-    avx512_bf16 = avx512_bf16 || w == "avx512_bf16";
-    amx_bf16 = amx_bf16 || w == "amx_bf16";
-  }
-  return amx_bf16 || (avx512_bf16 && vendor == "AuthenticAMD");
+  for (std::string w; ss >> w;)
+    if (w == word) return true;
+  return false;
 }
 
-bool cpu_bf16_is_faster() {
-  static const bool faster = [] {
+// The first processor's flags line and vendor_id, read once.
+const std::pair<std::string, std::string>& cpu_flags_vendor() {
+  static const std::pair<std::string, std::string> fv = [] {
     std::ifstream f("/proc/cpuinfo");
     std::string flags, vendor;
     for (std::string line; std::getline(f, line) && (flags.empty() || vendor.empty());) {
@@ -61,9 +62,26 @@ bool cpu_bf16_is_faster() {
       if (flags.empty() && line.rfind("flags", 0) == 0) flags = value;
       if (vendor.empty() && line.rfind("vendor_id", 0) == 0) vendor = value;
     }
-    return bf16_is_faster(flags, vendor);
+    return std::make_pair(flags, vendor);
   }();
-  return faster;
+  return fv;
+}
+
+}  // namespace
+
+bool bf16_is_faster(const std::string& flags, const std::string& vendor) {
+  return has_flag(flags, "amx_bf16") || (has_flag(flags, "avx512_bf16") && vendor == "AuthenticAMD");
+}
+
+std::string bf16_passed_over(const std::string& flags, const std::string& vendor) {
+  if (bf16_is_faster(flags, vendor) || !has_flag(flags, "avx512_bf16")) return "";
+  return "AVX512-BF16 without AMX on a " + (vendor.empty() ? std::string("non-AMD") : vendor) +
+         " CPU, measured slower than fp32";
+}
+
+bool cpu_bf16_is_faster() {
+  const auto& [flags, vendor] = cpu_flags_vendor();
+  return bf16_is_faster(flags, vendor);
 }
 
 std::string channels_last_conv_fault(double tolerance) {
@@ -114,6 +132,7 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
   n.channels_last = o.channels_last;
   const bool cuda = is_cuda(device);
   n.bf16 = o.precision == "bf16" || (o.precision == "auto" && (cuda || cpu_bf16_is_faster()));
+  if (o.precision == "auto" && !cuda) n.auto_fp32_reason = bf16_passed_over(cpu_flags_vendor().first, cpu_flags_vendor().second);
   n.fp16 = o.precision == "fp16";
   if (n.fp16 && !cuda)
     throw Error("train.precision: fp16 runs on CUDA only, found device '" + device +

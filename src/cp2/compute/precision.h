@@ -79,6 +79,9 @@ struct Numerics {
   bool amp() const { return bf16 || fp16; }  // autocast on (losses and statistics stay fp32)
   bool channels_last = false;
   bool winograd = false;  // fp32 3x3 convolutions through the fast algorithms (compute/conv.h)
+  // Why train.precision auto stayed fp32 on a CPU that has bf16 instructions ("" otherwise):
+  // the start line says it, so that avx512_bf16 in /proc/cpuinfo and an fp32 run agree.
+  std::string auto_fp32_reason;
   std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3 (oneDNN), dilated 3x3 as tap GEMMs"
 };
 
@@ -100,8 +103,10 @@ Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string&
 // so it does no more multiply-adds per cycle). Without native bf16 oneDNN emulates it, 2.8x
 // slower than fp32.
 bool cpu_bf16_is_faster();
-// The rule, from the flags line's words and the vendor_id.
+// The rule, from the flags line's words and the vendor_id; and, where the CPU has bf16
+// instructions that the rule passes over, why ("" otherwise).
 bool bf16_is_faster(const std::string& flags, const std::string& vendor);
+std::string bf16_passed_over(const std::string& flags, const std::string& vendor);
 
 // "" where this LibTorch's CPU convolutions give the same numbers in channels-last as in
 // NCHW, else what differs: a 1x1 stride-2 convolution 256->512 on 4x4 maps (ResNet's layer-4
