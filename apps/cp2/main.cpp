@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
     if (app.exit(e) == 0) return 0;  // --help
     const auto hint = suggestion(app, argc, argv);
     if (!hint.empty()) std::fprintf(stderr, "%s\n", hint.c_str());
-    return 2;  // a usage error (a failed run exits 1; a signalled one 130/143)
+    return 2;  // a usage error (a failed run exits 1; a signalled one 128 + the signal)
   }
   try {
     cp2::set_threads(threads);

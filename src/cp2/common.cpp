@@ -35,6 +35,20 @@ std::string signal_name(int sig) {
   }
 }
 
+std::string cpuinfo(const std::string& key) {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string name = line.substr(0, colon);  // "flags\t\t"
+    name.erase(name.find_last_not_of(" \t") + 1);
+    if (name != key) continue;
+    const size_t v = line.find_first_not_of(" \t", colon + 1);
+    return v == std::string::npos ? "" : line.substr(v);
+  }
+  return "";
+}
+
 int cores_per_process() {
   int n = usable_cores();
   // Several processes on one machine (torchrun, cp2 launch) share its cores.

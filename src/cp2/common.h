@@ -30,6 +30,11 @@ int openblas_threads();
 // container's cpuset), as OpenMP counts them; std::thread::hardware_concurrency counts every
 // core of the machine, and threads past the mask only wait on each other.
 int usable_cores();
+// The first processor's value of `key` in /proc/cpuinfo ("flags", "vendor_id", "model name"),
+// "" where there is none: the one reader of that file (cp2 --version, precision auto).
+std::string cpuinfo(const std::string& key);
+// Whether a device name ("cpu", "cuda", "cuda:1") names a CUDA device.
+inline bool is_cuda_name(const std::string& device) { return device.rfind("cuda", 0) == 0; }
 // usable_cores() shared evenly among the LOCAL_WORLD_SIZE processes on this machine (torchrun,
 // cp2 launch), at least 1: the default intra-op threads, and the loader threads on a GPU.
 int cores_per_process();

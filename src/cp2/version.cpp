@@ -3,7 +3,6 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
-#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -16,16 +15,9 @@
 namespace cp2 {
 
 std::string cpu_features() {
-  std::ifstream f("/proc/cpuinfo");
   std::set<std::string> have;
-  std::string model;
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("flags", 0) == 0) {
-      std::istringstream ss(line.substr(line.find(':') + 1));
-      for (std::string w; ss >> w;) have.insert(w);
-      break;
-    }
-  }
+  std::istringstream ss(cpuinfo("flags"));
+  for (std::string w; ss >> w;) have.insert(w);
   std::vector<std::string> out;
   for (const char* w : {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})
     if (have.count(w)) out.emplace_back(w);
@@ -33,13 +25,8 @@ std::string cpu_features() {
 }
 
 std::string version_report() {
-  std::string model = "unknown";
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
+  std::string model = cpuinfo("model name");
+  if (model.empty()) model = "unknown";
   const auto feats = cpu_features();
   std::ostringstream o;
   o << "cp2 " << CP2_VERSION << "\n"

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <sstream>
 
 #include "cp2/common.h"
@@ -52,18 +51,7 @@ bool has_flag(const std::string& flags, const char* word) {
 
 // The first processor's flags line and vendor_id, read once.
 const std::pair<std::string, std::string>& cpu_flags_vendor() {
-  static const std::pair<std::string, std::string> fv = [] {
-    std::ifstream f("/proc/cpuinfo");
-    std::string flags, vendor;
-    for (std::string line; std::getline(f, line) && (flags.empty() || vendor.empty());) {
-      const auto colon = line.find(':');
-      if (colon == std::string::npos) continue;
-      const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
-      if (flags.empty() && line.rfind("flags", 0) == 0) flags = value;
-      if (vendor.empty() && line.rfind("vendor_id", 0) == 0) vendor = value;
-    }
-    return std::make_pair(flags, vendor);
-  }();
+  static const std::pair<std::string, std::string> fv{cpuinfo("flags"), cpuinfo("vendor_id")};
   return fv;
 }
 
@@ -122,17 +110,18 @@ std::string winograd_blocked(const Numerics& n, bool cuda) {
   return winograd_available(&why) ? std::string() : why;
 }
 
-bool is_cuda(const std::string& device) { return device.rfind("cuda", 0) == 0; }
-
 }  // namespace
 
 Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
   o.validate();
   Numerics n;
   n.channels_last = o.channels_last;
-  const bool cuda = is_cuda(device);
+  const bool cuda = is_cuda_name(device);
   n.bf16 = o.precision == "bf16" || (o.precision == "auto" && (cuda || cpu_bf16_is_faster()));
-  if (o.precision == "auto" && !cuda) n.auto_fp32_reason = bf16_passed_over(cpu_flags_vendor().first, cpu_flags_vendor().second);
+  if (o.precision == "auto" && !cuda) {
+    const auto& [flags, vendor] = cpu_flags_vendor();
+    n.auto_fp32_reason = bf16_passed_over(flags, vendor);
+  }
   n.fp16 = o.precision == "fp16";
   if (n.fp16 && !cuda)
     throw Error("train.precision: fp16 runs on CUDA only, found device '" + device +
@@ -156,7 +145,7 @@ Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string&
   NumericsOptions p = o;
   p.loss_scale = "off";  // no backward pass
   std::string said;
-  if (p.precision == "fp16" && !is_cuda(device)) {
+  if (p.precision == "fp16" && !is_cuda_name(device)) {
     p.precision = "fp32";
     said = "train.precision: fp16 runs on CUDA only: running in fp32 on '" + device + "'";
   }
@@ -165,7 +154,7 @@ Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string&
   Numerics n = resolve_numerics(p, device);
   if (want_winograd && !n.winograd)
     said += (said.empty() ? "" : "; ") + std::string("train.conv_algorithm: winograd cannot apply here (") +
-            winograd_blocked(n, is_cuda(device)) + "): 3x3 convolutions run direct";
+            winograd_blocked(n, is_cuda_name(device)) + "): 3x3 convolutions run direct";
   if (note) *note = said;
   return n;
 }

@@ -98,11 +98,10 @@ void Fields::add_count_or_auto(const std::string& key, int& v, const std::string
                          v = kAuto;
                          return;
                        }
-                       int64_t x = 0;
+                       int64_t x = -1;  // not a number: refused below with the same expectation
                        try {
                          x = parse_int(s);
                        } catch (const std::invalid_argument&) {
-                         x = -1;
                        }
                        if (x < 0 || x > INT32_MAX) throw std::invalid_argument("auto or an integer >= 0");
                        v = static_cast<int>(x);

@@ -133,7 +133,7 @@ class C10dComm final : public Comm {
                   std::to_string(l.world) + " (not every rank arrived within " + std::to_string(o.timeout.count() / 1000) +
                   " s, or the address is unreachable): " + what);
     }
-    const bool cuda = o.device.rfind("cuda", 0) == 0;
+    const bool cuda = is_cuda_name(o.device);
     try {
       if (cuda) {
 #ifdef CP2_WITH_NCCL

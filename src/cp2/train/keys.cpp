@@ -24,7 +24,7 @@ std::string thread_counts(int loader_workers) {
 }
 
 int LoaderKeys::workers_for(const std::string& device) const {
-  return workers == config::kAuto ? auto_workers(device.rfind("cuda", 0) == 0, cores_per_process()) : workers;
+  return workers == config::kAuto ? auto_workers(is_cuda_name(device), cores_per_process()) : workers;
 }
 
 data::LoaderOptions LoaderKeys::loader_options(int64_t batch, const std::string& device) const {
