@@ -24,6 +24,10 @@ void add_numerics_flags(CLI::App* s, compute::NumericsOptions& n) {
       ->capture_default_str();
 }
 
+constexpr const char* kProfileHelp =
+    "N > 0: time --steps model steps op by op and print the N ops with the most own time (ms per step, share "
+    "of the step; on CUDA the CPU side of the calls)";
+
 }  // namespace
 
 Command register_bench(CLI::App& app) {
@@ -51,6 +55,7 @@ Command register_bench(CLI::App& app) {
   p->add_option("--cuda-graph", o->cuda_graph,
                 "off, on or auto (as train.cuda_graph): the timed steps as CUDA graphs, CUDA only")
       ->capture_default_str();
+  p->add_option("--profile", o->profile, kProfileHelp)->capture_default_str()->check(non_negative_int);
   auto so = std::make_shared<seg::SegBenchOptions>();
   auto add_seg = [&](CLI::App* s) {
     s->add_option("--data", so->data, "VOC-layout folder (default: generate one in a temp folder)");
@@ -70,6 +75,7 @@ Command register_bench(CLI::App& app) {
   };
   auto* ft = c->add_subcommand("finetune", "images/s of a DeepLabV3 training step (fixed batch and end to end), peak RSS");
   add_seg(ft);
+  ft->add_option("--profile", so->profile, kProfileHelp)->capture_default_str()->check(non_negative_int);
   auto* ev = c->add_subcommand("evaluate", "images/s of whole-image evaluation at the test scale, peak RSS");
   add_seg(ev);
   struct AllReduceArgs {

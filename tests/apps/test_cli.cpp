@@ -420,8 +420,12 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   const auto images = cp2::test::synth_images("cli_bench_flops", 8, 64, 64, 2);
   auto r = run("bench pretrain --threads 1 --workers 1 --data " + images +
                " --arch 18 --size 32 --batch 2 --queue 16 --steps 1 --warmup 0 --rounds 1 --channels-last "
-               "--cuda-graph auto");
+               "--cuda-graph auto --profile 10");
   ASSERT_EQ(r.rc, 0) << r.out;
+  // --profile N: one table of the N ops with the most own time, convolutions among them.
+  EXPECT_NE(r.out.find("\nprofile of 1 step, "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("aten::convolution_backward"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  the other "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("numerics       fp32, channels-last; one step = "), std::string::npos) << r.out;
   // --cuda-graph as train.cuda_graph: auto falls back naming why, on is refused before any work.
   EXPECT_NE(r.out.find("\nsteps          eager (train.cuda_graph auto: a CUDA graph needs a CUDA device, found cpu)\n"),
@@ -440,8 +444,13 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
     EXPECT_NE(text.find("% of the probe's"), std::string::npos) << text;
   }
   r = run("bench finetune --threads 1 --workers 1 --arch 18 --crop 32 --scale 32 --image-width 48 --image-height 40 "
-          "--batch 2 --steps 1 --warmup 0 --rounds 1 --precision bf16");
+          "--batch 2 --steps 1 --warmup 0 --rounds 1 --precision bf16 --profile 2");
   ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("\nprofile of 1 step, "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("outside any op"), std::string::npos) << r.out;
+  const auto bad = run("bench finetune --profile -1");
+  EXPECT_EQ(bad.rc, 2) << bad.out;  // a usage error, as CLI11 exits
+  EXPECT_NE(bad.out.find("--profile: expected an integer >= 0, found '-1'"), std::string::npos) << bad.out;
   EXPECT_NE(r.out.find("numerics       bf16 autocast"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("% of the probe's"), std::string::npos) << r.out;
 }

@@ -1,13 +1,18 @@
 // Issue 11: the FLOP counter (against hand counts and an independent count of torchvision's
 // ResNet-18), the numerics resolution, and bf16 / channels-last steps against fp32 NCHW.
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <chrono>
+#include <thread>
 
 #include "cp2/compute/conv.h"
 #include "cp2/compute/conv_bench.h"
 #include "cp2/compute/dilated.h"
 #include "cp2/compute/flops.h"
+#include "cp2/compute/op_profile.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
 #include "cp2/compute/winograd_tiles.h"
@@ -150,6 +155,61 @@ TEST(Flops, ProbeTimesTheHeaviestShapes) {
   c.by_shape.erase(mm);
   r = compute::probe_peak(c, "cpu", c10::kFloat, false, 3, 0.05);
   EXPECT_EQ(r.gflops, 0.0) << "a dilated convolution alone must not be probed, found " << r.shape;
+}
+
+// cp2 bench --profile: each op's own time is its time less the ops it called; a scope's time
+// spent outside any op (a sleep here) stays its own; backward nodes are seen; one at a time.
+TEST(OpProfile, SelfTimeExcludesChildrenAndTheTableNamesTheTop) {
+  torch::manual_seed(0);
+  auto x = torch::randn({64, 64});
+  auto w = torch::randn({64, 64}).requires_grad_(true);
+  const auto p = compute::profile_steps(
+      [&] {
+        RECORD_USER_SCOPE("cp2::test_outer");
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        auto y = torch::mm(torch::mm(x, w), x);
+        y.sum().backward();
+      },
+      3);
+  EXPECT_EQ(p.steps, 3);
+  auto find = [&](const std::string& name) -> const compute::OpTime* {
+    for (const auto& o : p.ops)
+      if (o.name == name) return &o;
+    return nullptr;
+  };
+  const auto* outer = find("cp2::test_outer");
+  const auto* mm = find("aten::mm");
+  ASSERT_TRUE(outer && mm);
+  EXPECT_EQ(outer->calls, 3);
+  EXPECT_GE(mm->calls, 6);  // two forward products a step, more in the backward pass
+  EXPECT_GE(outer->self_s, 0.058);  // the sleeps: its own time
+  EXPECT_LT(mm->total_s, 0.05);     // not the sleeps
+  EXPECT_LE(outer->self_s, outer->total_s - mm->total_s + 1e-6);
+  EXPECT_GE(p.wall_s, outer->total_s);
+  EXPECT_NEAR(p.top_level_s, outer->total_s, 1e-3);  // the scope is the step's outermost op
+  for (size_t i = 1; i < p.ops.size(); ++i) EXPECT_GE(p.ops[i - 1].self_s, p.ops[i].self_s);
+  bool backward = false;
+  for (const auto& o : p.ops) backward |= o.name.find("MmBackward") != std::string::npos;
+  EXPECT_TRUE(backward);
+  EXPECT_EQ(p.ops.front().name, "cp2::test_outer");
+  const auto table = compute::profile_table(p, 2);
+  EXPECT_NE(table.find("profile of 3 steps"), std::string::npos) << table;
+  EXPECT_NE(table.find("cp2::test_outer"), std::string::npos) << table;
+  EXPECT_NE(table.find("the other " + std::to_string(p.ops.size() - 2) + " ops"), std::string::npos) << table;
+  EXPECT_NE(table.find("outside any op"), std::string::npos) << table;
+  // One at a time; nothing recorded once it ends.
+  {
+    compute::OpProfiler one;
+    expect_error([] { compute::OpProfiler two; }, {"another profile"});
+  }
+  compute::OpProfiler again;
+  torch::mm(x, x);
+  int64_t mm_calls = 0;
+  for (const auto& o : again.result()) {
+    EXPECT_EQ(o.name.find("cp2::test_outer"), std::string::npos);
+    if (o.name == "aten::mm") mm_calls += o.calls;
+  }
+  EXPECT_EQ(mm_calls, 1);
 }
 
 TEST(Numerics, PrecisionResolvesPerDevice) {

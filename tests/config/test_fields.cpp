@@ -58,9 +58,14 @@ TEST(ConfigFields, LoaderWorkersAutoOrACount) {
   EXPECT_EQ(train::auto_workers(true, 2), 2);
   EXPECT_EQ(train::auto_workers(true, 1), 2);
   EXPECT_EQ(cfg.data.workers_for("cuda:1"), train::auto_workers(true, cores_per_process()));
+  // On a 16-core process the device decides (on 2 cores both rules give 2).
+  EXPECT_EQ(cfg.data.workers_for("cuda:1", 16), 15);
+  EXPECT_EQ(cfg.data.workers_for("cuda", 16), 15);
+  EXPECT_EQ(cfg.data.workers_for("cpu", 16), 2);
   f.set("data.workers", "3", "--set");
   EXPECT_EQ(cfg.data.workers_for("cpu"), 3);
   EXPECT_EQ(cfg.data.workers_for("cuda"), 3);
+  EXPECT_EQ(cfg.data.workers_for("cuda", 16), 3);
   EXPECT_EQ(cfg.loader_options().workers, 3);
   f.set("data.workers", "0", "--set");
   EXPECT_EQ(cfg.data.workers_for("cuda"), 0);

@@ -229,6 +229,7 @@ at::Tensor dilated_conv3x3_taps(const at::Tensor& x, const at::Tensor& weight, i
   if (d < 1) throw Error("dilated_conv3x3_taps: expected dilation >= 1, found " + std::to_string(d));
   std::string why;
   if (!tap_gemm_available(&why)) throw Error("dilated_conv3x3_taps: " + why);
+  RECORD_USER_SCOPE("cp2::dilated_conv3x3_taps");  // its forward in cp2 bench --profile
   return apply_function<TapConvFn>(x, weight, d);
 }
 

@@ -8,6 +8,7 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
+#include "cp2/compute/op_profile.h"
 #include "cp2/cpu_allocator.h"
 #include "cp2/dist/comm.h"
 #include "cp2/dist/reducer.h"
@@ -105,6 +106,9 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   // CPU from the probe (a probe at half the step's own rate).
   const auto fl = compute::count_step([&] { train_step(*model, opt, fixed, lr); }, static_cast<double>(o.batch),
                                       o.device, numerics, verbose);
+  if (o.profile > 0 && verbose)
+    std::printf("%s", compute::profile_table(compute::profile_steps([&] { train_step(*model, opt, fixed, lr); }, o.steps),
+                                             o.profile).c_str());
   // Untimed: the warm-up, then one step while the loader fills its prefetch queue; with graphs
   // these make the capture, and the timed steps replay it.
   for (int i = 0; i < o.warmup; ++i) runner.step(to_dev(next()), lr);

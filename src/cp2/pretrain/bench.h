@@ -23,6 +23,7 @@ struct BenchOptions {
   // train.cuda_graph: off | on | auto; the timed steps go through the training loop's
   // StepRunner (a capture at the first timed shape, replays after it).
   std::string cuda_graph = "off";
+  int profile = 0;  // > 0: after the count, --steps model steps under compute::OpProfiler, its top ops printed
 };
 
 struct BenchResult {

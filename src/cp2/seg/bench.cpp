@@ -10,6 +10,7 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
+#include "cp2/compute/op_profile.h"
 #include "cp2/cpu_allocator.h"
 #include "cp2/seg/finetune.h"
 #include "cp2/seg/inference.h"
@@ -83,6 +84,8 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   // Counted and probed before the loader starts: its threads filling the prefetch queue took
   // CPU from the probe (a probe at half the step's own rate).
   const auto fl = compute::count_step([&] { step(fixed); }, static_cast<double>(o.batch), o.device, numerics, verbose);
+  if (o.profile > 0 && verbose)
+    std::printf("%s", compute::profile_table(compute::profile_steps([&] { step(fixed); }, o.steps), o.profile).c_str());
   auto lopt = cfg.loader_options();
   lopt.pin_for = data::pin_target(device);  // as the training loop's
   SegTrainLoader loader(ds, cfg.pipeline, lopt, 0);

@@ -16,6 +16,7 @@ struct SegBenchOptions {
   int workers = 2, steps = 3, warmup = 1, rounds = 3, eval_images = 8;
   std::string device = "cpu";
   compute::NumericsOptions numerics;  // train.precision, train.channels_last, train.conv_algorithm, ...
+  int profile = 0;  // finetune: > 0 = --steps steps under compute::OpProfiler, its top ops printed
 };
 
 struct SegBenchResult {

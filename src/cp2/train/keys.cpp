@@ -23,8 +23,10 @@ std::string thread_counts(int loader_workers) {
          (loader_workers == 1 ? " loader thread" : " loader threads");
 }
 
-int LoaderKeys::workers_for(const std::string& device) const {
-  return workers == config::kAuto ? auto_workers(is_cuda_name(device), cores_per_process()) : workers;
+int LoaderKeys::workers_for(const std::string& device) const { return workers_for(device, cores_per_process()); }
+
+int LoaderKeys::workers_for(const std::string& device, int cores) const {
+  return workers == config::kAuto ? auto_workers(is_cuda_name(device), cores) : workers;
 }
 
 data::LoaderOptions LoaderKeys::loader_options(int64_t batch, const std::string& device) const {

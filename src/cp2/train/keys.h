@@ -20,8 +20,10 @@ struct LoaderKeys {
   std::string priority = "auto";  // loader threads' CPU priority: data::priority_choices()
 
   void bind(config::Fields& f);  // data.workers, data.prefetch, data.priority
-  // data.workers for a run on `device` ("cpu", "cuda", "cuda:1"), auto resolved.
+  // data.workers for a run on `device` ("cpu", "cuda", "cuda:1"), auto resolved for this
+  // process's cores (cores_per_process()), or for `cores` (tests name a machine's size).
   int workers_for(const std::string& device) const;
+  int workers_for(const std::string& device, int cores) const;
   data::LoaderOptions loader_options(int64_t batch, const std::string& device) const;
   void validate() const;  // names the key and the value
 };
