@@ -6,7 +6,9 @@
 #include <map>
 
 #include "../helpers.h"
+#include "cp2/common.h"
 #include "cp2/train/optim.h"
+#include "cp2/train/sgd_fma.h"
 
 namespace cp2::test {
 namespace {
@@ -48,8 +50,10 @@ TEST(Optim, SgdMultiTensorEqualsPerTensorBitForBit) {
       o.weight_decay = wd;
       o.momentum = momentum;
       torch::manual_seed(7);
+      // p4: large enough for several threads' chunks and a ragged end; p5: its gradient comes in
+      // another layout than the parameter (the multi-tensor ops take it, not the one pass).
       std::vector<at::Tensor> init{torch::randn({8, 3, 3, 3}), torch::randn({8, 4, 2, 3}), torch::randn({5}),
-                                   torch::randn({3, 7})};
+                                   torch::randn({3, 7}),       torch::randn({100003}),      torch::randn({6, 5, 2, 2})};
       init[1] = init[1].contiguous(at::MemoryFormat::ChannelsLast);
       NamedTensors ps;
       std::vector<at::Tensor> ref, buf(init.size());
@@ -63,7 +67,8 @@ TEST(Optim, SgdMultiTensorEqualsPerTensorBitForBit) {
         for (size_t i = 0; i < init.size(); ++i) {
           if (i == 3 && s == 0) continue;  // no gradient yet
           auto g = torch::randn_like(init[i]);
-          ps[i].second.mutable_grad() = g.clone(g.suggest_memory_format());
+          ps[i].second.mutable_grad() =
+              i == 5 ? g.contiguous(at::MemoryFormat::ChannelsLast) : g.clone(g.suggest_memory_format());
           // The per-tensor update, written out.
           if (wd != 0) g = g.add(ref[i], wd);
           if (momentum != 0) {
@@ -80,6 +85,38 @@ TEST(Optim, SgdMultiTensorEqualsPerTensorBitForBit) {
       EXPECT_EQ(ps[1].second.suggest_memory_format(), at::MemoryFormat::ChannelsLast);
       EXPECT_EQ(opt.state().size(), momentum != 0 ? init.size() + 1 : 1u);  // buffers + "step"
     }
+}
+
+// The one-pass kernel alone against ATen's ops on the same floats, bit for bit, over odd
+// lengths and offsets (vector body and scalar tail), every case of decay and momentum. It runs
+// wherever /proc/cpuinfo lists avx2 and fma (the CPUs of issue 11: Zen 3-5, Intel Xeon).
+TEST(Optim, OnePassSgdKernelEqualsAtenOps) {
+  const auto flags = " " + cpuinfo("flags") + " ";
+  const bool fma = flags.find(" avx2 ") != std::string::npos && flags.find(" fma ") != std::string::npos;
+  ASSERT_EQ(sgd_fma::cpu_supported(), fma) << flags;
+  if (!fma) return;  // the optimizer takes ATen's ops (the test above)
+  torch::manual_seed(3);
+  for (int64_t n : {1, 7, 8, 9, 31, 1000, 4099})
+    for (float wd : {0.f, 5e-4f})
+      for (float m : {0.f, 0.9f})
+        for (bool first : {true, false}) {
+          if (first && m == 0.f) continue;
+          auto p = torch::randn({n}), g = torch::randn({n}), buf = torch::randn({n});
+          const float neg_lr = static_cast<float>(-0.0123);
+          auto rp = p.clone(), rb = buf.clone();
+          auto d = wd != 0.f ? g.add(rp, wd) : g.clone();
+          if (m != 0.f) {
+            rb = first ? d.clone() : rb.mul_(m).add_(d);
+            d = rb;
+          }
+          rp.add_(d, -0.0123);
+          // Split at an odd point, as parallel_for's chunks split it.
+          const int64_t cut = n / 3;
+          sgd_fma::update(p.data_ptr<float>(), g.data_ptr<float>(), buf.data_ptr<float>(), 0, cut, wd, m, first, neg_lr);
+          sgd_fma::update(p.data_ptr<float>(), g.data_ptr<float>(), buf.data_ptr<float>(), cut, n, wd, m, first, neg_lr);
+          EXPECT_TRUE(torch::equal(p, rp)) << "n " << n << " wd " << wd << " m " << m << " first " << first;
+          if (m != 0.f) EXPECT_TRUE(torch::equal(buf, rb)) << "n " << n << " wd " << wd << " m " << m;
+        }
 }
 
 TEST(Optim, StateRoundTripContinuesIdentically) {

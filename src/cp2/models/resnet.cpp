@@ -55,10 +55,10 @@ BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride,
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   // 3x3 convolutions may run as Winograd (train.conv_algorithm; compute/winograd.h).
-  auto out = torch::relu(bn1(compute::conv2d(*conv1, x)));
+  auto out = bn1(compute::conv2d(*conv1, x)).relu_();
   out = bn2(compute::conv2d(*conv2, out));
   out += downsample ? downsample->forward(x) : x;
-  return torch::relu(out);
+  return out.relu_();
 }
 
 BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, int64_t dilation, bool ds)
@@ -71,12 +71,13 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
   if (ds) downsample = register_module("downsample", make_downsample(inplanes, planes * 4, stride));
 }
 
+// ReLUs in place, as torchvision's ReLU(inplace=True) (models/aspp.cpp says why).
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  auto out = torch::relu(bn1(conv1(x)));
-  out = torch::relu(bn2(compute::conv2d(*conv2, out)));
+  auto out = bn1(conv1(x)).relu_();
+  out = bn2(compute::conv2d(*conv2, out)).relu_();
   out = bn3(conv3(out));
   out += downsample ? downsample->forward(x) : x;
-  return torch::relu(out);
+  return out.relu_();
 }
 
 ResNetImpl::ResNetImpl(const ResNetOptions& opt) : opt_(opt) {
@@ -106,7 +107,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& opt) : opt_(opt) {
 }
 
 std::vector<torch::Tensor> ResNetImpl::forward(torch::Tensor x) {
-  x = maxpool(torch::relu(bn1(conv1(x))));
+  x = maxpool(bn1(conv1(x)).relu_());
   std::vector<torch::Tensor> outs;
   for (auto* l : {&layer1, &layer2, &layer3, &layer4}) {
     x = (*l)->forward(x);

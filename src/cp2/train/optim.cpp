@@ -1,5 +1,6 @@
 #include "cp2/train/optim.h"
 
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -8,6 +9,7 @@
 
 #include "cp2/common.h"
 #include "cp2/dist/reducer.h"
+#include "cp2/train/sgd_fma.h"
 
 namespace cp2::train {
 
@@ -101,11 +103,38 @@ void Optimizer::skip_step() {
 // over all parameters instead of up to four launches per tensor, which on a GPU is host time
 // (docs/benchmarks.md, "GPU"). Elementwise it is the per-tensor arithmetic, g + wd·p, then
 // buf·m + g (the first step: buf = g), then p − lr·buf: on the CPU bit for bit (tested).
+// On a CPU with FMA, a dense fp32 parameter whose gradient and buffer share its strides takes
+// one pass (train/sgd_fma.h: the same bits, each tensor read and written once); the rest, and
+// every GPU, the multi-tensor ops below.
+bool Optimizer::sgd_one_pass(size_t i, double lr) {
+  auto& p = params_[i].second;
+  const auto& g = p.grad();
+  auto& b = buf1_[i];
+  const bool momentum = opt_.momentum != 0, first = momentum && !b.defined();
+  if (!sgd_fma::cpu_supported() || !p.device().is_cpu() || p.scalar_type() != at::kFloat ||
+      g.scalar_type() != at::kFloat || g.layout() != at::kStrided || !p.is_non_overlapping_and_dense() ||
+      p.strides() != g.strides() ||
+      (momentum && !first && (b.scalar_type() != at::kFloat || b.strides() != p.strides())))
+    return false;
+  if (first) b = at::empty_strided(p.sizes(), p.strides(), p.options());
+  float* pp = p.data_ptr<float>();
+  const float* gp = g.data_ptr<float>();
+  float* bp = momentum ? b.data_ptr<float>() : nullptr;
+  const auto wd = static_cast<float>(opt_.weight_decay), m = static_cast<float>(opt_.momentum);
+  const auto neg_lr = static_cast<float>(-lr);  // as ATen converts the alpha of add_(buf, -lr)
+  at::parallel_for(0, p.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+    sgd_fma::update(pp, gp, bp, begin, end, wd, m, first, neg_lr);
+  });
+  // As an in-place op would: a graph that saved p before the step refuses to use it after.
+  torch::autograd::impl::bump_version(p);
+  return true;
+}
+
 void Optimizer::sgd_step(double lr) {
   std::vector<at::Tensor> ps, gs, bufs;
   std::vector<size_t> idx;
   for (size_t i = 0; i < params_.size(); ++i)
-    if (params_[i].second.grad().defined()) {
+    if (params_[i].second.grad().defined() && !sgd_one_pass(i, lr)) {
       ps.push_back(params_[i].second);
       gs.push_back(params_[i].second.grad());
       idx.push_back(i);
@@ -140,6 +169,7 @@ bool Optimizer::step(double lr) {
 }
 
 void Optimizer::update(double lr) {
+  RECORD_USER_SCOPE("cp2::optimizer_update");  // one line in cp2 bench --profile (compute/op_profile.h)
   torch::NoGradGuard ng;
   ++steps_;
   if (opt_.name == "sgd") {

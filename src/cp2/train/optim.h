@@ -84,6 +84,7 @@ class Optimizer {
   double scale_ = 1.0;
   int64_t growth_interval_ = 0, growth_ = 0, skipped_ = 0;
   void sgd_step(double lr);
+  bool sgd_one_pass(size_t i, double lr);  // parameter i by train/sgd_fma.h, where it applies
 };
 
 // A training step's backward pass (pretraining's and finetuning's alike): the gradients of
