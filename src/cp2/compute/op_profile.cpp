@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <map>
+#include <string_view>
 #include <mutex>
 #include <thread>
 
@@ -16,7 +16,6 @@ namespace cp2::compute {
 
 namespace {
 
-
 // One open op: when it began and how long the ops it called took.
 struct OpenOp : at::ObserverContext {
   Clock::time_point start;
@@ -25,7 +24,9 @@ struct OpenOp : at::ObserverContext {
 };
 
 std::mutex g_prof_mu;
-std::map<std::string, OpTime>* g_prof_ops = nullptr;  // while an OpProfiler lives
+// By name, found without building a string per op (std::less<>); while an OpProfiler lives.
+using OpTimes = std::map<std::string, OpTime, std::less<>>;
+OpTimes* g_prof_ops = nullptr;
 double g_prof_top_level_s = 0;
 std::thread::id g_prof_owner;
 std::atomic<uint64_t> g_prof_generation{0};
@@ -49,16 +50,17 @@ std::unique_ptr<at::ObserverContext> on_op_start(const at::RecordFunction&) {
 }
 
 void on_op_end(const at::RecordFunction& fn, at::ObserverContext* ctx) {
-  const auto end = Clock::now();
   auto* o = static_cast<OpenOp*>(ctx);
   if (!o) return;
+  const double total = seconds_since(o->start);
   if (t_innermost == o) t_innermost = o->parent;
-  const double total = std::chrono::duration<double>(end - o->start).count();
   if (o->parent) o->parent->child_s += total;
-  const char* name = fn.name();
+  const std::string_view name = fn.name() ? fn.name() : "?";
   std::lock_guard<std::mutex> lk(g_prof_mu);
   if (!g_prof_ops) return;
-  auto& t = (*g_prof_ops)[name ? name : "?"];
+  auto it = g_prof_ops->find(name);
+  if (it == g_prof_ops->end()) it = g_prof_ops->emplace(std::string(name), OpTime{}).first;
+  auto& t = it->second;
   t.calls += 1;
   t.self_s += std::max(0.0, total - o->child_s);
   t.total_s += total;
@@ -88,7 +90,7 @@ OpProfiler::OpProfiler() {
   {
     std::lock_guard<std::mutex> lk(g_prof_mu);
     if (g_prof_ops) throw Error("op profiler: another profile is running");
-    g_prof_ops = new std::map<std::string, OpTime>();
+    g_prof_ops = new OpTimes();
     g_prof_top_level_s = 0;
     g_prof_owner = std::this_thread::get_id();
     g_prof_generation.fetch_add(1);
@@ -122,7 +124,7 @@ OpProfile profile_steps(const std::function<void()>& step, int steps) {
   OpProfiler prof;
   const auto t = Clock::now();
   for (int i = 0; i < steps; ++i) step();
-  p.wall_s = std::chrono::duration<double>(Clock::now() - t).count();
+  p.wall_s = seconds_since(t);
   p.ops = prof.result();
   std::lock_guard<std::mutex> lk(g_prof_mu);
   p.top_level_s = g_prof_top_level_s;
@@ -139,10 +141,8 @@ std::string profile_table(const OpProfile& p, int top) {
   std::snprintf(line, sizeof line, "  %-58s %8s %11s %7s %11s\n", "op", "calls", "self ms", "share", "total ms");
   s += line;
   const int n = std::min<int>(top, static_cast<int>(p.ops.size()));
-  double shown = 0;
   for (int i = 0; i < n; ++i) {
     const auto& o = p.ops[i];
-    shown += o.self_s;
     std::snprintf(line, sizeof line, "  %-58s %8.1f %11.1f %6.1f%% %11.1f\n", short_op_name(o.name).c_str(),
                   static_cast<double>(o.calls) / std::max(1, p.steps), o.self_s * per, 100 * o.self_s / wall,
                   o.total_s * per);

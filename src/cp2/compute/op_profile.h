@@ -1,6 +1,6 @@
 // Where a training step's time goes, op by op (issue 11 §4: "what the profile shows next"):
 // one global RecordFunction callback times every ATen op, autograd node and cp2 scope
-// (RECORD_USER_SCOPE in compute/winograd.cpp and compute/dilated.cpp) on every thread, and
+// (RECORD_USER_SCOPE: the Winograd and tap-GEMM forwards, the optimizer update) on every thread, and
 // splits each one's time into its own and its children's, as torch.profiler's "self CPU"
 // column. `cp2 bench pretrain|finetune --profile N` prints the N ops with the most self
 // time. On CUDA the times are those of the calls on the CPU (launches), not of the kernels.

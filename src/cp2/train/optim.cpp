@@ -99,10 +99,6 @@ void Optimizer::skip_step() {
                 " steps skipped): the model diverged or overflows in its forward pass");
 }
 
-// torch.optim.SGD as its foreach form (PyTorch 2.x's default on CUDA): a few multi-tensor ops
-// over all parameters instead of up to four launches per tensor, which on a GPU is host time
-// (docs/benchmarks.md, "GPU"). Elementwise it is the per-tensor arithmetic, g + wd·p, then
-// buf·m + g (the first step: buf = g), then p − lr·buf: on the CPU bit for bit (tested).
 // On a CPU with FMA, a dense fp32 parameter whose gradient and buffer share its strides takes
 // one pass (train/sgd_fma.h: the same bits, each tensor read and written once); the rest, and
 // every GPU, the multi-tensor ops below.
@@ -130,6 +126,11 @@ bool Optimizer::sgd_one_pass(size_t i, double lr) {
   return true;
 }
 
+// torch.optim.SGD as its foreach form (PyTorch 2.x's default on CUDA): a few multi-tensor ops
+// over all parameters instead of up to four launches per tensor, which on a GPU is host time
+// (docs/benchmarks.md, "GPU"). Elementwise it is the per-tensor arithmetic, g + wd·p, then
+// buf·m + g (the first step: buf = g), then p − lr·buf: on the CPU bit for bit (tested). The
+// parameters sgd_one_pass takes are not in these lists.
 void Optimizer::sgd_step(double lr) {
   std::vector<at::Tensor> ps, gs, bufs;
   std::vector<size_t> idx;

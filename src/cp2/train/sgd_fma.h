@@ -3,7 +3,7 @@
 // a + alpha·b rounded once (its ufunc `fmadd(b, alpha, a)`), and `mul_` one rounded product.
 // So g + wd·p, buf·m + g and p − lr·buf come out bit for bit as the three or four ATen ops
 // (tested against them), but reading and writing each tensor once instead of once per op: the
-// optimizer step is memory-bound (docs/benchmarks.md, "Profile"). Compiled for AVX2 + FMA,
+// optimizer step is memory-bound (docs/benchmarks.md, "Where the R50 512² finetuning step goes"). Compiled for AVX2 + FMA,
 // called only where cpu_supported(). No heavy headers.
 #pragma once
 #include <cstdint>
