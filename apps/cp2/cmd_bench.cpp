@@ -9,6 +9,7 @@
 #include "cp2/pretrain/bench.h"
 #include "cp2/pretrain/modes.h"
 #include "cp2/seg/bench.h"
+#include "cp2/train/keys.h"
 
 namespace cp2::app {
 
@@ -22,6 +23,24 @@ void add_numerics_flags(CLI::App* s, compute::NumericsOptions& n) {
   s->add_option("--conv-algorithm", n.conv_algorithm,
                 std::string(compute::kConvAlgorithmHelp) + " (as train.conv_algorithm)")
       ->capture_default_str();
+}
+
+// --workers N|auto, as data.workers (auto: 2 beside a CPU step, the process's cores but one
+// beside a GPU's; train::auto_workers).
+void add_workers_flag(CLI::App* s, int& workers) {
+  s->add_option_function<std::string>(
+       "--workers", [&workers](const std::string& v) { workers = v == "auto" ? config::kAuto : std::stoi(v); },
+       "loader threads, or auto (as data.workers: 2 beside a CPU step, every core of the process but one beside a "
+       "GPU's)")
+      ->check(typed(Kind::NonNegIntOrAuto, "", "INT|auto"))
+      ->default_str("auto");
+}
+
+// The loader threads a bench runs, auto resolved for its device as training resolves it.
+int bench_workers(int workers, const std::string& device) {
+  train::LoaderKeys k;
+  k.workers = workers;
+  return k.workers_for(device);
 }
 
 constexpr const char* kProfileHelp =
@@ -40,7 +59,7 @@ Command register_bench(CLI::App& app) {
   p->add_option("--size", o->size, "view size")->capture_default_str();
   p->add_option("--batch", o->batch, "batch size")->capture_default_str();
   p->add_option("--queue", o->queue, "queue length K")->capture_default_str();
-  p->add_option("--workers", o->workers, "loader threads")->capture_default_str();
+  add_workers_flag(p, o->workers);
   p->add_option("--prefetch", o->prefetch, "batches prepared ahead")->capture_default_str();
   p->add_option("--priority", o->priority, "loader thread priority: " + join(data::priority_choices()) +
                                               " (auto: as idle; the bench does not watch the data wait)")->capture_default_str();
@@ -65,7 +84,7 @@ Command register_bench(CLI::App& app) {
     s->add_option("--image-width", so->image_w, "generated image width")->capture_default_str();
     s->add_option("--image-height", so->image_h, "generated image height")->capture_default_str();
     s->add_option("--batch", so->batch, "batch size")->capture_default_str();
-    s->add_option("--workers", so->workers, "loader threads")->capture_default_str();
+    add_workers_flag(s, so->workers);
     s->add_option("--steps", so->steps, "timed steps per round")->capture_default_str();
     s->add_option("--warmup", so->warmup, "untimed steps first")->capture_default_str();
     s->add_option("--rounds", so->rounds, "timing rounds (medians reported)")->capture_default_str();
@@ -116,7 +135,7 @@ Command register_bench(CLI::App& app) {
             }
             if (ft->parsed()) {
               std::printf("cp2 bench finetune: resnet%d DeepLabV3, crop %d, batch %lld, %d intra-op threads, %d workers\n",
-                          so->arch, so->crop, static_cast<long long>(so->batch), get_threads(), so->workers);
+                          so->arch, so->crop, static_cast<long long>(so->batch), get_threads(), bench_workers(so->workers, so->device));
               seg::bench_finetune(*so, true);
               return 0;
             }
@@ -129,7 +148,7 @@ Command register_bench(CLI::App& app) {
             if (!p->parsed()) return 1;
             std::printf("cp2 bench pretrain: resnet%d-ASPP %s @%d, batch %lld, K %lld, %d intra-op threads, %d workers\n",
                         o->arch, o->mode.c_str(), o->size, static_cast<long long>(o->batch),
-                        static_cast<long long>(o->queue), get_threads(), o->workers);
+                        static_cast<long long>(o->queue), get_threads(), bench_workers(o->workers, o->device));
             pretrain::bench_pretrain(*o, true);
             return 0;
           }};

@@ -49,6 +49,17 @@ std::string cpuinfo(const std::string& key) {
   return "";
 }
 
+bool has_word(const std::string& words, const std::string& word) {
+  if (word.empty()) return false;
+  for (size_t at = words.find(word); at != std::string::npos; at = words.find(word, at + 1)) {
+    const size_t end = at + word.size();
+    const bool starts = at == 0 || words[at - 1] == ' ' || words[at - 1] == '\t';
+    const bool ends = end == words.size() || words[end] == ' ' || words[end] == '\t';
+    if (starts && ends) return true;
+  }
+  return false;
+}
+
 int cores_per_process() {
   int n = usable_cores();
   // Several processes on one machine (torchrun, cp2 launch) share its cores.

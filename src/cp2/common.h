@@ -33,6 +33,9 @@ int usable_cores();
 // The first processor's value of `key` in /proc/cpuinfo ("flags", "vendor_id", "model name"),
 // "" where there is none: the one reader of that file (cp2 --version, precision auto).
 std::string cpuinfo(const std::string& key);
+// Whether a space-separated list (cpuinfo("flags")) holds `word` as a whole word: "avx512_bf16"
+// is not "avx512_bf16x". The one test of a CPU flag (cp2 --version, precision auto, tests).
+bool has_word(const std::string& words, const std::string& word);
 // Whether a device name ("cpu", "cuda", "cuda:1") names a CUDA device.
 inline bool is_cuda_name(const std::string& device) { return device.rfind("cuda", 0) == 0; }
 // usable_cores() shared evenly among the LOCAL_WORLD_SIZE processes on this machine (torchrun,

@@ -3,7 +3,6 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
-#include <set>
 #include <sstream>
 
 #include "cp2/common.h"
@@ -15,12 +14,10 @@
 namespace cp2 {
 
 std::string cpu_features() {
-  std::set<std::string> have;
-  std::istringstream ss(cpuinfo("flags"));
-  for (std::string w; ss >> w;) have.insert(w);
+  const std::string flags = cpuinfo("flags");
   std::vector<std::string> out;
   for (const char* w : {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})
-    if (have.count(w)) out.emplace_back(w);
+    if (has_word(flags, w)) out.emplace_back(w);
   return join(out, " ");
 }
 

@@ -436,6 +436,18 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   EXPECT_NE(on.out.find("train.cuda_graph: on: a CUDA graph needs a CUDA device, found cpu"), std::string::npos)
       << on.out;
   EXPECT_EQ(on.out.find("data pipeline"), std::string::npos) << on.out;
+  // --profile sees eager steps only: with graphs replayed (on) it is refused, before any work.
+  auto prof = run("bench pretrain --threads 1 --data " + images + " --arch 18 --size 32 --batch 2 --cuda-graph on "
+                  "--profile 3");
+  EXPECT_EQ(prof.rc, 1) << prof.out;
+  EXPECT_NE(prof.out.find("error: bench pretrain: --profile times eager steps op by op, and --cuda-graph on replays"),
+            std::string::npos)
+      << prof.out;
+  EXPECT_EQ(prof.out.find("data pipeline"), std::string::npos) << prof.out;
+  // --workers: a count or auto (as data.workers), nothing below 0.
+  const auto neg = run("bench pretrain --data " + images + " --workers -1");
+  EXPECT_EQ(neg.rc, 2) << neg.out;
+  EXPECT_NE(neg.out.find("--workers: expected auto or an integer >= 0, found '-1'"), std::string::npos) << neg.out;
   for (const char* line : {"\nmodel step ", "\nend to end "}) {
     const auto at = r.out.find(line);
     ASSERT_NE(at, std::string::npos) << r.out;
@@ -443,9 +455,11 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
     EXPECT_NE(text.find("GFLOP/img"), std::string::npos) << text;
     EXPECT_NE(text.find("% of the probe's"), std::string::npos) << text;
   }
-  r = run("bench finetune --threads 1 --workers 1 --arch 18 --crop 32 --scale 32 --image-width 48 --image-height 40 "
-          "--batch 2 --steps 1 --warmup 0 --rounds 1 --precision bf16 --profile 2");
+  r = run("bench finetune --threads 1 --workers auto --arch 18 --crop 32 --scale 32 --image-width 48 "
+          "--image-height 40 --batch 2 --steps 1 --warmup 0 --rounds 1 --precision bf16 --profile 2");
   ASSERT_EQ(r.rc, 0) << r.out;
+  // --workers auto (the default): 2 loader threads beside a CPU step (train::auto_workers).
+  EXPECT_NE(r.out.find("1 intra-op threads, 2 workers\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\nprofile of 1 step, "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("outside any op"), std::string::npos) << r.out;
   const auto bad = run("bench finetune --profile -1");

@@ -229,6 +229,14 @@ TEST(Numerics, PrecisionResolvesPerDevice) {
   EXPECT_TRUE(compute::bf16_is_faster(emr + " amx_bf16 amx_tile", "GenuineIntel"));
   EXPECT_FALSE(compute::bf16_is_faster("fpu avx2 avx512f avx512_vnni", "AuthenticAMD"));
   EXPECT_FALSE(compute::bf16_is_faster("fpu avx2 avx512f avx512_bf16x", "AuthenticAMD"));  // whole words only
+  // The one flag test (common's has_word): whole words, at either end, tab or space apart.
+  EXPECT_TRUE(has_word("avx2 fma", "avx2"));
+  EXPECT_TRUE(has_word("avx2 fma", "fma"));
+  EXPECT_TRUE(has_word("fpu\tavx2 fma", "avx2"));
+  EXPECT_FALSE(has_word("avx512_bf16x avx2", "avx512_bf16"));
+  EXPECT_FALSE(has_word("xavx2 avx2x", "avx2"));
+  EXPECT_FALSE(has_word("", "avx2"));
+  EXPECT_FALSE(has_word("avx2", ""));
   // Where auto passes over the CPU's bf16, the start line says why.
   EXPECT_EQ(compute::bf16_passed_over(emr, "GenuineIntel"),
             "AVX512-BF16 without AMX on a GenuineIntel CPU, measured slower than fp32");
@@ -583,7 +591,8 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
   }
   // conv_path asks winograd_runs: where the kernels chosen would run the direct convolution,
   // the module's forward, without the sub-grid copies (a rate-2 convolution on 8×8 maps,
-  // batch 1: 4 sub-grids of one tile each).
+  // batch 1: 4 sub-grids of one tile each). Named, either kernels run there; chosen as the
+  // best at hand, neither does below kMinWinogradTiles tiles.
   {
     torch::nn::Conv2d dilated(torch::nn::Conv2dOptions(512, 512, 3).padding(2).dilation(2).bias(false));
     const auto x = torch::randn({1, 512, 8, 8});
@@ -591,18 +600,29 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     EXPECT_TRUE(compute::winograd_runs(4, 512, 512, 4, 4));
     EXPECT_EQ(compute::conv_path(*dilated, x), compute::ConvPath::winograd_subgrids);
     compute::WinogradScope best(true, compute::WinogradKernels::best);
-    const bool ours = compute::winograd_kernels() == compute::WinogradKernels::tiles;  // an AVX2-only CPU
-    EXPECT_EQ(compute::winograd_runs(4, 512, 512, 4, 4), !ours);
+    EXPECT_FALSE(compute::winograd_runs(4, 512, 512, 4, 4));  // 4 tiles
+    EXPECT_FALSE(compute::winograd_runs(1, 512, 512, 16, 12));  // 12 tiles
     EXPECT_TRUE(compute::winograd_runs(32, 512, 512, 4, 4));
-    EXPECT_EQ(compute::conv_path(*dilated, x), ours ? compute::ConvPath::module : compute::ConvPath::winograd_subgrids);
+    EXPECT_TRUE(compute::winograd_runs(2, 512, 512, 16, 16));
+    EXPECT_EQ(compute::conv_path(*dilated, x), compute::ConvPath::module);
+    EXPECT_EQ(compute::conv_path(*dilated, torch::randn({8, 512, 8, 8})), compute::ConvPath::winograd_subgrids);
+    if (compute::winograd_kernels_available(compute::WinogradKernels::onednn)) {
+      compute::WinogradScope onednn(true, compute::WinogradKernels::onednn);
+      EXPECT_TRUE(compute::winograd_runs(4, 512, 512, 4, 4));
+      EXPECT_EQ(compute::conv_path(*dilated, x), compute::ConvPath::winograd_subgrids);
+    }
   }
   // Chosen as the best at hand, they run only where they were measured to win: ≥ 32 tiles;
-  // ≥ 128 channels with tiles ≥ 75 % full, ≥ 256 with half-full ones.
+  // with tiles ≥ 75 % full ≥ 128 channels, or 64 with ≥ 64 tiles; ≥ 256 with half-full ones.
   EXPECT_TRUE(compute::tiles_pay_off(8, 128, 128, 16, 16));    // 8·4·4 = 128 full tiles
   EXPECT_TRUE(compute::tiles_pay_off(8, 2560, 512, 14, 14));   // 77 % full
   EXPECT_TRUE(compute::tiles_pay_off(8, 512, 512, 8, 8));      // 32 tiles
   EXPECT_FALSE(compute::tiles_pay_off(4, 512, 512, 8, 8));     // 16 tiles
-  EXPECT_FALSE(compute::tiles_pay_off(8, 64, 64, 56, 56));     // 64 channels
+  EXPECT_TRUE(compute::tiles_pay_off(8, 64, 64, 56, 56));      // 64 channels, 1568 full tiles
+  EXPECT_TRUE(compute::tiles_pay_off(1, 64, 64, 32, 32));      // 64 channels, 64 full tiles
+  EXPECT_FALSE(compute::tiles_pay_off(2, 64, 64, 16, 16));     // 64 channels, 32 tiles
+  EXPECT_FALSE(compute::tiles_pay_off(32, 64, 64, 6, 6));      // 64 channels, 56 % full
+  EXPECT_FALSE(compute::tiles_pay_off(8, 32, 64, 64, 64));     // 32 channels in
   EXPECT_TRUE(compute::tiles_pay_off(128, 256, 256, 6, 6));    // 56 % full, 256 channels
   EXPECT_TRUE(compute::tiles_pay_off(128, 512, 512, 3, 3));    // 56 % full, 512 channels
   EXPECT_FALSE(compute::tiles_pay_off(128, 128, 256, 6, 6));   // 56 % full, 128 channels

@@ -91,8 +91,8 @@ TEST(Optim, SgdMultiTensorEqualsPerTensorBitForBit) {
 // lengths and offsets (vector body and scalar tail), every case of decay and momentum. It runs
 // wherever /proc/cpuinfo lists avx2 and fma (the CPUs of issue 11: Zen 3-5, Intel Xeon).
 TEST(Optim, OnePassSgdKernelEqualsAtenOps) {
-  const auto flags = " " + cpuinfo("flags") + " ";
-  const bool fma = flags.find(" avx2 ") != std::string::npos && flags.find(" fma ") != std::string::npos;
+  const auto flags = cpuinfo("flags");
+  const bool fma = has_word(flags, "avx2") && has_word(flags, "fma");
   ASSERT_EQ(sgd_fma::cpu_supported(), fma) << flags;
   if (!fma) return;  // the optimizer takes ATen's ops (the test above)
   torch::manual_seed(3);

@@ -116,10 +116,12 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
     ctx->saved_data["d"] = d;
     const int64_t n = x.size(0), c = x.size(1), h = x.size(2), wd = x.size(3), o = w.size(0);
     const auto ts = taps(h, wd, d);
-    if (is_channels_last(x)) {
-      // On channels-last input oneDNN's direct forward kernels skip most products over the
-      // padding themselves and beat the tap GEMMs (cp2 bench conv: rate 12 on 32², 0.12 vs
-      // 0.16 s); in NCHW and in both backward passes they do not. Counted as the taps.
+    const bool channels_last = is_channels_last(x);
+    if (channels_last && onednn_avx512()) {
+      // On channels-last input oneDNN's AVX-512 direct forward kernels skip most products over
+      // the padding themselves and beat the tap GEMMs (cp2 bench conv: rate 12 on 32², 0.12 vs
+      // 0.16 s); its AVX2 ones do not (rate 18 on 32²: 0.30 s, the taps 0.12 s), nor do any in
+      // NCHW or in the backward passes. Counted as the taps.
       at::Tensor y;
       {
         at::DisableRecordFunctionGuard uncounted;
@@ -144,7 +146,8 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
       scatter_add(Y, t.r0, rows, t.c0, cols, floats(part));
     }
     count(ts, n, c, o, 1);
-    return yh.permute({0, 3, 1, 2}).contiguous();
+    const auto y = yh.permute({0, 3, 1, 2});  // channels-last memory, as the input's
+    return channels_last ? y : y.contiguous();
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,

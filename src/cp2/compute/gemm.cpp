@@ -18,6 +18,19 @@ bool sgemm_available(std::string* why) {
 #endif
 }
 
+bool onednn_avx512() {
+#ifdef CP2_HAVE_DNNL
+  static const bool has = [] {
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return isa == dnnl_cpu_isa_avx512_core || isa == dnnl_cpu_isa_avx512_core_vnni ||
+           isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 void sgemm(const char* who, char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   const auto shapes = [&] {

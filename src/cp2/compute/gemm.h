@@ -12,6 +12,11 @@ namespace cp2::compute {
 // when not, `why` says so.
 bool sgemm_available(std::string* why = nullptr);
 
+// Whether oneDNN runs its AVX-512 kernels here: an AVX-512 CPU, and no ONEDNN_MAX_CPU_ISA /
+// DNNL_MAX_CPU_ISA cap below it (false without oneDNN). Its Winograd kernels exist only there,
+// and only its AVX-512 direct kernels skip the products over a dilated convolution's padding.
+bool onednn_avx512();
+
 // Row-major C = op(A)·op(B) + beta·C, op(X) = X or Xᵀ as `ta`/`tb` are 'N' or 'T'. Throws,
 // naming `who` and the shapes, when oneDNN fails or this build has none.
 void sgemm(const char* who, char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,

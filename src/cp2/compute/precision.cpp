@@ -42,13 +42,6 @@ std::string Numerics::describe() const {
 
 namespace {
 
-bool has_flag(const std::string& flags, const char* word) {
-  std::istringstream ss(flags);
-  for (std::string w; ss >> w;)
-    if (w == word) return true;
-  return false;
-}
-
 // The first processor's flags line and vendor_id, read once.
 const std::pair<std::string, std::string>& cpu_flags_vendor() {
   static const std::pair<std::string, std::string> fv{cpuinfo("flags"), cpuinfo("vendor_id")};
@@ -58,11 +51,11 @@ const std::pair<std::string, std::string>& cpu_flags_vendor() {
 }  // namespace
 
 bool bf16_is_faster(const std::string& flags, const std::string& vendor) {
-  return has_flag(flags, "amx_bf16") || (has_flag(flags, "avx512_bf16") && vendor == "AuthenticAMD");
+  return has_word(flags, "amx_bf16") || (has_word(flags, "avx512_bf16") && vendor == "AuthenticAMD");
 }
 
 std::string bf16_passed_over(const std::string& flags, const std::string& vendor) {
-  if (bf16_is_faster(flags, vendor) || !has_flag(flags, "avx512_bf16")) return "";
+  if (bf16_is_faster(flags, vendor) || !has_word(flags, "avx512_bf16")) return "";
   return "AVX512-BF16 without AMX on a " + (vendor.empty() ? std::string("non-AMD") : vendor) +
          " CPU, measured slower than fp32";
 }

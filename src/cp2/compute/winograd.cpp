@@ -14,6 +14,7 @@
 #include "cp2/common.h"
 #include "cp2/compute/apply.h"
 #include "cp2/compute/flops.h"
+#include "cp2/compute/gemm.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd_tiles.h"
 
@@ -299,18 +300,9 @@ struct WinogradConvFn : torch::autograd::Function<WinogradConvFn> {
   }
 };
 
-bool cpu_has_avx512_core() {
-  static const bool has = [] {
-    // oneDNN's Winograd kernels are AVX-512 only; ask oneDNN itself which ISA it runs.
-    const auto isa = dnnl::get_effective_cpu_isa();
-    return isa == dnnl::cpu_isa::avx512_core || isa == dnnl::cpu_isa::avx512_core_vnni ||
-           isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
-  }();
-  return has;
-}
-
 bool onednn_available(std::string* why) {
-  if (cpu_has_avx512_core()) return true;
+  // oneDNN's Winograd kernels are AVX-512 only; oneDNN itself says which ISA it runs.
+  if (onednn_avx512()) return true;
   if (why) *why = "oneDNN's Winograd kernels need an AVX-512 CPU";
   return false;
 }
@@ -369,7 +361,9 @@ bool winograd_kernels_available(WinogradKernels k, std::string* why) {
 
 bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w) {
   switch (winograd_kernels()) {
-    case WinogradKernels::onednn: return onednn_available(nullptr);
+    case WinogradKernels::onednn:
+      return onednn_available(nullptr) &&
+             (t_kernels == WinogradKernels::onednn || winograd_tiles(n, h, w) >= kMinWinogradTiles);
     case WinogradKernels::tiles:
       // cp2's kernels take 8 channels at a time; chosen by name they run wherever that fits,
       // chosen as the best at hand only where they beat the direct convolution.
@@ -390,7 +384,8 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
     case WinogradKernels::onednn: {
       std::string why;
       if (!onednn_available(&why)) throw Error("winograd: " + why);
-      return onednn_conv3x3(x, weight);
+      if (winograd_runs(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) return onednn_conv3x3(x, weight);
+      return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
     }
     case WinogradKernels::tiles:
       if (winograd_runs(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) return tiles_conv3x3(x, weight);

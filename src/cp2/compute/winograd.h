@@ -56,8 +56,9 @@ class WinogradScope {
 };
 
 // Whether winograd_conv3x3 runs Winograd for input (n,c,h,w) and c→o filters on this thread:
-// oneDNN's kernels always; cp2's where they fit and (unless named by a WinogradScope) pay
-// off (tiles_pay_off); false where it would run the direct convolution.
+// kernels named by a WinogradScope wherever they fit (cp2's take 8 channels at a time); chosen
+// as the best at hand, oneDNN's from kMinWinogradTiles tiles and cp2's where tiles_pay_off;
+// false where it would run the direct convolution.
 bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w);
 
 // Winograd 3×3 convolution (stride 1, padding 1, no bias) of fp32 CPU tensors, with

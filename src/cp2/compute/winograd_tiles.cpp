@@ -191,12 +191,14 @@ bool tiles_available(std::string* why) {
 
 bool tiles_fit(int64_t in_channels, int64_t out_channels) { return in_channels % 8 == 0 && out_channels % 8 == 0; }
 
+int64_t winograd_tiles(int64_t n, int64_t h, int64_t w) { return Geometry{n, h, w}.tiles(); }
+
 bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w) {
   const Geometry g{n, h, w};
   const double full = static_cast<double>(h * w) / static_cast<double>(g.tiles_h() * 4 * g.tiles_w() * 4);
   const int64_t channels = std::min(in_channels, out_channels);
-  return tiles_fit(in_channels, out_channels) && g.tiles() >= 32 &&
-         (full >= 0.75 ? channels >= 128 : full >= 0.5 && channels >= 256);
+  return tiles_fit(in_channels, out_channels) && g.tiles() >= kMinWinogradTiles &&
+         (full >= 0.75 ? channels >= 128 || (channels >= 64 && g.tiles() >= 64) : full >= 0.5 && channels >= 256);
 }
 
 at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight) { return apply_function<TilesConvFn>(x, weight); }

@@ -25,17 +25,27 @@ bool tiles_available(std::string* why = nullptr);
 bool tiles_fit(int64_t in_channels, int64_t out_channels);
 
 // Where they beat the direct convolution (forward + both gradients timed alone with `cp2
-// bench conv --kernels tiles`, AMD Zen 4 capped to AVX2, 2 threads; docs/benchmarks.md):
+// bench conv --kernels tiles`, 2 threads, oneDNN capped to AVX2: AMD Zen 4, and since their
+// transforms run on every thread (OpenMP), Intel Xeon; docs/benchmarks.md):
 // - at least 32 tiles in the batch: the filters' transforms (4× the weights in size, made
 //   every call) are shared by fewer tiles below (16 tiles of 2560→512: 1.12–1.44× over
-//   three runs, too close to call; 8 tiles lost, 0.57×);
-// - tiles at least 75 % full with at least 128 channels in and out (1.25–1.72× at 32 tiles;
-//   64 channels 0.85–1.14×, 32 channels 0.60–0.87×: the tile transforms weigh as much as the
-//   GEMMs saved);
+//   three runs, too close to call; 8 tiles lost, 0.57–0.91×);
+// - tiles at least 75 % full with at least 128 channels in and out (1.25–1.72× at 32 tiles),
+//   or 64 channels with at least 64 tiles (Xeon: 1.34–2.2× at 64–2048 tiles, 1.0–1.18× at
+//   32; serial transforms on Zen 4 had made 64 channels lose, 0.85–1.14×);
 // - half-full tiles (6×6 and 3×3 maps fill 56 % of their 4×4 tiles: 4 products per pixel
 //   instead of 2.25) with at least 256 channels (256: 1.09–1.26×, 512: 1.21–1.50×, 2560→512:
 //   1.78×; 128: 1.01–1.22×, left direct).
 bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w);
+
+// The fewest F(4×4, 3×3) tiles (n·⌈h/4⌉·⌈w/4⌉) for which any Winograd kernels, cp2's or
+// oneDNN's, are chosen as the best at hand: both transform the filters on every call (36·C·O
+// floats, 38 MB at 512→512), which fewer tiles do not repay. oneDNN's on an Intel Xeon,
+// forward + both gradients against direct: 4–16 tiles 0.30–0.71×, 32 tiles 1.06–1.07×, 64
+// tiles 1.37–1.64× (docs/benchmarks.md); batches of training steps pass it, batch-1
+// evaluation of small images does not everywhere.
+inline constexpr int64_t kMinWinogradTiles = 32;
+int64_t winograd_tiles(int64_t n, int64_t h, int64_t w);
 
 // 3×3 convolution, stride 1, padding 1, no bias, of fp32 CPU tensors (N,C,H,W) by (O,C,3,3),
 // with gradients for both; output in the input's memory layout. The caller checks

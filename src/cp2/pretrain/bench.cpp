@@ -33,6 +33,11 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   cfg.train.numerics = o.numerics;
   cfg.train.cuda_graph = o.cuda_graph;
   cfg.validate();
+  if (o.profile > 0 && o.cuda_graph == "on")
+    throw Error("bench pretrain: --profile times eager steps op by op, and --cuda-graph on replays the step as a CUDA "
+                "graph, whose ops no profiler callback sees: drop one of the two (with --cuda-graph auto the profile "
+                "is of eager steps)");
+  const int workers = cfg.data.workers_for(o.device);
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
   if (o.cache_allocator) install_caching_cpu_allocator();
   if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
@@ -59,7 +64,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     }
     r.data_img_s = got * o.batch / seconds_since(t);
   }
-  if (verbose) std::printf("data pipeline  %8.2f img/s  (%d workers, %lld batches)\n", r.data_img_s, o.workers,
+  if (verbose) std::printf("data pipeline  %8.2f img/s  (%d workers, %lld batches)\n", r.data_img_s, workers,
                            static_cast<long long>(nb));
 
   CP2Model model = make_model(cfg.model_options(), 0);
@@ -106,6 +111,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   // CPU from the probe (a probe at half the step's own rate).
   const auto fl = compute::count_step([&] { train_step(*model, opt, fixed, lr); }, static_cast<double>(o.batch),
                                       o.device, numerics, verbose);
+  if (o.profile > 0 && verbose && graphs) std::printf("note: the profile below is of eager steps; the timed steps are graphs\n");
   if (o.profile > 0 && verbose)
     std::printf("%s", compute::profile_table(compute::profile_steps([&] { train_step(*model, opt, fixed, lr); }, o.steps),
                                              o.profile).c_str());

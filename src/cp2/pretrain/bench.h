@@ -5,12 +5,14 @@
 #include <string>
 
 #include "cp2/compute/precision.h"
+#include "cp2/config/fields.h"
 
 namespace cp2::pretrain {
 
 struct BenchOptions {
   std::string data;
-  int arch = 50, size = 224, workers = 2, prefetch = 4;
+  int arch = 50, size = 224, prefetch = 4;
+  int workers = config::kAuto;  // loader threads, or auto: as data.workers (train::auto_workers)
   int64_t batch = 8, queue = 65536;
   std::string mode = "cp2";
   std::string priority = "idle";  // loader threads
@@ -23,7 +25,9 @@ struct BenchOptions {
   // train.cuda_graph: off | on | auto; the timed steps go through the training loop's
   // StepRunner (a capture at the first timed shape, replays after it).
   std::string cuda_graph = "off";
-  int profile = 0;  // > 0: after the count, --steps model steps under compute::OpProfiler, its top ops printed
+  // > 0: after the count, --steps model steps under compute::OpProfiler, its top ops printed.
+  // Eager steps: refused with cuda_graph "on" (a replayed graph shows the profiler no ops).
+  int profile = 0;
 };
 
 struct BenchResult {

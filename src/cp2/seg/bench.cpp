@@ -139,13 +139,14 @@ SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose) {
   eo.max_images = 1;
   SegBenchResult r;
   // The warm-up image, counted.
-  const auto fl = compute::count_step([&] { evaluate(*model, val, eo, o.workers); }, 1, o.device, numerics, verbose);
+  const int workers = cfg.data.workers_for(o.device);
+  const auto fl = compute::count_step([&] { evaluate(*model, val, eo, workers); }, 1, o.device, numerics, verbose);
   r.flops_per_img = fl.per_img;
   r.peak_gflops = fl.peak.gflops;
   eo.max_images = o.eval_images;
   std::vector<double> rates;
   for (int round = 0; round < o.rounds; ++round) {
-    auto res = evaluate(*model, val, eo, o.workers);
+    auto res = evaluate(*model, val, eo, workers);
     rates.push_back(res.images / res.seconds);
     if (verbose) std::printf("  round %d: %.3f img/s\n", round + 1, rates.back());
   }

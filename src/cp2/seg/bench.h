@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cp2/compute/precision.h"
+#include "cp2/config/fields.h"
 
 namespace cp2::seg {
 
@@ -13,7 +14,8 @@ struct SegBenchOptions {
   int arch = 50, crop = 512, image_w = 500, image_h = 375;
   int scale = 512;  // train/test resize scale (4·scale, scale), as (2048, 512)
   int64_t batch = 4;
-  int workers = 2, steps = 3, warmup = 1, rounds = 3, eval_images = 8;
+  int workers = config::kAuto;  // loader threads, or auto: as data.workers (train::auto_workers)
+  int steps = 3, warmup = 1, rounds = 3, eval_images = 8;
   std::string device = "cpu";
   compute::NumericsOptions numerics;  // train.precision, train.channels_last, train.conv_algorithm, ...
   int profile = 0;  // finetune: > 0 = --steps steps under compute::OpProfiler, its top ops printed
