@@ -64,17 +64,23 @@ def main():
         opt.step()
         return loss.item()
 
+    rate = timed_rounds(step, a, a.batch, "train step")
+    print(f"train step (PyTorch {torch.__version__}, {a.precision}) {rate:.3f} img/s "
+          f"(median of {a.rounds} rounds of {a.steps} steps)")
+
+
+def timed_rounds(fn, a, images_per_call, what):
+    """--warmup untimed calls, then the median images/s of --rounds rounds of --steps calls."""
     for _ in range(a.warmup):
-        step()
+        fn()
     rates = []
     for r in range(a.rounds):
         t = time.perf_counter()
         for _ in range(a.steps):
-            step()
-        rates.append(a.steps * a.batch / (time.perf_counter() - t))
-        print(f"  round {r + 1}: train step {rates[-1]:.3f} img/s")
-    print(f"train step (PyTorch {torch.__version__}, {a.precision}) {statistics.median(rates):.3f} img/s "
-          f"(median of {a.rounds} rounds of {a.steps} steps)")
+            fn()
+        rates.append(a.steps * images_per_call / (time.perf_counter() - t))
+        print(f"  round {r + 1}: {what} {rates[-1]:.3f} img/s")
+    return statistics.median(rates)
 
 
 def evaluate(m, a):
@@ -92,17 +98,9 @@ def evaluate(m, a):
         logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
         return logits.softmax(1).argmax(1)
 
-    for _ in range(a.warmup):
-        infer()
-    rates = []
-    for r in range(a.rounds):
-        t = time.perf_counter()
-        for _ in range(a.steps):
-            infer()
-        rates.append(a.steps / (time.perf_counter() - t))
-        print(f"  round {r + 1}: {rates[-1]:.3f} img/s")
+    rate = timed_rounds(infer, a, 1, "evaluation")
     print(f"evaluation (PyTorch {torch.__version__}, {a.precision}, whole image {w}x{h} -> {W}x{H}) "
-          f"{statistics.median(rates):.3f} img/s (median of {a.rounds} rounds of {a.steps} images)")
+          f"{rate:.3f} img/s (median of {a.rounds} rounds of {a.steps} images)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 // cp2 bench pretrain: throughput of the data pipeline, the model step and end to end.
+#include <cstdint>
 #include <cstdio>
 
 #include "commands.h"
@@ -29,7 +30,13 @@ void add_numerics_flags(CLI::App* s, compute::NumericsOptions& n) {
 // beside a GPU's; train::auto_workers).
 void add_workers_flag(CLI::App* s, int& workers) {
   s->add_option_function<std::string>(
-       "--workers", [&workers](const std::string& v) { workers = v == "auto" ? config::kAuto : std::stoi(v); },
+       "--workers",
+       [&workers](const std::string& v) {
+         if (v == "auto") return void(workers = config::kAuto);
+         const long long n = std::stoll(v);  // checked below as an integer >= 0
+         if (n > INT32_MAX) throw CLI::ValidationError("--workers", "expected auto or an integer >= 0, found '" + v + "'");
+         workers = static_cast<int>(n);
+       },
        "loader threads, or auto (as data.workers: 2 beside a CPU step, every core of the process but one beside a "
        "GPU's)")
       ->check(typed(Kind::NonNegIntOrAuto, "", "INT|auto"))

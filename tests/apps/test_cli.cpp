@@ -448,6 +448,10 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   const auto neg = run("bench pretrain --data " + images + " --workers -1");
   EXPECT_EQ(neg.rc, 2) << neg.out;
   EXPECT_NE(neg.out.find("--workers: expected auto or an integer >= 0, found '-1'"), std::string::npos) << neg.out;
+  const auto huge = run("bench finetune --workers 99999999999");
+  EXPECT_EQ(huge.rc, 2) << huge.out;
+  EXPECT_NE(huge.out.find("--workers: expected auto or an integer >= 0, found '99999999999'"), std::string::npos)
+      << huge.out;
   for (const char* line : {"\nmodel step ", "\nend to end "}) {
     const auto at = r.out.find(line);
     ASSERT_NE(at, std::string::npos) << r.out;
