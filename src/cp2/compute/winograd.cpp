@@ -380,19 +380,13 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
     throw Error("winograd_conv3x3: expected fp32 CPU tensors");
   RECORD_USER_SCOPE("cp2::winograd_conv3x3");  // its forward in cp2 bench --profile (no ATen op runs it)
-  switch (winograd_kernels()) {
-    case WinogradKernels::onednn: {
-      std::string why;
-      if (!onednn_available(&why)) throw Error("winograd: " + why);
-      if (winograd_runs(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) return onednn_conv3x3(x, weight);
-      return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
-    }
-    case WinogradKernels::tiles:
-      if (winograd_runs(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3))) return tiles_conv3x3(x, weight);
-      [[fallthrough]];
-    default:
-      return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
-  }
+  const auto kernels = winograd_kernels();
+  // oneDNN's kernels named where this CPU lacks them: an error, not a silent direct convolution.
+  if (std::string why; kernels == WinogradKernels::onednn && !onednn_available(&why)) throw Error("winograd: " + why);
+  // Where the kernels would not pay (winograd_runs), the direct convolution.
+  if (winograd_runs(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)))
+    return kernels == WinogradKernels::onednn ? onednn_conv3x3(x, weight) : tiles_conv3x3(x, weight);
+  return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
 }
 
 }  // namespace cp2::compute

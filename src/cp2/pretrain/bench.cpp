@@ -111,10 +111,11 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   // CPU from the probe (a probe at half the step's own rate).
   const auto fl = compute::count_step([&] { train_step(*model, opt, fixed, lr); }, static_cast<double>(o.batch),
                                       o.device, numerics, verbose);
-  if (o.profile > 0 && verbose && graphs) std::printf("note: the profile below is of eager steps; the timed steps are graphs\n");
-  if (o.profile > 0 && verbose)
+  if (o.profile > 0 && verbose) {
+    if (graphs) std::printf("note: the profile below is of eager steps; the timed steps are graphs\n");
     std::printf("%s", compute::profile_table(compute::profile_steps([&] { train_step(*model, opt, fixed, lr); }, o.steps),
                                              o.profile).c_str());
+  }
   // Untimed: the warm-up, then one step while the loader fills its prefetch queue; with graphs
   // these make the capture, and the timed steps replay it.
   for (int i = 0; i < o.warmup; ++i) runner.step(to_dev(next()), lr);
