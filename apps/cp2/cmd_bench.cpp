@@ -126,8 +126,9 @@ Command register_bench(CLI::App& app) {
   cv->add_option("--dilation", co->dilation, "dilation (= padding)")->capture_default_str();
   cv->add_flag("--channels-last", co->channels_last, "channels-last input and weight");
   cv->add_option("--kernels", co->kernels,
-                 "Winograd kernels: best (as train.conv_algorithm picks), onednn, or tiles (cp2's AVX2 kernels, "
-                 "also where their pay-off rule would run the convolution direct)")
+                 "Winograd kernels: best (as train.conv_algorithm picks), onednn, tiles (cp2's AVX2 kernels in the "
+                 "tile size that fits the map better, also where their pay-off rule would run the convolution "
+                 "direct), tiles-f4 or tiles-f3 (cp2's, in 4x4 or 3x3 output tiles)")
       ->capture_default_str();
   cv->add_option("--rounds", co->rounds, "timed calls (best of)")->capture_default_str();
   return {c, [o, p, so, ft, ev, all, ar, co, cv] {

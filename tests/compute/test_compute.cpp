@@ -12,6 +12,7 @@
 #include "cp2/compute/conv_bench.h"
 #include "cp2/compute/dilated.h"
 #include "cp2/compute/flops.h"
+#include "cp2/compute/gemm.h"
 #include "cp2/compute/op_profile.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
@@ -459,12 +460,15 @@ TEST(Numerics, Bf16SegmentorLogitsAreFp32AndClose) {
 }
 
 
-// The Winograd kernels this CPU runs: oneDNN's (AVX-512) and cp2's own (AVX2 + FMA), each
-// tested wherever it runs.
+// The Winograd kernels this CPU runs: oneDNN's (AVX-512) and cp2's own (AVX2 + FMA; in the
+// tile size that fits the map better, and in each size named), each tested wherever it runs.
 std::vector<compute::WinogradKernels> winograd_kernel_sets() {
   std::vector<compute::WinogradKernels> k;
   if (compute::winograd_kernels() == compute::WinogradKernels::onednn) k.push_back(compute::WinogradKernels::onednn);
-  if (compute::tiles_available()) k.push_back(compute::WinogradKernels::tiles);
+  if (compute::tiles_available())
+    for (auto t :
+         {compute::WinogradKernels::tiles, compute::WinogradKernels::tiles_f4, compute::WinogradKernels::tiles_f3})
+      k.push_back(t);
   return k;
 }
 
@@ -560,35 +564,57 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     EXPECT_NE(why.find("AVX2"), std::string::npos);
     return;
   }
+  // The 512-channel cases' filters (9.4 MB, 38 MB in the Winograd domain) take the kernels'
+  // streaming stores. Each case in both tile sizes (4×4 and 3×3 outputs) and at dilation d
+  // (d² sub-grids tiled in place; the maps' sides are multiples of d), input NCHW or
+  // channels-last.
   struct Case {
     int64_t n, c, o, h, w;
     bool weight_cl;
+    int64_t d = 1;
+    bool input_cl = false;
   };
-  // The 512-channel cases' filters (9.4 MB, 38 MB in the Winograd domain) take the kernels'
-  // streaming stores.
   for (const auto& k : {Case{1, 8, 8, 1, 1, false}, Case{2, 64, 128, 9, 5, true}, Case{1, 256, 64, 7, 7, false},
-                        Case{2, 32, 16, 4, 13, true}, Case{1, 512, 512, 3, 5, false}, Case{1, 512, 512, 2, 2, true}}) {
-    SCOPED_TRACE(shape_str({k.n, k.c, k.h, k.w}) + " -> " + std::to_string(k.o));
-    torch::manual_seed(11);
-    auto w0 = torch::randn({k.o, k.c, 3, 3}) / std::sqrt(9.0 * k.c);
-    if (k.weight_cl) w0 = w0.contiguous(at::MemoryFormat::ChannelsLast);
-    const auto x0 = torch::randn({k.n, k.c, k.h, k.w});
-    const auto g = torch::randn({k.n, k.o, k.h, k.w});
-    auto xr = x0.clone().requires_grad_(true), wr = w0.clone().requires_grad_(true);
-    const auto yr = at::conv2d(xr, wr, {}, 1, 1);
-    (yr * g).sum().backward();
-    auto xt = x0.clone().requires_grad_(true), wt = w0.clone().requires_grad_(true);
-    const auto yt = compute::tiles_conv3x3(xt, wt);
-    (yt * g).sum().backward();
-    EXPECT_LT(rel(yt, yr), 2e-5);
-    EXPECT_LT(rel(xt.grad(), xr.grad()), 2e-5);
-    EXPECT_LT(rel(wt.grad(), wr.grad()), 2e-5);
-    EXPECT_EQ(wt.grad().sizes(), wr.grad().sizes());
-    // Weights frozen: no weight gradient computed, the input gradient unchanged.
-    auto xf = x0.clone().requires_grad_(true);
-    (compute::tiles_conv3x3(xf, w0) * g).sum().backward();
-    EXPECT_TRUE(torch::equal(xf.grad(), xt.grad()));
+                        Case{2, 32, 16, 4, 13, true}, Case{1, 512, 512, 3, 5, false}, Case{1, 512, 512, 2, 2, true},
+                        Case{2, 16, 24, 12, 12, false, 4, true}, Case{1, 24, 16, 18, 9, true, 3},
+                        Case{3, 8, 8, 10, 14, false, 2, true}}) {
+    for (int64_t tile : {4, 3}) {
+      SCOPED_TRACE(shape_str({k.n, k.c, k.h, k.w}) + " -> " + std::to_string(k.o) + ", dilation " +
+                   std::to_string(k.d) + ", tiles of " + std::to_string(tile));
+      torch::manual_seed(11);
+      auto w0 = torch::randn({k.o, k.c, 3, 3}) / std::sqrt(9.0 * k.c);
+      if (k.weight_cl) w0 = w0.contiguous(at::MemoryFormat::ChannelsLast);
+      auto x0 = torch::randn({k.n, k.c, k.h, k.w});
+      if (k.input_cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+      const auto g = torch::randn({k.n, k.o, k.h, k.w});
+      auto xr = x0.clone().requires_grad_(true), wr = w0.clone().requires_grad_(true);
+      const auto yr = at::conv2d(xr, wr, {}, 1, k.d, k.d);
+      (yr * g).sum().backward();
+      auto xt = x0.clone().requires_grad_(true), wt = w0.clone().requires_grad_(true);
+      const auto yt = compute::tiles_conv3x3(xt, wt, tile, k.d);
+      (yt * g).sum().backward();
+      EXPECT_LT(rel(yt, yr), 2e-5);
+      EXPECT_LT(rel(xt.grad(), xr.grad()), 2e-5);
+      EXPECT_LT(rel(wt.grad(), wr.grad()), 2e-5);
+      EXPECT_GT(rel(yt, yr), 0);  // Winograd's arithmetic, not the direct convolution's
+      EXPECT_EQ(wt.grad().sizes(), wr.grad().sizes());
+      EXPECT_EQ(compute::is_channels_last(yt), k.input_cl);
+      // Weights frozen: no weight gradient computed, the input gradient unchanged.
+      auto xf = x0.clone().requires_grad_(true);
+      (compute::tiles_conv3x3(xf, w0, tile, k.d) * g).sum().backward();
+      EXPECT_TRUE(torch::equal(xf.grad(), xt.grad()));
+    }
   }
+  // Tile sizes: 3×3 where it multiplies less (maps of 1, 2, 3, 5, 6, 9 pixels), else 4×4.
+  for (int64_t s : {1, 2, 3, 5, 6, 9}) EXPECT_EQ(compute::tiles_size(s, s), 3) << s;
+  for (int64_t s : {4, 7, 8, 10, 12, 14, 16, 28}) EXPECT_EQ(compute::tiles_size(s, s), 4) << s;
+  EXPECT_DOUBLE_EQ(compute::tiles_products(3, 3, 3), 25.0 / 9);
+  EXPECT_DOUBLE_EQ(compute::tiles_products(3, 3, 4), 36.0 / 9);
+  EXPECT_DOUBLE_EQ(compute::tiles_products(8, 8, 4), 36.0 * 4 / 64);
+  expect_error([&] { compute::tiles_conv3x3(torch::randn({1, 8, 10, 10}), torch::randn({8, 8, 3, 3}), 0, 4); },
+               {"tiles_conv3x3", "multiples of the dilation", "[1, 8, 10, 10]", "dilation 4"});
+  expect_error([&] { compute::tiles_conv3x3(torch::randn({1, 8, 8, 8}), torch::randn({8, 8, 3, 3}), 5); },
+               {"tiles of 3 or 4", "5"});
   // conv_path asks winograd_runs: where the kernels chosen would run the direct convolution,
   // the module's forward, without the sub-grid copies (a rate-2 convolution on 8×8 maps,
   // batch 1: 4 sub-grids of one tile each). Named, either kernels run there; chosen as the
@@ -628,6 +654,38 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
   EXPECT_FALSE(compute::tiles_pay_off(128, 128, 256, 6, 6));   // 56 % full, 128 channels
   EXPECT_FALSE(compute::tiles_pay_off(128, 512, 512, 5, 5));   // 39 % full
   EXPECT_FALSE(compute::tiles_pay_off(32, 132, 128, 16, 16));  // not a multiple of 8
+  // F(3×3) on the maps it tiles better: against oneDNN's AVX-512 direct kernels ≥ 64 tiles
+  // with ≥ 256 channels or ≥ 256 tiles with ≥ 128; elsewhere ≥ 32 tiles with ≥ 64 channels.
+  // Chosen as the best, on such maps it runs, or the convolution runs direct (never oneDNN's
+  // half-empty 4×4 tiles).
+  const bool avx512 = compute::onednn_avx512();
+  EXPECT_TRUE(compute::tiles3_pay_off(512, 512, 512, 3, 3));    // ResNet-18's rate 4 at 96 px, batch 32
+  EXPECT_TRUE(compute::tiles3_pay_off(128, 256, 256, 6, 6));    // its rate 2: 512 tiles
+  EXPECT_EQ(compute::tiles3_pay_off(64, 512, 512, 3, 3), true);   // 64 tiles
+  EXPECT_EQ(compute::tiles3_pay_off(64, 128, 128, 3, 3), !avx512);
+  EXPECT_EQ(compute::tiles3_pay_off(256, 128, 128, 3, 3), true);
+  EXPECT_EQ(compute::tiles3_pay_off(32, 64, 64, 3, 3), !avx512);
+  EXPECT_FALSE(compute::tiles3_pay_off(16, 512, 512, 3, 3));    // 16 tiles
+  EXPECT_FALSE(compute::tiles3_pay_off(512, 32, 64, 3, 3));     // 32 channels in
+  EXPECT_FALSE(compute::tiles3_pay_off(512, 512, 512, 4, 4));   // 4×4 tiles fit better
+  {
+    compute::WinogradScope best(true, compute::WinogradKernels::best);
+    const auto p = compute::winograd_plan(512, 512, 512, 3, 3);
+    EXPECT_EQ(p.kernels, compute::WinogradKernels::tiles);
+    EXPECT_EQ(p.tile, 3);
+    EXPECT_DOUBLE_EQ(p.products, 25.0 / 9);
+    EXPECT_EQ(compute::winograd_plan(16, 512, 512, 3, 3).kernels, compute::WinogradKernels::none);
+    EXPECT_EQ(compute::winograd_plan(512, 512, 512, 4, 4).tile, 4);
+    // ResNet-18's rate-4 convolution at 96 px (12×12 maps, batch 32) takes F(3×3) sub-grids,
+    // channels-last too (before the tap GEMMs: 2.8 products per output against 9 · 0.60);
+    // ASPP's rate 6 there (2×2 sub-grids: 6.25 against 9 · 0.44) keeps the tap GEMMs.
+    torch::nn::Conv2d rate4(torch::nn::Conv2dOptions(512, 512, 3).padding(4).dilation(4).bias(false));
+    torch::nn::Conv2d rate6(torch::nn::Conv2dOptions(512, 128, 3).padding(6).dilation(6).bias(false));
+    const auto x12 = torch::empty({32, 512, 12, 12}).contiguous(at::MemoryFormat::ChannelsLast);
+    EXPECT_EQ(compute::conv_path(*rate4, x12), compute::ConvPath::winograd_subgrids);
+    EXPECT_EQ(compute::conv_path(*rate6, x12),
+              compute::tap_gemm_available() ? compute::ConvPath::taps : compute::ConvPath::module);
+  }
   // 12 input channels: direct, bit for bit.
   const auto x = torch::randn({2, 12, 6, 6});
   const auto w = torch::randn({8, 12, 3, 3});
@@ -850,7 +908,7 @@ TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {
   // too: 2 tiles here).
   o.dilation = 1, o.size = 8, o.kernels = "tiles";
   if (std::string why; compute::tiles_available(&why))
-    EXPECT_EQ(compute::bench_conv(o, false).fast, "Winograd (cp2 AVX2)");
+    EXPECT_EQ(compute::bench_conv(o, false).fast, "Winograd (cp2 AVX2, F(4x4))");
   else
     expect_error([&] { compute::bench_conv(o, false); }, {"--kernels tiles", "not available here", why});
   // --kernels onednn: oneDNN's kernels, or an error naming what is missing (AVX-512, or the
@@ -861,7 +919,15 @@ TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {
   else
     expect_error([&] { compute::bench_conv(o, false); }, {"--kernels onednn", "not available here", why});
   o.kernels = "fastest";
-  expect_error([&] { compute::bench_conv(o, false); }, {"--kernels", "best, onednn or tiles", "fastest"});
+  expect_error([&] { compute::bench_conv(o, false); },
+               {"--kernels", "best, onednn, tiles, tiles-f4 or tiles-f3", "fastest"});
+  // Named sizes: 3×3 tiles on the same map, and where 3×3 fits better (6×6).
+  if (compute::tiles_available()) {
+    o.kernels = "tiles-f3";
+    EXPECT_EQ(compute::bench_conv(o, false).fast, "Winograd (cp2 AVX2, F(3x3))");
+    o.kernels = "tiles", o.size = 12, o.dilation = 2;
+    EXPECT_EQ(compute::bench_conv(o, false).fast, "Winograd sub-grids (cp2 AVX2, F(3x3))");
+  }
   o.kernels = "best", o.dilation = 0;
   expect_error([&] { compute::bench_conv(o, false); }, {"--dilation", "positive", "0"});
 }

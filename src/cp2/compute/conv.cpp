@@ -53,16 +53,20 @@ ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   if (!winograd_enabled() || !x.device().is_cpu() || x.scalar_type() != at::kFloat ||
       conv.bias.defined() || autocast_active(false) || d == 0)
     return ConvPath::module;
-  const int64_t h = x.size(2), w = x.size(3);
-  if (d > 1 && tap_gemm_available() &&
-      dilated_taps_kept(h, w, d) <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
+  const int64_t n = x.size(0), c = x.size(1), out = conv.weight.size(0), h = x.size(2), w = x.size(3);
+  if (d == 1) return winograd_runs(n, c, out, h, w) ? ConvPath::winograd : ConvPath::module;
+  // The sub-grids' Winograd plan, where the map divides into them.
+  const auto plan = h % d || w % d ? WinogradPlan{} : winograd_plan(n * d * d, c, out, h / d, w / d);
+  const double kept = dilated_taps_kept(h, w, d);
+  // cp2's F(3×3) tiles on sub-grids of 3 or 6 pixels (ResNet's rates 2 and 4 on 12×12 maps:
+  // kept 0.79 and 0.60) multiply less than the taps (2.8 against 9·kept per output), and ran
+  // 1.5-1.7× faster than them on an Intel Xeon (docs/benchmarks.md).
+  const bool f3 = plan.kernels == WinogradKernels::tiles && plan.tile == 3 && plan.products < 9 * kept;
+  if (!f3 && tap_gemm_available() && kept <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
     return ConvPath::taps;
   // Where Winograd would run the direct convolution anyway (cp2's kernels below their pay-off
-  // rule), the module's forward: no sub-grid copies around it.
-  const int64_t n = x.size(0), c = x.size(1), out = conv.weight.size(0);
-  if (d == 1) return winograd_runs(n, c, out, h, w) ? ConvPath::winograd : ConvPath::module;
-  if (h % d || w % d) return ConvPath::module;
-  return winograd_runs(n * d * d, c, out, h / d, w / d) ? ConvPath::winograd_subgrids : ConvPath::module;
+  // rule), the module's forward.
+  return plan.kernels != WinogradKernels::none ? ConvPath::winograd_subgrids : ConvPath::module;
 }
 
 const char* conv_path_name(ConvPath p) {
@@ -83,18 +87,7 @@ at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
     case ConvPath::winograd: return winograd_conv3x3(x, conv.weight);
     case ConvPath::winograd_subgrids: break;
   }
-  // A 3×3 convolution with dilation d and padding d reads, for an output pixel in phase
-  // (i mod d, j mod d), only inputs of the same phase: d² undilated convolutions (padding 1)
-  // over the sub-grids, batched.
-  const int64_t d = (*conv.options.dilation())[0];
-  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  auto sub = x.reshape({n, c, h / d, d, w / d, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, h / d, w / d});
-  const bool cl = is_channels_last(x);
-  if (cl) sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
-  auto y = winograd_conv3x3(sub, conv.weight);
-  const int64_t out = y.size(1);
-  y = y.reshape({n, d, d, out, h / d, w / d}).permute({0, 3, 4, 1, 5, 2}).reshape({n, out, h, w});
-  return cl ? y.contiguous(at::MemoryFormat::ChannelsLast) : y;
+  return winograd_conv3x3(x, conv.weight, (*conv.options.dilation())[0]);
 }
 
 }  // namespace cp2::compute

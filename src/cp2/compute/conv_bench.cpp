@@ -24,8 +24,8 @@ void ConvBenchOptions::validate() const {
   positive("size", size);
   positive("dilation", dilation);
   positive("rounds", rounds);
-  if (kernels != "best" && kernels != "onednn" && kernels != "tiles")
-    throw Error("--kernels: expected best, onednn or tiles, found '" + kernels + "'");
+  if (kernels != "best" && kernels != "onednn" && kernels != "tiles" && kernels != "tiles-f4" && kernels != "tiles-f3")
+    throw Error("--kernels: expected best, onednn, tiles, tiles-f4 or tiles-f3, found '" + kernels + "'");
 }
 
 namespace {
@@ -56,8 +56,10 @@ ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
   const auto x = torch::randn({o.batch, o.in, o.size, o.size}).contiguous(fmt).requires_grad_(true);
   const auto g = torch::randn({o.batch, o.out, o.size, o.size}).contiguous(fmt);
   const auto kernels = o.kernels == "onednn" ? WinogradKernels::onednn
-                       : o.kernels == "tiles" ? WinogradKernels::tiles
-                                              : WinogradKernels::best;
+                       : o.kernels == "tiles"    ? WinogradKernels::tiles
+                       : o.kernels == "tiles-f4" ? WinogradKernels::tiles_f4
+                       : o.kernels == "tiles-f3" ? WinogradKernels::tiles_f3
+                                                 : WinogradKernels::best;
   // A named set that cannot run here is an error, not a silent "direct" (the point of naming
   // it is to time those kernels).
   if (std::string why; o.kernels != "best" && !winograd_kernels_available(kernels, &why))
@@ -67,8 +69,16 @@ ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
     WinogradScope on(true, kernels);
     const auto path = conv_path(*conv, x);
     r.fast = conv_path_name(path);
-    if (path == ConvPath::winograd || path == ConvPath::winograd_subgrids)
-      r.fast += std::string(" (") + winograd_kernels_name(winograd_kernels()) + ")";
+    if (path == ConvPath::winograd || path == ConvPath::winograd_subgrids) {
+      // The shape Winograd sees: the batch of d² sub-grids of a dilated convolution.
+      const int64_t s = path == ConvPath::winograd ? 1 : d;
+      const auto plan = winograd_plan(o.batch * s * s, o.in, o.out, o.size / s, o.size / s);
+      r.fast += std::string(" (") + winograd_kernels_name(plan.kernels) +
+                (plan.kernels == WinogradKernels::tiles ? ", F(" + std::to_string(plan.tile) + "x" +
+                                                              std::to_string(plan.tile) + ")"
+                                                        : std::string()) +
+                ")";
+    }
   }
   auto fwd = [&](bool fast) {
     torch::NoGradGuard ng;

@@ -35,7 +35,11 @@ std::string Numerics::describe() const {
          (auto_fp32_reason.empty() ? "" : " (precision auto: " + auto_fp32_reason + ")") +
          (loss_scaling ? ", dynamic loss scaling" : "") + ", " +
          (channels_last ? "channels-last" : "NCHW") +
-         (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) + ")" +
+         (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) +
+                         (winograd_kernels_available(WinogradKernels::tiles)
+                              ? "; cp2's F(3x3) where 4x4 tiles would be half empty"
+                              : "") +
+                         ")" +
                          (tap_gemm_available() ? ", dilated 3x3 as tap GEMMs" : "")
                    : "");
 }

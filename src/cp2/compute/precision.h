@@ -67,8 +67,9 @@ inline const std::vector<std::string>& conv_algorithm_choices() {
 }
 inline constexpr const char* kConvAlgorithmHelp =
     "3x3 convolutions in fp32 on the CPU: direct (as PyTorch), winograd (Winograd F(4x4,3x3): oneDNN's kernels on "
-    "AVX-512 CPUs, cp2's on AVX2 ones; dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap "
-    "over the pixels it reads; differs from direct by fp32 round-off) or auto (winograd where available)";
+    "AVX-512 CPUs, cp2's on AVX2 ones, either only where measured faster, e.g. from 32 tiles (4x4 outputs) up; "
+    "dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap over the pixels it reads; differs from "
+    "direct by fp32 round-off) or auto (winograd where available)";
 
 // A run's resolved numerics.
 struct Numerics {

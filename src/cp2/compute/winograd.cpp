@@ -333,6 +333,8 @@ const char* winograd_kernels_name(WinogradKernels k) {
   switch (k) {
     case WinogradKernels::onednn: return "oneDNN";
     case WinogradKernels::tiles: return "cp2 AVX2";
+    case WinogradKernels::tiles_f4: return "cp2 AVX2 F(4x4)";
+    case WinogradKernels::tiles_f3: return "cp2 AVX2 F(3x3)";
     default: return "none";
   }
 }
@@ -352,41 +354,70 @@ bool winograd_kernels_available(WinogradKernels k, std::string* why) {
   switch (k) {
     case WinogradKernels::best: return winograd_available(why);
     case WinogradKernels::onednn: return onednn_available(why);
-    case WinogradKernels::tiles: return tiles_available(why);
+    case WinogradKernels::tiles:
+    case WinogradKernels::tiles_f4:
+    case WinogradKernels::tiles_f3: return tiles_available(why);
     default:
       if (why) *why = "no Winograd kernels named";
       return false;
   }
 }
 
-bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w) {
-  switch (winograd_kernels()) {
-    case WinogradKernels::onednn:
-      return onednn_available(nullptr) &&
-             (t_kernels == WinogradKernels::onednn || winograd_tiles(n, h, w) >= kMinWinogradTiles);
-    case WinogradKernels::tiles:
-      // cp2's kernels take 8 channels at a time; chosen by name they run wherever that fits,
-      // chosen as the best at hand only where they beat the direct convolution.
-      return tiles_available(nullptr) &&
-             (t_kernels == WinogradKernels::tiles ? tiles_fit(c, o) : tiles_pay_off(n, c, o, h, w));
-    default: return false;
+WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w) {
+  using K = WinogradKernels;
+  const auto plan = [h, w](K k, int64_t m) {
+    return WinogradPlan{k, m, tiles_products(h, w, m)};
+  };
+  const bool tiles = tiles_available(nullptr), fit = tiles && tiles_fit(c, o);
+  switch (t_kernels) {
+    case K::onednn: return onednn_available(nullptr) ? plan(K::onednn, 4) : WinogradPlan{};
+    // cp2's kernels take 8 channels at a time; named, they run wherever that fits.
+    case K::tiles: return fit ? plan(K::tiles, tiles_size(h, w)) : WinogradPlan{};
+    case K::tiles_f4: return fit ? plan(K::tiles, 4) : WinogradPlan{};
+    case K::tiles_f3: return fit ? plan(K::tiles, 3) : WinogradPlan{};
+    case K::best: break;
+    default: return {};
   }
+  // Chosen as the best at hand, only where they beat the direct convolution: on the maps
+  // F(3×3) tiles better, cp2's F(3×3) (on AVX-512 CPUs too: oneDNN has no such tiles) or
+  // direct; elsewhere F(4×4).
+  if (tiles && tiles_size(h, w) == 3) return tiles3_pay_off(n, c, o, h, w) ? plan(K::tiles, 3) : WinogradPlan{};
+  if (onednn_available(nullptr))
+    return winograd_tiles(n, h, w) >= kMinWinogradTiles ? plan(K::onednn, 4) : WinogradPlan{};
+  if (tiles && tiles_pay_off(n, c, o, h, w)) return plan(K::tiles, 4);
+  return {};
 }
 
-at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
+bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w) {
+  return winograd_plan(n, c, o, h, w).kernels != WinogradKernels::none;
+}
+
+at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t d) {
   if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1))
     throw Error("winograd_conv3x3: expected input (N,C,H,W) and weight (O,C,3,3), found " + shape_str(x.sizes().vec()) +
                 " and " + shape_str(weight.sizes().vec()));
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
     throw Error("winograd_conv3x3: expected fp32 CPU tensors");
+  if (d < 1 || x.size(2) % d || x.size(3) % d)
+    throw Error("winograd_conv3x3: expected a map whose sides are multiples of the dilation, found " +
+                shape_str(x.sizes().vec()) + " at dilation " + std::to_string(d));
   RECORD_USER_SCOPE("cp2::winograd_conv3x3");  // its forward in cp2 bench --profile (no ATen op runs it)
-  const auto kernels = winograd_kernels();
   // oneDNN's kernels named where this CPU lacks them: an error, not a silent direct convolution.
-  if (std::string why; kernels == WinogradKernels::onednn && !onednn_available(&why)) throw Error("winograd: " + why);
-  // Where the kernels would not pay (winograd_runs), the direct convolution.
-  if (winograd_runs(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)))
-    return kernels == WinogradKernels::onednn ? onednn_conv3x3(x, weight) : tiles_conv3x3(x, weight);
-  return at::conv2d(x, weight, {}, {1, 1}, {1, 1});
+  if (std::string why; t_kernels == WinogradKernels::onednn && !onednn_available(&why)) throw Error("winograd: " + why);
+  // Where the kernels would not pay or fit (winograd_plan, of the sub-grids), the direct convolution.
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const auto plan = winograd_plan(n * d * d, c, weight.size(0), h / d, w / d);
+  if (plan.kernels == WinogradKernels::tiles) return tiles_conv3x3(x, weight, plan.tile, d);  // sub-grids in place
+  if (plan.kernels != WinogradKernels::onednn) return at::conv2d(x, weight, {}, {1, 1}, {d, d}, {d, d});
+  if (d == 1) return onednn_conv3x3(x, weight);
+  // oneDNN's kernels take the d² sub-grids as a batch, copied out and back.
+  auto sub = x.reshape({n, c, h / d, d, w / d, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, h / d, w / d});
+  const bool cl = is_channels_last(x);
+  if (cl) sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
+  auto y = onednn_conv3x3(sub, weight);
+  const int64_t out = y.size(1);
+  y = y.reshape({n, d, d, out, h / d, w / d}).permute({0, 3, 4, 1, 5, 2}).reshape({n, out, h, w});
+  return cl ? y.contiguous(at::MemoryFormat::ChannelsLast) : y;
 }
 
 }  // namespace cp2::compute

@@ -28,11 +28,22 @@ bool winograd_available(std::string* why = nullptr);
 // Whether a WinogradScope enabled the fast algorithms on this thread.
 bool winograd_enabled();
 
-// Which kernels run: `best` = oneDNN's where available, else cp2's. Tests and benchmarks may
-// name one (oneDNN's caps its ISA by DNNL_MAX_CPU_ISA=AVX2, which makes `best` pick cp2's).
-enum class WinogradKernels { best, onednn, tiles, none };
-WinogradKernels winograd_kernels();  // on this thread, `best` resolved
-const char* winograd_kernels_name(WinogradKernels k);  // "oneDNN", "cp2 AVX2"
+// Which kernels run: `best` = per shape, cp2's F(3×3) where that tiling fits the map better
+// and pays (compute/winograd_tiles.h), else oneDNN's F(4×4) where available, else cp2's
+// F(4×4). Tests and benchmarks may name one: `tiles` (cp2's, the tile size that fits the map
+// better), `tiles_f4` or `tiles_f3` (cp2's, that size); oneDNN's caps its ISA by
+// DNNL_MAX_CPU_ISA=AVX2, which makes `best` pick cp2's.
+enum class WinogradKernels { best, onednn, tiles, tiles_f4, tiles_f3, none };
+WinogradKernels winograd_kernels();  // on this thread; `best`: oneDNN's where available, else cp2's
+const char* winograd_kernels_name(WinogradKernels k);  // "oneDNN", "cp2 AVX2", …
+// The kernels that run a convolution of input (n,c,h,w) by c→o filters on this thread, as
+// winograd_conv3x3 picks them (`none`: the direct convolution), and their tile size.
+struct WinogradPlan {
+  WinogradKernels kernels = WinogradKernels::none;
+  int64_t tile = 4;
+  double products = 9;  // multiplications per output pixel and channel pair (direct: 9)
+};
+WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w);
 // Whether the named kernels run on this CPU and build (`best`: either); when not, `why` says
 // what is missing.
 bool winograd_kernels_available(WinogradKernels k, std::string* why = nullptr);
@@ -55,17 +66,20 @@ class WinogradScope {
   WinogradKernels prev_kernels_;
 };
 
-// Whether winograd_conv3x3 runs Winograd for input (n,c,h,w) and c→o filters on this thread:
-// kernels named by a WinogradScope wherever they fit (cp2's take 8 channels at a time); chosen
-// as the best at hand, oneDNN's from kMinWinogradTiles tiles and cp2's where tiles_pay_off;
+// Whether winograd_conv3x3 runs Winograd for input (n,c,h,w) and c→o filters on this thread
+// (winograd_plan's kernels are not `none`): kernels named by a WinogradScope wherever they fit
+// (cp2's take 8 channels at a time); chosen as the best at hand, cp2's F(3×3) where
+// tiles3_pay_off, oneDNN's from kMinWinogradTiles tiles and cp2's F(4×4) where tiles_pay_off;
 // false where it would run the direct convolution.
 bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w);
 
-// Winograd 3×3 convolution (stride 1, padding 1, no bias) of fp32 CPU tensors, with
-// gradients for both; the caller checks eligibility (throws otherwise). With cp2's kernels,
-// a convolution runs direct where they do not fit (channel counts not multiples of 8) or,
-// unless named by a WinogradScope, where they do not pay off (tiles_pay_off in
-// compute/winograd_tiles.h).
-at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight);
+// Winograd 3×3 convolution (stride 1, padding and dilation d, no bias) of fp32 CPU tensors,
+// with gradients for both; the caller checks eligibility (throws otherwise; H and W
+// multiples of d). A dilated convolution is d² undilated ones over the sub-grids of one phase
+// (compute/winograd_avx2.h): cp2's kernels tile them in place, oneDNN's take them as a batch
+// copied out and back. The choice, per winograd_plan of the sub-grids: the direct
+// convolution where no kernels fit (cp2's: channel counts not multiples of 8) or, unless
+// named by a WinogradScope, where they do not pay off (compute/winograd_tiles.h).
+at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t d = 1);
 
 }  // namespace cp2::compute

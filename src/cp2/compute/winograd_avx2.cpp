@@ -11,7 +11,7 @@
 #include <immintrin.h>
 #endif
 
-namespace cp2::compute::wino43 {
+namespace cp2::compute::wino {
 
 #ifndef CP2_WINO_AVX2
 
@@ -19,8 +19,8 @@ bool cpu_supported() { return false; }
 void input_tiles(const float*, const Geometry&, int64_t, float*, int64_t, int64_t, int64_t) {}
 void output_tiles(const float*, int64_t, const Geometry&, int64_t, float*, int64_t, int64_t) {}
 void grad_output_tiles(const float*, const Geometry&, int64_t, float*, int64_t, int64_t, int64_t) {}
-void weight_tiles(const float*, bool, int64_t, int64_t, bool, float*, int64_t, int64_t, int64_t) {}
-void weight_grad(const float*, int64_t, int64_t, int64_t, float*, bool, int64_t, int64_t) {}
+void weight_tiles(int64_t, const float*, bool, int64_t, int64_t, bool, float*, int64_t, int64_t, int64_t) {}
+void weight_grad(int64_t, const float*, int64_t, int64_t, int64_t, float*, bool, int64_t, int64_t) {}
 
 #else
 
@@ -42,166 +42,224 @@ inline bool aligned32(const float* p) { return reinterpret_cast<uintptr_t>(p) % 
 inline void store_nt(float* p, v8 v) { _mm256_stream_ps(p, reinterpret_cast<__m256>(v)); }
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Bᵀ applied to six values: the input transform along one axis.
-inline void bt(const v8 d[6], v8 r[6]) {
-  const v8 k4 = splat(4.f), k5 = splat(5.f), k2 = splat(2.f);
-  r[0] = k4 * d[0] - k5 * d[2] + d[4];
-  r[1] = -k4 * (d[1] + d[2]) + d[3] + d[4];
-  r[2] = k4 * (d[1] - d[2]) - d[3] + d[4];
-  r[3] = k2 * (d[3] - d[1]) - d[2] + d[4];
-  r[4] = k2 * (d[1] - d[3]) - d[2] + d[4];
-  r[5] = k4 * d[1] - k5 * d[3] + d[5];
-}
+// F(4×4, 3×3): Bᵀ (input, 6 → 6), Aᵀ (output, 6 → 4), A (its transpose, 4 → 6), G (filter,
+// 3 → 6) and Gᵀ (its transpose, 6 → 3) along one axis.
+struct F43 {
+  static constexpr int M = 4, N = 6;
+  // Bᵀ applied to six values: the input transform along one axis.
+  static void bt(const v8* d, v8* r) {
+    const v8 k4 = splat(4.f), k5 = splat(5.f), k2 = splat(2.f);
+    r[0] = k4 * d[0] - k5 * d[2] + d[4];
+    r[1] = -k4 * (d[1] + d[2]) + d[3] + d[4];
+    r[2] = k4 * (d[1] - d[2]) - d[3] + d[4];
+    r[3] = k2 * (d[3] - d[1]) - d[2] + d[4];
+    r[4] = k2 * (d[1] - d[3]) - d[2] + d[4];
+    r[5] = k4 * d[1] - k5 * d[3] + d[5];
+  }
 
-// Aᵀ applied to six values: four outputs.
-inline void at(const v8 m[6], v8 o[4]) {
-  const v8 k2 = splat(2.f), k4 = splat(4.f), k8 = splat(8.f);
-  const v8 p12 = m[1] + m[2], m12 = m[1] - m[2], p34 = m[3] + m[4], m34 = m[3] - m[4];
-  o[0] = m[0] + p12 + p34;
-  o[1] = m12 + k2 * m34;
-  o[2] = p12 + k4 * p34;
-  o[3] = m12 + k8 * m34 + m[5];
-}
+  // Aᵀ applied to six values: four outputs.
+  static void at(const v8* m, v8* o) {
+    const v8 k2 = splat(2.f), k4 = splat(4.f), k8 = splat(8.f);
+    const v8 p12 = m[1] + m[2], m12 = m[1] - m[2], p34 = m[3] + m[4], m34 = m[3] - m[4];
+    o[0] = m[0] + p12 + p34;
+    o[1] = m12 + k2 * m34;
+    o[2] = p12 + k4 * p34;
+    o[3] = m12 + k8 * m34 + m[5];
+  }
 
-// A applied to four values: six outputs (the transpose of at()).
-inline void a(const v8 g[4], v8 z[6]) {
-  const v8 k2 = splat(2.f), k4 = splat(4.f), k8 = splat(8.f);
-  const v8 p02 = g[0] + g[2], p13 = g[1] + g[3];
-  const v8 q02 = g[0] + k4 * g[2], q13 = k2 * g[1] + k8 * g[3];
-  z[0] = g[0];
-  z[1] = p02 + p13;
-  z[2] = p02 - p13;
-  z[3] = q02 + q13;
-  z[4] = q02 - q13;
-  z[5] = g[3];
-}
+  // A applied to four values: six outputs (the transpose of at()).
+  static void a(const v8* g, v8* z) {
+    const v8 k2 = splat(2.f), k4 = splat(4.f), k8 = splat(8.f);
+    const v8 p02 = g[0] + g[2], p13 = g[1] + g[3];
+    const v8 q02 = g[0] + k4 * g[2], q13 = k2 * g[1] + k8 * g[3];
+    z[0] = g[0];
+    z[1] = p02 + p13;
+    z[2] = p02 - p13;
+    z[3] = q02 + q13;
+    z[4] = q02 - q13;
+    z[5] = g[3];
+  }
 
-// G applied to three values: six outputs (the filter transform along one axis).
-inline void gm(const v8 g[3], v8 r[6]) {
-  const v8 k4 = splat(1.f / 4), k6 = splat(1.f / 6), k12 = splat(1.f / 12), k24 = splat(1.f / 24);
-  const v8 p = k24 * g[0] + k6 * g[2], q = k6 * (g[0] + g[2]);
-  r[0] = k4 * g[0];
-  r[1] = -q - k6 * g[1];
-  r[2] = -q + k6 * g[1];
-  r[3] = p + k12 * g[1];
-  r[4] = p - k12 * g[1];
-  r[5] = g[2];
-}
+  // G applied to three values: six outputs (the filter transform along one axis).
+  static void gm(const v8* g, v8* r) {
+    const v8 k4 = splat(1.f / 4), k6 = splat(1.f / 6), k12 = splat(1.f / 12), k24 = splat(1.f / 24);
+    const v8 p = k24 * g[0] + k6 * g[2], q = k6 * (g[0] + g[2]);
+    r[0] = k4 * g[0];
+    r[1] = -q - k6 * g[1];
+    r[2] = -q + k6 * g[1];
+    r[3] = p + k12 * g[1];
+    r[4] = p - k12 * g[1];
+    r[5] = g[2];
+  }
 
-// Gᵀ applied to six values: three outputs (the transpose of gm()).
-inline void gt(const v8 d[6], v8 s[3]) {
-  const v8 k4 = splat(1.f / 4), k6 = splat(1.f / 6), k12 = splat(1.f / 12), k24 = splat(1.f / 24);
-  const v8 p34 = d[3] + d[4], m34 = d[3] - d[4], p12 = d[1] + d[2];
-  s[0] = k4 * d[0] - k6 * p12 + k24 * p34;
-  s[1] = k6 * (d[2] - d[1]) + k12 * m34;
-  s[2] = k6 * (p34 - p12) + d[5];
-}
+  // Gᵀ applied to six values: three outputs (the transpose of gm()).
+  static void gt(const v8* d, v8* s) {
+    const v8 k4 = splat(1.f / 4), k6 = splat(1.f / 6), k12 = splat(1.f / 12), k24 = splat(1.f / 24);
+    const v8 p34 = d[3] + d[4], m34 = d[3] - d[4], p12 = d[1] + d[2];
+    s[0] = k4 * d[0] - k6 * p12 + k24 * p34;
+    s[1] = k6 * (d[2] - d[1]) + k12 * m34;
+    s[2] = k6 * (p34 - p12) + d[5];
+  }
+};
 
+// F(3×3, 3×3), points 0, 1, −1, 2, ∞: Bᵀ, Aᵀ, A, G, Gᵀ as above (derived as Lavin & Gray's
+// construction; exact in rationals, checked on random integers).
+struct F33 {
+  static constexpr int M = 3, N = 5;
+  static void bt(const v8* d, v8* r) {
+    const v8 k2 = splat(2.f), k3 = splat(3.f);
+    r[0] = k2 * (d[0] - d[2]) - d[1] + d[3];
+    r[1] = -k2 * d[1] - d[2] + d[3];
+    r[2] = k2 * d[1] - k3 * d[2] + d[3];
+    r[3] = d[3] - d[1];
+    r[4] = k2 * (d[1] - d[3]) - d[2] + d[4];
+  }
+  static void at(const v8* m, v8* o) {
+    const v8 k2 = splat(2.f), k4 = splat(4.f);
+    const v8 p12 = m[1] + m[2];
+    o[0] = m[0] + p12 + m[3];
+    o[1] = m[1] - m[2] + k2 * m[3];
+    o[2] = p12 + k4 * m[3] + m[4];
+  }
+  static void a(const v8* g, v8* z) {
+    const v8 k2 = splat(2.f), k4 = splat(4.f);
+    const v8 p02 = g[0] + g[2];
+    z[0] = g[0];
+    z[1] = p02 + g[1];
+    z[2] = p02 - g[1];
+    z[3] = g[0] + k2 * g[1] + k4 * g[2];
+    z[4] = g[2];
+  }
+  static void gm(const v8* g, v8* r) {
+    const v8 k2 = splat(1.f / 2), k6 = splat(1.f / 6), k3 = splat(1.f / 3), k23 = splat(2.f / 3);
+    r[0] = k2 * g[0];
+    r[1] = -k2 * (g[0] + g[1] + g[2]);
+    r[2] = k6 * (g[1] - g[0] - g[2]);
+    r[3] = k6 * g[0] + k3 * g[1] + k23 * g[2];
+    r[4] = g[2];
+  }
+  static void gt(const v8* d, v8* s) {
+    const v8 k2 = splat(1.f / 2), k6 = splat(1.f / 6), k3 = splat(1.f / 3), k23 = splat(2.f / 3);
+    s[0] = k2 * (d[0] - d[1]) + k6 * (d[3] - d[2]);
+    s[1] = k6 * d[2] - k2 * d[1] + k3 * d[3];
+    s[2] = k23 * d[3] - k2 * d[1] - k6 * d[2] + d[4];
+  }
+};
+
+// A tile: its image, phase (py, px) and first output pixel (y0, x0) in sub-grid coordinates.
 struct Tile {
-  int64_t b, y0, x0;
+  int64_t b, py, px, y0, x0;
 };
 
 inline Tile tile_of(const Geometry& g, int64_t t) {
   const int64_t tw = g.tiles_w(), th = g.tiles_h();
-  return {t / (th * tw), (t / tw) % th * 4, t % tw * 4};
+  const int64_t s = t / (th * tw);  // (b·d + py)·d + px
+  return {s / (g.d * g.d), s / g.d % g.d, s % g.d, (t / tw) % th * g.m, t % tw * g.m};
 }
 
-}  // namespace
-
-bool cpu_supported() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+// Whether sub-grid pixel (yy, xx) lies inside the image; its offset in pixels from the image's first.
+inline bool inside(const Geometry& g, int64_t yy, int64_t xx) {
+  return yy >= 0 && yy < g.sub_h() && xx >= 0 && xx < g.sub_w();
+}
+inline int64_t pixel(const Geometry& g, const Tile& tl, int64_t yy, int64_t xx) {
+  return (yy * g.d + tl.py) * g.w + xx * g.d + tl.px;
 }
 
-void input_tiles(const float* x, const Geometry& g, int64_t c, float* v, int64_t plane, int64_t t0, int64_t t1) {
+template <class S>
+void input_tiles_t(const float* x, const Geometry& g, int64_t c, float* v, int64_t plane, int64_t t0, int64_t t1) {
+  constexpr int N = S::N;
   const v8 zero = splat(0.f);
   for (int64_t t = t0; t < t1; ++t) {
     const Tile tl = tile_of(g, t);
     const float* img = x + tl.b * g.h * g.w * c;
     float* out = v + t * c;
     for (int64_t c0 = 0; c0 < c; c0 += 8) {
-      v8 tmp[6][6];  // tmp[i][j] = (Bᵀ d)[i][j]
-      for (int j = 0; j < 6; ++j) {
+      v8 tmp[N][N];  // tmp[i][j] = (Bᵀ d)[i][j]
+      for (int j = 0; j < N; ++j) {
         const int64_t xx = tl.x0 - 1 + j;
-        v8 col[6];
-        for (int i = 0; i < 6; ++i) {
+        v8 col[N];
+        for (int i = 0; i < N; ++i) {
           const int64_t yy = tl.y0 - 1 + i;
-          col[i] = (yy >= 0 && yy < g.h && xx >= 0 && xx < g.w) ? load(img + (yy * g.w + xx) * c + c0) : zero;
+          col[i] = inside(g, yy, xx) ? load(img + pixel(g, tl, yy, xx) * c + c0) : zero;
         }
-        v8 r[6];
-        bt(col, r);
-        for (int i = 0; i < 6; ++i) tmp[i][j] = r[i];
+        v8 r[N];
+        S::bt(col, r);
+        for (int i = 0; i < N; ++i) tmp[i][j] = r[i];
       }
-      for (int i = 0; i < 6; ++i) {
-        v8 r[6];
-        bt(tmp[i], r);
-        for (int j = 0; j < 6; ++j) store(out + (6 * i + j) * plane + c0, r[j]);
+      for (int i = 0; i < N; ++i) {
+        v8 r[N];
+        S::bt(tmp[i], r);
+        for (int j = 0; j < N; ++j) store(out + (N * i + j) * plane + c0, r[j]);
       }
     }
   }
 }
 
-void output_tiles(const float* m, int64_t plane, const Geometry& g, int64_t k, float* y, int64_t t0, int64_t t1) {
+template <class S>
+void output_tiles_t(const float* m, int64_t plane, const Geometry& g, int64_t k, float* y, int64_t t0, int64_t t1) {
+  constexpr int N = S::N, M = S::M;
   for (int64_t t = t0; t < t1; ++t) {
     const Tile tl = tile_of(g, t);
     float* img = y + tl.b * g.h * g.w * k;
     const float* in = m + t * k;
     for (int64_t k0 = 0; k0 < k; k0 += 8) {
-      v8 tmp[4][6];  // tmp[i][j] = (Aᵀ M)[i][j]
-      for (int j = 0; j < 6; ++j) {
-        v8 col[6], r[4];
-        for (int i = 0; i < 6; ++i) col[i] = load(in + (6 * i + j) * plane + k0);
-        at(col, r);
-        for (int i = 0; i < 4; ++i) tmp[i][j] = r[i];
+      v8 tmp[M][N];  // tmp[i][j] = (Aᵀ M)[i][j]
+      for (int j = 0; j < N; ++j) {
+        v8 col[N], r[M];
+        for (int i = 0; i < N; ++i) col[i] = load(in + (N * i + j) * plane + k0);
+        S::at(col, r);
+        for (int i = 0; i < M; ++i) tmp[i][j] = r[i];
       }
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < M; ++i) {
         const int64_t yy = tl.y0 + i;
-        if (yy >= g.h) break;
-        v8 r[4];
-        at(tmp[i], r);
-        for (int j = 0; j < 4 && tl.x0 + j < g.w; ++j) store(img + (yy * g.w + tl.x0 + j) * k + k0, r[j]);
+        if (yy >= g.sub_h()) break;
+        v8 r[M];
+        S::at(tmp[i], r);
+        for (int j = 0; j < M && tl.x0 + j < g.sub_w(); ++j) store(img + pixel(g, tl, yy, tl.x0 + j) * k + k0, r[j]);
       }
     }
   }
 }
 
-void grad_output_tiles(const float* dy, const Geometry& g, int64_t k, float* z, int64_t plane, int64_t t0,
-                       int64_t t1) {
+template <class S>
+void grad_output_tiles_t(const float* dy, const Geometry& g, int64_t k, float* z, int64_t plane, int64_t t0,
+                         int64_t t1) {
+  constexpr int N = S::N, M = S::M;
   const v8 zero = splat(0.f);
   for (int64_t t = t0; t < t1; ++t) {
     const Tile tl = tile_of(g, t);
     const float* img = dy + tl.b * g.h * g.w * k;
     float* out = z + t * k;
     for (int64_t k0 = 0; k0 < k; k0 += 8) {
-      v8 tmp[6][4];  // tmp[i][j] = (A dY)[i][j]
-      for (int j = 0; j < 4; ++j) {
+      v8 tmp[N][M];  // tmp[i][j] = (A dY)[i][j]
+      for (int j = 0; j < M; ++j) {
         const int64_t xx = tl.x0 + j;
-        v8 col[4], r[6];
-        for (int i = 0; i < 4; ++i) {
+        v8 col[M], r[N];
+        for (int i = 0; i < M; ++i) {
           const int64_t yy = tl.y0 + i;
-          col[i] = (yy < g.h && xx < g.w) ? load(img + (yy * g.w + xx) * k + k0) : zero;
+          col[i] = inside(g, yy, xx) ? load(img + pixel(g, tl, yy, xx) * k + k0) : zero;
         }
-        a(col, r);
-        for (int i = 0; i < 6; ++i) tmp[i][j] = r[i];
+        S::a(col, r);
+        for (int i = 0; i < N; ++i) tmp[i][j] = r[i];
       }
-      for (int i = 0; i < 6; ++i) {
-        v8 r[6];
-        a(tmp[i], r);
-        for (int j = 0; j < 6; ++j) store(out + (6 * i + j) * plane + k0, r[j]);
+      for (int i = 0; i < N; ++i) {
+        v8 r[N];
+        S::a(tmp[i], r);
+        for (int j = 0; j < N; ++j) store(out + (N * i + j) * plane + k0, r[j]);
       }
     }
   }
 }
 
-void weight_tiles(const float* w, bool ohwi, int64_t o, int64_t c, bool flip, float* u, int64_t plane, int64_t o0,
-                  int64_t o1) {
-  (void)o;
-  // 64 channels at a time into a buffer, then to the 36 planes as runs of 4 cache lines:
+template <class S>
+void weight_tiles_t(const float* w, bool ohwi, int64_t c, bool flip, float* u, int64_t plane, int64_t o0, int64_t o1) {
+  constexpr int N = S::N, P = N * N;
+  // 64 channels at a time into a buffer, then to the P planes as runs of 4 cache lines:
   // 36 interleaved streams of one 32-byte store each wrote at a third of the bandwidth.
   constexpr int64_t kBlock = 64;
-  alignas(64) float buf[36][kBlock];
+  alignas(64) float buf[P][kBlock];
   alignas(64) float taps[9][kBlock];  // OIHW filters of the block, turned to [tap][channel]
-  const bool nt = 36.0 * plane * sizeof(float) > kStreamBytes && aligned32(u) && plane % 8 == 0;
+  const bool nt = double(P) * plane * sizeof(float) > kStreamBytes && aligned32(u) && plane % 8 == 0;
   for (int64_t oi = o0; oi < o1; ++oi)
     for (int64_t cb = 0; cb < c; cb += kBlock) {
       const int64_t n = min64(kBlock, c - cb);
@@ -216,20 +274,20 @@ void weight_tiles(const float* w, bool ohwi, int64_t o, int64_t c, bool flip, fl
           const int src = flip ? 8 - tap : tap;
           g[tap / 3][tap % 3] = ohwi ? load(w + (oi * 9 + src) * c + cb + k) : load(&taps[src][k]);
         }
-        v8 tmp[6][3];  // (G g)[i][b]
+        v8 tmp[N][3];  // (G g)[i][b]
         for (int b = 0; b < 3; ++b) {
           const v8 col[3] = {g[0][b], g[1][b], g[2][b]};
-          v8 r[6];
-          gm(col, r);
-          for (int i = 0; i < 6; ++i) tmp[i][b] = r[i];
+          v8 r[N];
+          S::gm(col, r);
+          for (int i = 0; i < N; ++i) tmp[i][b] = r[i];
         }
-        for (int i = 0; i < 6; ++i) {
-          v8 r[6];
-          gm(tmp[i], r);
-          for (int j = 0; j < 6; ++j) store(&buf[6 * i + j][k], r[j]);
+        for (int i = 0; i < N; ++i) {
+          v8 r[N];
+          S::gm(tmp[i], r);
+          for (int j = 0; j < N; ++j) store(&buf[N * i + j][k], r[j]);
         }
       }
-      for (int x = 0; x < 36; ++x) {
+      for (int x = 0; x < P; ++x) {
         float* p = u + x * plane + oi * c + cb;
         if (nt)
           for (int64_t k = 0; k < n; k += 8) store_nt(p + k, load(&buf[x][k]));
@@ -240,13 +298,16 @@ void weight_tiles(const float* w, bool ohwi, int64_t o, int64_t c, bool flip, fl
   if (nt) _mm_sfence();  // the GEMMs on other threads read u next
 }
 
-void weight_grad(const float* du, int64_t plane, int64_t o, int64_t c, float* dw, bool ohwi, int64_t o0, int64_t o1) {
-  // 256 channels of each of the 36 planes read into a buffer as runs of 16 cache lines, then
-  // transformed: 30 → 25 ms at 2560→512 channels (AMD Zen 4, 2 threads); still a third of
-  // the read bandwidth (36 streams), and storing dU as [O][36][C] instead did not time faster
-  // in the whole convolution.
+template <class S>
+void weight_grad_t(const float* du, int64_t plane, int64_t o, int64_t c, float* dw, bool ohwi, int64_t o0,
+                   int64_t o1) {
+  constexpr int N = S::N, P = N * N;
+  // 256 channels of each of the P planes read into a buffer as runs of 16 cache lines, then
+  // transformed: 30 → 25 ms at 2560→512 channels (F(4×4), AMD Zen 4, 2 threads); still a
+  // third of the read bandwidth (36 streams), and storing dU as [O][36][C] instead did not
+  // time faster in the whole convolution.
   constexpr int64_t kBlock = 256;
-  alignas(64) float buf[36][kBlock];
+  alignas(64) float buf[P][kBlock];
   alignas(64) float out[9 * kBlock];  // OIHW: the block's filters as [channel][tap] (OHWI is written in place)
   const bool nt = 9.0 * o * c * sizeof(float) > kStreamBytes && aligned32(dw);
   auto put = [nt](float* p, v8 v) {
@@ -258,21 +319,21 @@ void weight_grad(const float* du, int64_t plane, int64_t o, int64_t c, float* dw
   for (int64_t oi = o0; oi < o1; ++oi)
     for (int64_t cb = 0; cb < c; cb += kBlock) {
       const int64_t n = min64(kBlock, c - cb);
-      for (int x = 0; x < 36; ++x) {
+      for (int x = 0; x < P; ++x) {
         const float* p = du + x * plane + oi * c + cb;
         for (int64_t k = 0; k < n; k += 8) store(&buf[x][k], load(p + k));
       }
       for (int64_t k = 0; k < n; k += 8) {
-        v8 tmp[3][6];  // (Gᵀ dU)[a][j]
-        for (int j = 0; j < 6; ++j) {
-          v8 col[6], r[3];
-          for (int i = 0; i < 6; ++i) col[i] = load(&buf[6 * i + j][k]);
-          gt(col, r);
+        v8 tmp[3][N];  // (Gᵀ dU)[a][j]
+        for (int j = 0; j < N; ++j) {
+          v8 col[N], r[3];
+          for (int i = 0; i < N; ++i) col[i] = load(&buf[N * i + j][k]);
+          S::gt(col, r);
           for (int a = 0; a < 3; ++a) tmp[a][j] = r[a];
         }
         for (int a = 0; a < 3; ++a) {
           v8 r[3];
-          gt(tmp[a], r);
+          S::gt(tmp[a], r);
           for (int b = 0; b < 3; ++b) {
             if (ohwi)
               put(dw + (oi * 9 + 3 * a + b) * c + cb + k, r[b]);
@@ -289,6 +350,38 @@ void weight_grad(const float* du, int64_t plane, int64_t o, int64_t c, float* dw
   if (nt) _mm_sfence();
 }
 
+}  // namespace
+
+bool cpu_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+// Each entry point runs the transforms of its tile size (Geometry::m, or `m`).
+void input_tiles(const float* x, const Geometry& g, int64_t c, float* v, int64_t plane, int64_t t0, int64_t t1) {
+  (g.m == 3 ? input_tiles_t<F33> : input_tiles_t<F43>)(x, g, c, v, plane, t0, t1);
+}
+
+void output_tiles(const float* m, int64_t plane, const Geometry& g, int64_t k, float* y, int64_t t0, int64_t t1) {
+  (g.m == 3 ? output_tiles_t<F33> : output_tiles_t<F43>)(m, plane, g, k, y, t0, t1);
+}
+
+void grad_output_tiles(const float* dy, const Geometry& g, int64_t k, float* z, int64_t plane, int64_t t0,
+                       int64_t t1) {
+  (g.m == 3 ? grad_output_tiles_t<F33> : grad_output_tiles_t<F43>)(dy, g, k, z, plane, t0, t1);
+}
+
+void weight_tiles(int64_t m, const float* w, bool ohwi, int64_t o, int64_t c, bool flip, float* u, int64_t plane,
+                  int64_t o0, int64_t o1) {
+  (void)o;
+  (m == 3 ? weight_tiles_t<F33> : weight_tiles_t<F43>)(w, ohwi, c, flip, u, plane, o0, o1);
+}
+
+void weight_grad(int64_t m, const float* du, int64_t plane, int64_t o, int64_t c, float* dw, bool ohwi, int64_t o0,
+                 int64_t o1) {
+  (m == 3 ? weight_grad_t<F33> : weight_grad_t<F43>)(du, plane, o, c, dw, ohwi, o0, o1);
+}
+
 #endif
 
-}  // namespace cp2::compute::wino43
+}  // namespace cp2::compute::wino

@@ -1,50 +1,65 @@
-// Winograd F(4×4, 3×3) tile transforms for AVX2 + FMA CPUs, where oneDNN 2.6 has no
-// Winograd kernels (compute/winograd.h). Plain float buffers, no LibTorch: the caller
-// (winograd.cpp) runs the transforms in parallel over tile ranges and the 36 products in
-// the Winograd domain as batched GEMMs. Matrices as in Lavin & Gray, "Fast Algorithms for
-// Convolutional Neural Networks" (2016), points 0, ±1, ±2, ∞.
+// Winograd tile transforms for AVX2 + FMA CPUs (compute/winograd.h), in two sizes: F(4×4, 3×3)
+// (6×6 input patches, 36 products for 16 outputs; points 0, ±1, ±2, ∞ as in Lavin & Gray,
+// "Fast Algorithms for Convolutional Neural Networks", 2016) and F(3×3, 3×3) (5×5 patches, 25
+// products for 9 outputs; points 0, ±1, 2, ∞). The smaller tile fits maps of 3, 6, 9 … pixels
+// that the larger one fills half (ResNet's 12×12 maps at output stride 8 run their rate-2
+// and rate-4 convolutions as 6×6 and 3×3 sub-grids). Plain float buffers, no LibTorch: the
+// caller (winograd_tiles.cpp) runs the transforms in parallel over tile ranges and the
+// products in the Winograd domain as batched GEMMs.
 //
-// Layouts: images are NHWC with the channel count a multiple of 8; a tile is 4×4 output
-// pixels, tiles numbered t = (b·th + ty)·tw + tx with th = ⌈h/4⌉, tw = ⌈w/4⌉; a transformed
-// buffer is [36][tiles][channels] (ξ = 6·i + j outermost, so each ξ is one GEMM operand),
-// its 36 planes `plane` floats apart (the caller pads it off powers of two: 36 streams whose
-// addresses differ by a power of two share cache sets and evict each other).
+// Layouts: images are NHWC with the channel count a multiple of 8; a tile is m×m output
+// pixels (m = 4 or 3) of one sub-grid (Geometry), tiles numbered t = (((b·d + py)·d + px)·th +
+// ty)·tw + tx for phase (py, px), with th = ⌈h/(d·m)⌉, tw = ⌈w/(d·m)⌉; a
+// transformed buffer is [P][tiles][channels] with P = (m+2)² (ξ = (m+2)·i + j outermost, so
+// each ξ is one GEMM operand), its P planes `plane` floats apart (the caller pads it off
+// powers of two: streams whose addresses differ by a power of two share cache sets and evict
+// each other).
 #pragma once
 #include <cstdint>
 
-namespace cp2::compute::wino43 {
+namespace cp2::compute::wino {
 
+// A dilated convolution (rate d, padding d) reads, for an output pixel in phase (i mod d,
+// j mod d), only inputs of the same phase: it is d² undilated convolutions over the sub-grids
+// of h/d × w/d pixels, which the kernels tile in place (no copies of the sub-grids).
 struct Geometry {
-  int64_t n, h, w;  // batch and image size (input = output size: stride 1, padding 1)
-  int64_t tiles_h() const { return (h + 3) / 4; }
-  int64_t tiles_w() const { return (w + 3) / 4; }
-  int64_t tiles() const { return n * tiles_h() * tiles_w(); }
+  int64_t n, h, w;  // batch and image size (input = output size: stride 1, padding d)
+  int64_t m = 4;    // output tile size: 4 or 3
+  int64_t d = 1;    // dilation; h and w multiples of it
+  int64_t sub_h() const { return h / d; }
+  int64_t sub_w() const { return w / d; }
+  int64_t tiles_h() const { return (sub_h() + m - 1) / m; }
+  int64_t tiles_w() const { return (sub_w() + m - 1) / m; }
+  int64_t tiles() const { return n * d * d * tiles_h() * tiles_w(); }
+  int64_t points() const { return m + 2; }  // the input patch's side
+  int64_t planes() const { return points() * points(); }
 };
 
 // Whether this CPU runs these kernels (AVX2 and FMA).
 bool cpu_supported();
 
-// v[ξ][t][c] = (Bᵀ d B)[ξ] for the 6×6 input patch d of tile t (rows 4ty−1 … 4ty+4, zero
-// outside the image), tiles [t0, t1).
+// v[ξ][t][c] = (Bᵀ d B)[ξ] for the (m+2)×(m+2) input patch d of tile t (sub-grid rows
+// m·ty−1 … m·ty+m, zero outside the image), tiles [t0, t1).
 void input_tiles(const float* x, const Geometry& g, int64_t c, float* v, int64_t plane, int64_t t0, int64_t t1);
 
-// y = Aᵀ m A for each tile's 6×6 products, the 4×4 pixels inside the image written to y
-// (NHWC, k channels); tiles [t0, t1).
+// y = Aᵀ M A for each tile's products, the m×m pixels inside the image written to y (NHWC,
+// k channels); tiles [t0, t1).
 void output_tiles(const float* m, int64_t plane, const Geometry& g, int64_t k, float* y, int64_t t0, int64_t t1);
 
-// z[ξ][t][k] = (A dY Aᵀ)[ξ] for the 4×4 output-gradient tile dY (zero outside the image):
+// z[ξ][t][k] = (A dY Aᵀ)[ξ] for the m×m output-gradient tile dY (zero outside the image):
 // the gradient of output_tiles, for the weight gradient; tiles [t0, t1).
 void grad_output_tiles(const float* dy, const Geometry& g, int64_t k, float* z, int64_t plane, int64_t t0, int64_t t1);
 
 // u[ξ][o][c] = (G g Gᵀ)[ξ] for the filters g = w[o][c] of w (O,C,3,3), each turned 180° when
-// `flip` (the input gradient's filters); w in OIHW memory, or OHWI (channels-last weights)
-// when `ohwi`; output channels [o0, o1); C a multiple of 8.
-void weight_tiles(const float* w, bool ohwi, int64_t o, int64_t c, bool flip, float* u, int64_t plane, int64_t o0,
-                  int64_t o1);
+// `flip` (the input gradient's filters), for tiles of size m; w in OIHW memory, or OHWI
+// (channels-last weights) when `ohwi`; output channels [o0, o1); C a multiple of 8.
+void weight_tiles(int64_t m, const float* w, bool ohwi, int64_t o, int64_t c, bool flip, float* u, int64_t plane,
+                  int64_t o0, int64_t o1);
 
 // dw[o][c] = Gᵀ du[·][o][c] G: the weight gradient (O,C,3,3) back from the Winograd domain
-// du [36][O][C], written in OIHW memory, or OHWI when `ohwi`; output channels [o0, o1); C a
-// multiple of 8.
-void weight_grad(const float* du, int64_t plane, int64_t o, int64_t c, float* dw, bool ohwi, int64_t o0, int64_t o1);
+// du [P][O][C] of tiles of size m, written in OIHW memory, or OHWI when `ohwi`; output
+// channels [o0, o1); C a multiple of 8.
+void weight_grad(int64_t m, const float* du, int64_t plane, int64_t o, int64_t c, float* dw, bool ohwi, int64_t o0,
+                 int64_t o1);
 
-}  // namespace cp2::compute::wino43
+}  // namespace cp2::compute::wino

@@ -1,7 +1,7 @@
-// cp2's own Winograd F(4×4, 3×3) convolution for AVX2 + FMA CPUs (issue 11: ≥ 1.5× the
-// PyTorch pipeline in fp32 on any x86-64 CPU, AVX2 only included), where oneDNN 2.6 has no
-// Winograd kernels. The tile transforms are winograd_avx2.h's; the 36 products per tile are
-// batched GEMMs, through oneDNN's sgemm where cp2 links oneDNN (its AVX2 GEMM runs at
+// cp2's own Winograd F(4×4, 3×3) and F(3×3, 3×3) convolutions for AVX2 + FMA CPUs (issue 11:
+// ≥ 1.5× the PyTorch pipeline in fp32 on any x86-64 CPU, AVX2 only included), where oneDNN 2.6
+// has no Winograd kernels; F(3×3) on AVX-512 CPUs too, where oneDNN has no such tiles. The
+// tile transforms are winograd_avx2.h's; the 36 (25) products per tile are batched GEMMs, through oneDNN's sgemm where cp2 links oneDNN (its AVX2 GEMM runs at
 // 120–180 GFLOP/s on 2 threads of an AMD Zen 4 capped to AVX2, OpenBLAS's at 90–145), else
 // LibTorch's bmm. The gradients: the input gradient is the same convolution of the output
 // gradient by the flipped, transposed weights; the weight gradient is Gᵀ [Σ_tiles
@@ -33,9 +33,10 @@ bool tiles_fit(int64_t in_channels, int64_t out_channels);
 // - tiles at least 75 % full with at least 128 channels in and out (1.25–1.72× at 32 tiles),
 //   or 64 channels with at least 64 tiles (Xeon: 1.34–2.2× at 64–2048 tiles, 1.0–1.18× at
 //   32; serial transforms on Zen 4 had made 64 channels lose, 0.85–1.14×);
-// - half-full tiles (6×6 and 3×3 maps fill 56 % of their 4×4 tiles: 4 products per pixel
-//   instead of 2.25) with at least 256 channels (256: 1.09–1.26×, 512: 1.21–1.50×, 2560→512:
-//   1.78×; 128: 1.01–1.22×, left direct).
+// - half-full tiles with at least 256 channels (6×6 and 3×3 maps fill 56 % of their 4×4 tiles:
+//   4 products per pixel instead of 2.25; 256: 1.09–1.26×, 512: 1.21–1.50×, 2560→512: 1.78×;
+//   128: 1.01–1.22×, left direct). Such maps now take F(3×3) (tiles3_pay_off); this applies
+//   to those 4×4 tiles still fit better, e.g. 10×10 (69 % full).
 bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w);
 
 // The fewest F(4×4, 3×3) tiles (n·⌈h/4⌉·⌈w/4⌉) for which any Winograd kernels, cp2's or
@@ -47,9 +48,30 @@ bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t
 inline constexpr int64_t kMinWinogradTiles = 32;
 int64_t winograd_tiles(int64_t n, int64_t h, int64_t w);
 
-// 3×3 convolution, stride 1, padding 1, no bias, of fp32 CPU tensors (N,C,H,W) by (O,C,3,3),
-// with gradients for both; output in the input's memory layout. The caller checks
-// tiles_available() and tiles_fit().
-at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight);
+// The output tile size, 4 or 3, that computes fewer products over an h×w map ((m+2)² per
+// tile): 3 for maps of 3, 5, 6 or 9 pixels, which 4×4 tiles fill half or less (ResNet's
+// rate-2 and rate-4 convolutions on 12×12 maps run as 6×6 and 3×3 sub-grids), 4 elsewhere.
+int64_t tiles_size(int64_t h, int64_t w);
+// Multiplications per output pixel and channel pair of F(m×m, 3×3) tiles over an h×w map
+// ((m+2)² per tile, partial tiles included; the direct convolution's: 9).
+double tiles_products(int64_t h, int64_t w, int64_t m);
+
+// Where F(3×3, 3×3) tiles are the better tiling (tiles_size) and beat the direct
+// convolution, forward + both gradients (`cp2 bench conv --kernels tiles-f3`, 6×6 and 3×3
+// sub-grids of 12×12 maps, Intel Xeon, 2 threads; docs/benchmarks.md):
+// - where oneDNN runs AVX-512 (its direct kernels skip the padding): ≥ 64 tiles with ≥ 256
+//   channels (1.06–1.28× at 64 tiles, 1.4–2.2× at batch 32), or ≥ 256 tiles with ≥ 128
+//   (1.08–1.27×; 128 tiles 0.97–1.28×, too close to call);
+// - elsewhere (oneDNN's AVX2 kernels): ≥ kMinWinogradTiles tiles with ≥ 64 channels
+//   (capped to AVX2: 1.6–2.4× from 32 tiles; 16 tiles 0.84–1.05×).
+// oneDNN's F(4×4) fills half of such maps' tiles and lost to direct there (0.46–0.95× on the
+// Xeon), so where these do not pay the convolution runs direct.
+bool tiles3_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w);
+
+// 3×3 convolution, stride 1, padding and dilation `dilation` (H and W multiples of it), no
+// bias, of fp32 CPU tensors (N,C,H,W) by (O,C,3,3), in output tiles of `tile` pixels (4 or 3;
+// 0: tiles_size of the sub-grids), with gradients for both; output in the input's memory
+// layout. The caller checks tiles_available() and tiles_fit().
+at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t tile = 0, int64_t dilation = 1);
 
 }  // namespace cp2::compute
