@@ -165,34 +165,42 @@ inline int64_t pixel(const Geometry& g, const Tile& tl, int64_t yy, int64_t xx) 
   return (yy * g.d + tl.py) * g.w + xx * g.d + tl.px;
 }
 
-template <class S>
-void input_tiles_t(const float* x, const Geometry& g, int64_t c, float* v, int64_t plane, int64_t t0, int64_t t1) {
-  constexpr int N = S::N;
+// The K×K patches of image x (NHWC, c channels) that begin `off` pixels before each tile,
+// zero outside the image, through the 1-D transform `f` (K → N values) along both axes: the
+// N² planes of v. Inputs (Bᵀ d B: K = N, off −1) and output gradients (A dY Aᵀ: K = M, off 0).
+template <int K, int N, class F>
+void patch_tiles(const float* x, const Geometry& g, int64_t c, int64_t off, F f, float* v, int64_t plane, int64_t t0,
+                 int64_t t1) {
   const v8 zero = splat(0.f);
   for (int64_t t = t0; t < t1; ++t) {
     const Tile tl = tile_of(g, t);
     const float* img = x + tl.b * g.h * g.w * c;
     float* out = v + t * c;
     for (int64_t c0 = 0; c0 < c; c0 += 8) {
-      v8 tmp[N][N];  // tmp[i][j] = (Bᵀ d)[i][j]
-      for (int j = 0; j < N; ++j) {
-        const int64_t xx = tl.x0 - 1 + j;
-        v8 col[N];
-        for (int i = 0; i < N; ++i) {
-          const int64_t yy = tl.y0 - 1 + i;
+      v8 tmp[N][K];  // tmp[i][j] = (f along the columns)[i][j]
+      for (int j = 0; j < K; ++j) {
+        const int64_t xx = tl.x0 + off + j;
+        v8 col[K], r[N];
+        for (int i = 0; i < K; ++i) {
+          const int64_t yy = tl.y0 + off + i;
           col[i] = inside(g, yy, xx) ? load(img + pixel(g, tl, yy, xx) * c + c0) : zero;
         }
-        v8 r[N];
-        S::bt(col, r);
+        f(col, r);
         for (int i = 0; i < N; ++i) tmp[i][j] = r[i];
       }
       for (int i = 0; i < N; ++i) {
         v8 r[N];
-        S::bt(tmp[i], r);
+        f(tmp[i], r);
         for (int j = 0; j < N; ++j) store(out + (N * i + j) * plane + c0, r[j]);
       }
     }
   }
+}
+
+template <class S>
+void input_tiles_t(const float* x, const Geometry& g, int64_t c, float* v, int64_t plane, int64_t t0, int64_t t1) {
+  // A lambda (its own type) rather than a function pointer, so that the transform inlines.
+  patch_tiles<S::N, S::N>(x, g, c, -1, [](const v8* d, v8* r) { S::bt(d, r); }, v, plane, t0, t1);
 }
 
 template <class S>
@@ -224,31 +232,7 @@ void output_tiles_t(const float* m, int64_t plane, const Geometry& g, int64_t k,
 template <class S>
 void grad_output_tiles_t(const float* dy, const Geometry& g, int64_t k, float* z, int64_t plane, int64_t t0,
                          int64_t t1) {
-  constexpr int N = S::N, M = S::M;
-  const v8 zero = splat(0.f);
-  for (int64_t t = t0; t < t1; ++t) {
-    const Tile tl = tile_of(g, t);
-    const float* img = dy + tl.b * g.h * g.w * k;
-    float* out = z + t * k;
-    for (int64_t k0 = 0; k0 < k; k0 += 8) {
-      v8 tmp[N][M];  // tmp[i][j] = (A dY)[i][j]
-      for (int j = 0; j < M; ++j) {
-        const int64_t xx = tl.x0 + j;
-        v8 col[M], r[N];
-        for (int i = 0; i < M; ++i) {
-          const int64_t yy = tl.y0 + i;
-          col[i] = inside(g, yy, xx) ? load(img + pixel(g, tl, yy, xx) * k + k0) : zero;
-        }
-        S::a(col, r);
-        for (int i = 0; i < N; ++i) tmp[i][j] = r[i];
-      }
-      for (int i = 0; i < N; ++i) {
-        v8 r[N];
-        S::a(tmp[i], r);
-        for (int j = 0; j < N; ++j) store(out + (N * i + j) * plane + k0, r[j]);
-      }
-    }
-  }
+  patch_tiles<S::M, S::N>(dy, g, k, 0, [](const v8* d, v8* r) { S::a(d, r); }, z, plane, t0, t1);
 }
 
 template <class S>
