@@ -661,9 +661,9 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
   const bool avx512 = compute::onednn_avx512();
   EXPECT_TRUE(compute::tiles3_pay_off(512, 512, 512, 3, 3));    // ResNet-18's rate 4 at 96 px, batch 32
   EXPECT_TRUE(compute::tiles3_pay_off(128, 256, 256, 6, 6));    // its rate 2: 512 tiles
-  EXPECT_EQ(compute::tiles3_pay_off(64, 512, 512, 3, 3), true);   // 64 tiles
+  EXPECT_TRUE(compute::tiles3_pay_off(64, 512, 512, 3, 3));     // 64 tiles
   EXPECT_EQ(compute::tiles3_pay_off(64, 128, 128, 3, 3), !avx512);
-  EXPECT_EQ(compute::tiles3_pay_off(256, 128, 128, 3, 3), true);
+  EXPECT_TRUE(compute::tiles3_pay_off(256, 128, 128, 3, 3));
   EXPECT_EQ(compute::tiles3_pay_off(32, 64, 64, 3, 3), !avx512);
   EXPECT_FALSE(compute::tiles3_pay_off(16, 512, 512, 3, 3));    // 16 tiles
   EXPECT_FALSE(compute::tiles3_pay_off(512, 32, 64, 3, 3));     // 32 channels in

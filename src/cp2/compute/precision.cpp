@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 #include "cp2/common.h"
 #include "cp2/compute/dilated.h"

@@ -398,9 +398,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64
                 " and " + shape_str(weight.sizes().vec()));
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
     throw Error("winograd_conv3x3: expected fp32 CPU tensors");
-  if (d < 1 || x.size(2) % d || x.size(3) % d)
-    throw Error("winograd_conv3x3: expected a map whose sides are multiples of the dilation, found " +
-                shape_str(x.sizes().vec()) + " at dilation " + std::to_string(d));
+  check_subgrids("winograd_conv3x3", x, d);
   RECORD_USER_SCOPE("cp2::winograd_conv3x3");  // its forward in cp2 bench --profile (no ATen op runs it)
   // oneDNN's kernels named where this CPU lacks them: an error, not a silent direct convolution.
   if (std::string why; t_kernels == WinogradKernels::onednn && !onednn_available(&why)) throw Error("winograd: " + why);

@@ -157,12 +157,17 @@ inline Tile tile_of(const Geometry& g, int64_t t) {
   return {s / (g.d * g.d), s / g.d % g.d, s % g.d, (t / tw) % th * g.m, t % tw * g.m};
 }
 
-// Whether sub-grid pixel (yy, xx) lies inside the image; its offset in pixels from the image's first.
-inline bool inside(const Geometry& g, int64_t yy, int64_t xx) {
-  return yy >= 0 && yy < g.sub_h() && xx >= 0 && xx < g.sub_w();
-}
-inline int64_t pixel(const Geometry& g, const Tile& tl, int64_t yy, int64_t xx) {
-  return (yy * g.d + tl.py) * g.w + xx * g.d + tl.px;
+// The offsets in floats (c channels a pixel) from the image's first of tile tl's K×K sub-grid
+// pixels from (y0 + off, x0 + off), −1 for those outside the image: made once per tile, read
+// for each group of 8 channels.
+template <int K>
+void patch_offsets(const Geometry& g, const Tile& tl, int64_t off, int64_t c, int64_t (&ofs)[K][K]) {
+  for (int i = 0; i < K; ++i)
+    for (int j = 0; j < K; ++j) {
+      const int64_t yy = tl.y0 + off + i, xx = tl.x0 + off + j;
+      const bool inside = yy >= 0 && yy < g.sub_h() && xx >= 0 && xx < g.sub_w();
+      ofs[i][j] = inside ? ((yy * g.d + tl.py) * g.w + xx * g.d + tl.px) * c : -1;
+    }
 }
 
 // The K×K patches of image x (NHWC, c channels) that begin `off` pixels before each tile,
@@ -175,16 +180,14 @@ void patch_tiles(const float* x, const Geometry& g, int64_t c, int64_t off, F f,
   for (int64_t t = t0; t < t1; ++t) {
     const Tile tl = tile_of(g, t);
     const float* img = x + tl.b * g.h * g.w * c;
+    int64_t ofs[K][K];
+    patch_offsets(g, tl, off, c, ofs);
     float* out = v + t * c;
     for (int64_t c0 = 0; c0 < c; c0 += 8) {
       v8 tmp[N][K];  // tmp[i][j] = (f along the columns)[i][j]
       for (int j = 0; j < K; ++j) {
-        const int64_t xx = tl.x0 + off + j;
         v8 col[K], r[N];
-        for (int i = 0; i < K; ++i) {
-          const int64_t yy = tl.y0 + off + i;
-          col[i] = inside(g, yy, xx) ? load(img + pixel(g, tl, yy, xx) * c + c0) : zero;
-        }
+        for (int i = 0; i < K; ++i) col[i] = ofs[i][j] >= 0 ? load(img + ofs[i][j] + c0) : zero;
         f(col, r);
         for (int i = 0; i < N; ++i) tmp[i][j] = r[i];
       }
@@ -209,6 +212,8 @@ void output_tiles_t(const float* m, int64_t plane, const Geometry& g, int64_t k,
   for (int64_t t = t0; t < t1; ++t) {
     const Tile tl = tile_of(g, t);
     float* img = y + tl.b * g.h * g.w * k;
+    int64_t ofs[M][M];
+    patch_offsets(g, tl, 0, k, ofs);
     const float* in = m + t * k;
     for (int64_t k0 = 0; k0 < k; k0 += 8) {
       v8 tmp[M][N];  // tmp[i][j] = (Aᵀ M)[i][j]
@@ -219,11 +224,10 @@ void output_tiles_t(const float* m, int64_t plane, const Geometry& g, int64_t k,
         for (int i = 0; i < M; ++i) tmp[i][j] = r[i];
       }
       for (int i = 0; i < M; ++i) {
-        const int64_t yy = tl.y0 + i;
-        if (yy >= g.sub_h()) break;
+        if (ofs[i][0] < 0) break;  // the tile's rows past the image
         v8 r[M];
         S::at(tmp[i], r);
-        for (int j = 0; j < M && tl.x0 + j < g.sub_w(); ++j) store(img + pixel(g, tl, yy, tl.x0 + j) * k + k0, r[j]);
+        for (int j = 0; j < M && ofs[i][j] >= 0; ++j) store(img + ofs[i][j] + k0, r[j]);
       }
     }
   }

@@ -210,7 +210,7 @@ int64_t winograd_tiles(int64_t n, int64_t h, int64_t w) { return Geometry{n, h, 
 
 bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w) {
   const Geometry g{n, h, w};
-  const double full = static_cast<double>(h * w) / static_cast<double>(g.tiles_h() * 4 * g.tiles_w() * 4);
+  const double full = static_cast<double>(h * w) / static_cast<double>(g.tiles_h() * g.m * g.tiles_w() * g.m);
   const int64_t channels = std::min(in_channels, out_channels);
   return tiles_fit(in_channels, out_channels) && g.tiles() >= kMinWinogradTiles &&
          (full >= 0.75 ? channels >= 128 || (channels >= 64 && g.tiles() >= 64) : full >= 0.5 && channels >= 256);
@@ -231,10 +231,14 @@ bool tiles3_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_
   return tiles >= kMinWinogradTiles && channels >= 64;
 }
 
+void check_subgrids(const char* who, const at::Tensor& x, int64_t d) {
+  if (d < 1 || x.size(2) % d || x.size(3) % d)
+    throw Error(std::string(who) + ": expected a map whose sides are multiples of the dilation, found " +
+                shape_str(x.sizes().vec()) + " at dilation " + std::to_string(d));
+}
+
 at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t tile, int64_t dilation) {
-  if (dilation < 1 || x.size(2) % dilation || x.size(3) % dilation)
-    throw Error("tiles_conv3x3: expected a map whose sides are multiples of the dilation, found " +
-                shape_str(x.sizes().vec()) + " at dilation " + std::to_string(dilation));
+  check_subgrids("tiles_conv3x3", x, dilation);
   if (tile == 0) tile = tiles_size(x.size(2) / dilation, x.size(3) / dilation);
   if (tile != 3 && tile != 4)
     throw Error("tiles_conv3x3: expected tiles of 3 or 4 pixels, found " + std::to_string(tile));

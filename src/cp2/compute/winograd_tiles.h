@@ -1,8 +1,9 @@
 // cp2's own Winograd F(4×4, 3×3) and F(3×3, 3×3) convolutions for AVX2 + FMA CPUs (issue 11:
 // ≥ 1.5× the PyTorch pipeline in fp32 on any x86-64 CPU, AVX2 only included), where oneDNN 2.6
 // has no Winograd kernels; F(3×3) on AVX-512 CPUs too, where oneDNN has no such tiles. The
-// tile transforms are winograd_avx2.h's; the 36 (25) products per tile are batched GEMMs, through oneDNN's sgemm where cp2 links oneDNN (its AVX2 GEMM runs at
-// 120–180 GFLOP/s on 2 threads of an AMD Zen 4 capped to AVX2, OpenBLAS's at 90–145), else
+// tile transforms are winograd_avx2.h's; the 36 (25) products per tile are batched GEMMs,
+// through oneDNN's sgemm where cp2 links oneDNN (its AVX2 GEMM runs at 120–180 GFLOP/s on 2
+// threads of an AMD Zen 4 capped to AVX2, OpenBLAS's at 90–145), else
 // LibTorch's bmm. The gradients: the input gradient is the same convolution of the output
 // gradient by the flipped, transposed weights; the weight gradient is Gᵀ [Σ_tiles
 // (A dY Aᵀ) ⊙ (Bᵀ d B)] G, the exact gradient of the forward's arithmetic.
@@ -49,7 +50,7 @@ inline constexpr int64_t kMinWinogradTiles = 32;
 int64_t winograd_tiles(int64_t n, int64_t h, int64_t w);
 
 // The output tile size, 4 or 3, that computes fewer products over an h×w map ((m+2)² per
-// tile): 3 for maps of 3, 5, 6 or 9 pixels, which 4×4 tiles fill half or less (ResNet's
+// tile): 3 for maps of 1, 2, 3, 5, 6 or 9 pixels, which 4×4 tiles fill half or less (ResNet's
 // rate-2 and rate-4 convolutions on 12×12 maps run as 6×6 and 3×3 sub-grids), 4 elsewhere.
 int64_t tiles_size(int64_t h, int64_t w);
 // Multiplications per output pixel and channel pair of F(m×m, 3×3) tiles over an h×w map
@@ -63,10 +64,13 @@ double tiles_products(int64_t h, int64_t w, int64_t m);
 //   channels (1.06–1.28× at 64 tiles, 1.4–2.2× at batch 32), or ≥ 256 tiles with ≥ 128
 //   (1.08–1.27×; 128 tiles 0.97–1.28×, too close to call);
 // - elsewhere (oneDNN's AVX2 kernels): ≥ kMinWinogradTiles tiles with ≥ 64 channels
-//   (capped to AVX2: 1.6–2.4× from 32 tiles; 16 tiles 0.84–1.05×).
+//   (capped to AVX2: 1.6–2.7× from 32 tiles; 16 tiles 0.84–1.08×).
 // oneDNN's F(4×4) fills half of such maps' tiles and lost to direct there (0.46–0.95× on the
 // Xeon), so where these do not pay the convolution runs direct.
 bool tiles3_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w);
+
+// Throws, naming `who`, unless x's (N,C,H,W) map splits into d² sub-grids: H and W multiples of d ≥ 1.
+void check_subgrids(const char* who, const at::Tensor& x, int64_t d);
 
 // 3×3 convolution, stride 1, padding and dilation `dilation` (H and W multiples of it), no
 // bias, of fp32 CPU tensors (N,C,H,W) by (O,C,3,3), in output tiles of `tile` pixels (4 or 3;
