@@ -494,18 +494,21 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
   ASSERT_FALSE(winograd_kernel_sets().empty());
   for (auto kernels : winograd_kernel_sets()) {
     SCOPED_TRACE(compute::winograd_kernels_name(kernels));
+    // 13×19: at dilation 2 the phases' sub-grids differ by a row and a column (7×10 to 6×9).
+    for (const auto& [h, w] : {std::pair<int64_t, int64_t>{12, 20}, {13, 19}})
     for (int64_t d : {1, 2})
       for (bool cl : {false, true}) {
-        SCOPED_TRACE("dilation " + std::to_string(d) + (cl ? ", channels-last" : ", NCHW"));
+        SCOPED_TRACE(std::to_string(h) + "x" + std::to_string(w) + ", dilation " + std::to_string(d) +
+                     (cl ? ", channels-last" : ", NCHW"));
         torch::manual_seed(5);
         // 32 output channels: the direct reference's input gradient is wrong in Debian 13's
         // LibTorch 2.6 for output channels that are not a multiple of 16 (see
         // DilatedTaps.CentreTapsWhereOuterTapsReadOnlyPadding); other counts are covered by
         // Winograd.OwnKernelsTileEdgesAndChannelCounts.
         torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 32, 3).padding(d).dilation(d).bias(false));
-        auto x0 = torch::randn({3, 16, 12, 20});
+        auto x0 = torch::randn({3, 16, h, w});
         if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
-        const auto g = torch::randn({3, 32, 12, 20});
+        const auto g = torch::randn({3, 32, h, w});
         auto run = [&](bool wino) {
           conv->zero_grad();
           auto x = x0.clone().requires_grad_(true);
@@ -566,8 +569,10 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
   }
   // The 512-channel cases' filters (9.4 MB, 38 MB in the Winograd domain) take the kernels'
   // streaming stores. Each case in both tile sizes (4×4 and 3×3 outputs) and at dilation d
-  // (d² sub-grids tiled in place; the maps' sides are multiples of d), input NCHW or
-  // channels-last.
+  // (d² sub-grids tiled in place), input NCHW or channels-last. Where d does not divide a
+  // side, the phases' sub-grids differ by a pixel: 13×9 at rate 2 (7×5 to 6×4: with 4×4
+  // tiles, a tile column of the 5-wide grid that phase 1 lacks entirely), 7×11 at rate 3
+  // (3×4 to 2×3), 10×9 at rate 4 (3×3 to 2×2).
   struct Case {
     int64_t n, c, o, h, w;
     bool weight_cl;
@@ -577,7 +582,8 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
   for (const auto& k : {Case{1, 8, 8, 1, 1, false}, Case{2, 64, 128, 9, 5, true}, Case{1, 256, 64, 7, 7, false},
                         Case{2, 32, 16, 4, 13, true}, Case{1, 512, 512, 3, 5, false}, Case{1, 512, 512, 2, 2, true},
                         Case{2, 16, 24, 12, 12, false, 4, true}, Case{1, 24, 16, 18, 9, true, 3},
-                        Case{3, 8, 8, 10, 14, false, 2, true}}) {
+                        Case{3, 8, 8, 10, 14, false, 2, true}, Case{2, 16, 24, 13, 9, false, 2, true},
+                        Case{1, 24, 16, 7, 11, true, 3}, Case{2, 64, 32, 10, 9, false, 4}}) {
     for (int64_t tile : {4, 3}) {
       SCOPED_TRACE(shape_str({k.n, k.c, k.h, k.w}) + " -> " + std::to_string(k.o) + ", dilation " +
                    std::to_string(k.d) + ", tiles of " + std::to_string(tile));
@@ -611,8 +617,8 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
   EXPECT_DOUBLE_EQ(compute::tiles_products(3, 3, 3), 25.0 / 9);
   EXPECT_DOUBLE_EQ(compute::tiles_products(3, 3, 4), 36.0 / 9);
   EXPECT_DOUBLE_EQ(compute::tiles_products(8, 8, 4), 36.0 * 4 / 64);
-  expect_error([&] { compute::tiles_conv3x3(torch::randn({1, 8, 10, 10}), torch::randn({8, 8, 3, 3}), 0, 4); },
-               {"tiles_conv3x3", "multiples of the dilation", "[1, 8, 10, 10]", "dilation 4"});
+  expect_error([&] { compute::tiles_conv3x3(torch::randn({1, 8, 10, 10}), torch::randn({8, 8, 3, 3}), 0, 0); },
+               {"tiles_conv3x3", "dilation >= 1", "found 0"});
   expect_error([&] { compute::tiles_conv3x3(torch::randn({1, 8, 8, 8}), torch::randn({8, 8, 3, 3}), 5); },
                {"tiles of 3 or 4", "5"});
   // conv_path asks winograd_runs: where the kernels chosen would run the direct convolution,
@@ -659,7 +665,7 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
   // Chosen as the best, on such maps it runs, or the convolution runs direct (never oneDNN's
   // half-empty 4×4 tiles).
   const bool avx512 = compute::onednn_avx512();
-  EXPECT_TRUE(compute::tiles3_pay_off(512, 512, 512, 3, 3));    // ResNet-18's rate 4 at 96 px, batch 32
+  EXPECT_TRUE(compute::tiles3_pay_off(512, 512, 512, 3, 3));    // rate 4 on 12×12 maps, batch 32
   EXPECT_TRUE(compute::tiles3_pay_off(128, 256, 256, 6, 6));    // its rate 2: 512 tiles
   EXPECT_TRUE(compute::tiles3_pay_off(64, 512, 512, 3, 3));     // 64 tiles
   EXPECT_EQ(compute::tiles3_pay_off(64, 128, 128, 3, 3), !avx512);
@@ -676,7 +682,8 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     EXPECT_DOUBLE_EQ(p.products, 25.0 / 9);
     EXPECT_EQ(compute::winograd_plan(16, 512, 512, 3, 3).kernels, compute::WinogradKernels::none);
     EXPECT_EQ(compute::winograd_plan(512, 512, 512, 4, 4).tile, 4);
-    // ResNet-18's rate-4 convolution at 96 px (12×12 maps, batch 32) takes F(3×3) sub-grids,
+    // A rate-4 convolution on 12×12 maps (batch 32: as ResNet-18's layer4 at 96 px, rate 2 on
+    // 6×6 maps, but with 512 sub-grids of 3×3 rather than 128) takes F(3×3) sub-grids,
     // channels-last too (before the tap GEMMs: 2.8 products per output against 9 · 0.60);
     // ASPP's rate 6 there (2×2 sub-grids: 6.25 against 9 · 0.44) keeps the tap GEMMs.
     torch::nn::Conv2d rate4(torch::nn::Conv2dOptions(512, 512, 3).padding(4).dilation(4).bias(false));
@@ -685,6 +692,39 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     EXPECT_EQ(compute::conv_path(*rate4, x12), compute::ConvPath::winograd_subgrids);
     EXPECT_EQ(compute::conv_path(*rate6, x12),
               compute::tap_gemm_available() ? compute::ConvPath::taps : compute::ConvPath::module);
+    // Maps that the rate does not divide take the sub-grids too (a 769² crop's 49×49 maps at
+    // rate 2 had run direct): here 25×25 at rate 2, 8 sub-grids of 13×13 to 12×12.
+    torch::nn::Conv2d rate2(torch::nn::Conv2dOptions(256, 256, 3).padding(2).dilation(2).bias(false));
+    EXPECT_EQ(compute::conv_path(*rate2, torch::empty({2, 256, 25, 25}).contiguous(at::MemoryFormat::ChannelsLast)),
+              compute::ConvPath::winograd_subgrids);
+    // ... but F(3×3) goes before the tap GEMMs only where the rate divides the map: ASPP's rate
+    // 6 on 224 px crops' 14×14 maps (sub-grids of 3 and 2 px) keeps the taps.
+    torch::nn::Conv2d aspp6(torch::nn::Conv2dOptions(2048, 512, 3).padding(6).dilation(6).bias(false));
+    const auto x14cl = torch::empty({8, 2048, 14, 14}).contiguous(at::MemoryFormat::ChannelsLast);
+    EXPECT_EQ(compute::winograd_plan_for(x14cl, 512, 6).tile, 3);
+    EXPECT_EQ(compute::conv_path(*aspp6, x14cl),
+              compute::tap_gemm_available() ? compute::ConvPath::taps : compute::ConvPath::winograd_subgrids);
+    // Dilated, cp2's F(4×4) (sub-grids tiled in place) before oneDNN's (copied out), in either
+    // layout; undilated, oneDNN's where it runs. ResNet-50's layer4 at 224 px, batch 8 (8·4
+    // sub-grids of 7×7), and at 769 px crops (49×49 maps: sub-grids of 25×25 to 24×24).
+    const auto x14 = torch::empty({8, 512, 14, 14});
+    for (const auto& x : {x14, x14.contiguous(at::MemoryFormat::ChannelsLast), torch::empty({2, 512, 49, 49})}) {
+      const auto p2 = compute::winograd_plan_for(x, 512, 2);
+      EXPECT_EQ(p2.kernels, compute::WinogradKernels::tiles);
+      EXPECT_EQ(p2.tile, 4);
+      EXPECT_DOUBLE_EQ(p2.products, compute::tiles_products(compute::subgrid_side(x.size(2), 2),
+                                                            compute::subgrid_side(x.size(3), 2), 4));
+    }
+    EXPECT_EQ(compute::subgrid_side(49, 2), 25);
+    EXPECT_EQ(compute::subgrid_side(48, 2), 24);
+    EXPECT_EQ(compute::winograd_plan_for(x14, 512, 1).kernels,
+              compute::winograd_kernels_available(compute::WinogradKernels::onednn) ? compute::WinogradKernels::onednn
+                                                                                    : compute::WinogradKernels::tiles);
+    // Where cp2's do not pay (16 channels), the plan falls back as before: oneDNN's from 32
+    // tiles, else direct.
+    EXPECT_EQ(compute::winograd_plan_for(torch::empty({8, 16, 28, 28}), 16, 2).kernels,
+              compute::winograd_kernels_available(compute::WinogradKernels::onednn) ? compute::WinogradKernels::onednn
+                                                                                    : compute::WinogradKernels::none);
   }
   // 12 input channels: direct, bit for bit.
   const auto x = torch::randn({2, 12, 6, 6});
@@ -812,7 +852,7 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
     ASSERT_FALSE(c.by_shape.empty());
     for (const auto& [shape, flops] : c.by_shape) EXPECT_EQ(shape.weight[2], 1) << shape.str();
   }
-  // Shares between the thresholds: rate 6 on 14² (0.51) and ResNet's rate 2 on 12x12 (0.79)
+  // Shares between the thresholds: rate 6 on 14² (0.51) and rate 2 on 12x12 (0.79)
   // take tap GEMMs in channels-last only; rate 2 on 32x32 (0.92) never (the counter sees 1x1
   // shapes for tap GEMMs, 3x3 ones otherwise).
   for (const auto& [rate, side, cl, taps] :

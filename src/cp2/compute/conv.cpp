@@ -55,13 +55,17 @@ ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
     return ConvPath::module;
   const int64_t n = x.size(0), c = x.size(1), out = conv.weight.size(0), h = x.size(2), w = x.size(3);
   if (d == 1) return winograd_runs(n, c, out, h, w) ? ConvPath::winograd : ConvPath::module;
-  // The sub-grids' Winograd plan, where the map divides into them.
-  const auto plan = h % d || w % d ? WinogradPlan{} : winograd_plan(n * d * d, c, out, h / d, w / d);
+  const auto plan = winograd_plan_for(x, out, d);  // of the sub-grids
   const double kept = dilated_taps_kept(h, w, d);
-  // cp2's F(3×3) tiles on sub-grids of 3 or 6 pixels (ResNet's rates 2 and 4 on 12×12 maps:
-  // kept 0.79 and 0.60) multiply less than the taps (2.8 against 9·kept per output), and ran
-  // 1.5-1.7× faster than them on an Intel Xeon (docs/benchmarks.md).
-  const bool f3 = plan.kernels == WinogradKernels::tiles && plan.tile == 3 && plan.products < 9 * kept;
+  // cp2's F(3×3) tiles on sub-grids of 3 or 6 pixels (ResNet-18's layer4 at 96 px: rate 2 on
+  // 6×6 maps, kept 0.60; timed as rates 4 and 2 on 12×12 maps, kept 0.60 and 0.79) multiply
+  // less than the taps (2.8 against 9·kept per output), and ran 1.5-1.7× faster than them on
+  // an Intel Xeon (docs/benchmarks.md). Only on maps the rate
+  // divides: on others, ASPP's rates on 14², 32² and 49² maps (sub-grids of 2-5 px, 2048
+  // channels in: the filters' transform outweighs the products saved), they ran 0.59-1.04×
+  // the taps there.
+  const bool f3 = plan.kernels == WinogradKernels::tiles && plan.tile == 3 && plan.products < 9 * kept &&
+                  h % d == 0 && w % d == 0;
   if (!f3 && tap_gemm_available() && kept <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
     return ConvPath::taps;
   // Where Winograd would run the direct convolution anyway (cp2's kernels below their pay-off

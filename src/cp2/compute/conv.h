@@ -8,9 +8,10 @@
 // - 3×3 with dilation d and padding d where only part of the products read the image (at
 //   most kTapGemmShare*, ASPP's branches): one GEMM per tap over the pixels it reads the
 //   image for (compute/dilated.h);
-// - other 3×3 with dilation d and padding d on maps whose sides are multiples of d (ResNet's
-//   dilated stages): Winograd over the d² interleaved sub-grids; before the tap GEMMs where
-//   cp2's F(3×3) tiles multiply less than they would (sub-grids of 3 or 6 pixels).
+// - other 3×3 with dilation d and padding d (ResNet's dilated stages): Winograd over the d²
+//   interleaved sub-grids (any map size: 769² crops' 49×49 maps too); before the tap GEMMs where
+//   cp2's F(3×3) tiles multiply less than they would (sub-grids of 3 or 6 pixels of maps the
+//   rate divides).
 // Only fp32 CPU tensors outside autocast, without bias or groups.
 #pragma once
 

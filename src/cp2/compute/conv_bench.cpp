@@ -70,9 +70,7 @@ ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
     const auto path = conv_path(*conv, x);
     r.fast = conv_path_name(path);
     if (path == ConvPath::winograd || path == ConvPath::winograd_subgrids) {
-      // The shape Winograd sees: the batch of d² sub-grids of a dilated convolution.
-      const int64_t s = path == ConvPath::winograd ? 1 : d;
-      const auto plan = winograd_plan(o.batch * s * s, o.in, o.out, o.size / s, o.size / s);
+      const auto plan = winograd_plan_for(x, o.out, path == ConvPath::winograd ? 1 : d);
       r.fast += std::string(" (") + winograd_kernels_name(plan.kernels) +
                 (plan.kernels == WinogradKernels::tiles ? ", F(" + std::to_string(plan.tile) + "x" +
                                                               std::to_string(plan.tile) + ")"

@@ -363,7 +363,7 @@ bool winograd_kernels_available(WinogradKernels k, std::string* why) {
   }
 }
 
-WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w) {
+WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, bool in_place) {
   using K = WinogradKernels;
   const auto plan = [h, w](K k, int64_t m) {
     return WinogradPlan{k, m, tiles_products(h, w, m)};
@@ -382,10 +382,16 @@ WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w
   // F(3×3) tiles better, cp2's F(3×3) (on AVX-512 CPUs too: oneDNN has no such tiles) or
   // direct; elsewhere F(4×4).
   if (tiles && tiles_size(h, w) == 3) return tiles3_pay_off(n, c, o, h, w) ? plan(K::tiles, 3) : WinogradPlan{};
+  if (in_place && tiles && tiles_pay_off(n, c, o, h, w)) return plan(K::tiles, 4);
   if (onednn_available(nullptr))
     return winograd_tiles(n, h, w) >= kMinWinogradTiles ? plan(K::onednn, 4) : WinogradPlan{};
   if (tiles && tiles_pay_off(n, c, o, h, w)) return plan(K::tiles, 4);
   return {};
+}
+
+WinogradPlan winograd_plan_for(const at::Tensor& x, int64_t o, int64_t d) {
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  return winograd_plan(n * d * d, c, o, subgrid_side(h, d), subgrid_side(w, d), d > 1);
 }
 
 bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w) {
@@ -398,24 +404,30 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64
                 " and " + shape_str(weight.sizes().vec()));
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
     throw Error("winograd_conv3x3: expected fp32 CPU tensors");
-  check_subgrids("winograd_conv3x3", x, d);
+  if (d < 1) throw Error("winograd_conv3x3: expected dilation >= 1, found " + std::to_string(d));
   RECORD_USER_SCOPE("cp2::winograd_conv3x3");  // its forward in cp2 bench --profile (no ATen op runs it)
   // oneDNN's kernels named where this CPU lacks them: an error, not a silent direct convolution.
   if (std::string why; t_kernels == WinogradKernels::onednn && !onednn_available(&why)) throw Error("winograd: " + why);
   // Where the kernels would not pay or fit (winograd_plan, of the sub-grids), the direct convolution.
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  const auto plan = winograd_plan(n * d * d, c, weight.size(0), h / d, w / d);
+  const int64_t sh = subgrid_side(h, d), sw = subgrid_side(w, d);
+  const auto plan = winograd_plan_for(x, weight.size(0), d);
   if (plan.kernels == WinogradKernels::tiles) return tiles_conv3x3(x, weight, plan.tile, d);  // sub-grids in place
   if (plan.kernels != WinogradKernels::onednn) return at::conv2d(x, weight, {}, {1, 1}, {d, d}, {d, d});
   if (d == 1) return onednn_conv3x3(x, weight);
-  // oneDNN's kernels take the d² sub-grids as a batch, copied out and back.
-  auto sub = x.reshape({n, c, h / d, d, w / d, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, h / d, w / d});
+  // oneDNN's kernels take the d² sub-grids as a batch, copied out and back. Where d does not
+  // divide a side, the map is first padded with zeros to sh·d × sw·d: the rows and columns
+  // added are the padding the convolution reads there anyway, and their outputs are cut off.
   const bool cl = is_channels_last(x);
+  const bool ragged = sh * d != h || sw * d != w;
+  const auto xp = ragged ? at::constant_pad_nd(x, {0, sw * d - w, 0, sh * d - h}) : x;
+  auto sub = xp.reshape({n, c, sh, d, sw, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, sh, sw});
   if (cl) sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
   auto y = onednn_conv3x3(sub, weight);
   const int64_t out = y.size(1);
-  y = y.reshape({n, d, d, out, h / d, w / d}).permute({0, 3, 4, 1, 5, 2}).reshape({n, out, h, w});
-  return cl ? y.contiguous(at::MemoryFormat::ChannelsLast) : y;
+  y = y.reshape({n, d, d, out, sh, sw}).permute({0, 3, 4, 1, 5, 2}).reshape({n, out, sh * d, sw * d});
+  if (ragged) y = y.slice(2, 0, h).slice(3, 0, w);
+  return y.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 }
 
 }  // namespace cp2::compute

@@ -29,7 +29,8 @@ bool winograd_available(std::string* why = nullptr);
 bool winograd_enabled();
 
 // Which kernels run: `best` = per shape, cp2's F(3×3) where that tiling fits the map better
-// and pays (compute/winograd_tiles.h), else oneDNN's F(4×4) where available, else cp2's
+// and pays (compute/winograd_tiles.h), cp2's F(4×4) on sub-grids it tiles in place and
+// oneDNN's would copy (winograd_plan_for), else oneDNN's F(4×4) where available, else cp2's
 // F(4×4). Tests and benchmarks may name one: `tiles` (cp2's, the tile size that fits the map
 // better), `tiles_f4` or `tiles_f3` (cp2's, that size); oneDNN's caps its ISA by
 // DNNL_MAX_CPU_ISA=AVX2, which makes `best` pick cp2's.
@@ -43,7 +44,17 @@ struct WinogradPlan {
   int64_t tile = 4;
   double products = 9;  // multiplications per output pixel and channel pair (direct: 9)
 };
-WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w);
+// `in_place`: the sub-grids of a dilated convolution that cp2's kernels tile in place but
+// oneDNN's would take copied out (winograd_conv3x3): chosen as the best, cp2's F(4×4) then
+// runs where tiles_pay_off, before oneDNN's.
+WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, bool in_place = false);
+// The plan winograd_conv3x3 follows for input x (N,C,H,W), o filters, dilation d: of the
+// batch of d² sub-grids, ⌈H/d⌉ × ⌈W/d⌉, `in_place` where d > 1. oneDNN's kernels take the
+// sub-grids copied out and back (and a map d does not divide padded first), cp2's tile them
+// in place. Forward + both gradients on an Intel Xeon with AVX-512 (docs/benchmarks.md),
+// cp2's F(4×4) against oneDNN's: channels-last 1.24-1.88× faster (ResNet-50's dilated
+// stages at 224, 512 and 769 px, and at 683×512 evaluation), NCHW 0.93-1.26×.
+WinogradPlan winograd_plan_for(const at::Tensor& x, int64_t o, int64_t d);
 // Whether the named kernels run on this CPU and build (`best`: either); when not, `why` says
 // what is missing.
 bool winograd_kernels_available(WinogradKernels k, std::string* why = nullptr);
@@ -73,11 +84,17 @@ class WinogradScope {
 // false where it would run the direct convolution.
 bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w);
 
+// The side of a map's largest sub-grid at dilation d: ⌈side/d⌉. Where d does not divide the
+// side, the phases' sub-grids differ by a pixel, and each is taken as the largest, its pixels
+// past the map being the zero padding they stand for (compute/winograd_avx2.h).
+inline int64_t subgrid_side(int64_t side, int64_t d) { return (side + d - 1) / d; }
+
 // Winograd 3×3 convolution (stride 1, padding and dilation d, no bias) of fp32 CPU tensors,
-// with gradients for both; the caller checks eligibility (throws otherwise; H and W
-// multiples of d). A dilated convolution is d² undilated ones over the sub-grids of one phase
-// (compute/winograd_avx2.h): cp2's kernels tile them in place, oneDNN's take them as a batch
-// copied out and back. The choice, per winograd_plan of the sub-grids: the direct
+// with gradients for both; the caller checks eligibility (throws otherwise). A dilated
+// convolution is d² undilated ones over the sub-grids of one phase (compute/winograd_avx2.h;
+// any map size: where d does not divide a side, the phases' sub-grids differ by a pixel and
+// all are taken as the largest): cp2's kernels tile them in place, oneDNN's take them as a
+// batch copied out (of the map padded to a multiple of d) and back. The choice, per winograd_plan of the sub-grids: the direct
 // convolution where no kernels fit (cp2's: channel counts not multiples of 8) or, unless
 // named by a WinogradScope, where they do not pay off (compute/winograd_tiles.h).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t d = 1);

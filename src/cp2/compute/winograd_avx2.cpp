@@ -19,7 +19,7 @@ bool cpu_supported() { return false; }
 void input_tiles(const float*, const Geometry&, int64_t, float*, int64_t, int64_t, int64_t) {}
 void output_tiles(const float*, int64_t, const Geometry&, int64_t, float*, int64_t, int64_t) {}
 void grad_output_tiles(const float*, const Geometry&, int64_t, float*, int64_t, int64_t, int64_t) {}
-void weight_tiles(int64_t, const float*, bool, int64_t, int64_t, bool, float*, int64_t, int64_t, int64_t) {}
+void weight_tiles(int64_t, const float*, bool, int64_t, bool, float*, int64_t, int64_t, int64_t) {}
 void weight_grad(int64_t, const float*, int64_t, int64_t, int64_t, float*, bool, int64_t, int64_t) {}
 
 #else
@@ -165,7 +165,8 @@ void patch_offsets(const Geometry& g, const Tile& tl, int64_t off, int64_t c, in
   for (int i = 0; i < K; ++i)
     for (int j = 0; j < K; ++j) {
       const int64_t yy = tl.y0 + off + i, xx = tl.x0 + off + j;
-      const bool inside = yy >= 0 && yy < g.sub_h() && xx >= 0 && xx < g.sub_w();
+      // Inside the image, not only the sub-grid: a phase may have a row or column less.
+      const bool inside = yy >= 0 && yy * g.d + tl.py < g.h && xx >= 0 && xx * g.d + tl.px < g.w;
       ofs[i][j] = inside ? ((yy * g.d + tl.py) * g.w + xx * g.d + tl.px) * c : -1;
     }
 }
@@ -359,9 +360,8 @@ void grad_output_tiles(const float* dy, const Geometry& g, int64_t k, float* z, 
   (g.m == 3 ? grad_output_tiles_t<F33> : grad_output_tiles_t<F43>)(dy, g, k, z, plane, t0, t1);
 }
 
-void weight_tiles(int64_t m, const float* w, bool ohwi, int64_t o, int64_t c, bool flip, float* u, int64_t plane,
-                  int64_t o0, int64_t o1) {
-  (void)o;
+void weight_tiles(int64_t m, const float* w, bool ohwi, int64_t c, bool flip, float* u, int64_t plane, int64_t o0,
+                  int64_t o1) {
   (m == 3 ? weight_tiles_t<F33> : weight_tiles_t<F43>)(w, ohwi, c, flip, u, plane, o0, o1);
 }
 

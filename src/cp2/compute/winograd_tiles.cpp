@@ -12,6 +12,7 @@
 #include "cp2/compute/flops.h"
 #include "cp2/compute/gemm.h"
 #include "cp2/compute/precision.h"
+#include "cp2/compute/winograd.h"
 #include "cp2/compute/winograd_avx2.h"
 
 namespace cp2::compute {
@@ -83,7 +84,7 @@ at::Tensor weight_tiles(const Geometry& g, const at::Tensor& w0, bool flip) {
   const int64_t o = w.size(0), c = w.size(1);
   auto u = planes(g, o, c, w.options());
   at::parallel_for(0, o, 8, [&](int64_t b, int64_t e) {
-    wino::weight_tiles(g.m, data(w), ohwi, o, c, flip, data(u), u.stride(0), b, e);
+    wino::weight_tiles(g.m, data(w), ohwi, c, flip, data(u), u.stride(0), b, e);
   });
   return u;
 }
@@ -122,10 +123,12 @@ void over_tiles(int64_t tiles, const F& kernel) {
 // The geometry of F(m×m, 3×3) tiles over x (N,C,H,W), dilation d.
 Geometry geometry(const at::Tensor& x, int64_t m, int64_t d) { return Geometry{x.size(0), x.size(2), x.size(3), m, d}; }
 
-// The convolution's nominal FLOPs, as the batch of d² undilated sub-grid convolutions it is
-// (what oneDNN's path, which runs them so, records too).
+// The convolution's FLOPs, as the batch of d² undilated sub-grid convolutions it runs as
+// (what oneDNN's path records too): where d does not divide a side, over the largest
+// sub-grid, a pixel more than some phases have.
 OpShape subgrid_shape(const at::Tensor& x, const at::Tensor& w, int64_t d) {
-  return same_conv3x3({x.size(0) * d * d, x.size(1), x.size(2) / d, x.size(3) / d}, w.sizes().vec());
+  return same_conv3x3({x.size(0) * d * d, x.size(1), subgrid_side(x.size(2), d), subgrid_side(x.size(3), d)},
+                      w.sizes().vec());
 }
 
 // x: (N,C,H,W) channels-last (NHWC memory) by the filters w (O,C,3,3) at dilation d → y
@@ -231,15 +234,9 @@ bool tiles3_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_
   return tiles >= kMinWinogradTiles && channels >= 64;
 }
 
-void check_subgrids(const char* who, const at::Tensor& x, int64_t d) {
-  if (d < 1 || x.size(2) % d || x.size(3) % d)
-    throw Error(std::string(who) + ": expected a map whose sides are multiples of the dilation, found " +
-                shape_str(x.sizes().vec()) + " at dilation " + std::to_string(d));
-}
-
 at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t tile, int64_t dilation) {
-  check_subgrids("tiles_conv3x3", x, dilation);
-  if (tile == 0) tile = tiles_size(x.size(2) / dilation, x.size(3) / dilation);
+  if (dilation < 1) throw Error("tiles_conv3x3: expected dilation >= 1, found " + std::to_string(dilation));
+  if (tile == 0) tile = tiles_size(subgrid_side(x.size(2), dilation), subgrid_side(x.size(3), dilation));
   if (tile != 3 && tile != 4)
     throw Error("tiles_conv3x3: expected tiles of 3 or 4 pixels, found " + std::to_string(tile));
   return apply_function<TilesConvFn>(x, weight, tile, dilation);

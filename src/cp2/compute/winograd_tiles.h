@@ -50,8 +50,8 @@ inline constexpr int64_t kMinWinogradTiles = 32;
 int64_t winograd_tiles(int64_t n, int64_t h, int64_t w);
 
 // The output tile size, 4 or 3, that computes fewer products over an h×w map ((m+2)² per
-// tile): 3 for maps of 1, 2, 3, 5, 6 or 9 pixels, which 4×4 tiles fill half or less (ResNet's
-// rate-2 and rate-4 convolutions on 12×12 maps run as 6×6 and 3×3 sub-grids), 4 elsewhere.
+// tile): 3 for maps of 1, 2, 3, 5, 6 or 9 pixels, which 4×4 tiles fill half or less (at 96 px,
+// ResNet's layer3 on 6×6 maps and layer4's rate 2 on 3×3 sub-grids of them), 4 elsewhere.
 int64_t tiles_size(int64_t h, int64_t w);
 // Multiplications per output pixel and channel pair of F(m×m, 3×3) tiles over an h×w map
 // ((m+2)² per tile, partial tiles included; the direct convolution's: 9).
@@ -69,12 +69,9 @@ double tiles_products(int64_t h, int64_t w, int64_t m);
 // Xeon), so where these do not pay the convolution runs direct.
 bool tiles3_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t h, int64_t w);
 
-// Throws, naming `who`, unless x's (N,C,H,W) map splits into d² sub-grids: H and W multiples of d ≥ 1.
-void check_subgrids(const char* who, const at::Tensor& x, int64_t d);
-
-// 3×3 convolution, stride 1, padding and dilation `dilation` (H and W multiples of it), no
-// bias, of fp32 CPU tensors (N,C,H,W) by (O,C,3,3), in output tiles of `tile` pixels (4 or 3;
-// 0: tiles_size of the sub-grids), with gradients for both; output in the input's memory
+// 3×3 convolution, stride 1, padding and dilation `dilation` ≥ 1 (any map size), no bias, of
+// fp32 CPU tensors (N,C,H,W) by (O,C,3,3), in output tiles of `tile` pixels (4 or 3; 0:
+// tiles_size of the sub-grids), with gradients for both; output in the input's memory
 // layout. The caller checks tiles_available() and tiles_fit().
 at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t tile = 0, int64_t dilation = 1);
 
