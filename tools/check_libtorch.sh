@@ -99,39 +99,7 @@ check() {  # name, extra cmake args...
   grep -E "^-- cp2:" "$b.configure.log" | sed 's/^/   /'
   # Each compile command as CMake wrote it (precompiled headers first; one source per unit, so
   # FILES can pick them and a failure names its file); nothing is linked.
-  python3 - "$b" "$jobs" "${FILES:-}" <<'EOF' || status=1
-import json, os, re, shlex, subprocess, sys
-from concurrent.futures import ThreadPoolExecutor
-b, jobs, only = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-entries = json.load(open(os.path.join(b, "compile_commands.json")))
-if only:
-    entries = [e for e in entries if e["file"].endswith(".hxx.cxx") or re.search(only, e["file"])]
-    if all(e["file"].endswith(".hxx.cxx") for e in entries):
-        sys.exit(f"   FILES={only!r} matches no source file of this configuration")
-def compile_one(e):
-    args = shlex.split(e["command"])
-    out = os.path.join(e["directory"], e.get("output") or args[args.index("-o") + 1])
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    r = subprocess.run(e["command"], shell=True, cwd=e["directory"], capture_output=True, text=True)
-    return e["file"], r.returncode, r.stderr
-pch = [e for e in entries if e["file"].endswith(".hxx.cxx")]
-with ThreadPoolExecutor(jobs) as ex:
-    results = list(ex.map(compile_one, pch))
-    results += list(ex.map(compile_one, [e for e in entries if e not in pch]))
-with open(b + ".build.log", "w") as log:
-    for f, rc, err in results:
-        log.write(f"== {f} (exit {rc})\n{err}")
-failed = [(f, err) for f, rc, err in results if rc != 0]
-print(f"   {len(results) - len(failed)} of {len(results)} translation units compiled ({b}.build.log)")
-warnings = sorted({l for _, _, err in results for l in err.splitlines() if ": warning: " in l})
-for w in warnings[:20]:
-    print("   warning:", w[:300])
-for f, err in failed:
-    print("   failed:", f)
-    for l in [l for l in err.splitlines() if re.search(r": (fatal )?error: ", l)][:5]:
-        print("     ", l[:300])
-sys.exit(1 if failed else 0)
-EOF
+  python3 "$repo/tools/compile_units.py" "$b" "$jobs" --only "${FILES:-}" || status=1
 }
 
 # The NCCL lines alone, as CMake would compile them for a CUDA LibTorch: its standard rule,
