@@ -60,10 +60,9 @@ ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   // cp2's F(3×3) tiles on sub-grids of 3 or 6 pixels (ResNet-18's layer4 at 96 px: rate 2 on
   // 6×6 maps, kept 0.60; timed as rates 4 and 2 on 12×12 maps, kept 0.60 and 0.79) multiply
   // less than the taps (2.8 against 9·kept per output), and ran 1.5-1.7× faster than them on
-  // an Intel Xeon (docs/benchmarks.md). Only on maps the rate
-  // divides: on others, ASPP's rates on 14², 32² and 49² maps (sub-grids of 2-5 px, 2048
-  // channels in: the filters' transform outweighs the products saved), they ran 0.59-1.04×
-  // the taps there.
+  // an Intel Xeon (docs/benchmarks.md). Only on maps the rate divides: on others, ASPP's
+  // rates on 14², 32² and 49² maps (sub-grids of 2-5 px, 2048 channels in: the filters'
+  // transform outweighs the products saved), they ran 0.59-1.04× the taps there.
   const bool f3 = plan.kernels == WinogradKernels::tiles && plan.tile == 3 && plan.products < 9 * kept &&
                   h % d == 0 && w % d == 0;
   if (!f3 && tap_gemm_available() && kept <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))

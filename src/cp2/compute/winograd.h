@@ -52,7 +52,7 @@ WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w
 // batch of d² sub-grids, ⌈H/d⌉ × ⌈W/d⌉, `in_place` where d > 1. oneDNN's kernels take the
 // sub-grids copied out and back (and a map d does not divide padded first), cp2's tile them
 // in place. Forward + both gradients on an Intel Xeon with AVX-512 (docs/benchmarks.md),
-// cp2's F(4×4) against oneDNN's: channels-last 1.24-1.88× faster (ResNet-50's dilated
+// cp2's F(4×4) against oneDNN's: channels-last 1.24-1.97× faster (ResNet-50's dilated
 // stages at 224, 512 and 769 px, and at 683×512 evaluation), NCHW 0.93-1.26×.
 WinogradPlan winograd_plan_for(const at::Tensor& x, int64_t o, int64_t d);
 // Whether the named kernels run on this CPU and build (`best`: either); when not, `why` says
@@ -94,9 +94,10 @@ inline int64_t subgrid_side(int64_t side, int64_t d) { return (side + d - 1) / d
 // convolution is d² undilated ones over the sub-grids of one phase (compute/winograd_avx2.h;
 // any map size: where d does not divide a side, the phases' sub-grids differ by a pixel and
 // all are taken as the largest): cp2's kernels tile them in place, oneDNN's take them as a
-// batch copied out (of the map padded to a multiple of d) and back. The choice, per winograd_plan of the sub-grids: the direct
-// convolution where no kernels fit (cp2's: channel counts not multiples of 8) or, unless
-// named by a WinogradScope, where they do not pay off (compute/winograd_tiles.h).
+// batch copied out (of the map padded to a multiple of d) and back. The choice, per
+// winograd_plan_for: the direct convolution where no kernels fit (cp2's: channel counts not
+// multiples of 8) or, unless named by a WinogradScope, where they do not pay off
+// (compute/winograd_tiles.h).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t d = 1);
 
 }  // namespace cp2::compute
