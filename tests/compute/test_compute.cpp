@@ -518,6 +518,11 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
           return std::vector<at::Tensor>{y.detach(), x.grad(), conv->weight.grad().clone()};
         };
         const auto ref = run(false), got = run(true);
+        {  // Winograd, not the tap GEMMs (which also differ from direct in the last bits)
+          compute::WinogradScope scope(true, kernels);
+          EXPECT_EQ(compute::conv_path(*conv, x0),
+                    d == 1 ? compute::ConvPath::winograd : compute::ConvPath::winograd_subgrids);
+        }
         for (size_t i = 0; i < ref.size(); ++i) {
           SCOPED_TRACE(i == 0 ? "output" : i == 1 ? "input gradient" : "weight gradient");
           EXPECT_EQ(got[i].sizes(), ref[i].sizes());

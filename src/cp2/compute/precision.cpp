@@ -36,7 +36,7 @@ std::string Numerics::describe() const {
          (channels_last ? "channels-last" : "NCHW") +
          (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) +
                          (winograd_kernels_available(WinogradKernels::tiles)
-                              ? "; cp2's F(3x3) where 4x4 tiles would be half empty"
+                              ? "; cp2's for dilated ones and F(3x3) where 4x4 tiles would be half empty"
                               : "") +
                          ")" +
                          (tap_gemm_available() ? ", dilated 3x3 as tap GEMMs" : "")

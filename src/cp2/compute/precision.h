@@ -58,9 +58,9 @@ inline constexpr const char* kLossScaleHelp =
 inline constexpr const char* kLossScaleInitHelp = "the first loss scale (a power of two keeps fp32 steps exact)";
 inline constexpr const char* kChannelsLastHelp = "activations and weights in channels-last (NHWC) memory";
 // train.conv_algorithm (compute/conv.h): direct (PyTorch's), winograd (Winograd F(4x4,3x3):
-// oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones; cp2's F(3x3,3x3) on maps 4x4 tiles would fill
-// half, compute/winograd_tiles.h; dilated ones mostly over padding as one GEMM
-// per tap, compute/dilated.h; an error where this build or CPU has no Winograd kernels), auto
+// oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones and for dilated convolutions; cp2's
+// F(3x3,3x3) on maps 4x4 tiles would fill half, compute/winograd_tiles.h; dilated ones
+// mostly over padding as one GEMM per tap, compute/dilated.h; an error where this build or CPU has no Winograd kernels), auto
 // (winograd where available).
 inline const std::vector<std::string>& conv_algorithm_choices() {
   static const std::vector<std::string> c{"direct", "winograd", "auto"};
@@ -68,7 +68,8 @@ inline const std::vector<std::string>& conv_algorithm_choices() {
 }
 inline constexpr const char* kConvAlgorithmHelp =
     "3x3 convolutions in fp32 on the CPU: direct (as PyTorch), winograd (Winograd F(4x4,3x3): oneDNN's kernels on "
-    "AVX-512 CPUs, cp2's on AVX2 ones, and cp2's F(3x3,3x3) on maps that 4x4 tiles would fill half or less "
+    "AVX-512 CPUs, cp2's on AVX2 ones and for dilated convolutions on any CPU (their sub-grids tiled in place, any "
+    "map size), and cp2's F(3x3,3x3) on maps that 4x4 tiles would fill half or less "
     "(1-3, 5, 6, 9 px), each only where measured faster, e.g. from 32 tiles up; "
     "dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap over the pixels it reads; differs from "
     "direct by fp32 round-off) or auto (winograd where available)";

@@ -380,12 +380,12 @@ WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w
   }
   // Chosen as the best at hand, only where they beat the direct convolution: on the maps
   // F(3×3) tiles better, cp2's F(3×3) (on AVX-512 CPUs too: oneDNN has no such tiles) or
-  // direct; elsewhere F(4×4).
+  // direct; elsewhere F(4×4): cp2's where oneDNN's is missing or would copy the sub-grids
+  // (`in_place`), else oneDNN's.
   if (tiles && tiles_size(h, w) == 3) return tiles3_pay_off(n, c, o, h, w) ? plan(K::tiles, 3) : WinogradPlan{};
-  if (in_place && tiles && tiles_pay_off(n, c, o, h, w)) return plan(K::tiles, 4);
-  if (onednn_available(nullptr))
-    return winograd_tiles(n, h, w) >= kMinWinogradTiles ? plan(K::onednn, 4) : WinogradPlan{};
-  if (tiles && tiles_pay_off(n, c, o, h, w)) return plan(K::tiles, 4);
+  const bool onednn = onednn_available(nullptr);
+  if ((in_place || !onednn) && tiles && tiles_pay_off(n, c, o, h, w)) return plan(K::tiles, 4);
+  if (onednn && winograd_tiles(n, h, w) >= kMinWinogradTiles) return plan(K::onednn, 4);
   return {};
 }
 
@@ -409,8 +409,6 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64
   // oneDNN's kernels named where this CPU lacks them: an error, not a silent direct convolution.
   if (std::string why; t_kernels == WinogradKernels::onednn && !onednn_available(&why)) throw Error("winograd: " + why);
   // Where the kernels would not pay or fit (winograd_plan, of the sub-grids), the direct convolution.
-  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  const int64_t sh = subgrid_side(h, d), sw = subgrid_side(w, d);
   const auto plan = winograd_plan_for(x, weight.size(0), d);
   if (plan.kernels == WinogradKernels::tiles) return tiles_conv3x3(x, weight, plan.tile, d);  // sub-grids in place
   if (plan.kernels != WinogradKernels::onednn) return at::conv2d(x, weight, {}, {1, 1}, {d, d}, {d, d});
@@ -418,6 +416,8 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64
   // oneDNN's kernels take the d² sub-grids as a batch, copied out and back. Where d does not
   // divide a side, the map is first padded with zeros to sh·d × sw·d: the rows and columns
   // added are the padding the convolution reads there anyway, and their outputs are cut off.
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const int64_t sh = subgrid_side(h, d), sw = subgrid_side(w, d);
   const bool cl = is_channels_last(x);
   const bool ragged = sh * d != h || sw * d != w;
   const auto xp = ragged ? at::constant_pad_nd(x, {0, sw * d - w, 0, sh * d - h}) : x;

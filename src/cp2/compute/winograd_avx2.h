@@ -3,9 +3,9 @@
 // "Fast Algorithms for Convolutional Neural Networks", 2016) and F(3×3, 3×3) (5×5 patches, 25
 // products for 9 outputs; points 0, ±1, 2, ∞). The smaller tile fits maps of 3, 6, 9 … pixels
 // that the larger one fills half (at 96 px and output stride 16, ResNet's layer3 runs on 6×6
-// maps and layer4's rate-2 convolutions on 3×3 sub-grids of them). Plain float buffers, no LibTorch: the
-// caller (winograd_tiles.cpp) runs the transforms in parallel over tile ranges and the
-// products in the Winograd domain as batched GEMMs.
+// maps and layer4's rate-2 convolutions on 3×3 sub-grids of them). Plain float buffers, no
+// LibTorch: the caller (winograd_tiles.cpp) runs the transforms in parallel over tile ranges
+// and the products in the Winograd domain as batched GEMMs.
 //
 // Layouts: images are NHWC with the channel count a multiple of 8; a tile is m×m output
 // pixels (m = 4 or 3) of one sub-grid (Geometry), tiles numbered t = (((b·d + py)·d + px)·th +

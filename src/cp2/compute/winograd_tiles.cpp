@@ -132,8 +132,8 @@ OpShape subgrid_shape(const at::Tensor& x, const at::Tensor& w, int64_t d) {
 }
 
 // x: (N,C,H,W) channels-last (NHWC memory) by the filters w (O,C,3,3) at dilation d → y
-// (N,O,H,W) channels-last, in tiles of size m; with `flip`, by w turned 180° with in and out channels
-// swapped (the input gradient: x is then dy (N,O,H,W) and y is (N,C,H,W)).
+// (N,O,H,W) channels-last, in tiles of `tile` pixels; with `flip`, by w turned 180° with in
+// and out channels swapped (the input gradient: x is then dy (N,O,H,W) and y is (N,C,H,W)).
 at::Tensor forward_nhwc(const at::Tensor& x, const at::Tensor& w, bool flip, int64_t tile, int64_t d) {
   const int64_t c = x.size(1), o = flip ? w.size(1) : w.size(0);
   const Geometry g = geometry(x, tile, d);
