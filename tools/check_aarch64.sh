@@ -11,6 +11,11 @@
 # library, `cp2` and the tests; the LibTorch-only core with `cp2_gpu_check`); JOBS=N. Exit 0
 # when every unit compiled without errors; warnings are listed. About 10 minutes on 2 cores.
 set -euo pipefail
+# --help prints the comment above; any other option is a mistake for a folder name.
+case ${1:-} in
+  -h | --help) sed -n '2,/^set -/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+  -*) echo "usage: bash tools/check_aarch64.sh [WORK_DIR] (--help: what it does)" >&2; exit 2 ;;
+esac
 
 cxx=aarch64-linux-gnu-g++
 command -v $cxx > /dev/null ||

@@ -2,7 +2,7 @@
 # The GPU path's short check (issue 11 §6), for a machine with a CUDA GPU, a C++ compiler,
 # CMake and PyTorch (its LibTorch is what cp2 builds against; nothing else is needed):
 #   1. builds cp2's LibTorch-only core and cp2_gpu_check (cmake -DCP2_CORE_ONLY=ON), while
-#      tools/make_parity_fixtures.py writes the CP² step parity fixtures on the CPU;
+#      tools/make_parity_fixtures.py writes the CP² step and finetuning fixtures on the CPU;
 #   2. cp2_gpu_check: loss parity on CUDA (TF32 off) and the training loop's CUDA-graph steps
 #      (train.cuda_graph; fp32, AMP bf16, AMP fp16 with loss scaling) against eager ones step
 #      by step, a loader batch pinned from another thread, then the R50-ASPP@224 model step
@@ -10,21 +10,32 @@
 #      fp16 (dynamic loss scaling) channels-last, each eager and as a CUDA graph, with the
 #      peak device memory of each; then the ceiling of AMP's gain: the step's heaviest
 #      convolutions alone in fp32 (TF32) and in bf16 / fp16 (about 10 s);
-#   3. the same step in PyTorch on the same card (tools/cp2_reference.py's model and loss),
+#      Finetuning too: two SGD steps of DeepLabV3 R18 in float64 against the finetune
+#      fixture (mmseg 0.x's loss), then the DeepLabV3 R50 512² step (seg::train_step) at batch
+#      FINETUNE_BATCH (16, the authors' total; 0 skips it) in fp32 NCHW and channels-last and
+#      AMP bf16 channels-last (about 1 min);
+#   3. the same steps in PyTorch on the same card (tools/cp2_reference.py's models and losses),
 #      also when the build failed, so that one run always yields the reference's figures.
 # Both sides time as the authors' runs do: cuDNN autotuning on (CP2 main.py sets
 # cudnn.benchmark = True), TF32 for convolutions (PyTorch's default), not for matmuls.
 # Budget: about 4-6 minutes on an H200 with 16 cores as measured (build 63 s, cp2's side
 # 2-4 min, PyTorch's 1-2), before the fp16 graph check and its two timed lines were added
-# (expect some 30-60 s more). Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3,
-# STEPS=10, TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32 NCHW step, the authors'
-# configuration, none skips PyTorch's side, for when it was measured before; logs go to $OUT
-# when it is set, else next to the build dir).
+# (expect some 30-60 s more) and the finetuning part (expect some 30-60 s on each side; both
+# estimates, not yet run on a GPU). Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3,
+# STEPS=10, FINETUNE_BATCH=16, TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32
+# NCHW steps, the authors' configuration, none skips PyTorch's side, for when it was measured
+# before; logs go to $OUT when it is set, else next to the build dir).
 set -uo pipefail
+# --help prints the comment above; any other option is a mistake for a folder name.
+case ${1:-} in
+  -h | --help) sed -n '2,/^set -/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+  -*) echo "usage: bash tools/gpu_check.sh [BUILD_DIR] (--help: what it does)" >&2; exit 2 ;;
+esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${1:-/tmp/cp2_gpu_build}
 PY=${PYTHON:-python3}
 STEPS=${STEPS:-10}
+FINETUNE_BATCH=${FINETUNE_BATCH:-16}
 TORCH_SIDE=${TORCH_SIDE:-all}
 LOG=${OUT:-$B.logs}
 mkdir -p "$B" "$LOG"
@@ -72,10 +83,11 @@ echo "== fixtures: exit $(cat "$B/fixtures.rc"), $(tail -1 "$LOG/fixtures.log")"
 rc=1
 if [ $built = 1 ]; then
   rc=0
-  "$B/cp2_gpu_check" --fixtures "$B/fixtures" --device cuda --steps "$STEPS" 2>&1 | tee "$LOG/cp2.log" || rc=$?
+  "$B/cp2_gpu_check" --fixtures "$B/fixtures" --device cuda --steps "$STEPS" --finetune-batch "$FINETUNE_BATCH" 2>&1 |
+    tee "$LOG/cp2.log" || rc=$?
   echo "== cp2 done at $(el) (exit $rc)"
 fi
-PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" "$TORCH_SIDE" <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
+PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" "$TORCH_SIDE" "$FINETUNE_BATCH" <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
 import sys, time, torch
 sys.path.insert(0, sys.argv[1])
 import cp2_reference as ref
@@ -84,6 +96,20 @@ torch.backends.cudnn.benchmark = True       # the authors' main.py
 torch.backends.cudnn.allow_tf32 = True      # PyTorch's defaults for a user's run
 torch.backends.cuda.matmul.allow_tf32 = False
 print(f"[torch] R50-ASPP@{S}, K {K}, {steps} timed steps after 3 warm-up (img/s), PyTorch {torch.__version__}")
+
+
+def timed(step, batch):
+    """3 warm-up steps, then img/s over `steps` and the peak memory since the last reset."""
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    t = time.time()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    return f"{steps * batch / (time.time() - t):9.2f} img/s {torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB peak"
+
+
 Scaler = torch.amp.GradScaler if hasattr(torch.amp, "GradScaler") else None
 for batch in (32, 64):
     for amp in (None, torch.bfloat16, torch.float16):
@@ -121,20 +147,59 @@ for batch in (32, 64):
                     scaler.scale(losses["total"]).backward()
                     scaler.step(opt)
                     scaler.update()
-                for _ in range(3):
-                    step()
-                torch.cuda.synchronize()
-                t = time.time()
-                for _ in range(steps):
-                    step()
-                torch.cuda.synchronize()
-                r = f"{steps * batch / (time.time() - t):9.2f} img/s {torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB peak"
+                r = timed(step, batch)
             except Exception as e:  # out of memory, or an API this PyTorch lacks
                 r = "failed: " + str(e).splitlines()[0]
             label = {None: "fp32", torch.bfloat16: "AMP bf16", torch.float16: "AMP fp16"}[amp]
             print(f"[torch] batch {batch:3d} {label:9s} {'channels-last' if cl else 'NCHW':13s} {r}", flush=True)
             q = k = opt = scaler = None
             torch.cuda.empty_cache()
+
+# The finetuning step as mmseg 0.x's loop runs it (cp2_gpu_check part 4b): DeepLabV3 R50 at
+# 512², forward, the decode head's loss (cross-entropy ignoring 255, mean over all pixels) and
+# its pixel accuracy, backward, SGD (lr 0.003, momentum 0.9, no weight decay), both logged
+# numbers read each step (mmseg's log_vars).
+FB, C = int(sys.argv[4]), 512
+if FB > 0 and sys.argv[3] != "none":
+    print(f"[torch-ft] DeepLabV3 R50 at {C}², {steps} timed steps after 3 warm-up (img/s)")
+    for amp, cl in ((None, False), (None, True), (torch.bfloat16, True)):
+        if sys.argv[3] == "authors" and (amp or cl):
+            continue
+        m = opt = None
+        try:
+            torch.cuda.reset_peak_memory_stats()
+            torch.manual_seed(0)
+            m = ref.Segmentor(50, 16, num_classes=21).to(dev)
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            if cl:
+                m = m.to(memory_format=torch.channels_last)
+            m.train()
+            opt = torch.optim.SGD(m.parameters(), lr=0.003, momentum=0.9, weight_decay=0)
+            x = torch.randn(FB, 3, C, C, device=dev).contiguous(memory_format=fmt)
+            y = torch.randint(0, 21, (FB, C, C), device=dev)
+            y[:, :8] = 255
+
+            def ft_step():
+                with torch.autocast("cuda", dtype=amp or torch.bfloat16, enabled=amp is not None):
+                    logits = m.decode_head.classify(m.features(x))
+                # The loss in fp32, as mmseg's force_fp32 on the head's losses and cp2's autocast
+                # around the network only.
+                up = torch.nn.functional.interpolate(logits.float(), size=(C, C), mode="bilinear", align_corners=False)
+                loss = torch.nn.functional.cross_entropy(up, y, ignore_index=255, reduction="none").mean()
+                with torch.no_grad():
+                    valid = y != 255
+                    acc = ((up.argmax(1) == y) & valid).sum() * 100.0 / valid.sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                return torch.stack([loss.detach().float(), acc.float()]).tolist()
+            r = timed(ft_step, FB)
+        except Exception as e:
+            r = "failed: " + str(e).splitlines()[0]
+        label = "fp32" if amp is None else "AMP bf16"
+        print(f"[torch-ft] batch {FB:3d} {label:9s} {'channels-last' if cl else 'NCHW':13s} {r}", flush=True)
+        m = opt = None
+        torch.cuda.empty_cache()
 PY
 echo "== all done in $(el)"
 echo "== summary"
@@ -146,4 +211,5 @@ else
 fi
 grep -h "^\[step\] batch.* graph " "$LOG/cp2.log" 2>/dev/null
 grep -h "^\[ceiling\]" "$LOG/cp2.log" 2>/dev/null
+grep -h "^\[finetune\] batch" "$LOG/cp2.log" 2>/dev/null; grep -h "^\[torch-ft\] batch" "$LOG/torch.log"
 exit $rc

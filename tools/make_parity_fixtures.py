@@ -293,7 +293,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--only-cp2-step", action="store_true",
-                    help="only the CP² step fixtures (tools/gpu_check.sh; other random draws than the full set)")
+                    help="only the fixtures cp2_gpu_check reads: the CP² step and finetuning ones "
+                         "(tools/gpu_check.sh; other random draws than the full set)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -302,7 +303,8 @@ def main():
     if args.only_cp2_step:
         cp2_step_fixture(args.out, 18, 96, 4, 256, gen, grads=True)
         cp2_step_fixture(args.out, 50, 224, 2, 256, gen, grads=False)
-        print(f"CP² step fixtures written to {args.out} with torch {torch.__version__}")
+        finetune_fixture(args.out, gen)
+        print(f"CP² step and finetuning fixtures written to {args.out} with torch {torch.__version__}")
         return
     for depth in (18, 50):
         for os_ in (16, 8):

@@ -13,6 +13,11 @@
 //     eager and (on CUDA) as a CUDA graph.
 //  3. the ceiling of AMP's gain: the step's heaviest convolutions alone, in the authors' fp32
 //     (TF32) and in AMP bf16 / fp16, at the largest batch.
+//  4. finetuning (seg::train_step, the loop's step): two poly-lr SGD steps of DeepLabV3 R18
+//     in float64 on --device against tools/make_parity_fixtures.py's finetune fixture (mmseg
+//     0.x's loss, PyTorch on the CPU); then the DeepLabV3 R<arch> step at --finetune-crop²,
+//     batch --finetune-batch, in images/s: fp32 NCHW (the authors'), fp32 channels-last and
+//     AMP bf16 channels-last, eager.
 // Exit status 1 when a parity check fails.
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -33,9 +38,13 @@
 #include "cp2/compute/flops.h"
 #include "cp2/data/batch.h"
 #include "cp2/io/checkpoint.h"
+#include "cp2/io/weights.h"
+#include "cp2/models/init.h"
+#include "cp2/models/segmentor.h"
 #include "cp2/pretrain/state_io.h"
 #include "cp2/pretrain/graph_step.h"
 #include "cp2/pretrain/step.h"
+#include "cp2/seg/step.h"
 #ifdef CP2_WITH_CUDA  // CMake defines it where the LibTorch has CUDA (torch_cuda)
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
@@ -47,6 +56,7 @@ using namespace cp2;
 struct Args {
   std::string fixtures, device = "cuda";
   int arch = 50, size = 224, steps = 10, warmup = 3, ceiling_shapes = 8;
+  int finetune_crop = 512, finetune_batch = 16;  // 0: no finetuning timing
   int64_t queue = 65536;
   std::vector<int64_t> batches{32, 64};
 };
@@ -54,7 +64,8 @@ struct Args {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "error: %s\nusage: cp2_gpu_check --fixtures DIR [--device cuda] [--arch 50] [--size 224] "
-               "[--batches 32,64] [--steps 10] [--warmup 3] [--queue 65536] [--ceiling-shapes 8]\n",
+               "[--batches 32,64] [--steps 10] [--warmup 3] [--queue 65536] [--ceiling-shapes 8] "
+               "[--finetune-batch 16 (0: none)] [--finetune-crop 512]\n",
                why.c_str());
   std::exit(2);
 }
@@ -74,6 +85,8 @@ Args parse(int argc, char** argv) {
       else if (k == "--warmup") a.warmup = std::stoi(v);
       else if (k == "--queue") a.queue = std::stoll(v);
       else if (k == "--ceiling-shapes") a.ceiling_shapes = std::stoi(v);
+      else if (k == "--finetune-batch") a.finetune_batch = std::stoi(v);
+      else if (k == "--finetune-crop") a.finetune_crop = std::stoi(v);
       else if (k == "--batches") {
         a.batches.clear();
         std::stringstream ss(v);
@@ -107,6 +120,54 @@ int64_t peak_device_bytes(const torch::Device& d, bool reset) {
 
 double rel(const at::Tensor& a, const at::Tensor& b) {
   return std::abs(a.item<double>() - b.item<double>()) / std::max(std::abs(b.item<double>()), 1e-30);
+}
+
+// The first line of an error's message (the checks print one line each).
+std::string first_line(const std::exception& e) {
+  const std::string w = e.what();
+  return w.substr(0, w.find('\n'));
+}
+
+// A timed configuration (parts 2 and 4b): images/s, nominal GFLOP/s, peak device memory
+// (-1: not known) and notes, or the error that stopped it.
+struct Timing {
+  double img_s = 0, gflops = 0, peak_gib = -1;
+  std::string note, error;
+  std::string str() const {
+    if (!error.empty()) return "failed: " + error;
+    char b[96];
+    std::snprintf(b, sizeof b, "%9.2f img/s %9.1f GFLOP/s", img_s, gflops);
+    std::string r = b;
+    if (peak_gib >= 0) {
+      std::snprintf(b, sizeof b, " %6.1f GiB peak", peak_gib);
+      r += b;
+    }
+    return r + note;
+  }
+};
+
+// FLOPs per image of an eager step (it runs once, counted; a graph replay dispatches no ops
+// to count).
+template <class Step>
+double flops_per_img(Step&& step, int64_t batch, const torch::Device& dev, const compute::Numerics& n) {
+  return compute::count_step(step, static_cast<double>(batch), dev.str(), n, /*verbose=*/false, /*probe=*/false)
+      .per_img;
+}
+
+// Times `steps` calls of `step` (each on `batch` images of `flops` FLOPs; it reads its logged
+// numbers, one device sync per step as the loops'): images/s, nominal GFLOP/s and the peak
+// device memory since `peak_device_bytes` was last reset.
+template <class Step>
+Timing timed(const torch::Device& dev, int steps, int64_t batch, double flops, Step&& step) {
+  sync(dev);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) step();
+  sync(dev);
+  Timing t;
+  t.img_s = steps * batch / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  t.gflops = flops * t.img_s / 1e9;
+  t.peak_gib = peak_device_bytes(dev, false) / double(1 << 30);
+  return t;
 }
 
 // Part 1. Returns false on a mismatch.
@@ -295,8 +356,7 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
                 queue_tol, scaled_what.c_str(), ptr_eq ? "equal" : "DIFFER", scaled_state.c_str(), pass ? "PASS" : "FAIL");
     return pass;
   } catch (const std::exception& e) {
-    std::string w = e.what();
-    std::printf("[graph] %s failed: %s\n", tag.c_str(), w.substr(0, w.find('\n')).c_str());
+    std::printf("[graph] %s failed: %s\n", tag.c_str(), first_line(e).c_str());
     return false;
   }
 }
@@ -321,13 +381,11 @@ data::Batch step_batch(int64_t batch, int64_t S, const torch::Device& dev) {
   return {torch::randn({batch, 3, S, S}, opts), torch::randn({batch, 3, S, S}, opts), mask, mask.flip({1})};
 }
 
-// Part 2: one configuration's images/s and nominal GFLOP/s ("" on success, else the
-// error's first line). The model computes in the numerics as `cp2 pretrain` would
-// (train.precision bf16|fp16 / train.channels_last: autocast around the encoders only; fp16
-// with dynamic loss scaling, as train.loss_scale: auto).
-std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, const std::string& precision,
-                      bool channels_last, bool graph, double& img_s, double& gflops, double& peak_gib,
-                      std::string& note) {
+// Part 2: one configuration's timing. The model computes in the numerics as `cp2 pretrain`
+// would (train.precision bf16|fp16 / train.channels_last: autocast around the encoders only;
+// fp16 with dynamic loss scaling, as train.loss_scale: auto).
+Timing time_step(const Args& a, const torch::Device& dev, int64_t batch, const std::string& precision,
+                 bool channels_last, bool graph) {
   try {
     peak_device_bytes(dev, /*reset=*/true);
     auto m = step_model(a, dev);
@@ -342,10 +400,9 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
     if (n.loss_scaling) opt.enable_loss_scaling(n.loss_scale_init);
     const auto b = step_batch(batch, a.size, dev);
     const double lr = 0.03 * batch / 256;
-    auto step = [&] { pretrain::train_step(*m, opt, b, lr); };
-    for (int i = 0; i < a.warmup; ++i) step();
-    const auto fl = compute::count_step(step, static_cast<double>(batch), dev.str(), n, /*verbose=*/false,
-                                        /*probe=*/false);
+    auto eager = [&] { pretrain::train_step(*m, opt, b, lr); };
+    for (int i = 0; i < a.warmup; ++i) eager();
+    const double flops = flops_per_img(eager, batch, dev, n);
     // Graphs through the training loop's runner: it captures once an update has been made at
     // this shape (fp16's first steps may be skipped by loss scaling) and again at a new scale.
     std::unique_ptr<pretrain::StepRunner> runner;
@@ -355,25 +412,19 @@ std::string time_step(const Args& a, const torch::Device& dev, int64_t batch, co
       if (runner->replays() == 0) throw Error("no replay after 30 warm-up steps");
     }
     const int64_t skipped = opt.skipped_steps(), captures = runner ? runner->captures() : 0;
-    sync(dev);
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < a.steps; ++i) {
+    auto t = timed(dev, a.steps, batch, flops, [&] {
       if (runner) runner->step(b, lr);  // reads the losses each step, as the eager step does
-      else step();
-    }
-    sync(dev);
-    note.clear();
+      else eager();
+    });
     if (opt.skipped_steps() > skipped)
-      note += " (" + std::to_string(opt.skipped_steps() - skipped) + " timed steps skipped by loss scaling)";
+      t.note += " (" + std::to_string(opt.skipped_steps() - skipped) + " timed steps skipped by loss scaling)";
     if (runner && runner->captures() > captures)
-      note += " (" + std::to_string(runner->captures() - captures) + " captures while timed)";
-    img_s = a.steps * batch / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    gflops = fl.per_img * img_s / 1e9;
-    peak_gib = peak_device_bytes(dev, false) / double(1 << 30);
-    return "";
+      t.note += " (" + std::to_string(runner->captures() - captures) + " captures while timed)";
+    return t;
   } catch (const std::exception& e) {
-    std::string w = e.what();
-    return w.substr(0, w.find('\n'));
+    Timing t;
+    t.error = first_line(e);
+    return t;
   }
 }
 
@@ -427,8 +478,120 @@ void ceiling(const Args& a, const torch::Device& dev, int64_t batch, int top) {
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {
-    std::string w = e.what();
-    std::printf("[ceiling] batch %lld failed: %s\n", static_cast<long long>(batch), w.substr(0, w.find('\n')).c_str());
+    std::printf("[ceiling] batch %lld failed: %s\n", static_cast<long long>(batch), first_line(e).c_str());
+  }
+}
+
+// Part 4a: the finetuning step on the device against tools/make_parity_fixtures.py's
+// finetune fixture: DeepLabV3 R18 (5 classes, dropout off: its masks cannot match across
+// frameworks), two SGD steps (momentum 0.9, mmcv's poly rate over 10 iterations) on mmseg
+// 0.x's loss, in float64, written by PyTorch on the CPU. Here seg::train_step, the loop's
+// step, runs them on --device, also in float64 (in float32 the two sides' convolutions
+// differ in the 6th digit, enough to flip a ReLU input at zero; tests/seg/test_finetune.cpp
+// checks the same fixture on the CPU with the same tolerances).
+bool finetune_parity(const Args& a, const torch::Device& dev) {
+  const std::string path = a.fixtures + "/finetune_r18.pt";
+  try {
+    if (!std::filesystem::exists(path))
+      throw Error("missing " + path + " (run tools/make_parity_fixtures.py --out " + a.fixtures + ")");
+    std::map<std::string, at::Tensor> fx;
+    for (auto& [k, v] : io::flatten(io::load_checkpoint(path).root))
+      if (v->kind == py::Kind::Tensor) fx[k] = v->tensor;
+    auto prefixed = [&](const std::string& prefix) {
+      io::TensorList out;
+      for (const auto& [k, t] : fx)
+        if (k.rfind(prefix, 0) == 0) out.emplace_back(k.substr(prefix.size()), t);
+      return out;
+    };
+    models::SegmentorOptions so;
+    so.backbone.depth = 18;
+    so.head.proj_channels = 0;
+    so.head.num_classes = 5;
+    so.head.dropout = 0;
+    so.validate();
+    models::Segmentor m(so);
+    m->to(torch::kDouble);
+    io::load_state(*m, prefixed("state_dict."), /*strict=*/true, path);
+    m->to(dev);
+    m->train();
+    train::NamedTensors params;
+    for (auto& p : m->named_parameters()) params.emplace_back(p.key(), p.value());
+    auto oo = seg::finetune_optim();  // at the fixture's rate
+    oo.lr = 0.01;
+    train::Optimizer opt(params, oo);
+    const auto x = fx.at("input").to(dev), y = fx.at("label").to(dev);
+    double loss_err = 0, lr_err = 0;
+    for (int t = 0; t < 2; ++t) {
+      const double lr = train::scheduled_lr(oo, oo.lr, 0, t, 10, 1);
+      lr_err = std::max(lr_err, std::abs(lr - fx.at("lrs")[t].item<double>()));
+      const auto r = seg::train_step(*m, opt, x, y, lr, {});
+      loss_err = std::max(loss_err, std::abs(r.loss - fx.at("losses")[t].item<double>()));
+    }
+    double worst = 0;
+    std::string worst_key;
+    bool ints_equal = true;
+    for (const auto& [k, t0] : io::state_dict(*m)) {
+      const auto t = t0.cpu();
+      const auto& ref = fx.at("after." + k);
+      if (!t.is_floating_point()) {
+        ints_equal = ints_equal && torch::equal(t, ref);
+        continue;
+      }
+      const double e = (t - ref).abs().max().item<double>() / std::max(ref.abs().max().item<double>(), 1e-30);
+      if (e > worst) worst = e, worst_key = k;
+    }
+    const bool pass = lr_err <= 1e-15 && loss_err <= 1e-10 && worst <= 1e-9 && ints_equal;
+    std::printf("[parity] finetune DeepLabV3 R18, 2 SGD steps in float64 on %s: loss abs %.2e (tolerance 1e-10), "
+                "worst tensor %s max rel %.2e (tolerance 1e-9), step counters %s: %s\n",
+                dev.str().c_str(), loss_err, worst_key.c_str(), worst, ints_equal ? "equal" : "DIFFER",
+                pass ? "PASS" : "FAIL");
+    return pass;
+  } catch (const std::exception& e) {
+    std::printf("[parity] finetune on %s failed: %s\n", dev.str().c_str(), first_line(e).c_str());
+    return false;
+  }
+}
+
+// Part 4b: the finetuning step (seg::train_step: forward, mmseg's loss, backward, SGD) of
+// DeepLabV3 R<arch> (output stride 16, 21 classes, dropout 0.1: configs/voc_r50_512.yaml) on a
+// fixed random batch of --finetune-crop² crops whose top 8 rows are labelled 255, in the
+// numerics `cp2 finetune` would run (as time_step).
+Timing time_finetune(const Args& a, const torch::Device& dev, const std::string& precision, bool channels_last) {
+  try {
+    peak_device_bytes(dev, /*reset=*/true);
+    models::SegmentorOptions so;  // seg::SegModelConfig's defaults
+    so.backbone.depth = a.arch;
+    so.head.proj_channels = 0;
+    so.head.num_classes = 21;
+    so.head.dropout = 0.1;
+    so.validate();
+    torch::manual_seed(0);
+    models::Segmentor m(so);
+    models::init_weights(*m, 0);
+    m->to(dev);
+    compute::NumericsOptions no;
+    no.precision = precision;
+    no.channels_last = channels_last;
+    const auto n = compute::resolve_numerics(no, dev.str());
+    m->set_numerics(n);
+    m->train();
+    train::NamedTensors params;
+    for (auto& p : m->named_parameters()) params.emplace_back(p.key(), p.value());
+    const auto oo = seg::finetune_optim();
+    train::Optimizer opt(params, oo);
+    const int64_t B = a.finetune_batch, S = a.finetune_crop;
+    torch::manual_seed(1);
+    const auto image = torch::randn({B, 3, S, S}).to(dev);
+    auto label = torch::randint(0, 21, {B, S, S}, torch::kLong);
+    label.slice(1, 0, 8).fill_(255);
+    label = label.to(dev);
+    auto step = [&] { seg::train_step(*m, opt, image, label, oo.lr, {}); };
+    for (int i = 0; i < a.warmup; ++i) step();
+    return timed(dev, a.steps, B, flops_per_img(step, B, dev, n), step);
+  } catch (const std::exception& e) {
+    Timing t;
+    t.error = first_line(e);
+    return t;
   }
 }
 
@@ -445,6 +608,7 @@ int main(int argc, char** argv) {
     at::globalContext().setAllowTF32CuDNN(false);
     std::printf("cp2_gpu_check: LibTorch %s, device %s\n", TORCH_VERSION, dev.str().c_str());
     bool ok = parity(a, dev);
+    ok = finetune_parity(a, dev) && ok;  // part 4a
     ok = graph_parity(dev, "fp32", false) && ok;
     if (dev.is_cuda()) ok = graph_parity(dev, "bf16", true) && ok;
     if (dev.is_cuda()) ok = graph_parity(dev, "fp16", true) && ok;
@@ -465,21 +629,23 @@ int main(int argc, char** argv) {
             if (graph && !dev.is_cuda()) continue;
             const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
             const std::string layout = std::string(cl ? "channels-last" : "NCHW") + (graph ? " graph" : "");
-            double ips = 0, gflops = 0, peak = -1;
-            std::string note;
-            const auto err = time_step(a, dev, batch, precision, cl, graph, ips, gflops, peak, note);
-            char mem[48] = "";
-            if (peak >= 0) std::snprintf(mem, sizeof mem, " %6.1f GiB peak", peak);
-            if (err.empty())
-              std::printf("[step] batch %3lld %-9s %-19s %9.2f img/s %9.1f GFLOP/s%s%s\n",
-                          static_cast<long long>(batch), label.c_str(), layout.c_str(), ips, gflops, mem,
-                          note.c_str());
-            else
-              std::printf("[step] batch %3lld %-9s %-19s failed: %s\n", static_cast<long long>(batch), label.c_str(),
-                          layout.c_str(), err.c_str());
+            std::printf("[step] batch %3lld %-9s %-19s %s\n", static_cast<long long>(batch), label.c_str(),
+                        layout.c_str(), time_step(a, dev, batch, precision, cl, graph).str().c_str());
             std::fflush(stdout);
           }
     ceiling(a, dev, *std::max_element(a.batches.begin(), a.batches.end()), a.ceiling_shapes);
+    // Part 4b (4a ran with the other parity checks).
+    if (a.finetune_batch > 0) {
+      std::printf("[finetune] DeepLabV3 R%d (output stride 16, 21 classes) at %d², %d timed steps after %d warm-up\n",
+                  a.arch, a.finetune_crop, a.steps, a.warmup);
+      for (const auto& [precision, cl] : std::vector<std::pair<std::string, bool>>{
+               {"fp32", false}, {"fp32", true}, {"bf16", true}}) {
+        const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
+        std::printf("[finetune] batch %3d %-9s %-13s %s\n", a.finetune_batch, label.c_str(),
+                    cl ? "channels-last" : "NCHW", time_finetune(a, dev, precision, cl).str().c_str());
+        std::fflush(stdout);
+      }
+    }
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -297,7 +297,7 @@ TEST(Finetune, TrainStepStepsOnAFiniteLossAndSkipsANonFiniteOne) {
     model->train();
     train::NamedTensors params;
     for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
-    train::Optimizer opt(params, FinetuneConfig::default_optim());
+    train::Optimizer opt(params, finetune_optim());
     opt.enable_loss_scaling(1024);
     if (poison) {
       torch::NoGradGuard ng;
@@ -352,7 +352,7 @@ TEST(FinetuneParity, TwoStepsSlideAndFlipMatchPyTorch) {
   io::load_state(*m, prefixed("state_dict."), /*strict=*/true, "finetune_r18.pt");
   train::NamedTensors params;
   for (auto& p : m->named_parameters()) params.emplace_back(p.key(), p.value());
-  auto oo = FinetuneConfig::default_optim();
+  auto oo = finetune_optim();
   oo.lr = 0.01;
   train::Optimizer opt(params, oo);
   m->train();

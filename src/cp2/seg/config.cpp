@@ -60,18 +60,6 @@ void FinetuneOptions::validate() const {
   numerics.validate();
 }
 
-train::OptimOptions FinetuneConfig::default_optim() {
-  train::OptimOptions o;  // the authors' config_finetune.py
-  o.name = "sgd";
-  o.lr = 0.003;
-  o.momentum = 0.9;
-  o.weight_decay = 0;
-  o.schedule = "poly";
-  o.power = 0.9;
-  o.min_lr = 1e-4;
-  return o;
-}
-
 config::Fields FinetuneConfig::fields() {
   config::Fields f;
   f.add_choice("data.type", data.type, {"voc", "cityscapes", "ade20k", "list"}, "dataset layout");

@@ -10,6 +10,7 @@
 #include "cp2/models/segmentor.h"
 #include "cp2/seg/dataset.h"
 #include "cp2/seg/pipeline.h"
+#include "cp2/seg/step.h"
 #include "cp2/train/keys.h"
 #include "cp2/train/optim.h"
 #include "cp2/compute/precision.h"
@@ -61,11 +62,10 @@ struct FinetuneConfig {
   SegDataConfig data;
   PipelineOptions pipeline;
   SegModelConfig model;
-  train::OptimOptions optim = default_optim();
+  train::OptimOptions optim = finetune_optim();
   FinetuneOptions train;
   EvalOptions eval;
 
-  static train::OptimOptions default_optim();
   config::Fields fields();
   std::string to_yaml() const;  // from these structs: what a run stores is what ran
   data::LoaderOptions loader_options() const;
