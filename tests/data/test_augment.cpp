@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "cp2/data/augment.h"
+#include "cp2/data/hue.h"
 #include "cp2/data/image.h"
 #include "../helpers.h"
 
@@ -69,6 +70,38 @@ TEST(AugmentParity, SingleOpsMatchTorchvision) {
     std::printf("[augment parity] %-12s mean |cp2 - torchvision| = %.4f grey levels (tol %.2f)\n", c.name, d, c.tol);
     EXPECT_LE(d, c.tol) << n;
   }
+}
+
+// adjust_hue looks up the per-pixel work that does not depend on the shift (hue.cpp's
+// tables); pil_hue_shift computes PIL's path expression by expression. They must agree on
+// every 8-bit colour, at shifts of both signs, zero, and the extremes.
+TEST(AugmentHue, TablesEqualPilsPathOnEveryColour) {
+  int64_t mismatches = 0, changed = 0;
+  std::string first;
+  for (double shift : {0.1, -0.5, 0.0, 0.0371}) {
+    const uint8_t dh = hue_shift_byte(shift);
+    for (int r = 0; r < 256; ++r) {
+      auto img = torch::empty({3, 256, 256});
+      float* p = img.data_ptr<float>();
+      for (int i = 0; i < 65536; ++i) {
+        p[i] = r / 255.f;
+        p[65536 + i] = (i >> 8) / 255.f;
+        p[2 * 65536 + i] = (i & 255) / 255.f;
+      }
+      adjust_hue(img, shift);
+      for (int i = 0; i < 65536; ++i) {
+        const int g = i >> 8, b = i & 255;
+        const auto want = pil_hue_shift(r, g, b, dh);
+        changed += want[0] != r || want[1] != g || want[2] != b;
+        for (int c = 0; c < 3; ++c)
+          if (p[c * 65536 + i] != want[c] / 255.f && mismatches++ == 0)
+            first = "rgb " + std::to_string(r) + "," + std::to_string(g) + "," + std::to_string(b) + " shift " +
+                    std::to_string(shift);
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "first at " << first;
+  EXPECT_GT(changed, 3 * (1 << 24) / 2);  // the non-zero shifts move most colours
 }
 
 TEST(AugmentParity, BlurAgainstPilBoxApproximation) {

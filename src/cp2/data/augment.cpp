@@ -129,13 +129,13 @@ AxisWeights axis_weights(int64_t in, int64_t out) {
 inline float gray_of(float r, float g, float b) { return 0.299f * r + 0.587f * g + 0.114f * b; }
 inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
 
+}  // namespace
+
 void check_float_image(const at::Tensor& img) {
   TORCH_CHECK(img.dim() == 3 && img.size(0) == 3 && img.scalar_type() == at::kFloat && img.is_contiguous() &&
                   img.device().is_cpu(),
               "expected a contiguous float 3 x H x W CPU image");
 }
-
-}  // namespace
 
 at::Tensor resized_crop(const at::Tensor& img_u8, const Box& b, int size) {
   TORCH_CHECK(img_u8.dim() == 3 && img_u8.size(0) == 3 && img_u8.scalar_type() == at::kByte, "expected uint8 3 x H x W");
@@ -225,54 +225,6 @@ void adjust_saturation(at::Tensor& img, double f) {
     r[i] = clamp01(ff * r[i] + base);
     g[i] = clamp01(ff * g[i] + base);
     b[i] = clamp01(ff * b[i] + base);
-  }
-}
-
-void adjust_hue(at::Tensor& img, double shift) {
-  // PIL's path, which MoCo v2 runs: 8-bit RGB -> 8-bit HSV (Convert.c rgb2hsv), H += the
-  // shift as uint8 (int(shift * 255), wrapping), back with hsv2rgb's rounding. A float HSV
-  // rotation differs from it by ~1.5 grey levels on average; this matches it.
-  check_float_image(img);
-  const int64_t n = img.size(1) * img.size(2);
-  float* R = img.data_ptr<float>();
-  float *G = R + n, *B = G + n;
-  const auto dh = static_cast<uint8_t>(static_cast<int>(shift * 255.0) & 0xFF);
-  auto u8 = [](float v) { return static_cast<int>(clamp01(v) * 255.f + 0.5f); };
-  auto iround = [](double v) { return static_cast<int>(v + 0.5); };  // v >= 0: C round()
-  auto clip8 = [](int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); };
-  for (int64_t i = 0; i < n; ++i) {
-    const int r = u8(R[i]), g = u8(G[i]), b = u8(B[i]);
-    const int mx = std::max({r, g, b}), mn = std::min({r, g, b});
-    int outr = mx, outg = mx, outb = mx;
-    if (mx != mn) {
-      const float cr = static_cast<float>(mx - mn), s = cr / static_cast<float>(mx);
-      const float rc = (mx - r) / cr, gc = (mx - g) / cr, bc = (mx - b) / cr;
-      float h = r == mx ? bc - gc : (g == mx ? 2.0f + rc - bc : 4.0f + gc - rc);
-      double hd = h / 6.0 + 1.0;  // in (0, 2): fmod(hd, 1) without the libm call
-      h = static_cast<float>(hd >= 1.0 ? hd - 1.0 : hd);
-      const auto uh = static_cast<uint8_t>(clip8(static_cast<int>(h * 255.0)) + dh);
-      const int us = clip8(static_cast<int>(s * 255.0));
-      if (us != 0) {
-        const int v = mx;
-        const int sector = static_cast<int>(static_cast<float>(uh) * 6.0 / 255.0);  // >= 0: floor
-        const float f = static_cast<float>(static_cast<float>(uh) * 6.0 / 255.0 - sector);
-        const float fs = us / 255.0f;
-        const int p = clip8(iround(v * (1.0 - fs)));
-        const int q = clip8(iround(v * (1.0 - fs * f)));
-        const int t = clip8(iround(v * (1.0 - fs * (1.0 - f))));
-        switch (sector % 6) {
-          case 0: outr = v, outg = t, outb = p; break;
-          case 1: outr = q, outg = v, outb = p; break;
-          case 2: outr = p, outg = v, outb = t; break;
-          case 3: outr = p, outg = q, outb = v; break;
-          case 4: outr = t, outg = p, outb = v; break;
-          default: outr = v, outg = p, outb = q; break;
-        }
-      }
-    }
-    R[i] = outr / 255.f;
-    G[i] = outg / 255.f;
-    B[i] = outb / 255.f;
   }
 }
 

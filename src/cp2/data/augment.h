@@ -59,12 +59,15 @@ struct ViewParams {
 
 ViewParams draw_view(int64_t H, int64_t W, const ViewOptions& o, Rng& rng);
 
+// Throws unless img is what the single ops take: a contiguous float 3 x H x W CPU image.
+void check_float_image(const at::Tensor& img);
+
 // The single ops (float 3 x H x W in [0, 1] in, same out), torchvision semantics.
 at::Tensor resized_crop(const at::Tensor& img_u8, const Box& b, int size);  // antialiased bilinear
 void adjust_brightness(at::Tensor& img, double f);
 void adjust_contrast(at::Tensor& img, double f);    // blend with the mean grey level
 void adjust_saturation(at::Tensor& img, double f);  // blend with the grey image
-void adjust_hue(at::Tensor& img, double shift);     // rotate H in HSV, shift in [-0.5, 0.5]
+void adjust_hue(at::Tensor& img, double shift);     // rotate H in PIL's 8-bit HSV, shift in [-0.5, 0.5] (hue.h)
 void to_grayscale(at::Tensor& img);                 // 0.299 R + 0.587 G + 0.114 B, 3 channels
 at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma);  // reflect padding
 void hflip(at::Tensor& img);
