@@ -2,6 +2,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "cp2/data/augment.h"
 #include "cp2/data/hue.h"
@@ -73,35 +75,54 @@ TEST(AugmentParity, SingleOpsMatchTorchvision) {
 }
 
 // adjust_hue looks up the per-pixel work that does not depend on the shift (hue.cpp's
-// tables); pil_hue_shift computes PIL's path expression by expression. They must agree on
-// every 8-bit colour, at shifts of both signs, zero, and the extremes.
+// tables), eight pixels at a time with AVX2 where the CPU has it; pil_hue_shift computes
+// PIL's path expression by expression. Both loops must agree with it on every 8-bit colour,
+// at shifts of both signs, zero and the extremes; and on channels outside [0, 1] (clamped)
+// and off the 8-bit grid, with each other and with adjust_hue.
 TEST(AugmentHue, TablesEqualPilsPathOnEveryColour) {
-  int64_t mismatches = 0, changed = 0;
+  int64_t mismatches[2] = {0, 0}, changed = 0;
   std::string first;
+  std::vector<float> img[2];
   for (double shift : {0.1, -0.5, 0.0, 0.0371}) {
     const uint8_t dh = hue_shift_byte(shift);
     for (int r = 0; r < 256; ++r) {
-      auto img = torch::empty({3, 256, 256});
-      float* p = img.data_ptr<float>();
-      for (int i = 0; i < 65536; ++i) {
-        p[i] = r / 255.f;
-        p[65536 + i] = (i >> 8) / 255.f;
-        p[2 * 65536 + i] = (i & 255) / 255.f;
+      for (int simd = 0; simd < 2; ++simd) {
+        auto& p = img[simd];
+        p.resize(3 * 65536);
+        for (int i = 0; i < 65536; ++i) {
+          p[i] = r / 255.f;
+          p[65536 + i] = (i >> 8) / 255.f;
+          p[2 * 65536 + i] = (i & 255) / 255.f;
+        }
+        hue_shift_pixels(p.data(), p.data() + 65536, p.data() + 2 * 65536, 65536, shift, simd);
       }
-      adjust_hue(img, shift);
       for (int i = 0; i < 65536; ++i) {
         const int g = i >> 8, b = i & 255;
         const auto want = pil_hue_shift(r, g, b, dh);
         changed += want[0] != r || want[1] != g || want[2] != b;
-        for (int c = 0; c < 3; ++c)
-          if (p[c * 65536 + i] != want[c] / 255.f && mismatches++ == 0)
-            first = "rgb " + std::to_string(r) + "," + std::to_string(g) + "," + std::to_string(b) + " shift " +
-                    std::to_string(shift);
+        for (int simd = 0; simd < 2; ++simd)
+          for (int c = 0; c < 3; ++c)
+            if (img[simd][c * 65536 + i] != want[c] / 255.f && mismatches[simd]++ == 0)
+              first = "rgb " + std::to_string(r) + "," + std::to_string(g) + "," + std::to_string(b) + " shift " +
+                      std::to_string(shift) + (simd ? " (AVX2)" : " (scalar)");
       }
     }
   }
-  EXPECT_EQ(mismatches, 0) << "first at " << first;
+  EXPECT_EQ(mismatches[0], 0) << "first at " << first;
+  EXPECT_EQ(mismatches[1], 0) << "first at " << first;
   EXPECT_GT(changed, 3 * (1 << 24) / 2);  // the non-zero shifts move most colours
+
+  torch::manual_seed(3);
+  auto x = torch::rand({3, 61, 37}) * 1.4 - 0.2;  // 2257 pixels: eight at a time and the rest
+  auto scalar = x.clone(), simd = x.clone(), op = x.clone();
+  const int64_t n = 61 * 37;
+  hue_shift_pixels(scalar.data_ptr<float>(), scalar.data_ptr<float>() + n, scalar.data_ptr<float>() + 2 * n, n, -0.23,
+                   false);
+  hue_shift_pixels(simd.data_ptr<float>(), simd.data_ptr<float>() + n, simd.data_ptr<float>() + 2 * n, n, -0.23, true);
+  adjust_hue(op, -0.23);
+  EXPECT_TRUE(torch::equal(scalar, simd));
+  EXPECT_TRUE(torch::equal(scalar, op));
+  EXPECT_FALSE(torch::equal(scalar, x));
 }
 
 TEST(AugmentParity, BlurAgainstPilBoxApproximation) {
