@@ -8,7 +8,8 @@
 #   bash tools/check_aarch64.sh [WORK_DIR]
 #
 # Needs `apt-get install g++-aarch64-linux-gnu`. CONFIGS=full and/or core (default both: the
-# library, `cp2` and the tests; the LibTorch-only core with `cp2_gpu_check`); JOBS=N. Exit 0
+# library, `cp2` and the tests; the LibTorch-only core with `cp2_gpu_check`); JOBS=N;
+# FILES=REGEX compiles only the sources whose path matches (as check_libtorch.sh). Exit 0
 # when every unit compiled without errors; warnings are listed. About 10 minutes on 2 cores.
 set -euo pipefail
 # --help prints the comment above; any other option is a mistake for a folder name.
@@ -41,7 +42,7 @@ for c in ${CONFIGS:-full core}; do
   fi
   # Each command with the cross compiler, -fsyntax-only; the host's library headers after the
   # cross compiler's own C and C++ headers (tools/compile_units.py).
-  python3 "$repo/tools/compile_units.py" "$b" "$jobs" --cross "$cxx" || status=1
+  python3 "$repo/tools/compile_units.py" "$b" "$jobs" --cross "$cxx" --only "${FILES:-}" || status=1
 done
 if [[ $status == 0 ]]; then echo "PASS (${CONFIGS:-full core}): every unit compiled for aarch64"; else echo "FAIL"; fi
 exit $status

@@ -122,6 +122,17 @@ double rel(const at::Tensor& a, const at::Tensor& b) {
   return std::abs(a.item<double>() - b.item<double>()) / std::max(std::abs(b.item<double>()), 1e-30);
 }
 
+// The numerics a training run takes for train.precision and train.channels_last on `dev`
+// (train.precision resolved as the loops resolve it).
+compute::Numerics numerics_for(const std::string& precision, bool channels_last, const torch::Device& dev) {
+  compute::NumericsOptions no;
+  no.precision = precision;
+  no.channels_last = channels_last;
+  return compute::resolve_numerics(no, dev.str());
+}
+// A timed line's name for train.precision: fp32, or AMP with its type.
+std::string numerics_label(const std::string& precision) { return precision == "fp32" ? "fp32" : "AMP " + precision; }
+
 // The first line of an error's message (the checks print one line each).
 std::string first_line(const std::exception& e) {
   const std::string w = e.what();
@@ -265,10 +276,7 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
     pretrain::CP2Options o;
     o.encoder.backbone.depth = 18;
     o.queue_size = 256;
-    compute::NumericsOptions no;
-    no.precision = precision;
-    no.channels_last = channels_last;
-    const auto n = compute::resolve_numerics(no, dev.str());
+    const auto n = numerics_for(precision, channels_last, dev);
     auto make = [&] {
       auto m = pretrain::make_model(o, 3);
       m->to(dev);
@@ -389,10 +397,7 @@ Timing time_step(const Args& a, const torch::Device& dev, int64_t batch, const s
   try {
     peak_device_bytes(dev, /*reset=*/true);
     auto m = step_model(a, dev);
-    compute::NumericsOptions no;
-    no.precision = precision;
-    no.channels_last = channels_last;
-    const auto n = compute::resolve_numerics(no, dev.str());  // as train.precision resolves it
+    const auto n = numerics_for(precision, channels_last, dev);
     m->set_numerics(n);
     train::OptimOptions oo;
     oo.lr = 0.03;
@@ -514,8 +519,7 @@ bool finetune_parity(const Args& a, const torch::Device& dev) {
     io::load_state(*m, prefixed("state_dict."), /*strict=*/true, path);
     m->to(dev);
     m->train();
-    train::NamedTensors params;
-    for (auto& p : m->named_parameters()) params.emplace_back(p.key(), p.value());
+    const auto params = seg::model_parameters(*m);
     auto oo = seg::finetune_optim();  // at the fixture's rate
     oo.lr = 0.01;
     train::Optimizer opt(params, oo);
@@ -569,14 +573,10 @@ Timing time_finetune(const Args& a, const torch::Device& dev, const std::string&
     models::Segmentor m(so);
     models::init_weights(*m, 0);
     m->to(dev);
-    compute::NumericsOptions no;
-    no.precision = precision;
-    no.channels_last = channels_last;
-    const auto n = compute::resolve_numerics(no, dev.str());
+    const auto n = numerics_for(precision, channels_last, dev);
     m->set_numerics(n);
     m->train();
-    train::NamedTensors params;
-    for (auto& p : m->named_parameters()) params.emplace_back(p.key(), p.value());
+    const auto params = seg::model_parameters(*m);
     const auto oo = seg::finetune_optim();
     train::Optimizer opt(params, oo);
     const int64_t B = a.finetune_batch, S = a.finetune_crop;
@@ -627,7 +627,7 @@ int main(int argc, char** argv) {
             // rule); CUDA graphs on CUDA (fp16 with loss scaling as two, pretrain/graph_step.h).
             if (precision == "fp16" && (!cl || !dev.is_cuda())) continue;
             if (graph && !dev.is_cuda()) continue;
-            const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
+            const std::string label = numerics_label(precision);
             const std::string layout = std::string(cl ? "channels-last" : "NCHW") + (graph ? " graph" : "");
             std::printf("[step] batch %3lld %-9s %-19s %s\n", static_cast<long long>(batch), label.c_str(),
                         layout.c_str(), time_step(a, dev, batch, precision, cl, graph).str().c_str());
@@ -640,7 +640,7 @@ int main(int argc, char** argv) {
                   a.arch, a.finetune_crop, a.steps, a.warmup);
       for (const auto& [precision, cl] : std::vector<std::pair<std::string, bool>>{
                {"fp32", false}, {"fp32", true}, {"bf16", true}}) {
-        const std::string label = precision == "fp32" ? "fp32" : "AMP " + precision;
+        const std::string label = numerics_label(precision);
         std::printf("[finetune] batch %3d %-9s %-13s %s\n", a.finetune_batch, label.c_str(),
                     cl ? "channels-last" : "NCHW", time_finetune(a, dev, precision, cl).str().c_str());
         std::fflush(stdout);

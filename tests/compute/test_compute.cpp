@@ -496,42 +496,42 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
     SCOPED_TRACE(compute::winograd_kernels_name(kernels));
     // 13×19: at dilation 2 the phases' sub-grids differ by a row and a column (7×10 to 6×9).
     for (const auto& [h, w] : {std::pair<int64_t, int64_t>{12, 20}, {13, 19}})
-    for (int64_t d : {1, 2})
-      for (bool cl : {false, true}) {
-        SCOPED_TRACE(std::to_string(h) + "x" + std::to_string(w) + ", dilation " + std::to_string(d) +
-                     (cl ? ", channels-last" : ", NCHW"));
-        torch::manual_seed(5);
-        // 32 output channels: the direct reference's input gradient is wrong in Debian 13's
-        // LibTorch 2.6 for output channels that are not a multiple of 16 (see
-        // DilatedTaps.CentreTapsWhereOuterTapsReadOnlyPadding); other counts are covered by
-        // Winograd.OwnKernelsTileEdgesAndChannelCounts.
-        torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 32, 3).padding(d).dilation(d).bias(false));
-        auto x0 = torch::randn({3, 16, h, w});
-        if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
-        const auto g = torch::randn({3, 32, h, w});
-        auto run = [&](bool wino) {
-          conv->zero_grad();
-          auto x = x0.clone().requires_grad_(true);
-          compute::WinogradScope scope(wino, kernels);
-          auto y = compute::conv2d(*conv, x);
-          (y * g).sum().backward();
-          return std::vector<at::Tensor>{y.detach(), x.grad(), conv->weight.grad().clone()};
-        };
-        const auto ref = run(false), got = run(true);
-        {  // Winograd, not the tap GEMMs (which also differ from direct in the last bits)
-          compute::WinogradScope scope(true, kernels);
-          EXPECT_EQ(compute::conv_path(*conv, x0),
-                    d == 1 ? compute::ConvPath::winograd : compute::ConvPath::winograd_subgrids);
+      for (int64_t d : {1, 2})
+        for (bool cl : {false, true}) {
+          SCOPED_TRACE(std::to_string(h) + "x" + std::to_string(w) + ", dilation " + std::to_string(d) +
+                       (cl ? ", channels-last" : ", NCHW"));
+          torch::manual_seed(5);
+          // 32 output channels: the direct reference's input gradient is wrong in Debian 13's
+          // LibTorch 2.6 for output channels that are not a multiple of 16 (see
+          // DilatedTaps.CentreTapsWhereOuterTapsReadOnlyPadding); other counts are covered by
+          // Winograd.OwnKernelsTileEdgesAndChannelCounts.
+          torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 32, 3).padding(d).dilation(d).bias(false));
+          auto x0 = torch::randn({3, 16, h, w});
+          if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+          const auto g = torch::randn({3, 32, h, w});
+          auto run = [&](bool wino) {
+            conv->zero_grad();
+            auto x = x0.clone().requires_grad_(true);
+            compute::WinogradScope scope(wino, kernels);
+            auto y = compute::conv2d(*conv, x);
+            (y * g).sum().backward();
+            return std::vector<at::Tensor>{y.detach(), x.grad(), conv->weight.grad().clone()};
+          };
+          const auto ref = run(false), got = run(true);
+          {  // Winograd, not the tap GEMMs (which also differ from direct in the last bits)
+            compute::WinogradScope scope(true, kernels);
+            EXPECT_EQ(compute::conv_path(*conv, x0),
+                      d == 1 ? compute::ConvPath::winograd : compute::ConvPath::winograd_subgrids);
+          }
+          for (size_t i = 0; i < ref.size(); ++i) {
+            SCOPED_TRACE(i == 0 ? "output" : i == 1 ? "input gradient" : "weight gradient");
+            EXPECT_EQ(got[i].sizes(), ref[i].sizes());
+            EXPECT_LT(rel(got[i], ref[i]), 2e-5);
+          }
+          EXPECT_GT(rel(got[0], ref[0]), 0);  // Winograd did run (direct gives identical bits)
+          EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl);
+          EXPECT_EQ(got[1].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[1].is_contiguous(), cl);
         }
-        for (size_t i = 0; i < ref.size(); ++i) {
-          SCOPED_TRACE(i == 0 ? "output" : i == 1 ? "input gradient" : "weight gradient");
-          EXPECT_EQ(got[i].sizes(), ref[i].sizes());
-          EXPECT_LT(rel(got[i], ref[i]), 2e-5);
-        }
-        EXPECT_GT(rel(got[0], ref[0]), 0);  // Winograd did run (direct gives identical bits)
-        EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl);
-        EXPECT_EQ(got[1].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[1].is_contiguous(), cl);
-      }
     // The FLOP counter sees Winograd calls as the convolutions they replace: forward, then
     // grad_input and grad_weight (sub-grids of a dilated one: the same nominal FLOPs).
     for (int64_t d : {1, 2}) {

@@ -121,8 +121,7 @@ std::vector<at::Tensor> pretrain_steps(const std::string& dir, std::shared_ptr<d
 std::vector<at::Tensor> finetune_steps(const std::string& dir, std::shared_ptr<dist::Comm> comm) {
   auto model = seg::make_segmentor(seg_options(), 7);
   model->train();
-  train::NamedTensors params;
-  for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
+  const auto params = seg::model_parameters(*model);
   train::Optimizer opt(params, sgd(0.05));
   std::unique_ptr<dist::GradientReducer> red;
   if (comm) {

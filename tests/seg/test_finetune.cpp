@@ -295,8 +295,7 @@ TEST(Finetune, TrainStepStepsOnAFiniteLossAndSkipsANonFiniteOne) {
   for (bool poison : {false, true}) {
     auto model = make_segmentor(opts, 1);
     model->train();
-    train::NamedTensors params;
-    for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
+    const auto params = model_parameters(*model);
     train::Optimizer opt(params, finetune_optim());
     opt.enable_loss_scaling(1024);
     if (poison) {
@@ -350,8 +349,7 @@ TEST(FinetuneParity, TwoStepsSlideAndFlipMatchPyTorch) {
   models::Segmentor m(mc.segmentor(5));
   m->to(torch::kDouble);
   io::load_state(*m, prefixed("state_dict."), /*strict=*/true, "finetune_r18.pt");
-  train::NamedTensors params;
-  for (auto& p : m->named_parameters()) params.emplace_back(p.key(), p.value());
+  const auto params = model_parameters(*m);
   auto oo = finetune_optim();
   oo.lr = 0.01;
   train::Optimizer opt(params, oo);

@@ -60,8 +60,8 @@ inline constexpr const char* kChannelsLastHelp = "activations and weights in cha
 // train.conv_algorithm (compute/conv.h): direct (PyTorch's), winograd (Winograd F(4x4,3x3):
 // oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones and for dilated convolutions; cp2's
 // F(3x3,3x3) on maps 4x4 tiles would fill half, compute/winograd_tiles.h; dilated ones
-// mostly over padding as one GEMM per tap, compute/dilated.h; an error where this build or CPU has no Winograd kernels), auto
-// (winograd where available).
+// mostly over padding as one GEMM per tap, compute/dilated.h; an error where this build or
+// CPU has no Winograd kernels), auto (winograd where available).
 inline const std::vector<std::string>& conv_algorithm_choices() {
   static const std::vector<std::string> c{"direct", "winograd", "auto"};
   return c;

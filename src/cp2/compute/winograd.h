@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <string>
 
+#include "cp2/compute/winograd_avx2.h"  // subgrid_side
+
 namespace at {
 class Tensor;
 }
@@ -83,11 +85,6 @@ class WinogradScope {
 // tiles3_pay_off, oneDNN's from kMinWinogradTiles tiles and cp2's F(4×4) where tiles_pay_off;
 // false where it would run the direct convolution.
 bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w);
-
-// The side of a map's largest sub-grid at dilation d: ⌈side/d⌉. Where d does not divide the
-// side, the phases' sub-grids differ by a pixel, and each is taken as the largest, its pixels
-// past the map being the zero padding they stand for (compute/winograd_avx2.h).
-inline int64_t subgrid_side(int64_t side, int64_t d) { return (side + d - 1) / d; }
 
 // Winograd 3×3 convolution (stride 1, padding and dilation d, no bias) of fp32 CPU tensors,
 // with gradients for both; the caller checks eligibility (throws otherwise). A dilated

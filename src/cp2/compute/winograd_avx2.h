@@ -17,6 +17,15 @@
 #pragma once
 #include <cstdint>
 
+namespace cp2::compute {
+
+// The side of a map's largest sub-grid at dilation d: ⌈side/d⌉. Where d does not divide the
+// side, the phases' sub-grids differ by a pixel, and each is taken as the largest, its pixels
+// past the map being the zero padding they stand for (Geometry below; compute/winograd.h).
+inline int64_t subgrid_side(int64_t side, int64_t d) { return (side + d - 1) / d; }
+
+}  // namespace cp2::compute
+
 namespace cp2::compute::wino {
 
 // A dilated convolution (rate d, padding d) reads, for an output pixel in phase (i mod d,
@@ -29,8 +38,8 @@ struct Geometry {
   int64_t n, h, w;  // batch and image size (input = output size: stride 1, padding d)
   int64_t m = 4;    // output tile size: 4 or 3
   int64_t d = 1;    // dilation
-  int64_t sub_h() const { return (h + d - 1) / d; }
-  int64_t sub_w() const { return (w + d - 1) / d; }
+  int64_t sub_h() const { return subgrid_side(h, d); }
+  int64_t sub_w() const { return subgrid_side(w, d); }
   int64_t tiles_h() const { return (sub_h() + m - 1) / m; }
   int64_t tiles_w() const { return (sub_w() + m - 1) / m; }
   int64_t tiles() const { return n * d * d * tiles_h() * tiles_w(); }

@@ -111,26 +111,12 @@ const HueTables& tables() {
   return *t;
 }
 
-}  // namespace
-
-uint8_t hue_shift_byte(double shift) { return static_cast<uint8_t>(static_cast<int>(shift * 255.0) & 0xFF); }
-
-std::array<uint8_t, 3> pil_hue_shift(int r, int g, int b, uint8_t dh) {
-  const int mx = std::max({r, g, b}), mn = std::min({r, g, b});
-  const auto V = static_cast<uint8_t>(mx);
-  if (mx == mn) return {V, V, V};
-  const auto uh = static_cast<uint8_t>(hue_byte(r, g, b, mx, mn) + dh);
-  const int us = saturation_byte(mx, mn);
-  if (us == 0) return {V, V, V};
-  return hsv_to_rgb(mx, hue_sector(uh), hue_frac(uh), saturation_frac(us));
-}
-
-namespace {
-
 // hsv2rgb's six cases as which of (v, p, q, t) each channel takes: an index, not a branch
 // whose outcome changes with the pixel's hue.
 constexpr uint8_t kPick[6][3] = {{0, 3, 1}, {2, 0, 1}, {1, 0, 3}, {1, 2, 0}, {3, 1, 0}, {0, 1, 2}};
 
+// The op on pixels [from, n) of three channel planes, one at a time: the tables read, p, q
+// and t computed, the case picked by index.
 void hue_pixels(const HueTables& T, float* R, float* G, float* B, int64_t from, int64_t n, uint8_t dh) {
   for (int64_t i = from; i < n; ++i) {
     const int r = to_u8(R[i]), g = to_u8(G[i]), b = to_u8(B[i]);
@@ -234,6 +220,18 @@ bool avx2() {
 #endif
 
 }  // namespace
+
+uint8_t hue_shift_byte(double shift) { return static_cast<uint8_t>(static_cast<int>(shift * 255.0) & 0xFF); }
+
+std::array<uint8_t, 3> pil_hue_shift(int r, int g, int b, uint8_t dh) {
+  const int mx = std::max({r, g, b}), mn = std::min({r, g, b});
+  const auto V = static_cast<uint8_t>(mx);
+  if (mx == mn) return {V, V, V};
+  const auto uh = static_cast<uint8_t>(hue_byte(r, g, b, mx, mn) + dh);
+  const int us = saturation_byte(mx, mn);
+  if (us == 0) return {V, V, V};
+  return hsv_to_rgb(mx, hue_sector(uh), hue_frac(uh), saturation_frac(us));
+}
 
 void hue_shift_pixels(float* R, float* G, float* B, int64_t n, double shift, bool simd) {
   const auto& T = tables();

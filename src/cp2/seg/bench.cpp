@@ -68,8 +68,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
   model->set_numerics(numerics);
   model->train();
-  train::NamedTensors params;
-  for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
+  const auto params = model_parameters(*model);
   train::Optimizer opt(params, cfg.optim);
   if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
   // The loop's step; on a GPU the timing waits for its optimizer step to finish.

@@ -153,8 +153,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
     }
     model->to(device);
     model->set_numerics(numerics);
-    train::NamedTensors params;
-    for (auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
+    const auto params = model_parameters(*model);
     train::Optimizer opt(params, cfg.optim);
     if (numerics.loss_scaling) opt.enable_loss_scaling(numerics.loss_scale_init);
 

@@ -12,6 +12,12 @@
 
 namespace cp2::seg {
 
+train::NamedTensors model_parameters(models::SegmentorImpl& m) {
+  train::NamedTensors params;
+  for (auto& p : m.named_parameters()) params.emplace_back(p.key(), p.value());
+  return params;
+}
+
 train::OptimOptions finetune_optim() {
   train::OptimOptions o;
   o.name = "sgd";

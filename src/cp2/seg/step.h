@@ -17,6 +17,10 @@ class GradientReducer;
 
 namespace cp2::seg {
 
+// The segmentor's parameters under their state-dict names: the optimizer's keys (as
+// pretrain::query_parameters).
+train::NamedTensors model_parameters(models::SegmentorImpl& m);
+
 // The authors' finetuning optimizer (their config_finetune.py, mmsegmentation 0.x): SGD lr
 // 0.003, momentum 0.9, no weight decay, poly decay power 0.9 to 1e-4 per iteration (SPEC §5).
 train::OptimOptions finetune_optim();
