@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cp2/data/augment.h"
@@ -123,6 +124,124 @@ TEST(AugmentHue, TablesEqualPilsPathOnEveryColour) {
   EXPECT_TRUE(torch::equal(scalar, simd));
   EXPECT_TRUE(torch::equal(scalar, op));
   EXPECT_FALSE(torch::equal(scalar, x));
+}
+
+// resized_crop has two loop nests (resize.cpp): the plain one, and on AVX2 one that runs across
+// eight output rows at a time between two transposes. Both must give the bits of this per-output
+// loop, each sum's terms in tap order: interleaved and planar input, down- and upscaling, output
+// sizes and crop widths off the blocks of eight.
+at::Tensor per_output_resized_crop(const at::Tensor& img_u8, const Box& b, int size) {
+  struct Axis {
+    std::vector<int64_t> start;
+    std::vector<std::vector<float>> w;
+  };
+  auto axis = [](int64_t in, int64_t out) {
+    Axis a;
+    const double scale = double(in) / out, support = std::max(scale, 1.0);
+    const auto taps = int64_t(std::ceil(support)) * 2 + 1;
+    for (int64_t o = 0; o < out; ++o) {
+      const double c = (o + 0.5) * scale;
+      const int64_t lo = std::max<int64_t>(int64_t(c - support + 0.5), 0);
+      const int64_t n = std::min(std::min<int64_t>(int64_t(c + support + 0.5), in) - lo, taps);
+      std::vector<double> t(n);
+      double total = 0;
+      for (int64_t k = 0; k < n; ++k) total += t[k] = std::max(0.0, 1.0 - std::abs((k + lo - c + 0.5) / support));
+      a.start.push_back(lo);
+      a.w.emplace_back();
+      for (int64_t k = 0; k < n; ++k) a.w.back().push_back(float(total > 0 ? t[k] / total : 0));
+    }
+    return a;
+  };
+  const auto ax = axis(b.width, size), ay = axis(b.height, size);
+  const auto planar = img_u8.contiguous();
+  auto img = planar.accessor<uint8_t, 3>();
+  std::vector<float> tmp(3 * size * b.width);
+  for (int c = 0; c < 3; ++c)
+    for (int o = 0; o < size; ++o)
+      for (int64_t x = 0; x < b.width; ++x) {
+        float acc = 0;
+        for (size_t k = 0; k < ay.w[o].size(); ++k)
+          acc += ay.w[o][k] * float(img[c][b.top + ay.start[o] + int64_t(k)][b.left + x]);
+        tmp[(c * size + o) * b.width + x] = acc;
+      }
+  auto out = torch::empty({3, size, size});
+  auto d = out.accessor<float, 3>();
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < size; ++y)
+      for (int o = 0; o < size; ++o) {
+        float acc = 0;
+        for (size_t k = 0; k < ax.w[o].size(); ++k) acc += ax.w[o][k] * tmp[(c * size + y) * b.width + ax.start[o] + int64_t(k)];
+        const float v = acc * (1.f / 255.f);
+        d[c][y][o] = v < 0.f ? 0.f : (v > 1.f ? 1.f : v);
+      }
+  return out;
+}
+
+TEST(AugmentResize, BlockedLoopsEqualThePerOutputSums) {
+  torch::manual_seed(5);
+  const auto hwc = torch::randint(0, 256, {83, 117, 3}, torch::kByte).permute({2, 0, 1});  // read_image's layout
+  const auto planar = hwc.contiguous();
+  ASSERT_EQ(hwc.stride(0), 1);
+  const struct {
+    Box box;
+    int size;
+  } cases[] = {{{0, 0, 83, 117}, 56},  {{11, 17, 70, 90}, 48}, {{5, 3, 30, 25}, 64},  {{2, 9, 13, 7}, 37},
+               {{40, 60, 43, 57}, 8},  {{0, 0, 83, 117}, 83},  {{1, 1, 1, 1}, 9},     {{70, 100, 13, 17}, 224},
+               {{3, 4, 80, 31}, 21},   {{0, 0, 83, 117}, 13}};
+  for (const auto& t : cases) {
+    const auto want = per_output_resized_crop(planar, t.box, t.size);
+    for (bool simd : {false, true})
+      for (const auto* in : {&hwc, &planar}) {
+        const auto got = resized_crop(*in, t.box, t.size, simd);
+        EXPECT_TRUE(torch::equal(got, want))
+            << "box " << t.box.top << "," << t.box.left << " " << t.box.height << "x" << t.box.width << " -> "
+            << t.size << (simd ? " simd" : " scalar") << (in == &hwc ? " interleaved" : " planar")
+            << ": max |diff| " << (got - want).abs().max().item<float>();
+      }
+  }
+}
+
+// gaussian_blur's loops are compiled for the baseline and for AVX2, the CPU picking one
+// (augment.cpp); either must give the bits of this per-output loop: the row pass then the column
+// pass, each sum 0 + k0 x0 + k1 x1 + ... in tap order, reflect padding, maps narrower than the
+// kernel included.
+TEST(AugmentBlur, EqualsThePerOutputSums) {
+  torch::manual_seed(6);
+  using Case = std::tuple<int, int, int, double>;  // H, W, kernel, sigma
+  for (auto [H, W, kernel, sigma] : std::vector<Case>{{61, 37, 13, 2.0}, {224, 224, 5, 0.7}, {9, 5, 7, 1.3}, {1, 17, 3, 0.4}}) {
+    const auto img = torch::rand({3, H, W});
+    std::vector<float> k(kernel);
+    double total = 0;
+    for (int i = 0; i < kernel; ++i) {
+      const double x = (i - kernel / 2) / sigma;
+      total += k[i] = float(std::exp(-0.5 * x * x));
+    }
+    for (auto& v : k) v = float(v / total);
+    auto reflect = [](int64_t i, int64_t n) {
+      while (n > 1 && (i < 0 || i >= n)) i = i < 0 ? -i : 2 * (n - 1) - i;
+      return n > 1 ? i : 0;
+    };
+    auto a = img.accessor<float, 3>();
+    auto rows = torch::empty({3, H, W}), want = torch::empty({3, H, W});
+    auto t = rows.accessor<float, 3>(), d = want.accessor<float, 3>();
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          float acc = 0;
+          for (int i = 0; i < kernel; ++i) acc += k[i] * a[c][y][reflect(x + i - kernel / 2, W)];
+          t[c][y][x] = acc;
+        }
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          float acc = 0;
+          for (int i = 0; i < kernel; ++i) acc += k[i] * t[c][reflect(y + i - kernel / 2, H)][x];
+          d[c][y][x] = acc;
+        }
+    const auto got = gaussian_blur(img, kernel, sigma);
+    EXPECT_TRUE(torch::equal(got, want)) << H << "x" << W << " kernel " << kernel << ": max |diff| "
+                                         << (got - want).abs().max().item<float>();
+  }
 }
 
 TEST(AugmentParity, BlurAgainstPilBoxApproximation) {

@@ -92,42 +92,49 @@ ViewParams draw_view(int64_t H, int64_t W, const ViewOptions& o, Rng& rng) {
 
 namespace {
 
-// PIL / torchvision antialiased bilinear weights for one axis: output o samples the
-// triangle filter widened by the downscale factor around centre (o + 0.5) * scale.
-struct AxisWeights {
-  std::vector<int64_t> start, count;
-  std::vector<float> w;  // count[o] weights at o * max_taps
-  int64_t taps = 0;
-};
-
-AxisWeights axis_weights(int64_t in, int64_t out) {
-  AxisWeights a;
-  const double scale = static_cast<double>(in) / out, fscale = std::max(scale, 1.0), support = fscale;
-  a.taps = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
-  a.start.resize(out);
-  a.count.resize(out);
-  a.w.assign(out * a.taps, 0.f);
-  for (int64_t o = 0; o < out; ++o) {
-    const double c = (o + 0.5) * scale;
-    int64_t lo = std::max<int64_t>(static_cast<int64_t>(c - support + 0.5), 0);
-    int64_t hi = std::min<int64_t>(static_cast<int64_t>(c + support + 0.5), in);
-    int64_t n = std::min(hi - lo, a.taps);
-    double total = 0;
-    std::vector<double> tmp(n);
-    for (int64_t k = 0; k < n; ++k) {
-      double x = (k + lo - c + 0.5) / fscale;
-      tmp[k] = std::max(0.0, 1.0 - std::abs(x));
-      total += tmp[k];
-    }
-    for (int64_t k = 0; k < n; ++k) a.w[o * a.taps + k] = static_cast<float>(total > 0 ? tmp[k] / total : 0);
-    a.start[o] = lo;
-    a.count[o] = n;
-  }
-  return a;
-}
-
 inline float gray_of(float r, float g, float b) { return 0.299f * r + 0.587f * g + 0.114f * b; }
 inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
+
+// The loops below are compiled twice on x86-64, for the baseline and for AVX2 (twice the
+// lanes), and the CPU picks one when the program loads. Each output is computed lane by lane
+// with the same operations either way (no reductions are vectorised, no multiply-add is
+// contracted: -ffp-contract=off), so both give the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CP2_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define CP2_AVX2_CLONE
+#endif
+
+// gaussian_blur's separable passes over the three planes of s (H x W each) into d, each over a
+// reflect-padded copy (rows via rx into `row`, columns via ry over `tmp`), so the inner loops
+// are plain and vectorise.
+CP2_AVX2_CLONE void blur_planes(const float* s, float* d, int64_t H, int64_t W, const std::vector<float>& k,
+                                const int64_t* rx, const int64_t* ry, float* row, float* tmp) {
+  const auto kernel = static_cast<int64_t>(k.size()), half = kernel / 2;
+  for (int64_t c = 0; c < 3; ++c) {
+    const float* sc = s + c * H * W;
+    for (int64_t y = 0; y < H; ++y) {
+      for (int64_t x = 0; x < W + 2 * half; ++x) row[x] = sc[y * W + rx[x]];
+      float* t = tmp + y * W;
+      std::fill(t, t + W, 0.f);
+      for (int64_t tap = 0; tap < kernel; ++tap) {
+        const float kt = k[tap];
+        const float* r = row + tap;
+        for (int64_t x = 0; x < W; ++x) t[x] += kt * r[x];
+      }
+    }
+    float* dc = d + c * H * W;
+    for (int64_t y = 0; y < H; ++y) {
+      float* dst = dc + y * W;
+      std::fill(dst, dst + W, 0.f);
+      for (int64_t tap = 0; tap < kernel; ++tap) {
+        const float kt = k[tap];
+        const float* r = tmp + ry[y + tap] * W;
+        for (int64_t x = 0; x < W; ++x) dst[x] += kt * r[x];
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -135,66 +142,6 @@ void check_float_image(const at::Tensor& img) {
   TORCH_CHECK(img.dim() == 3 && img.size(0) == 3 && img.scalar_type() == at::kFloat && img.is_contiguous() &&
                   img.device().is_cpu(),
               "expected a contiguous float 3 x H x W CPU image");
-}
-
-at::Tensor resized_crop(const at::Tensor& img_u8, const Box& b, int size) {
-  TORCH_CHECK(img_u8.dim() == 3 && img_u8.size(0) == 3 && img_u8.scalar_type() == at::kByte, "expected uint8 3 x H x W");
-  const int64_t H = img_u8.size(1), W = img_u8.size(2);
-  TORCH_CHECK(b.top >= 0 && b.left >= 0 && b.height > 0 && b.width > 0 && b.top + b.height <= H && b.left + b.width <= W,
-              "crop box outside the image");
-  // Interleaved (H x W x 3 memory viewed as 3 x H x W, what read_image returns) or planar.
-  const bool hwc = img_u8.stride(0) == 1 && img_u8.stride(2) == 3 && img_u8.stride(1) == 3 * W;
-  auto src = hwc ? img_u8 : img_u8.contiguous();
-  const uint8_t* s = src.data_ptr<uint8_t>();
-  auto ax = axis_weights(b.width, size), ay = axis_weights(b.height, size);
-  // Separable, vertical pass first: it runs over whole rows of the crop (vectorisable),
-  // shrinking the tall input before the per-output horizontal pass. PIL runs the passes
-  // the other way round; without intermediate rounding the order does not change the result.
-  // tmp is planar: 3 x size x width.
-  std::vector<float> tmp(3 * size * b.width);
-  if (hwc) {
-    std::vector<float> acc(3 * b.width);
-    for (int64_t o = 0; o < size; ++o) {
-      std::fill(acc.begin(), acc.end(), 0.f);
-      const float* w = ay.w.data() + o * ay.taps;
-      for (int64_t k = 0; k < ay.count[o]; ++k) {
-        const uint8_t* row = s + ((b.top + ay.start[o] + k) * W + b.left) * 3;
-        const float wk = w[k];
-        for (int64_t j = 0; j < 3 * b.width; ++j) acc[j] += wk * static_cast<float>(row[j]);
-      }
-      for (int64_t c = 0; c < 3; ++c) {
-        float* t = tmp.data() + (c * size + o) * b.width;
-        for (int64_t x = 0; x < b.width; ++x) t[x] = acc[3 * x + c];
-      }
-    }
-  } else {
-    for (int64_t c = 0; c < 3; ++c)
-      for (int64_t o = 0; o < size; ++o) {
-        float* t = tmp.data() + (c * size + o) * b.width;
-        std::fill(t, t + b.width, 0.f);
-        const float* w = ay.w.data() + o * ay.taps;
-        for (int64_t k = 0; k < ay.count[o]; ++k) {
-          const uint8_t* row = s + (c * H + b.top + ay.start[o] + k) * W + b.left;
-          const float wk = w[k];
-          for (int64_t x = 0; x < b.width; ++x) t[x] += wk * static_cast<float>(row[x]);
-        }
-      }
-  }
-  auto out = torch::empty({3, size, size}, torch::kFloat);
-  float* d = out.data_ptr<float>();
-  for (int64_t c = 0; c < 3; ++c)
-    for (int64_t y = 0; y < size; ++y) {
-      const float* t = tmp.data() + (c * size + y) * b.width;
-      float* dst = d + (c * size + y) * size;
-      for (int64_t o = 0; o < size; ++o) {
-        const float* w = ax.w.data() + o * ax.taps;
-        const float* r = t + ax.start[o];
-        float acc = 0;
-        for (int64_t k = 0; k < ax.count[o]; ++k) acc += w[k] * r[k];
-        dst[o] = clamp01(acc * (1.f / 255.f));
-      }
-    }
-  return out;
 }
 
 void adjust_brightness(at::Tensor& img, double f) {
@@ -255,36 +202,12 @@ at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma) {
     while (i < 0 || i >= n) i = i < 0 ? -i : 2 * (n - 1) - i;
     return i;
   };
-  // Separable passes over reflect-padded copies, so the inner loops are plain and vectorise.
-  auto out = torch::empty_like(img);
-  const float* s = img.data_ptr<float>();
-  float* d = out.data_ptr<float>();
-  std::vector<float> row(W + 2 * half), tmp(H * W);
-  std::vector<int64_t> ry(H + 2 * half);
+  std::vector<int64_t> rx(W + 2 * half), ry(H + 2 * half);
+  for (int64_t x = 0; x < W + 2 * half; ++x) rx[x] = reflect(x - half, W);
   for (int64_t y = 0; y < H + 2 * half; ++y) ry[y] = reflect(y - half, H);
-  for (int64_t c = 0; c < 3; ++c) {
-    const float* sc = s + c * H * W;
-    for (int64_t y = 0; y < H; ++y) {
-      for (int64_t x = 0; x < W + 2 * half; ++x) row[x] = sc[y * W + reflect(x - half, W)];
-      float* t = tmp.data() + y * W;
-      std::fill(t, t + W, 0.f);
-      for (int tap = 0; tap < kernel; ++tap) {
-        const float kt = k[tap];
-        const float* r = row.data() + tap;
-        for (int64_t x = 0; x < W; ++x) t[x] += kt * r[x];
-      }
-    }
-    float* dc = d + c * H * W;
-    for (int64_t y = 0; y < H; ++y) {
-      float* dst = dc + y * W;
-      std::fill(dst, dst + W, 0.f);
-      for (int tap = 0; tap < kernel; ++tap) {
-        const float kt = k[tap];
-        const float* r = tmp.data() + ry[y + tap] * W;
-        for (int64_t x = 0; x < W; ++x) dst[x] += kt * r[x];
-      }
-    }
-  }
+  auto out = torch::empty_like(img);
+  std::vector<float> row(W + 2 * half), tmp(H * W);
+  blur_planes(img.data_ptr<float>(), out.data_ptr<float>(), H, W, k, rx.data(), ry.data(), row.data(), tmp.data());
   return out;
 }
 

@@ -63,7 +63,8 @@ ViewParams draw_view(int64_t H, int64_t W, const ViewOptions& o, Rng& rng);
 void check_float_image(const at::Tensor& img);
 
 // The single ops (float 3 x H x W in [0, 1] in, same out), torchvision semantics.
-at::Tensor resized_crop(const at::Tensor& img_u8, const Box& b, int size);  // antialiased bilinear
+// Antialiased bilinear (resize.cpp); `simd`: AVX2 loops where the CPU has them, the same bits.
+at::Tensor resized_crop(const at::Tensor& img_u8, const Box& b, int size, bool simd = true);
 void adjust_brightness(at::Tensor& img, double f);
 void adjust_contrast(at::Tensor& img, double f);    // blend with the mean grey level
 void adjust_saturation(at::Tensor& img, double f);  // blend with the grey image
