@@ -7,6 +7,7 @@
 #include "cp2/compute/conv_bench.h"
 #include "cp2/compute/precision.h"
 #include "cp2/data/prefetch.h"
+#include "cp2/data/view_bench.h"
 #include "cp2/pretrain/bench.h"
 #include "cp2/pretrain/modes.h"
 #include "cp2/seg/bench.h"
@@ -131,7 +132,21 @@ Command register_bench(CLI::App& app) {
                  "direct), tiles-f4 or tiles-f3 (cp2's, in 4x4 or 3x3 output tiles)")
       ->capture_default_str();
   cv->add_option("--rounds", co->rounds, "timed calls (best of)")->capture_default_str();
-  return {c, [o, p, so, ft, ev, all, ar, co, cv] {
+  auto vo = std::make_shared<data::ViewBenchOptions>();
+  auto* vw = c->add_subcommand("view",
+                               "time a loader thread's work on one view op by op (ms per call; the AVX2 and the "
+                               "plain loops where both exist), a whole view with drawn parameters, and a decode");
+  vw->add_option("--image", vo->image, "a JPEG or PNG to decode and crop (default: random pixels)");
+  vw->add_option("--width", vo->width, "the random image's width")->capture_default_str();
+  vw->add_option("--height", vo->height, "the random image's height")->capture_default_str();
+  vw->add_option("--size", vo->size, "the view's side (as view.size)")->capture_default_str();
+  vw->add_option("--rounds", vo->rounds, "calls per timing (the best of three timings is printed)")
+      ->capture_default_str();
+  return {c, [o, p, so, ft, ev, all, ar, co, cv, vo, vw] {
+            if (vw->parsed()) {
+              data::bench_view(*vo);
+              return 0;
+            }
             if (cv->parsed()) {
               std::printf("cp2 bench conv: %d intra-op threads\n", get_threads());
               compute::bench_conv(*co, true);

@@ -23,7 +23,7 @@ cp2::test::CliRun run(const std::string& args) { return cp2::test::run_cli(args)
 
 TEST(Cli, HelpForEverySubcommand) {
   for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth", "bench", "bench pretrain", "finetune",
-                          "evaluate", "predict", "bench finetune", "bench evaluate", "bench conv", "ablate", "trials", "report",
+                          "evaluate", "predict", "bench finetune", "bench evaluate", "bench conv", "bench view", "ablate", "trials", "report",
                           "launch"}) {
     auto r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.rc, 0) << sub;
@@ -40,6 +40,27 @@ TEST(Cli, HelpForEverySubcommand) {
     ASSERT_NE(next, std::string::npos) << "'" << entry << "' after offset " << at << " in:\n" << top;
     at = next + 1;
   }
+}
+
+// `cp2 bench view` times every op of a view, on random pixels or a decoded file, and names a
+// bad value.
+TEST(Cli, BenchViewTimesEveryOp) {
+  auto r = run("bench view --width 40 --height 30 --size 16 --rounds 2");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  for (const char* op : {"random pixels (40x30), 16 px views", "resized_crop, AVX2 loops", "resized_crop, plain loops",
+                         "adjust_contrast", "adjust_hue, scalar loop", "gaussian_blur, sigma 2 (kernel 13)",
+                         "apply_view, drawn parameters", "samples/s per loader thread without the decodes"})
+    EXPECT_NE(r.out.find(op), std::string::npos) << op << " in:\n" << r.out;
+  r = run("bench view --image " + fixture("aug_input.png") + " --size 16 --rounds 10");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("decode (read_image)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("samples/s per loader thread, before"), std::string::npos) << r.out;
+  r = run("bench view --rounds 0");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.out.find("--rounds: expected >= 1, found 0"), std::string::npos) << r.out;
+  r = run("bench view --image /nonexistent/x.jpg --rounds 1");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.out.find("/nonexistent/x.jpg"), std::string::npos) << r.out;
 }
 
 // The flags ("cp2 SUB ... --flag") and config keys ("`section.key`") that README.md and docs/*.md
