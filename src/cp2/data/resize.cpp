@@ -64,9 +64,10 @@ struct Source {
 };
 
 // The vertical pass's sums for output row o over n source values from channel c: the whole
-// crop row (all three channels, interleaved) or one channel's (planar).
-// Always inlined, so that the AVX2 loop nest vectorises it for AVX2.
-__attribute__((always_inline)) inline void vertical_row(const Source& s, const AxisWeights& ay, int64_t o, int64_t c, int64_t n, float* __restrict a) {
+// crop row (all three channels, interleaved) or one channel's (planar). Always inlined, so that
+// the AVX2 loop nest has it vectorised for AVX2.
+__attribute__((always_inline)) inline void vertical_row(const Source& s, const AxisWeights& ay, int64_t o, int64_t c,
+                                                        int64_t n, float* __restrict a) {
   std::fill(a, a + n, 0.f);
   const float* w = ay.w.data() + o * ay.taps;
   for (int64_t k = 0; k < ay.count[o]; ++k) {
