@@ -1,5 +1,7 @@
 // RandomResizedCrop's resize (augment.h's resized_crop): PIL's antialiased bilinear filter,
-// separable, the vertical pass first, in floats without rounding in between. Two loop nests
+// separable, in floats without rounding in between. The vertical pass goes first (PIL runs the
+// horizontal one first; without the rounding the order changes nothing but round-off): it runs
+// over whole crop rows and shrinks a tall crop before the per-output pass. Two loop nests
 // give the same bits: the plain one (a sum per output) everywhere, and on AVX2 one that runs
 // across outputs (eight rows of a column at a time, after a transpose) while each output's sum
 // keeps its terms in tap order. 2.5x the plain one on a 224 px view (Intel Xeon).
