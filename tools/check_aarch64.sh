@@ -35,6 +35,8 @@ for c in ${CONFIGS:-full core}; do
   b=$work/build-$c
   rm -rf "$b"
   args=(-DCMAKE_EXPORT_COMPILE_COMMANDS=ON)
+  # FILES names sources: compile each alone, not in the unity units that would hide its path.
+  [[ -n ${FILES:-} ]] && args+=(-DCP2_UNITY=OFF)
   [[ $c == core ]] && args+=(-DCP2_CORE_ONLY=ON)
   echo "== $c: configuring (host compiler; the commands are then run with $cxx)"
   if ! cmake -S "$repo" -B "$b" -DCMAKE_BUILD_TYPE=Release "${args[@]}" > "$b.configure.log" 2>&1; then

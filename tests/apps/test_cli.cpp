@@ -23,8 +23,8 @@ cp2::test::CliRun run(const std::string& args) { return cp2::test::run_cli(args)
 
 TEST(Cli, HelpForEverySubcommand) {
   for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth", "bench", "bench pretrain", "finetune",
-                          "evaluate", "predict", "bench finetune", "bench evaluate", "bench conv", "bench view", "ablate", "trials", "report",
-                          "launch"}) {
+                          "evaluate", "predict", "bench finetune", "bench evaluate", "bench conv", "bench view",
+                          "ablate", "trials", "report", "launch"}) {
     auto r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.rc, 0) << sub;
     EXPECT_NE(r.out.find("--help"), std::string::npos);

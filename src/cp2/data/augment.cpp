@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "cp2/common.h"
+#include "cp2/data/simd.h"
 
 // Everything here runs in loader threads: plain loops over CPU buffers, no ATen
 // kernels, so the data pipeline never competes for LibTorch's intra-op thread pool.
@@ -95,22 +96,15 @@ namespace {
 inline float gray_of(float r, float g, float b) { return 0.299f * r + 0.587f * g + 0.114f * b; }
 inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
 
-// The loops below are compiled twice on x86-64, for the baseline and for AVX2 (twice the
-// lanes), and the CPU picks one when the program loads. Each output is computed lane by lane
-// with the same operations either way (no reductions are vectorised, no multiply-add is
-// contracted: -ffp-contract=off), so both give the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CP2_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
-#else
-#define CP2_AVX2_CLONE
-#endif
-
 // gaussian_blur's separable passes over the three planes of s (H x W each) into d, each over a
-// reflect-padded copy (rows via rx into `row`, columns via ry over `tmp`), so the inner loops
-// are plain and vectorise.
+// reflect-padded copy (rows via rx into a row buffer, columns via ry over the row pass's
+// output), so the inner loops are plain and vectorise. Compiled for the baseline and for AVX2
+// (simd.h): each output lane by lane, no reduction vectorised, so the same bits.
 CP2_AVX2_CLONE void blur_planes(const float* s, float* d, int64_t H, int64_t W, const std::vector<float>& k,
-                                const int64_t* rx, const int64_t* ry, float* row, float* tmp) {
+                                const std::vector<int64_t>& rx, const std::vector<int64_t>& ry) {
   const auto kernel = static_cast<int64_t>(k.size()), half = kernel / 2;
+  std::vector<float> row_buf(W + 2 * half), tmp_buf(H * W);
+  float *row = row_buf.data(), *tmp = tmp_buf.data();
   for (int64_t c = 0; c < 3; ++c) {
     const float* sc = s + c * H * W;
     for (int64_t y = 0; y < H; ++y) {
@@ -206,8 +200,7 @@ at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma) {
   for (int64_t x = 0; x < W + 2 * half; ++x) rx[x] = reflect(x - half, W);
   for (int64_t y = 0; y < H + 2 * half; ++y) ry[y] = reflect(y - half, H);
   auto out = torch::empty_like(img);
-  std::vector<float> row(W + 2 * half), tmp(H * W);
-  blur_planes(img.data_ptr<float>(), out.data_ptr<float>(), H, W, k, rx.data(), ry.data(), row.data(), tmp.data());
+  blur_planes(img.data_ptr<float>(), out.data_ptr<float>(), H, W, k, rx, ry);
   return out;
 }
 

@@ -9,6 +9,7 @@
 #endif
 
 #include "cp2/data/augment.h"
+#include "cp2/data/simd.h"
 
 namespace cp2::data {
 
@@ -135,8 +136,6 @@ void hue_pixels(const HueTables& T, float* R, float* G, float* B, int64_t from, 
 }
 
 #if defined(__x86_64__)
-#define CP2_AVX2 __attribute__((target("avx2")))
-
 // The 8-bit values of eight channels in [0, 1] (to_u8).
 CP2_AVX2 inline __m256i u8x8(__m256 v) {
   const __m256 c = _mm256_max_ps(_mm256_min_ps(v, _mm256_set1_ps(1.f)), _mm256_setzero_ps());
@@ -213,10 +212,6 @@ CP2_AVX2 int64_t hue_pixels_avx2(const HueTables& T, float* R, float* G, float* 
   return i;
 }
 
-bool avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
-}
 #endif
 
 }  // namespace
@@ -238,7 +233,7 @@ void hue_shift_pixels(float* R, float* G, float* B, int64_t n, double shift, boo
   const uint8_t dh = hue_shift_byte(shift);
   int64_t done = 0;
 #if defined(__x86_64__)
-  if (simd && avx2()) done = hue_pixels_avx2(T, R, G, B, n, dh);
+  if (simd && has_avx2()) done = hue_pixels_avx2(T, R, G, B, n, dh);
 #else
   (void)simd;
 #endif

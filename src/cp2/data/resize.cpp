@@ -17,6 +17,7 @@
 #endif
 
 #include "cp2/data/augment.h"
+#include "cp2/data/simd.h"
 
 namespace cp2::data {
 
@@ -91,13 +92,13 @@ void resize_plain(const Source& s, int64_t Wc, int64_t S, const AxisWeights& ax,
     for (int64_t o = 0; o < S; ++o) {
       const int64_t n = s.interleaved() ? 3 * Wc : Wc;
       vertical_row(s, ay, o, c, n, acc.data());
-      for (int64_t cc = 0; cc < 3; ++cc) {  // de-interleaved, or channel c's row as it is
-        if (!s.interleaved() && cc != c) continue;
+      if (!s.interleaved()) {
+        std::copy(acc.begin(), acc.begin() + Wc, tmp.begin() + (c * S + o) * Wc);
+        continue;
+      }
+      for (int64_t cc = 0; cc < 3; ++cc) {  // de-interleaved
         float* t = tmp.data() + (cc * S + o) * Wc;
-        if (s.interleaved())
-          for (int64_t x = 0; x < Wc; ++x) t[x] = acc[3 * x + cc];
-        else
-          std::copy(acc.begin(), acc.begin() + Wc, t);
+        for (int64_t x = 0; x < Wc; ++x) t[x] = acc[3 * x + cc];
       }
     }
   for (int64_t c = 0; c < 3; ++c)
@@ -115,8 +116,6 @@ void resize_plain(const Source& s, int64_t Wc, int64_t S, const AxisWeights& ax,
 }
 
 #if defined(__x86_64__)
-#define CP2_AVX2 __attribute__((target("avx2")))
-
 // The 8 x 8 floats at in[i * in_stride + j] (i, j < 8) to out[j] (rows i as lanes).
 CP2_AVX2 inline void transpose8(const float* in, int64_t in_stride, __m256 (&out)[8]) {
   __m256 r[8], t[8];
@@ -187,11 +186,6 @@ CP2_AVX2 void resize_blocked(const Source& s, int64_t Wc, int64_t S, const AxisW
     }
   }
 }
-
-bool avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
-}
 #endif
 
 }  // namespace
@@ -209,7 +203,7 @@ at::Tensor resized_crop(const at::Tensor& img_u8, const Box& b, int size, bool s
   const auto ax = axis_weights(b.width, size), ay = axis_weights(b.height, size);
   auto out = torch::empty({3, size, size}, torch::kFloat);
 #if defined(__x86_64__)
-  if (simd && avx2()) {
+  if (simd && has_avx2()) {
     resize_blocked(s, b.width, size, ax, ay, out.data_ptr<float>());
     return out;
   }

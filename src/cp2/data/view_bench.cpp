@@ -49,7 +49,8 @@ void bench_view(const ViewBenchOptions& o) {
     // Random pixels in the interleaved layout read_image returns.
     auto hwc = torch::empty({o.height, o.width, 3}, torch::kByte);
     Rng pixels(1);
-    for (int64_t i = 0; i < hwc.numel(); ++i) hwc.data_ptr<uint8_t>()[i] = static_cast<uint8_t>(pixels.uniform01() * 256);
+    uint8_t* px = hwc.data_ptr<uint8_t>();
+    for (int64_t i = 0; i < hwc.numel(); ++i) px[i] = static_cast<uint8_t>(pixels.uniform01() * 256);
     img = hwc.permute({2, 0, 1});
   }
   const int64_t H = img.size(1), W = img.size(2);
