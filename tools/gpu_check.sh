@@ -59,7 +59,7 @@ $PY -c 'import torch;print("== PyTorch", torch.__version__, "CUDA", torch.versio
 
 # The fixtures are written on the CPU while the build runs (an independent computation:
 # PyTorch on the CPU, cp2 on the GPU).
-(nice -n 10 $PY "$ROOT/tools/make_parity_fixtures.py" --out "$B/fixtures" --only-cp2-step > "$LOG/fixtures.log" 2>&1
+(nice -n 10 $PY "$ROOT/tools/make_parity_fixtures.py" --out "$B/fixtures" --gpu-check-only > "$LOG/fixtures.log" 2>&1
  echo $? > "$B/fixtures.rc") &
 FX=$!
 GEN=() KEEP=(-k)

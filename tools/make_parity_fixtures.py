@@ -292,7 +292,7 @@ def cp2_step_fixture(out, depth, size, n, K, gen, grads):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--only-cp2-step", action="store_true",
+    ap.add_argument("--gpu-check-only", action="store_true",
                     help="only the fixtures cp2_gpu_check reads: the CP² step and finetuning ones "
                          "(tools/gpu_check.sh; other random draws than the full set)")
     args = ap.parse_args()
@@ -300,7 +300,7 @@ def main():
     torch.set_num_threads(os.cpu_count() or 1)
     gen = torch.Generator().manual_seed(1234)
     torch.manual_seed(1234)
-    if args.only_cp2_step:
+    if args.gpu_check_only:
         cp2_step_fixture(args.out, 18, 96, 4, 256, gen, grads=True)
         cp2_step_fixture(args.out, 50, 224, 2, 256, gen, grads=False)
         finetune_fixture(args.out, gen)

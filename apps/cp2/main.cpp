@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
     for (auto& c : cmds)
       if (c.sub->parsed()) return c.run();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "error: %s\n", cp2::error_message(e).c_str());
     return 1;
   }
   return 1;

@@ -1,6 +1,7 @@
 #include "cp2/common.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 #include <dlfcn.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -13,10 +14,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <new>
 #include <thread>
 #include <vector>
 
 namespace cp2 {
+
+std::string error_message(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+  if (dynamic_cast<const std::bad_alloc*>(&e))
+    return "out of memory (std::bad_alloc): an allocation larger than this machine could give; smaller sizes "
+           "(batch, view or crop size, queue) need less";
+  return e.what();
+}
 
 int usable_cores() {
   cpu_set_t set;

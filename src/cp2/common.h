@@ -18,6 +18,10 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& msg) : std::runtime_error(msg) {}
 };
 
+// An exception's message for a person: LibTorch's (c10::Error) without the C++ backtrace its
+// what() carries, std::bad_alloc said as running out of memory, others' what().
+std::string error_message(const std::exception& e);
+
 // Debian's LibTorch starts with one intra-op thread; cp2 defaults to every core it may use.
 // n <= 0: all the cores this process may run on (usable_cores()), shared evenly among
 // LOCAL_WORLD_SIZE processes on this machine. Returns the number set.

@@ -48,7 +48,7 @@ TEST(Cli, BenchViewTimesEveryOp) {
   auto r = run("bench view --width 40 --height 30 --size 16 --rounds 2");
   ASSERT_EQ(r.rc, 0) << r.out;
   for (const char* op : {"random pixels (40x30), 16 px views", "resized_crop, AVX2 loops", "resized_crop, plain loops",
-                         "adjust_contrast", "adjust_hue, scalar loop", "gaussian_blur, sigma 2 (kernel 13)",
+                         "adjust_contrast", "adjust_hue, scalar loop", "gaussian_blur k13 (sigma 2), plain",
                          "apply_view, drawn parameters", "samples/s per loader thread without the decodes"})
     EXPECT_NE(r.out.find(op), std::string::npos) << op << " in:\n" << r.out;
   r = run("bench view --image " + fixture("aug_input.png") + " --size 16 --rounds 10");

@@ -201,8 +201,8 @@ TEST(AugmentResize, BlockedLoopsEqualThePerOutputSums) {
   }
 }
 
-// gaussian_blur's loops are compiled for the baseline and for AVX2, the CPU picking one
-// (augment.cpp); either must give the bits of this per-output loop: the row pass then the column
+// gaussian_blur's loops are compiled for the baseline and for AVX2 (augment.cpp; simd = false
+// runs the baseline's on any CPU); both must give the bits of this per-output loop: the row pass then the column
 // pass, each sum 0 + k0 x0 + k1 x1 + ... in tap order, reflect padding, maps narrower than the
 // kernel included.
 TEST(AugmentBlur, EqualsThePerOutputSums) {
@@ -238,9 +238,11 @@ TEST(AugmentBlur, EqualsThePerOutputSums) {
           for (int i = 0; i < kernel; ++i) acc += k[i] * t[c][reflect(y + i - kernel / 2, H)][x];
           d[c][y][x] = acc;
         }
-    const auto got = gaussian_blur(img, kernel, sigma);
-    EXPECT_TRUE(torch::equal(got, want)) << H << "x" << W << " kernel " << kernel << ": max |diff| "
-                                         << (got - want).abs().max().item<float>();
+    for (bool simd : {false, true}) {
+      const auto got = gaussian_blur(img, kernel, sigma, simd);
+      EXPECT_TRUE(torch::equal(got, want)) << H << "x" << W << " kernel " << kernel << (simd ? " simd" : " plain")
+                                           << ": max |diff| " << (got - want).abs().max().item<float>();
+    }
   }
 }
 

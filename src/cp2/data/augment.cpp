@@ -98,10 +98,11 @@ inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
 
 // gaussian_blur's separable passes over the three planes of s (H x W each) into d, each over a
 // reflect-padded copy (rows via rx into a row buffer, columns via ry over the row pass's
-// output), so the inner loops are plain and vectorise. Compiled for the baseline and for AVX2
-// (simd.h): each output lane by lane, no reduction vectorised, so the same bits.
-CP2_AVX2_CLONE void blur_planes(const float* s, float* d, int64_t H, int64_t W, const std::vector<float>& k,
-                                const std::vector<int64_t>& rx, const std::vector<int64_t>& ry) {
+// output), so the inner loops are plain and vectorise. Inlined into a baseline and an AVX2
+// entry point (simd.h): each output lane by lane, no reduction vectorised, so the same bits.
+__attribute__((always_inline)) inline void blur_planes(const float* s, float* d, int64_t H, int64_t W,
+                                                       const std::vector<float>& k, const std::vector<int64_t>& rx,
+                                                       const std::vector<int64_t>& ry) {
   const auto kernel = static_cast<int64_t>(k.size()), half = kernel / 2;
   std::vector<float> row_buf(W + 2 * half), tmp_buf(H * W);
   float *row = row_buf.data(), *tmp = tmp_buf.data();
@@ -129,6 +130,18 @@ CP2_AVX2_CLONE void blur_planes(const float* s, float* d, int64_t H, int64_t W, 
     }
   }
 }
+
+void blur_planes_plain(const float* s, float* d, int64_t H, int64_t W, const std::vector<float>& k,
+                       const std::vector<int64_t>& rx, const std::vector<int64_t>& ry) {
+  blur_planes(s, d, H, W, k, rx, ry);
+}
+
+#ifdef CP2_AVX2
+CP2_AVX2 void blur_planes_avx2(const float* s, float* d, int64_t H, int64_t W, const std::vector<float>& k,
+                               const std::vector<int64_t>& rx, const std::vector<int64_t>& ry) {
+  blur_planes(s, d, H, W, k, rx, ry);
+}
+#endif
 
 }  // namespace
 
@@ -177,7 +190,7 @@ void to_grayscale(at::Tensor& img) {
   for (int64_t i = 0; i < n; ++i) r[i] = g[i] = b[i] = gray_of(r[i], g[i], b[i]);
 }
 
-at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma) {
+at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma, bool simd) {
   check_float_image(img);
   TORCH_CHECK(kernel > 0 && kernel % 2 == 1 && sigma > 0, "blur kernel must be odd and sigma > 0");
   const int64_t H = img.size(1), W = img.size(2);
@@ -200,7 +213,14 @@ at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma) {
   for (int64_t x = 0; x < W + 2 * half; ++x) rx[x] = reflect(x - half, W);
   for (int64_t y = 0; y < H + 2 * half; ++y) ry[y] = reflect(y - half, H);
   auto out = torch::empty_like(img);
-  blur_planes(img.data_ptr<float>(), out.data_ptr<float>(), H, W, k, rx, ry);
+#ifdef CP2_AVX2
+  if (simd && has_avx2()) {
+    blur_planes_avx2(img.data_ptr<float>(), out.data_ptr<float>(), H, W, k, rx, ry);
+    return out;
+  }
+#endif
+  (void)simd;
+  blur_planes_plain(img.data_ptr<float>(), out.data_ptr<float>(), H, W, k, rx, ry);
   return out;
 }
 

@@ -70,7 +70,8 @@ void adjust_contrast(at::Tensor& img, double f);    // blend with the mean grey 
 void adjust_saturation(at::Tensor& img, double f);  // blend with the grey image
 void adjust_hue(at::Tensor& img, double shift);     // rotate H in PIL's 8-bit HSV, shift in [-0.5, 0.5] (hue.h)
 void to_grayscale(at::Tensor& img);                 // 0.299 R + 0.587 G + 0.114 B, 3 channels
-at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma);  // reflect padding
+// Reflect padding; `simd` as resized_crop's.
+at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma, bool simd = true);
 void hflip(at::Tensor& img);
 void normalize(at::Tensor& img, const std::array<double, 3>& mean, const std::array<double, 3>& std);
 

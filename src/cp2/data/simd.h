@@ -1,5 +1,6 @@
-// The view ops' two builds of their loops (hue.cpp, resize.cpp, augment.cpp): the baseline's and
-// AVX2's, the same operations lane by lane, so the same bits (those files are compiled with
+// The view ops' two builds of their loops (hue.cpp, resize.cpp, augment.cpp's blur): the
+// baseline's and AVX2's, picked by a `simd` argument and the CPU (so tests run both on an AVX2
+// CPU). The same operations lane by lane, so the same bits (those files are compiled with
 // -ffp-contract=off: no multiply-add is contracted where a baseline has FMA). AVX2 without FMA,
 // unlike compute/'s kernels, which need both.
 #pragma once
@@ -15,12 +16,4 @@ inline bool has_avx2() {
   return yes;
 }
 }  // namespace cp2::data
-#endif
-
-// A function compiled for the baseline and for AVX2, the CPU picking one when the program loads
-// (GCC's target_clones; elsewhere the baseline alone).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CP2_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
-#else
-#define CP2_AVX2_CLONE
 #endif

@@ -86,8 +86,13 @@ void bench_view(const ViewBenchOptions& o) {
   line("adjust_hue, AVX2 loop", hue(true), "  (scalar loop where the CPU has no AVX2)");
   line("adjust_hue, scalar loop", hue(false));
   line("to_grayscale", ms_per_call(o.rounds, [&](int) { to_grayscale(x); }));
-  line("gaussian_blur, sigma 2 (kernel 13)", ms_per_call(o.rounds, [&](int) { gaussian_blur(x, 13, 2.0); }));
-  line("gaussian_blur, sigma 0.7 (kernel 5)", ms_per_call(o.rounds, [&](int) { gaussian_blur(x, 5, 0.7); }));
+  auto blur = [&](int kernel, double sigma, bool simd) {
+    return ms_per_call(o.rounds, [&](int) { gaussian_blur(x, kernel, sigma, simd); });
+  };
+  line("gaussian_blur k13 (sigma 2), AVX2", blur(13, 2.0, true), "  (plain loops where the CPU has no AVX2)");
+  line("gaussian_blur k13 (sigma 2), plain", blur(13, 2.0, false));
+  line("gaussian_blur k5 (sigma 0.7), AVX2", blur(5, 0.7, true));
+  line("gaussian_blur k5 (sigma 0.7), plain", blur(5, 0.7, false));
   line("hflip", ms_per_call(o.rounds, [&](int) { hflip(x); }));
   // Mean 0 and std 1: the same operations, without the values growing call after call.
   line("normalize", ms_per_call(o.rounds, [&](int) { normalize(x, {0, 0, 0}, {1, 1, 1}); }));

@@ -356,7 +356,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     return finish(true);
   } catch (const std::exception& e) {
     clock_out();  // a failed run's summary says how far and how fast it went too
-    h.failed(e.what(), fields());
+    h.failed(error_message(e), fields());
     throw;
   }
 }

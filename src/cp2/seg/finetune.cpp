@@ -355,7 +355,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
     return finish(iter == T.iters);
   } catch (const std::exception& e) {
     clock_out();  // a failed run's summary says how far and how fast it went too
-    h.failed(e.what(), fields());
+    h.failed(error_message(e), fields());
     throw;
   }
 }

@@ -59,7 +59,7 @@ StageResult run_stage(const StageSpec& spec, const std::string& out, bool progre
       r.budget = std::to_string(cfg.train.iters) + " iterations, batch " + std::to_string(cfg.train.batch);
     }
   } catch (const std::exception& e) {
-    throw Error(spec.name + " (" + r.folder + "): " + e.what());
+    throw Error(spec.name + " (" + r.folder + "): " + error_message(e));
   }
   if (r.skipped) r.seconds = 0;
   return r;
