@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <optional>
 
 #include "cp2/common.h"
@@ -96,50 +97,87 @@ namespace {
 inline float gray_of(float r, float g, float b) { return 0.299f * r + 0.587f * g + 0.114f * b; }
 inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
 
+// Four or eight floats as one value (GCC's vector extension): an SSE/NEON register in the
+// baseline's entry point, an AVX2 one in AVX2's; element-wise + and * round as the scalar ones.
+typedef float F4 __attribute__((vector_size(16)));
+typedef float F8 __attribute__((vector_size(32)));
+
+// out[x] = 0 + k0·src0[x] + k1·src1[x] + ... in tap order, x in [0, W): four vectors of
+// outputs at a time summed in registers across the taps. Lane by lane the same operations as
+// adding each tap's products into `out` in turn (the former loops), without loading and
+// storing `out` per tap: 1.6× faster blurs at kernel 13 on AVX2.
+template <class V>
+__attribute__((always_inline)) inline void tap_sums(float* out, const float* const* src, const float* k, int64_t taps,
+                                                    int64_t W) {
+  constexpr int64_t L = sizeof(V) / sizeof(float);
+  V ones;
+  for (int64_t i = 0; i < L; ++i) ones[i] = 1.f;
+  int64_t x = 0;
+  for (; x + 4 * L <= W; x += 4 * L) {
+    V a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (int64_t t = 0; t < taps; ++t) {
+      const V kv = ones * k[t];  // broadcast, exact
+      // Loads by memcpy, not a helper returning V: an AVX2 value returned by a baseline function
+      // changes the ABI (GCC's -Wpsabi).
+      const float* p = src[t] + x;
+      V r0, r1, r2, r3;
+      std::memcpy(&r0, p, sizeof r0);
+      std::memcpy(&r1, p + L, sizeof r1);
+      std::memcpy(&r2, p + 2 * L, sizeof r2);
+      std::memcpy(&r3, p + 3 * L, sizeof r3);
+      a0 += kv * r0;
+      a1 += kv * r1;
+      a2 += kv * r2;
+      a3 += kv * r3;
+    }
+    std::memcpy(out + x, &a0, sizeof a0);
+    std::memcpy(out + x + L, &a1, sizeof a1);
+    std::memcpy(out + x + 2 * L, &a2, sizeof a2);
+    std::memcpy(out + x + 3 * L, &a3, sizeof a3);
+  }
+  for (; x < W; ++x) {
+    float acc = 0.f;
+    for (int64_t t = 0; t < taps; ++t) acc += k[t] * src[t][x];
+    out[x] = acc;
+  }
+}
+
 // gaussian_blur's separable passes over the three planes of s (H x W each) into d, each over a
 // reflect-padded copy (rows via rx into a row buffer, columns via ry over the row pass's
 // output), so the inner loops are plain and vectorise. Inlined into a baseline and an AVX2
 // entry point (simd.h): each output lane by lane, no reduction vectorised, so the same bits.
+template <class V>
 __attribute__((always_inline)) inline void blur_planes(const float* s, float* d, int64_t H, int64_t W,
                                                        const std::vector<float>& k, const std::vector<int64_t>& rx,
                                                        const std::vector<int64_t>& ry) {
   const auto kernel = static_cast<int64_t>(k.size()), half = kernel / 2;
   std::vector<float> row_buf(W + 2 * half), tmp_buf(H * W);
+  std::vector<const float*> src(kernel);
   float *row = row_buf.data(), *tmp = tmp_buf.data();
   for (int64_t c = 0; c < 3; ++c) {
     const float* sc = s + c * H * W;
+    for (int64_t t = 0; t < kernel; ++t) src[t] = row + t;
     for (int64_t y = 0; y < H; ++y) {
       for (int64_t x = 0; x < W + 2 * half; ++x) row[x] = sc[y * W + rx[x]];
-      float* t = tmp + y * W;
-      std::fill(t, t + W, 0.f);
-      for (int64_t tap = 0; tap < kernel; ++tap) {
-        const float kt = k[tap];
-        const float* r = row + tap;
-        for (int64_t x = 0; x < W; ++x) t[x] += kt * r[x];
-      }
+      tap_sums<V>(tmp + y * W, src.data(), k.data(), kernel, W);
     }
     float* dc = d + c * H * W;
     for (int64_t y = 0; y < H; ++y) {
-      float* dst = dc + y * W;
-      std::fill(dst, dst + W, 0.f);
-      for (int64_t tap = 0; tap < kernel; ++tap) {
-        const float kt = k[tap];
-        const float* r = tmp + ry[y + tap] * W;
-        for (int64_t x = 0; x < W; ++x) dst[x] += kt * r[x];
-      }
+      for (int64_t t = 0; t < kernel; ++t) src[t] = tmp + ry[y + t] * W;
+      tap_sums<V>(dc + y * W, src.data(), k.data(), kernel, W);
     }
   }
 }
 
 void blur_planes_plain(const float* s, float* d, int64_t H, int64_t W, const std::vector<float>& k,
                        const std::vector<int64_t>& rx, const std::vector<int64_t>& ry) {
-  blur_planes(s, d, H, W, k, rx, ry);
+  blur_planes<F4>(s, d, H, W, k, rx, ry);
 }
 
 #ifdef CP2_AVX2
 CP2_AVX2 void blur_planes_avx2(const float* s, float* d, int64_t H, int64_t W, const std::vector<float>& k,
                                const std::vector<int64_t>& rx, const std::vector<int64_t>& ry) {
-  blur_planes(s, d, H, W, k, rx, ry);
+  blur_planes<F8>(s, d, H, W, k, rx, ry);
 }
 #endif
 
