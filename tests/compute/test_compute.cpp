@@ -696,7 +696,7 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     const auto x12 = torch::empty({32, 512, 12, 12}).contiguous(at::MemoryFormat::ChannelsLast);
     EXPECT_EQ(compute::conv_path(*rate4, x12), compute::ConvPath::winograd_subgrids);
     EXPECT_EQ(compute::conv_path(*rate6, x12),
-              compute::tap_gemm_available() ? compute::ConvPath::taps : compute::ConvPath::module);
+              compute::sgemm_is_onednn() ? compute::ConvPath::taps : compute::ConvPath::winograd_subgrids);
     // Maps that the rate does not divide take the sub-grids too (a 769² crop's 49×49 maps at
     // rate 2 had run direct): here 25×25 at rate 2, 8 sub-grids of 13×13 to 12×12.
     torch::nn::Conv2d rate2(torch::nn::Conv2dOptions(256, 256, 3).padding(2).dilation(2).bias(false));
@@ -708,7 +708,7 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     const auto x14cl = torch::empty({8, 2048, 14, 14}).contiguous(at::MemoryFormat::ChannelsLast);
     EXPECT_EQ(compute::winograd_plan_for(x14cl, 512, 6).tile, 3);
     EXPECT_EQ(compute::conv_path(*aspp6, x14cl),
-              compute::tap_gemm_available() ? compute::ConvPath::taps : compute::ConvPath::winograd_subgrids);
+              compute::sgemm_is_onednn() ? compute::ConvPath::taps : compute::ConvPath::winograd_subgrids);
     // Dilated, cp2's F(4×4) (sub-grids tiled in place) before oneDNN's (copied out), in either
     // layout; undilated, oneDNN's where it runs. ResNet-50's layer4 at 224 px, batch 8 (8·4
     // sub-grids of 7×7), and at 769 px crops (49×49 maps: sub-grids of 25×25 to 24×24).
@@ -764,6 +764,91 @@ TEST(Winograd, CP2StepTracksDirect) {
   }
 }
 
+// Sets compute/gemm.h's backend for a scope, back to `best` after it (an assertion that returns
+// early included).
+struct GemmBackendScope {
+  explicit GemmBackendScope(compute::GemmBackend b) { compute::set_gemm_backend(b); }
+  ~GemmBackendScope() { compute::set_gemm_backend(compute::GemmBackend::best); }
+  GemmBackendScope(const GemmBackendScope&) = delete;
+  GemmBackendScope& operator=(const GemmBackendScope&) = delete;
+};
+
+// compute::sgemm through oneDNN (where this build has it) and through LibTorch's matmul: every
+// transposition, leading dimensions past the matrices' widths, beta 0 and 1, against sums in
+// double; C's padding columns untouched; bad arguments named.
+TEST(Gemm, BothBackendsMatchDoubleSums) {
+  const int64_t m = 5, n = 7, k = 9;
+  for (const auto backend : {compute::GemmBackend::best, compute::GemmBackend::torch})
+    for (char ta : {'N', 'T'})
+      for (char tb : {'N', 'T'})
+        for (float beta : {0.f, 1.f}) {
+          GemmBackendScope scope(backend);
+          SCOPED_TRACE(std::string(1, ta) + tb + " beta " + std::to_string(beta) +
+                       (compute::sgemm_is_onednn() ? ", oneDNN" : ", LibTorch"));
+          const int64_t lda = (ta == 'N' ? k : m) + 3, ldb = (tb == 'N' ? n : k) + 2, ldc = n + 4;
+          torch::manual_seed(3);
+          const auto A = torch::randn({(ta == 'N' ? m : k) * lda}), B = torch::randn({(tb == 'N' ? k : n) * ldb});
+          const auto C0 = torch::randn({m * ldc});
+          auto C = C0.clone();
+          const float *a = A.data_ptr<float>(), *b = B.data_ptr<float>(), *c0 = C0.data_ptr<float>();
+          compute::sgemm("test", ta, tb, m, n, k, a, lda, b, ldb, beta, C.data_ptr<float>(), ldc);
+          const float* c = C.data_ptr<float>();
+          for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) {
+              double want = beta * c0[i * ldc + j];
+              for (int64_t p = 0; p < k; ++p) {
+                const float ap = ta == 'N' ? a[i * lda + p] : a[p * lda + i];
+                want += double(ap) * (tb == 'N' ? b[p * ldb + j] : b[j * ldb + p]);
+              }
+              EXPECT_NEAR(c[i * ldc + j], want, 1e-5 * (1 + std::abs(want))) << i << "," << j;
+            }
+            for (int64_t j = n; j < ldc; ++j) EXPECT_EQ(c[i * ldc + j], c0[i * ldc + j]) << "padding " << i << "," << j;
+          }
+        }
+  std::vector<float> buf(64);
+  expect_error([&] { compute::sgemm("tap", 'X', 'N', 2, 2, 2, buf.data(), 2, buf.data(), 2, 0.f, buf.data(), 2); },
+               {"tap: sgemm given invalid arguments", "XN"});
+  expect_error([&] { compute::sgemm("tap", 'N', 'N', 2, 3, 4, buf.data(), 3, buf.data(), 3, 0.f, buf.data(), 3); },
+               {"2x4 by 4x3", "leading dimensions 3, 3, 3"});
+}
+
+// cp2's Winograd kernels through LibTorch's matmul (their 36 products as one batched call; the
+// path of builds without oneDNN), against the direct convolution: a few of
+// OwnKernelsTileEdgesAndChannelCounts' cases.
+TEST(Winograd, OwnKernelsThroughLibTorchsMatmul) {
+  if (!compute::tiles_available()) {
+    std::string why;
+    EXPECT_FALSE(compute::tiles_available(&why));
+    EXPECT_NE(why.find("AVX2"), std::string::npos);
+    return;
+  }
+  GemmBackendScope scope(compute::GemmBackend::torch);
+  ASSERT_FALSE(compute::sgemm_is_onednn());
+  struct Case {
+    int64_t n, c, o, h, w, d;
+    bool cl;
+  };
+  for (const auto& k :
+       {Case{2, 64, 128, 9, 5, 1, true}, Case{2, 16, 24, 12, 12, 4, true}, Case{1, 24, 16, 7, 11, 3, false}})
+    for (int64_t tile : {4, 3}) {
+      SCOPED_TRACE(shape_str({k.n, k.c, k.h, k.w}) + ", dilation " + std::to_string(k.d) + ", tiles of " +
+                   std::to_string(tile));
+      torch::manual_seed(11);
+      const auto w0 = torch::randn({k.o, k.c, 3, 3}) / std::sqrt(9.0 * k.c);
+      auto x0 = torch::randn({k.n, k.c, k.h, k.w});
+      if (k.cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+      const auto g = torch::randn({k.n, k.o, k.h, k.w});
+      auto xr = x0.clone().requires_grad_(true), wr = w0.clone().requires_grad_(true);
+      (at::conv2d(xr, wr, {}, 1, k.d, k.d) * g).sum().backward();
+      auto xt = x0.clone().requires_grad_(true), wt = w0.clone().requires_grad_(true);
+      const auto yt = compute::tiles_conv3x3(xt, wt, tile, k.d);
+      (yt * g).sum().backward();
+      EXPECT_LT(rel(yt, at::conv2d(x0, w0, {}, 1, k.d, k.d)), 2e-5);
+      EXPECT_LT(rel(xt.grad(), xr.grad()), 2e-5);
+      EXPECT_LT(rel(wt.grad(), wr.grad()), 2e-5);
+    }
+}
+
 // Dilated 3x3 convolutions as one GEMM per tap (compute/dilated.h) against the direct
 // convolution: maps where outer taps read the image partly (7x9 at rate 3), only in one
 // dimension (5x11 at 5), or never (4x4 at 12, 1x1), odd and ResNet-like channel counts, NCHW
@@ -777,53 +862,52 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
   EXPECT_NEAR(compute::dilated_taps_kept(32, 32, 12), 0.5625, 1e-12);
   EXPECT_NEAR(compute::dilated_taps_kept(8, 8, 12), 1.0 / 9, 1e-12);
   EXPECT_NEAR(compute::dilated_taps_kept(32, 32, 2), (92.0 / 96) * (92.0 / 96), 1e-12);
-  if (!compute::tap_gemm_available()) {
-    std::string why;
-    EXPECT_FALSE(compute::tap_gemm_available(&why));
-    EXPECT_NE(why.find("oneDNN"), std::string::npos);
-    return;
-  }
   struct Case {
     int64_t n, c, o, h, w, d;
   };
-  for (const Case k : {Case{2, 16, 24, 7, 9, 3}, Case{2, 3, 5, 5, 11, 5}, Case{1, 8, 8, 4, 4, 12}, Case{3, 4, 6, 1, 1, 2},
-                       Case{2, 32, 16, 14, 14, 6}}) {
-    for (bool cl : {false, true}) {
-      SCOPED_TRACE("n" + std::to_string(k.n) + " c" + std::to_string(k.c) + " o" + std::to_string(k.o) + " " +
-                   std::to_string(k.h) + "x" + std::to_string(k.w) + " rate " + std::to_string(k.d) +
-                   (cl ? " channels-last" : " NCHW"));
-      torch::manual_seed(11);
-      auto x0 = torch::randn({k.n, k.c, k.h, k.w}), w0 = torch::randn({k.o, k.c, 3, 3});
-      if (cl) {
-        x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
-        w0 = w0.contiguous(at::MemoryFormat::ChannelsLast);
-      }
-      const auto g = torch::randn({k.n, k.o, k.h, k.w});
-      for (int grads : {3, 1, 2}) {  // both, input only, weight only
-        auto run = [&](bool taps) {
-          auto x = x0.clone().requires_grad_(grads & 1);
-          auto w = w0.clone().requires_grad_((grads & 2) != 0);
-          auto y = taps ? compute::dilated_conv3x3_taps(x, w, k.d) : at::conv2d(x, w, {}, 1, k.d, k.d);
-          (y * g).sum().backward();
-          return std::vector<at::Tensor>{y.detach(), (grads & 1) ? x.grad() : at::Tensor(),
-                                         (grads & 2) ? w.grad() : at::Tensor()};
-        };
-        const auto ref = run(false), got = run(true);
-        EXPECT_EQ(got[0].sizes(), ref[0].sizes());
-        EXPECT_LT(rel(got[0], ref[0]), 1e-5);
-        EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl && k.h * k.w > 1);
-        for (int i : {1, 2}) {
-          ASSERT_EQ(got[i].defined(), ref[i].defined()) << "gradient " << i;
-          if (!got[i].defined()) continue;
-          EXPECT_EQ(got[i].sizes(), ref[i].sizes()) << "gradient " << i;
-          EXPECT_LT(rel(got[i], ref[i]), 1e-5) << "gradient " << i;
+  // Both of compute/gemm.h's backends: oneDNN's sgemm (this build's) and LibTorch's matmul
+  // (builds without oneDNN: PyTorch's official LibTorch, the GPU core build).
+  for (const auto backend : {compute::GemmBackend::best, compute::GemmBackend::torch}) {
+    GemmBackendScope scope(backend);
+    for (const Case k : {Case{2, 16, 24, 7, 9, 3}, Case{2, 3, 5, 5, 11, 5}, Case{1, 8, 8, 4, 4, 12}, Case{3, 4, 6, 1, 1, 2},
+                         Case{2, 32, 16, 14, 14, 6}}) {
+      for (bool cl : {false, true}) {
+        SCOPED_TRACE("n" + std::to_string(k.n) + " c" + std::to_string(k.c) + " o" + std::to_string(k.o) + " " +
+                     std::to_string(k.h) + "x" + std::to_string(k.w) + " rate " + std::to_string(k.d) +
+                     (cl ? " channels-last" : " NCHW") + (compute::sgemm_is_onednn() ? ", oneDNN" : ", LibTorch"));
+        torch::manual_seed(11);
+        auto x0 = torch::randn({k.n, k.c, k.h, k.w}), w0 = torch::randn({k.o, k.c, 3, 3});
+        if (cl) {
+          x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+          w0 = w0.contiguous(at::MemoryFormat::ChannelsLast);
         }
-        // Taps that never read the image get an exact zero gradient (rate 12 on 4x4: all
-        // but the centre).
-        if ((grads & 2) && k.d >= k.h && k.d >= k.w) {
-          auto outer = got[2].clone();
-          outer.select(2, 1).select(2, 1).zero_();
-          EXPECT_EQ(outer.abs().max().item<float>(), 0.f);
+        const auto g = torch::randn({k.n, k.o, k.h, k.w});
+        for (int grads : {3, 1, 2}) {  // both, input only, weight only
+          auto run = [&](bool taps) {
+            auto x = x0.clone().requires_grad_(grads & 1);
+            auto w = w0.clone().requires_grad_((grads & 2) != 0);
+            auto y = taps ? compute::dilated_conv3x3_taps(x, w, k.d) : at::conv2d(x, w, {}, 1, k.d, k.d);
+            (y * g).sum().backward();
+            return std::vector<at::Tensor>{y.detach(), (grads & 1) ? x.grad() : at::Tensor(),
+                                           (grads & 2) ? w.grad() : at::Tensor()};
+          };
+          const auto ref = run(false), got = run(true);
+          EXPECT_EQ(got[0].sizes(), ref[0].sizes());
+          EXPECT_LT(rel(got[0], ref[0]), 1e-5);
+          EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl && k.h * k.w > 1);
+          for (int i : {1, 2}) {
+            ASSERT_EQ(got[i].defined(), ref[i].defined()) << "gradient " << i;
+            if (!got[i].defined()) continue;
+            EXPECT_EQ(got[i].sizes(), ref[i].sizes()) << "gradient " << i;
+            EXPECT_LT(rel(got[i], ref[i]), 1e-5) << "gradient " << i;
+          }
+          // Taps that never read the image get an exact zero gradient (rate 12 on 4x4: all
+          // but the centre).
+          if ((grads & 2) && k.d >= k.h && k.d >= k.w) {
+            auto outer = got[2].clone();
+            outer.select(2, 1).select(2, 1).zero_();
+            EXPECT_EQ(outer.abs().max().item<float>(), 0.f);
+          }
         }
       }
     }
@@ -833,9 +917,11 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
   expect_error([] { compute::dilated_conv3x3_taps(torch::randn({1, 4, 5, 5}, torch::kDouble), torch::randn({2, 4, 3, 3}), 2); },
                {"fp32 CPU"});
 
-  // Through the model's dispatch: ASPP's rate 12 on 14² (share 0.18) takes the tap GEMMs
-  // under the fast algorithms and is counted as the products done; `direct` is the module's
-  // own forward bit for bit.
+  // Through the model's dispatch, which takes the tap GEMMs only through oneDNN's sgemm
+  // (conv.cpp; in builds without it the tests above are what runs): ASPP's rate 12 on 14²
+  // (share 0.18) takes the tap GEMMs under the fast algorithms and is counted as the products
+  // done; `direct` is the module's own forward bit for bit.
+  if (!compute::sgemm_is_onednn()) return;
   torch::nn::Conv2d aspp(torch::nn::Conv2dOptions(16, 8, 3).padding(12).dilation(12).bias(false));
   const auto x = torch::randn({2, 16, 14, 14});
   {
@@ -947,7 +1033,7 @@ TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {
   compute::ConvBenchOptions o;
   o.batch = 2, o.in = 16, o.out = 8, o.size = 14, o.dilation = 12, o.rounds = 1;
   const auto r = compute::bench_conv(o, false);
-  EXPECT_EQ(r.fast, compute::tap_gemm_available() ? "tap GEMMs" : "direct");
+  EXPECT_EQ(r.fast, compute::sgemm_is_onednn() ? "tap GEMMs" : "direct");
   for (double t : {r.direct_fwd_s, r.direct_step_s, r.fast_fwd_s, r.fast_step_s}) EXPECT_GT(t, 0);
   // --kernels tiles: cp2's kernels wherever they fit, named as such (below their pay-off rule
   // too: 2 tiles here).

@@ -5,6 +5,7 @@
 #include <variant>
 
 #include "cp2/compute/dilated.h"
+#include "cp2/compute/gemm.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
 
@@ -65,7 +66,9 @@ ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   // transform outweighs the products saved), they ran 0.59-1.04× the taps there.
   const bool f3 = plan.kernels == WinogradKernels::tiles && plan.tile == 3 && plan.products < 9 * kept &&
                   h % d == 0 && w % d == 0;
-  if (!f3 && tap_gemm_available() && kept <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
+  // The tap GEMMs only through oneDNN's sgemm: through LibTorch's matmul (OpenBLAS in Debian's)
+  // they ran 0.16-0.73x the direct convolution on an Intel Xeon, 1.0-2.3x through oneDNN's.
+  if (!f3 && sgemm_is_onednn() && kept <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
     return ConvPath::taps;
   // Where Winograd would run the direct convolution anyway (cp2's kernels below their pay-off
   // rule), the module's forward.

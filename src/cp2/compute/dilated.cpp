@@ -221,8 +221,6 @@ double dilated_taps_kept(int64_t h, int64_t w, int64_t d) {
   return share(h) * share(w);
 }
 
-bool tap_gemm_available(std::string* why) { return sgemm_available(why); }
-
 at::Tensor dilated_conv3x3_taps(const at::Tensor& x, const at::Tensor& weight, int64_t d) {
   if (x.dim() != 4 || weight.dim() != 4 || weight.size(2) != 3 || weight.size(3) != 3 || x.size(1) != weight.size(1))
     throw Error("dilated_conv3x3_taps: expected input (N,C,H,W) and weight (O,C,3,3), found " +
@@ -230,8 +228,6 @@ at::Tensor dilated_conv3x3_taps(const at::Tensor& x, const at::Tensor& weight, i
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat)
     throw Error("dilated_conv3x3_taps: expected fp32 CPU tensors");
   if (d < 1) throw Error("dilated_conv3x3_taps: expected dilation >= 1, found " + std::to_string(d));
-  std::string why;
-  if (!tap_gemm_available(&why)) throw Error("dilated_conv3x3_taps: " + why);
   RECORD_USER_SCOPE("cp2::dilated_conv3x3_taps");  // its forward in cp2 bench --profile
   return apply_function<TapConvFn>(x, weight, d);
 }

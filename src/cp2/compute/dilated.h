@@ -8,7 +8,8 @@
 // backward-weights 0.29 s for a quarter of the products reading the image).
 //
 // Here each tap is one GEMM over the output pixels it reads the image for (channels-last
-// rows, oneDNN's sgemm): input gradient and weight gradient, and the forward pass on NCHW
+// rows, compute/gemm.h's sgemm: oneDNN's, else LibTorch's matmul): input gradient and weight
+// gradient, and the forward pass on NCHW
 // input, do exactly the products that read the image (on channels-last input where oneDNN
 // runs AVX-512 kernels the forward pass stays oneDNN's, which skip them themselves and were
 // faster there; its AVX2 kernels do not). The sums are the convolution's minus additions of exact
@@ -29,12 +30,9 @@ namespace cp2::compute {
 // extent they read the image for) / (3·extent).
 double dilated_taps_kept(int64_t h, int64_t w, int64_t d);
 
-// Whether this build runs the tap GEMMs (they need oneDNN's sgemm), else why.
-bool tap_gemm_available(std::string* why = nullptr);
-
 // The 3×3 convolution with dilation d, padding d, stride 1, no bias, of fp32 CPU tensors x
 // (N,C,H,W) and weight (O,C,3,3), as one GEMM per tap; gradients for both; results in the
-// input's and the weight's memory layout. Throws when unavailable or given other tensors.
+// input's and the weight's memory layout. Throws when given other tensors.
 at::Tensor dilated_conv3x3_taps(const at::Tensor& x, const at::Tensor& weight, int64_t d);
 
 }  // namespace cp2::compute

@@ -9,6 +9,7 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/dilated.h"
+#include "cp2/compute/gemm.h"
 #include "cp2/compute/winograd.h"
 
 namespace cp2::compute {
@@ -38,8 +39,7 @@ std::string Numerics::describe() const {
                          (winograd_kernels_available(WinogradKernels::tiles)
                               ? "; cp2's for dilated ones and F(3x3) where 4x4 tiles would be half empty"
                               : "") +
-                         ")" +
-                         (tap_gemm_available() ? ", dilated 3x3 as tap GEMMs" : "")
+                         ")" + (sgemm_is_onednn() ? ", dilated 3x3 as tap GEMMs" : "")
                    : "");
 }
 

@@ -104,7 +104,7 @@ at::Tensor weight_grad(const Geometry& g, const at::Tensor& du, at::MemoryFormat
 // out[ξ] = op(a[ξ]) · op(b[ξ]) for every plane ξ, row-major; op(a) = a, or aᵀ when trans_a
 // (likewise b). Operands as planes() makes them: rows dense, planes strided.
 void gemm_planes(const at::Tensor& a, bool trans_a, const at::Tensor& b, bool trans_b, at::Tensor& out) {
-  if (!sgemm_available()) {
+  if (!sgemm_is_onednn()) {  // one batched LibTorch call rather than one per plane
     at::bmm_out(out, trans_a ? a.transpose(1, 2) : a, trans_b ? b.transpose(1, 2) : b);
     return;
   }
