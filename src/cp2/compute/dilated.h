@@ -9,10 +9,9 @@
 //
 // Here each tap is one GEMM over the output pixels it reads the image for (channels-last
 // rows, compute/gemm.h's sgemm: oneDNN's, else LibTorch's matmul): input gradient and weight
-// gradient, and the forward pass on NCHW
-// input, do exactly the products that read the image (on channels-last input where oneDNN
-// runs AVX-512 kernels the forward pass stays oneDNN's, which skip them themselves and were
-// faster there; its AVX2 kernels do not). The sums are the convolution's minus additions of exact
+// gradient, and the forward pass on NCHW input, do exactly the products that read the image
+// (on channels-last input where oneDNN runs AVX-512 kernels the forward pass stays oneDNN's,
+// which skip them themselves and were faster there; its AVX2 kernels do not). The sums are the convolution's minus additions of exact
 // zeros, in another order (fp32 round-off), so it runs with the fast algorithms
 // (`train.conv_algorithm: winograd|auto`, compute/conv.h), not under `direct`.
 #pragma once
