@@ -561,17 +561,20 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
   EXPECT_TRUE(torch::equal(compute::conv2d(*biased, x), biased(x)));
 }
 
+// Whether cp2's AVX2 Winograd kernels run here; where they do not, their reason names AVX2.
+bool tiles_here() {
+  std::string why;
+  if (compute::tiles_available(&why)) return true;
+  EXPECT_NE(why.find("AVX2"), std::string::npos) << why;
+  return false;
+}
+
 // cp2's own kernels (compute/winograd_tiles.h) at the edges of their tiling: maps of 1×1 to
 // 9×5 (partial tiles, a tile wider than the map), ResNet's channel counts, weights in
 // channels-last memory (and their gradient in it), one gradient asked for; channel counts
 // not multiples of 8 run the direct convolution bit for bit.
 TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
-  if (!compute::tiles_available()) {
-    std::string why;
-    EXPECT_FALSE(compute::tiles_available(&why));
-    EXPECT_NE(why.find("AVX2"), std::string::npos);
-    return;
-  }
+  if (!tiles_here()) return;
   // The 512-channel cases' filters (9.4 MB, 38 MB in the Winograd domain) take the kernels'
   // streaming stores. Each case in both tile sizes (4×4 and 3×3 outputs) and at dilation d
   // (d² sub-grids tiled in place), input NCHW or channels-last. Where d does not divide a
@@ -816,12 +819,7 @@ TEST(Gemm, BothBackendsMatchDoubleSums) {
 // path of builds without oneDNN), against the direct convolution: a few of
 // OwnKernelsTileEdgesAndChannelCounts' cases.
 TEST(Winograd, OwnKernelsThroughLibTorchsMatmul) {
-  if (!compute::tiles_available()) {
-    std::string why;
-    EXPECT_FALSE(compute::tiles_available(&why));
-    EXPECT_NE(why.find("AVX2"), std::string::npos);
-    return;
-  }
+  if (!tiles_here()) return;
   GemmBackendScope scope(compute::GemmBackend::torch);
   ASSERT_FALSE(compute::sgemm_is_onednn());
   struct Case {

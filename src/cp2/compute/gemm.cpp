@@ -43,19 +43,15 @@ void torch_sgemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float*
 
 }  // namespace
 
-bool sgemm_available(std::string* why) {
+void set_gemm_backend(GemmBackend b) { backend.store(b); }
+
+bool sgemm_is_onednn() {
 #ifdef CP2_HAVE_DNNL
-  (void)why;
-  return true;
+  return backend.load() == GemmBackend::best;
 #else
-  if (why) *why = "this build has no oneDNN (built without libdnnl-dev, or the GPU core build)";
   return false;
 #endif
 }
-
-void set_gemm_backend(GemmBackend b) { backend.store(b); }
-GemmBackend gemm_backend() { return backend.load(); }
-bool sgemm_is_onednn() { return sgemm_available() && gemm_backend() == GemmBackend::best; }
 
 bool onednn_avx512() {
 #ifdef CP2_HAVE_DNNL
@@ -84,7 +80,7 @@ void sgemm(const char* who, char ta, char tb, int64_t m, int64_t n, int64_t k, c
                 ")");
   if (m == 0 || n == 0) return;
 #ifdef CP2_HAVE_DNNL
-  if (gemm_backend() == GemmBackend::best) {
+  if (sgemm_is_onednn()) {
     const auto st = dnnl_sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc);
     if (st != dnnl_success)
       throw Error(std::string(who) + ": oneDNN's sgemm failed (status " + std::to_string(static_cast<int>(st)) +

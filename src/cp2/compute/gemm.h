@@ -6,14 +6,8 @@
 // build's oneDNN dependency and the error on a failed call; no heavy headers here.
 #pragma once
 #include <cstdint>
-#include <string>
 
 namespace cp2::compute {
-
-// Whether this build has oneDNN's sgemm (not without libdnnl-dev, with an official LibTorch's
-// oneDNN 3.x headers first, nor in the GPU core build); when not, `why` says so. sgemm works
-// either way.
-bool sgemm_available(std::string* why = nullptr);
 
 // Whether oneDNN runs its AVX-512 kernels here: an AVX-512 CPU, and no ONEDNN_MAX_CPU_ISA /
 // DNNL_MAX_CPU_ISA cap below it (false without oneDNN). Its Winograd kernels exist only there,
@@ -24,8 +18,8 @@ bool onednn_avx512();
 // what builds without oneDNN run; tests set it to check that path where oneDNN is present).
 enum class GemmBackend { best, torch };
 void set_gemm_backend(GemmBackend b);
-GemmBackend gemm_backend();
-// Whether sgemm calls oneDNN now: sgemm_available() and the backend `best`.
+// Whether sgemm calls oneDNN now: the build has it (not without libdnnl-dev, with an official
+// LibTorch's oneDNN 3.x headers first, nor in the GPU core build) and the backend is `best`.
 bool sgemm_is_onednn();
 
 // Row-major C = op(A)·op(B) + beta·C, op(X) = X or Xᵀ as `ta`/`tb` are 'N' or 'T'. Throws,

@@ -174,7 +174,7 @@ void blur_planes_plain(const float* s, float* d, int64_t H, int64_t W, const std
   blur_planes<F4>(s, d, H, W, k, rx, ry);
 }
 
-#ifdef CP2_AVX2
+#if defined(__x86_64__)
 CP2_AVX2 void blur_planes_avx2(const float* s, float* d, int64_t H, int64_t W, const std::vector<float>& k,
                                const std::vector<int64_t>& rx, const std::vector<int64_t>& ry) {
   blur_planes<F8>(s, d, H, W, k, rx, ry);
@@ -251,13 +251,14 @@ at::Tensor gaussian_blur(const at::Tensor& img, int kernel, double sigma, bool s
   for (int64_t x = 0; x < W + 2 * half; ++x) rx[x] = reflect(x - half, W);
   for (int64_t y = 0; y < H + 2 * half; ++y) ry[y] = reflect(y - half, H);
   auto out = torch::empty_like(img);
-#ifdef CP2_AVX2
+#if defined(__x86_64__)
   if (simd && has_avx2()) {
     blur_planes_avx2(img.data_ptr<float>(), out.data_ptr<float>(), H, W, k, rx, ry);
     return out;
   }
-#endif
+#else
   (void)simd;
+#endif
   blur_planes_plain(img.data_ptr<float>(), out.data_ptr<float>(), H, W, k, rx, ry);
   return out;
 }

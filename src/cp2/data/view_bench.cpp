@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <vector>
@@ -30,11 +29,11 @@ double ms_per_call(int rounds, const std::function<void(int)>& f) {
   f(0);
   double best = 1e300;
   for (int t = 0; t < 3; ++t) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     for (int i = 0; i < rounds; ++i) f(i);
-    best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    best = std::min(best, seconds_since(t0));
   }
-  return best / rounds;
+  return 1000 * best / rounds;
 }
 
 }  // namespace
