@@ -61,19 +61,23 @@ struct Args {
   std::vector<int64_t> batches{32, 64};
 };
 
+// why "": the usage asked for (--help), on stdout with status 0.
 [[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr,
-               "error: %s\nusage: cp2_gpu_check --fixtures DIR [--device cuda] [--arch 50] [--size 224] "
-               "[--batches 32,64] [--steps 10] [--warmup 3] [--queue 65536] [--ceiling-shapes 8] "
-               "[--finetune-batch 16 (0: none)] [--finetune-crop 512]\n",
-               why.c_str());
-  std::exit(2);
+  std::FILE* to = why.empty() ? stdout : stderr;
+  if (!why.empty()) std::fprintf(to, "error: %s\n", why.c_str());
+  std::fprintf(to,
+               "usage: cp2_gpu_check --fixtures DIR [--device cuda] [--arch 50] [--size 224] "
+               "[--batches 32,64] [--steps 10] [--warmup 3] [--queue 65536] [--ceiling-shapes 8 (0: none)] "
+               "[--finetune-batch 16 (0: none)] [--finetune-crop 512]\n"
+               "tools/gpu_check.sh runs it; bash tools/gpu_check.sh --help says what each part does\n");
+  std::exit(why.empty() ? 0 : 2);
 }
 
 Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
+    if (k == "-h" || k == "--help") usage("");
     if (i + 1 >= argc) usage("missing value after " + k);
     const std::string v = argv[++i];
     try {
@@ -96,6 +100,12 @@ Args parse(int argc, char** argv) {
       usage(k + ": expected a number, found '" + v + "'");
     }
   }
+  if (a.batches.empty()) usage("--batches: expected one batch size or more, found none");
+  for (int64_t b : a.batches)
+    if (b < 1) usage("--batches: expected sizes >= 1, found " + std::to_string(b));
+  if (a.steps < 1) usage("--steps: expected >= 1, found " + std::to_string(a.steps));
+  if (a.warmup < 0 || a.ceiling_shapes < 0 || a.finetune_batch < 0 || a.finetune_crop < 1 || a.queue < 1)
+    usage("--warmup, --ceiling-shapes and --finetune-batch must be >= 0, --finetune-crop and --queue >= 1");
   return a;
 }
 
@@ -563,12 +573,9 @@ bool finetune_parity(const Args& a, const torch::Device& dev) {
 Timing time_finetune(const Args& a, const torch::Device& dev, const std::string& precision, bool channels_last) {
   try {
     peak_device_bytes(dev, /*reset=*/true);
-    models::SegmentorOptions so;  // seg::SegModelConfig's defaults
-    so.backbone.depth = a.arch;
-    so.head.proj_channels = 0;
-    so.head.num_classes = 21;
-    so.head.dropout = 0.1;
-    so.validate();
+    seg::SegModelConfig mc;  // `cp2 finetune`'s model.* defaults
+    mc.arch = a.arch;
+    const auto so = mc.segmentor(21);
     torch::manual_seed(0);
     models::Segmentor m(so);
     models::init_weights(*m, 0);
@@ -633,7 +640,8 @@ int main(int argc, char** argv) {
                         layout.c_str(), time_step(a, dev, batch, precision, cl, graph).str().c_str());
             std::fflush(stdout);
           }
-    ceiling(a, dev, *std::max_element(a.batches.begin(), a.batches.end()), a.ceiling_shapes);
+    if (a.ceiling_shapes > 0)
+      ceiling(a, dev, *std::max_element(a.batches.begin(), a.batches.end()), a.ceiling_shapes);
     // Part 4b (4a ran with the other parity checks).
     if (a.finetune_batch > 0) {
       std::printf("[finetune] DeepLabV3 R%d (output stride 16, 21 classes) at %d², %d timed steps after %d warm-up\n",

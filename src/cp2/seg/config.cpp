@@ -20,19 +20,6 @@ DatasetOptions SegDataConfig::dataset(bool train) const {
   return o;
 }
 
-models::SegmentorOptions SegModelConfig::segmentor(int classes) const {
-  models::SegmentorOptions o;
-  o.backbone.depth = arch;
-  o.backbone.output_stride = output_stride;
-  o.head.channels = head_channels;
-  o.head.proj_channels = 0;
-  o.head.num_classes = num_classes > 0 ? num_classes : classes;
-  o.head.dropout = dropout;
-  o.head.align_corners = align_corners;
-  o.validate();
-  return o;
-}
-
 void EvalOptions::validate() const {
   if (mode != "whole" && mode != "slide") throw Error("eval.mode: expected whole or slide, found '" + mode + "'");
   // Each message starts with its own key (config::check_naming_origin finds it there).

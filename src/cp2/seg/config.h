@@ -24,14 +24,6 @@ struct SegDataConfig : train::LoaderKeys {  // data.workers, data.prefetch, data
   DatasetOptions dataset(bool train) const;
 };
 
-struct SegModelConfig {
-  int arch = 50, output_stride = 16, head_channels = 512;
-  double dropout = 0.1;
-  int num_classes = 0;  // 0 = the dataset's
-  bool align_corners = false;
-  models::SegmentorOptions segmentor(int classes) const;
-};
-
 // Test-time inference (mmseg test_cfg + MultiScaleFlipAug).
 struct EvalOptions {
   std::string mode = "whole";  // whole | slide

@@ -18,6 +18,19 @@ train::NamedTensors model_parameters(models::SegmentorImpl& m) {
   return params;
 }
 
+models::SegmentorOptions SegModelConfig::segmentor(int classes) const {
+  models::SegmentorOptions o;
+  o.backbone.depth = arch;
+  o.backbone.output_stride = output_stride;
+  o.head.channels = head_channels;
+  o.head.proj_channels = 0;
+  o.head.num_classes = num_classes > 0 ? num_classes : classes;
+  o.head.dropout = dropout;
+  o.head.align_corners = align_corners;
+  o.validate();
+  return o;
+}
+
 train::OptimOptions finetune_optim() {
   train::OptimOptions o;
   o.name = "sgd";

@@ -9,6 +9,7 @@
 
 namespace cp2::models {
 class SegmentorImpl;
+struct SegmentorOptions;
 }
 namespace cp2::dist {
 class Comm;
@@ -16,6 +17,17 @@ class GradientReducer;
 }
 
 namespace cp2::seg {
+
+// The finetuned model (`model.*` keys; SPEC §5, the authors' DeepLabV3 R50 for VOC by
+// default): here rather than in config.h so that the LibTorch-only GPU check builds the
+// model `cp2 finetune` builds.
+struct SegModelConfig {
+  int arch = 50, output_stride = 16, head_channels = 512;
+  double dropout = 0.1;
+  int num_classes = 0;  // 0 = the dataset's
+  bool align_corners = false;
+  models::SegmentorOptions segmentor(int classes) const;  // validated
+};
 
 // The segmentor's parameters under their state-dict names: the optimizer's keys (as
 // pretrain::query_parameters).
