@@ -35,6 +35,14 @@ TEST(ConfigFields, UnknownKeysAndBadValuesListWhatIsValid) {
   auto f = cfg.fields();
   expect_error([&] { f.set("train.epoch", "3", "cfg.yaml"); },
                {"cfg.yaml", "unknown key 'train.epoch'", "did you mean 'train.epochs'", "train.batch (int)", "optim.lr (float)"});
+  // A key under the wrong section: its name in the others.
+  expect_error([&] { f.set("model.batch", "3", "--set"); }, {"unknown key 'model.batch' (did you mean 'train.batch'?)"});
+  expect_error([&] { f.set("train.lr", "0.1", "--set"); }, {"(did you mean 'optim.lr'?)"});
+  seg::FinetuneConfig ft;
+  auto g = ft.fields();
+  expect_error([&] { g.set("train.crop", "64", "--set"); },
+               {"unknown key 'train.crop' (did you mean 'pipeline.crop_h', 'pipeline.crop_w', 'eval.crop_h' or 'eval.crop_w'?)"});
+  expect_error([&] { f.set("train.zzzzzz", "3", "--set"); }, {"unknown key 'train.zzzzzz'; valid keys:"});
   expect_error([&] { f.set("train.epochs", "three", "--set"); }, {"--set", "train.epochs", "an integer", "'three'"});
   expect_error([&] { f.set("model.mode", "dense", "cfg.yaml"); },
                {"model.mode", "one of cp2, instance-only, dense-only, no-copy-paste, moco", "'dense'"});

@@ -184,9 +184,16 @@ void Fields::set(const std::string& key, const std::string& value, const std::st
   if (!f) {
     std::vector<std::string> keys;
     for (const auto& g : fields_) keys.push_back(g.key);
-    const std::string best = closest(key, keys);
+    // The same name under another section says more than a few edits ("model.batch" is 2
+    // from model.arch); then edits ("train.epoch"); then a name that starts with it.
+    std::vector<std::string> near = same_name_elsewhere(key, keys, /*prefix=*/false);
+    if (near.empty())
+      if (auto best = closest(key, keys); !best.empty()) near.push_back(best);
+    if (near.empty()) near = same_name_elsewhere(key, keys, /*prefix=*/true);
     std::string msg = origin + ": unknown key '" + key + "'";
-    if (!best.empty()) msg += " (did you mean '" + best + "'?)";
+    for (size_t i = 0; i < near.size(); ++i)
+      msg += (i == 0 ? " (did you mean '" : i + 1 < near.size() ? ", '" : " or '") + near[i] + "'" +
+             (i + 1 == near.size() ? "?)" : "");
     msg += "; valid keys:";
     for (const auto& g : fields_) msg += "\n  " + g.key + " (" + g.type + ")";
     throw Error(msg);
@@ -343,6 +350,19 @@ std::string closest(const std::string& word, const std::vector<std::string>& can
     if (d < bd) bd = d, best = c;
   }
   return best;
+}
+
+std::vector<std::string> same_name_elsewhere(const std::string& key, const std::vector<std::string>& keys,
+                                             bool prefix) {
+  const auto leaf = [](const std::string& k) { return k.substr(k.rfind('.') + 1); };
+  const std::string want = leaf(key);
+  std::vector<std::string> found;
+  if (prefix && want.size() < 3) return found;  // "n", "lr": the start of too many names
+  for (const auto& k : keys) {
+    const std::string l = leaf(k);
+    if ((prefix ? l.compare(0, want.size(), want) == 0 : l == want) && found.size() < 4) found.push_back(k);
+  }
+  return found;
 }
 
 void require_at_least(const std::string& key, int64_t v, int64_t min) {

@@ -88,6 +88,11 @@ std::vector<std::pair<std::string, std::string>> flatten_yaml(const std::string&
 // The candidate nearest to `word` in edit distance, if within `max_distance` ("" else):
 // the "did you mean" of keys, subcommands and flags.
 std::string closest(const std::string& word, const std::vector<std::string>& candidates, size_t max_distance = 3);
+// Up to 4 keys in other sections with the same last name ("model.batch" -> train.batch), or
+// with prefix, whose last name starts with it ("train.crop" -> pipeline.crop_h,
+// pipeline.crop_w, eval.crop_h, eval.crop_w): a key put under the wrong section.
+std::vector<std::string> same_name_elsewhere(const std::string& key, const std::vector<std::string>& keys,
+                                             bool prefix);
 
 // Throws "<key>: expected >= <min>, found <v>" when v < min (validate() helpers).
 void require_at_least(const std::string& key, int64_t v, int64_t min);
