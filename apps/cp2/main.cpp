@@ -2,6 +2,8 @@
 #include <cstdio>
 #include <algorithm>
 #include <exception>
+#include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,10 +35,35 @@ std::string suggestion(const CLI::App& app, int argc, char** argv) {
   return "";
 }
 
+// CLI11's help puts "Needs: --arch" and "Excludes: --resume" beside the option's name, which
+// pushes the description onto a line of its own; they go at the end of the description.
+class HelpFormatter : public CLI::Formatter {
+ public:
+  std::string make_option_opts(const CLI::Option* opt) const override {
+    std::string s = CLI::Formatter::make_option_opts(opt);
+    for (const char* label : {" Needs:", " Excludes:"})
+      if (auto at = s.find(label); at != std::string::npos) s.erase(at);  // they come last, in this order
+    return s;
+  }
+  std::string make_option_desc(const CLI::Option* opt) const override {
+    std::string d = opt->get_description();
+    auto names = [](const std::set<CLI::Option*>& opts) {
+      std::vector<std::string> n;
+      for (const auto* o : opts) n.push_back(o->get_name());
+      std::sort(n.begin(), n.end());
+      return cp2::join(n);
+    };
+    if (!opt->get_needs().empty()) d += " (needs " + names(opt->get_needs()) + ")";
+    if (!opt->get_excludes().empty()) d += " (not with " + names(opt->get_excludes()) + ")";
+    return d;
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"cp2: CP² copy-paste contrastive pretraining for semantic segmentation (LibTorch)"};
+  app.formatter(std::make_shared<HelpFormatter>());  // before the subcommands: they take the parent's
   app.fallthrough();  // global options (--threads) may also follow the subcommand
   int threads = 0;
   bool version = false;

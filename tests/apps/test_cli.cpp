@@ -28,7 +28,16 @@ TEST(Cli, HelpForEverySubcommand) {
     auto r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.rc, 0) << sub;
     EXPECT_NE(r.out.find("--help"), std::string::npos);
+    // Which options need or exclude others is said after the description (CLI11's own help
+    // put it beside the name, pushing the description to a line of its own).
+    EXPECT_EQ(r.out.find("Needs:"), std::string::npos) << sub << ":\n" << r.out;
+    EXPECT_EQ(r.out.find("Excludes:"), std::string::npos) << sub << ":\n" << r.out;
   }
+  EXPECT_NE(run("synth --help").out.find("  --train INT:POSITIVE=8      --seg: training images (needs --seg)\n"),
+            std::string::npos);
+  EXPECT_NE(run("pretrain --help").out.find("of --out); writes into that run folder, with its stored config unless "
+                                            "--config (not with --auto-resume)\n"),
+            std::string::npos);
   // The program's help lists the commands in the order of a user's work, under three
   // headings.
   const std::string top = run("--help").out;
