@@ -85,13 +85,14 @@ void expect_error(Fn fn, std::initializer_list<std::string> fragments) {
 
 namespace cp2::test {
 
-// The cp2 program as a user runs it: `args` through sh (stderr merged into out).
+// A program's exit status and output, as a user sees them.
 struct CliRun {
   int rc;
   std::string out;
 };
-inline CliRun run_cli(const std::string& args, const std::string& prefix = "") {
-  std::string cmd = prefix + std::string(CP2_BINARY) + " " + args + " 2>&1";
+// Any command line through sh, stderr merged into out.
+inline CliRun run_command(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   CliRun r{-1, ""};
   FILE* p = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf;
@@ -100,6 +101,10 @@ inline CliRun run_cli(const std::string& args, const std::string& prefix = "") {
   int st = pclose(p);
   r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+// The cp2 program as a user runs it: `args` through sh (stderr merged into out).
+inline CliRun run_cli(const std::string& args, const std::string& prefix = "") {
+  return run_command(prefix + std::string(CP2_BINARY) + " " + args);
 }
 
 // A shell script's stdout (stderr too where the script merges it).

@@ -610,6 +610,9 @@ int main(int argc, char** argv) {
   try {
     const torch::Device dev(a.device);
     if (dev.is_cuda() && !torch::cuda::is_available()) throw Error("--device " + a.device + ": CUDA is not available");
+    // Every core, as cp2's programs: Debian's LibTorch starts with one intra-op thread (its CPU
+    // runs are CI's check of this program, tests/apps/test_gpu_check.cpp).
+    cp2::set_threads(0);
     // Parity in true fp32: TF32 would round the matmuls' inputs to 10 mantissa bits.
     at::globalContext().setAllowTF32CuBLAS(false);
     at::globalContext().setAllowTF32CuDNN(false);
@@ -656,7 +659,7 @@ int main(int argc, char** argv) {
     }
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "error: %s\n", cp2::error_message(e).c_str());
     return 1;
   }
 }

@@ -1,0 +1,77 @@
+// cp2_gpu_check, the program tools/gpu_check.sh runs on a GPU machine, run here on the CPU at
+// small sizes: every part it has (loss and finetuning parity against PyTorch's fixtures, the
+// training loop's step runner against eager steps, the timed pretraining and finetuning steps,
+// the convolutions' ceiling) must run and pass before a GPU session spends its minutes on it.
+#include <regex>
+#include <sstream>
+
+#include "../helpers.h"
+
+namespace {
+
+cp2::test::CliRun gpu_check(const std::string& args) {
+  return cp2::test::run_command(std::string(CP2_GPU_CHECK) + " " + args);
+}
+
+// How many lines of `out` match `pattern` whole.
+int count_lines(const std::string& out, const std::string& pattern) {
+  const std::regex re(pattern);
+  std::istringstream in(out);
+  int n = 0;
+  for (std::string line; std::getline(in, line);) n += std::regex_match(line, re);
+  return n;
+}
+
+TEST(GpuCheck, EveryPartRunsAndPassesOnTheCpu) {
+  auto r = gpu_check("--fixtures " + std::string(CP2_FIXTURES) +
+                     " --device cpu --arch 18 --size 64 --batches 4 --steps 1 --warmup 1 --queue 256"
+                     " --finetune-batch 2 --finetune-crop 64 --ceiling-shapes 2");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  // Parity: the CP² step's losses at both fixture sizes, finetuning's two SGD steps, the runner.
+  EXPECT_EQ(count_lines(r.out, R"(\[parity\] cp2_step_r18_96 on cpu: .*accuracies equal: PASS)"), 1) << r.out;
+  EXPECT_EQ(count_lines(r.out, R"(\[parity\] cp2_step_r50_224 on cpu: .*accuracies equal: PASS)"), 1) << r.out;
+  EXPECT_EQ(count_lines(r.out, R"(\[parity\] finetune DeepLabV3 R18, 2 SGD steps in float64 on cpu: .*: PASS)"), 1)
+      << r.out;
+  EXPECT_EQ(count_lines(r.out, R"(\[graph\] R18-ASPP@96 fp32 NCHW, 7 steps, .*expected 7, 0, 0\).*: PASS)"), 1)
+      << r.out;
+  // Timed lines: fp32 and AMP bf16, NCHW and channels-last (fp16 and graphs are CUDA's only).
+  const std::string rate = R"( +[0-9.]+ img/s +[0-9.]+ GFLOP/s)";
+  EXPECT_EQ(count_lines(r.out, R"(\[step\] batch   4 (fp32     |AMP bf16 ) (NCHW         |channels-last)      )" + rate),
+            4)
+      << r.out;
+  EXPECT_EQ(count_lines(r.out, R"(\[ceiling\] batch   4 (fp32 NCHW|fp32 channels-last|bf16 channels-last) +[0-9.]+ ms .*)"),
+            3)
+      << r.out;
+  EXPECT_EQ(count_lines(r.out, R"(\[finetune\] batch   2 (fp32     |AMP bf16 ) (NCHW         |channels-last))" + rate),
+            3)
+      << r.out;
+  EXPECT_EQ(r.out.find("failed"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("FAIL"), std::string::npos) << r.out;
+}
+
+TEST(GpuCheck, NamesWhatIsMissingOrWrong) {
+  // Fixtures not written: each check names the file and how to write it, and the run fails.
+  const auto empty = cp2::test::temp_dir("gpu_check_no_fixtures");
+  auto r = gpu_check("--fixtures " + empty + " --device cpu --arch 18 --size 32 --batches 2 --steps 1 --warmup 0" +
+                     " --queue 64 --finetune-batch 0 --ceiling-shapes 0");
+  EXPECT_EQ(r.rc, 1) << r.out;
+  for (const std::string f : {"[parity] cp2_step_r18_96: missing " + empty + "/cp2_step_r18_96.pt",
+                              "missing " + empty + "/finetune_r18.pt", "run tools/make_parity_fixtures.py --out " + empty})
+    EXPECT_NE(r.out.find(f), std::string::npos) << f << " in:\n" << r.out;
+  r = gpu_check("--help");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("usage: cp2_gpu_check --fixtures DIR"), std::string::npos) << r.out;
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--fixtures x --batches ''", "--batches: expected one batch size or more, found none"},
+           {"--fixtures x --batches 8,0", "--batches: expected sizes >= 1, found 0"},
+           {"--fixtures x --steps 0", "--steps: expected >= 1, found 0"},
+           {"--fixtures x --arch eighteen", "--arch: expected a number, found 'eighteen'"},
+           {"--fixtures x --colour red", "unknown option --colour"},
+           {"--batches 8", "--fixtures DIR is required"}}) {
+    r = gpu_check(args);
+    EXPECT_EQ(r.rc, 2) << args << ":\n" << r.out;
+    EXPECT_NE(r.out.find("error: " + message), std::string::npos) << args << ":\n" << r.out;
+  }
+}
+
+}  // namespace
