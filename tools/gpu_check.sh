@@ -25,6 +25,10 @@
 # STEPS=10, FINETUNE_BATCH=16, TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32
 # NCHW steps, the authors' configuration, none skips PyTorch's side, for when it was measured
 # before; logs go to $OUT when it is set, else next to the build dir).
+# A dry run before a GPU session: DEVICE=cpu runs the whole script on the CPU at small sizes
+# (R18-ASPP@64 batch 4, K 256; finetuning 64² batch 2; one timed step), both sides; CI runs it
+# so (GpuCheck.ScriptRunsOnTheCpu) with GPU_CHECK_BIN=<a built cp2_gpu_check> (no build) and
+# FIXTURES=<a folder make_parity_fixtures.py wrote> (not written again).
 set -uo pipefail
 # --help prints the comment above; any other option is a mistake for a folder name.
 case ${1:-} in
@@ -34,9 +38,18 @@ esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${1:-/tmp/cp2_gpu_build}
 PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+SMALL=()
+if [ "$DEVICE" = cpu ]; then
+  SMALL=(--arch 18 --size 64 --batches 4 --queue 256 --warmup 1 --finetune-crop 64 --ceiling-shapes 2)
+  STEPS=${STEPS:-1} FINETUNE_BATCH=${FINETUNE_BATCH:-2}
+elif [ "$DEVICE" != cuda ]; then
+  echo "error: DEVICE: expected cuda or cpu (a dry run), found '$DEVICE'" >&2; exit 2
+fi
 STEPS=${STEPS:-10}
 FINETUNE_BATCH=${FINETUNE_BATCH:-16}
 TORCH_SIDE=${TORCH_SIDE:-all}
+case $TORCH_SIDE in all | authors | none) ;; *) echo "error: TORCH_SIDE: expected all, authors or none, found '$TORCH_SIDE'" >&2; exit 2 ;; esac
 LOG=${OUT:-$B.logs}
 mkdir -p "$B" "$LOG"
 t0=$(date +%s)
@@ -59,13 +72,21 @@ $PY -c 'import torch;print("== PyTorch", torch.__version__, "CUDA", torch.versio
 
 # The fixtures are written on the CPU while the build runs (an independent computation:
 # PyTorch on the CPU, cp2 on the GPU).
-(nice -n 10 $PY "$ROOT/tools/make_parity_fixtures.py" --out "$B/fixtures" --gpu-check-only > "$LOG/fixtures.log" 2>&1
- echo $? > "$B/fixtures.rc") &
-FX=$!
+FIX=${FIXTURES:-$B/fixtures}
+if [ -n "${FIXTURES:-}" ]; then
+  echo 0 > "$B/fixtures.rc"; echo "given: $FIX" > "$LOG/fixtures.log"; FX=
+else
+  (nice -n 10 $PY "$ROOT/tools/make_parity_fixtures.py" --out "$FIX" --gpu-check-only > "$LOG/fixtures.log" 2>&1
+   echo $? > "$B/fixtures.rc") &
+  FX=$!
+fi
 GEN=() KEEP=(-k)
 if command -v ninja > /dev/null; then GEN=(-G Ninja); KEEP=(-k 0); fi
 built=0
-if cmake -S "$ROOT" -B "$B" "${GEN[@]}" -DCP2_CORE_ONLY=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
+BIN=${GPU_CHECK_BIN:-$B/cp2_gpu_check}
+if [ -n "${GPU_CHECK_BIN:-}" ]; then
+  [ -x "$BIN" ] && built=1 && echo "== given $BIN (not built)" || echo "== GPU_CHECK_BIN: $BIN is not an executable"
+elif cmake -S "$ROOT" -B "$B" "${GEN[@]}" -DCP2_CORE_ONLY=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
      > "$LOG/cmake.log" 2>&1; then
   grep -E "cp2: LibTorch|CUDA detected|Found CUDAToolkit" "$LOG/cmake.log" | sed 's/^/   /'
   if cmake --build "$B" -j"$(nproc)" -- "${KEEP[@]}" > "$LOG/build.log" 2>&1; then
@@ -78,48 +99,64 @@ if cmake -S "$ROOT" -B "$B" "${GEN[@]}" -DCP2_CORE_ONLY=ON -DCMAKE_BUILD_TYPE=Re
 else
   echo "== CONFIGURE FAILED after $(el):"; tail -60 "$LOG/cmake.log"
 fi
-wait $FX
+[ -n "$FX" ] && wait $FX
 echo "== fixtures: exit $(cat "$B/fixtures.rc"), $(tail -1 "$LOG/fixtures.log")"
 rc=1
 if [ $built = 1 ]; then
   rc=0
-  "$B/cp2_gpu_check" --fixtures "$B/fixtures" --device cuda --steps "$STEPS" --finetune-batch "$FINETUNE_BATCH" 2>&1 |
+  "$BIN" --fixtures "$FIX" --device "$DEVICE" "${SMALL[@]}" --steps "$STEPS" --finetune-batch "$FINETUNE_BATCH" 2>&1 |
     tee "$LOG/cp2.log" || rc=$?
   echo "== cp2 done at $(el) (exit $rc)"
 fi
-PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" "$TORCH_SIDE" "$FINETUNE_BATCH" <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
+PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" "$TORCH_SIDE" "$FINETUNE_BATCH" "$DEVICE" <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
 import sys, time, torch
 sys.path.insert(0, sys.argv[1])
 import cp2_reference as ref
-steps, dev, S, K = int(sys.argv[2]), "cuda", 224, 65536
+steps, dev = int(sys.argv[2]), sys.argv[5]
+cuda = dev == "cuda"
+# DEVICE=cpu: cp2_gpu_check's small sizes (the script's SMALL), the same code otherwise.
+arch, S, K, batches, warmup, C = (50, 224, 65536, (32, 64), 3, 512) if cuda else (18, 64, 256, (4,), 1, 64)
 torch.backends.cudnn.benchmark = True       # the authors' main.py
 torch.backends.cudnn.allow_tf32 = True      # PyTorch's defaults for a user's run
 torch.backends.cuda.matmul.allow_tf32 = False
-print(f"[torch] R50-ASPP@{S}, K {K}, {steps} timed steps after 3 warm-up (img/s), PyTorch {torch.__version__}")
+print(f"[torch] R{arch}-ASPP@{S}, K {K}, {steps} timed steps after {warmup} warm-up (img/s), PyTorch {torch.__version__}")
 
 
 def timed(step, batch):
-    """3 warm-up steps, then img/s over `steps` and the peak memory since the last reset."""
-    for _ in range(3):
+    """Warm-up steps, then img/s over `steps` and the peak device memory since the last reset."""
+    for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     t = time.time()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
-    return f"{steps * batch / (time.time() - t):9.2f} img/s {torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB peak"
+    if cuda:
+        torch.cuda.synchronize()
+    rate = f"{steps * batch / (time.time() - t):9.2f} img/s"
+    return rate + (f" {torch.cuda.max_memory_allocated() / 2**30:6.1f} GiB peak" if cuda else "")
+
+
+def reset_memory():
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+
+def free_memory():
+    if cuda:
+        torch.cuda.empty_cache()
 
 
 Scaler = torch.amp.GradScaler if hasattr(torch.amp, "GradScaler") else None
-for batch in (32, 64):
+for batch in batches:
     for amp in (None, torch.bfloat16, torch.float16):
         for cl in (False, True):
-            if (amp == torch.float16 and not cl) or (sys.argv[3] == "authors" and (amp or cl)) or sys.argv[3] == "none":
+            if (amp == torch.float16 and not (cl and cuda)) or (sys.argv[3] == "authors" and (amp or cl)) or sys.argv[3] == "none":
                 continue
             q = k = opt = scaler = None  # so that a failure before they exist frees what does
             try:
-                torch.cuda.reset_peak_memory_stats()
-                q, k = ref.Segmentor(50, 16).to(dev), ref.Segmentor(50, 16).to(dev)
+                reset_memory()
+                q, k = ref.Segmentor(arch, 16).to(dev), ref.Segmentor(arch, 16).to(dev)
                 k.load_state_dict(q.state_dict())
                 for p in k.parameters():
                     p.requires_grad = False
@@ -130,7 +167,7 @@ for batch in (32, 64):
                 ptr = torch.zeros(1, dtype=torch.long)
                 opt = torch.optim.SGD(q.parameters(), lr=0.03 * batch / 256, momentum=0.9, weight_decay=1e-4)
                 fp16 = amp == torch.float16
-                scaler = Scaler("cuda", enabled=fp16) if Scaler else torch.cuda.amp.GradScaler(enabled=fp16)
+                scaler = Scaler(dev, enabled=fp16) if Scaler else torch.cuda.amp.GradScaler(enabled=fp16)
                 fmt = torch.channels_last if cl else torch.contiguous_format
                 mask = torch.zeros(batch, S, S, device=dev)
                 mask[:, S // 8:S - S // 8, S // 8:S - S // 8] = 1
@@ -140,7 +177,7 @@ for batch in (32, 64):
 
                 def step():
                     global queue, ptr
-                    with torch.autocast("cuda", dtype=amp or torch.bfloat16, enabled=amp is not None):
+                    with torch.autocast(dev, dtype=amp or torch.bfloat16, enabled=amp is not None):
                         losses, queue, p = ref.cp2_training_forward(q, k, queue, ptr, b)
                     ptr = torch.tensor([p])
                     opt.zero_grad()
@@ -153,23 +190,23 @@ for batch in (32, 64):
             label = {None: "fp32", torch.bfloat16: "AMP bf16", torch.float16: "AMP fp16"}[amp]
             print(f"[torch] batch {batch:3d} {label:9s} {'channels-last' if cl else 'NCHW':13s} {r}", flush=True)
             q = k = opt = scaler = None
-            torch.cuda.empty_cache()
+            free_memory()
 
 # The finetuning step as mmseg 0.x's loop runs it (cp2_gpu_check part 4b): DeepLabV3 R50 at
-# 512², forward, the decode head's loss (cross-entropy ignoring 255, mean over all pixels) and
+# 512² (DEVICE=cpu: R18 at 64²), forward, the decode head's loss (cross-entropy ignoring 255, mean over all pixels) and
 # its pixel accuracy, backward, SGD (lr 0.003, momentum 0.9, no weight decay), both logged
 # numbers read each step (mmseg's log_vars).
-FB, C = int(sys.argv[4]), 512
+FB = int(sys.argv[4])
 if FB > 0 and sys.argv[3] != "none":
-    print(f"[torch-ft] DeepLabV3 R50 at {C}², {steps} timed steps after 3 warm-up (img/s)")
+    print(f"[torch-ft] DeepLabV3 R{arch} at {C}², {steps} timed steps after {warmup} warm-up (img/s)")
     for amp, cl in ((None, False), (None, True), (torch.bfloat16, True)):
         if sys.argv[3] == "authors" and (amp or cl):
             continue
         m = opt = None
         try:
-            torch.cuda.reset_peak_memory_stats()
+            reset_memory()
             torch.manual_seed(0)
-            m = ref.Segmentor(50, 16, num_classes=21).to(dev)
+            m = ref.Segmentor(arch, 16, num_classes=21).to(dev)
             fmt = torch.channels_last if cl else torch.contiguous_format
             if cl:
                 m = m.to(memory_format=torch.channels_last)
@@ -180,7 +217,7 @@ if FB > 0 and sys.argv[3] != "none":
             y[:, :8] = 255
 
             def ft_step():
-                with torch.autocast("cuda", dtype=amp or torch.bfloat16, enabled=amp is not None):
+                with torch.autocast(dev, dtype=amp or torch.bfloat16, enabled=amp is not None):
                     logits = m.decode_head.classify(m.features(x))
                 # The loss in fp32, as mmseg's force_fp32 on the head's losses and cp2's autocast
                 # around the network only.
@@ -199,7 +236,7 @@ if FB > 0 and sys.argv[3] != "none":
         label = "fp32" if amp is None else "AMP bf16"
         print(f"[torch-ft] batch {FB:3d} {label:9s} {'channels-last' if cl else 'NCHW':13s} {r}", flush=True)
         m = opt = None
-        torch.cuda.empty_cache()
+        free_memory()
 PY
 echo "== all done in $(el)"
 echo "== summary"

@@ -2,6 +2,7 @@
 // small sizes: every part it has (loss and finetuning parity against PyTorch's fixtures, the
 // training loop's step runner against eager steps, the timed pretraining and finetuning steps,
 // the convolutions' ceiling) must run and pass before a GPU session spends its minutes on it.
+#include <filesystem>
 #include <regex>
 #include <sstream>
 
@@ -47,6 +48,43 @@ TEST(GpuCheck, EveryPartRunsAndPassesOnTheCpu) {
       << r.out;
   EXPECT_EQ(r.out.find("failed"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("FAIL"), std::string::npos) << r.out;
+}
+
+// tools/gpu_check.sh itself, as a GPU session runs it, on the CPU (its DEVICE=cpu dry run): the
+// built program instead of a build, the suite's fixtures instead of writing them, then PyTorch's
+// side (tools/cp2_reference.py's models, timed as on the card) and the summary.
+TEST(GpuCheck, ScriptRunsOnTheCpu) {
+  const auto dir = cp2::test::temp_dir("gpu_check_script");
+  auto r = cp2::test::run_command("DEVICE=cpu OUT=" + dir + "/logs GPU_CHECK_BIN=" + std::string(CP2_GPU_CHECK) +
+                                  " FIXTURES=" + std::string(CP2_FIXTURES) + " PYTHON=" + std::string(CP2_PYTHON) +
+                                  " bash " + std::string(CP2_TOOLS) + "/gpu_check.sh " + dir + "/build");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const auto at = r.out.find("\n== summary\n");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::string summary = r.out.substr(at);
+  EXPECT_EQ(count_lines(summary, R"(\[parity\] .*: PASS)"), 3) << summary;
+  EXPECT_EQ(count_lines(summary, R"(\[graph\] .*: PASS)"), 1) << summary;
+  // cp2's and PyTorch's timed lines of each configuration, one after the other.
+  for (const std::string numerics : {"fp32     ", "AMP bf16 "})
+    for (const std::string layout : {"NCHW         ", "channels-last"}) {
+      const std::string cp2_line = R"(\[step\] batch   4 )" + numerics + " " + layout + R"( +[0-9.]+ img/s .*)";
+      const std::string torch_line = R"(\[torch\] batch   4 )" + numerics + " " + layout + R"( +[0-9.]+ img/s)";
+      EXPECT_EQ(count_lines(summary, cp2_line), 1) << cp2_line << " in:\n" << summary;
+      EXPECT_EQ(count_lines(summary, torch_line), 1) << torch_line << " in:\n" << summary;
+      EXPECT_TRUE(std::regex_search(summary, std::regex(cp2_line + "\n" + torch_line + "\n"))) << summary;
+    }
+  EXPECT_EQ(count_lines(summary, R"(\[torch-ft\] batch   2 (fp32     |AMP bf16 ) (NCHW         |channels-last) +[0-9.]+ img/s)"),
+            3)
+      << summary;
+  EXPECT_EQ(count_lines(summary, R"(\[ceiling\] batch   4 .* ms .*)"), 3) << summary;
+  EXPECT_EQ(r.out.find("failed"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("FAIL"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/logs/cp2.log"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/logs/torch.log"));
+  // A mistyped setting is refused before anything runs.
+  r = cp2::test::run_command("DEVICE=gpu bash " + std::string(CP2_TOOLS) + "/gpu_check.sh " + dir + "/build");
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("error: DEVICE: expected cuda or cpu (a dry run), found 'gpu'"), std::string::npos) << r.out;
 }
 
 TEST(GpuCheck, NamesWhatIsMissingOrWrong) {
