@@ -103,6 +103,10 @@ Command register_bench(CLI::App& app) {
   auto* ft = c->add_subcommand("finetune", "images/s of a DeepLabV3 training step (fixed batch and end to end), peak RSS");
   add_seg(ft);
   ft->add_option("--profile", so->profile, kProfileHelp)->capture_default_str()->check(non_negative_int);
+  ft->add_option("--data-batches", so->data_batches,
+                 "batches timed through the loader alone, before the steps (0 = 4 x steps)")
+      ->capture_default_str()
+      ->check(non_negative_int);
   auto* ev = c->add_subcommand("evaluate", "images/s of whole-image evaluation at the test scale, peak RSS");
   add_seg(ev);
   struct AllReduceArgs {

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <regex>
 #include <set>
 
 #include "../helpers.h"
@@ -494,8 +495,19 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   ASSERT_EQ(r.rc, 0) << r.out;
   // --workers auto (the default): 2 loader threads beside a CPU step (train::auto_workers).
   EXPECT_NE(r.out.find("1 intra-op threads, 2 workers\n"), std::string::npos) << r.out;
+  // The loader alone first, in all and per thread (4 x --steps batches).
+  std::smatch m;
+  const std::string out = r.out;
+  ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(\ndata pipeline +([0-9.]+) img/s  \(2 loader threads, )"
+                                                   R"(([0-9.]+) img/s each; 4 batches of 2\)\n)")))
+      << r.out;
+  EXPECT_GT(std::stod(m[1]), 0);
+  EXPECT_NEAR(std::stod(m[2]), std::stod(m[1]) / 2, 0.01);
   EXPECT_NE(r.out.find("\nprofile of 1 step, "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("outside any op"), std::string::npos) << r.out;
+  const auto no_data = run("bench finetune --data-batches -2");
+  EXPECT_EQ(no_data.rc, 2) << no_data.out;
+  EXPECT_NE(no_data.out.find("--data-batches: expected an integer >= 0, found '-2'"), std::string::npos) << no_data.out;
   const auto bad = run("bench finetune --profile -1");
   EXPECT_EQ(bad.rc, 2) << bad.out;  // a usage error, as CLI11 exits
   EXPECT_NE(bad.out.find("--profile: expected an integer >= 0, found '-1'"), std::string::npos) << bad.out;

@@ -202,6 +202,8 @@ static bool is_image_name(const fs::path& p) {
   return false;
 }
 
+void opencv_in_callers_thread_only() { cv::setNumThreads(0); }
+
 std::vector<std::string> list_images(const std::string& root) {
   std::error_code ec;
   if (!fs::exists(root, ec)) throw Error(root + ": image folder not found");

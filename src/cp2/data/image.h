@@ -19,4 +19,10 @@ at::Tensor read_image(const std::string& path);
 // Throws naming the folder when it is missing, not a folder, or holds no image.
 std::vector<std::string> list_images(const std::string& root);
 
+// OpenCV's ops (decodes of other formats, resizes, colour conversions) run inside cp2's own
+// loader threads, N of them beside the step's intra-op threads: OpenCV's pool on top of each
+// (every core by default) only oversubscribes the cores. Every dataset calls this; the pixels
+// are the same either way.
+void opencv_in_callers_thread_only();
+
 }  // namespace cp2::data

@@ -10,7 +10,6 @@
 
 #include <cstdio>
 #include <cstring>
-#include <opencv2/core.hpp>
 
 #include "cp2/common.h"
 #include "cp2/dist/comm.h"
@@ -28,7 +27,7 @@ PretrainDataset::PretrainDataset(std::vector<std::string> files, CopyPasteOption
     : files_(std::move(files)), opt_(std::move(opt)), seed_(seed) {
   opt_.validate();
   if (files_.empty()) throw Error("dataset: no images");
-  cv::setNumThreads(0);  // decoding runs in our own workers; no OpenCV pool on top
+  opencv_in_callers_thread_only();
 }
 
 std::shared_ptr<const PretrainDataset::Orders> PretrainDataset::orders(int64_t epoch) {

@@ -25,8 +25,8 @@ namespace cp2::seg {
 namespace {
 
 FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
-  if (o.steps < 1 || o.rounds < 1 || o.warmup < 0 || o.batch < 1 || o.eval_images < 1)
-    throw Error("bench: expected --steps, --rounds, --batch, --eval-images >= 1 and --warmup >= 0");
+  if (o.steps < 1 || o.rounds < 1 || o.warmup < 0 || o.batch < 1 || o.eval_images < 1 || o.data_batches < 0)
+    throw Error("bench: expected --steps, --rounds, --batch, --eval-images >= 1 and --warmup, --data-batches >= 0");
   root = o.data;
   if (root.empty()) {
     root = (fs::temp_directory_path() / ("cp2_bench_seg_" + std::to_string(getpid()))).string();
@@ -63,6 +63,25 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   auto cfg = bench_config(o, root);
   const auto device = torch::Device(o.device);
   auto ds = std::make_shared<SegDataset>(cfg.data.dataset(true));
+  SegBenchResult r;
+  // The loader alone first, as cp2 bench pretrain's data phase: what it can give the step, and
+  // per thread, how many threads a faster (GPU) step would need.
+  const int workers = cfg.data.workers_for(o.device);
+  const int64_t nb = o.data_batches > 0 ? o.data_batches : 4 * o.steps;
+  {
+    SegTrainLoader loader(ds, cfg.pipeline, cfg.loader_options(), 0);
+    // Timed from the start: timed from its first batch, the batches the other threads had
+    // built meanwhile (up to one each) would count for nothing.
+    const auto t = Clock::now();
+    loader.start(0, nb);
+    int64_t got = 0;
+    while (loader.next()) ++got;
+    r.data_img_s = static_cast<double>(got * o.batch) / seconds_since(t);
+  }
+  if (verbose)
+    std::printf("data pipeline  %8.2f img/s  (%d loader threads, %.2f img/s each; %lld batches of %lld)\n",
+                r.data_img_s, workers, r.data_img_s / std::max(workers, 1), static_cast<long long>(nb),
+                static_cast<long long>(o.batch));
   auto model = make_segmentor(cfg.model.segmentor(ds->num_classes()), 0);
   model->to(device);
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
@@ -93,7 +112,6 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   step(fixed);  // untimed, while the loader fills its prefetch queue
   std::vector<double> s_rates, e_rates;
   double wait = 0;
-  SegBenchResult r;
   r.flops_per_img = fl.per_img;
   r.peak_gflops = fl.peak.gflops;
   for (int round = 0; round < o.rounds; ++round) {

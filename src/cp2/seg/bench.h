@@ -16,12 +16,14 @@ struct SegBenchOptions {
   int64_t batch = 4;
   int workers = config::kAuto;  // loader threads, or auto: as data.workers (train::auto_workers)
   int steps = 3, warmup = 1, rounds = 3, eval_images = 8;
+  int data_batches = 0;  // finetune: batches timed through the loader alone first (0 = 4 x steps)
   std::string device = "cpu";
   compute::NumericsOptions numerics;  // train.precision, train.channels_last, train.conv_algorithm, ...
   int profile = 0;  // finetune: > 0 = --steps steps under compute::OpProfiler, its top ops printed
 };
 
 struct SegBenchResult {
+  double data_img_s = 0;  // finetune: the loader alone, all its threads
   double step_img_s = 0, e2e_img_s = 0, eval_img_s = 0, peak_rss_mb = 0;
   double flops_per_img = 0, peak_gflops = 0;  // training step (or one evaluated image); probe
 };

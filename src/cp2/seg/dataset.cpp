@@ -68,6 +68,7 @@ void DatasetOptions::validate() const {
 
 SegDataset::SegDataset(DatasetOptions o) : opt_(std::move(o)) {
   opt_.validate();
+  data::opencv_in_callers_thread_only();  // the pipeline's resizes and HSV conversions
   if (opt_.type == "list" && opt_.split.empty())
     throw Error("data.train_split / data.val_split: the list type needs a list file (\"image label\" lines)");
   const fs::path root = opt_.root;
