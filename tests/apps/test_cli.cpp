@@ -458,6 +458,9 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   EXPECT_NE(r.out.find("aten::convolution_backward"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("  the other "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("numerics       fp32, channels-last; one step = "), std::string::npos) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\ndata pipeline +[0-9.]+ img/s  \(1 loader thread, [0-9.]+ img/s )"
+                                                  R"(each; 4 batches of 2\)\n)")))
+      << r.out;
   // --cuda-graph as train.cuda_graph: auto falls back naming why, on is refused before any work.
   EXPECT_NE(r.out.find("\nsteps          eager (train.cuda_graph auto: a CUDA graph needs a CUDA device, found cpu)\n"),
             std::string::npos)
