@@ -66,8 +66,8 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   }
   if (verbose)
     std::printf("data pipeline  %8.2f img/s  (%d loader thread%s, %.2f img/s each; %lld batches of %lld)\n",
-                r.data_img_s, workers, workers == 1 ? "" : "s", r.data_img_s / std::max(workers, 1), static_cast<long long>(nb),
-                static_cast<long long>(o.batch));
+                r.data_img_s, workers, workers == 1 ? "" : "s", r.data_img_s / std::max(workers, 1),
+                static_cast<long long>(nb), static_cast<long long>(o.batch));
 
   CP2Model model = make_model(cfg.model_options(), 0);
   model->to(device);

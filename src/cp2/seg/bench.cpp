@@ -80,8 +80,8 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   }
   if (verbose)
     std::printf("data pipeline  %8.2f img/s  (%d loader thread%s, %.2f img/s each; %lld batches of %lld)\n",
-                r.data_img_s, workers, workers == 1 ? "" : "s", r.data_img_s / std::max(workers, 1), static_cast<long long>(nb),
-                static_cast<long long>(o.batch));
+                r.data_img_s, workers, workers == 1 ? "" : "s", r.data_img_s / std::max(workers, 1),
+                static_cast<long long>(nb), static_cast<long long>(o.batch));
   auto model = make_segmentor(cfg.model.segmentor(ds->num_classes()), 0);
   model->to(device);
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
