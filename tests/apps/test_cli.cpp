@@ -470,6 +470,18 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   EXPECT_NE(on.out.find("train.cuda_graph: on: a CUDA graph needs a CUDA device, found cpu"), std::string::npos)
       << on.out;
   EXPECT_EQ(on.out.find("data pipeline"), std::string::npos) << on.out;
+  // A device this build or machine lacks is named before any work (it ran the data phase, then
+  // stopped on LibTorch's "PyTorch is not linked with support for cuda devices").
+  for (const std::string cmd : {"bench pretrain --data " + images + " --arch 18 --size 32 --batch 2",
+                                std::string("bench finetune --arch 18 --crop 32 --scale 32 --batch 2"),
+                                std::string("bench evaluate --arch 18 --scale 32 --eval-images 1")}) {
+    const auto dev = run(cmd + " --threads 1 --device cuda:99");
+    EXPECT_EQ(dev.rc, 1) << cmd << ":\n" << dev.out;
+    EXPECT_NE(dev.out.find("error: --device: "), std::string::npos) << cmd << ":\n" << dev.out;
+    EXPECT_NE(dev.out.find("cuda:99"), std::string::npos) << cmd << ":\n" << dev.out;
+    EXPECT_EQ(dev.out.find("data pipeline"), std::string::npos) << cmd << ":\n" << dev.out;
+    EXPECT_EQ(dev.out.find("not linked"), std::string::npos) << cmd << ":\n" << dev.out;
+  }
   // --profile sees eager steps only: with graphs replayed (on) it is refused, before any work.
   auto prof = run("bench pretrain --threads 1 --data " + images + " --arch 18 --size 32 --batch 2 --cuda-graph on "
                   "--profile 3");

@@ -15,6 +15,7 @@
 #include "cp2/pretrain/config.h"
 #include "cp2/pretrain/graph_step.h"
 #include "cp2/pretrain/trainer.h"
+#include "cp2/train/state.h"
 
 namespace cp2::pretrain {
 
@@ -33,6 +34,8 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   cfg.train.numerics = o.numerics;
   cfg.train.cuda_graph = o.cuda_graph;
   cfg.validate();
+  // Before any work, as the training loop's: a CUDA device where this build has none is named.
+  const torch::Device device = train::parse_device(o.device, "--device");
   if (o.profile > 0 && o.cuda_graph == "on")
     throw Error("bench pretrain: --profile times eager steps op by op, and --cuda-graph on replays the step as a CUDA "
                 "graph, whose ops no profiler callback sees: drop one of the two (with --cuda-graph auto the profile "
@@ -42,7 +45,6 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   if (o.cache_allocator) install_caching_cpu_allocator();
   if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
     throw Error("bench: expected --steps >= 1, --rounds >= 1 and --warmup >= 0");
-  const torch::Device device(o.device);
   // As the training loop decides it (on: refused here, naming why, before any work).
   std::string no_graph;
   const bool graphs =

@@ -17,6 +17,7 @@
 #include "cp2/seg/loader.h"
 #include "cp2/seg/model.h"
 #include "cp2/seg/synth.h"
+#include "cp2/train/state.h"
 
 namespace fs = std::filesystem;
 
@@ -59,9 +60,10 @@ FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
 }  // namespace
 
 SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
+  // Before any work, as the training loop's: a CUDA device where this build has none is named.
+  const auto device = train::parse_device(o.device, "--device");
   std::string root;
   auto cfg = bench_config(o, root);
-  const auto device = torch::Device(o.device);
   auto ds = std::make_shared<SegDataset>(cfg.data.dataset(true));
   SegBenchResult r;
   // The loader alone first, as cp2 bench pretrain's data phase: what it can give the step, and
@@ -144,11 +146,12 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
 }
 
 SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose) {
+  const auto device = train::parse_device(o.device, "--device");
   std::string root;
   auto cfg = bench_config(o, root);
   SegDataset val(cfg.data.dataset(false));
   auto model = make_segmentor(cfg.model.segmentor(val.num_classes()), 0);
-  model->to(torch::Device(o.device));
+  model->to(device);
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
   model->set_numerics(numerics);
   model->eval();
