@@ -39,11 +39,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${1:-/tmp/cp2_gpu_build}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-SMALL=()
-if [ "$DEVICE" = cpu ]; then
-  SMALL=(--arch 18 --size 64 --batches 4 --queue 256 --warmup 1 --finetune-crop 64 --ceiling-shapes 2)
+# The sizes both sides run, set here only: the issue's R50-ASPP@224 step at batches 32 and 64,
+# K 65536, and R50 finetuning at 512²; a dry run's small ones.
+if [ "$DEVICE" = cuda ]; then
+  NET=50 SIZE=224 BATCHES=32,64 QUEUE=65536 WARMUP=3 CROP=512 CEILING=8
+elif [ "$DEVICE" = cpu ]; then
+  NET=18 SIZE=64 BATCHES=4 QUEUE=256 WARMUP=1 CROP=64 CEILING=2
   STEPS=${STEPS:-1} FINETUNE_BATCH=${FINETUNE_BATCH:-2}
-elif [ "$DEVICE" != cuda ]; then
+else
   echo "error: DEVICE: expected cuda or cpu (a dry run), found '$DEVICE'" >&2; exit 2
 fi
 STEPS=${STEPS:-10}
@@ -104,18 +107,21 @@ echo "== fixtures: exit $(cat "$B/fixtures.rc"), $(tail -1 "$LOG/fixtures.log")"
 rc=1
 if [ $built = 1 ]; then
   rc=0
-  "$BIN" --fixtures "$FIX" --device "$DEVICE" "${SMALL[@]}" --steps "$STEPS" --finetune-batch "$FINETUNE_BATCH" 2>&1 |
+  "$BIN" --fixtures "$FIX" --device "$DEVICE" --arch $NET --size $SIZE --batches $BATCHES --queue $QUEUE \
+    --warmup $WARMUP --ceiling-shapes $CEILING --steps "$STEPS" --finetune-batch "$FINETUNE_BATCH" --finetune-crop $CROP 2>&1 |
     tee "$LOG/cp2.log" || rc=$?
   echo "== cp2 done at $(el) (exit $rc)"
 fi
-PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" "$TORCH_SIDE" "$FINETUNE_BATCH" "$DEVICE" <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
+PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" "$TORCH_SIDE" "$FINETUNE_BATCH" "$DEVICE" $NET $SIZE $BATCHES $QUEUE \
+  $WARMUP $CROP <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
 import sys, time, torch
 sys.path.insert(0, sys.argv[1])
 import cp2_reference as ref
-steps, dev = int(sys.argv[2]), sys.argv[5]
+steps, side, FB, dev = int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 cuda = dev == "cuda"
-# DEVICE=cpu: cp2_gpu_check's small sizes (the script's SMALL), the same code otherwise.
-arch, S, K, batches, warmup, C = (50, 224, 65536, (32, 64), 3, 512) if cuda else (18, 64, 256, (4,), 1, 64)
+# The sizes cp2_gpu_check was given (the script's NET, SIZE, BATCHES, QUEUE, WARMUP, CROP).
+arch, S, batches, K, warmup, C = (int(sys.argv[6]), int(sys.argv[7]), tuple(int(b) for b in sys.argv[8].split(",")),
+                                  int(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]))
 torch.backends.cudnn.benchmark = True       # the authors' main.py
 torch.backends.cudnn.allow_tf32 = True      # PyTorch's defaults for a user's run
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -151,7 +157,7 @@ Scaler = torch.amp.GradScaler if hasattr(torch.amp, "GradScaler") else None
 for batch in batches:
     for amp in (None, torch.bfloat16, torch.float16):
         for cl in (False, True):
-            if (amp == torch.float16 and not (cl and cuda)) or (sys.argv[3] == "authors" and (amp or cl)) or sys.argv[3] == "none":
+            if (amp == torch.float16 and not (cl and cuda)) or (side == "authors" and (amp or cl)) or side == "none":
                 continue
             q = k = opt = scaler = None  # so that a failure before they exist frees what does
             try:
@@ -196,11 +202,10 @@ for batch in batches:
 # 512² (DEVICE=cpu: R18 at 64²), forward, the decode head's loss (cross-entropy ignoring 255, mean over all pixels) and
 # its pixel accuracy, backward, SGD (lr 0.003, momentum 0.9, no weight decay), both logged
 # numbers read each step (mmseg's log_vars).
-FB = int(sys.argv[4])
-if FB > 0 and sys.argv[3] != "none":
+if FB > 0 and side != "none":
     print(f"[torch-ft] DeepLabV3 R{arch} at {C}², {steps} timed steps after {warmup} warm-up (img/s)")
     for amp, cl in ((None, False), (None, True), (torch.bfloat16, True)):
-        if sys.argv[3] == "authors" and (amp or cl):
+        if side == "authors" and (amp or cl):
             continue
         m = opt = None
         try:

@@ -103,9 +103,15 @@ Args parse(int argc, char** argv) {
   if (a.batches.empty()) usage("--batches: expected one batch size or more, found none");
   for (int64_t b : a.batches)
     if (b < 1) usage("--batches: expected sizes >= 1, found " + std::to_string(b));
-  if (a.steps < 1) usage("--steps: expected >= 1, found " + std::to_string(a.steps));
-  if (a.warmup < 0 || a.ceiling_shapes < 0 || a.finetune_batch < 0 || a.finetune_crop < 1 || a.queue < 1)
-    usage("--warmup, --ceiling-shapes and --finetune-batch must be >= 0, --finetune-crop and --queue >= 1");
+  const auto at_least = [](const char* flag, int64_t v, int64_t min) {
+    if (v < min) usage(std::string(flag) + ": expected >= " + std::to_string(min) + ", found " + std::to_string(v));
+  };
+  at_least("--steps", a.steps, 1);
+  at_least("--warmup", a.warmup, 0);
+  at_least("--ceiling-shapes", a.ceiling_shapes, 0);
+  at_least("--finetune-batch", a.finetune_batch, 0);
+  at_least("--finetune-crop", a.finetune_crop, 1);
+  at_least("--queue", a.queue, 1);
   return a;
 }
 

@@ -146,6 +146,10 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   return s;
 }
 
+std::string count_of(int64_t n, const std::string& one, const std::string& many) {
+  return std::to_string(n) + " " + (n == 1 ? one : many.empty() ? one + "s" : many);
+}
+
 std::string num_str(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.10g", v);

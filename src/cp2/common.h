@@ -66,6 +66,8 @@ std::vector<std::string> for_each_index(int64_t n, int threads, const std::funct
 
 // "a, b, c": the items with sep between them (lists of choices in error messages and help).
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
+// "1 epoch", "3 epochs", "2 batches": a count and its noun, the plural `one` + "s" unless given.
+std::string count_of(int64_t n, const std::string& one, const std::string& many = "");
 
 // A number in a message as a person writes it: 0.9, -3, 1e-05 (std::to_string gives
 // 0.900000, -3.000000, 0.000010).

@@ -1,5 +1,5 @@
 // cp2_gpu_check, the program tools/gpu_check.sh runs on a GPU machine, run here on the CPU at
-// small sizes: every part it has (loss and finetuning parity against PyTorch's fixtures, the
+// small sizes, through the script: every part it has (loss and finetuning parity against PyTorch's fixtures, the
 // training loop's step runner against eager steps, the timed pretraining and finetuning steps,
 // the convolutions' ceiling) must run and pass before a GPU session spends its minutes on it.
 #include <filesystem>
@@ -10,6 +10,7 @@
 
 namespace {
 
+// The program alone.
 cp2::test::CliRun gpu_check(const std::string& args) {
   return cp2::test::run_command(std::string(CP2_GPU_CHECK) + " " + args);
 }
@@ -23,36 +24,10 @@ int count_lines(const std::string& out, const std::string& pattern) {
   return n;
 }
 
-TEST(GpuCheck, EveryPartRunsAndPassesOnTheCpu) {
-  auto r = gpu_check("--fixtures " + std::string(CP2_FIXTURES) +
-                     " --device cpu --arch 18 --size 64 --batches 4 --steps 1 --warmup 1 --queue 256"
-                     " --finetune-batch 2 --finetune-crop 64 --ceiling-shapes 2");
-  ASSERT_EQ(r.rc, 0) << r.out;
-  // Parity: the CP² step's losses at both fixture sizes, finetuning's two SGD steps, the runner.
-  EXPECT_EQ(count_lines(r.out, R"(\[parity\] cp2_step_r18_96 on cpu: .*accuracies equal: PASS)"), 1) << r.out;
-  EXPECT_EQ(count_lines(r.out, R"(\[parity\] cp2_step_r50_224 on cpu: .*accuracies equal: PASS)"), 1) << r.out;
-  EXPECT_EQ(count_lines(r.out, R"(\[parity\] finetune DeepLabV3 R18, 2 SGD steps in float64 on cpu: .*: PASS)"), 1)
-      << r.out;
-  EXPECT_EQ(count_lines(r.out, R"(\[graph\] R18-ASPP@96 fp32 NCHW, 7 steps, .*expected 7, 0, 0\).*: PASS)"), 1)
-      << r.out;
-  // Timed lines: fp32 and AMP bf16, NCHW and channels-last (fp16 and graphs are CUDA's only).
-  const std::string rate = R"( +[0-9.]+ img/s +[0-9.]+ GFLOP/s)";
-  EXPECT_EQ(count_lines(r.out, R"(\[step\] batch   4 (fp32     |AMP bf16 ) (NCHW         |channels-last)      )" + rate),
-            4)
-      << r.out;
-  EXPECT_EQ(count_lines(r.out, R"(\[ceiling\] batch   4 (fp32 NCHW|fp32 channels-last|bf16 channels-last) +[0-9.]+ ms .*)"),
-            3)
-      << r.out;
-  EXPECT_EQ(count_lines(r.out, R"(\[finetune\] batch   2 (fp32     |AMP bf16 ) (NCHW         |channels-last))" + rate),
-            3)
-      << r.out;
-  EXPECT_EQ(r.out.find("failed"), std::string::npos) << r.out;
-  EXPECT_EQ(r.out.find("FAIL"), std::string::npos) << r.out;
-}
-
 // tools/gpu_check.sh itself, as a GPU session runs it, on the CPU (its DEVICE=cpu dry run): the
 // built program instead of a build, the suite's fixtures instead of writing them, then PyTorch's
-// side (tools/cp2_reference.py's models, timed as on the card) and the summary.
+// side (tools/cp2_reference.py's models, timed as on the card) and the summary. One run checks
+// both the program's every part (its output before the summary) and the script around it.
 TEST(GpuCheck, ScriptRunsOnTheCpu) {
   const auto dir = cp2::test::temp_dir("gpu_check_script");
   auto r = cp2::test::run_command("DEVICE=cpu OUT=" + dir + "/logs GPU_CHECK_BIN=" + std::string(CP2_GPU_CHECK) +
@@ -61,7 +36,25 @@ TEST(GpuCheck, ScriptRunsOnTheCpu) {
   ASSERT_EQ(r.rc, 0) << r.out;
   const auto at = r.out.find("\n== summary\n");
   ASSERT_NE(at, std::string::npos) << r.out;
-  const std::string summary = r.out.substr(at);
+  const std::string run = r.out.substr(0, at), summary = r.out.substr(at);
+  // The program (--arch 18 --size 64 --batches 4 --steps 1 --warmup 1 --queue 256 --finetune-batch 2
+  // --finetune-crop 64 --ceiling-shapes 2). Parity: the CP² step's losses at both fixture sizes,
+  // finetuning's two SGD steps, the runner.
+  EXPECT_EQ(count_lines(run, R"(\[parity\] cp2_step_r18_96 on cpu: .*accuracies equal: PASS)"), 1) << run;
+  EXPECT_EQ(count_lines(run, R"(\[parity\] cp2_step_r50_224 on cpu: .*accuracies equal: PASS)"), 1) << run;
+  EXPECT_EQ(count_lines(run, R"(\[parity\] finetune DeepLabV3 R18, 2 SGD steps in float64 on cpu: .*: PASS)"), 1)
+      << run;
+  EXPECT_EQ(count_lines(run, R"(\[graph\] R18-ASPP@96 fp32 NCHW, 7 steps, .*expected 7, 0, 0\).*: PASS)"), 1) << run;
+  // Timed lines: fp32 and AMP bf16, NCHW and channels-last (fp16 and graphs are CUDA's only).
+  const std::string rate = R"( +[0-9.]+ img/s +[0-9.]+ GFLOP/s)";
+  EXPECT_EQ(count_lines(run, R"(\[step\] batch   4 (fp32     |AMP bf16 ) (NCHW         |channels-last)      )" + rate), 4)
+      << run;
+  EXPECT_EQ(count_lines(run, R"(\[ceiling\] batch   4 (fp32 NCHW|fp32 channels-last|bf16 channels-last) +[0-9.]+ ms .*)"),
+            3)
+      << run;
+  EXPECT_EQ(count_lines(run, R"(\[finetune\] batch   2 (fp32     |AMP bf16 ) (NCHW         |channels-last))" + rate), 3)
+      << run;
+  // The script's summary.
   EXPECT_EQ(count_lines(summary, R"(\[parity\] .*: PASS)"), 3) << summary;
   EXPECT_EQ(count_lines(summary, R"(\[graph\] .*: PASS)"), 1) << summary;
   // cp2's and PyTorch's timed lines of each configuration, one after the other.

@@ -202,9 +202,9 @@ TEST(AugmentResize, BlockedLoopsEqualThePerOutputSums) {
 }
 
 // gaussian_blur's loops are compiled for the baseline and for AVX2 (augment.cpp; simd = false
-// runs the baseline's on any CPU); both must give the bits of this per-output loop: the row pass then the column
-// pass, each sum 0 + k0 x0 + k1 x1 + ... in tap order, reflect padding, maps narrower than the
-// kernel included.
+// runs the baseline's on any CPU); both must give the bits of this per-output loop: the row
+// pass then the column pass, each sum 0 + k0 x0 + k1 x1 + ... in tap order, reflect padding,
+// maps narrower than the kernel included.
 TEST(AugmentBlur, EqualsThePerOutputSums) {
   torch::manual_seed(6);
   using Case = std::tuple<int, int, int, double>;  // H, W, kernel, sigma

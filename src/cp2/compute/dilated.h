@@ -11,10 +11,11 @@
 // rows, compute/gemm.h's sgemm: oneDNN's, else LibTorch's matmul): input gradient and weight
 // gradient, and the forward pass on NCHW input, do exactly the products that read the image
 // (on channels-last input where oneDNN runs AVX-512 kernels the forward pass stays oneDNN's,
-// which skip them themselves and were faster there; its AVX2 kernels do not). The sums are the convolution's minus additions of exact
-// zeros, in another order (fp32 round-off), so it runs with the fast algorithms
-// (`train.conv_algorithm: winograd|auto`, compute/conv.h), not under `direct`, and only
-// through oneDNN's sgemm (through OpenBLAS they ran slower than the direct convolution).
+// which skip them themselves and were faster there; its AVX2 kernels do not). The sums are
+// the convolution's minus additions of exact zeros, in another order (fp32 round-off), so it
+// runs with the fast algorithms (`train.conv_algorithm: winograd|auto`, compute/conv.h), not
+// under `direct`, and only through oneDNN's sgemm (through OpenBLAS they ran slower than the
+// direct convolution).
 #pragma once
 #include <cstdint>
 #include <string>

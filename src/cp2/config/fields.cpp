@@ -191,9 +191,12 @@ void Fields::set(const std::string& key, const std::string& value, const std::st
       if (auto best = closest(key, keys); !best.empty()) near.push_back(best);
     if (near.empty()) near = same_name_elsewhere(key, keys, /*prefix=*/true);
     std::string msg = origin + ": unknown key '" + key + "'";
-    for (size_t i = 0; i < near.size(); ++i)
-      msg += (i == 0 ? " (did you mean '" : i + 1 < near.size() ? ", '" : " or '") + near[i] + "'" +
-             (i + 1 == near.size() ? "?)" : "");
+    if (!near.empty()) {  // 'a', 'b' or 'c'
+      for (auto& k : near) k = "'" + k + "'";
+      const std::string last = near.back();
+      near.pop_back();
+      msg += " (did you mean " + (near.empty() ? last : join(near) + " or " + last) + "?)";
+    }
     msg += "; valid keys:";
     for (const auto& g : fields_) msg += "\n  " + g.key + " (" + g.type + ")";
     throw Error(msg);

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -19,6 +20,14 @@ namespace cp2::data {
 
 // Streams of the data RNG (Rng::derive keys): one per order, one for sample draws.
 enum : uint64_t { kStreamFg = 1, kStreamBg0 = 2, kStreamBg1 = 3, kStreamSample = 4 };
+
+std::string pipeline_rate_line(double img_s, int workers, int64_t batches, int64_t batch) {
+  char b[160];
+  std::snprintf(b, sizeof b, "data pipeline  %8.2f img/s  (%s, %.2f img/s each; %s of %lld)", img_s,
+                count_of(workers, "loader thread").c_str(), img_s / std::max(workers, 1),
+                count_of(batches, "batch", "batches").c_str(), static_cast<long long>(batch));
+  return b;
+}
 
 PretrainDataset::PretrainDataset(const std::string& root, CopyPasteOptions opt, uint64_t seed)
     : PretrainDataset(list_images(root), std::move(opt), seed) {}

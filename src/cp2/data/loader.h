@@ -71,6 +71,10 @@ struct LoaderOptions {
   void validate() const;
 };
 
+// The benches' line for a loader timed alone: images/s in all and per loader thread (what a
+// faster step, a GPU's, would need of them), over how many batches of how many images.
+std::string pipeline_rate_line(double img_s, int workers, int64_t batches, int64_t batch);
+
 class PretrainLoader {
  public:
   PretrainLoader(std::shared_ptr<PretrainDataset> ds, LoaderOptions opt);

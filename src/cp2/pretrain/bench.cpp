@@ -67,9 +67,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     r.data_img_s = got * o.batch / seconds_since(t);
   }
   if (verbose)
-    std::printf("data pipeline  %8.2f img/s  (%d loader thread%s, %.2f img/s each; %lld batches of %lld)\n",
-                r.data_img_s, workers, workers == 1 ? "" : "s", r.data_img_s / std::max(workers, 1),
-                static_cast<long long>(nb), static_cast<long long>(o.batch));
+    std::printf("%s\n", data::pipeline_rate_line(r.data_img_s, workers, nb, o.batch).c_str());
 
   CP2Model model = make_model(cfg.model_options(), 0);
   model->to(device);

@@ -276,8 +276,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
     double data_wait = 0;
     progress.message("pretraining " + cfg.model.mode + ": resnet" + std::to_string(cfg.model.arch) + ", " +
                      std::to_string(ds->size()) + " images, " + std::to_string(iters) + " steps/epoch x " +
-                     std::to_string(T.epochs) + (T.epochs == 1 ? " epoch, batch " : " epochs, batch ") +
-                     std::to_string(T.batch) +
+                     count_of(T.epochs, "epoch") + ", batch " + std::to_string(T.batch) +
                      (world > 1 ? " (" + std::to_string(local_batch) + " per process x " + std::to_string(world) +
                                       " processes, shuffle-BN across them)"
                                 : std::string()) +

@@ -81,9 +81,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
     r.data_img_s = static_cast<double>(got * o.batch) / seconds_since(t);
   }
   if (verbose)
-    std::printf("data pipeline  %8.2f img/s  (%d loader thread%s, %.2f img/s each; %lld batches of %lld)\n",
-                r.data_img_s, workers, workers == 1 ? "" : "s", r.data_img_s / std::max(workers, 1),
-                static_cast<long long>(nb), static_cast<long long>(o.batch));
+    std::printf("%s\n", data::pipeline_rate_line(r.data_img_s, workers, nb, o.batch).c_str());
   auto model = make_segmentor(cfg.model.segmentor(ds->num_classes()), 0);
   model->to(device);
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);

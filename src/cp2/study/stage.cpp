@@ -38,8 +38,7 @@ StageResult run_stage(const StageSpec& spec, const std::string& out, bool progre
       r.skipped = s.already_finished;
       r.signal = s.signal;
       r.seed = cfg.train.seed;
-      r.budget = std::to_string(cfg.train.epochs) + (cfg.train.epochs == 1 ? " epoch, batch " : " epochs, batch ") +
-                 std::to_string(cfg.train.batch) +
+      r.budget = count_of(cfg.train.epochs, "epoch") + ", batch " + std::to_string(cfg.train.batch) +
                  (cfg.train.iters_per_epoch ? ", <= " + std::to_string(cfg.train.iters_per_epoch) + " steps/epoch" : "");
     } else {
       seg::FinetuneConfig cfg;

@@ -19,8 +19,7 @@ int auto_workers(bool cuda, int cores_per_process) { return cuda ? std::max(2, c
 
 std::string thread_counts(int loader_workers) {
   const int t = get_threads();
-  return std::to_string(t) + (t == 1 ? " thread + " : " threads + ") + std::to_string(loader_workers) +
-         (loader_workers == 1 ? " loader thread" : " loader threads");
+  return count_of(t, "thread") + " + " + count_of(loader_workers, "loader thread");
 }
 
 int LoaderKeys::workers_for(const std::string& device) const { return workers_for(device, cores_per_process()); }
