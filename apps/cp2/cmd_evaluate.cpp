@@ -57,13 +57,13 @@ int run(const EvalArgs& a) {
   });
   progress.done();
   std::printf("%s", eval::format_table(r.metrics, ds.classes()).c_str());
-  std::printf("%lld images in %.1f s (%.2f img/s), %s inference%s, scales", static_cast<long long>(r.images), r.seconds,
+  std::printf("%s in %.1f s (%.2f img/s), %s inference%s, scales", count_of(r.images, "image").c_str(), r.seconds,
               r.images / std::max(r.seconds, 1e-9), cfg.eval.mode.c_str(), cfg.eval.flip ? " + flip" : "");
   for (double s : cfg.eval.scales) std::printf(" %g", s);
   std::printf("\n");
   if (r.label_stats.pixels)
-    std::printf("warning: %lld label pixels in %lld files outside 0..%d and not 255 were ignored (first: %s)\n",
-                static_cast<long long>(r.label_stats.pixels), static_cast<long long>(r.label_stats.files),
+    std::printf("warning: %s in %s outside 0..%d and not 255 were ignored (first: %s)\n",
+                count_of(r.label_stats.pixels, "label pixel").c_str(), count_of(r.label_stats.files, "file").c_str(),
                 ds.num_classes() - 1, r.label_stats.first_file.c_str());
 
   auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(100 * v); };

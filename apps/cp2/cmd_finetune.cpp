@@ -63,9 +63,9 @@ int run(FinetuneArgs& a) {
   auto s = seg::run_finetune(cfg, fc);
   if (s.already_finished) return 0;
   if (!fc.comm->main()) return exit_status(s.signal);  // rank 0 reports
-  std::printf("%s after iteration %lld: %lld iterations in %.1f s (%.2f img/s)\n",
+  std::printf("%s after iteration %lld: %s in %.1f s (%.2f img/s)\n",
               s.finished ? "finished" : s.signal ? ("stopped by " + signal_name(s.signal)).c_str() : "stopped",
-              static_cast<long long>(s.last_iter), static_cast<long long>(s.last_iter - s.first_iter), s.seconds,
+              static_cast<long long>(s.last_iter), count_of(s.last_iter - s.first_iter, "iteration").c_str(), s.seconds,
               s.images_per_s);
   if (!s.losses.empty()) std::printf("loss: first %.4f, last %.4f\n", s.losses.front(), s.losses.back());
   if (s.best_miou >= 0)

@@ -65,10 +65,11 @@ int run_pretrain_cmd(PretrainArgs& a) {
   auto s = pretrain::run_pretrain(cfg, rc);
   if (!a.dump_batch.empty() || s.already_finished) return 0;
   if (rc.comm && !rc.comm->main()) return exit_status(s.signal);  // rank 0 reports
-  std::printf("%s after step %lld: %lld steps in %.1f s (%.2f img/s)%s\n",
+  std::printf("%s after step %lld: %s in %.1f s (%.2f img/s)%s\n",
               s.finished ? "finished" : s.signal ? ("stopped by " + signal_name(s.signal)).c_str() : "stopped",
-              static_cast<long long>(s.last_step), static_cast<long long>(s.last_step - s.first_step), s.seconds,
-              s.images_per_s, s.skipped_images ? (", " + std::to_string(s.skipped_images) + " unreadable image reads skipped").c_str() : "");
+              static_cast<long long>(s.last_step), count_of(s.last_step - s.first_step, "step").c_str(), s.seconds,
+              s.images_per_s,
+              s.skipped_images ? (", " + count_of(s.skipped_images, "unreadable image read") + " skipped").c_str() : "");
   if (!s.losses.empty()) std::printf("loss: first %.4f, last %.4f\n", s.losses.front(), s.losses.back());
   std::printf("checkpoint: %s\nlog: %s/log.jsonl\n", s.last_checkpoint.c_str(), cfg.train.out.c_str());
   if (!s.signal) write_run_report(cfg.train.out);

@@ -372,7 +372,7 @@ TEST(Cli, PretrainDumpBatchThenLossOnTheRunsCheckpoint) {
   // Resume from the run folder: its stored config, continuing at step 1.
   r = run("pretrain --resume " + dir + "/run --threads 2 --quiet --max-steps 2");
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("stopped after step 2: 1 steps"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stopped after step 2: 1 step in"), std::string::npos) << r.out;
 }
 
 TEST(Cli, PretrainConfigErrors) {

@@ -147,7 +147,7 @@ TEST(RunCli, DiskFullLeavesNoTruncatedFiles) {
   EXPECT_TRUE(fs::exists(a + "/checkpoints/checkpoint_00000001.pt"));
   r = run_cli(pretrain_args(data, a) + " --quiet --max-steps 2 --auto-resume");
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("after step 2: 1 steps"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("after step 2: 1 step in"), std::string::npos) << r.out;
   // Nothing can be written at all: config.yaml fails whole, no 0-byte file stays.
   const auto b = temp_dir("rc_full_b");
   r = run_cli(pretrain_args(data, b) + " --quiet --max-steps 1", "trap '' XFSZ; ulimit -f 0; ");
@@ -249,7 +249,7 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   refused(in + " --out " + dir + "/preds --quiet", {"broken.jpg", "--skip-bad"});
   auto out = wrote(in + " --out " + dir + "/preds --quiet --skip-bad", "wrote 2 label PNGs and 2 overlays",
                    {"preds/a_jpg.png", "preds/a_png.png"});
-  EXPECT_NE(out.find("skipped 1 unreadable images"), std::string::npos) << out;
+  EXPECT_NE(out.find("skipped 1 unreadable image:"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(dir + "/preds/b_overlay.png"));
   // A single image inside --out whose prediction would land on itself.
   refused(dir + "/preds/a_png.png --out " + dir + "/preds --quiet", {"an input"});
@@ -266,7 +266,7 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
         {"multi1/a_jpg.png", "multi1/a_png.png"});
   out = wrote(in + "/a.jpg " + in + " " + in2 + " --out " + dir + "/multi2 --skip-bad --no-overlay",
               "wrote 3 label PNGs to", {"multi2/in/a_jpg.png", "multi2/in/a_png.png", "multi2/in2/deep/c.png"});
-  EXPECT_NE(out.find("skipped 1 unreadable images"), std::string::npos) << out;
+  EXPECT_NE(out.find("skipped 1 unreadable image:"), std::string::npos) << out;
   EXPECT_NE(out.find("] " + in + "/a.jpg -> "), std::string::npos) << out;  // progress lines without --quiet
   refused(in + "/a.jpg " + in2 + " --out " + in2 + "/p --quiet", {"inside the input folder " + in2});
   refused(in + "/a.jpg " + in + "/nope.jpg --out " + dir + "/multi3 --quiet", {in + "/nope.jpg: no such image or folder"});
@@ -275,7 +275,7 @@ TEST(RunCli, PredictNeverWritesOverInputs) {
   r = run_cli("evaluate " + dir + "/run --set model.arch=50 --quiet");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("model.arch: 50 asked"), std::string::npos) << r.out;
-  wrote(in + "/a.jpg --out " + dir + "/p2 --quiet --set model.align_corners=true", "wrote 1 label PNGs", {});
+  wrote(in + "/a.jpg --out " + dir + "/p2 --quiet --set model.align_corners=true", "wrote 1 label PNG and 1 overlay to", {});
   // Bad eval keys are refused before any image, naming where the value came from.
   refused(in + "/a.jpg --out " + dir + "/p4 --quiet --scales 0,1",
           {"error: command line: eval.scales: expected positive ratios, found 0"});

@@ -276,7 +276,7 @@ TEST(Dist, LaunchedRunsFinishAndResumeInOneProcess) {
   EXPECT_TRUE(fs::exists(dir + "/f/best.pt"));
   r = run_cli("finetune --resume " + dir + "/f --set train.iters=3 --threads 1");
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("finished after iteration 3: 1 iterations"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("finished after iteration 3: 1 iteration in"), std::string::npos) << r.out;
   r = run_cli("evaluate " + dir + "/f/best.pt --data " + dir + "/seg --type voc --threads 1");
   EXPECT_EQ(r.rc, 0) << r.out;
 }

@@ -135,8 +135,8 @@ std::string profile_table(const OpProfile& p, int top) {
   const double per = p.steps > 0 ? 1000.0 / p.steps : 0, wall = p.wall_s > 0 ? p.wall_s : 1;
   std::string s;
   char line[256];
-  std::snprintf(line, sizeof line, "profile of %d step%s, %.1f ms per step; ops by their own time (children excluded):\n",
-                p.steps, p.steps == 1 ? "" : "s", p.wall_s * per);
+  std::snprintf(line, sizeof line, "profile of %s, %.1f ms per step; ops by their own time (children excluded):\n",
+                count_of(p.steps, "step").c_str(), p.wall_s * per);
   s += line;
   std::snprintf(line, sizeof line, "  %-58s %8s %11s %7s %11s\n", "op", "calls", "self ms", "share", "total ms");
   s += line;

@@ -117,7 +117,7 @@ std::vector<double> mean_over_ranks(Comm& comm, const std::vector<double>& value
 
 int cuda_index(int asked, int local_rank, int local_world, int visible, const std::string& key) {
   if (visible < 1) throw Error(key + ": cuda asked, but this process sees no CUDA device");
-  const std::string n = std::to_string(visible) + " CUDA device" + (visible == 1 ? "" : "s");
+  const std::string n = count_of(visible, "CUDA device");
   if (asked >= visible)
     throw Error(key + ": cuda:" + std::to_string(asked) + " asked, this process sees " + n + " (cuda:0.." +
                 std::to_string(visible - 1) + ")");

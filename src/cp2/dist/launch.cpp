@@ -105,9 +105,9 @@ int launch(const LaunchOptions& opt, const std::vector<std::string>& argv) {
   if (argv.empty()) throw Error("launch: no command given (cp2 launch --nproc N -- pretrain ...)");
   if (o.master_port == 0) o.master_port = free_port();
   const int world = o.nproc * o.nnodes, first = o.node_rank * o.nproc;
-  std::fprintf(stderr, "cp2 launch: %d process%s on node %d of %d (ranks %d..%d of world size %d), rendezvous %s:%d\n",
-               o.nproc, o.nproc == 1 ? "" : "es", o.node_rank, o.nnodes, first, first + o.nproc - 1, world,
-               o.master_addr.c_str(), o.master_port);
+  std::fprintf(stderr, "cp2 launch: %s on node %d of %d (ranks %d..%d of world size %d), rendezvous %s:%d\n",
+               count_of(o.nproc, "process", "processes").c_str(), o.node_rank, o.nnodes, first, first + o.nproc - 1,
+               world, o.master_addr.c_str(), o.master_port);
 
   std::vector<Child> kids(static_cast<size_t>(o.nproc));
   struct sigaction sa {}, old[std::size(stop_signals)];

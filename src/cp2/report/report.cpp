@@ -178,7 +178,7 @@ std::string summary_line(const json& sum) {
   if (sum.contains("seconds") && sum["seconds"].is_number()) {
     s += "; ";
     if (in_session >= 0 && in_session < at)
-      s += "last session " + std::to_string(in_session) + " " + unit + "s in ";
+      s += "last session " + count_of(in_session, unit) + " in ";
     s += num(sum["seconds"].get<double>()) + " s";
   }
   if (sum.contains("images_per_s") && sum["images_per_s"].is_number())
@@ -216,7 +216,7 @@ std::string pretrain_section(const fs::path& run, const std::vector<json>& log, 
   const bool have_cfg = stored_config(run, cfg);
   h << "<p>mode <b>" << html_escape(cfg.model.mode) << "</b>, ResNet-" << cfg.model.arch << ", views "
     << cfg.aug.view.size << " px, output stride " << cfg.model.output_stride << ", batch " << cfg.train.batch << ", queue "
-    << cfg.model.queue << ", " << cfg.train.epochs << (cfg.train.epochs == 1 ? " epoch" : " epochs")
+    << cfg.model.queue << ", " << count_of(cfg.train.epochs, "epoch")
     << (cfg.train.init.empty() ? "" : ", Quick Tuning from <code>" + html_escape(cfg.train.init) + "</code>") << "</p>\n";
   std::vector<Series> loss{series(log, "step", "loss", "total")};
   for (auto [k, n] : {std::pair{"loss_ins", "instance"}, {"loss_dense", "dense"}}) {
