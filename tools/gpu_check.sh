@@ -24,7 +24,10 @@
 # estimates, not yet run on a GPU). Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3,
 # STEPS=10, FINETUNE_BATCH=16, TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32
 # NCHW steps, the authors' configuration, none skips PyTorch's side, for when it was measured
-# before; logs go to $OUT when it is set, else next to the build dir).
+# before; PARTS=parity,step,ceiling,finetune, or some of them, to rerun parts alone: parity
+# (the fixtures' checks, the graphs' and the pinned batch), step (the R50-ASPP@224 step, both
+# sides), ceiling, finetune (the timed finetuning step, both sides); logs go to $OUT when it is
+# set, else next to the build dir).
 # A dry run before a GPU session: DEVICE=cpu runs the whole script on the CPU at small sizes
 # (R18-ASPP@64 batch 4, K 256; finetuning 64² batch 2; one timed step), both sides; CI runs it
 # so (GpuCheck.ScriptRunsOnTheCpu) with GPU_CHECK_BIN=<a built cp2_gpu_check> (no build) and
@@ -53,6 +56,10 @@ STEPS=${STEPS:-10}
 FINETUNE_BATCH=${FINETUNE_BATCH:-16}
 TORCH_SIDE=${TORCH_SIDE:-all}
 case $TORCH_SIDE in all | authors | none) ;; *) echo "error: TORCH_SIDE: expected all, authors or none, found '$TORCH_SIDE'" >&2; exit 2 ;; esac
+PARTS=${PARTS:-parity,step,ceiling,finetune}
+P='(parity|step|ceiling|finetune)'
+[[ $PARTS =~ ^$P(,$P)*$ ]] || { echo "error: PARTS: expected some of parity,step,ceiling,finetune, found '$PARTS'" >&2; exit 2; }
+runs() { case ,$PARTS, in *,$1,*) return 0 ;; esac; return 1; }
 LOG=${OUT:-$B.logs}
 mkdir -p "$B" "$LOG"
 t0=$(date +%s)
@@ -78,6 +85,8 @@ $PY -c 'import torch;print("== PyTorch", torch.__version__, "CUDA", torch.versio
 FIX=${FIXTURES:-$B/fixtures}
 if [ -n "${FIXTURES:-}" ]; then
   echo 0 > "$B/fixtures.rc"; echo "given: $FIX" > "$LOG/fixtures.log"; FX=
+elif ! runs parity; then
+  echo 0 > "$B/fixtures.rc"; echo "not written (PARTS=$PARTS)" > "$LOG/fixtures.log"; FX=
 else
   (nice -n 10 $PY "$ROOT/tools/make_parity_fixtures.py" --out "$FIX" --gpu-check-only > "$LOG/fixtures.log" 2>&1
    echo $? > "$B/fixtures.rc") &
@@ -108,12 +117,12 @@ rc=1
 if [ $built = 1 ]; then
   rc=0
   "$BIN" --fixtures "$FIX" --device "$DEVICE" --arch $NET --size $SIZE --batches $BATCHES --queue $QUEUE \
-    --warmup $WARMUP --ceiling-shapes $CEILING --steps "$STEPS" --finetune-batch "$FINETUNE_BATCH" --finetune-crop $CROP 2>&1 |
+    --warmup $WARMUP --ceiling-shapes $CEILING --steps "$STEPS" --finetune-batch "$FINETUNE_BATCH" --finetune-crop $CROP --parts "$PARTS" 2>&1 |
     tee "$LOG/cp2.log" || rc=$?
   echo "== cp2 done at $(el) (exit $rc)"
 fi
 PYTHONUNBUFFERED=1 $PY - "$ROOT/tools" "$STEPS" "$TORCH_SIDE" "$FINETUNE_BATCH" "$DEVICE" $NET $SIZE $BATCHES $QUEUE \
-  $WARMUP $CROP <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
+  $WARMUP $CROP "$PARTS" <<'PY' 2>&1 | grep -v Warning | tee "$LOG/torch.log"
 import sys, time, torch
 sys.path.insert(0, sys.argv[1])
 import cp2_reference as ref
@@ -122,10 +131,13 @@ cuda = dev == "cuda"
 # The sizes cp2_gpu_check was given (the script's NET, SIZE, BATCHES, QUEUE, WARMUP, CROP).
 arch, S, batches, K, warmup, C = (int(sys.argv[6]), int(sys.argv[7]), tuple(int(b) for b in sys.argv[8].split(",")),
                                   int(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]))
+parts = sys.argv[12].split(",")  # the script's PARTS: the step and finetune parts have a PyTorch side
+timed_steps = f"{steps} timed step" + ("" if steps == 1 else "s")
 torch.backends.cudnn.benchmark = True       # the authors' main.py
 torch.backends.cudnn.allow_tf32 = True      # PyTorch's defaults for a user's run
 torch.backends.cuda.matmul.allow_tf32 = False
-print(f"[torch] R{arch}-ASPP@{S}, K {K}, {steps} timed steps after {warmup} warm-up (img/s), PyTorch {torch.__version__}")
+if "step" in parts and side != "none":
+    print(f"[torch] R{arch}-ASPP@{S}, K {K}, {timed_steps} after {warmup} warm-up (img/s), PyTorch {torch.__version__}")
 
 
 def timed(step, batch):
@@ -157,7 +169,8 @@ Scaler = torch.amp.GradScaler if hasattr(torch.amp, "GradScaler") else None
 for batch in batches:
     for amp in (None, torch.bfloat16, torch.float16):
         for cl in (False, True):
-            if (amp == torch.float16 and not (cl and cuda)) or (side == "authors" and (amp or cl)) or side == "none":
+            if (amp == torch.float16 and not (cl and cuda)) or (side == "authors" and (amp or cl)) or side == "none" \
+                    or "step" not in parts:
                 continue
             q = k = opt = scaler = None  # so that a failure before they exist frees what does
             try:
@@ -202,8 +215,8 @@ for batch in batches:
 # 512² (DEVICE=cpu: R18 at 64²), forward, the decode head's loss (cross-entropy ignoring 255, mean over all pixels) and
 # its pixel accuracy, backward, SGD (lr 0.003, momentum 0.9, no weight decay), both logged
 # numbers read each step (mmseg's log_vars).
-if FB > 0 and side != "none":
-    print(f"[torch-ft] DeepLabV3 R{arch} at {C}², {steps} timed steps after {warmup} warm-up (img/s)")
+if FB > 0 and side != "none" and "finetune" in parts:
+    print(f"[torch-ft] DeepLabV3 R{arch} at {C}², {timed_steps} after {warmup} warm-up (img/s)")
     for amp, cl in ((None, False), (None, True), (torch.bfloat16, True)):
         if side == "authors" and (amp or cl):
             continue

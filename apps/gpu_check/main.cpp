@@ -18,7 +18,8 @@
 //     0.x's loss, PyTorch on the CPU); then the DeepLabV3 R<arch> step at --finetune-crop²,
 //     batch --finetune-batch, in images/s: fp32 NCHW (the authors'), fp32 channels-last and
 //     AMP bf16 channels-last, eager.
-// Exit status 1 when a parity check fails.
+// --parts picks among them (parity: 1 and 4's first half; step: 2; ceiling: 3; finetune: 4's
+// timing), so that a GPU session can rerun one part alone. Exit status 1 when a parity check fails.
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -29,6 +30,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -59,6 +61,8 @@ struct Args {
   int finetune_crop = 512, finetune_batch = 16;  // 0: no finetuning timing
   int64_t queue = 65536;
   std::vector<int64_t> batches{32, 64};
+  std::set<std::string> parts{"parity", "step", "ceiling", "finetune"};
+  bool runs(const char* part) const { return parts.count(part) > 0; }
 };
 
 // why "": the usage asked for (--help), on stdout with status 0.
@@ -66,9 +70,9 @@ struct Args {
   std::FILE* to = why.empty() ? stdout : stderr;
   if (!why.empty()) std::fprintf(to, "error: %s\n", why.c_str());
   std::fprintf(to,
-               "usage: cp2_gpu_check --fixtures DIR [--device cuda] [--arch 50] [--size 224] "
+               "usage: cp2_gpu_check --fixtures DIR (for parity) [--device cuda] [--arch 50] [--size 224] "
                "[--batches 32,64] [--steps 10] [--warmup 3] [--queue 65536] [--ceiling-shapes 8 (0: none)] "
-               "[--finetune-batch 16 (0: none)] [--finetune-crop 512]\n"
+               "[--finetune-batch 16 (0: none)] [--finetune-crop 512] [--parts parity,step,ceiling,finetune]\n"
                "tools/gpu_check.sh runs it; bash tools/gpu_check.sh --help says what each part does\n");
   std::exit(why.empty() ? 0 : 2);
 }
@@ -91,7 +95,16 @@ Args parse(int argc, char** argv) {
       else if (k == "--ceiling-shapes") a.ceiling_shapes = std::stoi(v);
       else if (k == "--finetune-batch") a.finetune_batch = std::stoi(v);
       else if (k == "--finetune-crop") a.finetune_crop = std::stoi(v);
-      else if (k == "--batches") {
+      else if (k == "--parts") {
+        a.parts.clear();
+        std::stringstream ss(v);
+        for (std::string p; std::getline(ss, p, ',');) {
+          if (p != "parity" && p != "step" && p != "ceiling" && p != "finetune")
+            usage("--parts: expected parity, step, ceiling or finetune, found '" + p + "'");
+          a.parts.insert(p);
+        }
+        if (a.parts.empty()) usage("--parts: expected one part or more, found none");
+      } else if (k == "--batches") {
         a.batches.clear();
         std::stringstream ss(v);
         for (std::string b; std::getline(ss, b, ',');) a.batches.push_back(std::stoll(b));
@@ -438,7 +451,7 @@ Timing time_step(const Args& a, const torch::Device& dev, int64_t batch, const s
       else eager();
     });
     if (opt.skipped_steps() > skipped)
-      t.note += " (" + std::to_string(opt.skipped_steps() - skipped) + " timed steps skipped by loss scaling)";
+      t.note += " (" + count_of(opt.skipped_steps() - skipped, "timed step") + " skipped by loss scaling)";
     if (runner && runner->captures() > captures)
       t.note += " (" + std::to_string(runner->captures() - captures) + " captures while timed)";
     return t;
@@ -473,10 +486,11 @@ void ceiling(const Args& a, const torch::Device& dev, int64_t batch, int top) {
     const auto heavy = compute::heaviest_shapes(count, top, /*convolutions_only=*/true);
     double flops = 0;
     for (const auto& h : heavy) flops += h.first;
-    std::printf("[ceiling] batch %lld: the %zu heaviest undilated convolutions, %.0f %% of the step's %.1f GFLOP, "
+    std::printf("[ceiling] batch %lld: the heaviest %s, %.0f %% of the step's %.1f GFLOP, "
                 "each alone, forward (an estimate of forward + backward)\n",
-                static_cast<long long>(batch), heavy.size(), 100 * flops / std::max(count.total(), 1.0),
-                count.total() / 1e9);
+                static_cast<long long>(batch),
+                count_of(static_cast<int64_t>(heavy.size()), "undilated convolution").c_str(),
+                100 * flops / std::max(count.total(), 1.0), count.total() / 1e9);
     struct Numerics {
       std::string name;
       c10::ScalarType dtype;
@@ -612,7 +626,8 @@ Timing time_finetune(const Args& a, const torch::Device& dev, const std::string&
 
 int main(int argc, char** argv) {
   const auto a = parse(argc, argv);
-  if (a.fixtures.empty()) usage("--fixtures DIR is required (tools/make_parity_fixtures.py writes it)");
+  if (a.fixtures.empty() && a.runs("parity"))
+    usage("--fixtures DIR is required for --parts parity (tools/make_parity_fixtures.py writes it)");
   try {
     const torch::Device dev(a.device);
     if (dev.is_cuda() && !torch::cuda::is_available()) throw Error("--device " + a.device + ": CUDA is not available");
@@ -623,38 +638,43 @@ int main(int argc, char** argv) {
     at::globalContext().setAllowTF32CuBLAS(false);
     at::globalContext().setAllowTF32CuDNN(false);
     std::printf("cp2_gpu_check: LibTorch %s, device %s\n", TORCH_VERSION, dev.str().c_str());
-    bool ok = parity(a, dev);
-    ok = finetune_parity(a, dev) && ok;  // part 4a
-    ok = graph_parity(dev, "fp32", false) && ok;
-    if (dev.is_cuda()) ok = graph_parity(dev, "bf16", true) && ok;
-    if (dev.is_cuda()) ok = graph_parity(dev, "fp16", true) && ok;
-    if (dev.is_cuda()) ok = pinned_batch(dev) && ok;
+    bool ok = true;
+    if (a.runs("parity")) {
+      ok = parity(a, dev);
+      ok = finetune_parity(a, dev) && ok;  // part 4a
+      ok = graph_parity(dev, "fp32", false) && ok;
+      if (dev.is_cuda()) ok = graph_parity(dev, "bf16", true) && ok;
+      if (dev.is_cuda()) ok = graph_parity(dev, "fp16", true) && ok;
+      if (dev.is_cuda()) ok = pinned_batch(dev) && ok;
+    }
     // Timing as a user's run would: TF32 allowed for fp32 convolutions (PyTorch's default),
     // cuDNN autotuning on (the authors' main.py: cudnn.benchmark = True; train::parse_device).
     at::globalContext().setAllowTF32CuDNN(true);
     at::globalContext().setBenchmarkCuDNN(true);
-    std::printf("[step] R%d-ASPP@%d, K %lld, %d timed steps after %d warm-up (img/s)\n", a.arch, a.size,
-                static_cast<long long>(a.queue), a.steps, a.warmup);
-    for (int64_t batch : a.batches)
-      for (const std::string precision : {"fp32", "bf16", "fp16"})
-        for (bool cl : {false, true})
-          for (bool graph : {false, true}) {
-            // AMP fp16 in its usual layout only (time budget), and on CUDA only (train.precision's
-            // rule); CUDA graphs on CUDA (fp16 with loss scaling as two, pretrain/graph_step.h).
-            if (precision == "fp16" && (!cl || !dev.is_cuda())) continue;
-            if (graph && !dev.is_cuda()) continue;
-            const std::string label = numerics_label(precision);
-            const std::string layout = std::string(cl ? "channels-last" : "NCHW") + (graph ? " graph" : "");
-            std::printf("[step] batch %3lld %-9s %-19s %s\n", static_cast<long long>(batch), label.c_str(),
-                        layout.c_str(), time_step(a, dev, batch, precision, cl, graph).str().c_str());
-            std::fflush(stdout);
-          }
-    if (a.ceiling_shapes > 0)
+    if (a.runs("step")) {
+      std::printf("[step] R%d-ASPP@%d, K %lld, %s after %d warm-up (img/s)\n", a.arch, a.size,
+                  static_cast<long long>(a.queue), count_of(a.steps, "timed step").c_str(), a.warmup);
+      for (int64_t batch : a.batches)
+        for (const std::string precision : {"fp32", "bf16", "fp16"})
+          for (bool cl : {false, true})
+            for (bool graph : {false, true}) {
+              // AMP fp16 in its usual layout only (time budget), and on CUDA only (train.precision's
+              // rule); CUDA graphs on CUDA (fp16 with loss scaling as two, pretrain/graph_step.h).
+              if (precision == "fp16" && (!cl || !dev.is_cuda())) continue;
+              if (graph && !dev.is_cuda()) continue;
+              const std::string label = numerics_label(precision);
+              const std::string layout = std::string(cl ? "channels-last" : "NCHW") + (graph ? " graph" : "");
+              std::printf("[step] batch %3lld %-9s %-19s %s\n", static_cast<long long>(batch), label.c_str(),
+                          layout.c_str(), time_step(a, dev, batch, precision, cl, graph).str().c_str());
+              std::fflush(stdout);
+            }
+    }
+    if (a.runs("ceiling") && a.ceiling_shapes > 0)
       ceiling(a, dev, *std::max_element(a.batches.begin(), a.batches.end()), a.ceiling_shapes);
     // Part 4b (4a ran with the other parity checks).
-    if (a.finetune_batch > 0) {
-      std::printf("[finetune] DeepLabV3 R%d (output stride 16, 21 classes) at %d², %d timed steps after %d warm-up\n",
-                  a.arch, a.finetune_crop, a.steps, a.warmup);
+    if (a.runs("finetune") && a.finetune_batch > 0) {
+      std::printf("[finetune] DeepLabV3 R%d (output stride 16, 21 classes) at %d², %s after %d warm-up\n",
+                  a.arch, a.finetune_crop, count_of(a.steps, "timed step").c_str(), a.warmup);
       for (const auto& [precision, cl] : std::vector<std::pair<std::string, bool>>{
                {"fp32", false}, {"fp32", true}, {"bf16", true}}) {
         const std::string label = numerics_label(precision);
