@@ -162,12 +162,6 @@ compute::Numerics numerics_for(const std::string& precision, bool channels_last,
 // A timed line's name for train.precision: fp32, or AMP with its type.
 std::string numerics_label(const std::string& precision) { return precision == "fp32" ? "fp32" : "AMP " + precision; }
 
-// The first line of an error's message (the checks print one line each).
-std::string first_line(const std::exception& e) {
-  const std::string w = e.what();
-  return w.substr(0, w.find('\n'));
-}
-
 // A timed configuration (parts 2 and 4b): images/s, nominal GFLOP/s, peak device memory
 // (-1: not known) and notes, or the error that stopped it.
 struct Timing {
@@ -264,7 +258,7 @@ bool pinned_batch(const torch::Device& dev) {
     const auto on_dev = host.to(dev, /*non_blocking=*/true);
     ok = torch::equal(on_dev.cpu(), host);
   }
-  const std::string why = err.empty() ? std::string() : ": " + err.substr(0, err.find('\n'));
+  const std::string why = err.empty() ? std::string() : ": " + first_line(err);
   std::printf("[pin] a batch pinned by a loader thread for %s, copied asynchronously: %s%s\n", dev.str().c_str(),
               ok ? "PASS" : "FAIL", why.c_str());
   return ok;
@@ -393,7 +387,7 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
                 queue_tol, scaled_what.c_str(), ptr_eq ? "equal" : "DIFFER", scaled_state.c_str(), pass ? "PASS" : "FAIL");
     return pass;
   } catch (const std::exception& e) {
-    std::printf("[graph] %s failed: %s\n", tag.c_str(), first_line(e).c_str());
+    std::printf("[graph] %s failed: %s\n", tag.c_str(), error_line(e).c_str());
     return false;
   }
 }
@@ -457,7 +451,7 @@ Timing time_step(const Args& a, const torch::Device& dev, int64_t batch, const s
     return t;
   } catch (const std::exception& e) {
     Timing t;
-    t.error = first_line(e);
+    t.error = error_line(e);
     return t;
   }
 }
@@ -513,7 +507,7 @@ void ceiling(const Args& a, const torch::Device& dev, int64_t batch, int top) {
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {
-    std::printf("[ceiling] batch %lld failed: %s\n", static_cast<long long>(batch), first_line(e).c_str());
+    std::printf("[ceiling] batch %lld failed: %s\n", static_cast<long long>(batch), error_line(e).c_str());
   }
 }
 
@@ -581,7 +575,7 @@ bool finetune_parity(const Args& a, const torch::Device& dev) {
                 pass ? "PASS" : "FAIL");
     return pass;
   } catch (const std::exception& e) {
-    std::printf("[parity] finetune on %s failed: %s\n", dev.str().c_str(), first_line(e).c_str());
+    std::printf("[parity] finetune on %s failed: %s\n", dev.str().c_str(), error_line(e).c_str());
     return false;
   }
 }
@@ -617,7 +611,7 @@ Timing time_finetune(const Args& a, const torch::Device& dev, const std::string&
     return timed(dev, a.steps, B, flops_per_img(step, B, dev, n), step);
   } catch (const std::exception& e) {
     Timing t;
-    t.error = first_line(e);
+    t.error = error_line(e);
     return t;
   }
 }

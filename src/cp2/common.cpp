@@ -28,6 +28,10 @@ std::string error_message(const std::exception& e) {
   return e.what();
 }
 
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+std::string error_line(const std::exception& e) { return first_line(error_message(e)); }
+
 int usable_cores() {
   cpu_set_t set;
   CPU_ZERO(&set);

@@ -21,6 +21,10 @@ class Error : public std::runtime_error {
 // An exception's message for a person: LibTorch's (c10::Error) without the C++ backtrace its
 // what() carries, std::bad_alloc said as running out of memory, others' what().
 std::string error_message(const std::exception& e);
+// The first line of `s`, and of error_message(e): one line per fault where a message quotes a
+// cause (LibTorch's checks can run over several lines).
+std::string first_line(const std::string& s);
+std::string error_line(const std::exception& e);
 
 // Debian's LibTorch starts with one intra-op thread; cp2 defaults to every core it may use.
 // n <= 0: all the cores this process may run on (usable_cores()), shared evenly among

@@ -39,4 +39,19 @@ TEST(Common, ErrorMessageSaysOutOfMemoryAndKeepsOthers) {
   }
 }
 
+// One line of a cause, where a message quotes it: LibTorch's check, several lines long, and
+// others as they are.
+TEST(Common, ErrorLineIsTheMessagesFirstLine) {
+  try {
+    TORCH_CHECK(false, "conv2d: expected 4 channels, found 3\nsecond line");
+    FAIL() << "TORCH_CHECK did not throw";
+  } catch (const std::exception& e) {
+    EXPECT_EQ(cp2::error_line(e), "conv2d: expected 4 channels, found 3");
+  }
+  EXPECT_EQ(cp2::first_line("one\ntwo\n"), "one");
+  EXPECT_EQ(cp2::first_line("one"), "one");
+  EXPECT_EQ(cp2::first_line(""), "");
+  EXPECT_EQ(cp2::error_line(cp2::Error("x.pt: truncated")), "x.pt: truncated");
+}
+
 }  // namespace

@@ -36,11 +36,6 @@ using GroupBase = c10d::Backend;
 using GroupBase = c10d::ProcessGroup;
 #endif
 
-std::string first_line(const std::string& s) {
-  const auto nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
-}
-
 // LibTorch 2.4 and later ask for the libuv store backend by default, and builds without libuv
 // refuse it ("use_libuv was requested but PyTorch was build without libuv support": Debian
 // 13's 2.6, measured): there the store falls back to the classic backend.
@@ -125,7 +120,7 @@ class C10dComm final : public Comm {
       auto pulse = tcp_store(l.master_addr, co);
       heartbeat_ = std::make_unique<Heartbeat>(c10::make_intrusive<c10d::PrefixStore>(prefix, pulse), l.rank);
     } catch (const std::exception& e) {
-      const std::string what = first_line(e.what());
+      const std::string what = error_line(e);
       if (l.rank == 0 && what.find("ddress already in use") != std::string::npos)
         throw Error("rendezvous: MASTER_PORT " + std::to_string(l.master_port) + " is already in use on " +
                     l.master_addr + " (another run?): choose a free port");
@@ -161,7 +156,7 @@ class C10dComm final : public Comm {
       throw;
     } catch (const std::exception& e) {
       throw Error("process group (" + std::string(cuda ? "NCCL" : "Gloo") + ") on rank " + std::to_string(l.rank) +
-                  ": " + first_line(e.what()));
+                  ": " + error_line(e));
     }
   }
 

@@ -269,8 +269,7 @@ Checkpoint naming_the_file(const std::string& path, Load&& load) {
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    const std::string what = e.what();  // LibTorch's carry a backtrace after the first line
-    throw Error(path + ": unexpected fault while reading it (" + what.substr(0, what.find('\n')) +
+    throw Error(path + ": unexpected fault while reading it (" + error_line(e) +
                 "); the file is corrupt or not a PyTorch checkpoint");
   }
 }

@@ -141,7 +141,7 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
     capturing = nullptr;
     g->capture_end();
   } catch (const std::exception& e) {
-    std::string what = e.what();
+    const std::string what = error_line(e);
     if (capturing) {
       try {
         capturing->capture_end();  // ends the stream's capture (it reports the capture invalid)
@@ -151,7 +151,7 @@ GraphedStep::GraphedStep(CP2ModelImpl& model, train::Optimizer& opt, const data:
     }
     at::autocast::set_autocast_cache_enabled(cache);
     opt.set_steps(steps);
-    throw Error("CUDA graph: capturing the step failed: " + what.substr(0, what.find('\n')) +
+    throw Error("CUDA graph: capturing the step failed: " + what +
                 " (train.cuda_graph: off runs every step eagerly)");
   }
   // The outputs without their autograd graph: kept alive, it would keep the parameters'
