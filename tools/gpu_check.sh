@@ -24,10 +24,10 @@
 # estimates, not yet run on a GPU). Usage: bash tools/gpu_check.sh [build dir]  (PYTHON=python3,
 # STEPS=10, FINETUNE_BATCH=16, TORCH_SIDE=all|authors|none: authors times only PyTorch's fp32
 # NCHW steps, the authors' configuration, none skips PyTorch's side, for when it was measured
-# before; PARTS=parity,step,ceiling,finetune, or some of them, to rerun parts alone: parity
-# (the fixtures' checks, the graphs' and the pinned batch), step (the R50-ASPP@224 step, both
-# sides), ceiling, finetune (the timed finetuning step, both sides); logs go to $OUT when it is
-# set, else next to the build dir).
+# before; PARTS=parity,graph,step,ceiling,finetune, or some of them, to rerun parts alone:
+# parity (the fixtures' checks), graph (the CUDA-graph steps against eager ones, the pinned
+# batch), step (the R50-ASPP@224 step, both sides), ceiling, finetune (the timed finetuning
+# step, both sides); logs go to $OUT when it is set, else next to the build dir).
 # A dry run before a GPU session: DEVICE=cpu runs the whole script on the CPU at small sizes
 # (R18-ASPP@64 batch 4, K 256; finetuning 64² batch 2; one timed step), both sides; CI runs it
 # so (GpuCheck.ScriptRunsOnTheCpu) with GPU_CHECK_BIN=<a built cp2_gpu_check> (no build) and
@@ -56,9 +56,9 @@ STEPS=${STEPS:-10}
 FINETUNE_BATCH=${FINETUNE_BATCH:-16}
 TORCH_SIDE=${TORCH_SIDE:-all}
 case $TORCH_SIDE in all | authors | none) ;; *) echo "error: TORCH_SIDE: expected all, authors or none, found '$TORCH_SIDE'" >&2; exit 2 ;; esac
-PARTS=${PARTS:-parity,step,ceiling,finetune}
-P='(parity|step|ceiling|finetune)'
-[[ $PARTS =~ ^$P(,$P)*$ ]] || { echo "error: PARTS: expected some of parity,step,ceiling,finetune, found '$PARTS'" >&2; exit 2; }
+PARTS=${PARTS:-parity,graph,step,ceiling,finetune}
+P='(parity|graph|step|ceiling|finetune)'
+[[ $PARTS =~ ^$P(,$P)*$ ]] || { echo "error: PARTS: expected some of parity,graph,step,ceiling,finetune, found '$PARTS'" >&2; exit 2; }
 runs() { case ,$PARTS, in *,$1,*) return 0 ;; esac; return 1; }
 LOG=${OUT:-$B.logs}
 mkdir -p "$B" "$LOG"

@@ -18,8 +18,9 @@
 //     0.x's loss, PyTorch on the CPU); then the DeepLabV3 R<arch> step at --finetune-crop²,
 //     batch --finetune-batch, in images/s: fp32 NCHW (the authors'), fp32 channels-last and
 //     AMP bf16 channels-last, eager.
-// --parts picks among them (parity: 1 and 4's first half; step: 2; ceiling: 3; finetune: 4's
-// timing), so that a GPU session can rerun one part alone. Exit status 1 when a parity check fails.
+// --parts picks among them (parity: 1's fixtures and 4's first half; graph: 1's CUDA-graph
+// steps and pinned batch; step: 2; ceiling: 3; finetune: 4's timing), so that a GPU session
+// can rerun one part alone. Exit status 1 when a parity check fails.
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -61,7 +62,7 @@ struct Args {
   int finetune_crop = 512, finetune_batch = 16;  // 0: no finetuning timing
   int64_t queue = 65536;
   std::vector<int64_t> batches{32, 64};
-  std::set<std::string> parts{"parity", "step", "ceiling", "finetune"};
+  std::set<std::string> parts{"parity", "graph", "step", "ceiling", "finetune"};
   bool runs(const char* part) const { return parts.count(part) > 0; }
 };
 
@@ -72,7 +73,7 @@ struct Args {
   std::fprintf(to,
                "usage: cp2_gpu_check --fixtures DIR (for parity) [--device cuda] [--arch 50] [--size 224] "
                "[--batches 32,64] [--steps 10] [--warmup 3] [--queue 65536] [--ceiling-shapes 8 (0: none)] "
-               "[--finetune-batch 16 (0: none)] [--finetune-crop 512] [--parts parity,step,ceiling,finetune]\n"
+               "[--finetune-batch 16 (0: none)] [--finetune-crop 512] [--parts parity,graph,step,ceiling,finetune]\n"
                "tools/gpu_check.sh runs it; bash tools/gpu_check.sh --help says what each part does\n");
   std::exit(why.empty() ? 0 : 2);
 }
@@ -99,8 +100,8 @@ Args parse(int argc, char** argv) {
         a.parts.clear();
         std::stringstream ss(v);
         for (std::string p; std::getline(ss, p, ',');) {
-          if (p != "parity" && p != "step" && p != "ceiling" && p != "finetune")
-            usage("--parts: expected parity, step, ceiling or finetune, found '" + p + "'");
+          if (p != "parity" && p != "graph" && p != "step" && p != "ceiling" && p != "finetune")
+            usage("--parts: expected parity, graph, step, ceiling or finetune, found '" + p + "'");
           a.parts.insert(p);
         }
         if (a.parts.empty()) usage("--parts: expected one part or more, found none");
@@ -636,6 +637,8 @@ int main(int argc, char** argv) {
     if (a.runs("parity")) {
       ok = parity(a, dev);
       ok = finetune_parity(a, dev) && ok;  // part 4a
+    }
+    if (a.runs("graph")) {
       ok = graph_parity(dev, "fp32", false) && ok;
       if (dev.is_cuda()) ok = graph_parity(dev, "bf16", true) && ok;
       if (dev.is_cuda()) ok = graph_parity(dev, "fp16", true) && ok;

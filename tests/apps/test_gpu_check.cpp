@@ -80,7 +80,7 @@ TEST(GpuCheck, ScriptRunsOnTheCpu) {
   EXPECT_NE(r.out.find("error: DEVICE: expected cuda or cpu (a dry run), found 'gpu'"), std::string::npos) << r.out;
   r = cp2::test::run_command("PARTS=parity,speed bash " + std::string(CP2_TOOLS) + "/gpu_check.sh " + dir + "/build");
   EXPECT_EQ(r.rc, 2) << r.out;
-  EXPECT_NE(r.out.find("error: PARTS: expected some of parity,step,ceiling,finetune, found 'parity,speed'"),
+  EXPECT_NE(r.out.find("error: PARTS: expected some of parity,graph,step,ceiling,finetune, found 'parity,speed'"),
             std::string::npos)
       << r.out;
 }
@@ -93,7 +93,7 @@ TEST(GpuCheck, NamesWhatIsMissingOrWrong) {
   for (const std::string f : {"[parity] cp2_step_r18_96: missing " + empty + "/cp2_step_r18_96.pt",
                               "missing " + empty + "/finetune_r18.pt", "run tools/make_parity_fixtures.py --out " + empty})
     EXPECT_NE(r.out.find(f), std::string::npos) << f << " in:\n" << r.out;
-  EXPECT_EQ(count_lines(r.out, R"(\[(step|ceiling|finetune)\] .*)"), 0) << r.out;
+  EXPECT_EQ(count_lines(r.out, R"(\[(graph|step|ceiling|finetune)\] .*)"), 0) << r.out;
   // One part alone, without fixtures when it is not parity: a GPU session's rerun.
   r = gpu_check("--device cpu --arch 18 --size 32 --batches 2 --ceiling-shapes 1 --parts ceiling");
   EXPECT_EQ(r.rc, 0) << r.out;
@@ -109,7 +109,7 @@ TEST(GpuCheck, NamesWhatIsMissingOrWrong) {
            {"--fixtures x --steps 0", "--steps: expected >= 1, found 0"},
            {"--fixtures x --arch eighteen", "--arch: expected a number, found 'eighteen'"},
            {"--fixtures x --colour red", "unknown option --colour"},
-           {"--fixtures x --parts step,speed", "--parts: expected parity, step, ceiling or finetune, found 'speed'"},
+           {"--fixtures x --parts step,speed", "--parts: expected parity, graph, step, ceiling or finetune, found 'speed'"},
            {"--fixtures x --parts ''", "--parts: expected one part or more, found none"},
            {"--batches 8", "--fixtures DIR is required for --parts parity"}}) {
     r = gpu_check(args);
