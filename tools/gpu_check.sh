@@ -132,11 +132,12 @@ cuda = dev == "cuda"
 arch, S, batches, K, warmup, C = (int(sys.argv[6]), int(sys.argv[7]), tuple(int(b) for b in sys.argv[8].split(",")),
                                   int(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]))
 parts = sys.argv[12].split(",")  # the script's PARTS: the step and finetune parts have a PyTorch side
+run_steps, run_finetune = side != "none" and "step" in parts, side != "none" and "finetune" in parts and FB > 0
 timed_steps = f"{steps} timed step" + ("" if steps == 1 else "s")
 torch.backends.cudnn.benchmark = True       # the authors' main.py
 torch.backends.cudnn.allow_tf32 = True      # PyTorch's defaults for a user's run
 torch.backends.cuda.matmul.allow_tf32 = False
-if "step" in parts and side != "none":
+if run_steps:
     print(f"[torch] R{arch}-ASPP@{S}, K {K}, {timed_steps} after {warmup} warm-up (img/s), PyTorch {torch.__version__}")
 
 
@@ -166,11 +167,10 @@ def free_memory():
 
 
 Scaler = torch.amp.GradScaler if hasattr(torch.amp, "GradScaler") else None
-for batch in batches:
+for batch in batches if run_steps else ():
     for amp in (None, torch.bfloat16, torch.float16):
         for cl in (False, True):
-            if (amp == torch.float16 and not (cl and cuda)) or (side == "authors" and (amp or cl)) or side == "none" \
-                    or "step" not in parts:
+            if (amp == torch.float16 and not (cl and cuda)) or (side == "authors" and (amp or cl)):
                 continue
             q = k = opt = scaler = None  # so that a failure before they exist frees what does
             try:
@@ -215,7 +215,7 @@ for batch in batches:
 # 512² (DEVICE=cpu: R18 at 64²), forward, the decode head's loss (cross-entropy ignoring 255, mean over all pixels) and
 # its pixel accuracy, backward, SGD (lr 0.003, momentum 0.9, no weight decay), both logged
 # numbers read each step (mmseg's log_vars).
-if FB > 0 and side != "none" and "finetune" in parts:
+if run_finetune:
     print(f"[torch-ft] DeepLabV3 R{arch} at {C}², {timed_steps} after {warmup} warm-up (img/s)")
     for amp, cl in ((None, False), (None, True), (torch.bfloat16, True)):
         if side == "authors" and (amp or cl):

@@ -48,11 +48,10 @@ int run(const PredictArgs& a) {
   po.overlays = !a.no_overlay;
   po.skip_bad = a.skip_bad;
   auto r = seg::predict_files(m, a.inputs, eo, po, !a.quiet);
-  const auto n = [](size_t k, const char* noun) { return count_of(static_cast<int64_t>(k), noun); };
-  std::printf("wrote %s%s to %s\n", n(r.labels.size(), "label PNG").c_str(),
-              po.overlays ? (" and " + n(r.overlays.size(), "overlay")).c_str() : "", a.out.c_str());
+  std::printf("wrote %s%s to %s\n", count_of(r.labels.size(), "label PNG").c_str(),
+              po.overlays ? (" and " + count_of(r.overlays.size(), "overlay")).c_str() : "", a.out.c_str());
   if (!r.bad.empty()) {
-    std::printf("skipped %s:\n", n(r.bad.size(), "unreadable image").c_str());
+    std::printf("skipped %s:\n", count_of(r.bad.size(), "unreadable image").c_str());
     for (const auto& b : r.bad) std::printf("  %s\n", b.c_str());
   }
   return 0;

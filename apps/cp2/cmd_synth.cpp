@@ -63,7 +63,7 @@ Command register_synth(CLI::App& app) {
               return 0;
             }
             auto paths = data::write_synthetic_images(*out, *o);
-            std::printf("wrote %s to %s\n", count_of(static_cast<int64_t>(paths.size()), "image").c_str(), out->c_str());
+            std::printf("wrote %s to %s\n", count_of(paths.size(), "image").c_str(), out->c_str());
             return 0;
           }};
 }

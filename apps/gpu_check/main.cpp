@@ -1,6 +1,6 @@
 // cp2_gpu_check: the GPU path's short check (issue 11 §6). Built with LibTorch alone
 // (cmake -DCP2_CORE_ONLY=ON, any LibTorch 1.13 / 2.x, CUDA or not); tools/gpu_check.sh
-// builds and runs it. Three parts:
+// builds and runs it. Four parts:
 //  1. loss parity on the device: the CP² step fixtures of tools/make_parity_fixtures.py
 //     (written on the CPU by an independent PyTorch computation) against cp2's forward on
 //     --device, TF32 off; losses within 1e-4 relative, accuracies equal.
@@ -56,13 +56,16 @@ namespace {
 
 using namespace cp2;
 
+// --parts' names (each on by default).
+const std::vector<std::string> kParts{"parity", "graph", "step", "ceiling", "finetune"};
+
 struct Args {
   std::string fixtures, device = "cuda";
   int arch = 50, size = 224, steps = 10, warmup = 3, ceiling_shapes = 8;
   int finetune_crop = 512, finetune_batch = 16;  // 0: no finetuning timing
   int64_t queue = 65536;
   std::vector<int64_t> batches{32, 64};
-  std::set<std::string> parts{"parity", "graph", "step", "ceiling", "finetune"};
+  std::set<std::string> parts{kParts.begin(), kParts.end()};
   bool runs(const char* part) const { return parts.count(part) > 0; }
 };
 
@@ -76,6 +79,14 @@ struct Args {
                "[--finetune-batch 16 (0: none)] [--finetune-crop 512] [--parts parity,graph,step,ceiling,finetune]\n"
                "tools/gpu_check.sh runs it; bash tools/gpu_check.sh --help says what each part does\n");
   std::exit(why.empty() ? 0 : 2);
+}
+
+// "a,b,c" -> {"a", "b", "c"}; "" -> {}.
+std::vector<std::string> split_commas(const std::string& v) {
+  std::vector<std::string> out;
+  std::stringstream ss(v);
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
+  return out;
 }
 
 Args parse(int argc, char** argv) {
@@ -98,17 +109,16 @@ Args parse(int argc, char** argv) {
       else if (k == "--finetune-crop") a.finetune_crop = std::stoi(v);
       else if (k == "--parts") {
         a.parts.clear();
-        std::stringstream ss(v);
-        for (std::string p; std::getline(ss, p, ',');) {
-          if (p != "parity" && p != "graph" && p != "step" && p != "ceiling" && p != "finetune")
-            usage("--parts: expected parity, graph, step, ceiling or finetune, found '" + p + "'");
+        for (const auto& p : split_commas(v)) {
+          if (std::find(kParts.begin(), kParts.end(), p) == kParts.end())
+            usage("--parts: expected " + join({kParts.begin(), kParts.end() - 1}) + " or " + kParts.back() +
+                  ", found '" + p + "'");
           a.parts.insert(p);
         }
         if (a.parts.empty()) usage("--parts: expected one part or more, found none");
       } else if (k == "--batches") {
         a.batches.clear();
-        std::stringstream ss(v);
-        for (std::string b; std::getline(ss, b, ',');) a.batches.push_back(std::stoll(b));
+        for (const auto& b : split_commas(v)) a.batches.push_back(std::stoll(b));
       } else usage("unknown option " + k);
     } catch (const std::invalid_argument&) {
       usage(k + ": expected a number, found '" + v + "'");
@@ -484,7 +494,7 @@ void ceiling(const Args& a, const torch::Device& dev, int64_t batch, int top) {
     std::printf("[ceiling] batch %lld: the heaviest %s, %.0f %% of the step's %.1f GFLOP, "
                 "each alone, forward (an estimate of forward + backward)\n",
                 static_cast<long long>(batch),
-                count_of(static_cast<int64_t>(heavy.size()), "undilated convolution").c_str(),
+                count_of(heavy.size(), "undilated convolution").c_str(),
                 100 * flops / std::max(count.total(), 1.0), count.total() / 1e9);
     struct Numerics {
       std::string name;

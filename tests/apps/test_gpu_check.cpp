@@ -74,6 +74,14 @@ TEST(GpuCheck, ScriptRunsOnTheCpu) {
   EXPECT_EQ(r.out.find("FAIL"), std::string::npos) << r.out;
   EXPECT_TRUE(std::filesystem::exists(dir + "/logs/cp2.log"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/logs/torch.log"));
+  // One part alone (a GPU session's rerun): no fixtures written, and PyTorch's side follows.
+  r = cp2::test::run_command("DEVICE=cpu PARTS=ceiling OUT=" + dir + "/logs1 GPU_CHECK_BIN=" +
+                             std::string(CP2_GPU_CHECK) + " PYTHON=" + std::string(CP2_PYTHON) + " bash " +
+                             std::string(CP2_TOOLS) + "/gpu_check.sh " + dir + "/build1");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("== fixtures: exit 0, not written (PARTS=ceiling)"), std::string::npos) << r.out;
+  EXPECT_EQ(count_lines(r.out, R"(\[ceiling\] batch   4 .* ms .*)"), 6) << r.out;  // the run, then the summary
+  EXPECT_EQ(count_lines(r.out, R"(\[(parity|graph|step|finetune|torch|torch-ft)\] .*)"), 0) << r.out;
   // A mistyped setting is refused before anything runs.
   r = cp2::test::run_command("DEVICE=gpu bash " + std::string(CP2_TOOLS) + "/gpu_check.sh " + dir + "/build");
   EXPECT_EQ(r.rc, 2) << r.out;

@@ -60,7 +60,7 @@ std::string describe(const RemovedTemps& removed, const std::string& dir) {
     std::snprintf(size, sizeof size, "%.1f KiB", removed.bytes / 1024.0);
   else
     std::snprintf(size, sizeof size, "%.1f MiB", removed.bytes / 1048576.0);
-  return dir + ": removed " + count_of(static_cast<int64_t>(p.size()), "unfinished file") + " (" +
+  return dir + ": removed " + count_of(p.size(), "unfinished file") + " (" +
          size + ") of a write that was killed: " + p[0] + (p.size() > 1 ? ", ..." : "");
 }
 

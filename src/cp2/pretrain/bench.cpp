@@ -40,7 +40,6 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     throw Error("bench pretrain: --profile times eager steps op by op, and --cuda-graph on replays the step as a CUDA "
                 "graph, whose ops no profiler callback sees: drop one of the two (with --cuda-graph auto the profile "
                 "is of eager steps)");
-  const int workers = cfg.data.workers_for(o.device);
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
   if (o.cache_allocator) install_caching_cpu_allocator();
   if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
@@ -53,8 +52,9 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
 
   auto ds = std::make_shared<data::PretrainDataset>(o.data, cfg.aug_options(), 0);
   const int64_t nb = o.data_batches > 0 ? o.data_batches : 4 * o.steps;
+  const auto lo = cfg.loader_options();
   {
-    data::PretrainLoader loader(ds, cfg.loader_options());
+    data::PretrainLoader loader(ds, lo);
     const int64_t bpe = loader.batches_per_epoch();
     loader.start(0, 0, 1);  // warm the workers and the page cache a little
     loader.next();
@@ -67,7 +67,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     r.data_img_s = got * o.batch / seconds_since(t);
   }
   if (verbose)
-    std::printf("%s\n", data::pipeline_rate_line(r.data_img_s, workers, nb, o.batch).c_str());
+    std::printf("%s\n", data::pipeline_rate_line(r.data_img_s, lo.workers, nb, o.batch).c_str());
 
   CP2Model model = make_model(cfg.model_options(), 0);
   model->to(device);
@@ -90,12 +90,12 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
 
   // (b) and (c) alternate in rounds so that drifting machine speed (shared VMs vary by
   // 10-20 % over a minute) hits both alike; the medians are reported.
-  data::LoaderOptions single = cfg.loader_options();
+  data::LoaderOptions single = lo;
   single.workers = 0;
   data::PretrainLoader fixed_loader(ds, single);
   fixed_loader.start(0, 0, 1);
   const auto fixed = to_dev(*fixed_loader.next());
-  auto lopt = cfg.loader_options();
+  auto lopt = lo;
   lopt.pin_for = data::pin_target(device);  // as the training loop's
   data::PretrainLoader loader(ds, lopt);
   const int64_t bpe = loader.batches_per_epoch();

@@ -68,10 +68,10 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   SegBenchResult r;
   // The loader alone first, as cp2 bench pretrain's data phase: what it can give the step, and
   // per thread, how many threads a faster (GPU) step would need.
-  const int workers = cfg.data.workers_for(o.device);
+  const auto lo = cfg.loader_options();
   const int64_t nb = o.data_batches > 0 ? o.data_batches : 4 * o.steps;
   {
-    SegTrainLoader loader(ds, cfg.pipeline, cfg.loader_options(), 0);
+    SegTrainLoader loader(ds, cfg.pipeline, lo, 0);
     // Timed from the start: timed from its first batch, the batches the other threads had
     // built meanwhile (up to one each) would count for nothing.
     const auto t = Clock::now();
@@ -81,7 +81,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
     r.data_img_s = static_cast<double>(got * o.batch) / seconds_since(t);
   }
   if (verbose)
-    std::printf("%s\n", data::pipeline_rate_line(r.data_img_s, workers, nb, o.batch).c_str());
+    std::printf("%s\n", data::pipeline_rate_line(r.data_img_s, lo.workers, nb, o.batch).c_str());
   auto model = make_segmentor(cfg.model.segmentor(ds->num_classes()), 0);
   model->to(device);
   const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
@@ -96,7 +96,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
                {cfg.train.avg_non_ignore, cfg.model.align_corners});
     if (device.is_cuda()) torch::cuda::synchronize();
   };
-  SegTrainLoader fixed_loader(ds, cfg.pipeline, [&] { auto l = cfg.loader_options(); l.workers = 0; return l; }(), 0);
+  SegTrainLoader fixed_loader(ds, cfg.pipeline, [&] { auto l = lo; l.workers = 0; return l; }(), 0);
   const auto fixed = fixed_loader.build(0);
   for (int i = 0; i < o.warmup; ++i) step(fixed);
   // Counted and probed before the loader starts: its threads filling the prefetch queue took
