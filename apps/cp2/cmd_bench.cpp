@@ -21,7 +21,11 @@ namespace {
 void add_numerics_flags(CLI::App* s, compute::NumericsOptions& n) {
   s->add_option("--precision", n.precision, std::string(compute::kPrecisionHelp) + " (as train.precision)")
       ->capture_default_str();
-  s->add_flag("--channels-last", n.channels_last, "channels-last memory (as train.channels_last)");
+  s->add_option_function<std::string>(
+       "--channels-last", [&n](const std::string& v) { n.channels_last = v.empty() ? "true" : v; },
+       "channels-last memory: alone, true; =auto where measured faster (as train.channels_last)")
+      ->expected(0, 1)
+      ->type_name("[=true|false|auto]");
   s->add_option("--conv-algorithm", n.conv_algorithm,
                 std::string(compute::kConvAlgorithmHelp) + " (as train.conv_algorithm)")
       ->capture_default_str();

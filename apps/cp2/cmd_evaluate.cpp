@@ -48,7 +48,8 @@ int run(const EvalArgs& a) {
   const auto device = train::parse_device(a.device, "--device");
   m.model->to(device);
   std::string note;  // the stored config may name what only its training device could run
-  m.model->set_numerics(compute::resolve_inference_numerics(cfg.train.numerics, a.device, &note));
+  m.model->set_numerics(compute::resolve_inference_numerics(cfg.train.numerics, a.device,
+                                                               m.model->options().backbone.depth, &note));
   if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
   seg::SegDataset ds(cfg.data.dataset(false));
   train::Progress progress(!a.quiet, 10);

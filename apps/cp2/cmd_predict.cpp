@@ -40,7 +40,8 @@ int run(const PredictArgs& a) {
   auto m = seg::build_finetuned(file, seg::model_settings(file, cfg.model, src));
   m.model->to(train::parse_device(a.device, "--device"));
   std::string note;  // the stored config may name what only its training device could run
-  m.model->set_numerics(compute::resolve_inference_numerics(cfg.train.numerics, a.device, &note));
+  m.model->set_numerics(compute::resolve_inference_numerics(cfg.train.numerics, a.device,
+                                                               m.model->options().backbone.depth, &note));
   if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
   seg::PredictOptions po;
   po.out = a.out;

@@ -164,11 +164,11 @@ double rel(const at::Tensor& a, const at::Tensor& b) {
 
 // The numerics a training run takes for train.precision and train.channels_last on `dev`
 // (train.precision resolved as the loops resolve it).
-compute::Numerics numerics_for(const std::string& precision, bool channels_last, const torch::Device& dev) {
+compute::Numerics numerics_for(const std::string& precision, bool channels_last, const torch::Device& dev, int arch) {
   compute::NumericsOptions no;
   no.precision = precision;
-  no.channels_last = channels_last;
-  return compute::resolve_numerics(no, dev.str());
+  no.channels_last = channels_last ? "true" : "false";
+  return compute::resolve_numerics(no, dev.str(), arch);
 }
 // A timed line's name for train.precision: fp32, or AMP with its type.
 std::string numerics_label(const std::string& precision) { return precision == "fp32" ? "fp32" : "AMP " + precision; }
@@ -310,7 +310,7 @@ bool graph_parity(const torch::Device& dev, const std::string& precision, bool c
     pretrain::CP2Options o;
     o.encoder.backbone.depth = 18;
     o.queue_size = 256;
-    const auto n = numerics_for(precision, channels_last, dev);
+    const auto n = numerics_for(precision, channels_last, dev, o.encoder.backbone.depth);
     auto make = [&] {
       auto m = pretrain::make_model(o, 3);
       m->to(dev);
@@ -431,7 +431,7 @@ Timing time_step(const Args& a, const torch::Device& dev, int64_t batch, const s
   try {
     peak_device_bytes(dev, /*reset=*/true);
     auto m = step_model(a, dev);
-    const auto n = numerics_for(precision, channels_last, dev);
+    const auto n = numerics_for(precision, channels_last, dev, a.arch);
     m->set_numerics(n);
     train::OptimOptions oo;
     oo.lr = 0.03;
@@ -605,7 +605,7 @@ Timing time_finetune(const Args& a, const torch::Device& dev, const std::string&
     models::Segmentor m(so);
     models::init_weights(*m, 0);
     m->to(dev);
-    const auto n = numerics_for(precision, channels_last, dev);
+    const auto n = numerics_for(precision, channels_last, dev, a.arch);
     m->set_numerics(n);
     m->train();
     const auto params = seg::model_parameters(*m);

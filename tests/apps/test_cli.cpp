@@ -444,6 +444,9 @@ TEST(Cli, PretrainConfigErrors) {
   EXPECT_NE(r.out.find("precision: auto"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("channels_last: true"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("cuda_graph: off"), std::string::npos) << r.out;
+  r = run("pretrain --data /tmp --print-config --set train.channels_last=auto");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("channels_last: auto"), std::string::npos) << r.out;
 }
 
 // Issue 11 §1: every bench line carries the step's FLOPs and the share of the probe.
@@ -506,7 +509,7 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
     EXPECT_NE(text.find("% of the probe's"), std::string::npos) << text;
   }
   r = run("bench finetune --threads 1 --workers auto --arch 18 --crop 32 --scale 32 --image-width 48 "
-          "--image-height 40 --batch 2 --steps 1 --warmup 0 --rounds 1 --precision bf16 --profile 2");
+          "--image-height 40 --batch 2 --steps 1 --warmup 0 --rounds 1 --precision bf16 --profile 2 --channels-last=auto");
   ASSERT_EQ(r.rc, 0) << r.out;
   // --workers auto (the default): 2 loader threads beside a CPU step (train::auto_workers).
   EXPECT_NE(r.out.find("1 intra-op threads, 2 workers\n"), std::string::npos) << r.out;
@@ -526,8 +529,14 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   const auto bad = run("bench finetune --profile -1");
   EXPECT_EQ(bad.rc, 2) << bad.out;  // a usage error, as CLI11 exits
   EXPECT_NE(bad.out.find("--profile: expected an integer >= 0, found '-1'"), std::string::npos) << bad.out;
-  EXPECT_NE(r.out.find("numerics       bf16 autocast"), std::string::npos) << r.out;
+  // --channels-last=auto as train.channels_last: auto, NCHW for a ResNet-18.
+  EXPECT_NE(r.out.find("numerics       bf16 autocast (fp32 weights, losses, optimizer), NCHW;"), std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("% of the probe's"), std::string::npos) << r.out;
+  const auto layout = run("bench finetune --channels-last=fast");
+  EXPECT_EQ(layout.rc, 1) << layout.out;
+  EXPECT_NE(layout.out.find("train.channels_last: expected one of false, true, auto, found 'fast'"), std::string::npos)
+      << layout.out;
 }
 
 // Counts, seeds and picture numbers below their range, and options that mean nothing without

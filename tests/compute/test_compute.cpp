@@ -215,12 +215,12 @@ TEST(OpProfile, SelfTimeExcludesChildrenAndTheTableNamesTheTop) {
 
 TEST(Numerics, PrecisionResolvesPerDevice) {
   compute::NumericsOptions o;
-  EXPECT_FALSE(compute::resolve_numerics(o, "cpu").bf16);  // default fp32
+  EXPECT_FALSE(compute::resolve_numerics(o, "cpu", 50).bf16);  // default fp32
   o.precision = "bf16";
-  EXPECT_TRUE(compute::resolve_numerics(o, "cpu").bf16);
+  EXPECT_TRUE(compute::resolve_numerics(o, "cpu", 50).bf16);
   o.precision = "auto";
-  EXPECT_TRUE(compute::resolve_numerics(o, "cuda:0").bf16);
-  EXPECT_EQ(compute::resolve_numerics(o, "cpu").bf16, compute::cpu_bf16_is_faster());
+  EXPECT_TRUE(compute::resolve_numerics(o, "cuda:0", 50).bf16);
+  EXPECT_EQ(compute::resolve_numerics(o, "cpu", 50).bf16, compute::cpu_bf16_is_faster());
   // auto takes bf16 on a CPU only where it was measured faster than fp32: AMX, or AVX512-BF16
   // on AMD (Zen 4, Zen 5); not AVX512-BF16 alone on Intel (Emerald Rapids without AMX: 0.5-0.7x),
   // nor emulated bf16.
@@ -247,9 +247,9 @@ TEST(Numerics, PrecisionResolvesPerDevice) {
   passed.auto_fp32_reason = compute::bf16_passed_over(emr, "GenuineIntel");
   EXPECT_EQ(passed.describe(),
             "fp32 (precision auto: AVX512-BF16 without AMX on a GenuineIntel CPU, measured slower than fp32), NCHW");
-  EXPECT_EQ(compute::resolve_numerics(o, "cuda").auto_fp32_reason, "");
-  o.channels_last = true;
-  EXPECT_NE(compute::resolve_numerics(o, "cpu").describe().find("channels-last"), std::string::npos);
+  EXPECT_EQ(compute::resolve_numerics(o, "cuda", 50).auto_fp32_reason, "");
+  o.channels_last = "true";
+  EXPECT_NE(compute::resolve_numerics(o, "cpu", 50).describe().find("channels-last"), std::string::npos);
   o.precision = "fp8";
   expect_error([&] { o.validate(); }, {"train.precision", "fp8", "expected one of fp32, bf16, fp16, auto"});
   // Both training configs bind the keys.
@@ -258,7 +258,7 @@ TEST(Numerics, PrecisionResolvesPerDevice) {
   pf.set("train.precision", "bf16", "test");
   pf.set("train.channels_last", "true", "test");
   EXPECT_EQ(pc.train.numerics.precision, "bf16");
-  EXPECT_TRUE(pc.train.numerics.channels_last);
+  EXPECT_EQ(pc.train.numerics.channels_last, "true");
   seg::FinetuneConfig fc;
   auto ff = fc.fields();
   expect_error([&] { ff.set("train.precision", "half", "test"); }, {"train.precision", "half"});
@@ -343,8 +343,64 @@ TEST(Numerics, ChannelsLastSelfCheck) {
                 "by ",
                 " of its largest value (tolerance -1e+00)"});
   compute::NumericsOptions o;
-  o.channels_last = true;
-  EXPECT_TRUE(compute::resolve_numerics(o, "cpu").channels_last);
+  o.channels_last = "true";
+  EXPECT_TRUE(compute::resolve_numerics(o, "cpu", 18).channels_last);
+}
+
+// train.channels_last: auto takes channels-last only where it was measured faster (Bottleneck
+// ResNets on CUDA and on oneDNN's AVX-512 kernels), and where the start-up check passes;
+// true where the check fails stops a training run and falls back to NCHW when inferring.
+TEST(Numerics, ChannelsLastAutoRule) {
+  EXPECT_FALSE(compute::channels_last_is_faster(18, true, true));
+  EXPECT_FALSE(compute::channels_last_is_faster(34, false, true));
+  EXPECT_FALSE(compute::channels_last_is_faster(50, false, false));  // AVX2 only
+  EXPECT_TRUE(compute::channels_last_is_faster(50, false, true));
+  EXPECT_TRUE(compute::channels_last_is_faster(101, true, false));
+  int checks = 0;
+  const auto pass = [&] { return ++checks, std::string(); };
+  const auto fail = [&] { return ++checks, std::string("the 1x1 differs"); };
+  std::string why = "stale";
+  EXPECT_FALSE(compute::choose_layout("false", true, fail, false, why));
+  EXPECT_FALSE(compute::choose_layout("auto", false, fail, false, why));
+  EXPECT_EQ(checks, 0);  // the check runs only where channels-last would be taken
+  EXPECT_EQ(why, "");
+  EXPECT_TRUE(compute::choose_layout("auto", true, pass, false, why));
+  EXPECT_TRUE(compute::choose_layout("true", false, pass, false, why));
+  EXPECT_EQ(checks, 2);
+  EXPECT_FALSE(compute::choose_layout("auto", true, fail, false, why));
+  EXPECT_EQ(why, "auto: the 1x1 differs");
+  expect_error([&] { compute::choose_layout("true", false, fail, false, why); },
+               {"train.channels_last: the 1x1 differs: keep train.channels_last off"});
+  EXPECT_FALSE(compute::choose_layout("true", false, fail, true, why));
+  EXPECT_EQ(why, "true: the 1x1 differs");
+  compute::Numerics n;
+  n.nchw_reason = why;
+  EXPECT_EQ(n.describe(), "fp32, NCHW (channels_last true: the 1x1 differs)");
+
+  compute::NumericsOptions o;
+  o.channels_last = "auto";
+  EXPECT_FALSE(compute::resolve_numerics(o, "cpu", 18).channels_last);
+  EXPECT_EQ(compute::resolve_numerics(o, "cpu", 50).channels_last, compute::onednn_avx512());  // the check passes here
+  EXPECT_TRUE(compute::resolve_numerics(o, "cuda", 50).channels_last);
+  EXPECT_FALSE(compute::resolve_numerics(o, "cuda", 18).channels_last);
+  EXPECT_FALSE(compute::resolve_numerics({}, "cuda", 50).channels_last);  // the default is false
+  std::string note = "stale";
+  EXPECT_EQ(compute::resolve_inference_numerics(o, "cpu", 50, &note).channels_last, compute::onednn_avx512());
+  EXPECT_EQ(note, "");
+  o.channels_last = "yes";
+  expect_error([&] { o.validate(); }, {"train.channels_last: expected one of false, true, auto, found 'yes'"});
+
+  // The key reads bool spellings as before (configs and checkpoints store true / false) and auto.
+  pretrain::PretrainConfig pc;
+  auto pf = pc.fields();
+  for (const auto& [text, held] : std::vector<std::pair<std::string, std::string>>{
+           {"auto", "auto"}, {"yes", "true"}, {"on", "true"}, {"False", "false"}, {"0", "false"}}) {
+    pf.set("train.channels_last", text, "test");
+    EXPECT_EQ(pc.train.numerics.channels_last, held) << text;
+    EXPECT_EQ(pf.value("train.channels_last"), held) << text;
+  }
+  expect_error([&] { pf.set("train.channels_last", "fast", "test"); },
+               {"train.channels_last", "true, false or auto", "fast"});
 }
 
 // Channels-last is a layout, not a different computation: one CP² step equals NCHW's.
@@ -484,13 +540,13 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
   o.conv_algorithm = "winograd";
   if (!compute::winograd_available(&why)) {
     EXPECT_TRUE(winograd_kernel_sets().empty());
-    expect_error([&] { compute::resolve_numerics(o, "cpu"); }, {"train.conv_algorithm", "winograd", why});
+    expect_error([&] { compute::resolve_numerics(o, "cpu", 50); }, {"train.conv_algorithm", "winograd", why});
     o.conv_algorithm = "auto";
-    EXPECT_FALSE(compute::resolve_numerics(o, "cpu").winograd);
+    EXPECT_FALSE(compute::resolve_numerics(o, "cpu", 50).winograd);
     return;
   }
-  EXPECT_TRUE(compute::resolve_numerics(o, "cpu").winograd);
-  EXPECT_NE(compute::resolve_numerics(o, "cpu").describe().find("Winograd"), std::string::npos);
+  EXPECT_TRUE(compute::resolve_numerics(o, "cpu", 50).winograd);
+  EXPECT_NE(compute::resolve_numerics(o, "cpu", 50).describe().find("Winograd"), std::string::npos);
   ASSERT_FALSE(winograd_kernel_sets().empty());
   for (auto kernels : winograd_kernel_sets()) {
     SCOPED_TRACE(compute::winograd_kernels_name(kernels));
@@ -1067,45 +1123,45 @@ TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {
   expect_error([&] { o.validate(); }, {"train.conv_algorithm", "fft", "expected one of direct, winograd, auto"});
   o.conv_algorithm = "winograd";
   o.precision = "bf16";
-  expect_error([&] { compute::resolve_numerics(o, "cpu"); }, {"train.conv_algorithm", "fp32 only"});
+  expect_error([&] { compute::resolve_numerics(o, "cpu", 50); }, {"train.conv_algorithm", "fp32 only"});
   o.precision = "fp32";
-  expect_error([&] { compute::resolve_numerics(o, "cuda"); }, {"train.conv_algorithm", "cuDNN"});
+  expect_error([&] { compute::resolve_numerics(o, "cuda", 50); }, {"train.conv_algorithm", "cuDNN"});
   // Inference of a CPU-trained winograd config on CUDA runs direct, and says why.
   std::string said;
-  EXPECT_FALSE(compute::resolve_inference_numerics(o, "cuda", &said).winograd);
+  EXPECT_FALSE(compute::resolve_inference_numerics(o, "cuda", 50, &said).winograd);
   EXPECT_EQ(said, "train.conv_algorithm: winograd cannot apply here (on CUDA, cuDNN chooses the algorithm): 3x3 "
                   "convolutions run direct");
   if (compute::winograd_available(nullptr)) {
-    EXPECT_TRUE(compute::resolve_inference_numerics(o, "cpu", &said).winograd);
+    EXPECT_TRUE(compute::resolve_inference_numerics(o, "cpu", 50, &said).winograd);
     EXPECT_EQ(said, "");
   }
   o.conv_algorithm = "auto";
-  EXPECT_FALSE(compute::resolve_numerics(o, "cuda").winograd);
+  EXPECT_FALSE(compute::resolve_numerics(o, "cuda", 50).winograd);
   o.precision = "bf16";
-  EXPECT_FALSE(compute::resolve_numerics(o, "cpu").winograd);  // auto: bf16 runs direct
-  EXPECT_FALSE(compute::resolve_numerics({}, "cpu").winograd);  // the default is direct
+  EXPECT_FALSE(compute::resolve_numerics(o, "cpu", 50).winograd);  // auto: bf16 runs direct
+  EXPECT_FALSE(compute::resolve_numerics({}, "cpu", 50).winograd);  // the default is direct
   // fp16: CUDA's AMP, with dynamic loss scaling unless train.loss_scale says off.
   o = {};
   o.precision = "fp16";
-  expect_error([&] { compute::resolve_numerics(o, "cpu"); }, {"train.precision", "fp16", "CUDA only", "'cpu'"});
-  auto n = compute::resolve_numerics(o, "cuda");
+  expect_error([&] { compute::resolve_numerics(o, "cpu", 50); }, {"train.precision", "fp16", "CUDA only", "'cpu'"});
+  auto n = compute::resolve_numerics(o, "cuda", 50);
   EXPECT_TRUE(n.fp16 && n.amp() && n.loss_scaling && !n.bf16);
   EXPECT_NE(n.describe().find("fp16 autocast"), std::string::npos) << n.describe();
   EXPECT_NE(n.describe().find("dynamic loss scaling"), std::string::npos) << n.describe();
   // Inference of a config trained on a GPU: fp16 falls back to fp32 off CUDA, and says so.
   std::string note;
-  n = compute::resolve_inference_numerics(o, "cpu", &note);
+  n = compute::resolve_inference_numerics(o, "cpu", 50, &note);
   EXPECT_TRUE(!n.amp() && !n.loss_scaling && !n.winograd);
   EXPECT_EQ(note, "train.precision: fp16 runs on CUDA only: running in fp32 on 'cpu'");
-  n = compute::resolve_inference_numerics(o, "cuda", &note);
+  n = compute::resolve_inference_numerics(o, "cuda", 50, &note);
   EXPECT_TRUE(n.fp16 && !n.loss_scaling) << "no backward pass, no scaling";
   EXPECT_EQ(note, "");
   o.loss_scale = "off";
-  EXPECT_FALSE(compute::resolve_numerics(o, "cuda").loss_scaling);
+  EXPECT_FALSE(compute::resolve_numerics(o, "cuda", 50).loss_scaling);
   o.precision = "fp32", o.loss_scale = "auto";
-  EXPECT_FALSE(compute::resolve_numerics(o, "cpu").loss_scaling);
+  EXPECT_FALSE(compute::resolve_numerics(o, "cpu", 50).loss_scaling);
   o.loss_scale = "dynamic", o.loss_scale_init = 1024;
-  n = compute::resolve_numerics(o, "cpu");
+  n = compute::resolve_numerics(o, "cpu", 50);
   EXPECT_TRUE(n.loss_scaling && !n.amp());
   EXPECT_EQ(n.loss_scale_init, 1024);
   o.loss_scale = "static";

@@ -21,6 +21,9 @@ void NumericsOptions::validate() const {
   const auto& a = conv_algorithm_choices();
   if (std::find(a.begin(), a.end(), conv_algorithm) == a.end())
     throw Error("train.conv_algorithm: expected one of " + join(a) + ", found '" + conv_algorithm + "'");
+  const auto& cl = channels_last_choices();
+  if (std::find(cl.begin(), cl.end(), channels_last) == cl.end())
+    throw Error("train.channels_last: expected one of " + join(cl) + ", found '" + channels_last + "'");
   const auto& l = loss_scale_choices();
   if (std::find(l.begin(), l.end(), loss_scale) == l.end())
     throw Error("train.loss_scale: expected one of " + join(l) + ", found '" + loss_scale + "'");
@@ -35,6 +38,7 @@ std::string Numerics::describe() const {
          (auto_fp32_reason.empty() ? "" : " (precision auto: " + auto_fp32_reason + ")") +
          (loss_scaling ? ", dynamic loss scaling" : "") + ", " +
          (channels_last ? "channels-last" : "NCHW") +
+         (nchw_reason.empty() ? "" : " (channels_last " + nchw_reason + ")") +
          (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) +
                          (winograd_kernels_available(WinogradKernels::tiles)
                               ? "; cp2's for dilated ones and F(3x3) where 4x4 tiles would be half empty"
@@ -96,6 +100,22 @@ std::string channels_last_conv_fault(double tolerance) {
   return "";
 }
 
+bool channels_last_is_faster(int arch, bool cuda, bool onednn_avx512) {
+  return arch >= 50 && (cuda || onednn_avx512);
+}
+
+bool choose_layout(const std::string& setting, bool faster, const std::function<std::string()>& fault, bool fall_back,
+                   std::string& nchw_reason) {
+  nchw_reason.clear();
+  if (setting == "false" || (setting == "auto" && !faster)) return false;
+  const std::string f = fault();
+  if (f.empty()) return true;
+  if (setting == "true" && !fall_back)
+    throw Error("train.channels_last: " + f + ": keep train.channels_last off with this LibTorch on this CPU");
+  nchw_reason = setting + ": " + f;
+  return false;
+}
+
 namespace {
 
 // Why train.conv_algorithm: winograd cannot apply to numerics `n` on this device; "" where it can.
@@ -106,13 +126,23 @@ std::string winograd_blocked(const Numerics& n, bool cuda) {
   return winograd_available(&why) ? std::string() : why;
 }
 
-}  // namespace
+// train.channels_last `setting` on this device for a ResNet-`arch` model.
+bool resolve_layout(const std::string& setting, int arch, bool cuda, bool fall_back, std::string& nchw_reason) {
+  auto fault = [cuda]() -> std::string {
+    if (cuda) return "";
+    static const std::string f = channels_last_conv_fault();  // once per process
+    return f;
+  };
+  return choose_layout(setting, channels_last_is_faster(arch, cuda, onednn_avx512()), fault, fall_back, nchw_reason);
+}
 
-Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
+// resolve_numerics, and for inference (`inference`) a channels-last this CPU's LibTorch gets
+// wrong falls back to NCHW instead of stopping.
+Numerics resolve(const NumericsOptions& o, const std::string& device, int arch, bool inference) {
   o.validate();
   Numerics n;
-  n.channels_last = o.channels_last;
   const bool cuda = is_cuda_name(device);
+  n.channels_last = resolve_layout(o.channels_last, arch, cuda, inference, n.nchw_reason);
   n.bf16 = o.precision == "bf16" || (o.precision == "auto" && (cuda || cpu_bf16_is_faster()));
   if (o.precision == "auto" && !cuda) {
     const auto& [flags, vendor] = cpu_flags_vendor();
@@ -122,11 +152,6 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
   if (n.fp16 && !cuda)
     throw Error("train.precision: fp16 runs on CUDA only, found device '" + device +
                 "' (LibTorch's CPU autocast is bf16; use bf16, auto or fp32)");
-  if (n.channels_last && !cuda) {
-    static const std::string fault = channels_last_conv_fault();
-    if (!fault.empty())
-      throw Error("train.channels_last: " + fault + ": keep train.channels_last off with this LibTorch on this CPU");
-  }
   n.loss_scaling = o.loss_scale == "dynamic" || (o.loss_scale == "auto" && n.fp16);
   n.loss_scale_init = o.loss_scale_init;
   const std::string blocked = winograd_blocked(n, cuda);
@@ -136,22 +161,30 @@ Numerics resolve_numerics(const NumericsOptions& o, const std::string& device) {
   return n;
 }
 
-Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string& device, std::string* note) {
+}  // namespace
+
+Numerics resolve_numerics(const NumericsOptions& o, const std::string& device, int arch) {
+  return resolve(o, device, arch, false);
+}
+
+Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string& device, int arch,
+                                    std::string* note) {
   o.validate();  // every key, loss_scale included, before it is replaced below
   NumericsOptions p = o;
   p.loss_scale = "off";  // no backward pass
-  std::string said;
+  std::vector<std::string> said;
   if (p.precision == "fp16" && !is_cuda_name(device)) {
     p.precision = "fp32";
-    said = "train.precision: fp16 runs on CUDA only: running in fp32 on '" + device + "'";
+    said.push_back("train.precision: fp16 runs on CUDA only: running in fp32 on '" + device + "'");
   }
   const bool want_winograd = p.conv_algorithm == "winograd";
   if (want_winograd) p.conv_algorithm = "auto";  // winograd where it applies, else direct
-  Numerics n = resolve_numerics(p, device);
+  Numerics n = resolve(p, device, arch, true);
   if (want_winograd && !n.winograd)
-    said += (said.empty() ? "" : "; ") + std::string("train.conv_algorithm: winograd cannot apply here (") +
-            winograd_blocked(n, is_cuda_name(device)) + "): 3x3 convolutions run direct";
-  if (note) *note = said;
+    said.push_back("train.conv_algorithm: winograd cannot apply here (" + winograd_blocked(n, is_cuda_name(device)) +
+                   "): 3x3 convolutions run direct");
+  if (!n.nchw_reason.empty()) said.push_back("train.channels_last " + n.nchw_reason + ": running NCHW");
+  if (note) *note = join(said, "; ");
   return n;
 }
 

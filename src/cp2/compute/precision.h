@@ -5,6 +5,7 @@
 // the benchmarks; compiles against LibTorch 1.13 and 2.x (the autocast API moved in 2.4).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -24,7 +25,10 @@ struct NumericsOptions {
   // (cpu_bf16_is_faster), else fp32. fp16 is CUDA's AMP for cards without bf16 (V100, T4):
   // LibTorch 1.13's CPU autocast is bf16 only.
   std::string precision = "fp32";
-  bool channels_last = false;
+  // false | true | auto: auto = on where measured faster (channels_last_is_faster) and, on
+  // the CPU, where this LibTorch's channels-last convolutions pass channels_last_conv_fault.
+  // Held as text: configs and checkpoints before auto stored true / false.
+  std::string channels_last = "false";
   // direct | winograd | auto (compute/conv.h): the algorithm of fp32 3x3 convolutions on the
   // CPU.
   std::string conv_algorithm = "direct";
@@ -56,7 +60,14 @@ inline constexpr const char* kLossScaleHelp =
     "dynamic loss scaling (as torch.cuda.amp.GradScaler: steps with non-finite gradients are skipped and the scale "
     "halved; doubled after 2000 finite steps): auto (with fp16 only), dynamic or off";
 inline constexpr const char* kLossScaleInitHelp = "the first loss scale (a power of two keeps fp32 steps exact)";
-inline constexpr const char* kChannelsLastHelp = "activations and weights in channels-last (NHWC) memory";
+inline const std::vector<std::string>& channels_last_choices() {
+  static const std::vector<std::string> c{"false", "true", "auto"};
+  return c;
+}
+inline constexpr const char* kChannelsLastHelp =
+    "activations and weights in channels-last (NHWC) memory: true, false, or auto (true where measured faster: "
+    "ResNet-50 and deeper on CUDA and on CPUs where oneDNN runs AVX-512 kernels, and on the CPU only where this "
+    "LibTorch's channels-last convolutions agree with NCHW ones)";
 // train.conv_algorithm (compute/conv.h): direct (PyTorch's), winograd (Winograd F(4x4,3x3):
 // oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones and for dilated convolutions; cp2's
 // F(3x3,3x3) on maps 4x4 tiles would fill half, compute/winograd_tiles.h; dilated ones
@@ -86,18 +97,38 @@ struct Numerics {
   // Why train.precision auto stayed fp32 on a CPU that has bf16 instructions ("" otherwise):
   // the start line says it, so that avx512_bf16 in /proc/cpuinfo and an fp32 run agree.
   std::string auto_fp32_reason;
+  // Why train.channels_last stayed NCHW where it asked for channels-last (auto, or true when
+  // inferring): "<setting>: <the fault>", "" otherwise; describe() says it.
+  std::string nchw_reason;
   std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3 (oneDNN), dilated 3x3 as tap GEMMs"
 };
 
 // Throws, naming the key, where train.conv_algorithm: winograd cannot apply (bf16, CUDA, a
 // build or CPU without the kernels), train.precision: fp16 is asked for off CUDA, or
-// train.channels_last on the CPU with a LibTorch whose channels-last convolutions are wrong
-// (channels_last_conv_fault).
-Numerics resolve_numerics(const NumericsOptions& o, const std::string& device);
+// train.channels_last: true on the CPU with a LibTorch whose channels-last convolutions are
+// wrong (channels_last_conv_fault; auto takes NCHW there). `arch` is the model's ResNet
+// depth (model.arch), which train.channels_last: auto depends on.
+Numerics resolve_numerics(const NumericsOptions& o, const std::string& device, int arch);
 // The same for inference (cp2 evaluate, predict) of a config trained elsewhere: where that
 // device's choices cannot apply here, falls back instead of stopping (fp16 off CUDA -> fp32,
-// winograd -> direct) and says so in `note` ("" when nothing changed); no loss scaling.
-Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string& device, std::string* note);
+// winograd -> direct, channels-last -> NCHW) and says so in `note` ("" when nothing
+// changed); no loss scaling.
+Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string& device, int arch,
+                                    std::string* note);
+
+// train.channels_last: auto's rule, where it was measured faster (docs/benchmarks.md): a
+// Bottleneck ResNet (depth >= 50) on CUDA (H200, R50-ASPP@224 batch 64: +24 % fp32, +33 % AMP
+// bf16) or on a CPU where oneDNN runs AVX-512 kernels (R50 pretraining and finetuning, fp32
+// and bf16, +5-12 % on a Zen 4, a Zen 5 and a Xeon). Not ResNet-18 (-5 % to +4 % on
+// the CPU) nor AVX2-only CPUs (R50 pretraining measured slower there in one run of two).
+bool channels_last_is_faster(int arch, bool cuda, bool onednn_avx512);
+// Whether a run takes channels-last for train.channels_last `setting` (false | true | auto),
+// auto's rule answering `faster`. `fault` is the start-up check (channels_last_conv_fault on
+// the CPU, "" on CUDA), run only where channels-last would be taken. Where it fails: true
+// throws naming the key, unless `fall_back` (inference), and otherwise NCHW is taken with
+// "<setting>: <fault>" in `nchw_reason`.
+bool choose_layout(const std::string& setting, bool faster, const std::function<std::string()>& fault, bool fall_back,
+                   std::string& nchw_reason);
 
 // Whether bf16 steps beat fp32 ones on this CPU (/proc/cpuinfo, read once): with AMX-BF16, or
 // AVX512-BF16 on an AMD core. Measured (docs/benchmarks.md): oneDNN's bf16 3x3 convolution is

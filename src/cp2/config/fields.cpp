@@ -19,6 +19,13 @@ std::string trim(const std::string& s) {
   return a == std::string::npos ? "" : s.substr(a, b - a + 1);
 }
 
+// A bool key's text as "true" / "false" ("" for anything else).
+std::string bool_word(const std::string& s) {
+  if (s == "true" || s == "True" || s == "yes" || s == "1" || s == "on") return "true";
+  if (s == "false" || s == "False" || s == "no" || s == "0" || s == "off") return "false";
+  return "";
+}
+
 int64_t parse_int(const std::string& s) {
   size_t pos = 0;
   long long v = 0;
@@ -128,11 +135,20 @@ void Fields::add(const std::string& key, double& v, const std::string& help) {
 void Fields::add(const std::string& key, bool& v, const std::string& help) {
   fields_.push_back({key, "bool", help,
                      [&v](const std::string& s) {
-                       if (s == "true" || s == "True" || s == "yes" || s == "1" || s == "on") v = true;
-                       else if (s == "false" || s == "False" || s == "no" || s == "0" || s == "off") v = false;
-                       else throw std::invalid_argument("true or false");
+                       const std::string w = bool_word(s);
+                       if (w.empty()) throw std::invalid_argument("true or false");
+                       v = w == "true";
                      },
                      [&v] { return std::string(v ? "true" : "false"); }});
+}
+void Fields::add_bool_or_auto(const std::string& key, std::string& v, const std::string& help) {
+  fields_.push_back({key, "bool|auto", help,
+                     [&v](const std::string& s) {
+                       const std::string w = s == "auto" ? s : bool_word(s);
+                       if (w.empty()) throw std::invalid_argument("true, false or auto");
+                       v = w;
+                     },
+                     [&v] { return v; }});
 }
 void Fields::add(const std::string& key, std::string& v, const std::string& help) {
   fields_.push_back({key, "string", help, [&v](const std::string& s) { v = s; },

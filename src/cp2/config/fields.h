@@ -29,6 +29,9 @@ class Fields {
   // A count or "auto" (held as kAuto; resolved where what it depends on is known, e.g. the
   // device for data.workers). Negative numbers are refused.
   void add_count_or_auto(const std::string& key, int& v, const std::string& help);
+  // true, false (any spelling the bool keys take) or auto, held as "true", "false" or "auto":
+  // a switch whose auto is resolved where what it depends on is known (train.channels_last).
+  void add_bool_or_auto(const std::string& key, std::string& v, const std::string& help);
   // A string restricted to `choices`.
   void add_choice(const std::string& key, std::string& v, std::vector<std::string> choices, const std::string& help);
 

@@ -40,7 +40,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     throw Error("bench pretrain: --profile times eager steps op by op, and --cuda-graph on replays the step as a CUDA "
                 "graph, whose ops no profiler callback sees: drop one of the two (with --cuda-graph auto the profile "
                 "is of eager steps)");
-  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
+  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device, cfg.model.arch);
   if (o.cache_allocator) install_caching_cpu_allocator();
   if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
     throw Error("bench: expected --steps >= 1, --rounds >= 1 and --warmup >= 0");

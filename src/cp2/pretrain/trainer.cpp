@@ -118,7 +118,7 @@ RunSummary run_pretrain(const PretrainConfig& cfg, const RunControl& rc) {
   const auto& T = cfg.train;
   const std::string yaml = cfg.to_yaml();  // what runs is what the checkpoints store
   // Before the run folder opens: a precision or algorithm this device cannot run is a config error.
-  const auto numerics = compute::resolve_numerics(T.numerics, T.device);
+  const auto numerics = compute::resolve_numerics(T.numerics, T.device, cfg.model.arch);
 
   if (!rc.dump_batch.empty()) {  // no run folder: the batch the run would train on next
     auto ds = std::make_shared<data::PretrainDataset>(cfg.data.root, cfg.aug_options(), T.seed);

@@ -84,7 +84,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
     std::printf("%s\n", data::pipeline_rate_line(r.data_img_s, lo.workers, nb, o.batch).c_str());
   auto model = make_segmentor(cfg.model.segmentor(ds->num_classes()), 0);
   model->to(device);
-  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
+  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device, cfg.model.arch);
   model->set_numerics(numerics);
   model->train();
   const auto params = model_parameters(*model);
@@ -150,7 +150,7 @@ SegBenchResult bench_evaluate(const SegBenchOptions& o, bool verbose) {
   SegDataset val(cfg.data.dataset(false));
   auto model = make_segmentor(cfg.model.segmentor(val.num_classes()), 0);
   model->to(device);
-  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device);
+  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device, cfg.model.arch);
   model->set_numerics(numerics);
   model->eval();
   EvalOptions eo = cfg.eval_options();

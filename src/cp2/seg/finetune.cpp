@@ -77,7 +77,7 @@ FinetuneSummary run_finetune(const FinetuneConfig& cfg, const FinetuneControl& f
   const auto& T = cfg.train;
   const std::string yaml = cfg.to_yaml();  // what runs is what the checkpoints store
   // Before the run folder opens: a precision or algorithm this device cannot run is a config error.
-  const auto numerics = compute::resolve_numerics(T.numerics, T.device);
+  const auto numerics = compute::resolve_numerics(T.numerics, T.device, cfg.model.arch);
 
   // The datasets are listed before the run folder opens: a wrong --data or layout leaves no folder.
   auto train_ds = std::make_shared<SegDataset>(cfg.data.dataset(true));

@@ -44,7 +44,7 @@ void LoaderKeys::validate() const {
 
 void bind_numerics(config::Fields& f, compute::NumericsOptions& n) {
   f.add_choice("train.precision", n.precision, compute::precision_choices(), compute::kPrecisionHelp);
-  f.add("train.channels_last", n.channels_last, compute::kChannelsLastHelp);
+  f.add_bool_or_auto("train.channels_last", n.channels_last, compute::kChannelsLastHelp);
   f.add_choice("train.conv_algorithm", n.conv_algorithm, compute::conv_algorithm_choices(),
                compute::kConvAlgorithmHelp);
   f.add_choice("train.loss_scale", n.loss_scale, compute::loss_scale_choices(), compute::kLossScaleHelp);
