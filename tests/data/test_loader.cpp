@@ -204,6 +204,17 @@ TEST(Loader, EveryWorkerBuildsABatchWhateverThePrefetch) {
   EXPECT_EQ(most, kWorkers);
 }
 
+// The benches' loader line: per thread where there are loader threads, and with data.workers 0
+// (batches built on the caller's thread) no "0 loader threads" nor a rate per thread.
+TEST(Loader, PipelineRateLineNamesWhoBuiltTheBatches) {
+  EXPECT_EQ(pipeline_rate_line(100.0, 2, 8, 4),
+            "data pipeline    100.00 img/s  (2 loader threads, 50.00 img/s each; 8 batches of 4)");
+  EXPECT_EQ(pipeline_rate_line(12.5, 1, 1, 2),
+            "data pipeline     12.50 img/s  (1 loader thread, 12.50 img/s each; 1 batch of 2)");
+  EXPECT_EQ(pipeline_rate_line(30.0, 0, 4, 8),
+            "data pipeline     30.00 img/s  (no loader threads: built on the calling thread; 4 batches of 8)");
+}
+
 TEST(Loader, BatchTensorsArePinnedOnlyForACudaDevice) {
   // CPU runs (every test here): pageable tensors of the asked shape and type.
   const auto t = batch_tensor({2, 3, 4}, at::kLong, std::nullopt);

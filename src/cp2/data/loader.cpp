@@ -22,9 +22,13 @@ namespace cp2::data {
 enum : uint64_t { kStreamFg = 1, kStreamBg0 = 2, kStreamBg1 = 3, kStreamSample = 4 };
 
 std::string pipeline_rate_line(double img_s, int workers, int64_t batches, int64_t batch) {
-  char b[160];
-  std::snprintf(b, sizeof b, "data pipeline  %8.2f img/s  (%s, %.2f img/s each; %s of %lld)", img_s,
-                count_of(workers, "loader thread").c_str(), img_s / std::max(workers, 1),
+  char who[96];
+  if (workers > 0)
+    std::snprintf(who, sizeof who, "%s, %.2f img/s each", count_of(workers, "loader thread").c_str(), img_s / workers);
+  else  // data.workers 0: the Prefetcher builds each batch on the caller's thread
+    std::snprintf(who, sizeof who, "no loader threads: built on the calling thread");
+  char b[192];
+  std::snprintf(b, sizeof b, "data pipeline  %8.2f img/s  (%s; %s of %lld)", img_s, who,
                 count_of(batches, "batch", "batches").c_str(), static_cast<long long>(batch));
   return b;
 }

@@ -72,7 +72,8 @@ struct LoaderOptions {
 };
 
 // The benches' line for a loader timed alone: images/s in all and per loader thread (what a
-// faster step, a GPU's, would need of them), over how many batches of how many images.
+// faster step, a GPU's, would need of them; with no loader threads, that the caller's thread
+// built them), over how many batches of how many images.
 std::string pipeline_rate_line(double img_s, int workers, int64_t batches, int64_t batch);
 
 class PretrainLoader {
