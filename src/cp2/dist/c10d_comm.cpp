@@ -15,7 +15,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <optional>
@@ -104,6 +106,7 @@ class C10dComm final : public Comm {
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(l.master_port);
     so.isServer = l.rank == 0 && !agent_store;
+    hosts_store_ = so.isServer;
     so.numWorkers = static_cast<std::size_t>(l.world);
     so.waitWorkers = !agent_store;
     so.timeout = o.timeout;
@@ -157,6 +160,35 @@ class C10dComm final : public Comm {
     } catch (const std::exception& e) {
       throw Error("process group (" + std::string(cuda ? "NCCL" : "Gloo") + ") on rank " + std::to_string(l.rank) +
                   ": " + error_line(e));
+    }
+  }
+
+  // The heartbeat, the process group and the store go in that order (as members would), and
+  // each may wait on peers: the heartbeat's thread on its store request, and on rank 0 the
+  // store on its daemon thread, which in LibTorch 1.13 reads each request with blocking calls,
+  // so that a rank stopped half-way through sending one (SIGSTOP, seen in CI) wedges it. Past
+  // the dist timeout (at most 10 s) they are left to the process's exit: the rank still exits,
+  // and cp2 launch / torchrun end the job.
+  ~C10dComm() override {
+    struct Parts {
+      std::unique_ptr<Heartbeat> heartbeat;
+      c10::intrusive_ptr<GroupBase> pg;
+      c10::intrusive_ptr<c10d::Store> store;
+    };
+    auto parts = std::make_shared<Parts>(Parts{std::move(heartbeat_), std::move(pg_), std::move(store_)});
+    const auto limit = std::min<std::chrono::milliseconds>(o_.timeout, std::chrono::seconds(10));
+    try {
+      const bool done = finish_within(
+          [parts] {
+            parts->heartbeat.reset();
+            parts->pg.reset();
+            parts->store.reset();
+          },
+          limit);
+      if (!done)
+        std::fprintf(stderr, "note: c10d's teardown did not finish within %lld ms (a peer hangs): left to the process's "
+                     "exit\n", static_cast<long long>(limit.count()));
+    } catch (const std::exception&) {  // a part's destructor threw: nothing is left to release
     }
   }
 
@@ -243,8 +275,14 @@ class C10dComm final : public Comm {
       else if (!behind.empty())
         who = behind + " (it hangs or is slow)";
     } catch (const std::exception&) {
-      who = "rank 0, which hosts the rendezvous store at " + l_.master_addr + ":" + std::to_string(l_.master_port) +
-            ", is unreachable (it died)";
+      const std::string at = l_.master_addr + ":" + std::to_string(l_.master_port);
+      // This rank's own store cannot have died: its daemon is wedged reading a request that a
+      // rank stopped sending half-way (LibTorch 1.13 reads requests with blocking calls).
+      who = hosts_store_ ? "the rendezvous store this rank hosts at " + at +
+                               " stopped answering (a rank stopped half-way through a request to it: it hangs)"
+                         : "rank 0, which hosts the rendezvous store at " + at +
+                               ", did not answer (it died or hangs, or a rank stopped half-way through a request to "
+                               "its store)";
     }
     if (who.empty()) {
       const bool timed_out = cause.find("imed out") != std::string::npos || cause.find("imeout") != std::string::npos;
@@ -307,6 +345,7 @@ class C10dComm final : public Comm {
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<GroupBase> pg_;
   std::unique_ptr<Heartbeat> heartbeat_;
+  bool hosts_store_ = false;  // rank 0 without torchrun's agent store
   std::mutex mu_;
   int64_t seq_ = 0;
 };

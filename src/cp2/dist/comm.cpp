@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <future>
+#include <thread>
 
 #include "cp2/common.h"
 
@@ -81,6 +83,20 @@ int64_t per_process_batch(int64_t batch, int world) {
     throw Error("train.batch " + std::to_string(batch) + ": the global batch must divide evenly over " +
                 std::to_string(world) + " processes (per-process batch = batch / world size)");
   return batch / world;
+}
+
+bool finish_within(std::function<void()> fn, std::chrono::milliseconds limit) {
+  // The task owns `fn` and its result: a thread left running keeps both alive.
+  std::packaged_task<void()> task(std::move(fn));
+  auto done = task.get_future();
+  std::thread t(std::move(task));
+  if (done.wait_for(limit) != std::future_status::ready) {
+    t.detach();
+    return false;
+  }
+  t.join();
+  done.get();
+  return true;
 }
 
 void run_on_all(Comm& comm, const std::string& what, const std::function<void()>& fn) {

@@ -67,6 +67,12 @@ int cuda_index(int asked, int local_rank, int local_world, int visible, const st
 // devices this process sees.
 c10::Device process_cuda_device(const c10::Device& asked, const Layout& layout, const std::string& key);
 
+// Runs `fn` on a thread of its own and waits up to `limit`: true when it finished (its
+// exception, if any, rethrown); false when it still runs, its thread then detached and left to
+// the process's exit. For teardown that waits on peers (c10d's store and heartbeat), so that a
+// rank that hangs cannot keep another from exiting.
+bool finish_within(std::function<void()> fn, std::chrono::milliseconds limit);
+
 // Rank `root`'s string on every rank (paths, decisions); `key` names the exchange.
 std::string broadcast_string(Comm& comm, const std::string& s, const std::string& key, int root = 0);
 // train.batch is the global batch: this process's share, or an error naming both numbers.
