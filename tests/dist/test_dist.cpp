@@ -327,53 +327,64 @@ TEST(Dist, DeadOrHungRankEndsTheJobWithAMessage) {
   // What rank 0 says where its own store stopped answering: LibTorch 1.13's store daemon reads
   // each request with blocking calls, so a client that stops half-way through one wedges it.
   const std::string wedged = "the rendezvous store this rank hosts at 127.0.0.1:";
-  // WEDGE: such a client (one byte of a request, then silence) before rank 1 is stopped. Its
-  // teardown (the heartbeat's thread, the store's daemon) then waits on the wedged daemon for
-  // ever; rank 0 must still exit. The same happens by chance where SIGSTOP lands while rank 1
-  // is half-way through a request (it hung CI once), hence the STOP case's two messages.
-  for (const std::string how : {"KILL", "STOP", "WEDGE"}) {
-    const std::string out = dir + "/" + how, log = dir + "/" + how + ".txt";
+  // KILL / STOP: rank 1 killed or stopped. WEDGE: first a client that sends one byte of a
+  // request, then silence; rank 0's teardown (the heartbeat's thread, the store's daemon)
+  // then waits on the wedged daemon for ever, and rank 0 must still exit. The same happens by
+  // chance where SIGSTOP lands while rank 1 is half-way through a request (it hung CI once),
+  // hence the STOP case's two messages. STOP0: the store's host stopped; rank 1's teardown
+  // waits on it (before the bound on teardown, that job never ended).
+  struct Case {
+    std::string name, signal;
+    int target, reporter;
+  };
+  for (const Case& c : {Case{"KILL", "KILL", 1, 0}, Case{"STOP", "STOP", 1, 0}, Case{"WEDGE", "STOP", 1, 0},
+                        Case{"STOP0", "STOP", 0, 1}}) {
+    const std::string out = dir + "/" + c.name, log = dir + "/" + c.name + ".txt";
     const std::string cmd = std::string(CP2_BINARY) + " launch --nproc 2 --grace 5 -- pretrain --data " + images +
                             " --arch 18 --size 32 --batch 4 --queue 16 --workers 1 --threads 1 --epochs 1000 "
                             "--dist-timeout 4 --set train.log_every=1 --out " + out;
-    const std::string wedge =
-        how != "WEDGE" ? ""
-                       : "port=$(sed -n 's/.*rendezvous 127.0.0.1:\\([0-9]*\\).*/\\1/p' " + log + " | head -n 1); "
-                         "python3 -c \"import socket, time; s = socket.create_connection(('127.0.0.1', $port)); "
-                         "s.sendall(bytes([0])); time.sleep(300)\" > /dev/null 2>&1 & client=$!; sleep 1; ";
-    // Start, wait for the first checkpoint (end of epoch 1), signal rank 1, time the end; a
+    const bool wedge = c.name == "WEDGE";
+    const std::string client =
+        !wedge ? ""
+               : "port=$(sed -n 's/.*rendezvous 127.0.0.1:\\([0-9]*\\).*/\\1/p' " + log + " | head -n 1); "
+                 "python3 -c \"import socket, time; s = socket.create_connection(('127.0.0.1', $port)); "
+                 "s.sendall(bytes([0])); time.sleep(300)\" > /dev/null 2>&1 & client=$!; sleep 1; ";
+    // Start, wait for the first checkpoint (end of epoch 1), signal the rank, time the end; a
     // watchdog kills the job after 150 s, so that a hang fails here instead of stalling CI.
     const auto t0 = std::chrono::steady_clock::now();
     const auto res = sh("( " + cmd + " > " + log + " 2>&1 & pid=$!; ( sleep 150; pkill -KILL -P $pid; kill -KILL $pid ) "
                         "> /dev/null 2>&1 & dog=$!; for i in $(seq 600); do ls " + out +
-                        "/checkpoints/checkpoint_*.pt > /dev/null 2>&1 && break; sleep 0.1; done; " + wedge +
-                        "for c in $(pgrep -P $pid); do tr '\\0' '\\n' < /proc/$c/environ | grep -qx RANK=1 && kill -" +
-                        (how == "KILL" ? "KILL" : "STOP") + " $c; done; wait $pid; echo rc=$?; kill $dog " +
-                        (how == "WEDGE" ? "$client " : "") + "> /dev/null 2>&1 )");
+                        "/checkpoints/checkpoint_*.pt > /dev/null 2>&1 && break; sleep 0.1; done; " + client +
+                        "for p in $(pgrep -P $pid); do tr '\\0' '\\n' < /proc/$p/environ | grep -qx RANK=" +
+                        std::to_string(c.target) + " && kill -" + c.signal + " $p; done; wait $pid; echo rc=$?; kill $dog " +
+                        (wedge ? "$client " : "") + "> /dev/null 2>&1 )");
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto text = read_text(log);
     EXPECT_NE(res.find("rc="), std::string::npos);
-    EXPECT_EQ(res.find("rc=0"), std::string::npos) << how << ": " << text;
-    EXPECT_LT(secs, 90) << how << ": " << text;
-    EXPECT_NE(text.find("failed on rank 0 of 2"), std::string::npos) << how << ": " << text;
-    if (how == "KILL") EXPECT_NE(text.find("rank 1 was killed by signal 9"), std::string::npos) << text;
-    // Rank 0's error names rank 1, killed or stopped, even when it had already entered the
-    // failing collective (its heartbeat stopped), or says its store was wedged.
+    EXPECT_EQ(res.find("rc=0"), std::string::npos) << c.name << ": " << text;
+    EXPECT_LT(secs, 90) << c.name << ": " << text;
+    EXPECT_NE(text.find("failed on rank " + std::to_string(c.reporter) + " of 2"), std::string::npos)
+        << c.name << ": " << text;
+    if (c.name == "KILL") EXPECT_NE(text.find("rank 1 was killed by signal 9"), std::string::npos) << text;
+    // The error names the rank at fault, killed or stopped, even when it had already entered
+    // the failing collective (its heartbeat stopped), or the store that stopped answering.
     const auto at = text.find("error: distributed");
-    ASSERT_NE(at, std::string::npos) << how << ": " << text;
+    ASSERT_NE(at, std::string::npos) << c.name << ": " << text;
     const auto line = text.substr(at, text.find('\n', at) - at);
     const bool named = line.find("rank 1 stopped responding") != std::string::npos,
                store = line.find(wedged) != std::string::npos &&
                        line.find("stopped answering (a rank stopped half-way through a request to it: it hangs)") !=
                            std::string::npos;
-    if (how == "KILL") EXPECT_TRUE(named) << line;
+    if (c.name == "KILL") EXPECT_TRUE(named) << line;
+    else if (c.name == "STOP0")
+      EXPECT_NE(line.find("rank 0, which hosts the rendezvous store at 127.0.0.1:"), std::string::npos) << line;
 #if TORCH_VERSION_MAJOR < 2
-    else if (how == "WEDGE") EXPECT_TRUE(store) << line;  // later stores drop a client that skips their handshake
+    else if (wedge) EXPECT_TRUE(store) << line;  // later stores drop a client that skips their handshake
 #endif
-    else EXPECT_TRUE(named || store) << how << ": " << line;
+    else EXPECT_TRUE(named || store) << c.name << ": " << line;
     // The last checkpoint still loads: resume is possible.
     const auto ck = train::latest_checkpoint(out);
-    ASSERT_FALSE(ck.empty()) << how;
+    ASSERT_FALSE(ck.empty()) << c.name;
     EXPECT_NO_THROW(io::load_checkpoint(ck));
   }
 }
