@@ -972,12 +972,23 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
                {"fp32 CPU"});
 
   // Through the model's dispatch, which takes the tap GEMMs only through oneDNN's sgemm
-  // (conv.cpp; in builds without it the tests above are what runs): ASPP's rate 12 on 14²
-  // (share 0.18) takes the tap GEMMs under the fast algorithms and is counted as the products
-  // done; `direct` is the module's own forward bit for bit.
-  if (!compute::sgemm_is_onednn()) return;
+  // (conv.cpp): through LibTorch's matmul (builds without oneDNN; here its backend switch) no
+  // share picks them, in either layout, the fast algorithms on.
   torch::nn::Conv2d aspp(torch::nn::Conv2dOptions(16, 8, 3).padding(12).dilation(12).bias(false));
   const auto x = torch::randn({2, 16, 14, 14});
+  {
+    GemmBackendScope torch_gemm(compute::GemmBackend::torch);
+    compute::WinogradScope on(true);
+    torch::nn::Conv2d rate6(torch::nn::Conv2dOptions(16, 8, 3).padding(6).dilation(6).bias(false));
+    for (bool cl : {false, true}) {
+      const auto xi = cl ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+      EXPECT_STRNE(compute::conv_path_name(compute::conv_path(*aspp, xi)), "tap GEMMs") << cl;
+      EXPECT_STRNE(compute::conv_path_name(compute::conv_path(*rate6, xi)), "tap GEMMs") << cl;
+    }
+  }
+  // With it, ASPP's rate 12 on 14² (share 0.18) takes the tap GEMMs under the fast algorithms
+  // and is counted as the products done; `direct` is the module's own forward bit for bit.
+  if (!compute::sgemm_is_onednn()) return;
   {
     compute::WinogradScope off(false);
     EXPECT_TRUE(torch::equal(compute::conv2d(*aspp, x), aspp(x)));
