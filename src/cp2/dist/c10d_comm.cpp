@@ -107,6 +107,7 @@ class C10dComm final : public Comm {
     so.port = static_cast<std::uint16_t>(l.master_port);
     so.isServer = l.rank == 0 && !agent_store;
     hosts_store_ = so.isServer;
+    agent_store_ = agent_store;
     so.numWorkers = static_cast<std::size_t>(l.world);
     so.waitWorkers = !agent_store;
     so.timeout = o.timeout;
@@ -280,7 +281,8 @@ class C10dComm final : public Comm {
       // rank stopped sending half-way (LibTorch 1.13 reads requests with blocking calls).
       who = hosts_store_ ? "the rendezvous store this rank hosts at " + at +
                                " stopped answering (a rank stopped half-way through a request to it: it hangs)"
-                         : "rank 0, which hosts the rendezvous store at " + at +
+                         : std::string(agent_store_ ? "torchrun's agent" : "rank 0") +
+                               ", which hosts the rendezvous store at " + at +
                                ", did not answer (it died or hangs, or a rank stopped half-way through a request to "
                                "its store)";
     }
@@ -346,6 +348,7 @@ class C10dComm final : public Comm {
   c10::intrusive_ptr<GroupBase> pg_;
   std::unique_ptr<Heartbeat> heartbeat_;
   bool hosts_store_ = false;  // rank 0 without torchrun's agent store
+  bool agent_store_ = false;  // torchrun's agent hosts it (TORCHELASTIC_USE_AGENT_STORE)
   std::mutex mu_;
   int64_t seq_ = 0;
 };
