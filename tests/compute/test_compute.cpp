@@ -348,12 +348,12 @@ TEST(Numerics, ChannelsLastSelfCheck) {
 }
 
 // train.channels_last: auto takes channels-last only where it was measured faster (Bottleneck
-// ResNets on CUDA and on oneDNN's AVX-512 kernels), and where the start-up check passes;
-// true where the check fails stops a training run and falls back to NCHW when inferring.
+// ResNets on CUDA and on x86 CPUs with AVX2), and where the start-up check passes; true
+// where the check fails stops a training run and falls back to NCHW when inferring.
 TEST(Numerics, ChannelsLastAutoRule) {
   EXPECT_FALSE(compute::channels_last_is_faster(18, true, true));
   EXPECT_FALSE(compute::channels_last_is_faster(34, false, true));
-  EXPECT_FALSE(compute::channels_last_is_faster(50, false, false));  // AVX2 only
+  EXPECT_FALSE(compute::channels_last_is_faster(50, false, false));  // no AVX2: not measured
   EXPECT_TRUE(compute::channels_last_is_faster(50, false, true));
   EXPECT_TRUE(compute::channels_last_is_faster(101, true, false));
   int checks = 0;
@@ -380,12 +380,13 @@ TEST(Numerics, ChannelsLastAutoRule) {
   compute::NumericsOptions o;
   o.channels_last = "auto";
   EXPECT_FALSE(compute::resolve_numerics(o, "cpu", 18).channels_last);
-  EXPECT_EQ(compute::resolve_numerics(o, "cpu", 50).channels_last, compute::onednn_avx512());  // the check passes here
+  const bool avx2 = has_word(cpuinfo("flags"), "avx2");
+  EXPECT_EQ(compute::resolve_numerics(o, "cpu", 50).channels_last, avx2);  // the check passes here
   EXPECT_TRUE(compute::resolve_numerics(o, "cuda", 50).channels_last);
   EXPECT_FALSE(compute::resolve_numerics(o, "cuda", 18).channels_last);
   EXPECT_FALSE(compute::resolve_numerics({}, "cuda", 50).channels_last);  // the default is false
   std::string note = "stale";
-  EXPECT_EQ(compute::resolve_inference_numerics(o, "cpu", 50, &note).channels_last, compute::onednn_avx512());
+  EXPECT_EQ(compute::resolve_inference_numerics(o, "cpu", 50, &note).channels_last, avx2);
   EXPECT_EQ(note, "");
   o.channels_last = "yes";
   expect_error([&] { o.validate(); }, {"train.channels_last: expected one of false, true, auto, found 'yes'"});

@@ -100,9 +100,7 @@ std::string channels_last_conv_fault(double tolerance) {
   return "";
 }
 
-bool channels_last_is_faster(int arch, bool cuda, bool onednn_avx512) {
-  return arch >= 50 && (cuda || onednn_avx512);
-}
+bool channels_last_is_faster(int arch, bool cuda, bool cpu_avx2) { return arch >= 50 && (cuda || cpu_avx2); }
 
 bool choose_layout(const std::string& setting, bool faster, const std::function<std::string()>& fault, bool fall_back,
                    std::string& nchw_reason) {
@@ -133,7 +131,8 @@ bool resolve_layout(const std::string& setting, int arch, bool cuda, bool fall_b
     static const std::string f = channels_last_conv_fault();  // once per process
     return f;
   };
-  return choose_layout(setting, channels_last_is_faster(arch, cuda, onednn_avx512()), fault, fall_back, nchw_reason);
+  const bool avx2 = has_word(cpu_flags_vendor().first, "avx2");
+  return choose_layout(setting, channels_last_is_faster(arch, cuda, avx2), fault, fall_back, nchw_reason);
 }
 
 // resolve_numerics, and for inference (`inference`) a channels-last this CPU's LibTorch gets

@@ -66,8 +66,8 @@ inline const std::vector<std::string>& channels_last_choices() {
 }
 inline constexpr const char* kChannelsLastHelp =
     "activations and weights in channels-last (NHWC) memory: true, false, or auto (true where measured faster: "
-    "ResNet-50 and deeper on CUDA and on CPUs where oneDNN runs AVX-512 kernels, and on the CPU only where this "
-    "LibTorch's channels-last convolutions agree with NCHW ones)";
+    "ResNet-50 and deeper on CUDA and on x86 CPUs with AVX2, and on the CPU only where this LibTorch's "
+    "channels-last convolutions agree with NCHW ones)";
 // train.conv_algorithm (compute/conv.h): direct (PyTorch's), winograd (Winograd F(4x4,3x3):
 // oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones and for dilated convolutions; cp2's
 // F(3x3,3x3) on maps 4x4 tiles would fill half, compute/winograd_tiles.h; dilated ones
@@ -118,10 +118,11 @@ Numerics resolve_inference_numerics(const NumericsOptions& o, const std::string&
 
 // train.channels_last: auto's rule, where it was measured faster (docs/benchmarks.md): a
 // Bottleneck ResNet (depth >= 50) on CUDA (H200, R50-ASPP@224 batch 64: +24 % fp32, +33 % AMP
-// bf16) or on a CPU where oneDNN runs AVX-512 kernels (R50 pretraining and finetuning, fp32
-// and bf16, +5-12 % on a Zen 4, a Zen 5 and a Xeon). Not ResNet-18 (-5 % to +4 % on
-// the CPU) nor AVX2-only CPUs (R50 pretraining measured slower there in one run of two).
-bool channels_last_is_faster(int arch, bool cuda, bool onednn_avx512);
+// bf16) or on an x86 CPU with AVX2 (R50 pretraining and finetuning, fp32 and bf16, +5-12 % with
+// oneDNN's AVX-512 kernels on a Zen 4, a Zen 5 and a Xeon; a Zen 5 capped to AVX2 pretrained
+// 13-17 % faster, finetuned -1 to +6 %). Not ResNet-18/34 (on the CPU -8 % to +26 % from one
+// pairing to the next: no consistent gain), nor CPUs where nothing was measured (no AVX2).
+bool channels_last_is_faster(int arch, bool cuda, bool cpu_avx2);
 // Whether a run takes channels-last for train.channels_last `setting` (false | true | auto),
 // auto's rule answering `faster`. `fault` is the start-up check (channels_last_conv_fault on
 // the CPU, "" on CUDA), run only where channels-last would be taken. Where it fails: true
