@@ -15,18 +15,14 @@
 namespace cp2::compute {
 
 void NumericsOptions::validate() const {
-  const auto& c = precision_choices();
-  if (std::find(c.begin(), c.end(), precision) == c.end())
-    throw Error("train.precision: expected one of " + join(c) + ", found '" + precision + "'");
-  const auto& a = conv_algorithm_choices();
-  if (std::find(a.begin(), a.end(), conv_algorithm) == a.end())
-    throw Error("train.conv_algorithm: expected one of " + join(a) + ", found '" + conv_algorithm + "'");
-  const auto& cl = channels_last_choices();
-  if (std::find(cl.begin(), cl.end(), channels_last) == cl.end())
-    throw Error("train.channels_last: expected one of " + join(cl) + ", found '" + channels_last + "'");
-  const auto& l = loss_scale_choices();
-  if (std::find(l.begin(), l.end(), loss_scale) == l.end())
-    throw Error("train.loss_scale: expected one of " + join(l) + ", found '" + loss_scale + "'");
+  auto one_of = [](const char* key, const std::string& v, const std::vector<std::string>& c) {
+    if (std::find(c.begin(), c.end(), v) == c.end())
+      throw Error(std::string(key) + ": expected one of " + join(c) + ", found '" + v + "'");
+  };
+  one_of("train.precision", precision, precision_choices());
+  one_of("train.conv_algorithm", conv_algorithm, conv_algorithm_choices());
+  one_of("train.channels_last", channels_last, channels_last_choices());
+  one_of("train.loss_scale", loss_scale, loss_scale_choices());
   if (!(loss_scale_init > 0) || !std::isfinite(loss_scale_init))
     throw Error("train.loss_scale_init: expected a positive finite number, found " + num_str(loss_scale_init));
 }

@@ -105,9 +105,8 @@ class C10dComm final : public Comm {
     const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(l.master_port);
-    so.isServer = l.rank == 0 && !agent_store;
-    hosts_store_ = so.isServer;
     agent_store_ = agent_store;
+    so.isServer = hosts_store();
     so.numWorkers = static_cast<std::size_t>(l.world);
     so.waitWorkers = !agent_store;
     so.timeout = o.timeout;
@@ -279,7 +278,7 @@ class C10dComm final : public Comm {
       const std::string at = l_.master_addr + ":" + std::to_string(l_.master_port);
       // This rank's own store cannot have died: its daemon is wedged reading a request that a
       // rank stopped sending half-way (LibTorch 1.13 reads requests with blocking calls).
-      who = hosts_store_ ? "the rendezvous store this rank hosts at " + at +
+      who = hosts_store() ? "the rendezvous store this rank hosts at " + at +
                                " stopped answering (a rank stopped half-way through a request to it: it hangs)"
                          : std::string(agent_store_ ? "torchrun's agent" : "rank 0") +
                                ", which hosts the rendezvous store at " + at +
@@ -298,6 +297,7 @@ class C10dComm final : public Comm {
 
  private:
   bool staged(const at::Tensor& t) const { return stage_ && t.device() != *stage_; }
+  bool hosts_store() const { return l_.rank == 0 && !agent_store_; }  // else torchrun's agent or rank 0 does
 
   struct PendingWork final : Work {
     PendingWork(C10dComm* c, std::string op, int64_t n, c10::intrusive_ptr<c10d::Work> w)
@@ -347,8 +347,7 @@ class C10dComm final : public Comm {
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<GroupBase> pg_;
   std::unique_ptr<Heartbeat> heartbeat_;
-  bool hosts_store_ = false;  // rank 0 without torchrun's agent store
-  bool agent_store_ = false;  // torchrun's agent hosts it (TORCHELASTIC_USE_AGENT_STORE)
+  bool agent_store_ = false;  // torchrun's agent hosts the store (TORCHELASTIC_USE_AGENT_STORE)
   std::mutex mu_;
   int64_t seq_ = 0;
 };
