@@ -126,13 +126,17 @@ Command register_bench(CLI::App& app) {
   all->add_option("--bucket-bytes", ar->bucket_bytes, "bucket size in bytes")->capture_default_str();
   auto co = std::make_shared<compute::ConvBenchOptions>();
   auto* cv = c->add_subcommand("conv",
-                               "time one fp32 3x3 convolution (padding = dilation) alone, forward and with both "
-                               "gradients: direct against what train.conv_algorithm: winograd runs for it");
+                               "time one fp32 3x3 convolution (padding = dilation) or 1x1 alone, forward and with "
+                               "both gradients: direct against what train.conv_algorithm: winograd runs for it");
   cv->add_option("--batch", co->batch, "batch size")->capture_default_str();
   cv->add_option("--in", co->in, "input channels")->capture_default_str();
   cv->add_option("--out", co->out, "output channels")->capture_default_str();
   cv->add_option("--size", co->size, "map height and width")->capture_default_str();
-  cv->add_option("--dilation", co->dilation, "dilation (= padding)")->capture_default_str();
+  cv->add_option("--dilation", co->dilation, "dilation (= padding) of the 3x3")->capture_default_str();
+  cv->add_option("--kernel", co->kernel,
+                 "kernel size: 3, or 1 (stride 1, no padding: what ResNet-50's 1x1s run, 1x1 GEMMs on "
+                 "channels-last input)")
+      ->capture_default_str();
   cv->add_flag("--channels-last", co->channels_last, "channels-last input and weight");
   cv->add_option("--kernels", co->kernels,
                  "Winograd kernels: best (as train.conv_algorithm picks), onednn, tiles (cp2's AVX2 kernels in the "

@@ -14,6 +14,7 @@
 #include "cp2/compute/flops.h"
 #include "cp2/compute/gemm.h"
 #include "cp2/compute/op_profile.h"
+#include "cp2/compute/pointwise.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
 #include "cp2/compute/winograd_tiles.h"
@@ -1095,6 +1096,129 @@ TEST(DilatedTaps, CentreTapsWhereOuterTapsReadOnlyPadding) {
   EXPECT_STREQ(compute::conv_path_name(compute::ConvPath::centre_taps), "centre taps");
 }
 
+// compute/pointwise.h: 1×1 convolutions on channels-last maps as GEMMs, against PyTorch's
+// convolution, through both of compute/gemm.h's backends, every gradient combination, weights
+// in either layout (a 1×1 weight's memory is the same in both; its gradient keeps the
+// weight's strides).
+TEST(Pointwise, MatchesDirectConvolutionForwardAndGradients) {
+  struct Case {
+    int64_t n, c, o, h, w;
+  };
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  for (const auto backend : {compute::GemmBackend::best, compute::GemmBackend::torch}) {
+    GemmBackendScope scope(backend);
+    for (const Case k : {Case{2, 16, 24, 7, 9}, Case{1, 64, 32, 5, 5}, Case{3, 5, 7, 2, 3}})
+      for (bool weight_cl : {false, true}) {
+        SCOPED_TRACE("n" + std::to_string(k.n) + " c" + std::to_string(k.c) + " o" + std::to_string(k.o) + " " +
+                     std::to_string(k.h) + "x" + std::to_string(k.w) + (weight_cl ? ", weight channels-last" : "") +
+                     (compute::sgemm_is_onednn() ? ", oneDNN" : ", LibTorch"));
+        torch::manual_seed(13);
+        const auto x0 = torch::randn({k.n, k.c, k.h, k.w}).contiguous(cl);
+        auto w0 = torch::randn({k.o, k.c, 1, 1});
+        if (weight_cl) w0 = w0.contiguous(cl);
+        const auto g = torch::randn({k.n, k.o, k.h, k.w});
+        for (int grads : {3, 1, 2}) {  // both, input only, weight only
+          auto run = [&](bool gemm) {
+            auto x = x0.clone().requires_grad_(grads & 1);
+            auto w = w0.clone().requires_grad_((grads & 2) != 0);
+            auto y = gemm ? compute::conv1x1_gemm(x, w) : at::conv2d(x, w);
+            (y * g).sum().backward();
+            return std::vector<at::Tensor>{y.detach(), (grads & 1) ? x.grad() : at::Tensor(),
+                                           (grads & 2) ? w.grad() : at::Tensor()};
+          };
+          const auto ref = run(false), got = run(true);
+          EXPECT_EQ(got[0].sizes(), ref[0].sizes());
+          EXPECT_LT(rel(got[0], ref[0]), 1e-5);
+          EXPECT_TRUE(got[0].is_contiguous(cl));
+          for (int i : {1, 2}) {
+            ASSERT_EQ(got[i].defined(), ref[i].defined()) << "gradient " << i;
+            if (!got[i].defined()) continue;
+            EXPECT_EQ(got[i].sizes(), ref[i].sizes()) << "gradient " << i;
+            EXPECT_LT(rel(got[i], ref[i]), 1e-5) << "gradient " << i;
+          }
+          if (grads & 1) EXPECT_TRUE(got[1].is_contiguous(cl));
+          if (grads & 2) EXPECT_EQ(got[2].strides(), w0.strides());
+        }
+      }
+  }
+  expect_error([] { compute::conv1x1_gemm(torch::randn({1, 4, 3, 3}), torch::randn({2, 4, 1, 1})); },
+               {"conv1x1_gemm", "expected channels-last input"});
+  expect_error([] { compute::conv1x1_gemm(torch::randn({1, 4, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast),
+                                          torch::randn({2, 5, 1, 1})); },
+               {"conv1x1_gemm", "(O,C,1,1)", "[1, 4, 3, 3]", "[2, 5, 1, 1]"});
+}
+
+// Which 1×1s compute::conv2d runs as GEMMs: stride 1, unpadded, no bias, channels-last input,
+// under the fast algorithms, through oneDNN's sgemm; counted as the convolutions they are;
+// inside ResNet-50's blocks (conv1, conv3, a stride-1 shortcut), which then track their direct
+// run.
+TEST(Pointwise, ConvPathTakesThe1x1sOnlyWhereTheyQualify) {
+  namespace nn = torch::nn;
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  nn::Conv2d pw(nn::Conv2dOptions(8, 16, 1).bias(false));
+  nn::Conv2d strided(nn::Conv2dOptions(8, 16, 1).stride(2).bias(false));
+  nn::Conv2d biased(nn::Conv2dOptions(8, 16, 1));
+  nn::Conv2d padded(nn::Conv2dOptions(8, 16, 1).padding(1).bias(false));
+  const auto x = torch::randn({2, 8, 6, 6}).contiguous(cl);
+  EXPECT_STREQ(compute::conv_path_name(compute::ConvPath::gemm_1x1), "1x1 GEMMs");
+  {
+    compute::WinogradScope off(false);  // train.conv_algorithm: direct
+    EXPECT_EQ(compute::conv_path(*pw, x), compute::ConvPath::module);
+  }
+  compute::WinogradScope on(true);
+  // Where oneDNN's sgemm runs AVX-512 kernels (else the module's forward: compute/conv.cpp).
+  const bool here = compute::sgemm_is_onednn() && compute::onednn_avx512();
+  const auto gemm = here ? compute::ConvPath::gemm_1x1 : compute::ConvPath::module;
+  EXPECT_EQ(compute::conv_path(*pw, x), gemm);
+  EXPECT_EQ(compute::conv_path(*pw, torch::randn({2, 8, 6, 6})), compute::ConvPath::module);  // NCHW
+  EXPECT_EQ(compute::conv_path(*strided, x), compute::ConvPath::module);
+  EXPECT_EQ(compute::conv_path(*biased, x), compute::ConvPath::module);
+  EXPECT_EQ(compute::conv_path(*padded, x), compute::ConvPath::module);
+  {
+    GemmBackendScope torch_matmul(compute::GemmBackend::torch);  // through OpenBLAS: not taken
+    EXPECT_EQ(compute::conv_path(*pw, x), compute::ConvPath::module);
+  }
+  {
+    compute::FlopCount c;
+    {
+      compute::FlopCounter counter;
+      compute::conv2d(*pw, x.clone().requires_grad_(true)).sum().backward();
+      c = counter.result();
+    }
+    EXPECT_DOUBLE_EQ(c.conv, 3 * conv_flops(2, 8, 16, 1, 6, 6));
+  }
+  for (int64_t stride : {1, 2}) {
+    SCOPED_TRACE("stride " + std::to_string(stride));
+    torch::manual_seed(17);
+    models::Bottleneck block(16, 8, stride, 1, true);
+    compute::to_channels_last(*block);
+    const auto x0 = torch::randn({2, 16, 8, 8}).contiguous(cl);
+    auto run = [&](bool fast, int64_t* gemms) {
+      block->zero_grad();
+      compute::WinogradScope scope(fast);
+      auto xi = x0.clone().requires_grad_(true);
+      std::vector<at::Tensor> out;
+      {
+        compute::OpProfiler profiler;
+        auto y = block->forward(xi);
+        y.pow(2).sum().backward();
+        for (const auto& op : profiler.result())
+          if (op.name == "cp2::conv1x1_gemm") *gemms = op.calls;
+        out = {y.detach(), xi.grad()};
+      }
+      for (const auto& p : block->parameters()) out.push_back(p.grad().clone());
+      return out;
+    };
+    int64_t direct_gemms = 0, fast_gemms = 0;
+    const auto ref = run(false, &direct_gemms), got = run(true, &fast_gemms);
+    EXPECT_EQ(direct_gemms, 0);
+    // conv1 and conv3, and the shortcut where it has stride 1.
+    EXPECT_EQ(fast_gemms, here ? (stride == 1 ? 3 : 2) : 0);
+    ASSERT_EQ(got.size(), ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) EXPECT_LT(rel(got[i], ref[i]), 1e-4) << "tensor " << i;
+  }
+}
+
 TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {
   compute::ConvBenchOptions o;
   o.batch = 2, o.in = 16, o.out = 8, o.size = 14, o.dilation = 12, o.rounds = 1;
@@ -1127,6 +1251,14 @@ TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {
   }
   o.kernels = "best", o.dilation = 0;
   expect_error([&] { compute::bench_conv(o, false); }, {"--dilation", "positive", "0"});
+  // --kernel 1: a 1×1 (its dilation unused), GEMMs on channels-last input, direct in NCHW.
+  o.dilation = 1, o.kernel = 1, o.channels_last = true;
+  EXPECT_EQ(compute::bench_conv(o, false).fast,
+            compute::sgemm_is_onednn() && compute::onednn_avx512() ? "1x1 GEMMs" : "direct");
+  o.channels_last = false;
+  EXPECT_EQ(compute::bench_conv(o, false).fast, "direct");
+  o.kernel = 5;
+  expect_error([&] { compute::bench_conv(o, false); }, {"--kernel", "expected 1 or 3", "5"});
 }
 
 TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {

@@ -6,6 +6,7 @@
 
 #include "cp2/compute/dilated.h"
 #include "cp2/compute/gemm.h"
+#include "cp2/compute/pointwise.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
 
@@ -33,6 +34,15 @@ int64_t same_dilated_3x3(const torch::nn::Conv2dImpl& conv) {
   return eligible ? d : 0;
 }
 
+// A 1×1, stride-1, unpadded, ungrouped convolution (what conv1x1_gemm computes).
+bool plain_1x1(const torch::nn::Conv2dImpl& conv) {
+  const auto& o = conv.options;
+  const auto k = *o.kernel_size(), st = *o.stride();
+  const auto* pad = explicit_padding(o.padding());
+  return o.groups() == 1 && k[0] == 1 && k[1] == 1 && st[0] == 1 && st[1] == 1 && o.padding_mode().index() == 0 &&
+         pad && (**pad)[0] == 0 && (**pad)[1] == 0;
+}
+
 // The outer taps of a dimension no larger than d multiply only zero padding: without them the
 // sums are the same but for additions of exact zeros, and so are the gradients (a dropped
 // tap's weight gradient is exactly zero either way), at up to 9× less work.
@@ -52,8 +62,14 @@ ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   const int64_t d = same_dilated_3x3(conv);
   if (d > 1 && (d >= x.size(2) || d >= x.size(3))) return ConvPath::centre_taps;
   if (!winograd_enabled() || !x.device().is_cpu() || x.scalar_type() != at::kFloat ||
-      conv.bias.defined() || autocast_active(false) || d == 0)
+      conv.bias.defined() || autocast_active(false))
     return ConvPath::module;
+  // The 1×1s as GEMMs only on channels-last memory (no copy), through oneDNN's sgemm, where
+  // oneDNN runs AVX-512 kernels: capped to AVX2, its sgemm and its 1×1 convolution ran ResNet-50's
+  // shapes within ±3 % of each other (compute/pointwise.h).
+  if (d == 0)
+    return plain_1x1(conv) && is_channels_last(x) && sgemm_is_onednn() && onednn_avx512() ? ConvPath::gemm_1x1
+                                                                                           : ConvPath::module;
   const int64_t n = x.size(0), c = x.size(1), out = conv.weight.size(0), h = x.size(2), w = x.size(3);
   if (d == 1) return winograd_runs(n, c, out, h, w) ? ConvPath::winograd : ConvPath::module;
   const auto plan = winograd_plan_for(x, out, d);  // of the sub-grids
@@ -81,6 +97,7 @@ const char* conv_path_name(ConvPath p) {
     case ConvPath::taps: return "tap GEMMs";
     case ConvPath::winograd: return "Winograd";
     case ConvPath::winograd_subgrids: return "Winograd sub-grids";
+    case ConvPath::gemm_1x1: return "1x1 GEMMs";
     default: return "direct";
   }
 }
@@ -91,6 +108,7 @@ at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
     case ConvPath::module: return conv.forward(x);
     case ConvPath::taps: return dilated_conv3x3_taps(x, conv.weight, (*conv.options.dilation())[0]);
     case ConvPath::winograd: return winograd_conv3x3(x, conv.weight);
+    case ConvPath::gemm_1x1: return conv1x1_gemm(x, conv.weight);
     case ConvPath::winograd_subgrids: break;
   }
   return winograd_conv3x3(x, conv.weight, (*conv.options.dilation())[0]);

@@ -11,7 +11,10 @@
 // - other 3×3 with dilation d and padding d (ResNet's dilated stages): Winograd over the d²
 //   interleaved sub-grids (any map size: 769² crops' 49×49 maps too); before the tap GEMMs where
 //   cp2's F(3×3) tiles multiply less than they would (sub-grids of 3 or 6 pixels of maps the
-//   rate divides).
+//   rate divides);
+// - 1×1, stride 1, no padding, on channels-last input (ResNet-50's conv1 / conv3, its stride-1
+//   shortcuts, ASPP's 1×1 branch) where oneDNN runs AVX-512 kernels: three GEMMs over the NHWC
+//   memory (compute/pointwise.h).
 // Only fp32 CPU tensors outside autocast, without bias or groups.
 #pragma once
 
@@ -36,11 +39,12 @@ constexpr double kTapGemmShareNhwc = 0.8;
 constexpr double kTapGemmShareNchw = 0.5;
 
 // What conv2d does with `conv` on `x` on this thread (WinogradScope): the centre row, column
-// or tap alone, the module's forward, tap GEMMs, Winograd, or Winograd over the d² sub-grids
-// (where winograd_runs() says the kernels run Winograd for the shape, compute/winograd.h).
-enum class ConvPath { centre_taps, module, taps, winograd, winograd_subgrids };
+// or tap alone, the module's forward, tap GEMMs, Winograd, Winograd over the d² sub-grids
+// (where winograd_runs() says the kernels run Winograd for the shape, compute/winograd.h), or
+// a 1×1 as GEMMs.
+enum class ConvPath { centre_taps, module, taps, winograd, winograd_subgrids, gemm_1x1 };
 ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
-// "centre taps", "direct", "tap GEMMs", "Winograd", "Winograd sub-grids"
+// "centre taps", "direct", "tap GEMMs", "Winograd", "Winograd sub-grids", "1x1 GEMMs"
 const char* conv_path_name(ConvPath p);
 
 at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x);

@@ -24,6 +24,7 @@ void ConvBenchOptions::validate() const {
   positive("size", size);
   positive("dilation", dilation);
   positive("rounds", rounds);
+  if (kernel != 1 && kernel != 3) throw Error("--kernel: expected 1 or 3, found " + std::to_string(kernel));
   if (kernels != "best" && kernels != "onednn" && kernels != "tiles" && kernels != "tiles-f4" && kernels != "tiles-f3")
     throw Error("--kernels: expected best, onednn, tiles, tiles-f4 or tiles-f3, found '" + kernels + "'");
 }
@@ -49,8 +50,10 @@ ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
   // As in training (seg/bench.cpp, the trainers): without it every large buffer is a fresh
   // mmap and page faults, which weighs on the Winograd domain's filters most.
   install_caching_cpu_allocator();
-  const int64_t d = o.dilation;
-  torch::nn::Conv2d conv(torch::nn::Conv2dOptions(o.in, o.out, 3).padding(d).dilation(d).bias(false));
+  const bool pointwise = o.kernel == 1;
+  const int64_t d = pointwise ? 1 : o.dilation;
+  torch::nn::Conv2d conv(
+      torch::nn::Conv2dOptions(o.in, o.out, o.kernel).padding(pointwise ? 0 : d).dilation(d).bias(false));
   const auto fmt = o.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   conv->weight.set_data(conv->weight.detach().contiguous(fmt));
   const auto x = torch::randn({o.batch, o.in, o.size, o.size}).contiguous(fmt).requires_grad_(true);
@@ -93,13 +96,17 @@ ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
   r.direct_step_s = best_of(o.rounds, [&] { step(false); });
   r.fast_step_s = best_of(o.rounds, [&] { step(true); });
   if (verbose) {
-    const double full = 2.0 * o.batch * o.in * o.out * 9 * o.size * o.size;  // one pass, every tap
-    std::printf("shape          x [%lld, %lld, %lld, %lld] * w [%lld, %lld, 3, 3], dilation %lld, %s; %.2f GFLOP per pass "
-                "(all 9 taps), %.0f %% of them read the image\n",
-                static_cast<long long>(o.batch), static_cast<long long>(o.in), static_cast<long long>(o.size),
-                static_cast<long long>(o.size), static_cast<long long>(o.out), static_cast<long long>(o.in),
-                static_cast<long long>(d), o.channels_last ? "channels-last" : "NCHW", full / 1e9,
-                100 * dilated_taps_kept(o.size, o.size, d));
+    const double full = 2.0 * o.batch * o.in * o.out * o.kernel * o.kernel * o.size * o.size;  // one pass, every tap
+    const auto ll = [](int64_t v) { return static_cast<long long>(v); };
+    if (pointwise)
+      std::printf("shape          x [%lld, %lld, %lld, %lld] * w [%lld, %lld, 1, 1], %s; %.2f GFLOP per pass\n",
+                  ll(o.batch), ll(o.in), ll(o.size), ll(o.size), ll(o.out), ll(o.in),
+                  o.channels_last ? "channels-last" : "NCHW", full / 1e9);
+    else
+      std::printf("shape          x [%lld, %lld, %lld, %lld] * w [%lld, %lld, 3, 3], dilation %lld, %s; %.2f GFLOP per "
+                  "pass (all 9 taps), %.0f %% of them read the image\n",
+                  ll(o.batch), ll(o.in), ll(o.size), ll(o.size), ll(o.out), ll(o.in), ll(d),
+                  o.channels_last ? "channels-last" : "NCHW", full / 1e9, 100 * dilated_taps_kept(o.size, o.size, d));
     std::printf("direct         forward %.4f s, forward + both gradients %.4f s\n", r.direct_fwd_s, r.direct_step_s);
     std::printf("fast           %s: forward %.4f s, forward + both gradients %.4f s (%.2fx, %.2fx direct)\n",
                 r.fast.c_str(), r.fast_fwd_s, r.fast_step_s, r.direct_fwd_s / r.fast_fwd_s,

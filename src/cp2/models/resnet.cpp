@@ -43,6 +43,11 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t 
 nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
   return nn::Sequential(conv(in, out, 1, stride), SyncableBatchNorm2d(out));
 }
+// The shortcut's 1×1 convolution through compute::conv2d (a GEMM on channels-last maps where
+// the fast algorithms are on), then its batch norm: what downsample->forward(x) computes.
+torch::Tensor shortcut(nn::Sequential& ds, const torch::Tensor& x) {
+  return ds->ptr<SyncableBatchNorm2dImpl>(1)->forward(compute::conv2d(*ds->ptr<nn::Conv2dImpl>(0), x));
+}
 }  // namespace
 
 BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, int64_t dilation, bool ds)
@@ -57,7 +62,7 @@ torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   // 3x3 convolutions may run as Winograd (train.conv_algorithm; compute/winograd.h).
   auto out = bn1(compute::conv2d(*conv1, x)).relu_();
   out = bn2(compute::conv2d(*conv2, out));
-  out += downsample ? downsample->forward(x) : x;
+  out += downsample ? shortcut(downsample, x) : x;
   return out.relu_();
 }
 
@@ -71,12 +76,13 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
   if (ds) downsample = register_module("downsample", make_downsample(inplanes, planes * 4, stride));
 }
 
-// ReLUs in place, as torchvision's ReLU(inplace=True) (models/aspp.cpp says why).
+// ReLUs in place, as torchvision's ReLU(inplace=True) (models/aspp.cpp says why). The 1×1s
+// may run as GEMMs, the 3×3 as Winograd (train.conv_algorithm; compute/conv.h).
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  auto out = bn1(conv1(x)).relu_();
+  auto out = bn1(compute::conv2d(*conv1, x)).relu_();
   out = bn2(compute::conv2d(*conv2, out)).relu_();
-  out = bn3(conv3(out));
-  out += downsample ? downsample->forward(x) : x;
+  out = bn3(compute::conv2d(*conv3, out));
+  out += downsample ? shortcut(downsample, x) : x;
   return out.relu_();
 }
 
