@@ -134,8 +134,8 @@ Command register_bench(CLI::App& app) {
   cv->add_option("--size", co->size, "map height and width")->capture_default_str();
   cv->add_option("--dilation", co->dilation, "dilation (= padding) of the 3x3")->capture_default_str();
   cv->add_option("--kernel", co->kernel,
-                 "kernel size: 3, or 1 (stride 1, no padding: what ResNet-50's 1x1s run, 1x1 GEMMs on "
-                 "channels-last input)")
+                 "kernel size: 3, or 1 (stride 1, no padding: ResNet-50's 1x1s, which run as GEMMs on "
+                 "channels-last input where oneDNN has AVX-512 kernels)")
       ->capture_default_str();
   cv->add_flag("--channels-last", co->channels_last, "channels-last input and weight");
   cv->add_option("--kernels", co->kernels,
