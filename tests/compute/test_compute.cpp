@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "cp2/compute/conv.h"
@@ -36,6 +37,30 @@ double conv_flops(int64_t n, int64_t cin, int64_t cout, int64_t k, int64_t oh, i
 // Largest difference relative to the reference's largest magnitude.
 double rel(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max()).item<double>();
+}
+
+// y = conv(x0, w0) and the gradients of sum(y·g) that `grads` asks for (1 input, 2 weight, 3
+// both): {y, dx or undefined, dw or undefined}.
+std::vector<at::Tensor> conv_and_grads(const at::Tensor& x0, const at::Tensor& w0, const at::Tensor& g, int grads,
+                                       const std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>& conv) {
+  auto x = x0.clone().requires_grad_(grads & 1);
+  auto w = w0.clone().requires_grad_((grads & 2) != 0);
+  auto y = conv(x, w);
+  (y * g).sum().backward();
+  return {y.detach(), (grads & 1) ? x.grad() : at::Tensor(), (grads & 2) ? w.grad() : at::Tensor()};
+}
+
+// conv_and_grads' results against the reference's: the same shapes, the same gradients
+// defined, each within `tol` (rel).
+void expect_conv_close(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& ref, double tol) {
+  EXPECT_EQ(got[0].sizes(), ref[0].sizes());
+  EXPECT_LT(rel(got[0], ref[0]), tol);
+  for (int i : {1, 2}) {
+    ASSERT_EQ(got[i].defined(), ref[i].defined()) << "gradient " << i;
+    if (!got[i].defined()) continue;
+    EXPECT_EQ(got[i].sizes(), ref[i].sizes()) << "gradient " << i;
+    EXPECT_LT(rel(got[i], ref[i]), tol) << "gradient " << i;
+  }
 }
 
 }  // namespace
@@ -939,24 +964,14 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
         }
         const auto g = torch::randn({k.n, k.o, k.h, k.w});
         for (int grads : {3, 1, 2}) {  // both, input only, weight only
-          auto run = [&](bool taps) {
-            auto x = x0.clone().requires_grad_(grads & 1);
-            auto w = w0.clone().requires_grad_((grads & 2) != 0);
-            auto y = taps ? compute::dilated_conv3x3_taps(x, w, k.d) : at::conv2d(x, w, {}, 1, k.d, k.d);
-            (y * g).sum().backward();
-            return std::vector<at::Tensor>{y.detach(), (grads & 1) ? x.grad() : at::Tensor(),
-                                           (grads & 2) ? w.grad() : at::Tensor()};
-          };
-          const auto ref = run(false), got = run(true);
-          EXPECT_EQ(got[0].sizes(), ref[0].sizes());
-          EXPECT_LT(rel(got[0], ref[0]), 1e-5);
+          const auto ref = conv_and_grads(x0, w0, g, grads, [&](const at::Tensor& x, const at::Tensor& w) {
+            return at::conv2d(x, w, {}, 1, k.d, k.d);
+          });
+          const auto got = conv_and_grads(x0, w0, g, grads, [&](const at::Tensor& x, const at::Tensor& w) {
+            return compute::dilated_conv3x3_taps(x, w, k.d);
+          });
+          expect_conv_close(got, ref, 1e-5);
           EXPECT_EQ(got[0].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[0].is_contiguous(), cl && k.h * k.w > 1);
-          for (int i : {1, 2}) {
-            ASSERT_EQ(got[i].defined(), ref[i].defined()) << "gradient " << i;
-            if (!got[i].defined()) continue;
-            EXPECT_EQ(got[i].sizes(), ref[i].sizes()) << "gradient " << i;
-            EXPECT_LT(rel(got[i], ref[i]), 1e-5) << "gradient " << i;
-          }
           // Taps that never read the image get an exact zero gradient (rate 12 on 4x4: all
           // but the centre).
           if ((grads & 2) && k.d >= k.h && k.d >= k.w) {
@@ -1118,24 +1133,12 @@ TEST(Pointwise, MatchesDirectConvolutionForwardAndGradients) {
         if (weight_cl) w0 = w0.contiguous(cl);
         const auto g = torch::randn({k.n, k.o, k.h, k.w});
         for (int grads : {3, 1, 2}) {  // both, input only, weight only
-          auto run = [&](bool gemm) {
-            auto x = x0.clone().requires_grad_(grads & 1);
-            auto w = w0.clone().requires_grad_((grads & 2) != 0);
-            auto y = gemm ? compute::conv1x1_gemm(x, w) : at::conv2d(x, w);
-            (y * g).sum().backward();
-            return std::vector<at::Tensor>{y.detach(), (grads & 1) ? x.grad() : at::Tensor(),
-                                           (grads & 2) ? w.grad() : at::Tensor()};
-          };
-          const auto ref = run(false), got = run(true);
-          EXPECT_EQ(got[0].sizes(), ref[0].sizes());
-          EXPECT_LT(rel(got[0], ref[0]), 1e-5);
+          const auto ref = conv_and_grads(x0, w0, g, grads, [](const at::Tensor& x, const at::Tensor& w) {
+            return at::conv2d(x, w);
+          });
+          const auto got = conv_and_grads(x0, w0, g, grads, compute::conv1x1_gemm);
+          expect_conv_close(got, ref, 1e-5);
           EXPECT_TRUE(got[0].is_contiguous(cl));
-          for (int i : {1, 2}) {
-            ASSERT_EQ(got[i].defined(), ref[i].defined()) << "gradient " << i;
-            if (!got[i].defined()) continue;
-            EXPECT_EQ(got[i].sizes(), ref[i].sizes()) << "gradient " << i;
-            EXPECT_LT(rel(got[i], ref[i]), 1e-5) << "gradient " << i;
-          }
           if (grads & 1) EXPECT_TRUE(got[1].is_contiguous(cl));
           if (grads & 2) EXPECT_EQ(got[2].strides(), w0.strides());
         }
