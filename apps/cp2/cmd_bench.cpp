@@ -4,7 +4,9 @@
 
 #include "commands.h"
 #include "cp2/common.h"
+#include "cp2/compute/bn_bench.h"
 #include "cp2/compute/conv_bench.h"
+#include "cp2/compute/fast_paths.h"
 #include "cp2/compute/precision.h"
 #include "cp2/data/prefetch.h"
 #include "cp2/data/view_bench.h"
@@ -59,6 +61,14 @@ constexpr const char* kProfileHelp =
     "N > 0: time --steps model steps op by op and print the N ops with the most own time (ms per step, share "
     "of the step; on CUDA the CPU side of the calls)";
 
+std::string alternate_help() {
+  std::string h = "fast paths turned off in every other round (2, 4, ...), comma-separated, for their gain measured "
+                  "in one process (the figures above it are the on rounds'; needs --rounds >= 2, the CPU and "
+                  "--conv-algorithm winograd|auto): ";
+  for (const auto& p : compute::fast_paths()) h += std::string(p.name) + " (" + p.what + "), ";
+  return h.substr(0, h.size() - 2);
+}
+
 }  // namespace
 
 Command register_bench(CLI::App& app) {
@@ -87,6 +97,7 @@ Command register_bench(CLI::App& app) {
                 "off, on or auto (as train.cuda_graph): the timed steps as CUDA graphs, CUDA only")
       ->capture_default_str();
   p->add_option("--profile", o->profile, kProfileHelp)->capture_default_str()->check(non_negative_int);
+  p->add_option("--alternate", o->alternate, alternate_help());
   auto so = std::make_shared<seg::SegBenchOptions>();
   auto add_seg = [&](CLI::App* s) {
     s->add_option("--data", so->data, "VOC-layout folder (default: generate one in a temp folder)");
@@ -107,6 +118,7 @@ Command register_bench(CLI::App& app) {
   auto* ft = c->add_subcommand("finetune", "images/s of a DeepLabV3 training step (fixed batch and end to end), peak RSS");
   add_seg(ft);
   ft->add_option("--profile", so->profile, kProfileHelp)->capture_default_str()->check(non_negative_int);
+  ft->add_option("--alternate", so->alternate, alternate_help());
   ft->add_option("--data-batches", so->data_batches,
                  "batches timed through the loader alone, before the steps (0 = 4 x steps)")
       ->capture_default_str()
@@ -144,6 +156,16 @@ Command register_bench(CLI::App& app) {
                  "direct), tiles-f4 or tiles-f3 (cp2's, in 4x4 or 3x3 output tiles)")
       ->capture_default_str();
   cv->add_option("--rounds", co->rounds, "timed calls (best of)")->capture_default_str();
+  auto no = std::make_shared<compute::NormBenchOptions>();
+  auto* nm = c->add_subcommand("norm",
+                               "time one training-mode batch norm + ReLU (+ a residual sum) on an fp32 channels-last "
+                               "map, forward and with gradients: PyTorch's ops against cp2's one pass each way (taken "
+                               "under train.conv_algorithm: winograd|auto)");
+  nm->add_option("--batch", no->batch, "batch size")->capture_default_str();
+  nm->add_option("--channels", no->channels, "channels")->capture_default_str();
+  nm->add_option("--size", no->size, "map height and width")->capture_default_str();
+  nm->add_flag("--residual", no->residual, "a residual map summed before the ReLU (a block's last batch norm)");
+  nm->add_option("--rounds", no->rounds, "timed calls (best of)")->capture_default_str();
   auto vo = std::make_shared<data::ViewBenchOptions>();
   auto* vw = c->add_subcommand("view",
                                "time a loader thread's work on one view op by op (ms per call; the AVX2 and the "
@@ -154,7 +176,12 @@ Command register_bench(CLI::App& app) {
   vw->add_option("--size", vo->size, "the view's side (as view.size)")->capture_default_str();
   vw->add_option("--rounds", vo->rounds, "calls per timing (the best of three timings is printed)")
       ->capture_default_str();
-  return {c, [o, p, so, ft, ev, all, ar, co, cv, vo, vw] {
+  return {c, [o, p, so, ft, ev, all, ar, co, cv, no, nm, vo, vw] {
+            if (nm->parsed()) {
+              std::printf("cp2 bench norm: %d intra-op threads\n", get_threads());
+              compute::bench_norm(*no, true);
+              return 0;
+            }
             if (vw->parsed()) {
               data::bench_view(*vo);
               return 0;

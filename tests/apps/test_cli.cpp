@@ -24,7 +24,7 @@ cp2::test::CliRun run(const std::string& args) { return cp2::test::run_cli(args)
 
 TEST(Cli, HelpForEverySubcommand) {
   for (const char* sub : {"", "convert", "demo", "loss", "pretrain", "synth", "bench", "bench pretrain", "finetune",
-                          "evaluate", "predict", "bench finetune", "bench evaluate", "bench conv", "bench view",
+                          "evaluate", "predict", "bench finetune", "bench evaluate", "bench conv", "bench norm", "bench view",
                           "ablate", "trials", "report", "launch"}) {
     auto r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.rc, 0) << sub;
@@ -447,6 +447,39 @@ TEST(Cli, PretrainConfigErrors) {
   r = run("pretrain --data /tmp --print-config --set train.channels_last=auto");
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("channels_last: auto"), std::string::npos) << r.out;
+}
+
+// --alternate: every other round with fast paths off, the on rounds' figures, the pairs' ratios.
+TEST(Cli, BenchAlternatesFastPathsInOneProcess) {
+  auto r = run("bench finetune --threads 1 --workers 1 --arch 18 --crop 32 --scale 32 --image-width 48 "
+               "--image-height 40 --batch 2 --steps 1 --warmup 0 --rounds 3 --conv-algorithm auto --channels-last "
+               "--alternate bn-act,winograd");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\n  round 1: train step [0-9.]+ img/s)"))) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\n  round 2 \(bn-act,winograd off\): train step [0-9.]+ img/s)")))
+      << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\n  round 3: train step [0-9.]+ img/s)"))) << r.out;
+  EXPECT_NE(r.out.find("(median of 2 rounds of 1 steps on a fixed batch;"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::regex_search(
+      r.out, std::regex(R"(\nbn-act,winograd off        train step on / off [0-9.]+x \(median of 1 pairs, [0-9.]+-[0-9.]+x\); )"
+                        R"(end to end on / off [0-9.]+x \(median of 1 pairs)")))
+      << r.out;
+  // Refused before any work: an unknown path, one round, a GPU.
+  for (const auto& [args, what] : std::vector<std::pair<std::string, std::string>>{
+           {"--alternate bn-act,fast", "--alternate: expected a comma-separated list of winograd, tap-gemms, 1x1-gemms, "
+                                       "bn-act, found 'fast' in 'bn-act,fast'"},
+           {"--alternate bn-act --rounds 1", "--alternate: expected --rounds >= 2 (rounds alternate with the paths on "
+                                             "and off), found 1"}}) {
+    const auto bad = run("bench finetune --threads 1 --arch 18 --crop 32 --scale 32 " + args);
+    EXPECT_EQ(bad.rc, 1) << args << ":\n" << bad.out;
+    EXPECT_NE(bad.out.find("error: " + what), std::string::npos) << args << ":\n" << bad.out;
+    EXPECT_EQ(bad.out.find("data pipeline"), std::string::npos) << args << ":\n" << bad.out;
+  }
+  const auto images = cp2::test::synth_images("cli_bench_alternate", 4, 48, 48, 2);
+  const auto bad = run("bench pretrain --threads 1 --data " + images + " --arch 18 --size 32 --batch 2 --alternate x");
+  EXPECT_EQ(bad.rc, 1) << bad.out;
+  EXPECT_NE(bad.out.find("error: --alternate: expected a comma-separated list of"), std::string::npos) << bad.out;
+  EXPECT_EQ(bad.out.find("data pipeline"), std::string::npos) << bad.out;
 }
 
 // Issue 11 §1: every bench line carries the step's FLOPs and the share of the probe.

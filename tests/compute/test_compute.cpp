@@ -11,7 +11,9 @@
 
 #include "cp2/compute/conv.h"
 #include "cp2/compute/conv_bench.h"
+#include "cp2/compute/bn_act.h"
 #include "cp2/compute/dilated.h"
+#include "cp2/compute/fast_paths.h"
 #include "cp2/compute/flops.h"
 #include "cp2/compute/gemm.h"
 #include "cp2/compute/op_profile.h"
@@ -1220,6 +1222,64 @@ TEST(Pointwise, ConvPathTakesThe1x1sOnlyWhereTheyQualify) {
     ASSERT_EQ(got.size(), ref.size());
     for (size_t i = 0; i < ref.size(); ++i) EXPECT_LT(rel(got[i], ref[i]), 1e-4) << "tensor " << i;
   }
+}
+
+TEST(FastPaths, NamesRefusalsAndScopes) {
+  using compute::FastPath;
+  EXPECT_EQ(compute::fast_path_names(), "winograd, tap-gemms, 1x1-gemms, bn-act");
+  EXPECT_EQ(compute::parse_fast_paths("bn-act,1x1-gemms", "--alternate"),
+            (std::vector<FastPath>{FastPath::bn_act, FastPath::gemm_1x1}));
+  cp2::test::expect_error([] { compute::parse_fast_paths("", "--alternate"); },
+                          {"--alternate: expected one or more of winograd, tap-gemms, 1x1-gemms, bn-act, found ''"});
+  cp2::test::expect_error([] { compute::parse_fast_paths("winograd,Winograd", "--alternate"); },
+                          {"--alternate: expected a comma-separated list of", "found 'Winograd' in 'winograd,Winograd'"});
+  EXPECT_TRUE(compute::alternate_paths("", 1, "cuda").empty());
+  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 4, "cuda:0"); },
+                          {"--alternate: the fast paths are the CPU's (fp32); found --device cuda:0"});
+  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 1, "cpu"); }, {"--rounds >= 2", "found 1"});
+  // Each path off leaves its work to PyTorch's ops; scopes nest and restore.
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  torch::nn::Conv2d pw(torch::nn::Conv2dOptions(8, 16, 1).bias(false));
+  torch::nn::Conv2d c3(torch::nn::Conv2dOptions(512, 512, 3).padding(1).bias(false));
+  const auto x8 = torch::randn({2, 8, 6, 6}).contiguous(cl), x512 = torch::randn({8, 512, 8, 8});
+  compute::WinogradScope on(true, compute::WinogradKernels::tiles);
+  const bool gemms = compute::sgemm_is_onednn() && compute::onednn_avx512();
+  const auto pw_path = compute::conv_path(*pw, x8), c3_path = compute::conv_path(*c3, x512);
+  EXPECT_EQ(pw_path, gemms ? compute::ConvPath::gemm_1x1 : compute::ConvPath::module);
+  EXPECT_EQ(c3_path, compute::ConvPath::winograd);
+  const bool bn = compute::bn_act_applies(x8, at::Tensor(), true);
+  {
+    compute::FastPathsOff off({FastPath::winograd});
+    EXPECT_FALSE(compute::fast_path_on(FastPath::winograd));
+    EXPECT_TRUE(compute::fast_path_on(FastPath::bn_act));
+    EXPECT_EQ(compute::conv_path(*c3, x512), compute::ConvPath::module);
+    EXPECT_EQ(compute::conv_path(*pw, x8), pw_path);
+    {
+      compute::FastPathsOff more({FastPath::gemm_1x1, FastPath::bn_act});
+      EXPECT_EQ(compute::conv_path(*pw, x8), compute::ConvPath::module);
+      EXPECT_FALSE(compute::bn_act_applies(x8, at::Tensor(), true));
+      EXPECT_EQ(compute::conv_path(*c3, x512), compute::ConvPath::module);
+    }
+    EXPECT_EQ(compute::conv_path(*pw, x8), pw_path);
+    EXPECT_EQ(compute::bn_act_applies(x8, at::Tensor(), true), bn);
+  }
+  EXPECT_EQ(compute::conv_path(*c3, x512), c3_path);
+  // The pairs' ratios: rounds 0/1, 2/3 (a fifth, unpaired, is left out).
+  const auto a = compute::alternation({4, 2, 3, 3, 9});
+  EXPECT_EQ(a.pairs, 2u);
+  EXPECT_DOUBLE_EQ(a.median, 1.5);
+  EXPECT_DOUBLE_EQ(a.lo, 1.0);
+  EXPECT_DOUBLE_EQ(a.hi, 2.0);
+  EXPECT_EQ(a.line(), "on / off 1.500x (median of 2 pairs, 1.000-2.000x)");
+  EXPECT_EQ(compute::alternation({4}).pairs, 0u);
+  // A bench's figures: the on rounds' median where alternated (4, 3, 9), every round's otherwise.
+  const auto alt = compute::round_rates({4, 2, 3, 3, 9}, true), all = compute::round_rates({4, 2, 3, 3, 9}, false);
+  EXPECT_DOUBLE_EQ(alt.median, 4);
+  EXPECT_EQ(alt.rounds, 3);
+  EXPECT_EQ(alt.on_off.pairs, 2u);
+  EXPECT_DOUBLE_EQ(all.median, 3);
+  EXPECT_EQ(all.rounds, 5);
+  EXPECT_EQ(all.on_off.pairs, 0u);
 }
 
 TEST(DilatedTaps, ConvBenchNamesThePathAndTimesBoth) {

@@ -5,6 +5,7 @@
 #include <variant>
 
 #include "cp2/compute/dilated.h"
+#include "cp2/compute/fast_paths.h"
 #include "cp2/compute/gemm.h"
 #include "cp2/compute/pointwise.h"
 #include "cp2/compute/precision.h"
@@ -57,7 +58,9 @@ at::Tensor centre_taps_conv(torch::nn::Conv2dImpl& conv, const at::Tensor& x, in
 
 }  // namespace
 
-ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
+namespace {
+
+ConvPath chosen_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   if (x.dim() != 4) return ConvPath::module;  // the module's forward says what is wrong
   const int64_t d = same_dilated_3x3(conv);
   if (d > 1 && (d >= x.size(2) || d >= x.size(3))) return ConvPath::centre_taps;
@@ -89,6 +92,20 @@ ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
   // Where Winograd would run the direct convolution anyway (cp2's kernels below their pay-off
   // rule), the module's forward.
   return plan.kernels != WinogradKernels::none ? ConvPath::winograd_subgrids : ConvPath::module;
+}
+
+}  // namespace
+
+ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
+  const ConvPath p = chosen_path(conv, x);
+  // A path turned off (cp2 bench --alternate) leaves the convolution to the module.
+  switch (p) {
+    case ConvPath::winograd:
+    case ConvPath::winograd_subgrids: return fast_path_on(FastPath::winograd) ? p : ConvPath::module;
+    case ConvPath::taps: return fast_path_on(FastPath::tap_gemms) ? p : ConvPath::module;
+    case ConvPath::gemm_1x1: return fast_path_on(FastPath::gemm_1x1) ? p : ConvPath::module;
+    default: return p;
+  }
 }
 
 const char* conv_path_name(ConvPath p) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "cp2/common.h"
+#include "cp2/compute/bench_timing.h"
 #include "cp2/cpu_allocator.h"
 #include "cp2/compute/conv.h"
 #include "cp2/compute/dilated.h"
@@ -15,35 +16,16 @@
 namespace cp2::compute {
 
 void ConvBenchOptions::validate() const {
-  auto positive = [](const char* key, int64_t v) {
-    if (v < 1) throw Error(std::string("--") + key + ": expected a positive value, found " + std::to_string(v));
-  };
-  positive("batch", batch);
-  positive("in", in);
-  positive("out", out);
-  positive("size", size);
-  positive("dilation", dilation);
-  positive("rounds", rounds);
+  require_positive("batch", batch);
+  require_positive("in", in);
+  require_positive("out", out);
+  require_positive("size", size);
+  require_positive("dilation", dilation);
+  require_positive("rounds", rounds);
   if (kernel != 1 && kernel != 3) throw Error("--kernel: expected 1 or 3, found " + std::to_string(kernel));
   if (kernels != "best" && kernels != "onednn" && kernels != "tiles" && kernels != "tiles-f4" && kernels != "tiles-f3")
     throw Error("--kernels: expected best, onednn, tiles, tiles-f4 or tiles-f3, found '" + kernels + "'");
 }
-
-namespace {
-
-template <class F>
-double best_of(int rounds, const F& f) {
-  f();
-  double best = 1e30;
-  for (int i = 0; i < rounds; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-}  // namespace
 
 ConvBenchResult bench_conv(const ConvBenchOptions& o, bool verbose) {
   o.validate();

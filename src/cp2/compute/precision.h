@@ -71,8 +71,9 @@ inline constexpr const char* kChannelsLastHelp =
 // train.conv_algorithm (compute/conv.h): direct (PyTorch's), winograd (Winograd F(4x4,3x3):
 // oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones and for dilated convolutions; cp2's
 // F(3x3,3x3) on maps 4x4 tiles would fill half, compute/winograd_tiles.h; dilated ones
-// mostly over padding as one GEMM per tap, compute/dilated.h; an error where this build or
-// CPU has no Winograd kernels), auto (winograd where available).
+// mostly over padding as one GEMM per tap, compute/dilated.h; on channels-last maps the 1×1s
+// as GEMMs, compute/pointwise.h, and batch norm + ReLU in one pass, compute/bn_act.h; an error
+// where this build or CPU has no Winograd kernels), auto (winograd where available).
 inline const std::vector<std::string>& conv_algorithm_choices() {
   static const std::vector<std::string> c{"direct", "winograd", "auto"};
   return c;
@@ -82,8 +83,9 @@ inline constexpr const char* kConvAlgorithmHelp =
     "AVX-512 CPUs, cp2's on AVX2 ones and for dilated convolutions on any CPU (their sub-grids tiled in place, any "
     "map size), and cp2's F(3x3,3x3) on maps that 4x4 tiles would fill half or less "
     "(1-3, 5, 6, 9 px), each only where measured faster, e.g. from 32 tiles up; "
-    "dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap over the pixels it reads; differs from "
-    "direct by fp32 round-off) or auto (winograd where available)";
+    "dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap over the pixels it reads; on "
+    "channels-last maps ResNet-50's 1x1s as GEMMs (AVX-512) and batch norm with its ReLU in one pass each way "
+    "(AVX2); differs from direct by fp32 round-off) or auto (winograd where available)";
 
 // A run's resolved numerics.
 struct Numerics {

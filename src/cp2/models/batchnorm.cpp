@@ -4,6 +4,7 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/apply.h"
+#include "cp2/compute/bn_act.h"
 #include "cp2/dist/comm.h"
 
 namespace cp2::models {
@@ -102,7 +103,7 @@ void SyncableBatchNorm2dImpl::pretty_print(std::ostream& stream) const {
 
 bool SyncableBatchNorm2dImpl::synced() const { return comm_ && comm_->size() > 1; }
 
-torch::Tensor SyncableBatchNorm2dImpl::forward(const torch::Tensor& x) {
+torch::Tensor SyncableBatchNorm2dImpl::forward_act(const torch::Tensor& x, const torch::Tensor& residual, bool relu) {
   if (x.dim() != 4) throw Error("BatchNorm2d: expected N x C x H x W input, found " + shape_str(x.sizes().vec()));
   const auto& o = options;
   // torch's BatchNorm: count the batch, then momentum (or the cumulative 1 / count).
@@ -112,12 +113,21 @@ torch::Tensor SyncableBatchNorm2dImpl::forward(const torch::Tensor& x) {
     num_batches_tracked.add_(1);
     if (!o.momentum()) momentum = 1.0 / num_batches_tracked.item<double>();
   }
-  if (!synced() || !is_training() || !o.track_running_stats())
-    return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training() || !o.track_running_stats(),
-                             momentum, o.eps(), at::globalContext().userEnabledCuDNN());
-  return compute::apply_function<SyncBNFunction>(x, o.affine() ? weight : torch::Tensor(),
-                                                 o.affine() ? bias : torch::Tensor(), running_mean, running_var,
-                                                 o.eps(), momentum, comm_.get());
+  const bool batch_stats = is_training() || !o.track_running_stats();
+  torch::Tensor y;
+  if (!synced() || !is_training() || !o.track_running_stats()) {
+    if (compute::bn_act_applies(x, residual, batch_stats))
+      return compute::bn_act(x, o.affine() ? weight : torch::Tensor(), o.affine() ? bias : torch::Tensor(),
+                             running_mean, running_var, batch_stats, momentum, o.eps(), residual, relu);
+    y = torch::batch_norm(x, weight, bias, running_mean, running_var, batch_stats, momentum, o.eps(),
+                          at::globalContext().userEnabledCuDNN());
+  } else {
+    y = compute::apply_function<SyncBNFunction>(x, o.affine() ? weight : torch::Tensor(),
+                                                o.affine() ? bias : torch::Tensor(), running_mean, running_var,
+                                                o.eps(), momentum, comm_.get());
+  }
+  if (residual.defined()) y += residual;
+  return relu ? y.relu_() : y;
 }
 
 int set_sync_bn(torch::nn::Module& m, std::shared_ptr<dist::Comm> comm) {

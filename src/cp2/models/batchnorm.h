@@ -25,7 +25,14 @@ class SyncableBatchNorm2dImpl : public torch::nn::Cloneable<SyncableBatchNorm2dI
   void pretty_print(std::ostream& stream) const override;
   // Training: batch statistics (over every rank's batch when synced), running statistics
   // updated; eval: the running statistics. torch's BatchNorm2d semantics otherwise.
-  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x) { return forward_act(x, torch::Tensor(), false); }
+  // relu(forward(x) + residual) (residual optional): ResNet's and ASPP's batch norms are
+  // followed by a ReLU, a block's last one after the shortcut's sum. One pass each way over
+  // channels-last fp32 maps with the fast algorithms on (compute/bn_act.h), else these ops
+  // as PyTorch runs them (`+=`, then relu_).
+  torch::Tensor forward_relu(const torch::Tensor& x, const torch::Tensor& residual = torch::Tensor()) {
+    return forward_act(x, residual, true);
+  }
   void set_comm(std::shared_ptr<dist::Comm> comm) { comm_ = std::move(comm); }
   bool synced() const;
 
@@ -33,6 +40,7 @@ class SyncableBatchNorm2dImpl : public torch::nn::Cloneable<SyncableBatchNorm2dI
   torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:
+  torch::Tensor forward_act(const torch::Tensor& x, const torch::Tensor& residual, bool relu);
   std::shared_ptr<dist::Comm> comm_;
 };
 TORCH_MODULE(SyncableBatchNorm2d);

@@ -60,10 +60,8 @@ BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride,
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   // 3x3 convolutions may run as Winograd (train.conv_algorithm; compute/winograd.h).
-  auto out = bn1(compute::conv2d(*conv1, x)).relu_();
-  out = bn2(compute::conv2d(*conv2, out));
-  out += downsample ? shortcut(downsample, x) : x;
-  return out.relu_();
+  auto out = bn1->forward_relu(compute::conv2d(*conv1, x));
+  return bn2->forward_relu(compute::conv2d(*conv2, out), downsample ? shortcut(downsample, x) : x);
 }
 
 BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, int64_t dilation, bool ds)
@@ -76,14 +74,13 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
   if (ds) downsample = register_module("downsample", make_downsample(inplanes, planes * 4, stride));
 }
 
-// ReLUs in place, as torchvision's ReLU(inplace=True) (models/aspp.cpp says why). The 1×1s
-// may run as GEMMs, the 3×3 as Winograd (train.conv_algorithm; compute/conv.h).
+// ReLUs in place, as torchvision's ReLU(inplace=True) (models/aspp.cpp says why), or in one
+// pass with their batch norm and the shortcut's sum (compute/bn_act.h). The 1×1s may run as
+// GEMMs, the 3×3 as Winograd (train.conv_algorithm; compute/conv.h).
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  auto out = bn1(compute::conv2d(*conv1, x)).relu_();
-  out = bn2(compute::conv2d(*conv2, out)).relu_();
-  out = bn3(compute::conv2d(*conv3, out));
-  out += downsample ? shortcut(downsample, x) : x;
-  return out.relu_();
+  auto out = bn1->forward_relu(compute::conv2d(*conv1, x));
+  out = bn2->forward_relu(compute::conv2d(*conv2, out));
+  return bn3->forward_relu(compute::conv2d(*conv3, out), downsample ? shortcut(downsample, x) : x);
 }
 
 ResNetImpl::ResNetImpl(const ResNetOptions& opt) : opt_(opt) {
@@ -113,7 +110,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& opt) : opt_(opt) {
 }
 
 std::vector<torch::Tensor> ResNetImpl::forward(torch::Tensor x) {
-  x = maxpool(bn1(conv1(x)).relu_());
+  x = maxpool(bn1->forward_relu(conv1(x)));
   std::vector<torch::Tensor> outs;
   for (auto* l : {&layer1, &layer2, &layer3, &layer4}) {
     x = (*l)->forward(x);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
@@ -44,6 +45,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   if (o.cache_allocator) install_caching_cpu_allocator();
   if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
     throw Error("bench: expected --steps >= 1, --rounds >= 1 and --warmup >= 0");
+  const auto alternate = compute::alternate_paths(o.alternate, o.rounds, o.device);
   // As the training loop decides it (on: refused here, naming why, before any work).
   std::string no_graph;
   const bool graphs =
@@ -127,6 +129,8 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   r.peak_gflops = fl.peak.gflops;
   std::vector<double> step_rates, e2e_rates;
   for (int round = 0; round < o.rounds; ++round) {
+    std::optional<compute::FastPathsOff> off;
+    if (!alternate.empty() && round % 2 == 1) off.emplace(alternate);
     auto t = Clock::now();
     for (int i = 0; i < o.steps; ++i) runner.step(fixed, lr);
     step_rates.push_back(o.steps * o.batch / seconds_since(t));
@@ -139,17 +143,23 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     }
     e2e_rates.push_back(o.steps * o.batch / seconds_since(t));
     if (verbose)
-      std::printf("  round %d: model step %.2f img/s, end to end %.2f img/s\n", round + 1, step_rates.back(),
-                  e2e_rates.back());
+      std::printf("  round %d%s: model step %.2f img/s, end to end %.2f img/s\n", round + 1,
+                  off ? (" (" + o.alternate + " off)").c_str() : "", step_rates.back(), e2e_rates.back());
   }
-  r.step_img_s = median(step_rates);
-  r.e2e_img_s = median(e2e_rates);
+  // With --alternate the figures are the on rounds'; the pairs' ratios follow.
+  const auto sr = compute::round_rates(step_rates, !alternate.empty());
+  const auto er = compute::round_rates(e2e_rates, !alternate.empty());
+  r.step_img_s = sr.median, r.step_on_off = sr.on_off;
+  r.e2e_img_s = er.median, r.e2e_on_off = er.on_off;
   if (verbose) {
     std::printf("model step     %8.2f img/s  (median of %d rounds of %d steps on a fixed batch; %s)\n", r.step_img_s,
-                o.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, r.peak_gflops).c_str());
+                sr.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, r.peak_gflops).c_str());
     std::printf("end to end     %8.2f img/s  (median of %d rounds of %d steps, %.2f s waiting for data; %s)\n",
-                r.e2e_img_s, o.rounds, o.steps, r.data_wait_s,
+                r.e2e_img_s, er.rounds, o.steps, r.data_wait_s,
                 compute::rate_line(r.flops_per_img, r.e2e_img_s, r.peak_gflops).c_str());
+    if (!alternate.empty())
+      std::printf("%s off        model step %s; end to end %s\n", o.alternate.c_str(), r.step_on_off.line().c_str(),
+                  r.e2e_on_off.line().c_str());
   }
   r.peak_rss_mb = peak_rss_mib();
   if (verbose) {

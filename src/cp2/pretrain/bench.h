@@ -4,6 +4,7 @@
 #pragma once
 #include <string>
 
+#include "cp2/compute/fast_paths.h"
 #include "cp2/compute/precision.h"
 #include "cp2/config/fields.h"
 
@@ -28,6 +29,9 @@ struct BenchOptions {
   // > 0: after the count, --steps model steps under compute::OpProfiler, its top ops printed.
   // Eager steps: refused with cuda_graph "on" (a replayed graph shows the profiler no ops).
   int profile = 0;
+  // Fast paths (compute/fast_paths.h: "bn-act,1x1-gemms") turned off in every other round (2, 4,
+  // ...), for their gain measured in one process; "" = none.
+  std::string alternate;
 };
 
 struct BenchResult {
@@ -36,6 +40,8 @@ struct BenchResult {
   double peak_rss_mb = 0;
   double flops_per_img = 0;  // convolutions + matmuls of one training step, per image
   double peak_gflops = 0;    // the probe: the step's heaviest shapes alone
+  // With --alternate: the pairs' ratios on / off (the rates above are of the on rounds).
+  compute::Alternation step_on_off, e2e_on_off;
 };
 
 BenchResult bench_pretrain(const BenchOptions& o, bool verbose);

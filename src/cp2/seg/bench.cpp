@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "cp2/common.h"
 #include "cp2/compute/flops.h"
@@ -62,6 +63,7 @@ FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
 SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   // Before any work, as the training loop's: a CUDA device where this build has none is named.
   const auto device = train::parse_device(o.device, "--device");
+  const auto alternate = compute::alternate_paths(o.alternate, o.rounds, o.device);
   std::string root;
   auto cfg = bench_config(o, root);
   auto ds = std::make_shared<SegDataset>(cfg.data.dataset(true));
@@ -115,6 +117,8 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   r.flops_per_img = fl.per_img;
   r.peak_gflops = fl.peak.gflops;
   for (int round = 0; round < o.rounds; ++round) {
+    std::optional<compute::FastPathsOff> off;
+    if (!alternate.empty() && round % 2 == 1) off.emplace(alternate);
     auto t = Clock::now();
     for (int i = 0; i < o.steps; ++i) step(fixed);
     s_rates.push_back(o.steps * o.batch / seconds_since(t));
@@ -127,16 +131,23 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
     }
     e_rates.push_back(o.steps * o.batch / seconds_since(t));
     if (verbose)
-      std::printf("  round %d: train step %.3f img/s, end to end %.3f img/s\n", round + 1, s_rates.back(), e_rates.back());
+      std::printf("  round %d%s: train step %.3f img/s, end to end %.3f img/s\n", round + 1,
+                  off ? (" (" + o.alternate + " off)").c_str() : "", s_rates.back(), e_rates.back());
   }
-  r.step_img_s = median(s_rates);
-  r.e2e_img_s = median(e_rates);
+  // With --alternate the figures are the on rounds'; the pairs' ratios follow.
+  const auto sr = compute::round_rates(s_rates, !alternate.empty());
+  const auto er = compute::round_rates(e_rates, !alternate.empty());
+  r.step_img_s = sr.median, r.step_on_off = sr.on_off;
+  r.e2e_img_s = er.median, r.e2e_on_off = er.on_off;
   r.peak_rss_mb = peak_rss_mib();
   if (verbose) {
     std::printf("train step     %8.3f img/s  (median of %d rounds of %d steps on a fixed batch; %s)\n", r.step_img_s,
-                o.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, r.peak_gflops).c_str());
+                sr.rounds, o.steps, compute::rate_line(r.flops_per_img, r.step_img_s, r.peak_gflops).c_str());
     std::printf("end to end     %8.3f img/s  (median of %d rounds, %.2f s waiting for data; %s)\n", r.e2e_img_s,
-                o.rounds, wait, compute::rate_line(r.flops_per_img, r.e2e_img_s, r.peak_gflops).c_str());
+                er.rounds, wait, compute::rate_line(r.flops_per_img, r.e2e_img_s, r.peak_gflops).c_str());
+    if (!alternate.empty())
+      std::printf("%s off        train step %s; end to end %s\n", o.alternate.c_str(), r.step_on_off.line().c_str(),
+                  r.e2e_on_off.line().c_str());
     std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
   }
   if (o.data.empty()) fs::remove_all(root);

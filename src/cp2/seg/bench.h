@@ -4,6 +4,7 @@
 #pragma once
 #include <string>
 
+#include "cp2/compute/fast_paths.h"
 #include "cp2/compute/precision.h"
 #include "cp2/config/fields.h"
 
@@ -20,12 +21,16 @@ struct SegBenchOptions {
   std::string device = "cpu";
   compute::NumericsOptions numerics;  // train.precision, train.channels_last, train.conv_algorithm, ...
   int profile = 0;  // finetune: > 0 = --steps steps under compute::OpProfiler, its top ops printed
+  // finetune: fast paths (compute/fast_paths.h) turned off in every other round; "" = none.
+  std::string alternate;
 };
 
 struct SegBenchResult {
   double data_img_s = 0;  // finetune: the loader alone, all its threads
   double step_img_s = 0, e2e_img_s = 0, eval_img_s = 0, peak_rss_mb = 0;
   double flops_per_img = 0, peak_gflops = 0;  // training step (or one evaluated image); probe
+  // finetune with --alternate: the pairs' ratios on / off (the rates above are of the on rounds).
+  compute::Alternation step_on_off, e2e_on_off;
 };
 
 SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose);
