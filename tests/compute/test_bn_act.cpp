@@ -7,6 +7,7 @@
 #include "cp2/compute/bn_act.h"
 #include "cp2/compute/bn_bench.h"
 #include "cp2/compute/bn_kernels.h"
+#include "cp2/compute/op_profile.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
 #include "cp2/models/batchnorm.h"
@@ -175,9 +176,11 @@ TEST(BnAct, TheModuleTakesItWithTheFastAlgorithmsAndMatchesItsOwnOpsWithout) {
     bn->bias.normal_();
   }
   const auto x0 = torch::randn({2, 32, 6, 6}).contiguous(kCl), r0 = torch::randn({2, 32, 6, 6}).contiguous(kCl);
-  auto run = [&](bool fast) {
+  // Also counts the calls that took bn_act (training and evaluation: 2 with the fast algorithms).
+  auto run = [&](bool fast, int64_t* taken) {
     auto m = std::dynamic_pointer_cast<models::SyncableBatchNorm2dImpl>(bn->clone());
     compute::WinogradScope scope(fast);
+    compute::OpProfiler profiler;
     auto x = x0.clone().requires_grad_(true), r = r0.clone().requires_grad_(true);
     auto y = m->forward_relu(x, r);
     y.pow(2).sum().backward();
@@ -187,10 +190,15 @@ TEST(BnAct, TheModuleTakesItWithTheFastAlgorithmsAndMatchesItsOwnOpsWithout) {
       torch::NoGradGuard ng;
       e = m->forward_relu(x0);
     }
+    for (const auto& op : profiler.result())
+      if (op.name == "cp2::bn_act") *taken = op.calls;
     return std::vector<at::Tensor>{y.detach(), x.grad(), r.grad(), m->weight.grad(), m->bias.grad(),
                                    m->running_mean, m->running_var, m->num_batches_tracked, e};
   };
-  const auto direct = run(false), fast = run(true);
+  int64_t direct_taken = 0, fast_taken = 0;
+  const auto direct = run(false, &direct_taken), fast = run(true, &fast_taken);
+  EXPECT_EQ(direct_taken, 0);
+  EXPECT_EQ(fast_taken, fast_here() ? 2 : 0);
   // Without the fast algorithms: exactly PyTorch's ops, as the module ran them before.
   {
     auto m = std::dynamic_pointer_cast<models::SyncableBatchNorm2dImpl>(bn->clone());

@@ -107,13 +107,12 @@ struct BnActFn : torch::autograd::Function<BnActFn> {
     chunked_sums(p, c, s1, s2, [&](int64_t p0, int64_t p1, double* a, double* bb, float* scratch) {
       bnk::shifted_sums(px, p0, p1, c, shift.data(), a, bb, scratch);
     });
-    std::vector<float> mean(c), invstd(c), scale(c), var(c), var_unbiased(c);
+    std::vector<float> mean(c), invstd(c), scale(c), var_unbiased(c);
     const auto wv = channel_values(w, c, 1.f), bv = channel_values(b, c, 0.f);
     for (int64_t i = 0; i < c; ++i) {
       const double m1 = s1[i] / static_cast<double>(p);
       const double v = std::max(0.0, s2[i] / static_cast<double>(p) - m1 * m1);
       mean[i] = static_cast<float>(shift[i] + m1);
-      var[i] = static_cast<float>(v);
       var_unbiased[i] = static_cast<float>(v * static_cast<double>(p) / static_cast<double>(p - 1));
       invstd[i] = static_cast<float>(1.0 / std::sqrt(v + eps));
       scale[i] = invstd[i] * wv[i];

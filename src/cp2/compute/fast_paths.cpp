@@ -24,9 +24,9 @@ const std::vector<FastPathInfo>& fast_paths() {
 }
 
 std::string fast_path_names() {
-  std::string s;
-  for (const auto& p : fast_paths()) s += (s.empty() ? "" : ", ") + std::string(p.name);
-  return s;
+  std::vector<std::string> names;
+  for (const auto& p : fast_paths()) names.push_back(p.name);
+  return join(names);
 }
 
 std::vector<FastPath> parse_fast_paths(const std::string& list, const std::string& key) {
@@ -84,6 +84,13 @@ RoundRates round_rates(const std::vector<double>& rates, bool alternated) {
   r.rounds = static_cast<int>(on.size());
   if (alternated) r.on_off = alternation(rates);
   return r;
+}
+
+std::string round_label(const std::string& paths, bool off) { return off ? " (" + paths + " off)" : ""; }
+
+std::string alternation_summary(const std::string& paths, const std::string& step, const RoundRates& step_rates,
+                                const RoundRates& e2e_rates) {
+  return paths + " off        " + step + " " + step_rates.on_off.line() + "; end to end " + e2e_rates.on_off.line();
 }
 
 std::string Alternation::line() const {

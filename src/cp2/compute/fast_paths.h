@@ -59,5 +59,10 @@ struct RoundRates {
   Alternation on_off;   // no pairs unless alternated
 };
 RoundRates round_rates(const std::vector<double>& rates, bool alternated);
+// A bench's round label: " (<paths> off)" for a round with them off, else "".
+std::string round_label(const std::string& paths, bool off);
+// Its closing line with --alternate: "<paths> off        <step> on / off …; end to end on / off …".
+std::string alternation_summary(const std::string& paths, const std::string& step, const RoundRates& step_rates,
+                                const RoundRates& e2e_rates);
 
 }  // namespace cp2::compute

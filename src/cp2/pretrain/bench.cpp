@@ -144,7 +144,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
     e2e_rates.push_back(o.steps * o.batch / seconds_since(t));
     if (verbose)
       std::printf("  round %d%s: model step %.2f img/s, end to end %.2f img/s\n", round + 1,
-                  off ? (" (" + o.alternate + " off)").c_str() : "", step_rates.back(), e2e_rates.back());
+                  compute::round_label(o.alternate, off.has_value()).c_str(), step_rates.back(), e2e_rates.back());
   }
   // With --alternate the figures are the on rounds'; the pairs' ratios follow.
   const auto sr = compute::round_rates(step_rates, !alternate.empty());
@@ -158,8 +158,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
                 r.e2e_img_s, er.rounds, o.steps, r.data_wait_s,
                 compute::rate_line(r.flops_per_img, r.e2e_img_s, r.peak_gflops).c_str());
     if (!alternate.empty())
-      std::printf("%s off        model step %s; end to end %s\n", o.alternate.c_str(), r.step_on_off.line().c_str(),
-                  r.e2e_on_off.line().c_str());
+      std::printf("%s\n", compute::alternation_summary(o.alternate, "model step", sr, er).c_str());
   }
   r.peak_rss_mb = peak_rss_mib();
   if (verbose) {

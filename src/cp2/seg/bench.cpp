@@ -132,7 +132,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
     e_rates.push_back(o.steps * o.batch / seconds_since(t));
     if (verbose)
       std::printf("  round %d%s: train step %.3f img/s, end to end %.3f img/s\n", round + 1,
-                  off ? (" (" + o.alternate + " off)").c_str() : "", s_rates.back(), e_rates.back());
+                  compute::round_label(o.alternate, off.has_value()).c_str(), s_rates.back(), e_rates.back());
   }
   // With --alternate the figures are the on rounds'; the pairs' ratios follow.
   const auto sr = compute::round_rates(s_rates, !alternate.empty());
@@ -146,8 +146,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
     std::printf("end to end     %8.3f img/s  (median of %d rounds, %.2f s waiting for data; %s)\n", r.e2e_img_s,
                 er.rounds, wait, compute::rate_line(r.flops_per_img, r.e2e_img_s, r.peak_gflops).c_str());
     if (!alternate.empty())
-      std::printf("%s off        train step %s; end to end %s\n", o.alternate.c_str(), r.step_on_off.line().c_str(),
-                  r.e2e_on_off.line().c_str());
+      std::printf("%s\n", compute::alternation_summary(o.alternate, "train step", sr, er).c_str());
     std::printf("peak RSS       %8.0f MiB\n", r.peak_rss_mb);
   }
   if (o.data.empty()) fs::remove_all(root);
