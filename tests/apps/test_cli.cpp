@@ -467,7 +467,7 @@ TEST(Cli, BenchAlternatesFastPathsInOneProcess) {
   // Refused before any work: an unknown path, one round, a GPU.
   for (const auto& [args, what] : std::vector<std::pair<std::string, std::string>>{
            {"--alternate bn-act,fast", "--alternate: expected a comma-separated list of winograd, tap-gemms, 1x1-gemms, "
-                                       "bn-act, found 'fast' in 'bn-act,fast'"},
+                                       "bn-act, cp2-tiles, subgrids, found 'fast' in 'bn-act,fast'"},
            {"--alternate bn-act --rounds 1", "--alternate: expected --rounds >= 2 (rounds alternate with the paths on "
                                              "and off), found 1"}}) {
     const auto bad = run("bench finetune --threads 1 --arch 18 --crop 32 --scale 32 " + args);

@@ -790,16 +790,30 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     torch::nn::Conv2d rate2(torch::nn::Conv2dOptions(256, 256, 3).padding(2).dilation(2).bias(false));
     EXPECT_EQ(compute::conv_path(*rate2, torch::empty({2, 256, 25, 25}).contiguous(at::MemoryFormat::ChannelsLast)),
               compute::ConvPath::winograd_subgrids);
-    // ... but F(3×3) goes before the tap GEMMs only where the rate divides the map: ASPP's rate
-    // 6 on 224 px crops' 14×14 maps (sub-grids of 3 and 2 px) keeps the taps.
+    // ... and the sub-grids go before the tap GEMMs only where they multiply kSubgridsOverTaps
+    // times less, every phase tiled as the largest sub-grid: ASPP's rate 6 on 224 px crops'
+    // 14×14 maps (sub-grids of 3 and 2 px: 4.6 products per output, as the taps) keeps the taps;
+    // on 512 px crops' 32×32 maps (6 and 5 px: 3.5 against 6.9) it takes the sub-grids, rate
+    // 12 on 769 px crops' 49×49 (5 and 4 px: 6.0 against 6.3) the taps. The fast path
+    // `subgrids` off, the taps.
+    const auto taps_or_subgrids =
+        compute::sgemm_is_onednn() ? compute::ConvPath::taps : compute::ConvPath::winograd_subgrids;
     torch::nn::Conv2d aspp6(torch::nn::Conv2dOptions(2048, 512, 3).padding(6).dilation(6).bias(false));
+    torch::nn::Conv2d aspp12(torch::nn::Conv2dOptions(2048, 512, 3).padding(12).dilation(12).bias(false));
     const auto x14cl = torch::empty({8, 2048, 14, 14}).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto x32cl = torch::empty({2, 2048, 32, 32}).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto x49cl = torch::empty({2, 2048, 49, 49}).contiguous(at::MemoryFormat::ChannelsLast);
     EXPECT_EQ(compute::winograd_plan_for(x14cl, 512, 6).tile, 3);
-    EXPECT_EQ(compute::conv_path(*aspp6, x14cl),
-              compute::sgemm_is_onednn() ? compute::ConvPath::taps : compute::ConvPath::winograd_subgrids);
+    EXPECT_EQ(compute::conv_path(*aspp6, x14cl), taps_or_subgrids);
+    EXPECT_EQ(compute::conv_path(*aspp6, x32cl), compute::ConvPath::winograd_subgrids);
+    EXPECT_EQ(compute::conv_path(*aspp12, x49cl), taps_or_subgrids);
+    {
+      compute::FastPathsOff off({compute::FastPath::subgrids});
+      EXPECT_EQ(compute::conv_path(*aspp6, x32cl), taps_or_subgrids);
+    }
     // Dilated, cp2's F(4×4) (sub-grids tiled in place) before oneDNN's (copied out), in either
-    // layout; undilated, oneDNN's where it runs. ResNet-50's layer4 at 224 px, batch 8 (8·4
-    // sub-grids of 7×7), and at 769 px crops (49×49 maps: sub-grids of 25×25 to 24×24).
+    // layout. ResNet-50's layer4 at 224 px, batch 8 (8·4 sub-grids of 7×7), and at 769 px
+    // crops (49×49 maps: sub-grids of 25×25 to 24×24).
     const auto x14 = torch::empty({8, 512, 14, 14});
     for (const auto& x : {x14, x14.contiguous(at::MemoryFormat::ChannelsLast), torch::empty({2, 512, 49, 49})}) {
       const auto p2 = compute::winograd_plan_for(x, 512, 2);
@@ -810,9 +824,28 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     }
     EXPECT_EQ(compute::subgrid_side(49, 2), 25);
     EXPECT_EQ(compute::subgrid_side(48, 2), 24);
-    EXPECT_EQ(compute::winograd_plan_for(x14, 512, 1).kernels,
-              compute::winograd_kernels_available(compute::WinogradKernels::onednn) ? compute::WinogradKernels::onednn
-                                                                                    : compute::WinogradKernels::tiles);
+    // Undilated, oneDNN's where it runs, but cp2's F(4×4) on the channel counts where they beat
+    // it (tiles_beat_onednn: ≥ 256 NCHW, ≥ 128 channels-last), unless cp2-tiles is off.
+    const auto onednn_or_tiles = compute::winograd_kernels_available(compute::WinogradKernels::onednn)
+                                     ? compute::WinogradKernels::onednn
+                                     : compute::WinogradKernels::tiles;
+    EXPECT_TRUE(compute::tiles_beat_onednn(256, 2560, false));
+    EXPECT_FALSE(compute::tiles_beat_onednn(128, 128, false));
+    EXPECT_TRUE(compute::tiles_beat_onednn(128, 128, true));
+    EXPECT_FALSE(compute::tiles_beat_onednn(64, 256, true));
+    const auto x16 = torch::empty({8, 128, 16, 16}), x56cl = torch::empty({8, 64, 56, 56}).contiguous(at::MemoryFormat::ChannelsLast);
+    EXPECT_EQ(compute::winograd_plan_for(x14, 512, 1).kernels, compute::WinogradKernels::tiles);
+    EXPECT_EQ(compute::winograd_plan_for(x14, 512, 1).tile, 4);
+    EXPECT_EQ(compute::winograd_plan_for(x16, 128, 1).kernels, onednn_or_tiles);
+    EXPECT_EQ(compute::winograd_plan_for(x16.contiguous(at::MemoryFormat::ChannelsLast), 128, 1).kernels, compute::WinogradKernels::tiles);
+    EXPECT_EQ(compute::winograd_plan_for(x56cl, 64, 1).kernels, onednn_or_tiles);
+    EXPECT_TRUE(compute::winograd_runs(8, 128, 128, 16, 16, true));
+    {
+      compute::FastPathsOff off({compute::FastPath::cp2_tiles});
+      EXPECT_EQ(compute::winograd_plan_for(x14, 512, 1).kernels, onednn_or_tiles);
+      EXPECT_EQ(compute::winograd_plan_for(x16.contiguous(at::MemoryFormat::ChannelsLast), 128, 1).kernels, onednn_or_tiles);
+      EXPECT_EQ(compute::winograd_plan_for(x14, 512, 2).kernels, compute::WinogradKernels::tiles);  // in place
+    }
     // Where cp2's do not pay (16 channels), the plan falls back as before: oneDNN's from 32
     // tiles, else direct.
     EXPECT_EQ(compute::winograd_plan_for(torch::empty({8, 16, 28, 28}), 16, 2).kernels,
@@ -1226,11 +1259,11 @@ TEST(Pointwise, ConvPathTakesThe1x1sOnlyWhereTheyQualify) {
 
 TEST(FastPaths, NamesRefusalsAndScopes) {
   using compute::FastPath;
-  EXPECT_EQ(compute::fast_path_names(), "winograd, tap-gemms, 1x1-gemms, bn-act");
+  EXPECT_EQ(compute::fast_path_names(), "winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids");
   EXPECT_EQ(compute::parse_fast_paths("bn-act,1x1-gemms", "--alternate"),
             (std::vector<FastPath>{FastPath::bn_act, FastPath::gemm_1x1}));
   cp2::test::expect_error([] { compute::parse_fast_paths("", "--alternate"); },
-                          {"--alternate: expected one or more of winograd, tap-gemms, 1x1-gemms, bn-act, found ''"});
+                          {"--alternate: expected one or more of winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids, found ''"});
   cp2::test::expect_error([] { compute::parse_fast_paths("winograd,Winograd", "--alternate"); },
                           {"--alternate: expected a comma-separated list of", "found 'Winograd' in 'winograd,Winograd'"});
   EXPECT_TRUE(compute::alternate_paths("", 1, "cuda").empty());

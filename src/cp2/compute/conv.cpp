@@ -74,20 +74,19 @@ ConvPath chosen_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
     return plain_1x1(conv) && is_channels_last(x) && sgemm_is_onednn() && onednn_avx512() ? ConvPath::gemm_1x1
                                                                                            : ConvPath::module;
   const int64_t n = x.size(0), c = x.size(1), out = conv.weight.size(0), h = x.size(2), w = x.size(3);
-  if (d == 1) return winograd_runs(n, c, out, h, w) ? ConvPath::winograd : ConvPath::module;
+  if (d == 1) return winograd_runs(n, c, out, h, w, is_channels_last(x)) ? ConvPath::winograd : ConvPath::module;
   const auto plan = winograd_plan_for(x, out, d);  // of the sub-grids
   const double kept = dilated_taps_kept(h, w, d);
-  // cp2's F(3×3) tiles on sub-grids of 3 or 6 pixels (ResNet-18's layer4 at 96 px: rate 2 on
-  // 6×6 maps, kept 0.60; timed as rates 4 and 2 on 12×12 maps, kept 0.60 and 0.79) multiply
-  // less than the taps (2.8 against 9·kept per output), and ran 1.5-1.7× faster than them on
-  // an Intel Xeon (docs/benchmarks.md). Only on maps the rate divides: on others, ASPP's
-  // rates on 14², 32² and 49² maps (sub-grids of 2-5 px, 2048 channels in: the filters'
-  // transform outweighs the products saved), they ran 0.59-1.04× the taps there.
-  const bool f3 = plan.kernels == WinogradKernels::tiles && plan.tile == 3 && plan.products < 9 * kept &&
-                  h % d == 0 && w % d == 0;
+  // cp2's tiles over the sub-grids where they multiply kSubgridsOverTaps times less than the
+  // taps (ResNet-18's layer4 at 96 px: rate 2 on 6×6 maps, 2.8 against 9 · 0.60 per output;
+  // ASPP's rate 6 on 512 px crops' 32² maps, 3.5 against 6.9), else the taps (ASPP at 224 px).
+  const double subgrid_products = plan.products * static_cast<double>(subgrid_side(h, d) * subgrid_side(w, d) * d * d) /
+                                  static_cast<double>(h * w);
+  const bool subgrids = plan.kernels == WinogradKernels::tiles && fast_path_on(FastPath::subgrids) &&
+                        9 * kept >= kSubgridsOverTaps * subgrid_products;
   // The tap GEMMs only through oneDNN's sgemm: through LibTorch's matmul (OpenBLAS in Debian's)
   // they ran 0.16-0.73x the direct convolution on an Intel Xeon, 1.0-2.3x through oneDNN's.
-  if (!f3 && sgemm_is_onednn() && kept <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
+  if (!subgrids && sgemm_is_onednn() && kept <= (is_channels_last(x) ? kTapGemmShareNhwc : kTapGemmShareNchw))
     return ConvPath::taps;
   // Where Winograd would run the direct convolution anyway (cp2's kernels below their pay-off
   // rule), the module's forward.

@@ -10,8 +10,8 @@
 //   image for (compute/dilated.h);
 // - other 3×3 with dilation d and padding d (ResNet's dilated stages): Winograd over the d²
 //   interleaved sub-grids (any map size: 769² crops' 49×49 maps too); before the tap GEMMs where
-//   cp2's F(3×3) tiles multiply less than they would (sub-grids of 3 or 6 pixels of maps the
-//   rate divides);
+//   cp2's tiles over the sub-grids multiply kSubgridsOverTaps times less than they would
+//   (ASPP's rates 6 and 12 on 512 px crops' 32×32 maps);
 // - 1×1, stride 1, no padding, on channels-last input (ResNet-50's conv1 / conv3, its stride-1
 //   shortcuts, ASPP's 1×1 branch) where oneDNN runs AVX-512 kernels: three GEMMs over the NHWC
 //   memory (compute/pointwise.h).
@@ -37,6 +37,14 @@ namespace cp2::compute {
 // not taken. ResNet's rate 2 (0.92 on 32²) stays with Winograd over sub-grids.
 constexpr double kTapGemmShareNhwc = 0.8;
 constexpr double kTapGemmShareNchw = 0.5;
+// ... unless cp2's Winograd over the sub-grids multiplies this many times less than the taps
+// (products per output pixel: 9 · kept against the tiles', every phase tiled as the largest
+// sub-grid). Forward + both gradients, 2048→512 channels-last, Intel Xeon (Emerald Rapids), 2
+// threads (docs/benchmarks.md), taps' time / Winograd's against the ratio of products: rate 6
+// on 32² (1.96) 1.38–1.43× (batch 2), rate 12 on 64² (1.96) 1.65–1.75× and rate 18 (2.07)
+// 1.6× (batch 1), rate 18 on 49² (1.52) 1.2–1.4×, rate 12 on 32² (1.44) 1.06–1.09× (batch 2),
+// 1.23× (batch 4); but rate 12 on 49² (1.05) 0.80–0.93× and rate 6 on 14² (1.0) 0.80×.
+constexpr double kSubgridsOverTaps = 1.3;
 
 // What conv2d does with `conv` on `x` on this thread (WinogradScope): the centre row, column
 // or tap alone, the module's forward, tap GEMMs, Winograd, Winograd over the d² sub-grids

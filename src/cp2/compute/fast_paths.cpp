@@ -19,6 +19,12 @@ const std::vector<FastPathInfo>& fast_paths() {
       {FastPath::tap_gemms, "tap-gemms", "dilated 3x3s mostly over padding as one GEMM per tap"},
       {FastPath::gemm_1x1, "1x1-gemms", "ResNet-50's stride-1 1x1 convolutions as GEMMs"},
       {FastPath::bn_act, "bn-act", "batch norm + residual sum + ReLU in one pass each way"},
+      {FastPath::cp2_tiles, "cp2-tiles",
+       "undilated 3x3s with >= 256 channels (>= 128 channels-last) on cp2's F(4x4) tiles rather than oneDNN's "
+       "Winograd, where oneDNN runs AVX-512 (off: oneDNN's)"},
+      {FastPath::subgrids, "subgrids",
+       "dilated 3x3s on Winograd sub-grids rather than tap GEMMs where they multiply >= 1.3x less (off: the tap "
+       "GEMMs)"},
   };
   return t;
 }

@@ -2,7 +2,9 @@
 // be turned off on this thread: `cp2 bench pretrain|finetune --alternate` times steps with and
 // without some in alternating rounds of one process, because a shared machine drifts ±10-20 %
 // from one run to the next (docs/benchmarks.md), more than one path's gain. A path turned off
-// leaves its work to PyTorch's ops (the convolution module's forward; batch_norm, `+=`, relu_).
+// leaves its work to PyTorch's ops (the convolution module's forward; batch_norm, `+=`, relu_),
+// except two that choose between fast paths: `cp2-tiles` off, oneDNN's Winograd runs;
+// `subgrids` off, the tap GEMMs.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -10,7 +12,7 @@
 
 namespace cp2::compute {
 
-enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act };
+enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tiles, subgrids };
 
 struct FastPathInfo {
   FastPath path;

@@ -13,6 +13,7 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/apply.h"
+#include "cp2/compute/fast_paths.h"
 #include "cp2/compute/flops.h"
 #include "cp2/compute/gemm.h"
 #include "cp2/compute/precision.h"
@@ -363,7 +364,7 @@ bool winograd_kernels_available(WinogradKernels k, std::string* why) {
   }
 }
 
-WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, bool in_place) {
+WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, bool in_place, bool channels_last) {
   using K = WinogradKernels;
   const auto plan = [h, w](K k, int64_t m) {
     return WinogradPlan{k, m, tiles_products(h, w, m)};
@@ -381,21 +382,23 @@ WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w
   // Chosen as the best at hand, only where they beat the direct convolution: on the maps
   // F(3×3) tiles better, cp2's F(3×3) (on AVX-512 CPUs too: oneDNN has no such tiles) or
   // direct; elsewhere F(4×4): cp2's where oneDNN's is missing or would copy the sub-grids
-  // (`in_place`), else oneDNN's.
+  // (`in_place`) or where cp2's beat it (tiles_beat_onednn), else oneDNN's.
   if (tiles && tiles_size(h, w) == 3) return tiles3_pay_off(n, c, o, h, w) ? plan(K::tiles, 3) : WinogradPlan{};
   const bool onednn = onednn_available(nullptr);
-  if ((in_place || !onednn) && tiles && tiles_pay_off(n, c, o, h, w)) return plan(K::tiles, 4);
+  const bool before_onednn =
+      !onednn || in_place || (fast_path_on(FastPath::cp2_tiles) && tiles_beat_onednn(c, o, channels_last));
+  if (before_onednn && tiles && tiles_pay_off(n, c, o, h, w)) return plan(K::tiles, 4);
   if (onednn && winograd_tiles(n, h, w) >= kMinWinogradTiles) return plan(K::onednn, 4);
   return {};
 }
 
 WinogradPlan winograd_plan_for(const at::Tensor& x, int64_t o, int64_t d) {
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  return winograd_plan(n * d * d, c, o, subgrid_side(h, d), subgrid_side(w, d), d > 1);
+  return winograd_plan(n * d * d, c, o, subgrid_side(h, d), subgrid_side(w, d), d > 1, is_channels_last(x));
 }
 
-bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w) {
-  return winograd_plan(n, c, o, h, w).kernels != WinogradKernels::none;
+bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, bool channels_last) {
+  return winograd_plan(n, c, o, h, w, false, channels_last).kernels != WinogradKernels::none;
 }
 
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t d) {

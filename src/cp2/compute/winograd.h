@@ -32,8 +32,8 @@ bool winograd_enabled();
 
 // Which kernels run: `best` = per shape, cp2's F(3×3) where that tiling fits the map better
 // and pays (compute/winograd_tiles.h), cp2's F(4×4) on sub-grids it tiles in place and
-// oneDNN's would copy (winograd_plan_for), else oneDNN's F(4×4) where available, else cp2's
-// F(4×4). Tests and benchmarks may name one: `tiles` (cp2's, the tile size that fits the map
+// oneDNN's would copy (winograd_plan_for) and on the channel counts where it beats oneDNN's
+// (tiles_beat_onednn), else oneDNN's F(4×4) where available, else cp2's F(4×4). Tests and benchmarks may name one: `tiles` (cp2's, the tile size that fits the map
 // better), `tiles_f4` or `tiles_f3` (cp2's, that size); oneDNN's caps its ISA by
 // DNNL_MAX_CPU_ISA=AVX2, which makes `best` pick cp2's.
 enum class WinogradKernels { best, onednn, tiles, tiles_f4, tiles_f3, none };
@@ -48,8 +48,11 @@ struct WinogradPlan {
 };
 // `in_place`: the sub-grids of a dilated convolution that cp2's kernels tile in place but
 // oneDNN's would take copied out (winograd_conv3x3): chosen as the best, cp2's F(4×4) then
-// runs where tiles_pay_off, before oneDNN's.
-WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, bool in_place = false);
+// runs where tiles_pay_off, before oneDNN's. Undilated, cp2's F(4×4) also goes before
+// oneDNN's where tiles_beat_onednn (`channels_last`: the input's memory layout), unless the
+// fast path cp2-tiles is off on this thread (compute/fast_paths.h).
+WinogradPlan winograd_plan(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, bool in_place = false,
+                           bool channels_last = false);
 // The plan winograd_conv3x3 follows for input x (N,C,H,W), o filters, dilation d: of the
 // batch of d² sub-grids, ⌈H/d⌉ × ⌈W/d⌉, `in_place` where d > 1. oneDNN's kernels take the
 // sub-grids copied out and back (and a map d does not divide padded first), cp2's tile them
@@ -84,7 +87,7 @@ class WinogradScope {
 // (cp2's take 8 channels at a time); chosen as the best at hand, cp2's F(3×3) where
 // tiles3_pay_off, oneDNN's from kMinWinogradTiles tiles and cp2's F(4×4) where tiles_pay_off;
 // false where it would run the direct convolution.
-bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w);
+bool winograd_runs(int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, bool channels_last = false);
 
 // Winograd 3×3 convolution (stride 1, padding and dilation d, no bias) of fp32 CPU tensors,
 // with gradients for both; the caller checks eligibility (throws otherwise). A dilated

@@ -219,6 +219,10 @@ bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t
          (full >= 0.75 ? channels >= 128 || (channels >= 64 && g.tiles() >= 64) : full >= 0.5 && channels >= 256);
 }
 
+bool tiles_beat_onednn(int64_t in_channels, int64_t out_channels, bool channels_last) {
+  return std::min(in_channels, out_channels) >= (channels_last ? 128 : 256);
+}
+
 double tiles_products(int64_t h, int64_t w, int64_t m) {
   const Geometry g{1, h, w, m};
   return static_cast<double>(g.tiles() * g.planes()) / static_cast<double>(h * w);
