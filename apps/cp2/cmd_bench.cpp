@@ -63,8 +63,8 @@ constexpr const char* kProfileHelp =
 
 std::string alternate_help() {
   std::string h = "fast paths turned off in every other round (2, 4, ...), comma-separated, for their gain measured "
-                  "in one process (the figures above it are the on rounds'; needs --rounds >= 2 and the CPU; only "
-                  "--conv-algorithm winograd|auto turns them on at all): ";
+                  "in one process (the figures above it are the on rounds'; needs --rounds >= 2, the CPU and "
+                  "--conv-algorithm winograd|auto, which alone turns them on): ";
   for (const auto& p : compute::fast_paths()) h += std::string(p.name) + " (" + p.what + "), ";
   return h.substr(0, h.size() - 2);
 }

@@ -469,7 +469,10 @@ TEST(Cli, BenchAlternatesFastPathsInOneProcess) {
            {"--alternate bn-act,fast", "--alternate: expected a comma-separated list of winograd, tap-gemms, 1x1-gemms, "
                                        "bn-act, cp2-tiles, subgrids, found 'fast' in 'bn-act,fast'"},
            {"--alternate bn-act --rounds 1", "--alternate: expected --rounds >= 2 (rounds alternate with the paths on "
-                                             "and off), found 1"}}) {
+                                             "and off), found 1"},
+           {"--alternate bn-act --rounds 2", "--alternate: the fast paths run only under --conv-algorithm winograd or "
+                                             "auto in fp32 on a CPU with their kernels; this run's numerics are "
+                                             "\"fp32, NCHW\", so every round would be the same"}}) {
     const auto bad = run("bench finetune --threads 1 --arch 18 --crop 32 --scale 32 " + args);
     EXPECT_EQ(bad.rc, 1) << args << ":\n" << bad.out;
     EXPECT_NE(bad.out.find("error: " + what), std::string::npos) << args << ":\n" << bad.out;

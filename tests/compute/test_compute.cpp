@@ -1266,10 +1266,14 @@ TEST(FastPaths, NamesRefusalsAndScopes) {
                           {"--alternate: expected one or more of winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids, found ''"});
   cp2::test::expect_error([] { compute::parse_fast_paths("winograd,Winograd", "--alternate"); },
                           {"--alternate: expected a comma-separated list of", "found 'Winograd' in 'winograd,Winograd'"});
-  EXPECT_TRUE(compute::alternate_paths("", 1, "cuda").empty());
-  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 4, "cuda:0"); },
+  EXPECT_TRUE(compute::alternate_paths("", 1, "cuda", false, "").empty());
+  EXPECT_EQ(compute::alternate_paths("subgrids", 2, "cpu", true, "fp32, NCHW, Winograd 3x3").size(), 1u);
+  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 2, "cpu", false, "fp32, NCHW"); },
+                          {"--alternate: the fast paths run only under --conv-algorithm winograd or auto",
+                           "numerics are \"fp32, NCHW\""});
+  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 4, "cuda:0", true, ""); },
                           {"--alternate: the fast paths are the CPU's (fp32); found --device cuda:0"});
-  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 1, "cpu"); }, {"--rounds >= 2", "found 1"});
+  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 1, "cpu", true, ""); }, {"--rounds >= 2", "found 1"});
   // Each path off leaves its work to PyTorch's ops; scopes nest and restore.
   const auto cl = at::MemoryFormat::ChannelsLast;
   torch::nn::Conv2d pw(torch::nn::Conv2dOptions(8, 16, 1).bias(false));

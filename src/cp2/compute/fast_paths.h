@@ -27,9 +27,11 @@ std::string fast_path_names();
 // the names where one is unknown or the list is empty.
 std::vector<FastPath> parse_fast_paths(const std::string& list, const std::string& key);
 
-// --alternate's value (`list`, "" = none) checked against the bench's --rounds and device:
-// the paths, or none.
-std::vector<FastPath> alternate_paths(const std::string& list, int rounds, const std::string& device);
+// --alternate's value (`list`, "" = none) checked against the bench's --rounds, device and
+// resolved numerics (`numerics`: their describe(); `fast`: Numerics::winograd, without which no
+// path runs and every ratio would read 1): the paths, or none.
+std::vector<FastPath> alternate_paths(const std::string& list, int rounds, const std::string& device, bool fast,
+                                      const std::string& numerics);
 
 // False while a FastPathsOff scope on this thread names `p`.
 bool fast_path_on(FastPath p);

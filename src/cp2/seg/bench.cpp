@@ -63,7 +63,8 @@ FinetuneConfig bench_config(const SegBenchOptions& o, std::string& root) {
 SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   // Before any work, as the training loop's: a CUDA device where this build has none is named.
   const auto device = train::parse_device(o.device, "--device");
-  const auto alternate = compute::alternate_paths(o.alternate, o.rounds, o.device);
+  const auto numerics = compute::resolve_numerics(o.numerics, o.device, o.arch);
+  const auto alternate = compute::alternate_paths(o.alternate, o.rounds, o.device, numerics.winograd, numerics.describe());
   std::string root;
   auto cfg = bench_config(o, root);
   auto ds = std::make_shared<SegDataset>(cfg.data.dataset(true));
@@ -86,7 +87,6 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
     std::printf("%s\n", data::pipeline_rate_line(r.data_img_s, lo.workers, nb, o.batch).c_str());
   auto model = make_segmentor(cfg.model.segmentor(ds->num_classes()), 0);
   model->to(device);
-  const auto numerics = compute::resolve_numerics(cfg.train.numerics, o.device, cfg.model.arch);
   model->set_numerics(numerics);
   model->train();
   const auto params = model_parameters(*model);
