@@ -833,17 +833,19 @@ TEST(Winograd, OwnKernelsTileEdgesAndChannelCounts) {
     EXPECT_FALSE(compute::tiles_beat_onednn(128, 128, false));
     EXPECT_TRUE(compute::tiles_beat_onednn(128, 128, true));
     EXPECT_FALSE(compute::tiles_beat_onednn(64, 256, true));
-    const auto x16 = torch::empty({8, 128, 16, 16}), x56cl = torch::empty({8, 64, 56, 56}).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto cl = at::MemoryFormat::ChannelsLast;
+    const auto x16 = torch::empty({8, 128, 16, 16}), x16cl = x16.contiguous(cl);
+    const auto x56cl = torch::empty({8, 64, 56, 56}).contiguous(cl);
     EXPECT_EQ(compute::winograd_plan_for(x14, 512, 1).kernels, compute::WinogradKernels::tiles);
     EXPECT_EQ(compute::winograd_plan_for(x14, 512, 1).tile, 4);
     EXPECT_EQ(compute::winograd_plan_for(x16, 128, 1).kernels, onednn_or_tiles);
-    EXPECT_EQ(compute::winograd_plan_for(x16.contiguous(at::MemoryFormat::ChannelsLast), 128, 1).kernels, compute::WinogradKernels::tiles);
+    EXPECT_EQ(compute::winograd_plan_for(x16cl, 128, 1).kernels, compute::WinogradKernels::tiles);
     EXPECT_EQ(compute::winograd_plan_for(x56cl, 64, 1).kernels, onednn_or_tiles);
     EXPECT_TRUE(compute::winograd_runs(8, 128, 128, 16, 16, true));
     {
       compute::FastPathsOff off({compute::FastPath::cp2_tiles});
       EXPECT_EQ(compute::winograd_plan_for(x14, 512, 1).kernels, onednn_or_tiles);
-      EXPECT_EQ(compute::winograd_plan_for(x16.contiguous(at::MemoryFormat::ChannelsLast), 128, 1).kernels, onednn_or_tiles);
+      EXPECT_EQ(compute::winograd_plan_for(x16cl, 128, 1).kernels, onednn_or_tiles);
       EXPECT_EQ(compute::winograd_plan_for(x14, 512, 2).kernels, compute::WinogradKernels::tiles);  // in place
     }
     // Where cp2's do not pay (16 channels), the plan falls back as before: oneDNN's from 32
@@ -1263,7 +1265,8 @@ TEST(FastPaths, NamesRefusalsAndScopes) {
   EXPECT_EQ(compute::parse_fast_paths("bn-act,1x1-gemms", "--alternate"),
             (std::vector<FastPath>{FastPath::bn_act, FastPath::gemm_1x1}));
   cp2::test::expect_error([] { compute::parse_fast_paths("", "--alternate"); },
-                          {"--alternate: expected one or more of winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids, found ''"});
+                          {"--alternate: expected one or more of winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, "
+                           "subgrids, found ''"});
   cp2::test::expect_error([] { compute::parse_fast_paths("winograd,Winograd", "--alternate"); },
                           {"--alternate: expected a comma-separated list of", "found 'Winograd' in 'winograd,Winograd'"});
   EXPECT_TRUE(compute::alternate_paths("", 1, "cuda", false, "").empty());

@@ -33,9 +33,10 @@ bool winograd_enabled();
 // Which kernels run: `best` = per shape, cp2's F(3×3) where that tiling fits the map better
 // and pays (compute/winograd_tiles.h), cp2's F(4×4) on sub-grids it tiles in place and
 // oneDNN's would copy (winograd_plan_for) and on the channel counts where it beats oneDNN's
-// (tiles_beat_onednn), else oneDNN's F(4×4) where available, else cp2's F(4×4). Tests and benchmarks may name one: `tiles` (cp2's, the tile size that fits the map
-// better), `tiles_f4` or `tiles_f3` (cp2's, that size); oneDNN's caps its ISA by
-// DNNL_MAX_CPU_ISA=AVX2, which makes `best` pick cp2's.
+// (tiles_beat_onednn), else oneDNN's F(4×4) where available, else cp2's F(4×4). Tests and
+// benchmarks may name one: `tiles` (cp2's, the tile size that fits the map better),
+// `tiles_f4` or `tiles_f3` (cp2's, that size); oneDNN's caps its ISA by DNNL_MAX_CPU_ISA=AVX2,
+// which makes `best` pick cp2's.
 enum class WinogradKernels { best, onednn, tiles, tiles_f4, tiles_f3, none };
 WinogradKernels winograd_kernels();  // on this thread; `best`: oneDNN's where available, else cp2's
 const char* winograd_kernels_name(WinogradKernels k);  // "oneDNN", "cp2 AVX2", …
