@@ -464,7 +464,8 @@ TEST(Cli, BenchAlternatesFastPathsInOneProcess) {
       r.out, std::regex(R"(\nbn-act,winograd off        train step on / off [0-9.]+x \(median of 1 pairs, [0-9.]+-[0-9.]+x\); )"
                         R"(end to end on / off [0-9.]+x \(median of 1 pairs)")))
       << r.out;
-  // Refused before any work: an unknown path, one round, a GPU.
+  // Refused before any work: an unknown path, one round, numerics that leave every path off (the
+  // default direct).
   for (const auto& [args, what] : std::vector<std::pair<std::string, std::string>>{
            {"--alternate bn-act,fast", "--alternate: expected a comma-separated list of winograd, tap-gemms, 1x1-gemms, "
                                        "bn-act, cp2-tiles, subgrids, found 'fast' in 'bn-act,fast'"},

@@ -1269,14 +1269,16 @@ TEST(FastPaths, NamesRefusalsAndScopes) {
                            "subgrids, found ''"});
   cp2::test::expect_error([] { compute::parse_fast_paths("winograd,Winograd", "--alternate"); },
                           {"--alternate: expected a comma-separated list of", "found 'Winograd' in 'winograd,Winograd'"});
-  EXPECT_TRUE(compute::alternate_paths("", 1, "cuda", false, "").empty());
-  EXPECT_EQ(compute::alternate_paths("subgrids", 2, "cpu", true, "fp32, NCHW, Winograd 3x3").size(), 1u);
-  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 2, "cpu", false, "fp32, NCHW"); },
+  compute::Numerics direct, fast;
+  fast.winograd = true;
+  EXPECT_TRUE(compute::alternate_paths("", 1, "cuda", direct).empty());
+  EXPECT_EQ(compute::alternate_paths("subgrids", 2, "cpu", fast).size(), 1u);
+  cp2::test::expect_error([&] { compute::alternate_paths("bn-act", 2, "cpu", direct); },
                           {"--alternate: the fast paths run only under --conv-algorithm winograd or auto",
                            "numerics are \"fp32, NCHW\""});
-  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 4, "cuda:0", true, ""); },
+  cp2::test::expect_error([&] { compute::alternate_paths("bn-act", 4, "cuda:0", fast); },
                           {"--alternate: the fast paths are the CPU's (fp32); found --device cuda:0"});
-  cp2::test::expect_error([] { compute::alternate_paths("bn-act", 1, "cpu", true, ""); }, {"--rounds >= 2", "found 1"});
+  cp2::test::expect_error([&] { compute::alternate_paths("bn-act", 1, "cpu", fast); }, {"--rounds >= 2", "found 1"});
   // Each path off leaves its work to PyTorch's ops; scopes nest and restore.
   const auto cl = at::MemoryFormat::ChannelsLast;
   torch::nn::Conv2d pw(torch::nn::Conv2dOptions(8, 16, 1).bias(false));

@@ -51,8 +51,8 @@ std::vector<FastPath> parse_fast_paths(const std::string& list, const std::strin
   return out;
 }
 
-std::vector<FastPath> alternate_paths(const std::string& list, int rounds, const std::string& device, bool fast,
-                                      const std::string& numerics) {
+std::vector<FastPath> alternate_paths(const std::string& list, int rounds, const std::string& device,
+                                      const Numerics& numerics) {
   if (list.empty()) return {};
   auto paths = parse_fast_paths(list, "--alternate");
   if (device.rfind("cpu", 0) != 0)
@@ -60,9 +60,10 @@ std::vector<FastPath> alternate_paths(const std::string& list, int rounds, const
   if (rounds < 2)
     throw Error("--alternate: expected --rounds >= 2 (rounds alternate with the paths on and off), found " +
                 std::to_string(rounds));
-  if (!fast)
+  if (!numerics.winograd)
     throw Error("--alternate: the fast paths run only under --conv-algorithm winograd or auto in fp32 on a CPU with "
-                "their kernels; this run's numerics are \"" + numerics + "\", so every round would be the same");
+                "their kernels; this run's numerics are \"" + numerics.describe() +
+                "\", so every round would be the same");
   return paths;
 }
 

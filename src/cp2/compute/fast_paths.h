@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "cp2/compute/precision.h"
+
 namespace cp2::compute {
 
 enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tiles, subgrids };
@@ -28,10 +30,10 @@ std::string fast_path_names();
 std::vector<FastPath> parse_fast_paths(const std::string& list, const std::string& key);
 
 // --alternate's value (`list`, "" = none) checked against the bench's --rounds, device and
-// resolved numerics (`numerics`: their describe(); `fast`: Numerics::winograd, without which no
-// path runs and every ratio would read 1): the paths, or none.
-std::vector<FastPath> alternate_paths(const std::string& list, int rounds, const std::string& device, bool fast,
-                                      const std::string& numerics);
+// resolved numerics (without Numerics::winograd no path runs and every ratio would read 1):
+// the paths, or none.
+std::vector<FastPath> alternate_paths(const std::string& list, int rounds, const std::string& device,
+                                      const Numerics& numerics);
 
 // False while a FastPathsOff scope on this thread names `p`.
 bool fast_path_on(FastPath p);

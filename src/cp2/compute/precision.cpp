@@ -37,9 +37,10 @@ std::string Numerics::describe() const {
          (nchw_reason.empty() ? "" : " (channels_last " + nchw_reason + ")") +
          (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) +
                          (winograd_kernels_available(WinogradKernels::tiles)
-                              ? "; cp2's for dilated ones and F(3x3) where 4x4 tiles would be half empty"
+                              ? "; cp2's for dilated ones, >= 256 channels (>= 128 channels-last) and F(3x3) "
+                                "where 4x4 tiles would be half empty"
                               : "") +
-                         ")" + (sgemm_is_onednn() ? ", dilated 3x3 as tap GEMMs" : "")
+                         ")" + (sgemm_is_onednn() ? ", dilated 3x3 as tap GEMMs where sub-grids multiply more" : "")
                    : "");
 }
 

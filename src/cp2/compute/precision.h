@@ -103,7 +103,7 @@ struct Numerics {
   // Why train.channels_last stayed NCHW where it asked for channels-last (auto, or true when
   // inferring): "<setting>: <the fault>", "" otherwise; describe() says it.
   std::string nchw_reason;
-  std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3 (oneDNN), dilated 3x3 as tap GEMMs"
+  std::string describe() const;  // "bf16 autocast, channels-last" / "fp32, NCHW, Winograd 3x3 (oneDNN), dilated 3x3 as tap GEMMs …"
 };
 
 // Throws, naming the key, where train.conv_algorithm: winograd cannot apply (bf16, CUDA, a

@@ -43,7 +43,7 @@ bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t
 // Where oneDNN's AVX-512 Winograd runs, whether cp2's F(4×4) beats it on an undilated
 // convolution (both where tiles_pay_off): forward + both gradients timed alone with `cp2 bench
 // conv --kernels onednn|tiles` on an Intel Xeon (Emerald Rapids, 2 threads; docs/benchmarks.md),
-// cp2's/oneDNN's time: NCHW 8×8 maps 256→256, 512→512, 2560→512 1.30×, 1.36×, 1.41× faster,
+// oneDNN's time ÷ cp2's: NCHW 8×8 maps 256→256, 512→512, 2560→512 1.30×, 1.36×, 1.41×,
 // 16×16 128→128 even, 32×32 64→64 and 24×24 0.68–0.72×; channels-last 14-64 px maps with
 // 128-2560 channels 1.05–1.25×, 56×56 64→64 even, 128×128 64→64 0.87×.
 bool tiles_beat_onednn(int64_t in_channels, int64_t out_channels, bool channels_last);

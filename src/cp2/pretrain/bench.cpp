@@ -45,8 +45,7 @@ BenchResult bench_pretrain(const BenchOptions& o, bool verbose) {
   if (o.cache_allocator) install_caching_cpu_allocator();
   if (o.steps < 1 || o.warmup < 0 || o.rounds < 1)
     throw Error("bench: expected --steps >= 1, --rounds >= 1 and --warmup >= 0");
-  const auto alternate =
-      compute::alternate_paths(o.alternate, o.rounds, o.device, numerics.winograd, numerics.describe());
+  const auto alternate = compute::alternate_paths(o.alternate, o.rounds, o.device, numerics);
   // As the training loop decides it (on: refused here, naming why, before any work).
   std::string no_graph;
   const bool graphs =

@@ -64,8 +64,7 @@ SegBenchResult bench_finetune(const SegBenchOptions& o, bool verbose) {
   // Before any work, as the training loop's: a CUDA device where this build has none is named.
   const auto device = train::parse_device(o.device, "--device");
   const auto numerics = compute::resolve_numerics(o.numerics, o.device, o.arch);
-  const auto alternate =
-      compute::alternate_paths(o.alternate, o.rounds, o.device, numerics.winograd, numerics.describe());
+  const auto alternate = compute::alternate_paths(o.alternate, o.rounds, o.device, numerics);
   std::string root;
   auto cfg = bench_config(o, root);
   auto ds = std::make_shared<SegDataset>(cfg.data.dataset(true));
