@@ -173,7 +173,7 @@ compute::Numerics numerics_for(const std::string& precision, bool channels_last,
 // A timed line's name for train.precision: fp32, or AMP with its type.
 std::string numerics_label(const std::string& precision) { return precision == "fp32" ? "fp32" : "AMP " + precision; }
 
-// A timed configuration (parts 2 and 4b): images/s, nominal GFLOP/s, peak device memory
+// A timed configuration (parts 2 and 4b): images/s, GFLOP/s (compute/flops.h's count), peak device memory
 // (-1: not known) and notes, or the error that stopped it.
 struct Timing {
   double img_s = 0, gflops = 0, peak_gib = -1;
@@ -200,7 +200,7 @@ double flops_per_img(Step&& step, int64_t batch, const torch::Device& dev, const
 }
 
 // Times `steps` calls of `step` (each on `batch` images of `flops` FLOPs; it reads its logged
-// numbers, one device sync per step as the loops'): images/s, nominal GFLOP/s and the peak
+// numbers, one device sync per step as the loops'): images/s, GFLOP/s and the peak
 // device memory since `peak_device_bytes` was last reset.
 template <class Step>
 Timing timed(const torch::Device& dev, int steps, int64_t batch, double flops, Step&& step) {

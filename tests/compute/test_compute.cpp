@@ -36,6 +36,18 @@ double conv_flops(int64_t n, int64_t cin, int64_t cout, int64_t k, int64_t oh, i
   return 2.0 * n * cout * oh * ow * cin * k * k;
 }
 
+// A size-preserving 3×3 at dilation d on an h×w map, counted pixel by pixel: 2 FLOPs per
+// channel pair for each (output pixel, tap) whose input pixel lies in the image.
+double dilated_flops(int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w, int64_t d) {
+  double pairs = 0;
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x)
+      for (int64_t ky = -1; ky <= 1; ++ky)
+        for (int64_t kx = -1; kx <= 1; ++kx)
+          pairs += y + ky * d >= 0 && y + ky * d < h && x + kx * d >= 0 && x + kx * d < w;
+  return 2.0 * n * cin * cout * pairs;
+}
+
 // Largest difference relative to the reference's largest magnitude.
 double rel(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max()).item<double>();
@@ -108,6 +120,30 @@ TEST(Flops, CountsConvolutionsAndMatmulsForwardAndBackward) {
   double sum = 0;
   for (auto& [s, f] : c.by_shape) sum += f;
   EXPECT_DOUBLE_EQ(sum, c.total());
+  // A dilated convolution counts the products whose tap reads the image: rate 3 on 10 x 10
+  // (size-preserving), and stride 2, padding 1, rate 2 on 9 x 7 (output 4 x 3), counted here
+  // output pixel by output pixel.
+  {
+    compute::FlopCounter counter;
+    at::conv2d(x, w, {}, 1, 3, 3);
+    EXPECT_DOUBLE_EQ(counter.result().conv, dilated_flops(2, 3, 4, 10, 10, 3));
+  }
+  {
+    const auto xs = torch::randn({1, 3, 9, 7});
+    compute::FlopCounter counter;
+    const auto y = at::conv2d(xs, w, {}, 2, 1, 2);
+    ASSERT_EQ(y.sizes(), (std::vector<int64_t>{1, 4, 4, 3}));
+    double pairs = 0;
+    for (int64_t oy = 0; oy < 4; ++oy)
+      for (int64_t ox = 0; ox < 3; ++ox)
+        for (int64_t ky = 0; ky < 3; ++ky)
+          for (int64_t kx = 0; kx < 3; ++kx) {
+            const int64_t iy = oy * 2 - 1 + ky * 2, ix = ox * 2 - 1 + kx * 2;
+            pairs += iy >= 0 && iy < 9 && ix >= 0 && ix < 7;
+          }
+    EXPECT_DOUBLE_EQ(counter.result().conv, 2.0 * 3 * 4 * pairs);
+    EXPECT_LT(pairs, 4 * 3 * 9);  // some taps read the padding
+  }
   // Nothing is counted once the counter is gone, and a new one starts from zero.
   torch::conv2d(x, w);
   compute::FlopCounter again;
@@ -618,7 +654,8 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
           EXPECT_EQ(got[1].is_contiguous(at::MemoryFormat::ChannelsLast) && !got[1].is_contiguous(), cl);
         }
     // The FLOP counter sees Winograd calls as the convolutions they replace: forward, then
-    // grad_input and grad_weight (sub-grids of a dilated one: the same nominal FLOPs).
+    // grad_input and grad_weight (a dilated one: its products that read the image, not its
+    // sub-grids padded to the largest).
     for (int64_t d : {1, 2}) {
       torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 24, 3).padding(d).dilation(d).bias(false));
       auto x = torch::randn({2, 16, 8, 8}).requires_grad_(true);
@@ -629,12 +666,14 @@ TEST(Winograd, MatchesDirectConvolutionForwardAndGradients) {
         compute::conv2d(*conv, x).sum().backward();
         c = counter.result();
       }
-      EXPECT_DOUBLE_EQ(c.conv, 3 * conv_flops(2, 16, 24, 3, 8, 8)) << "dilation " << d;
-      // Counted by the Winograd path, not by aten::convolution (which would record the
-      // dilated shape): the batch of d² sub-grids, undilated.
-      compute::OpShape sub = compute::same_conv3x3({2 * d * d, 16, 8 / d, 8 / d}, {24, 16, 3, 3});
+      // Undilated: every tap, padding included, as PyTorch's FlopCounterMode counts.
+      EXPECT_DOUBLE_EQ(c.conv, 3 * (d == 1 ? conv_flops(2, 16, 24, 3, 8, 8) : dilated_flops(2, 16, 24, 8, 8, d)))
+          << "dilation " << d;
+      // Counted by the Winograd path as the convolution it stands for, not the batch of d²
+      // sub-grids it runs.
       ASSERT_EQ(c.by_shape.size(), 1u) << "dilation " << d;
-      EXPECT_EQ(c.by_shape.begin()->first.str(), sub.str()) << "dilation " << d;
+      EXPECT_EQ(c.by_shape.begin()->first.str(), compute::same_conv3x3({2, 16, 8, 8}, {24, 16, 3, 3}, d).str())
+          << "dilation " << d;
     }
   }
   // Not eligible (stride 2, bias): the module's own forward, bit for bit.
@@ -1041,7 +1080,8 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
     }
   }
   // With it, ASPP's rate 12 on 14² (share 0.18) takes the tap GEMMs under the fast algorithms
-  // and is counted as the products done; `direct` is the module's own forward bit for bit.
+  // and is counted as the products that read the image, as the module's forward is (one
+  // dilated shape either way); `direct` is the module's own forward bit for bit.
   if (!compute::sgemm_is_onednn()) return;
   {
     compute::WinogradScope off(false);
@@ -1050,35 +1090,36 @@ TEST(DilatedTaps, MatchDirectConvolutionForwardAndGradients) {
   compute::FlopCount c;
   at::Tensor y;
   for (bool cl : {false, true}) {
+    const auto xi = (cl ? x.contiguous(at::MemoryFormat::ChannelsLast) : x).clone().requires_grad_(true);
     {
       compute::FlopCounter counter;
       compute::WinogradScope on(true);
-      y = compute::conv2d(*aspp, (cl ? x.contiguous(at::MemoryFormat::ChannelsLast) : x).clone().requires_grad_(true));
+      EXPECT_EQ(compute::conv_path(*aspp, xi), compute::ConvPath::taps) << cl;
+      y = compute::conv2d(*aspp, xi);
       y.sum().backward();
       c = counter.result();
     }
     EXPECT_LT(rel(y.detach(), aspp(x).detach()), 1e-5);
+    EXPECT_DOUBLE_EQ(c.conv, 3 * dilated_flops(2, 16, 8, 14, 14, 12));
     EXPECT_NEAR(c.conv, 3 * compute::dilated_taps_kept(14, 14, 12) * conv_flops(2, 16, 8, 3, 14, 14), 1e-3);
-    ASSERT_FALSE(c.by_shape.empty());
-    for (const auto& [shape, flops] : c.by_shape) EXPECT_EQ(shape.weight[2], 1) << shape.str();
+    ASSERT_EQ(c.by_shape.size(), 1u);
+    EXPECT_EQ(c.by_shape.begin()->first.str(), compute::same_conv3x3({2, 16, 14, 14}, {8, 16, 3, 3}, 12).str());
+    compute::FlopCounter counter;
+    compute::WinogradScope off(false);
+    aspp(xi).sum().backward();
+    EXPECT_DOUBLE_EQ(counter.result().conv, c.conv) << "the module's forward and backward, " << cl;
   }
   // Shares between the thresholds: rate 6 on 14² (0.51) and rate 2 on 12x12 (0.79)
-  // take tap GEMMs in channels-last only; rate 2 on 32x32 (0.92) never (the counter sees 1x1
-  // shapes for tap GEMMs, 3x3 ones otherwise).
+  // take tap GEMMs in channels-last only; rate 2 on 32x32 (0.92) never.
   for (const auto& [rate, side, cl, taps] :
        {std::tuple{6, 14, false, false}, std::tuple{6, 14, true, true}, std::tuple{2, 12, false, false},
         std::tuple{2, 12, true, true}, std::tuple{2, 32, true, false}}) {
     torch::nn::Conv2d conv(torch::nn::Conv2dOptions(8, 8, 3).padding(rate).dilation(rate).bias(false));
     auto xr = torch::randn({2, 8, side, side});
     if (cl) xr = xr.contiguous(at::MemoryFormat::ChannelsLast);
-    compute::FlopCounter counter;
     compute::WinogradScope on(true);
-    compute::conv2d(*conv, xr);
-    const auto seen = counter.result().by_shape;
-    ASSERT_FALSE(seen.empty()) << "rate " << rate << ", " << side;
-    for (const auto& [shape, flops] : seen)
-      EXPECT_EQ(shape.weight[2], taps ? 1 : 3)
-          << "rate " << rate << ", " << side << (cl ? " channels-last " : " NCHW ") << shape.str();
+    EXPECT_EQ(compute::conv_path(*conv, xr) == compute::ConvPath::taps, taps)
+        << "rate " << rate << ", " << side << (cl ? " channels-last" : " NCHW");
   }
 }
 
@@ -1134,7 +1175,9 @@ TEST(DilatedTaps, CentreTapsWhereOuterTapsReadOnlyPadding) {
           EXPECT_EQ(shape.weight[2], rows ? 1 : 3) << shape.str();
           EXPECT_EQ(shape.weight[3], cols ? 1 : 3) << shape.str();
         }
-        EXPECT_NEAR(got_count.conv * (rows ? 3 : 1) * (cols ? 3 : 1), ref_count.conv, 1e-6 * ref_count.conv);
+        // The same count as the full convolution's (the dropped taps read nothing).
+        EXPECT_DOUBLE_EQ(got_count.conv, ref_count.conv);
+        EXPECT_DOUBLE_EQ(ref_count.conv, 3 * dilated_flops(2, 6, 16, k.h, k.w, k.d));
       }
   // Rates that read the image (12 on 14², 2 on 4x4), other kernels and strides: the module.
   torch::nn::Conv2d reads(torch::nn::Conv2dOptions(6, 4, 3).padding(12).dilation(12).bias(false));

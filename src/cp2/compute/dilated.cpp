@@ -96,13 +96,10 @@ void scatter_add(const Map& m, int64_t r0, int64_t rows, int64_t c0, int64_t col
 at::Tensor nhwc(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).contiguous(); }
 Map map_of(const at::Tensor& t) { return {floats(t), t.size(0), t.size(1), t.size(2), t.size(3)}; }
 
-// Counted as the 1×1 convolution each tap is (the products done, not the full 3×3's).
-void count(const std::vector<Tap>& ts, int64_t n, int64_t c, int64_t o, double times) {
-  if (times <= 0) return;
-  for (const auto& t : ts) {
-    OpShape s{"conv", {n, c, t.r1 - t.r0, t.c1 - t.c0}, {o, c, 1, 1}, {1, 1}, {0, 0}, {1, 1}, 1};
-    count_conv_flops(s, times);
-  }
+// Counted as the dilated 3×3 (N,C,H,W) by (O,C,3,3) the taps make up: compute/flops.h counts its
+// products that read the image, the ones the taps do.
+void count(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t d, double times) {
+  if (times > 0) count_conv_flops(same_conv3x3({n, c, h, w}, {o, c, 3, 3}, d), times);
 }
 
 // Weights as [O][3][3][C] (OHWI): tap (ky, kx) is the [O][C] matrix at (ky·3+kx)·C, leading
@@ -115,21 +112,21 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
     ctx->save_for_backward({x, w});
     ctx->saved_data["d"] = d;
     const int64_t n = x.size(0), c = x.size(1), h = x.size(2), wd = x.size(3), o = w.size(0);
-    const auto ts = taps(h, wd, d);
     const bool channels_last = is_channels_last(x);
     if (channels_last && onednn_avx512()) {
       // On channels-last input oneDNN's AVX-512 direct forward kernels skip most products over
       // the padding themselves and beat the tap GEMMs (cp2 bench conv: rate 12 on 32², 0.12 vs
       // 0.16 s); its AVX2 ones do not (rate 18 on 32²: 0.30 s, the taps 0.12 s), nor do any in
-      // NCHW or in the backward passes. Counted as the taps.
+      // NCHW or in the backward passes. Counted here, as on the taps' path.
       at::Tensor y;
       {
         at::DisableRecordFunctionGuard uncounted;
         y = at::conv2d(x, w, {}, 1, d, d);
       }
-      count(ts, n, c, o, 1);
+      count(n, c, h, wd, o, d, 1);
       return y;
     }
+    const auto ts = taps(h, wd, d);
     const auto xh = nhwc(x);
     const auto wo = nhwc(w);  // OHWI
     auto yh = at::empty({n, h, wd, o}, x.options());
@@ -145,7 +142,7 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
       tap_gemm('N', 'T', m, o, c, floats(a), c, floats(wo) + (t.ky * 3 + t.kx) * c, kTaps * c, 0.f, floats(part), o);
       scatter_add(Y, t.r0, rows, t.c0, cols, floats(part));
     }
-    count(ts, n, c, o, 1);
+    count(n, c, h, wd, o, d, 1);
     const auto y = yh.permute({0, 3, 1, 2});  // channels-last memory, as the input's
     return channels_last ? y : y.contiguous();
   }
@@ -192,7 +189,7 @@ struct TapConvFn : torch::autograd::Function<TapConvFn> {
         scatter_add(DX, t.r0 + t.dy, rows, t.c0 + t.dx, cols, floats(a));
       }
     }
-    count(ts, n, c, o, (want_dx ? 1 : 0) + (want_dw ? 1 : 0));
+    count(n, c, h, wd, o, d, (want_dx ? 1 : 0) + (want_dw ? 1 : 0));
     at::Tensor dx, dw;
     if (want_dx) {
       dx = dxh.permute({0, 3, 1, 2});

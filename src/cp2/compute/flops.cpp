@@ -23,18 +23,32 @@ bool OpShape::operator<(const OpShape& o) const {
 
 namespace {
 
-int64_t prod(const std::vector<int64_t>& v, size_t from = 0) {
+int64_t prod(const std::vector<int64_t>& v) {
   int64_t p = 1;
-  for (size_t i = from; i < v.size(); ++i) p *= v[i];
+  for (int64_t e : v) p *= e;
   return p;
 }
 
-std::vector<int64_t> conv_out_hw(const OpShape& s) {
+// Per spatial dimension: output positions × kernel taps, or where the convolution is dilated
+// the (output position, tap) pairs whose input index lands in the image.
+std::vector<int64_t> conv_tap_positions(const OpShape& s) {
+  const bool dilated = std::any_of(s.dilation.begin(), s.dilation.end(), [](int64_t d) { return d != 1; });
   std::vector<int64_t> o;
   for (size_t d = 0; d + 2 < s.in.size(); ++d) {
-    const int64_t k = s.weight[d + 2], st = s.stride.size() > d ? s.stride[d] : 1,
+    const int64_t n = s.in[d + 2], k = s.weight[d + 2], st = s.stride.size() > d ? s.stride[d] : 1,
                   p = s.padding.size() > d ? s.padding[d] : 0, dl = s.dilation.size() > d ? s.dilation[d] : 1;
-    o.push_back((s.in[d + 2] + 2 * p - dl * (k - 1) - 1) / st + 1);
+    const int64_t out = (n + 2 * p - dl * (k - 1) - 1) / st + 1;
+    if (!dilated || out <= 0) {
+      o.push_back(std::max<int64_t>(out, 0) * k);
+      continue;
+    }
+    int64_t in_image = 0;
+    for (int64_t t = 0; t < k; ++t)
+      for (int64_t i = 0; i < out; ++i) {
+        const int64_t at = i * st - p + t * dl;
+        in_image += at >= 0 && at < n;
+      }
+    o.push_back(in_image);
   }
   return o;
 }
@@ -43,8 +57,8 @@ std::vector<int64_t> conv_out_hw(const OpShape& s) {
 
 double OpShape::flops() const {
   if (kind == "mm") return 2.0 * static_cast<double>(in[0]) * in[1] * in[2] * weight[1];
-  // 2 · N · C_out · out pixels · (C_in / groups) · kernel
-  return 2.0 * static_cast<double>(in[0]) * weight[0] * prod(conv_out_hw(*this)) * prod(weight, 1);
+  // 2 · N · C_out · (C_in / groups) · (output pixel, tap) pairs
+  return 2.0 * static_cast<double>(in[0]) * weight[0] * weight[1] * prod(conv_tap_positions(*this));
 }
 
 std::string OpShape::str() const {
@@ -96,12 +110,13 @@ void add(bool conv, const OpShape& s, double times) {
 
 void count_conv_flops(const OpShape& s, double times) { add(true, s, times); }
 
-OpShape same_conv3x3(std::vector<int64_t> in, std::vector<int64_t> weight) {
+OpShape same_conv3x3(std::vector<int64_t> in, std::vector<int64_t> weight, int64_t dilation) {
   OpShape s;
   s.kind = "conv";
   s.in = std::move(in);
   s.weight = std::move(weight);
-  s.stride = s.padding = s.dilation = {1, 1};
+  s.stride = {1, 1};
+  s.padding = s.dilation = {dilation, dilation};
   return s;
 }
 
@@ -236,9 +251,9 @@ std::string rate_line(double flops_per_img, double img_s, double peak_gflops) {
 
 std::vector<std::pair<double, OpShape>> heaviest_shapes(const FlopCount& c, int top, bool convolutions_only) {
   std::vector<std::pair<double, OpShape>> order;
-  // Dilated convolutions are left out: their nominal count includes the taps that fall in
-  // the padding (ASPP's rate 12-36 on a 14 x 14 map), which oneDNN skips, so their
-  // "GFLOP/s" would exceed the machine's peak.
+  // Dilated convolutions are left out: how fast one runs depends on how much of it reads
+  // padding (ASPP's rate 12-36 on a 14 x 14 map; OpShape::flops counts only the rest) and on
+  // the path cp2 takes for it (tap GEMMs, sub-grids), which the probe's at::convolution is not.
   for (const auto& [s, f] : c.by_shape)
     if (s.kind == "mm" ? !convolutions_only
                        : std::all_of(s.dilation.begin(), s.dilation.end(), [](int64_t d) { return d == 1; }))

@@ -1,10 +1,14 @@
-// FLOPs of convolutions and matmuls as they run (issue 11 §1): one global RecordFunction
-// callback sees every aten::convolution / convolution_backward / mm / addmm / bmm / baddbmm
-// call with its input shapes, forward and backward, on every thread. Counting as PyTorch's
-// FlopCounterMode: 2 FLOPs per multiply-accumulate; convolution_backward costs one forward
-// for each of grad_input and grad_weight it computes. Everything else (BN, ReLU, the
-// optimizer) is not counted. Plus a probe that times the heaviest counted shapes alone, so
-// a benchmark can say what share of the achievable rate a step reaches.
+// FLOPs of convolutions and matmuls (issue 11 §1): one global RecordFunction callback sees
+// every aten::convolution / convolution_backward / mm / addmm / bmm / baddbmm call with its
+// input shapes, forward and backward, on every thread; cp2's own convolution kernels count the
+// convolution they stand for. Counting as PyTorch's FlopCounterMode: 2 FLOPs per
+// multiply-accumulate; convolution_backward costs one forward for each of grad_input and
+// grad_weight it computes. Unlike there, a dilated convolution counts only the products whose
+// tap reads the image (ASPP's rate 12 on a 14² map: 18 %), whichever path runs it (oneDNN's
+// direct, cp2's tap GEMMs, Winograd over its sub-grids, the centre taps), so a step's count
+// does not change with train.conv_algorithm. Everything else (BN, ReLU, the optimizer) is not
+// counted. Plus a probe that times the heaviest counted shapes alone, so a benchmark can say
+// what share of the achievable rate a step reaches.
 #pragma once
 #include <c10/core/ScalarType.h>
 
@@ -26,7 +30,7 @@ struct OpShape {
   std::vector<int64_t> in, weight, stride, padding, dilation;
   int64_t groups = 1;
   bool operator<(const OpShape& o) const;
-  double flops() const;       // one forward call
+  double flops() const;       // one forward call (dilated: the products that read the image)
   std::string str() const;
 };
 
@@ -40,12 +44,12 @@ struct FlopCount {
 };
 
 // Adds `times` forward calls of `s` to the active count (if any): for convolutions that do
-// not run through aten::convolution (compute/winograd.h).
+// not run through aten::convolution (compute/winograd.h, dilated.h, pointwise.h).
 void count_conv_flops(const OpShape& s, double times);
 
-// The shape of a 3×3 convolution with stride 1 and padding 1 (Winograd's, compute/winograd.h)
-// of input `in` (N,C,H,W) by `weight` (O,C,3,3).
-OpShape same_conv3x3(std::vector<int64_t> in, std::vector<int64_t> weight);
+// The shape of a 3×3 convolution with stride 1 and padding = dilation (size-preserving: the
+// Winograd and tap kernels' convolutions) of input `in` (N,C,H,W) by `weight` (O,C,3,3).
+OpShape same_conv3x3(std::vector<int64_t> in, std::vector<int64_t> weight, int64_t dilation = 1);
 
 // Counts while alive; one at a time (a second throws).
 class FlopCounter {
@@ -80,8 +84,9 @@ StepFlops count_step(const std::function<void()>& step, double images, const std
 std::string rate_line(double flops_per_img, double img_s, double peak_gflops);
 
 // The count's `top` heaviest shapes (FLOPs attributed, forward + backward) with those FLOPs,
-// heaviest first; dilated convolutions left out (their nominal count includes taps that
-// read only padding, which the kernels skip), and matmuls too where `convolutions_only`.
+// heaviest first; dilated convolutions left out (how fast one runs depends on how much of it
+// reads padding and on the path that takes it, not on the machine's dense rate), and matmuls
+// too where `convolutions_only`.
 std::vector<std::pair<double, OpShape>> heaviest_shapes(const FlopCount& c, int top, bool convolutions_only = false);
 
 // One shape alone, forward, in `dtype` and layout (Winograd where `winograd` and the shape

@@ -52,7 +52,7 @@ bool onednn_available(std::string* why) {
   return false;
 }
 
-at::Tensor onednn_conv3x3(const at::Tensor&, const at::Tensor&) {
+at::Tensor onednn_conv3x3(const at::Tensor&, const at::Tensor&, const std::vector<int64_t>&, int64_t) {
   throw Error("winograd: this build has no oneDNN Winograd kernels");
 }
 
@@ -236,14 +236,20 @@ at::Tensor forward_impl(const at::Tensor& x0, const at::Tensor& w0) {
                      {DNNL_ARG_SCRATCHPAD, scratch(p->fwd_pd.scratchpad_desc())}});
   dst.finish(s);
   s.wait();
-  count_conv_flops(same_conv3x3(x.sizes().vec(), w.sizes().vec()), 1);
   return y;
 }
 
+// x (N,C,H,W) by w (O,C,3,3); counted as the convolution of an input `counted_in` at dilation
+// d (the map before its d² sub-grids were batched), forward then each gradient computed.
 struct WinogradConvFn : torch::autograd::Function<WinogradConvFn> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const std::vector<int64_t>& counted_in, int64_t d) {
     ctx->save_for_backward({x, w});
-    return forward_impl(x, w);
+    ctx->saved_data["counted_in"] = counted_in;
+    ctx->saved_data["dilation"] = d;
+    auto y = forward_impl(x, w);
+    count_conv_flops(same_conv3x3(counted_in, w.sizes().vec(), d), 1);
+    return y;
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -296,8 +302,10 @@ struct WinogradConvFn : torch::autograd::Function<WinogradConvFn> {
       dwei.finish(s);
     }
     s.wait();
-    count_conv_flops(same_conv3x3(x.sizes().vec(), w.sizes().vec()), (dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0));
-    return {dx, dw};
+    count_conv_flops(same_conv3x3(ctx->saved_data["counted_in"].toIntVector(), w.sizes().vec(),
+                                  ctx->saved_data["dilation"].toInt()),
+                     (dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0));
+    return {dx, dw, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -308,7 +316,10 @@ bool onednn_available(std::string* why) {
   return false;
 }
 
-at::Tensor onednn_conv3x3(const at::Tensor& x, const at::Tensor& weight) { return apply_function<WinogradConvFn>(x, weight); }
+at::Tensor onednn_conv3x3(const at::Tensor& x, const at::Tensor& weight, const std::vector<int64_t>& counted_in,
+                          int64_t d) {
+  return apply_function<WinogradConvFn>(x, weight, counted_in, d);
+}
 
 }  // namespace
 
@@ -415,7 +426,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64
   const auto plan = winograd_plan_for(x, weight.size(0), d);
   if (plan.kernels == WinogradKernels::tiles) return tiles_conv3x3(x, weight, plan.tile, d);  // sub-grids in place
   if (plan.kernels != WinogradKernels::onednn) return at::conv2d(x, weight, {}, {1, 1}, {d, d}, {d, d});
-  if (d == 1) return onednn_conv3x3(x, weight);
+  if (d == 1) return onednn_conv3x3(x, weight, x.sizes().vec(), 1);
   // oneDNN's kernels take the d² sub-grids as a batch, copied out and back. Where d does not
   // divide a side, the map is first padded with zeros to sh·d × sw·d: the rows and columns
   // added are the padding the convolution reads there anyway, and their outputs are cut off.
@@ -426,7 +437,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64
   const auto xp = ragged ? at::constant_pad_nd(x, {0, sw * d - w, 0, sh * d - h}) : x;
   auto sub = xp.reshape({n, c, sh, d, sw, d}).permute({0, 3, 5, 1, 2, 4}).reshape({n * d * d, c, sh, sw});
   if (cl) sub = sub.contiguous(at::MemoryFormat::ChannelsLast);
-  auto y = onednn_conv3x3(sub, weight);
+  auto y = onednn_conv3x3(sub, weight, x.sizes().vec(), d);
   const int64_t out = y.size(1);
   y = y.reshape({n, d, d, out, sh, sw}).permute({0, 3, 4, 1, 5, 2}).reshape({n, out, sh * d, sw * d});
   if (ragged) y = y.slice(2, 0, h).slice(3, 0, w);

@@ -123,12 +123,9 @@ void over_tiles(int64_t tiles, const F& kernel) {
 // The geometry of F(m×m, 3×3) tiles over x (N,C,H,W), dilation d.
 Geometry geometry(const at::Tensor& x, int64_t m, int64_t d) { return Geometry{x.size(0), x.size(2), x.size(3), m, d}; }
 
-// The convolution's FLOPs, as the batch of d² undilated sub-grid convolutions it runs as
-// (what oneDNN's path records too): where d does not divide a side, over the largest
-// sub-grid, a pixel more than some phases have.
-OpShape subgrid_shape(const at::Tensor& x, const at::Tensor& w, int64_t d) {
-  return same_conv3x3({x.size(0) * d * d, x.size(1), subgrid_side(x.size(2), d), subgrid_side(x.size(3), d)},
-                      w.sizes().vec());
+// Counted as the dilated convolution the sub-grids stand for (compute/flops.h).
+OpShape counted_shape(const at::Tensor& x, const at::Tensor& w, int64_t d) {
+  return same_conv3x3(x.sizes().vec(), w.sizes().vec(), d);
 }
 
 // x: (N,C,H,W) channels-last (NHWC memory) by the filters w (O,C,3,3) at dilation d → y
@@ -176,7 +173,7 @@ struct TilesConvFn : torch::autograd::Function<TilesConvFn> {
     // Counted once, as the convolution it replaces (below), not as its GEMMs.
     at::DisableRecordFunctionGuard uncounted;
     const auto y = forward_nhwc(contiguous_as(x, true), w, false, tile, d);
-    count_conv_flops(subgrid_shape(x, w, d), 1);
+    count_conv_flops(counted_shape(x, w, d), 1);
     return contiguous_as(y, is_channels_last(x));
   }
 
@@ -194,7 +191,7 @@ struct TilesConvFn : torch::autograd::Function<TilesConvFn> {
       dx = contiguous_as(forward_nhwc(dy, w, true, tile, d), is_channels_last(x));
     if (ctx->needs_input_grad(1))
       dw = weight_grad_nhwc(contiguous_as(x, true), dy, w.suggest_memory_format(), tile, d);
-    count_conv_flops(subgrid_shape(x, w, d), (dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0));
+    count_conv_flops(counted_shape(x, w, d), (dx.defined() ? 1 : 0) + (dw.defined() ? 1 : 0));
     return {dx, dw, at::Tensor(), at::Tensor()};
   }
 };
