@@ -159,12 +159,14 @@ Command register_bench(CLI::App& app) {
   auto no = std::make_shared<compute::NormBenchOptions>();
   auto* nm = c->add_subcommand("norm",
                                "time one training-mode batch norm + ReLU (+ a residual sum) on an fp32 channels-last "
-                               "map, forward and with gradients: PyTorch's ops against cp2's one pass each way (taken "
-                               "under train.conv_algorithm: winograd|auto)");
+                               "(or NCHW) map, forward and with gradients: PyTorch's ops against cp2's one pass each "
+                               "way (taken under train.conv_algorithm: winograd|auto)");
   nm->add_option("--batch", no->batch, "batch size")->capture_default_str();
   nm->add_option("--channels", no->channels, "channels")->capture_default_str();
   nm->add_option("--size", no->size, "map height and width")->capture_default_str();
   nm->add_flag("--residual", no->residual, "a residual map summed before the ReLU (a block's last batch norm)");
+  nm->add_flag("--nchw", no->nchw, "NCHW memory (ResNet-18's layout under train.channels_last: auto) instead of "
+                                   "channels-last");
   nm->add_option("--rounds", no->rounds, "timed calls (best of)")->capture_default_str();
   auto vo = std::make_shared<data::ViewBenchOptions>();
   auto* vw = c->add_subcommand("view",

@@ -19,6 +19,7 @@ using cp2::test::max_rel;
 namespace {
 
 const auto kCl = at::MemoryFormat::ChannelsLast;
+const auto kNchw = at::MemoryFormat::Contiguous;
 
 // Whether bn_act runs on this CPU: every x86-64 CPU CI and benchmarks ran on has AVX2 + FMA, so
 // there it must; elsewhere it is never taken (TakenOnlyWhereItQualifies checks that).
@@ -36,17 +37,18 @@ struct Case {
 };
 
 // relu(batch_norm(x) + r) and the gradients of sum(y·g) for x, w, b, r; then the running
-// statistics: {y, dx, dw, db, dr, running_mean, running_var} (undefined where absent).
-std::vector<at::Tensor> run_case(const Case& k, at::ScalarType dtype, bool fused) {
+// statistics: {y, dx, dw, db, dr, running_mean, running_var} (undefined where absent). Maps in
+// `layout`.
+std::vector<at::Tensor> run_case(const Case& k, at::ScalarType dtype, bool fused, at::MemoryFormat layout = kCl) {
   torch::manual_seed(7);
   const int64_t c = k.shape[1];
-  auto x = (torch::randn(k.shape) * 3 + k.offset).contiguous(kCl);
-  auto r = k.residual ? torch::randn(k.shape).contiguous(kCl) : at::Tensor();
-  auto g = torch::randn(k.shape).contiguous(kCl);
+  auto x = (torch::randn(k.shape) * 3 + k.offset).contiguous(layout);
+  auto r = k.residual ? torch::randn(k.shape).contiguous(layout) : at::Tensor();
+  auto g = torch::randn(k.shape).contiguous(layout);
   auto w = torch::rand({c}) + 0.5, b = torch::randn({c});
   auto rm = torch::randn({c}), rv = torch::rand({c}) + 0.5;
   auto cast = [&](at::Tensor t) {
-    return !t.defined() ? t : t.dim() == 4 ? t.to(dtype).contiguous(kCl).detach() : t.to(dtype).detach();
+    return !t.defined() ? t : t.dim() == 4 ? t.to(dtype).contiguous(layout).detach() : t.to(dtype).detach();
   };
   x = cast(x).requires_grad_(true), g = cast(g), rm = cast(rm), rv = cast(rv);
   if (r.defined()) r = cast(r).requires_grad_(true);
@@ -87,11 +89,20 @@ TEST(BnAct, MatchesPyTorchsOpsInDoubleForwardGradientsAndRunningStats) {
       {{2, 32, 9, 9}, false, true, false, 0.0},    // affine = false
       {{2, 16, 40, 40}, true, true, true, 100.0},  // mean 100 against std 3, and several summing chunks
   };
+  // NCHW planes too: these and channel counts that are not a multiple of 8, planes shorter than
+  // a vector (2x3) and with a tail (5x7 = 35 values), 1600-value planes (several 256-value blocks).
+  std::vector<std::pair<Case, at::MemoryFormat>> runs;
+  for (const auto& k : cases) runs.emplace_back(k, kCl);
+  for (const auto& k : cases) runs.emplace_back(k, kNchw);
+  for (const Case& k : {Case{{3, 12, 5, 7}, true, true, true, 0.0}, Case{{2, 5, 2, 3}, false, true, true, 0.0},
+                        Case{{3, 3, 40, 40}, true, false, true, 100.0}})
+    runs.emplace_back(k, kNchw);
   const char* names[] = {"y", "dx", "dw", "db", "dr", "running_mean", "running_var"};
-  for (const auto& k : cases) {
+  for (const auto& [k, layout] : runs) {
     SCOPED_TRACE(::testing::Message() << "shape " << k.shape << " residual " << k.residual << " relu " << k.relu
-                                      << " affine " << k.affine << " offset " << k.offset);
-    const auto got = run_case(k, at::kFloat, true), ref = run_case(k, at::kDouble, false);
+                                      << " affine " << k.affine << " offset " << k.offset
+                                      << (layout == kCl ? " channels-last" : " NCHW"));
+    const auto got = run_case(k, at::kFloat, true, layout), ref = run_case(k, at::kDouble, false, layout);
     ASSERT_EQ(got.size(), ref.size());
     for (size_t i = 0; i < ref.size(); ++i) {
       ASSERT_EQ(got[i].defined(), ref[i].defined()) << names[i];
@@ -101,28 +112,34 @@ TEST(BnAct, MatchesPyTorchsOpsInDoubleForwardGradientsAndRunningStats) {
       // blocks); without the shift by a sample, 2.2e-5 at the offset of 100.
       EXPECT_LT(max_rel(got[i], ref[i]), 5e-6) << names[i];
     }
-    EXPECT_TRUE(got[0].is_contiguous(kCl));
-    EXPECT_TRUE(got[1].is_contiguous(kCl));
+    EXPECT_TRUE(got[0].is_contiguous(layout));
+    EXPECT_TRUE(got[1].is_contiguous(layout));
+    if (k.residual) EXPECT_TRUE(got[4].is_contiguous(layout));
   }
 }
 
 TEST(BnAct, EvaluationUsesTheRunningStatistics) {
   if (!fast_here()) return;
   compute::WinogradScope on(true);
-  torch::manual_seed(3);
-  const auto x = torch::randn({2, 16, 5, 5}).contiguous(kCl), r = torch::randn({2, 16, 5, 5}).contiguous(kCl);
-  const auto w = torch::rand({16}) + 0.5, b = torch::randn({16}), rm = torch::randn({16}), rv = torch::rand({16}) + 0.1;
-  torch::NoGradGuard ng;
-  ASSERT_TRUE(compute::bn_act_applies(x, r, false));
-  const auto rm0 = rm.clone(), rv0 = rv.clone();
-  const auto got = compute::bn_act(x, w, b, rm, rv, false, 0.1, 1e-5, r, true);
-  const auto ref = (torch::batch_norm(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), rm.to(at::kDouble),
-                                      rv.to(at::kDouble), false, 0.1, 1e-5, false) +
-                    r.to(at::kDouble))
-                       .relu();
-  EXPECT_LT(max_rel(got, ref), 1e-6);
-  EXPECT_TRUE(torch::equal(rm, rm0));  // untouched
-  EXPECT_TRUE(torch::equal(rv, rv0));
+  for (const auto layout : {kCl, kNchw}) {
+    SCOPED_TRACE(layout == kCl ? "channels-last" : "NCHW");
+    torch::manual_seed(3);
+    const auto x = torch::randn({2, 16, 5, 5}).contiguous(layout), r = torch::randn({2, 16, 5, 5}).contiguous(layout);
+    const auto w = torch::rand({16}) + 0.5, b = torch::randn({16});
+    const auto rm = torch::randn({16}), rv = torch::rand({16}) + 0.1;
+    torch::NoGradGuard ng;
+    ASSERT_TRUE(compute::bn_act_applies(x, r, false));
+    const auto rm0 = rm.clone(), rv0 = rv.clone();
+    const auto got = compute::bn_act(x, w, b, rm, rv, false, 0.1, 1e-5, r, true);
+    const auto ref = (torch::batch_norm(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), rm.to(at::kDouble),
+                                        rv.to(at::kDouble), false, 0.1, 1e-5, false) +
+                      r.to(at::kDouble))
+                         .relu();
+    EXPECT_LT(max_rel(got, ref), 1e-6);
+    EXPECT_TRUE(got.is_contiguous(layout));
+    EXPECT_TRUE(torch::equal(rm, rm0));  // untouched
+    EXPECT_TRUE(torch::equal(rv, rv0));
+  }
 }
 
 TEST(BnAct, TakenOnlyWhereItQualifies) {
@@ -136,7 +153,13 @@ TEST(BnAct, TakenOnlyWhereItQualifies) {
   EXPECT_EQ(compute::bn_act_applies(x, at::Tensor(), true), here);
   EXPECT_EQ(compute::bn_act_applies(x, x.clone(), true), here);
   EXPECT_EQ(compute::bn_act_applies(torch::randn({3, 8, 1, 1}), at::Tensor(), true), here);  // 1×1 maps
-  EXPECT_FALSE(compute::bn_act_applies(torch::randn({2, 16, 4, 4}), at::Tensor(), true));    // NCHW
+  // NCHW: as planes, any channel count, with an NCHW residual only; other strides: PyTorch's.
+  const auto xn = torch::randn({2, 12, 4, 4});
+  EXPECT_EQ(compute::bn_act_applies(xn, at::Tensor(), true), here);
+  EXPECT_EQ(compute::bn_act_applies(xn, xn.clone(), true), here);
+  EXPECT_FALSE(compute::bn_act_applies(xn, xn.contiguous(kCl), true));
+  EXPECT_FALSE(compute::bn_act_applies(torch::randn({2, 4, 4, 12}).permute({0, 3, 2, 1}), at::Tensor(), true));
+  EXPECT_FALSE(compute::bn_act_applies(torch::randn({2, 12, 4, 8}).slice(3, 0, 4), at::Tensor(), true));
   EXPECT_FALSE(compute::bn_act_applies(torch::randn({2, 12, 4, 4}).contiguous(kCl), at::Tensor(), true));  // C % 8
   EXPECT_FALSE(compute::bn_act_applies(x.to(at::kBFloat16), at::Tensor(), true));
   EXPECT_FALSE(compute::bn_act_applies(x.to(at::kDouble), at::Tensor(), true));
@@ -159,12 +182,15 @@ TEST(BnAct, SameBitsWhateverTheThreadCount) {
   compute::WinogradScope on(true);
   const int threads = at::get_num_threads();
   const Case k{{3, 32, 33, 33}, true, true, true, 1.0};  // 3267 pixels: 7 summing chunks
-  at::set_num_threads(1);
-  const auto one = run_case(k, at::kFloat, true);
-  at::set_num_threads(std::max(2, threads));
-  const auto many = run_case(k, at::kFloat, true);
-  at::set_num_threads(threads);
-  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], many[i])) << "tensor " << i;
+  for (const auto layout : {kCl, kNchw}) {
+    at::set_num_threads(1);
+    const auto one = run_case(k, at::kFloat, true, layout);
+    at::set_num_threads(std::max(2, threads));
+    const auto many = run_case(k, at::kFloat, true, layout);
+    at::set_num_threads(threads);
+    for (size_t i = 0; i < one.size(); ++i)
+      EXPECT_TRUE(torch::equal(one[i], many[i])) << "tensor " << i << (layout == kCl ? " channels-last" : " NCHW");
+  }
 }
 
 TEST(BnAct, TheModuleTakesItWithTheFastAlgorithmsAndMatchesItsOwnOpsWithout) {
@@ -175,42 +201,45 @@ TEST(BnAct, TheModuleTakesItWithTheFastAlgorithmsAndMatchesItsOwnOpsWithout) {
     bn->weight.uniform_(0.5, 1.5);
     bn->bias.normal_();
   }
-  const auto x0 = torch::randn({2, 32, 6, 6}).contiguous(kCl), r0 = torch::randn({2, 32, 6, 6}).contiguous(kCl);
-  // Also counts the calls that took bn_act (training and evaluation: 2 with the fast algorithms).
-  auto run = [&](bool fast, int64_t* taken) {
-    auto m = std::dynamic_pointer_cast<models::SyncableBatchNorm2dImpl>(bn->clone());
-    compute::WinogradScope scope(fast);
-    compute::OpProfiler profiler;
-    auto x = x0.clone().requires_grad_(true), r = r0.clone().requires_grad_(true);
-    auto y = m->forward_relu(x, r);
-    y.pow(2).sum().backward();
-    m->eval();
-    at::Tensor e;
+  for (const auto layout : {kCl, kNchw}) {
+    SCOPED_TRACE(layout == kCl ? "channels-last" : "NCHW");
+    const auto x0 = torch::randn({2, 32, 6, 6}).contiguous(layout), r0 = torch::randn({2, 32, 6, 6}).contiguous(layout);
+    // Also counts the calls that took bn_act (training and evaluation: 2 with the fast algorithms).
+    auto run = [&](bool fast, int64_t* taken) {
+      auto m = std::dynamic_pointer_cast<models::SyncableBatchNorm2dImpl>(bn->clone());
+      compute::WinogradScope scope(fast);
+      compute::OpProfiler profiler;
+      auto x = x0.clone().requires_grad_(true), r = r0.clone().requires_grad_(true);
+      auto y = m->forward_relu(x, r);
+      y.pow(2).sum().backward();
+      m->eval();
+      at::Tensor e;
+      {
+        torch::NoGradGuard ng;
+        e = m->forward_relu(x0);
+      }
+      for (const auto& op : profiler.result())
+        if (op.name == "cp2::bn_act") *taken = op.calls;
+      return std::vector<at::Tensor>{y.detach(), x.grad(), r.grad(), m->weight.grad(), m->bias.grad(),
+                                     m->running_mean, m->running_var, m->num_batches_tracked, e};
+    };
+    int64_t direct_taken = 0, fast_taken = 0;
+    const auto direct = run(false, &direct_taken), fast = run(true, &fast_taken);
+    EXPECT_EQ(direct_taken, 0);
+    EXPECT_EQ(fast_taken, fast_here() ? 2 : 0);
+    // Without the fast algorithms: exactly PyTorch's ops, as the module ran them before.
     {
-      torch::NoGradGuard ng;
-      e = m->forward_relu(x0);
+      auto m = std::dynamic_pointer_cast<models::SyncableBatchNorm2dImpl>(bn->clone());
+      auto x = x0.clone().requires_grad_(true), r = r0.clone().requires_grad_(true);
+      auto y = m->forward(x);
+      y += r;
+      y.relu_();
+      EXPECT_TRUE(torch::equal(y.detach(), direct[0]));
+      EXPECT_TRUE(torch::equal(m->running_var, direct[6]));
     }
-    for (const auto& op : profiler.result())
-      if (op.name == "cp2::bn_act") *taken = op.calls;
-    return std::vector<at::Tensor>{y.detach(), x.grad(), r.grad(), m->weight.grad(), m->bias.grad(),
-                                   m->running_mean, m->running_var, m->num_batches_tracked, e};
-  };
-  int64_t direct_taken = 0, fast_taken = 0;
-  const auto direct = run(false, &direct_taken), fast = run(true, &fast_taken);
-  EXPECT_EQ(direct_taken, 0);
-  EXPECT_EQ(fast_taken, fast_here() ? 2 : 0);
-  // Without the fast algorithms: exactly PyTorch's ops, as the module ran them before.
-  {
-    auto m = std::dynamic_pointer_cast<models::SyncableBatchNorm2dImpl>(bn->clone());
-    auto x = x0.clone().requires_grad_(true), r = r0.clone().requires_grad_(true);
-    auto y = m->forward(x);
-    y += r;
-    y.relu_();
-    EXPECT_TRUE(torch::equal(y.detach(), direct[0]));
-    EXPECT_TRUE(torch::equal(m->running_var, direct[6]));
+    for (size_t i = 0; i < direct.size(); ++i) EXPECT_LT(max_rel(fast[i], direct[i]), 1e-5) << "tensor " << i;
+    EXPECT_EQ(fast[7].item<int64_t>(), 1);
   }
-  for (size_t i = 0; i < direct.size(); ++i) EXPECT_LT(max_rel(fast[i], direct[i]), 1e-5) << "tensor " << i;
-  EXPECT_EQ(fast[7].item<int64_t>(), 1);
 }
 
 TEST(BnAct, NormBenchTimesBothAndRefusesBadSizes) {
@@ -219,6 +248,8 @@ TEST(BnAct, NormBenchTimesBothAndRefusesBadSizes) {
   const auto r = compute::bench_norm(o, false);
   EXPECT_EQ(r.fused, compute::bnk::cpu_supported());
   for (double t : {r.torch_fwd_s, r.torch_step_s, r.fused_fwd_s, r.fused_step_s}) EXPECT_GT(t, 0);
+  o.nchw = true, o.channels = 12;  // NCHW planes: any channel count
+  EXPECT_EQ(compute::bench_norm(o, false).fused, compute::bnk::cpu_supported());
   o.channels = 0;
   cp2::test::expect_error([&] { compute::bench_norm(o, false); }, {"--channels", "expected a positive value", "0"});
   o.channels = 8, o.batch = 1, o.size = 1;

@@ -27,6 +27,18 @@ constexpr int64_t kChunk = 512;
 // Pixel-range grain of the element-wise passes (~64 KiB of a map).
 int64_t bn_grain(int64_t c) { return std::max<int64_t>(1, 16384 / c); }
 
+// How a map lies in memory: channels-last, [P][C] (also any 1×1 map: its NCHW order is the
+// same), or NCHW, N·C planes of H·W values.
+struct Layout {
+  bool planes = false;  // NCHW
+  int64_t n = 0, c = 0, hw = 0;
+  explicit Layout(const at::Tensor& x)
+      : planes(!x.is_contiguous(at::MemoryFormat::ChannelsLast)), n(x.size(0)), c(x.size(1)),
+        hw(x.size(2) * x.size(3)) {}
+  at::MemoryFormat format() const { return planes ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast; }
+  int64_t pixels() const { return n * hw; }
+};
+
 // Per-channel sums over the map's pixels, as two double vectors: `sums(p0, p1, a, b, scratch)`
 // adds a chunk's into a and b.
 template <class Sums>
@@ -49,6 +61,32 @@ void chunked_sums(int64_t p, int64_t c, std::vector<double>& a, std::vector<doub
     }
 }
 
+// The same over NCHW planes: channels in parallel, each summing its N planes in order (the bits
+// do not depend on the thread count either); `plane(offset, ch, a, b)` adds the plane at
+// `offset` of channel ch into a and b.
+template <class Plane>
+void plane_sums(const Layout& l, std::vector<double>& a, std::vector<double>& b, const Plane& plane) {
+  a.assign(static_cast<size_t>(l.c), 0.0);
+  b.assign(static_cast<size_t>(l.c), 0.0);
+  at::parallel_for(0, l.c, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t ch = c0; ch < c1; ++ch)
+      for (int64_t i = 0; i < l.n; ++i) plane((i * l.c + ch) * l.hw, ch, &a[ch], &b[ch]);
+  });
+}
+
+// An element-wise pass over the map: `rows(p0, p1)` over channels-last pixel ranges, or
+// `plane(offset, ch)` over each NCHW plane, in parallel.
+template <class Rows, class Plane>
+void each_part(const Layout& l, const Rows& rows, const Plane& plane) {
+  if (!l.planes) {
+    at::parallel_for(0, l.pixels(), bn_grain(l.c), rows);
+    return;
+  }
+  at::parallel_for(0, l.n * l.c, std::max<int64_t>(1, 16384 / l.hw), [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) plane(q * l.hw, q % l.c);
+  });
+}
+
 // Undefined or empty (bn_act's stand-in for an absent input): absent.
 bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 const float* ptr_or_null(const at::Tensor& t) { return present(t) ? t.data_ptr<float>() : nullptr; }
@@ -59,17 +97,19 @@ at::Tensor channel_tensor(const std::vector<float>& v) {
   return t;
 }
 
-// y = relu((x - mean)·scale + bias + residual) over the map, in parallel over pixels.
+// y = relu((x - mean)·scale + bias + residual) over the map, in parallel.
 at::Tensor normalise(const at::Tensor& x, const at::Tensor& residual, bool relu, const float* mean,
                      const float* scale, const float* bias) {
-  const int64_t c = x.size(1), p = x.numel() / c;
+  const Layout l(x);
   auto y = at::empty_like(x);
   const float* px = x.data_ptr<float>();
   const float* pr = ptr_or_null(residual);
   float* py = y.data_ptr<float>();
-  at::parallel_for(0, p, bn_grain(c), [&](int64_t p0, int64_t p1) {
-    bnk::normalize(px, pr, py, p0, p1, c, mean, scale, bias, relu);
-  });
+  each_part(
+      l, [&](int64_t p0, int64_t p1) { bnk::normalize(px, pr, py, p0, p1, l.c, mean, scale, bias, relu); },
+      [&](int64_t o, int64_t ch) {
+        bnk::plane_normalize(px + o, pr ? pr + o : nullptr, py + o, l.hw, mean[ch], scale[ch], bias[ch], relu);
+      });
   return y;
 }
 
@@ -98,15 +138,22 @@ struct BnActFn : torch::autograd::Function<BnActFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                             const at::Tensor& residual, at::Tensor running_mean, at::Tensor running_var,
                             double momentum, double eps, bool relu) {
-    const int64_t c = x.size(1), p = x.numel() / c;
+    const Layout l(x);
+    const int64_t c = l.c, p = l.pixels();
     const float* px = x.data_ptr<float>();
     // Shifted by the first pixel's values: E[(x-s)²] - E[x-s]² does not cancel as E[x²] - E[x]²
     // would where a channel's mean is far from zero against its spread.
-    const std::vector<float> shift(px, px + c);
+    std::vector<float> shift(static_cast<size_t>(c));
+    for (int64_t i = 0; i < c; ++i) shift[i] = px[l.planes ? i * l.hw : i];
     std::vector<double> s1, s2;
-    chunked_sums(p, c, s1, s2, [&](int64_t p0, int64_t p1, double* a, double* bb, float* scratch) {
-      bnk::shifted_sums(px, p0, p1, c, shift.data(), a, bb, scratch);
-    });
+    if (l.planes)
+      plane_sums(l, s1, s2, [&](int64_t o, int64_t ch, double* a, double* bb) {
+        bnk::plane_shifted_sums(px + o, l.hw, shift[ch], a, bb);
+      });
+    else
+      chunked_sums(p, c, s1, s2, [&](int64_t p0, int64_t p1, double* a, double* bb, float* scratch) {
+        bnk::shifted_sums(px, p0, p1, c, shift.data(), a, bb, scratch);
+      });
     std::vector<float> mean(c), invstd(c), scale(c), var_unbiased(c);
     const auto wv = channel_values(w, c, 1.f), bv = channel_values(b, c, 0.f);
     for (int64_t i = 0; i < c; ++i) {
@@ -134,9 +181,9 @@ struct BnActFn : torch::autograd::Function<BnActFn> {
     const auto &x = saved[0], &y = saved[1], &w = saved[2];
     const auto& stats = saved[3];  // mean, then invstd
     const bool has_residual = ctx->saved_data["residual"].toBool();
-    const int64_t c = x.size(1), p = x.numel() / c;
-    // In the saved map's memory order ([P][C]; a 1×1 map's NCHW strides are that order too).
-    const auto dy = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
+    const Layout l(x);
+    const int64_t c = l.c, p = l.pixels();
+    const auto dy = grads[0].contiguous(l.format());  // in the saved map's memory order
     const float *pdy = dy.data_ptr<float>(), *px = x.data_ptr<float>(), *py = ptr_or_null(y);
     const float *mean = stats.data_ptr<float>(), *invstd = mean + c;
     // The residual's gradient is g (dy through the ReLU's mask): written by the sums' pass, then
@@ -146,9 +193,14 @@ struct BnActFn : torch::autograd::Function<BnActFn> {
     if (want_dr) dr = at::empty_like(x);
     float* pdr = want_dr ? dr.data_ptr<float>() : nullptr;
     std::vector<double> sg, sgx;
-    chunked_sums(p, c, sg, sgx, [&](int64_t p0, int64_t p1, double* a, double* bb, float* scratch) {
-      bnk::grad_sums(pdy, py, px, p0, p1, c, mean, a, bb, scratch, pdr);
-    });
+    if (l.planes)
+      plane_sums(l, sg, sgx, [&](int64_t o, int64_t ch, double* a, double* bb) {
+        bnk::plane_grad_sums(pdy + o, py ? py + o : nullptr, px + o, l.hw, mean[ch], a, bb, pdr ? pdr + o : nullptr);
+      });
+    else
+      chunked_sums(p, c, sg, sgx, [&](int64_t p0, int64_t p1, double* a, double* bb, float* scratch) {
+        bnk::grad_sums(pdy, py, px, p0, p1, c, mean, a, bb, scratch, pdr);
+      });
     const auto wv = channel_values(w, c, 1.f);
     std::vector<float> gw(c), gb(c), ka(c), kb(c), kd(c);
     for (int64_t i = 0; i < c; ++i) {
@@ -166,9 +218,15 @@ struct BnActFn : torch::autograd::Function<BnActFn> {
       dx = at::empty_like(x);
       float* pdx = dx.data_ptr<float>();
       const float *g = want_dr ? pdr : pdy, *mask = want_dr ? nullptr : py;
-      at::parallel_for(0, p, bn_grain(c), [&](int64_t p0, int64_t p1) {
-        bnk::grad_input(g, mask, px, pdx, p0, p1, c, mean, ka.data(), kb.data(), kd.data());
-      });
+      each_part(
+          l,
+          [&](int64_t p0, int64_t p1) {
+            bnk::grad_input(g, mask, px, pdx, p0, p1, c, mean, ka.data(), kb.data(), kd.data());
+          },
+          [&](int64_t o, int64_t ch) {
+            bnk::plane_grad_input(g + o, mask ? mask + o : nullptr, px + o, pdx + o, l.hw, mean[ch], ka[ch], kb[ch],
+                                  kd[ch]);
+          });
     }
     at::Tensor dw = present(w) && ctx->needs_input_grad(1) ? channel_tensor(gw) : at::Tensor();
     at::Tensor db = ctx->needs_input_grad(2) ? channel_tensor(gb) : at::Tensor();
@@ -182,11 +240,13 @@ bool bn_act_applies(const at::Tensor& x, const at::Tensor& residual, bool batch_
   if (!winograd_enabled() || !fast_path_on(FastPath::bn_act) || !bnk::cpu_supported()) return false;
   if (x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat || x.numel() == 0) return false;
   const int64_t c = x.size(1);
-  if (c % 8 != 0 || !x.is_contiguous(at::MemoryFormat::ChannelsLast) || autocast_active(false)) return false;
-  if (batch_stats ? x.numel() / c < 2 : at::GradMode::is_enabled()) return false;
+  // Channels-last maps with C a multiple of 8 as [P][C] rows; other dense maps as NCHW planes.
+  const bool rows = x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (rows ? c % 8 != 0 : !x.is_contiguous()) return false;
+  if (autocast_active(false) || (batch_stats ? x.numel() / c < 2 : at::GradMode::is_enabled())) return false;
   if (residual.defined() &&
       (residual.sizes() != x.sizes() || residual.scalar_type() != at::kFloat || !residual.device().is_cpu() ||
-       !residual.is_contiguous(at::MemoryFormat::ChannelsLast)))
+       !residual.is_contiguous(rows ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous)))
     return false;
   return true;
 }

@@ -25,9 +25,9 @@ void NormBenchOptions::validate() const {
 NormBenchResult bench_norm(const NormBenchOptions& o, bool verbose) {
   o.validate();
   install_caching_cpu_allocator();  // as in training: no fresh mmap per map
-  const auto cl = at::MemoryFormat::ChannelsLast;
+  const auto layout = o.nchw ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
   const int64_t c = o.channels;
-  const auto x = (torch::randn({o.batch, c, o.size, o.size}) * 2 + 0.5).contiguous(cl).requires_grad_(true);
+  const auto x = (torch::randn({o.batch, c, o.size, o.size}) * 2 + 0.5).contiguous(layout).requires_grad_(true);
   const auto r = o.residual ? torch::randn_like(x).requires_grad_(true) : torch::Tensor();
   const auto g = torch::randn_like(x);
   const auto w = (torch::rand({c}) + 0.5).requires_grad_(true), b = torch::randn({c}).requires_grad_(true);
@@ -62,8 +62,8 @@ NormBenchResult bench_norm(const NormBenchOptions& o, bool verbose) {
   if (verbose) {
     const auto ll = [](int64_t v) { return static_cast<long long>(v); };
     const double mb = 4.0 * x.numel() / 1e6;
-    std::printf("shape          x [%lld, %lld, %lld, %lld], channels-last, %.1f MB%s\n", ll(o.batch), ll(c), ll(o.size),
-                ll(o.size), mb, o.residual ? ", + residual" : "");
+    std::printf("shape          x [%lld, %lld, %lld, %lld], %s, %.1f MB%s\n", ll(o.batch), ll(c), ll(o.size),
+                ll(o.size), o.nchw ? "NCHW" : "channels-last", mb, o.residual ? ", + residual" : "");
     std::printf("pytorch        forward %.4f s, forward + gradients %.4f s (batch_norm, %srelu_)\n", res.torch_fwd_s,
                 res.torch_step_s, o.residual ? "+=, " : "");
     if (res.fused)
@@ -71,7 +71,8 @@ NormBenchResult bench_norm(const NormBenchOptions& o, bool verbose) {
                   res.fused_fwd_s, res.fused_step_s, res.torch_fwd_s / res.fused_fwd_s,
                   res.torch_step_s / res.fused_step_s);
     else
-      std::printf("cp2            not taken here (needs AVX2 + FMA and channels a multiple of 8): PyTorch's ops\n");
+      std::printf("cp2            not taken here (needs AVX2 + FMA; channels-last: channels a multiple of 8): "
+                  "PyTorch's ops\n");
   }
   return res;
 }

@@ -20,6 +20,10 @@ void grad_sums(const float*, const float*, const float*, int64_t, int64_t, int64
                float*, float*) {}
 void grad_input(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, const float*,
                 const float*, const float*, const float*) {}
+void plane_shifted_sums(const float*, int64_t, float, double*, double*) {}
+void plane_normalize(const float*, const float*, float*, int64_t, float, float, float, bool) {}
+void plane_grad_sums(const float*, const float*, const float*, int64_t, float, double*, double*, float*) {}
+void plane_grad_input(const float*, const float*, const float*, float*, int64_t, float, float, float, float) {}
 
 #else
 
@@ -122,6 +126,104 @@ void grad_input(const float* dy, const float* y, const float* x, float* dx, int6
                                                                                  _mm256_loadu_ps(d + k)));
       _mm256_storeu_ps(dx + o + k, v);
     }
+  }
+}
+
+namespace {
+
+// The sum of v's 8 lanes, in double.
+inline double lanes_sum(__m256 v) {
+  const __m256d s =
+      _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+  const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+// A plane's sums: `terms(i, t1, t2)` adds the terms of values [i, i+8) to the lanes t1, t2,
+// which go to *s1, *s2 every kBlock vectors; `tail(i)` returns the last < 8 values' pair.
+template <class Terms, class Tail>
+inline void plane_block_sums(int64_t n, double* s1, double* s2, const Terms& terms, const Tail& tail) {
+  const int64_t full = n - n % 8;
+  for (int64_t i = 0; i < full;) {
+    __m256 t1 = _mm256_setzero_ps(), t2 = _mm256_setzero_ps();
+    const int64_t end = i + 8 * kBlock < full ? i + 8 * kBlock : full;
+    for (; i < end; i += 8) terms(i, t1, t2);
+    *s1 += lanes_sum(t1);
+    *s2 += lanes_sum(t2);
+  }
+  float u1 = 0, u2 = 0;
+  for (int64_t i = full; i < n; ++i) tail(i, u1, u2);
+  *s1 += u1;
+  *s2 += u2;
+}
+
+}  // namespace
+
+void plane_shifted_sums(const float* x, int64_t n, float shift, double* s1, double* s2) {
+  const __m256 sh = _mm256_set1_ps(shift);
+  plane_block_sums(
+      n, s1, s2,
+      [&](int64_t i, __m256& t1, __m256& t2) {
+        const __m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + i), sh);
+        t1 = _mm256_add_ps(t1, v);
+        t2 = _mm256_fmadd_ps(v, v, t2);
+      },
+      [&](int64_t i, float& u1, float& u2) {
+        const float v = x[i] - shift;
+        u1 += v;
+        u2 += v * v;
+      });
+}
+
+void plane_normalize(const float* x, const float* r, float* y, int64_t n, float mean, float scale, float bias,
+                     bool relu) {
+  const __m256 m = _mm256_set1_ps(mean), s = _mm256_set1_ps(scale), b = _mm256_set1_ps(bias);
+  const __m256 zero = _mm256_setzero_ps();
+  const int64_t full = n - n % 8;
+  for (int64_t i = 0; i < full; i += 8) {
+    __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), s, b);
+    if (r) v = _mm256_add_ps(v, _mm256_loadu_ps(r + i));
+    if (relu) v = _mm256_max_ps(v, zero);
+    _mm256_storeu_ps(y + i, v);
+  }
+  for (int64_t i = full; i < n; ++i) {
+    float v = (x[i] - mean) * scale + bias;
+    if (r) v += r[i];
+    y[i] = relu && !(v > 0.f) ? 0.f : v;
+  }
+}
+
+void plane_grad_sums(const float* dy, const float* y, const float* x, int64_t n, float mean, double* sg, double* sgx,
+                     float* g_out) {
+  const __m256 m = _mm256_set1_ps(mean);
+  plane_block_sums(
+      n, sg, sgx,
+      [&](int64_t i, __m256& t1, __m256& t2) {
+        const __m256 g = masked(dy, y, i);
+        if (g_out) _mm256_storeu_ps(g_out + i, g);
+        t1 = _mm256_add_ps(t1, g);
+        t2 = _mm256_fmadd_ps(g, _mm256_sub_ps(_mm256_loadu_ps(x + i), m), t2);
+      },
+      [&](int64_t i, float& u1, float& u2) {
+        const float g = y && !(y[i] > 0.f) ? 0.f : dy[i];
+        if (g_out) g_out[i] = g;
+        u1 += g;
+        u2 += g * (x[i] - mean);
+      });
+}
+
+void plane_grad_input(const float* dy, const float* y, const float* x, float* dx, int64_t n, float mean, float a,
+                      float b, float d) {
+  const __m256 m = _mm256_set1_ps(mean), va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vd = _mm256_set1_ps(d);
+  const int64_t full = n - n % 8;
+  for (int64_t i = 0; i < full; i += 8) {
+    const __m256 g = masked(dy, y, i);
+    const __m256 xm = _mm256_sub_ps(_mm256_loadu_ps(x + i), m);
+    _mm256_storeu_ps(dx + i, _mm256_fmadd_ps(xm, vb, _mm256_fmadd_ps(g, va, vd)));
+  }
+  for (int64_t i = full; i < n; ++i) {
+    const float g = y && !(y[i] > 0.f) ? 0.f : dy[i];
+    dx[i] = (x[i] - mean) * b + (g * a + d);
   }
 }
 

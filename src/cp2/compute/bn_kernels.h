@@ -1,8 +1,9 @@
 // The loops of compute/bn_act.h for AVX2 + FMA CPUs: batch norm's statistics, its
 // normalisation (with a residual sum and a ReLU folded in) and its two backward passes over
-// channels-last fp32 maps, i.e. [P][C] matrices (P = N·H·W pixels, C channels, a multiple of
-// 8). Plain float buffers, no LibTorch: the caller runs them in parallel over pixel ranges
-// [p0, p1). Call only after cpu_supported().
+// fp32 maps: channels-last ones as [P][C] matrices (P = N·H·W pixels, C channels, a multiple of
+// 8), run in parallel over pixel ranges [p0, p1); NCHW ones plane by plane (one image's channel,
+// H·W contiguous values, any count; the `plane_` functions). Plain float buffers, no LibTorch.
+// Call only after cpu_supported().
 #pragma once
 #include <cstdint>
 
@@ -30,5 +31,16 @@ void grad_sums(const float* dy, const float* y, const float* x, int64_t p0, int6
 // dx = g·a + (x - mean)·b + d, with g as in grad_sums.
 void grad_input(const float* dy, const float* y, const float* x, float* dx, int64_t p0, int64_t p1, int64_t c,
                 const float* mean, const float* a, const float* b, const float* d);
+
+// The same four over one plane of n values of a channel whose shift / mean, scale, bias and
+// a, b, d are scalars; the sums go to the channel's *s1, *s2 (*sg, *sgx) in double across
+// blocks of 256 values summed in 8 fp32 lanes (32 values a lane, as the pixels' blocks above).
+void plane_shifted_sums(const float* x, int64_t n, float shift, double* s1, double* s2);
+void plane_normalize(const float* x, const float* r, float* y, int64_t n, float mean, float scale, float bias,
+                     bool relu);
+void plane_grad_sums(const float* dy, const float* y, const float* x, int64_t n, float mean, double* sg, double* sgx,
+                     float* g_out);
+void plane_grad_input(const float* dy, const float* y, const float* x, float* dx, int64_t n, float mean, float a,
+                      float b, float d);
 
 }  // namespace cp2::compute::bnk

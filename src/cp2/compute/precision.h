@@ -85,7 +85,7 @@ inline constexpr const char* kConvAlgorithmHelp =
     "any CPU (their sub-grids tiled in place, any map size), and cp2's F(3x3,3x3) on maps that 4x4 tiles would "
     "fill half or less (1-3, 5, 6, 9 px), each only where measured faster, e.g. from 32 tiles up; "
     "dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap over the pixels it reads; on "
-    "channels-last maps ResNet-50's 1x1s as GEMMs (AVX-512) and batch norm with its ReLU in one pass each way "
+    "channels-last maps ResNet-50's 1x1s as GEMMs (AVX-512); batch norm with its ReLU in one pass each way "
     "(AVX2); differs from direct by fp32 round-off) or auto (winograd where available)";
 
 // A run's resolved numerics.
