@@ -29,7 +29,7 @@ void add_numerics_flags(CLI::App* s, compute::NumericsOptions& n) {
       ->expected(0, 1)
       ->type_name("[=true|false|auto]");
   s->add_option("--conv-algorithm", n.conv_algorithm,
-                std::string(compute::kConvAlgorithmHelp) + " (as train.conv_algorithm)")
+                compute::conv_algorithm_help() + " (as train.conv_algorithm)")
       ->capture_default_str();
 }
 

@@ -33,7 +33,7 @@ const std::vector<Shortcut>& finetune_shortcuts() {
       {"--workers", "data.workers", "loader threads (auto: 2 for a CPU run, the cores but one for a GPU run)", Kind::NonNegIntOrAuto},
       {"--device", "train.device", "cpu, cuda, cuda:N"},
       {"--precision", "train.precision", compute::kPrecisionHelp},
-      {"--conv-algorithm", "train.conv_algorithm", compute::kConvAlgorithmHelp},
+      {"--conv-algorithm", "train.conv_algorithm", compute::conv_algorithm_help()},
       {"--seed", "train.seed", "seed", Kind::NonNegInt}};
   return s;
 }

@@ -35,7 +35,7 @@ const std::vector<Shortcut>& pretrain_shortcuts() {
       {"--workers", "data.workers", "loader threads (auto: 2 for a CPU run, the cores but one for a GPU run)", Kind::NonNegIntOrAuto},
       {"--device", "train.device", "cpu, cuda, cuda:N"},
       {"--precision", "train.precision", compute::kPrecisionHelp},
-      {"--conv-algorithm", "train.conv_algorithm", compute::kConvAlgorithmHelp},
+      {"--conv-algorithm", "train.conv_algorithm", compute::conv_algorithm_help()},
       {"--seed", "train.seed", "seed", Kind::NonNegInt},
       {"--lr", "optim.lr", "learning rate at batch 256", Kind::PosFloat}};
   return s;

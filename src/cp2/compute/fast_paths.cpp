@@ -5,12 +5,19 @@
 #include <sstream>
 
 #include "cp2/common.h"
+#include "cp2/compute/conv.h"
+#include "cp2/compute/winograd.h"
 
 namespace cp2::compute {
 
 namespace {
 thread_local uint32_t t_off = 0;
 uint32_t bit(FastPath p) { return 1u << static_cast<uint32_t>(p); }
+std::string ratio(double r) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", r);
+  return buf;
+}
 }  // namespace
 
 const std::vector<FastPathInfo>& fast_paths() {
@@ -20,11 +27,11 @@ const std::vector<FastPathInfo>& fast_paths() {
       {FastPath::gemm_1x1, "1x1-gemms", "ResNet-50's stride-1 1x1 convolutions as GEMMs"},
       {FastPath::bn_act, "bn-act", "batch norm + residual sum + ReLU in one pass each way"},
       {FastPath::cp2_tiles, "cp2-tiles",
-       "undilated 3x3s with >= 256 channels (>= 128 channels-last) on cp2's F(4x4) tiles rather than oneDNN's "
-       "Winograd, where oneDNN runs AVX-512 (off: oneDNN's)"},
+       "undilated 3x3s with " + cp2_tiles_rule() +
+           " on cp2's F(4x4) tiles rather than oneDNN's Winograd, where oneDNN runs AVX-512 (off: oneDNN's)"},
       {FastPath::subgrids, "subgrids",
-       "dilated 3x3s on Winograd sub-grids rather than tap GEMMs where they multiply >= 1.3x less (off: the tap "
-       "GEMMs)"},
+       "dilated 3x3s on Winograd sub-grids rather than tap GEMMs where they multiply >= " + ratio(kSubgridsOverTaps) +
+           "x less (off: the tap GEMMs)"},
   };
   return t;
 }

@@ -19,7 +19,7 @@ enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tile
 struct FastPathInfo {
   FastPath path;
   const char* name;  // as --alternate takes it
-  const char* what;
+  std::string what;  // its --help text, thresholds from the rules' constants
 };
 // Every path, in the order --help lists them.
 const std::vector<FastPathInfo>& fast_paths();

@@ -27,6 +27,17 @@ void NumericsOptions::validate() const {
     throw Error("train.loss_scale_init: expected a positive finite number, found " + num_str(loss_scale_init));
 }
 
+std::string conv_algorithm_help() {
+  return "3x3 convolutions in fp32 on the CPU: direct (as PyTorch), winograd (Winograd F(4x4,3x3): oneDNN's kernels "
+         "on AVX-512 CPUs, cp2's on AVX2 ones, for " +
+         cp2_tiles_rule() +
+         " and for dilated convolutions on any CPU (their sub-grids tiled in place, any map size), and cp2's "
+         "F(3x3,3x3) on maps that 4x4 tiles would fill half or less (1-3, 5, 6, 9 px), each only where measured "
+         "faster, e.g. from 32 tiles up; dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap over "
+         "the pixels it reads; on channels-last maps ResNet-50's 1x1s as GEMMs (AVX-512); batch norm with its ReLU "
+         "in one pass each way (AVX2); differs from direct by fp32 round-off) or auto (winograd where available)";
+}
+
 std::string Numerics::describe() const {
   return std::string(bf16   ? "bf16 autocast (fp32 weights, losses, optimizer)"
                      : fp16 ? "fp16 autocast (fp32 weights, losses, optimizer)"
@@ -37,8 +48,8 @@ std::string Numerics::describe() const {
          (nchw_reason.empty() ? "" : " (channels_last " + nchw_reason + ")") +
          (winograd ? std::string(", Winograd 3x3 (") + winograd_kernels_name(winograd_kernels()) +
                          (winograd_kernels_available(WinogradKernels::tiles)
-                              ? "; cp2's for dilated ones, >= 256 channels (>= 128 channels-last) and F(3x3) "
-                                "where 4x4 tiles would be half empty"
+                              ? "; cp2's for dilated ones, " + cp2_tiles_rule() +
+                                    " and F(3x3) where 4x4 tiles would be half empty"
                               : "") +
                          ")" + (sgemm_is_onednn() ? ", dilated 3x3 as tap GEMMs where sub-grids multiply more" : "")
                    : "");

@@ -79,14 +79,8 @@ inline const std::vector<std::string>& conv_algorithm_choices() {
   static const std::vector<std::string> c{"direct", "winograd", "auto"};
   return c;
 }
-inline constexpr const char* kConvAlgorithmHelp =
-    "3x3 convolutions in fp32 on the CPU: direct (as PyTorch), winograd (Winograd F(4x4,3x3): oneDNN's kernels on "
-    "AVX-512 CPUs, cp2's on AVX2 ones, for >= 256 channels (>= 128 channels-last) and for dilated convolutions on "
-    "any CPU (their sub-grids tiled in place, any map size), and cp2's F(3x3,3x3) on maps that 4x4 tiles would "
-    "fill half or less (1-3, 5, 6, 9 px), each only where measured faster, e.g. from 32 tiles up; "
-    "dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap over the pixels it reads; on "
-    "channels-last maps ResNet-50's 1x1s as GEMMs (AVX-512); batch norm with its ReLU in one pass each way "
-    "(AVX2); differs from direct by fp32 round-off) or auto (winograd where available)";
+// train.conv_algorithm's help, with the rules' thresholds from their constants.
+std::string conv_algorithm_help();
 
 // A run's resolved numerics.
 struct Numerics {

@@ -351,6 +351,11 @@ const char* winograd_kernels_name(WinogradKernels k) {
   }
 }
 
+std::string cp2_tiles_rule() {
+  return ">= " + std::to_string(kTilesBeatOnednnChannels) + " channels (>= " +
+         std::to_string(kTilesBeatOnednnChannelsCl) + " channels-last)";
+}
+
 bool winograd_available(std::string* why) {
   if (best_kernels() != WinogradKernels::none) return true;
   if (why) {

@@ -40,6 +40,9 @@ bool winograd_enabled();
 enum class WinogradKernels { best, onednn, tiles, tiles_f4, tiles_f3, none };
 WinogradKernels winograd_kernels();  // on this thread; `best`: oneDNN's where available, else cp2's
 const char* winograd_kernels_name(WinogradKernels k);  // "oneDNN", "cp2 AVX2", …
+// Where cp2's F(4×4) goes before oneDNN's (tiles_beat_onednn), for help and the numerics line:
+// ">= 256 channels (>= 128 channels-last)".
+std::string cp2_tiles_rule();
 // The kernels that run a convolution of input (n,c,h,w) by c→o filters on this thread, as
 // winograd_conv3x3 picks them (`none`: the direct convolution), and their tile size.
 struct WinogradPlan {

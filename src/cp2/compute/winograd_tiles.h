@@ -47,6 +47,9 @@ bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t
 // 16×16 128→128 even, 32×32 64→64 and 24×24 0.68–0.72×; channels-last 14-64 px maps with
 // 128-2560 channels 1.05–1.25×, 56×56 64→64 even, 128×128 64→64 0.87×.
 bool tiles_beat_onednn(int64_t in_channels, int64_t out_channels, bool channels_last);
+// Its line: the fewer of the in and out channels at least this many (NCHW, channels-last).
+inline constexpr int64_t kTilesBeatOnednnChannels = 256;
+inline constexpr int64_t kTilesBeatOnednnChannelsCl = 128;
 
 // The fewest F(4×4, 3×3) tiles (n·⌈h/4⌉·⌈w/4⌉) for which any Winograd kernels, cp2's or
 // oneDNN's, are chosen as the best at hand: both transform the filters on every call (36·C·O

@@ -46,7 +46,7 @@ void bind_numerics(config::Fields& f, compute::NumericsOptions& n) {
   f.add_choice("train.precision", n.precision, compute::precision_choices(), compute::kPrecisionHelp);
   f.add_bool_or_auto("train.channels_last", n.channels_last, compute::kChannelsLastHelp);
   f.add_choice("train.conv_algorithm", n.conv_algorithm, compute::conv_algorithm_choices(),
-               compute::kConvAlgorithmHelp);
+               compute::conv_algorithm_help());
   f.add_choice("train.loss_scale", n.loss_scale, compute::loss_scale_choices(), compute::kLossScaleHelp);
   f.add("train.loss_scale_init", n.loss_scale_init, compute::kLossScaleInitHelp);
 }
