@@ -16,6 +16,7 @@
 #include "cp2/compute/fast_paths.h"
 #include "cp2/compute/flops.h"
 #include "cp2/compute/gemm.h"
+#include "cp2/compute/matmul.h"
 #include "cp2/compute/op_profile.h"
 #include "cp2/compute/pointwise.h"
 #include "cp2/compute/precision.h"
@@ -1302,14 +1303,70 @@ TEST(Pointwise, ConvPathTakesThe1x1sOnlyWhereTheyQualify) {
   }
 }
 
+// compute::mm (the loss's logits against the queue): oneDNN's sgemm under the fast algorithms,
+// forward and both gradients within fp32 round-off of torch::mm, counted as aten::mm is, any
+// strides; torch::mm itself (the same bits) otherwise.
+TEST(Matmul, OnednnSgemmUnderTheFastAlgorithmsElseTorchMm) {
+  torch::manual_seed(21);
+  const auto a0 = torch::randn({5, 7}), b0 = torch::randn({9, 7}).t();  // b: a transposed view
+  const auto g = torch::randn({5, 9});
+  auto run = [&](bool fast, bool torch_mm, int64_t* taken) {
+    compute::WinogradScope scope(fast);
+    auto a = a0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
+    compute::FlopCount c;
+    std::vector<at::Tensor> out;
+    {
+      compute::FlopCounter counter;
+      compute::OpProfiler profiler;
+      auto y = torch_mm ? torch::mm(a, b) : compute::mm(a, b);
+      (y * g).sum().backward();
+      c = counter.result();
+      for (const auto& op : profiler.result())
+        if (op.name == "cp2::mm") *taken = op.calls;
+      out = {y.detach(), a.grad(), b.grad()};
+    }
+    EXPECT_DOUBLE_EQ(c.matmul, 3 * 2.0 * 5 * 7 * 9);
+    return out;
+  };
+  int64_t none = 0, off = 0, on = 0;
+  const auto ref = run(false, true, &none), direct = run(false, false, &off), fast = run(true, false, &on);
+  const bool here = compute::sgemm_is_onednn();
+  EXPECT_EQ(off, 0);
+  EXPECT_EQ(on, here ? 1 : 0);
+  for (size_t i = 0; i < ref.size(); ++i) {
+    EXPECT_TRUE(torch::equal(direct[i], ref[i])) << "tensor " << i;
+    EXPECT_LT(rel(fast[i], ref[i]), 1e-6) << "tensor " << i;
+  }
+  // Only the queue's gradient-free operand, as in the loss: no gradient for it.
+  {
+    compute::WinogradScope fast_on(true);
+    auto a = a0.clone().requires_grad_(true);
+    compute::mm(a, b0).sum().backward();
+    EXPECT_LT(rel(a.grad(), torch::ones({5, 9}).mm(b0.t())), 1e-6);
+  }
+  compute::WinogradScope scope(true);
+  EXPECT_EQ(compute::mm_applies(a0, b0), here);
+  {
+    compute::FastPathsOff no({compute::FastPath::onednn_mm});
+    EXPECT_FALSE(compute::mm_applies(a0, b0));
+  }
+  EXPECT_FALSE(compute::mm_applies(a0.to(at::kDouble), b0.to(at::kDouble)));
+  EXPECT_FALSE(compute::mm_applies(a0, torch::randn({6, 9})));  // inner sizes differ: torch::mm's error
+  EXPECT_FALSE(compute::mm_applies(a0.unsqueeze(0), b0));
+  {
+    compute::AutocastScope bf16(true, false);
+    EXPECT_FALSE(compute::mm_applies(a0, b0));
+  }
+}
+
 TEST(FastPaths, NamesRefusalsAndScopes) {
   using compute::FastPath;
-  EXPECT_EQ(compute::fast_path_names(), "winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids");
+  EXPECT_EQ(compute::fast_path_names(), "winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids, onednn-mm");
   EXPECT_EQ(compute::parse_fast_paths("bn-act,1x1-gemms", "--alternate"),
             (std::vector<FastPath>{FastPath::bn_act, FastPath::gemm_1x1}));
   cp2::test::expect_error([] { compute::parse_fast_paths("", "--alternate"); },
                           {"--alternate: expected one or more of winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, "
-                           "subgrids, found ''"});
+                           "subgrids, onednn-mm, found ''"});
   cp2::test::expect_error([] { compute::parse_fast_paths("winograd,Winograd", "--alternate"); },
                           {"--alternate: expected a comma-separated list of", "found 'Winograd' in 'winograd,Winograd'"});
   compute::Numerics direct, fast;

@@ -32,6 +32,8 @@ const std::vector<FastPathInfo>& fast_paths() {
       {FastPath::subgrids, "subgrids",
        "dilated 3x3s on Winograd sub-grids rather than tap GEMMs where they multiply >= " + ratio(kSubgridsOverTaps) +
            "x less (off: the tap GEMMs)"},
+      {FastPath::onednn_mm, "onednn-mm",
+       "the loss's logits against the queue (a 2-D matmul) through oneDNN's sgemm rather than LibTorch's (OpenBLAS)"},
   };
   return t;
 }

@@ -2,7 +2,8 @@
 // be turned off on this thread: `cp2 bench pretrain|finetune --alternate` times steps with and
 // without some in alternating rounds of one process, because a shared machine drifts ±10-20 %
 // from one run to the next (docs/benchmarks.md), more than one path's gain. A path turned off
-// leaves its work to PyTorch's ops (the convolution module's forward; batch_norm, `+=`, relu_),
+// leaves its work to PyTorch's ops (the convolution module's forward; batch_norm, `+=`, relu_;
+// torch::mm),
 // except two that choose between fast paths: `cp2-tiles` off, oneDNN's Winograd runs;
 // `subgrids` off, the tap GEMMs.
 #pragma once
@@ -14,7 +15,7 @@
 
 namespace cp2::compute {
 
-enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tiles, subgrids };
+enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tiles, subgrids, onednn_mm };
 
 struct FastPathInfo {
   FastPath path;
@@ -23,7 +24,7 @@ struct FastPathInfo {
 };
 // Every path, in the order --help lists them.
 const std::vector<FastPathInfo>& fast_paths();
-// "winograd, tap-gemms, 1x1-gemms, bn-act"
+// "winograd, tap-gemms, 1x1-gemms, bn-act, …"
 std::string fast_path_names();
 // A comma-separated list of names ("bn-act,1x1-gemms"); throws naming `key`, the value and
 // the names where one is unknown or the list is empty.

@@ -109,6 +109,7 @@ void add(bool conv, const OpShape& s, double times) {
 }  // namespace
 
 void count_conv_flops(const OpShape& s, double times) { add(true, s, times); }
+void count_matmul_flops(const OpShape& s, double times) { add(false, s, times); }
 
 OpShape same_conv3x3(std::vector<int64_t> in, std::vector<int64_t> weight, int64_t dilation) {
   OpShape s;

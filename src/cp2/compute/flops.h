@@ -46,6 +46,8 @@ struct FlopCount {
 // Adds `times` forward calls of `s` to the active count (if any): for convolutions that do
 // not run through aten::convolution (compute/winograd.h, dilated.h, pointwise.h).
 void count_conv_flops(const OpShape& s, double times);
+// The same for matmuls that do not run through aten::mm (compute/matmul.h).
+void count_matmul_flops(const OpShape& s, double times);
 
 // The shape of a 3×3 convolution with stride 1 and padding = dilation (size-preserving: the
 // Winograd and tap kernels' convolutions) of input `in` (N,C,H,W) by `weight` (O,C,3,3).

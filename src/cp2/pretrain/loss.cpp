@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "cp2/common.h"
+#include "cp2/compute/matmul.h"
 #include "cp2/train/optim.h"
 
 namespace cp2::pretrain {
@@ -47,7 +48,7 @@ LossParts cp2_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& m
   if (opt.use_instance) {
     auto q_ins = masked_pool(q, mq);
     auto l_pos = (q_ins * out.k_ins).sum(1, true);
-    auto l_neg = torch::mm(q_ins, queue);
+    auto l_neg = compute::mm(q_ins, queue);  // oneDNN's sgemm under the fast algorithms
     auto logits = torch::cat({l_pos, l_neg}, 1) / opt.temperature;
     auto labels = torch::zeros({n}, torch::TensorOptions().dtype(torch::kLong).device(q.device()));
     out.loss_ins = F::cross_entropy(logits, labels);

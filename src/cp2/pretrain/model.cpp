@@ -106,6 +106,7 @@ void CP2ModelImpl::momentum_update() {
 void CP2ModelImpl::set_numerics(const compute::Numerics& n) {
   q_->set_numerics(n);
   k_->set_numerics(n);
+  fast_loss_ = n.winograd;
 }
 
 // MoCo v2's embedding is one "pixel" (N x D x 1), so the instance loss below is MoCo's.
@@ -183,6 +184,7 @@ LossParts CP2ModelImpl::forward_step(const torch::Tensor& im_q, const torch::Ten
   const int64_t s = opt_.encoder.backbone.output_stride;
   mq = feature_mask(mask_q.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
   mk = feature_mask(mask_k.to(q.device(), q.scalar_type()), s, h, w).flatten(1);
+  compute::WinogradScope fast(fast_loss_);
   return cp2_loss(q, k, mq, mk, queue.detach(), opt_.loss, read);
 }
 

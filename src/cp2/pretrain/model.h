@@ -95,7 +95,8 @@ class CP2ModelImpl : public torch::nn::Module {
   const std::shared_ptr<dist::Comm>& comm() const { return comm_; }
   const CP2Options& options() const { return opt_; }
   // Both encoders compute in these numerics (bf16 autocast, channels-last); features,
-  // losses, queue and momentum update stay fp32.
+  // losses, queue and momentum update stay fp32 (the queue's logits by oneDNN's sgemm under
+  // the fast algorithms, compute/matmul.h).
   void set_numerics(const compute::Numerics& n);
   // The query encoder (the trained one) and the key encoder, registered as `encoder_q` /
   // `encoder_k`: segmentor encoders, or MoCo v2's in moco mode.
@@ -113,6 +114,7 @@ class CP2ModelImpl : public torch::nn::Module {
   torch::Tensor query_features(const torch::Tensor& im_q, int64_t& h, int64_t& w);
   CP2Options opt_;
   std::shared_ptr<dist::Comm> comm_;
+  bool fast_loss_ = false;  // the numerics' fast algorithms: the queue's logits by compute::mm
   std::shared_ptr<ContrastEncoder> q_, k_;
 };
 TORCH_MODULE(CP2Model);
