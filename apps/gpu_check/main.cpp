@@ -173,8 +173,8 @@ compute::Numerics numerics_for(const std::string& precision, bool channels_last,
 // A timed line's name for train.precision: fp32, or AMP with its type.
 std::string numerics_label(const std::string& precision) { return precision == "fp32" ? "fp32" : "AMP " + precision; }
 
-// A timed configuration (parts 2 and 4b): images/s, GFLOP/s (compute/flops.h's count), peak device memory
-// (-1: not known) and notes, or the error that stopped it.
+// A timed configuration (parts 2 and 4b): images/s, GFLOP/s (compute/flops.h's count), peak
+// device memory (-1: not known) and notes, or the error that stopped it.
 struct Timing {
   double img_s = 0, gflops = 0, peak_gib = -1;
   std::string note, error;

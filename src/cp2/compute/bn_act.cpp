@@ -24,7 +24,8 @@ using torch::autograd::tensor_list;
 // Pixels per summing chunk: the sums of a chunk are the same whichever thread runs it, and the
 // chunks' are added in order, so results do not depend on the thread count.
 constexpr int64_t kChunk = 512;
-// Pixel-range grain of the element-wise passes (~64 KiB of a map).
+// Grain of the element-wise passes (~64 KiB of a map): in pixels of c channels, or in NCHW
+// planes of c = H·W values.
 int64_t bn_grain(int64_t c) { return std::max<int64_t>(1, 16384 / c); }
 
 // How a map lies in memory: channels-last, [P][C] (also any 1×1 map: its NCHW order is the
@@ -82,7 +83,7 @@ void each_part(const Layout& l, const Rows& rows, const Plane& plane) {
     at::parallel_for(0, l.pixels(), bn_grain(l.c), rows);
     return;
   }
-  at::parallel_for(0, l.n * l.c, std::max<int64_t>(1, 16384 / l.hw), [&](int64_t q0, int64_t q1) {
+  at::parallel_for(0, l.n * l.c, bn_grain(l.hw), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) plane(q * l.hw, q % l.c);
   });
 }

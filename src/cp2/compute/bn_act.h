@@ -1,16 +1,17 @@
 // Batch norm with its ReLU (and a residual sum before it) as one pass over the map per
-// direction, for fp32 channels-last and NCHW maps on AVX2 + FMA CPUs (issue 11). PyTorch runs them as
-// separate ops, each a pass over memory: batch norm's statistics and its normalisation, the
-// ReLU in place; backward the ReLU's mask, then batch norm's two passes. Those passes are
+// direction, for fp32 channels-last and NCHW maps on AVX2 + FMA CPUs (issue 11). PyTorch runs
+// them as separate ops, each a pass over memory: batch norm's statistics and its normalisation,
+// the ReLU in place; backward the ReLU's mask, then batch norm's two passes. Those passes are
 // memory-bound (a 26 MB map normalises at a third of a copy's rate on a Xeon, 2 threads), and
 // ResNet-50's batch norms and ReLUs took ~11 % of an R50-ASPP@224 pretraining step once its
 // convolutions ran as GEMMs and Winograd (docs/benchmarks.md). Here: forward one pass for the
 // statistics, one that normalises, adds and clamps; backward one for the two sums (the mask
 // read from the saved output, as ReLU's backward does), one for the input's (and residual's)
 // gradient. Channels-last maps sum over pixels in fixed chunks, then in chunk order; NCHW ones
-// channel by channel over their planes in order: the bits do not depend on the thread count. The statistics and gradients sum in another order than PyTorch's (fp32
-// round-off), so this runs with the fast algorithms (`train.conv_algorithm: winograd|auto`,
-// compute/conv.h), never under `direct`.
+// channel by channel over their planes in order: the bits do not depend on the thread count.
+// The statistics and gradients sum in another order than PyTorch's (fp32 round-off), so this
+// runs with the fast algorithms (`train.conv_algorithm: winograd|auto`, compute/conv.h), never
+// under `direct`.
 #pragma once
 
 namespace at {

@@ -1,6 +1,6 @@
 // `cp2 bench norm`: one training-mode batch norm with its ReLU (and, with --residual, the
-// shortcut's sum before it) on an fp32 channels-last (or, with --nchw, NCHW) map, timed alone, forward and forward +
-// the gradients of input, weight, bias (and residual): PyTorch's ops (batch_norm, `+=`,
+// shortcut's sum before it) on an fp32 channels-last (or, with --nchw, NCHW) map, timed alone,
+// forward and forward + the gradients of input, weight, bias (and residual): PyTorch's ops (batch_norm, `+=`,
 // relu_) against compute/bn_act.h's one pass per direction (the shape-level evidence behind
 // it; docs/benchmarks.md).
 #pragma once

@@ -131,6 +131,9 @@ void grad_input(const float* dy, const float* y, const float* x, float* dx, int6
 
 namespace {
 
+// The gradient at one value, as `masked` gives eight: dy, or 0 where the ReLU's output y was 0.
+inline float masked1(const float* dy, const float* y, int64_t i) { return y && !(y[i] > 0.f) ? 0.f : dy[i]; }
+
 // The sum of v's 8 lanes, in double.
 inline double lanes_sum(__m256 v) {
   const __m256d s =
@@ -140,7 +143,8 @@ inline double lanes_sum(__m256 v) {
 }
 
 // A plane's sums: `terms(i, t1, t2)` adds the terms of values [i, i+8) to the lanes t1, t2,
-// which go to *s1, *s2 every kBlock vectors; `tail(i)` returns the last < 8 values' pair.
+// which go to *s1, *s2 every kBlock vectors; `tail(i, u1, u2)` adds value i's (the last < 8
+// values) to fp32 sums that go to *s1, *s2 at the end.
 template <class Terms, class Tail>
 inline void plane_block_sums(int64_t n, double* s1, double* s2, const Terms& terms, const Tail& tail) {
   const int64_t full = n - n % 8;
@@ -205,7 +209,7 @@ void plane_grad_sums(const float* dy, const float* y, const float* x, int64_t n,
         t2 = _mm256_fmadd_ps(g, _mm256_sub_ps(_mm256_loadu_ps(x + i), m), t2);
       },
       [&](int64_t i, float& u1, float& u2) {
-        const float g = y && !(y[i] > 0.f) ? 0.f : dy[i];
+        const float g = masked1(dy, y, i);
         if (g_out) g_out[i] = g;
         u1 += g;
         u2 += g * (x[i] - mean);
@@ -222,7 +226,7 @@ void plane_grad_input(const float* dy, const float* y, const float* x, float* dx
     _mm256_storeu_ps(dx + i, _mm256_fmadd_ps(xm, vb, _mm256_fmadd_ps(g, va, vd)));
   }
   for (int64_t i = full; i < n; ++i) {
-    const float g = y && !(y[i] > 0.f) ? 0.f : dy[i];
+    const float g = masked1(dy, y, i);
     dx[i] = (x[i] - mean) * b + (g * a + d);
   }
 }

@@ -13,11 +13,6 @@ namespace cp2::compute {
 namespace {
 thread_local uint32_t t_off = 0;
 uint32_t bit(FastPath p) { return 1u << static_cast<uint32_t>(p); }
-std::string ratio(double r) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", r);
-  return buf;
-}
 }  // namespace
 
 const std::vector<FastPathInfo>& fast_paths() {
@@ -30,7 +25,7 @@ const std::vector<FastPathInfo>& fast_paths() {
        "undilated 3x3s with " + cp2_tiles_rule() +
            " on cp2's F(4x4) tiles rather than oneDNN's Winograd, where oneDNN runs AVX-512 (off: oneDNN's)"},
       {FastPath::subgrids, "subgrids",
-       "dilated 3x3s on Winograd sub-grids rather than tap GEMMs where they multiply >= " + ratio(kSubgridsOverTaps) +
+       "dilated 3x3s on Winograd sub-grids rather than tap GEMMs where they multiply >= " + num_str(kSubgridsOverTaps) +
            "x less (off: the tap GEMMs)"},
       {FastPath::onednn_mm, "onednn-mm",
        "the loss's logits against the queue (a 2-D matmul) through oneDNN's sgemm rather than LibTorch's (OpenBLAS)"},

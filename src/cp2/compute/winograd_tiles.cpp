@@ -217,7 +217,8 @@ bool tiles_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_t
 }
 
 bool tiles_beat_onednn(int64_t in_channels, int64_t out_channels, bool channels_last) {
-  return std::min(in_channels, out_channels) >= (channels_last ? kTilesBeatOnednnChannelsCl : kTilesBeatOnednnChannels);
+  const int64_t line = channels_last ? kTilesBeatOnednnChannelsCl : kTilesBeatOnednnChannels;
+  return std::min(in_channels, out_channels) >= line;
 }
 
 double tiles_products(int64_t h, int64_t w, int64_t m) {
