@@ -1361,12 +1361,13 @@ TEST(Matmul, OnednnSgemmUnderTheFastAlgorithmsElseTorchMm) {
 
 TEST(FastPaths, NamesRefusalsAndScopes) {
   using compute::FastPath;
-  EXPECT_EQ(compute::fast_path_names(), "winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids, onednn-mm");
+  EXPECT_EQ(compute::fast_path_names(),
+            "winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids, onednn-mm, max-pool");
   EXPECT_EQ(compute::parse_fast_paths("bn-act,1x1-gemms", "--alternate"),
             (std::vector<FastPath>{FastPath::bn_act, FastPath::gemm_1x1}));
   cp2::test::expect_error([] { compute::parse_fast_paths("", "--alternate"); },
                           {"--alternate: expected one or more of winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, "
-                           "subgrids, onednn-mm, found ''"});
+                           "subgrids, onednn-mm, max-pool, found ''"});
   cp2::test::expect_error([] { compute::parse_fast_paths("winograd,Winograd", "--alternate"); },
                           {"--alternate: expected a comma-separated list of", "found 'Winograd' in 'winograd,Winograd'"});
   compute::Numerics direct, fast;

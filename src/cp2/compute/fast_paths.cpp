@@ -29,6 +29,7 @@ const std::vector<FastPathInfo>& fast_paths() {
            "x less (off: the tap GEMMs)"},
       {FastPath::onednn_mm, "onednn-mm",
        "the loss's logits against the queue (a 2-D matmul) through oneDNN's sgemm rather than LibTorch's (OpenBLAS)"},
+      {FastPath::max_pool, "max-pool", "ResNet's stem max pool (3x3, stride 2) on NCHW maps as one AVX2 pass"},
   };
   return t;
 }

@@ -15,7 +15,7 @@
 
 namespace cp2::compute {
 
-enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tiles, subgrids, onednn_mm };
+enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tiles, subgrids, onednn_mm, max_pool };
 
 struct FastPathInfo {
   FastPath path;

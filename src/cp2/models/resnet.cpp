@@ -4,6 +4,7 @@
 
 #include "cp2/common.h"
 #include "cp2/compute/conv.h"
+#include "cp2/compute/pool.h"
 
 namespace cp2::models {
 
@@ -110,7 +111,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& opt) : opt_(opt) {
 }
 
 std::vector<torch::Tensor> ResNetImpl::forward(torch::Tensor x) {
-  x = maxpool(bn1->forward_relu(conv1(x)));
+  x = compute::max_pool2d(*maxpool, bn1->forward_relu(conv1(x)));  // compute/pool.h
   std::vector<torch::Tensor> outs;
   for (auto* l : {&layer1, &layer2, &layer3, &layer4}) {
     x = (*l)->forward(x);
