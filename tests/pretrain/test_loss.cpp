@@ -232,6 +232,31 @@ TEST(KeyBn, SplitBnNormalisesEachGroupOfTheKeyBatch) {
                           {"key_bn_splits", "batch 4 is not divisible by 3"});
 }
 
+// The momentum update is MoCo's k = k·m + q·(1 - m), per tensor as ATen's mul_ then add_, bit
+// for bit (on the CPU one pass per parameter, train/sgd_fma.h), and leaves the query alone.
+TEST(KeyEncoder, MomentumUpdateIsAtenMulThenAddBitForBit) {
+  pretrain::CP2Options o;
+  o.encoder.backbone.depth = 18;
+  o.queue_size = 64;
+  pretrain::CP2Model model(o);
+  torch::NoGradGuard ng;
+  torch::manual_seed(2);
+  for (auto& p : model->q_module().parameters()) p.add_(torch::randn_like(p));  // q and k now differ
+  std::vector<torch::Tensor> want, q_before;
+  auto pq = model->q_module().parameters(), pk = model->k_module().parameters();
+  ASSERT_EQ(pq.size(), pk.size());
+  for (size_t i = 0; i < pk.size(); ++i) {
+    want.push_back(pk[i].clone().mul_(o.momentum).add_(pq[i], 1.0 - o.momentum));
+    q_before.push_back(pq[i].clone());
+  }
+  model->momentum_update();
+  for (size_t i = 0; i < pk.size(); ++i) {
+    EXPECT_TRUE(torch::equal(pk[i], want[i])) << "parameter " << i;
+    EXPECT_TRUE(torch::equal(pq[i], q_before[i])) << "parameter " << i;
+  }
+  EXPECT_FALSE(torch::equal(pk[0], q_before[0]));
+}
+
 // The logged numbers read later (what a CUDA-graph step does) equal those read at once, and
 // an unread LossParts says what it lacks.
 TEST(LossRead, DeferredReadEqualsImmediate) {

@@ -119,6 +119,23 @@ TEST(Optim, OnePassSgdKernelEqualsAtenOps) {
         }
 }
 
+// The momentum update's one-pass kernel against ATen's k.mul_(m).add_(q, 1 - m) (MoCo's
+// update, pretrain/model.cpp), bit for bit over odd lengths and a split.
+TEST(Optim, OnePassMomentumBlendEqualsAtenOps) {
+  if (!sgd_fma::cpu_supported()) return;  // the model takes ATen's multi-tensor ops
+  torch::manual_seed(4);
+  for (int64_t n : {1, 7, 8, 9, 31, 1000, 4099})
+    for (double m : {0.999, 0.99, 0.5}) {
+      auto k = torch::randn({n}), q = torch::randn({n});
+      auto want = k.clone().mul_(m).add_(q, 1.0 - m);
+      const int64_t cut = n / 3;
+      const auto fm = static_cast<float>(m), alpha = static_cast<float>(1.0 - m);
+      sgd_fma::blend(k.data_ptr<float>(), q.data_ptr<float>(), 0, cut, fm, alpha);
+      sgd_fma::blend(k.data_ptr<float>(), q.data_ptr<float>(), cut, n, fm, alpha);
+      EXPECT_TRUE(torch::equal(k, want)) << "n " << n << " m " << m;
+    }
+}
+
 TEST(Optim, StateRoundTripContinuesIdentically) {
   for (std::string name : {"sgd", "adamw"}) {
     OptimOptions o;

@@ -15,6 +15,7 @@ namespace cp2::train::sgd_fma {
 
 bool cpu_supported() { return false; }
 void update(float*, const float*, float*, int64_t, int64_t, float, float, bool, float) {}
+void blend(float*, const float*, int64_t, int64_t, float, float) {}
 
 #else
 
@@ -54,6 +55,14 @@ void update(float* p, const float* g, float* buf, int64_t begin, int64_t end, fl
     _mm256_storeu_ps(p + i, _mm256_fmadd_ps(d, vlr, vp));
   }
   for (; i < end; ++i) one(p, g, buf, i, wd, momentum, mom, first, neg_lr);
+}
+
+void blend(float* k, const float* q, int64_t begin, int64_t end, float m, float alpha) {
+  const __m256 vm = _mm256_set1_ps(m), va = _mm256_set1_ps(alpha);
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8)
+    _mm256_storeu_ps(k + i, _mm256_fmadd_ps(_mm256_loadu_ps(q + i), va, _mm256_mul_ps(_mm256_loadu_ps(k + i), vm)));
+  for (; i < end; ++i) k[i] = __builtin_fmaf(q[i], alpha, k[i] * m);
 }
 
 #endif
