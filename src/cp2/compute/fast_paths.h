@@ -3,7 +3,7 @@
 // without some in alternating rounds of one process, because a shared machine drifts ±10-20 %
 // from one run to the next (docs/benchmarks.md), more than one path's gain. A path turned off
 // leaves its work to PyTorch's ops (the convolution module's forward; batch_norm, `+=`, relu_;
-// torch::mm),
+// torch::mm; the max pool module's forward),
 // except two that choose between fast paths: `cp2-tiles` off, oneDNN's Winograd runs;
 // `subgrids` off, the tap GEMMs.
 #pragma once
