@@ -57,8 +57,9 @@ bool max_pool_applies(const torch::nn::MaxPool2dImpl& pool, const at::Tensor& x)
   if (!all(o.kernel_size(), 3) || !all(o.stride(), 2) || !all(o.padding(), 1) || !all(o.dilation(), 1) ||
       o.ceil_mode())
     return false;
+  // The loop keeps positions in 32-bit lanes: planes of fewer than 2^31 values.
   return x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == at::kFloat && x.numel() > 0 &&
-         x.is_contiguous() && !autocast_active(false);
+         x.is_contiguous() && x.size(2) * x.size(3) < (int64_t{1} << 31) && !autocast_active(false);
 }
 
 at::Tensor max_pool2d(torch::nn::MaxPool2dImpl& pool, const at::Tensor& x) {

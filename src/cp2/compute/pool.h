@@ -18,8 +18,8 @@ class Tensor;
 namespace cp2::compute {
 
 // Whether max_pool2d takes `x` here: `pool` is 3×3, stride 2, padding 1, dilation 1, floor
-// mode; x an fp32 CPU NCHW-contiguous (N, C, H, W) map, fast algorithms on this thread
-// (WinogradScope) with the max-pool path on, a CPU with AVX2, no autocast.
+// mode; x an fp32 CPU NCHW-contiguous (N, C, H, W) map with H·W < 2^31, fast algorithms on
+// this thread (WinogradScope) with the max-pool path on, a CPU with AVX2, no autocast.
 bool max_pool_applies(const torch::nn::MaxPool2dImpl& pool, const at::Tensor& x);
 
 // pool(x): cp2's loop where max_pool_applies (positions kept for the backward only where x
