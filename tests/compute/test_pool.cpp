@@ -20,7 +20,9 @@ using namespace cp2;
 
 namespace {
 
-torch::nn::MaxPool2d stem_max_pool() { return torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)); }
+torch::nn::MaxPool2d stem_max_pool() {
+  return torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1));
+}
 
 // Every x86-64 CPU CI and benchmarks ran on has AVX2, so there the loop must run.
 bool pool_fast_here() {

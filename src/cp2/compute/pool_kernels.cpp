@@ -29,10 +29,17 @@ namespace {
 // or NaN.
 inline bool takes(float v, float m) { return v > m || v != v; }
 
+// The rows (or columns) [b, e) of n that output o's window reads: 2·o - 1 .. 2·o + 1, clipped.
+inline void window(int64_t o, int64_t n, int64_t& b, int64_t& e) {
+  b = o * 2 - 1 < 0 ? 0 : o * 2 - 1;
+  e = o * 2 + 2 < n ? o * 2 + 2 : n;
+}
+
 // One output (oh, ow) the scalar way: the image's edges, and the columns no vector block covers.
 inline void one(const float* x, int64_t h, int64_t w, int64_t oh, int64_t ow, float* y, int64_t* idx) {
-  const int64_t r0 = oh * 2 - 1 < 0 ? 0 : oh * 2 - 1, r1 = oh * 2 + 2 < h ? oh * 2 + 2 : h;
-  const int64_t c0 = ow * 2 - 1 < 0 ? 0 : ow * 2 - 1, c1 = ow * 2 + 2 < w ? ow * 2 + 2 : w;
+  int64_t r0, r1, c0, c1;
+  window(oh, h, r0, r1);
+  window(ow, w, c0, c1);
   float m = -__builtin_inff();
   int64_t at = r0 * w + c0;
   for (int64_t r = r0; r < r1; ++r)
@@ -66,7 +73,8 @@ inline void take(__m256 v, __m256i vi, __m256& m, __m256i& i) {
 // each row's window columns in scan order (2·ow - 1, 2·ow, 2·ow + 1), then the rows in order,
 // so the first of equal maxima and the last NaN win as in the scalar scan.
 inline void block(const float* x, int64_t h, int64_t w, int64_t oh, int64_t ow0, float* y, int64_t* idx) {
-  const int64_t r0 = oh * 2 - 1 < 0 ? 0 : oh * 2 - 1, r1 = oh * 2 + 2 < h ? oh * 2 + 2 : h;
+  int64_t r0, r1;
+  window(oh, h, r0, r1);
   const __m256i lanes = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), one = _mm256_set1_epi32(1);
   __m256 m = _mm256_set1_ps(-__builtin_inff());
   __m256i at = _mm256_setzero_si256();

@@ -36,8 +36,8 @@ std::string conv_algorithm_help() {
          "faster, e.g. from 32 tiles up; dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap over "
          "the pixels it reads; on channels-last maps ResNet-50's 1x1s as GEMMs (AVX-512); batch norm with its ReLU "
          "in one pass each way (AVX2); the pretraining loss's logits against the queue through oneDNN's sgemm; differs "
-         "from direct by fp32 round-off; and ResNet's stem max pool in one AVX2 pass, PyTorch's values exactly) or auto "
-         "(winograd where available)";
+         "from direct by fp32 round-off; and ResNet's stem max pool in one AVX2 pass, PyTorch's values exactly) or "
+         "auto (winograd where available)";
 }
 
 std::string Numerics::describe() const {

@@ -75,8 +75,7 @@ inline constexpr const char* kChannelsLastHelp =
 // mostly over padding as one GEMM per tap, compute/dilated.h; on channels-last maps the 1×1s
 // as GEMMs, compute/pointwise.h; batch norm + ReLU in one pass, compute/bn_act.h; the loss's
 // queue matmul, compute/matmul.h; the stem's max pool, compute/pool.h; an error where this
-// build or CPU has no Winograd kernels),
-// auto (winograd where available).
+// build or CPU has no Winograd kernels), auto (winograd where available).
 inline const std::vector<std::string>& conv_algorithm_choices() {
   static const std::vector<std::string> c{"direct", "winograd", "auto"};
   return c;
