@@ -6,6 +6,7 @@
 #include "cp2/common.h"
 #include "cp2/compute/winograd.h"
 #include "cp2/dist/comm.h"
+#include "cp2/train/one_pass.h"
 #include "cp2/train/sgd_fma.h"
 
 namespace cp2::pretrain {
@@ -98,18 +99,13 @@ void CP2ModelImpl::sync_key_encoder() {
 
 namespace {
 
-// k = k·m + q·alpha in one pass (train/sgd_fma.h: ATen's bits) where k and q are dense fp32
-// CPU tensors of the same strides on a CPU with FMA; else false.
+// k = k·m + q·alpha in one pass (train/sgd_fma.h: ATen's bits) where train::one_pass_fits;
+// else false.
 bool blend_one_pass(at::Tensor& k, const at::Tensor& q, float m, float alpha) {
-  if (!train::sgd_fma::cpu_supported() || !k.device().is_cpu() || !q.device().is_cpu() ||
-      k.scalar_type() != at::kFloat || q.scalar_type() != at::kFloat || !k.is_non_overlapping_and_dense() ||
-      k.sizes() != q.sizes() || k.strides() != q.strides())
-    return false;
+  if (!train::one_pass_fits(k, {&q})) return false;
   float* pk = k.data_ptr<float>();
   const float* pq = q.data_ptr<float>();
-  at::parallel_for(0, k.numel(), 1 << 14,
-                   [&](int64_t begin, int64_t end) { train::sgd_fma::blend(pk, pq, begin, end, m, alpha); });
-  torch::autograd::impl::bump_version(k);  // as the in-place ops would
+  train::one_pass(k, [&](int64_t begin, int64_t end) { train::sgd_fma::blend(pk, pq, begin, end, m, alpha); });
   return true;
 }
 

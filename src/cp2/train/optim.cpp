@@ -9,6 +9,7 @@
 
 #include "cp2/common.h"
 #include "cp2/dist/reducer.h"
+#include "cp2/train/one_pass.h"
 #include "cp2/train/sgd_fma.h"
 
 namespace cp2::train {
@@ -107,22 +108,14 @@ bool Optimizer::sgd_one_pass(size_t i, double lr) {
   const auto& g = p.grad();
   auto& b = buf1_[i];
   const bool momentum = opt_.momentum != 0, first = momentum && !b.defined();
-  if (!sgd_fma::cpu_supported() || !p.device().is_cpu() || p.scalar_type() != at::kFloat ||
-      g.scalar_type() != at::kFloat || g.layout() != at::kStrided || !p.is_non_overlapping_and_dense() ||
-      p.strides() != g.strides() ||
-      (momentum && !first && (b.scalar_type() != at::kFloat || b.strides() != p.strides())))
-    return false;
+  if (!(momentum && !first ? one_pass_fits(p, {&g, &b}) : one_pass_fits(p, {&g}))) return false;
   if (first) b = at::empty_strided(p.sizes(), p.strides(), p.options());
   float* pp = p.data_ptr<float>();
   const float* gp = g.data_ptr<float>();
   float* bp = momentum ? b.data_ptr<float>() : nullptr;
   const auto wd = static_cast<float>(opt_.weight_decay), m = static_cast<float>(opt_.momentum);
   const auto neg_lr = static_cast<float>(-lr);  // as ATen converts the alpha of add_(buf, -lr)
-  at::parallel_for(0, p.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-    sgd_fma::update(pp, gp, bp, begin, end, wd, m, first, neg_lr);
-  });
-  // As an in-place op would: a graph that saved p before the step refuses to use it after.
-  torch::autograd::impl::bump_version(p);
+  one_pass(p, [&](int64_t begin, int64_t end) { sgd_fma::update(pp, gp, bp, begin, end, wd, m, first, neg_lr); });
   return true;
 }
 
@@ -242,7 +235,8 @@ void Optimizer::load_state(const NamedTensors& s, const std::string& source) {
     buf1_[i] = fetch((sgd ? "momentum_buffer." : "exp_avg.") + name);
     if (!sgd) {
       buf2_[i] = fetch("exp_avg_sq." + name);
-      if (buf1_[i].defined() != buf2_[i].defined()) throw Error(source + ": optimizer state of '" + name + "' is incomplete");
+      if (buf1_[i].defined() != buf2_[i].defined())
+        throw Error(source + ": optimizer state of '" + name + "' is incomplete");
     }
     found += buf1_[i].defined();
   }
