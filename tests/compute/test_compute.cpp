@@ -22,6 +22,7 @@
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
 #include "cp2/compute/winograd_tiles.h"
+#include "cp2/models/aspp.h"
 #include "cp2/models/batchnorm.h"
 #include "cp2/models/resnet.h"
 #include "cp2/pretrain/config.h"
@@ -1007,6 +1008,162 @@ TEST(Winograd, OwnKernelsThroughLibTorchsMatmul) {
     }
 }
 
+// ASPP's bottleneck with its image-pool channels made once per image (compute/winograd_tiles.h:
+// tiles_conv3x3_pooled) against PyTorch's direct convolution of the concatenated input, the
+// pooled channels broadcast over the map: output and the gradients of all three, both tile
+// sizes, both GEMM backends, NCHW and channels-last input and weights; maps of one tile
+// (1×1: every plane's taps), several, ragged edges; a gradient not asked for is not made and
+// leaves the others bit for bit.
+TEST(Winograd, PooledPrefixMatchesTheConcatenatedConvolution) {
+  if (!tiles_here()) return;
+  struct Case {
+    int64_t n, cp, cr, o, h, w;
+    bool cl = false, weight_cl = false;
+  };
+  for (const auto backend : {compute::GemmBackend::best, compute::GemmBackend::torch})
+    for (const auto& k : {Case{2, 8, 16, 8, 6, 6}, Case{2, 16, 32, 24, 7, 9, true}, Case{1, 8, 8, 16, 1, 1},
+                          Case{3, 16, 24, 16, 12, 12, false, true}, Case{2, 8, 16, 8, 13, 5, true, true}})
+      for (int64_t tile : {4, 3}) {
+        GemmBackendScope scope(backend);
+        SCOPED_TRACE(shape_str({k.n, k.cp, k.cr, k.o, k.h, k.w}) + ", tiles of " + std::to_string(tile) +
+                     (k.cl ? ", channels-last" : "") + (compute::sgemm_is_onednn() ? ", oneDNN" : ", LibTorch"));
+        torch::manual_seed(17);
+        auto w0 = torch::randn({k.o, k.cp + k.cr, 3, 3}) / std::sqrt(9.0 * (k.cp + k.cr));
+        if (k.weight_cl) w0 = w0.contiguous(at::MemoryFormat::ChannelsLast);
+        const auto v0 = torch::randn({k.n, k.cp, 1, 1});
+        auto x0 = torch::randn({k.n, k.cr, k.h, k.w});
+        if (k.cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+        const auto g = torch::randn({k.n, k.o, k.h, k.w});
+        auto vr = v0.clone().requires_grad_(true), xr = x0.clone().requires_grad_(true),
+             wr = w0.clone().requires_grad_(true);
+        const auto yr = at::conv2d(torch::cat({vr.expand({k.n, k.cp, k.h, k.w}), xr}, 1), wr, {}, 1, 1);
+        (yr * g).sum().backward();
+        auto vt = v0.clone().requires_grad_(true), xt = x0.clone().requires_grad_(true),
+             wt = w0.clone().requires_grad_(true);
+        const auto yt = compute::tiles_conv3x3_pooled(vt, xt, wt, tile);
+        (yt * g).sum().backward();
+        EXPECT_LT(rel(yt, yr), 2e-5);
+        EXPECT_GT(rel(yt, yr), 0);  // Winograd's arithmetic, not the direct convolution's
+        EXPECT_LT(rel(vt.grad(), vr.grad()), 2e-5);
+        EXPECT_LT(rel(xt.grad(), xr.grad()), 2e-5);
+        EXPECT_LT(rel(wt.grad(), wr.grad()), 2e-5);
+        EXPECT_EQ(vt.grad().sizes(), v0.sizes());
+        EXPECT_EQ(compute::is_channels_last(yt), k.cl);
+        EXPECT_EQ(compute::is_channels_last(xt.grad()), k.cl);
+        // Only the input gradient asked for: the same bits.
+        auto xf = x0.clone().requires_grad_(true);
+        (compute::tiles_conv3x3_pooled(v0, xf, w0, tile) * g).sum().backward();
+        EXPECT_TRUE(torch::equal(xf.grad(), xt.grad()));
+        // Only v's and the weight's.
+        auto vf = v0.clone().requires_grad_(true), wf = w0.clone().requires_grad_(true);
+        (compute::tiles_conv3x3_pooled(vf, x0, wf, tile) * g).sum().backward();
+        EXPECT_TRUE(torch::equal(vf.grad(), vt.grad()));
+        EXPECT_TRUE(torch::equal(wf.grad(), wt.grad()));
+      }
+  // Counted as the convolution of the concatenated input: forward, then both gradients.
+  {
+    auto v = torch::randn({2, 8, 1, 1}).requires_grad_(true), x = torch::randn({2, 16, 8, 8}).requires_grad_(true);
+    auto w = torch::randn({24, 24, 3, 3}).requires_grad_(true);
+    compute::FlopCounter counter;
+    compute::tiles_conv3x3_pooled(v, x, w, 4).sum().backward();
+    EXPECT_DOUBLE_EQ(counter.result().conv, 3 * conv_flops(2, 24, 24, 3, 8, 8));
+  }
+  expect_error([&] { compute::tiles_conv3x3_pooled(torch::randn({2, 8, 2, 1}), torch::randn({2, 8, 6, 6}),
+                                                   torch::randn({8, 16, 3, 3}), 4); },
+               {"tiles_conv3x3_pooled", "(N,Cp,1,1)", "[2, 8, 2, 1]"});
+  expect_error([&] { compute::tiles_conv3x3_pooled(torch::randn({2, 4, 1, 1}), torch::randn({2, 12, 6, 6}),
+                                                   torch::randn({8, 16, 3, 3}), 4); },
+               {"multiples of 8", "4 + 12"});
+  expect_error([&] { compute::tiles_conv3x3_pooled(torch::randn({2, 8, 1, 1}), torch::randn({2, 8, 6, 6}),
+                                                   torch::randn({8, 16, 3, 3}), 5); },
+               {"tiles of 3 or 4", "5"});
+}
+
+// The ASPP head takes the pooled bottleneck under the fast algorithms where cp2's tiles run
+// its bottleneck (named here), and the concatenation otherwise: with the path turned off, under
+// the direct algorithm, with channel counts the tiles do not take. Features and every
+// parameter's gradient agree with the concatenated bottleneck (both Winograd) and with direct.
+TEST(Winograd, AsppBottleneckTakesThePooledPathUnderTheFastAlgorithms) {
+  if (!tiles_here()) return;
+  const auto calls = [](const std::function<void()>& fn) {
+    compute::OpProfiler profiler;
+    fn();
+    for (const auto& op : profiler.result())
+      if (op.name == "cp2::winograd_pooled_conv3x3") return op.calls;
+    return int64_t{0};
+  };
+  for (bool cl : {false, true}) {
+    SCOPED_TRACE(cl ? "channels-last" : "NCHW");
+    models::ASPPHeadOptions o;
+    o.in_channels = 16;
+    o.channels = 16;
+    o.dilations = {1, 2, 12};
+    o.proj_channels = 8;
+    torch::manual_seed(23);
+    models::ASPPHead head(o);
+    auto x0 = torch::randn({2, 16, 10, 10});
+    if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+    const auto g = torch::randn({2, 16, 10, 10});
+    const auto run = [&](bool fast, bool pooled, int64_t expect_calls) {
+      head->zero_grad();
+      auto x = x0.clone().requires_grad_(true);
+      at::Tensor y;
+      compute::WinogradScope scope(fast, compute::WinogradKernels::tiles);
+      std::vector<compute::FastPath> off;
+      if (!pooled) off.push_back(compute::FastPath::aspp_pool);
+      compute::FastPathsOff paths(off);
+      EXPECT_EQ(calls([&] {
+                  y = head->features(x);
+                  (y * g).sum().backward();
+                }),
+                expect_calls);
+      std::vector<at::Tensor> out{y.detach(), x.grad()};
+      for (const auto& p : head->parameters())  // the projection's take no part in features()
+        if (p.grad().defined()) out.push_back(p.grad().clone());
+      return out;
+    };
+    const auto pooled = run(true, true, 1), concatenated = run(true, false, 0), direct = run(false, true, 0);
+    ASSERT_EQ(pooled.size(), 2 + 3 * 5);  // output, input, and each ConvModule's conv and bn weights
+    ASSERT_EQ(pooled.size(), concatenated.size());
+    for (size_t i = 0; i < pooled.size(); ++i) {
+      SCOPED_TRACE(i);
+      EXPECT_LT(rel(pooled[i], concatenated[i]), 2e-5);
+      EXPECT_LT(rel(pooled[i], direct[i]), 2e-5);
+    }
+    EXPECT_FALSE(torch::equal(pooled[0], concatenated[0]));
+  }
+  // What pooled_runs asks: a 3×3 over v (N,Cp,1,1) and the rest on one map, channel counts
+  // that add up and that the tiles take, cp2's tiles chosen, both paths on.
+  torch::nn::Conv2d bottleneck(torch::nn::Conv2dOptions(24, 8, 3).padding(1).bias(false));
+  const auto v = torch::randn({2, 8, 1, 1});
+  const std::vector<at::Tensor> rest{torch::randn({2, 16, 6, 6})};
+  {
+    compute::WinogradScope on(true, compute::WinogradKernels::tiles);
+    EXPECT_TRUE(compute::pooled_runs(*bottleneck, v, rest));
+    EXPECT_FALSE(compute::pooled_runs(*bottleneck, torch::randn({2, 8, 2, 2}), rest));
+    EXPECT_FALSE(compute::pooled_runs(*bottleneck, v, {torch::randn({2, 8, 6, 6})}));
+    EXPECT_FALSE(compute::pooled_runs(*bottleneck, v, {torch::randn({2, 8, 6, 6}), torch::randn({2, 8, 6, 5})}));
+    EXPECT_FALSE(compute::pooled_runs(*bottleneck, v.to(torch::kDouble), rest));
+    for (auto path : {compute::FastPath::aspp_pool, compute::FastPath::winograd}) {
+      compute::FastPathsOff off({path});
+      EXPECT_FALSE(compute::pooled_runs(*bottleneck, v, rest));
+      expect_error([&] { compute::conv2d_pooled(*bottleneck, v, rest); }, {"conv2d_pooled", "does not qualify"});
+    }
+  }
+  {
+    compute::WinogradScope direct(false);
+    EXPECT_FALSE(compute::pooled_runs(*bottleneck, v, rest));
+  }
+  // Channel counts the tiles do not take (12 per branch): the concatenation.
+  models::ASPPHeadOptions o;
+  o.in_channels = 8;
+  o.channels = 12;
+  o.dilations = {1, 2};
+  models::ASPPHead head(o);
+  compute::WinogradScope scope(true, compute::WinogradKernels::tiles);
+  EXPECT_EQ(calls([&] { head->features(torch::randn({2, 8, 6, 6})); }), 0);
+}
+
 // Dilated 3x3 convolutions as one GEMM per tap (compute/dilated.h) against the direct
 // convolution: maps where outer taps read the image partly (7x9 at rate 3), only in one
 // dimension (5x11 at 5), or never (4x4 at 12, 1x1), odd and ResNet-like channel counts, NCHW
@@ -1362,12 +1519,12 @@ TEST(Matmul, OnednnSgemmUnderTheFastAlgorithmsElseTorchMm) {
 TEST(FastPaths, NamesRefusalsAndScopes) {
   using compute::FastPath;
   EXPECT_EQ(compute::fast_path_names(),
-            "winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids, onednn-mm, max-pool");
+            "winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, subgrids, onednn-mm, max-pool, aspp-pool");
   EXPECT_EQ(compute::parse_fast_paths("bn-act,1x1-gemms", "--alternate"),
             (std::vector<FastPath>{FastPath::bn_act, FastPath::gemm_1x1}));
   cp2::test::expect_error([] { compute::parse_fast_paths("", "--alternate"); },
                           {"--alternate: expected one or more of winograd, tap-gemms, 1x1-gemms, bn-act, cp2-tiles, "
-                           "subgrids, onednn-mm, max-pool, found ''"});
+                           "subgrids, onednn-mm, max-pool, aspp-pool, found ''"});
   cp2::test::expect_error([] { compute::parse_fast_paths("winograd,Winograd", "--alternate"); },
                           {"--alternate: expected a comma-separated list of", "found 'Winograd' in 'winograd,Winograd'"});
   compute::Numerics direct, fast;

@@ -4,12 +4,14 @@
 
 #include <variant>
 
+#include "cp2/common.h"
 #include "cp2/compute/dilated.h"
 #include "cp2/compute/fast_paths.h"
 #include "cp2/compute/gemm.h"
 #include "cp2/compute/pointwise.h"
 #include "cp2/compute/precision.h"
 #include "cp2/compute/winograd.h"
+#include "cp2/compute/winograd_tiles.h"
 
 namespace cp2::compute {
 
@@ -128,6 +130,42 @@ at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x) {
     case ConvPath::winograd_subgrids: break;
   }
   return winograd_conv3x3(x, conv.weight, (*conv.options.dilation())[0]);
+}
+
+namespace {
+
+// The tile size cp2's kernels would take for conv over [v, rest...], or 0 where they would not
+// run (pooled_runs).
+int64_t pooled_tile(torch::nn::Conv2dImpl& conv, const at::Tensor& v, const std::vector<at::Tensor>& rest) {
+  if (rest.empty() || v.dim() != 4 || !fast_path_on(FastPath::aspp_pool) || !fast_path_on(FastPath::winograd) ||
+      !winograd_enabled() || autocast_active(false) || conv.bias.defined() || same_dilated_3x3(conv) != 1)
+    return 0;
+  const auto& x = rest[0];
+  const auto fits = [&](const at::Tensor& t) {
+    return t.dim() == 4 && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.size(0) == x.size(0);
+  };
+  if (!fits(v) || v.size(2) != 1 || v.size(3) != 1) return 0;
+  int64_t cr = 0;
+  for (const auto& r : rest) {
+    if (!fits(r) || r.size(2) != x.size(2) || r.size(3) != x.size(3)) return 0;
+    cr += r.size(1);
+  }
+  const int64_t cp = v.size(1), o = conv.weight.size(0);
+  if (conv.weight.size(1) != cp + cr || !tiles_fit(cp, cr)) return 0;
+  const auto plan = winograd_plan(x.size(0), cp + cr, o, x.size(2), x.size(3), false, is_channels_last(x));
+  return plan.kernels == WinogradKernels::tiles ? plan.tile : 0;
+}
+
+}  // namespace
+
+bool pooled_runs(torch::nn::Conv2dImpl& conv, const at::Tensor& v, const std::vector<at::Tensor>& rest) {
+  return pooled_tile(conv, v, rest) != 0;
+}
+
+at::Tensor conv2d_pooled(torch::nn::Conv2dImpl& conv, const at::Tensor& v, const std::vector<at::Tensor>& rest) {
+  const int64_t tile = pooled_tile(conv, v, rest);
+  if (tile == 0) throw Error("conv2d_pooled: the convolution does not qualify (compute::pooled_runs)");
+  return tiles_conv3x3_pooled(v, rest.size() == 1 ? rest[0] : torch::cat(rest, 1), conv.weight, tile);
 }
 
 }  // namespace cp2::compute

@@ -17,6 +17,7 @@
 //   memory (compute/pointwise.h).
 // Only fp32 CPU tensors outside autocast, without bias or groups.
 #pragma once
+#include <vector>
 
 namespace torch::nn {
 class Conv2dImpl;
@@ -56,5 +57,15 @@ ConvPath conv_path(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
 const char* conv_path_name(ConvPath p);
 
 at::Tensor conv2d(torch::nn::Conv2dImpl& conv, const at::Tensor& x);
+
+// ASPP's bottleneck (models/aspp.cpp): `conv` (3×3, padding 1) over the channels [v upsampled
+// to the map, rest...], where v (N,Cp,1,1) is the image-pool branch, constant over the map
+// once upsampled from 1×1. Whether conv2d_pooled runs it as cp2's Winograd tiles with v's
+// channels made once per image (compute/winograd_tiles.h: tiles_conv3x3_pooled): under the
+// fast algorithms (fast paths winograd and aspp-pool on), where conv2d would run cp2's tiles
+// on the concatenated input. Elsewhere the caller concatenates and calls conv2d, as before.
+bool pooled_runs(torch::nn::Conv2dImpl& conv, const at::Tensor& v, const std::vector<at::Tensor>& rest);
+// Throws where pooled_runs is false.
+at::Tensor conv2d_pooled(torch::nn::Conv2dImpl& conv, const at::Tensor& v, const std::vector<at::Tensor>& rest);
 
 }  // namespace cp2::compute

@@ -30,6 +30,9 @@ const std::vector<FastPathInfo>& fast_paths() {
       {FastPath::onednn_mm, "onednn-mm",
        "the loss's logits against the queue (a 2-D matmul) through oneDNN's sgemm rather than LibTorch's (OpenBLAS)"},
       {FastPath::max_pool, "max-pool", "ResNet's stem max pool (3x3, stride 2) on NCHW maps as one AVX2 pass"},
+      {FastPath::aspp_pool, "aspp-pool",
+       "ASPP's bottleneck on cp2's tiles: its image-pool channels, constant over the map, multiplied once per image "
+       "rather than per tile"},
   };
   return t;
 }

@@ -4,8 +4,9 @@
 // from one run to the next (docs/benchmarks.md), more than one path's gain. A path turned off
 // leaves its work to PyTorch's ops (the convolution module's forward; batch_norm, `+=`, relu_;
 // torch::mm; the max pool module's forward),
-// except two that choose between fast paths: `cp2-tiles` off, oneDNN's Winograd runs;
-// `subgrids` off, the tap GEMMs.
+// except three that choose between fast paths: `cp2-tiles` off, oneDNN's Winograd runs;
+// `subgrids` off, the tap GEMMs; `aspp-pool` off, ASPP's bottleneck over the concatenated
+// input (cp2's tiles there too, through compute::conv2d).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -15,7 +16,7 @@
 
 namespace cp2::compute {
 
-enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tiles, subgrids, onednn_mm, max_pool };
+enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tiles, subgrids, onednn_mm, max_pool, aspp_pool };
 
 struct FastPathInfo {
   FastPath path;

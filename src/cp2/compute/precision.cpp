@@ -34,8 +34,9 @@ std::string conv_algorithm_help() {
          " and for dilated convolutions on any CPU (their sub-grids tiled in place, any map size), and cp2's "
          "F(3x3,3x3) on maps that 4x4 tiles would fill half or less (1-3, 5, 6, 9 px), each only where measured "
          "faster, e.g. from 32 tiles up; dilated ones whose taps mostly read padding (ASPP) as one GEMM per tap over "
-         "the pixels it reads; on channels-last maps ResNet-50's 1x1s as GEMMs (AVX-512); batch norm with its ReLU "
-         "in one pass each way (AVX2); the pretraining loss's logits against the queue through oneDNN's sgemm; differs "
+         "the pixels it reads; ASPP's bottleneck with its image-pool channels multiplied once per image on cp2's "
+         "tiles; on channels-last maps ResNet-50's 1x1s as GEMMs (AVX-512); batch norm with its ReLU in one pass "
+         "each way (AVX2); the pretraining loss's logits against the queue through oneDNN's sgemm; differs "
          "from direct by fp32 round-off; and ResNet's stem max pool in one AVX2 pass, PyTorch's values exactly) or "
          "auto (winograd where available)";
 }

@@ -72,7 +72,8 @@ inline constexpr const char* kChannelsLastHelp =
 // oneDNN's on AVX-512 CPUs, cp2's on AVX2 ones, for dilated convolutions and for ≥ 256
 // channels (≥ 128 channels-last) on any; cp2's
 // F(3x3,3x3) on maps 4x4 tiles would fill half, compute/winograd_tiles.h; dilated ones
-// mostly over padding as one GEMM per tap, compute/dilated.h; on channels-last maps the 1×1s
+// mostly over padding as one GEMM per tap, compute/dilated.h; ASPP's bottleneck with its
+// image-pool channels once per image, compute/conv.h; on channels-last maps the 1×1s
 // as GEMMs, compute/pointwise.h; batch norm + ReLU in one pass, compute/bn_act.h; the loss's
 // queue matmul, compute/matmul.h; the stem's max pool, compute/pool.h; an error where this
 // build or CPU has no Winograd kernels), auto (winograd where available).

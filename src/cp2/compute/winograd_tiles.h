@@ -86,4 +86,14 @@ bool tiles3_pay_off(int64_t n, int64_t in_channels, int64_t out_channels, int64_
 // layout. The caller checks tiles_available() and tiles_fit().
 at::Tensor tiles_conv3x3(const at::Tensor& x, const at::Tensor& weight, int64_t tile = 0, int64_t dilation = 1);
 
+// The same convolution (undilated, padding 1) of the channels [v, x]: v (N,Cp,1,1) stands for
+// Cp channels constant over x's h×w map (ASPP's image-pool branch, its 1×1 map upsampled;
+// compute/conv.h's conv2d_pooled), weight (O,Cp+Cr,3,3). A constant channel's input tiles are
+// its value times a few fixed tiles (those of a map of ones), so its products with the
+// filters' tiles are made once per image, not once per tile: at 49 tiles an image (ASPP on
+// 224 px crops' 28×28 maps), the fifth of its bottleneck's products they were becomes 0.4 %. Gradients for all
+// three, the exact gradients of this arithmetic; output in x's memory layout. Channel counts
+// multiples of 8 (tiles_fit), `tile` 4 or 3.
+at::Tensor tiles_conv3x3_pooled(const at::Tensor& v, const at::Tensor& x, const at::Tensor& weight, int64_t tile);
+
 }  // namespace cp2::compute

@@ -60,13 +60,19 @@ ASPPHeadImpl::ASPPHeadImpl(const ASPPHeadOptions& opt) : opt_(opt) {
 
 torch::Tensor ASPPHeadImpl::features(const torch::Tensor& x) {
   namespace F = torch::nn::functional;
+  const auto pooled = image_pool->forward(x);  // (N, channels, 1, 1)
   std::vector<torch::Tensor> outs;
-  std::vector<int64_t> size{x.size(2), x.size(3)};
-  outs.push_back(F::interpolate(image_pool->forward(x), F::InterpolateFuncOptions()
-                                                          .size(size)
-                                                          .mode(torch::kBilinear)
-                                                          .align_corners(opt_.align_corners)));
   for (const auto& m : *aspp_modules) outs.push_back(m->as<ConvModuleImpl>()->forward(x));
+  // Upsampled from 1×1, the image-pool branch is constant over the map: under the fast
+  // algorithms its channels of the bottleneck's products are made once per image
+  // (compute/conv.h), not concatenated.
+  if (compute::pooled_runs(*bottleneck->conv, pooled, outs))
+    return bottleneck->bn->forward_relu(compute::conv2d_pooled(*bottleneck->conv, pooled, outs));
+  std::vector<int64_t> size{x.size(2), x.size(3)};
+  outs.insert(outs.begin(), F::interpolate(pooled, F::InterpolateFuncOptions()
+                                                       .size(size)
+                                                       .mode(torch::kBilinear)
+                                                       .align_corners(opt_.align_corners)));
   return bottleneck(torch::cat(outs, 1));
 }
 
