@@ -468,7 +468,8 @@ TEST(Cli, BenchAlternatesFastPathsInOneProcess) {
   // default direct).
   for (const auto& [args, what] : std::vector<std::pair<std::string, std::string>>{
            {"--alternate bn-act,fast", "--alternate: expected a comma-separated list of winograd, tap-gemms, 1x1-gemms, "
-                                       "bn-act, cp2-tiles, subgrids, onednn-mm, max-pool, found 'fast' in "
+                                       "bn-act, cp2-tiles, subgrids, onednn-mm, max-pool, aspp-pool, found 'fast' "
+                                       "in "
                                        "'bn-act,fast'"},
            {"--alternate bn-act --rounds 1", "--alternate: expected --rounds >= 2 (rounds alternate with the paths on "
                                              "and off), found 1"},
