@@ -137,7 +137,7 @@ namespace {
 // The tile size cp2's kernels would take for conv over [v, rest...], or 0 where they would not
 // run (pooled_runs).
 int64_t pooled_tile(torch::nn::Conv2dImpl& conv, const at::Tensor& v, const std::vector<at::Tensor>& rest) {
-  if (rest.empty() || v.dim() != 4 || !fast_path_on(FastPath::aspp_pool) || !fast_path_on(FastPath::winograd) ||
+  if (rest.empty() || !fast_path_on(FastPath::aspp_pool) || !fast_path_on(FastPath::winograd) ||
       !winograd_enabled() || autocast_active(false) || conv.bias.defined() || same_dilated_3x3(conv) != 1)
     return 0;
   const auto& x = rest[0];

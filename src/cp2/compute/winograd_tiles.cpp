@@ -102,25 +102,19 @@ at::Tensor weight_grad(const Geometry& g, const at::Tensor& du, at::MemoryFormat
   return dw;
 }
 
-// out[ξ] = op(a[ξ]) · op(b[ξ]) (+ out[ξ] where beta is 1) for every plane ξ, row-major; op(a) =
-// a, or aᵀ when trans_a (likewise b). Operands as planes() makes them (rows dense, planes
-// strided), or views of them narrowed to a range of columns, or a matrix expanded over the planes.
-void gemm_planes(const at::Tensor& a, bool trans_a, const at::Tensor& b, bool trans_b, const at::Tensor& out,
-                 float beta = 0.f) {
+// out[ξ] = op(a[ξ]) · op(b[ξ]) for every plane ξ, row-major; op(a) = a, or aᵀ when trans_a
+// (likewise b). Operands as planes() makes them (rows dense, planes strided), or views of them
+// narrowed to a range of columns, or a matrix expanded over the planes.
+void gemm_planes(const at::Tensor& a, bool trans_a, const at::Tensor& b, bool trans_b, const at::Tensor& out) {
   if (!sgemm_is_onednn()) {  // one batched LibTorch call rather than one per plane
-    const auto A = trans_a ? a.transpose(1, 2) : a, B = trans_b ? b.transpose(1, 2) : b;
-    if (beta == 0.f) {
-      auto o = out;
-      at::bmm_out(o, A, B);
-    } else {
-      out.baddbmm_(A, B);
-    }
+    auto o = out;            // a view (narrowed columns) is written in place
+    at::bmm_out(o, trans_a ? a.transpose(1, 2) : a, trans_b ? b.transpose(1, 2) : b);
     return;
   }
   const int64_t m = out.size(1), n = out.size(2), k = trans_a ? a.size(1) : a.size(2);
   for (int64_t i = 0; i < out.size(0); ++i)
     sgemm("winograd", trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, data(a) + i * a.stride(0), a.stride(1),
-          data(b) + i * b.stride(0), b.stride(1), beta, data(out) + i * out.stride(0), out.stride(1));
+          data(b) + i * b.stride(0), b.stride(1), 0.f, data(out) + i * out.stride(0), out.stride(1));
 }
 
 // Runs `kernel(begin, end)` over the tiles on LibTorch's intra-op threads.
@@ -140,8 +134,11 @@ OpShape counted_shape(const at::Tensor& x, const at::Tensor& w, int64_t d) {
 // x: (N,C,H,W) channels-last (NHWC memory) by the filters w (O,C,3,3) at dilation d → y
 // (N,O,H,W) channels-last, in tiles of `tile` pixels; with `flip`, by w turned 180° with in
 // and out channels swapped (the input gradient: x is then dy (N,O,H,W) and y is (N,C,H,W)).
-at::Tensor forward_nhwc(const at::Tensor& x, const at::Tensor& w, bool flip, int64_t tile, int64_t d) {
-  const int64_t c = x.size(1), o = flip ? w.size(1) : w.size(0);
+// With `skip`, w's first `skip` input channels are left out: with flip, y is the other
+// C − skip channels' gradient (tiles_conv3x3_pooled's rest).
+at::Tensor forward_nhwc(const at::Tensor& x, const at::Tensor& w, bool flip, int64_t tile, int64_t d,
+                        int64_t skip = 0) {
+  const int64_t c = x.size(1), o = flip ? w.size(1) - skip : w.size(0);
   const Geometry g = geometry(x, tile, d);
   const int64_t tiles = g.tiles();
   arena().reserve(planes_floats(g, w.size(0), w.size(1)) + planes_floats(g, tiles, c) + planes_floats(g, tiles, o));
@@ -149,7 +146,7 @@ at::Tensor forward_nhwc(const at::Tensor& x, const at::Tensor& w, bool flip, int
   auto m = planes(g, tiles, o, x.options());
   auto v = planes(g, tiles, c, x.options());
   over_tiles(tiles, [&](int64_t b, int64_t e) { wino::input_tiles(data(x), g, c, data(v), v.stride(0), b, e); });
-  gemm_planes(v, false, u, !flip, m);
+  gemm_planes(v, false, u.narrow(2, skip, u.size(2) - skip), !flip, m);
   auto y = at::empty({g.n, o, g.h, g.w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   over_tiles(tiles, [&](int64_t b, int64_t e) { wino::output_tiles(data(m), m.stride(0), g, o, data(y), b, e); });
   return y;
@@ -284,8 +281,8 @@ at::Tensor constant_input_grad(const at::Tensor& dy, const at::Tensor& w, int64_
   return at::mm(sn, w.narrow(1, 0, cp).permute({0, 2, 3, 1}).reshape({-1, cp}));
 }
 
-// The gradients of pooled_forward_nhwc for dy (NHWC): of x (the rest's channels of
-// forward_nhwc's flipped convolution), of the weight (the rest's columns of dU as
+// The gradients of pooled_forward_nhwc for dy (NHWC): of x (forward_nhwc's flipped
+// convolution, the rest's channels), of the weight (the rest's columns of dU as
 // weight_grad_nhwc's, the constant ones' Zsᵀ v, where Zs sums each image's output-gradient
 // tiles times the constant taps: the exact gradients of the forward's arithmetic) and of v
 // (constant_input_grad: the convolution's).
@@ -298,17 +295,7 @@ PooledGrads pooled_backward_nhwc(const at::Tensor& v, const at::Tensor& x, const
   const Geometry g = geometry(x, tile, 1);
   const int64_t tiles = g.tiles();
   PooledGrads out;
-  if (need_x) {
-    arena().reserve(planes_floats(g, o, c) + planes_floats(g, tiles, o) + planes_floats(g, tiles, cr));
-    const auto uf = weight_tiles(g, w, true);  // [P][O][C], turned 180°
-    auto vd = planes(g, tiles, o, x.options());
-    over_tiles(tiles, [&](int64_t b, int64_t e) { wino::input_tiles(data(dy), g, o, data(vd), vd.stride(0), b, e); });
-    auto mx = planes(g, tiles, cr, x.options());
-    gemm_planes(vd, false, uf.narrow(2, cp, cr), false, mx);
-    out.dx = at::empty({n, cr, g.h, g.w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-    over_tiles(tiles,
-               [&](int64_t b, int64_t e) { wino::output_tiles(data(mx), mx.stride(0), g, cr, data(out.dx), b, e); });
-  }
+  if (need_x) out.dx = forward_nhwc(dy, w, true, tile, 1, cp);
   if (need_v) out.dv = constant_input_grad(dy, w, cp);
   if (!need_w) return out;
   const auto taps = constant_taps(constant_tiles(g, x.options()));
