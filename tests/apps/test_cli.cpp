@@ -464,8 +464,8 @@ TEST(Cli, BenchAlternatesFastPathsInOneProcess) {
       r.out, std::regex(R"(\nbn-act,winograd off        train step on / off [0-9.]+x \(median of 1 pairs, [0-9.]+-[0-9.]+x\); )"
                         R"(end to end on / off [0-9.]+x \(median of 1 pairs)")))
       << r.out;
-  // Refused before any work: an unknown path, one round, numerics that leave every path off (the
-  // default direct).
+  // Refused before any work: an unknown path, one round, numerics that leave every path off
+  // (--conv-algorithm direct).
   for (const auto& [args, what] : std::vector<std::pair<std::string, std::string>>{
            {"--alternate bn-act,fast", "--alternate: expected a comma-separated list of winograd, tap-gemms, 1x1-gemms, "
                                        "bn-act, cp2-tiles, subgrids, onednn-mm, max-pool, aspp-pool, found 'fast' "
@@ -473,9 +473,9 @@ TEST(Cli, BenchAlternatesFastPathsInOneProcess) {
                                        "'bn-act,fast'"},
            {"--alternate bn-act --rounds 1", "--alternate: expected --rounds >= 2 (rounds alternate with the paths on "
                                              "and off), found 1"},
-           {"--alternate bn-act --rounds 2", "--alternate: the fast paths run only under --conv-algorithm winograd or "
-                                             "auto in fp32 on a CPU with their kernels; this run's numerics are "
-                                             "\"fp32, NCHW\", so every round would be the same"}}) {
+           {"--alternate bn-act --rounds 2 --conv-algorithm direct",
+            "--alternate: the fast paths run only under --conv-algorithm winograd or auto in fp32 on a CPU with their "
+            "kernels; this run's numerics are \"fp32, NCHW\", so every round would be the same"}}) {
     const auto bad = run("bench finetune --threads 1 --arch 18 --crop 32 --scale 32 " + args);
     EXPECT_EQ(bad.rc, 1) << args << ":\n" << bad.out;
     EXPECT_NE(bad.out.find("error: " + what), std::string::npos) << args << ":\n" << bad.out;
@@ -493,7 +493,7 @@ TEST(Cli, BenchLinesCarryFlopsAndTheProbe) {
   const auto images = cp2::test::synth_images("cli_bench_flops", 8, 64, 64, 2);
   auto r = run("bench pretrain --threads 1 --workers 1 --data " + images +
                " --arch 18 --size 32 --batch 2 --queue 16 --steps 1 --warmup 0 --rounds 1 --channels-last "
-               "--cuda-graph auto --profile 10");
+               "--conv-algorithm direct --cuda-graph auto --profile 10");
   ASSERT_EQ(r.rc, 0) << r.out;
   // --profile N: one table of the N ops with the most own time, convolutions among them.
   EXPECT_NE(r.out.find("\nprofile of 1 step, "), std::string::npos) << r.out;

@@ -450,7 +450,10 @@ TEST(Numerics, ChannelsLastAutoRule) {
   EXPECT_EQ(compute::resolve_numerics(o, "cpu", 50).channels_last, avx2);  // the check passes here
   EXPECT_TRUE(compute::resolve_numerics(o, "cuda", 50).channels_last);
   EXPECT_FALSE(compute::resolve_numerics(o, "cuda", 18).channels_last);
-  EXPECT_FALSE(compute::resolve_numerics({}, "cuda", 50).channels_last);  // the default is false
+  // The default is auto: a run that names no layout gets the measured one.
+  EXPECT_TRUE(compute::resolve_numerics({}, "cuda", 50).channels_last);
+  EXPECT_FALSE(compute::resolve_numerics({}, "cuda", 18).channels_last);
+  EXPECT_EQ(compute::resolve_numerics({}, "cpu", 50).channels_last, avx2);
   std::string note = "stale";
   EXPECT_EQ(compute::resolve_inference_numerics(o, "cpu", 50, &note).channels_last, avx2);
   EXPECT_EQ(note, "");
@@ -1646,7 +1649,9 @@ TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {
   EXPECT_FALSE(compute::resolve_numerics(o, "cuda", 50).winograd);
   o.precision = "bf16";
   EXPECT_FALSE(compute::resolve_numerics(o, "cpu", 50).winograd);  // auto: bf16 runs direct
-  EXPECT_FALSE(compute::resolve_numerics({}, "cpu", 50).winograd);  // the default is direct
+  // The default is auto: the fast algorithms wherever this CPU has their kernels.
+  EXPECT_EQ(compute::resolve_numerics({}, "cpu", 50).winograd, compute::winograd_available(nullptr));
+  EXPECT_FALSE(compute::resolve_numerics({}, "cuda", 50).winograd);
   // fp16: CUDA's AMP, with dynamic loss scaling unless train.loss_scale says off.
   o = {};
   o.precision = "fp16";
@@ -1658,7 +1663,8 @@ TEST(Winograd, KeyIsValidatedAndBoundInBothConfigs) {
   // Inference of a config trained on a GPU: fp16 falls back to fp32 off CUDA, and says so.
   std::string note;
   n = compute::resolve_inference_numerics(o, "cpu", 50, &note);
-  EXPECT_TRUE(!n.amp() && !n.loss_scaling && !n.winograd);
+  EXPECT_TRUE(!n.amp() && !n.loss_scaling);
+  EXPECT_EQ(n.winograd, compute::winograd_available(nullptr)) << "fp32 here, so the default auto applies";
   EXPECT_EQ(note, "train.precision: fp16 runs on CUDA only: running in fp32 on 'cpu'");
   n = compute::resolve_inference_numerics(o, "cuda", 50, &note);
   EXPECT_TRUE(n.fp16 && !n.loss_scaling) << "no backward pass, no scaling";

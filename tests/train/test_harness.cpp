@@ -95,6 +95,29 @@ TEST(RunFolder, ResumeWritesWhereTheUserPoints) {
   expect_error([&] { pretrain_run(lreq); }, {loose, "not inside a run folder", "--out"});
 }
 
+// Runs made when train.conv_algorithm / train.channels_last defaulted to direct / false
+// store those values in config.yaml; resumed, they go on in them, not in today's auto.
+TEST(RunFolder, ResumeKeepsTheStoredNumericsOverNewDefaults) {
+  set_threads(2);
+  auto data = harness_images("h_numerics_data", 16);
+  const auto a = temp_dir("h_numerics_a");
+  pretrain::PretrainConfig first;
+  pretrain_run(tiny_request(data, a, {"train.conv_algorithm=direct", "train.channels_last=false"}), 1, &first);
+  EXPECT_EQ(first.train.numerics.conv_algorithm, "direct");
+  EXPECT_NE(read_text(a + "/config.yaml").find("conv_algorithm: direct"), std::string::npos);
+  train::RunRequest req;
+  req.resume = a;
+  pretrain::PretrainConfig resumed;
+  EXPECT_EQ(pretrain_run(req, 2, &resumed).last_step, 2);
+  EXPECT_EQ(resumed.train.numerics.conv_algorithm, "direct");
+  EXPECT_EQ(resumed.train.numerics.channels_last, "false");
+  // A fresh run that names neither takes the defaults.
+  pretrain::PretrainConfig fresh;
+  pretrain_run(tiny_request(data, temp_dir("h_numerics_b")), 1, &fresh);
+  EXPECT_EQ(fresh.train.numerics.conv_algorithm, "auto");
+  EXPECT_EQ(fresh.train.numerics.channels_last, "auto");
+}
+
 TEST(RunFolder, FreshRunRefusesAnOldRunAndResumeAloneTakesTheNewest) {
   set_threads(2);
   auto data = harness_images("h_fresh_data", 16);

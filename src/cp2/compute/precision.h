@@ -28,10 +28,13 @@ struct NumericsOptions {
   // false | true | auto: auto = on where measured faster (channels_last_is_faster) and, on
   // the CPU, where this LibTorch's channels-last convolutions pass channels_last_conv_fault.
   // Held as text: configs and checkpoints before auto stored true / false.
-  std::string channels_last = "false";
+  // Both default to auto: layout and algorithm change fp32 round-off only, as cuDNN's own
+  // algorithm search did in the authors' runs (cudnn.benchmark), and a run folder's config
+  // keeps what it started with, so resumed runs go on as they were.
+  std::string channels_last = "auto";
   // direct | winograd | auto (compute/conv.h): the algorithm of fp32 3x3 convolutions on the
-  // CPU.
-  std::string conv_algorithm = "direct";
+  // CPU; direct is PyTorch's arithmetic.
+  std::string conv_algorithm = "auto";
   // auto | dynamic | off: the loss multiplied by a scale before the backward pass and the
   // gradients divided by it before the step, which is skipped where they are not finite
   // (torch.cuda.amp.GradScaler's rule, in train::Optimizer: halve the scale then, double it
