@@ -34,6 +34,7 @@ const std::vector<Shortcut>& finetune_shortcuts() {
       {"--device", "train.device", "cpu, cuda, cuda:N"},
       {"--precision", "train.precision", compute::kPrecisionHelp},
       {"--conv-algorithm", "train.conv_algorithm", compute::conv_algorithm_help()},
+      {"--channels-last", "train.channels_last", compute::kChannelsLastHelp},
       {"--seed", "train.seed", "seed", Kind::NonNegInt}};
   return s;
 }

@@ -36,6 +36,7 @@ const std::vector<Shortcut>& pretrain_shortcuts() {
       {"--device", "train.device", "cpu, cuda, cuda:N"},
       {"--precision", "train.precision", compute::kPrecisionHelp},
       {"--conv-algorithm", "train.conv_algorithm", compute::conv_algorithm_help()},
+      {"--channels-last", "train.channels_last", compute::kChannelsLastHelp},
       {"--seed", "train.seed", "seed", Kind::NonNegInt},
       {"--lr", "optim.lr", "learning rate at batch 256", Kind::PosFloat}};
   return s;
