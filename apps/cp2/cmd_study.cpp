@@ -34,7 +34,9 @@ void add_study_flags(CLI::App* c, StudyFlags& f) {
                 "Quick Tuning config (YAML, cp2 pretrain keys); default: the built-in CPU recipe (R18-ASPP, 128 px views, output stride 16, K 256)");
   c->add_option("--finetune-config", f.recipe.finetune_config,
                 "finetuning config (YAML, cp2 finetune keys); default: the built-in CPU recipe (R18, 96 px crops)");
-  c->add_option("--pset", f.recipe.pretrain_sets, "override a Quick Tuning key: --pset section.key=value (repeatable)");
+  c->add_option("--pset", f.recipe.pretrain_sets,
+                "override a pretraining key, in Quick Tuning and in the MoCo v2 base that --base-epochs pretrains "
+                "(there but train.epochs): --pset section.key=value (repeatable)");
   c->add_option("--fset", f.recipe.finetune_sets, "override a finetuning key: --fset section.key=value (repeatable)");
   c->add_option("--data", f.recipe.data, "pretraining image folder (default: built-in Fashion-MNIST images in OUT/data)");
   c->add_option("--seg-data", f.recipe.seg_data, "segmentation dataset folder (default: built-in Fashion-MNIST scenes in OUT/data)");
