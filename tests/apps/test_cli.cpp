@@ -396,17 +396,17 @@ TEST(Cli, PretrainConfigErrors) {
   }
   EXPECT_NE(run("pretrain --help").out.find("--workers INT|auto"), std::string::npos);
   // The numerics' two auto keys have flags; `direct` / `false` give PyTorch's arithmetic.
-  for (const char* cmd : {"pretrain --data /tmp", "finetune --data /tmp --type voc"}) {
-    r = run(std::string(cmd) + " --print-config");
+  for (const std::string cmd : {"pretrain --data /tmp", "finetune --data /tmp --type voc"}) {
+    r = run(cmd + " --print-config");
     EXPECT_NE(r.out.find("\n  channels_last: auto\n  conv_algorithm: auto\n"), std::string::npos) << r.out;
-    r = run(std::string(cmd) + " --conv-algorithm direct --channels-last false --print-config");
+    r = run(cmd + " --conv-algorithm direct --channels-last false --print-config");
     EXPECT_NE(r.out.find("\n  channels_last: false\n  conv_algorithm: direct\n"), std::string::npos) << r.out;
-    r = run(std::string(cmd) + " --channels-last sometimes");
+    r = run(cmd + " --channels-last sometimes");
     EXPECT_EQ(r.rc, 1) << r.out;
     EXPECT_NE(r.out.find("train.channels_last"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("sometimes"), std::string::npos) << r.out;
-    EXPECT_NE(run(std::string(cmd).substr(0, 9) + " --help").out.find("(train.channels_last; default auto)"),
-              std::string::npos);
+    const std::string sub = cmd.substr(0, cmd.find(' '));  // pretrain, finetune
+    EXPECT_NE(run(sub + " --help").out.find("(train.channels_last; default auto)"), std::string::npos) << sub;
   }
   r = run("pretrain --data /tmp --set train.batch=zero");
   EXPECT_EQ(r.rc, 1);

@@ -16,7 +16,17 @@
 
 namespace cp2::compute {
 
-enum class FastPath : uint32_t { winograd, tap_gemms, gemm_1x1, bn_act, cp2_tiles, subgrids, onednn_mm, max_pool, aspp_pool };
+enum class FastPath : uint32_t {
+  winograd,
+  tap_gemms,
+  gemm_1x1,
+  bn_act,
+  cp2_tiles,
+  subgrids,
+  onednn_mm,
+  max_pool,
+  aspp_pool
+};
 
 struct FastPathInfo {
   FastPath path;
